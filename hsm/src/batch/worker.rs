@@ -1,0 +1,184 @@
+//! The worker threads of a batch signer: each gathers queued requests into a batch, builds its
+//! tree, has the token sign the root, and answers every caller of the batch.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use prometheus::Histogram;
+use ring::rand::{SecureRandom, SystemRandom};
+use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
+
+use super::merkle::{Hash, Tree};
+use super::signature::{self, BatchSignature, MAX_SIGNATURE_LEN};
+use crate::{Error, Signer};
+
+/// The context of mask derivation: `mask_i = SHA-256(MASK_CONTEXT || seed || u64 i)`.
+const MASK_CONTEXT: &[u8] = b"backbone-batch-mask-v1\0";
+
+/// What a caller puts in the queue.
+pub(super) enum Job {
+    /// Sign this digest and answer on `reply`.
+    Sign(Request),
+    /// Finish the current batch and exit; [`BatchSigner::shutdown`](super::BatchSigner::shutdown)
+    /// queues one per worker.
+    Stop,
+}
+
+/// One caller's request: the SHA-256 of its message, and where to send its proof.
+pub(super) struct Request {
+    pub(super) digest: Hash,
+    pub(super) reply: oneshot::Sender<Result<BatchSignature, Error>>,
+}
+
+/// One worker thread's state. The workers of a signer share the queue's receiving end: the worker
+/// holding the lock gathers the next batch while the others sign theirs.
+pub(super) struct Worker {
+    pub(super) signer: Arc<dyn Signer>,
+    pub(super) jobs: Arc<Mutex<Receiver<Job>>>,
+    pub(super) max_batch: usize,
+    pub(super) max_linger: Duration,
+    pub(super) batch_size: Option<Histogram>,
+    pub(super) rng: SystemRandom,
+}
+
+// === impl Worker ===
+
+impl Worker {
+    /// Signs batches until told to stop or until every [`BatchSigner`](super::BatchSigner) handle
+    /// is gone and the queue is empty.
+    pub(super) fn run(self) {
+        loop {
+            let (batch, last) = self.gather();
+            if !batch.is_empty() {
+                self.sign(batch);
+            }
+            if last {
+                tracing::debug!(label = self.signer.label(), "batch signer worker stopped");
+                return;
+            }
+        }
+    }
+
+    /// Waits for a request, then takes the requests queued behind it: up to `max_batch`, waiting
+    /// up to `max_linger` for more. The flag is true when the worker must exit after this batch.
+    fn gather(&self) -> (Vec<Request>, bool) {
+        // A worker that panicked cannot have left the receiver half-changed.
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batch = Vec::new();
+        match jobs.recv() {
+            Ok(Job::Sign(request)) => batch.push(request),
+            Ok(Job::Stop) | Err(_) => return (batch, true),
+        }
+        let deadline = Instant::now() + self.max_linger;
+        while batch.len() < self.max_batch {
+            let job = if self.max_linger.is_zero() {
+                jobs.try_recv().map_err(|e| e == TryRecvError::Disconnected)
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                jobs.recv_timeout(left).map_err(|e| e == RecvTimeoutError::Disconnected)
+            };
+            match job {
+                Ok(Job::Sign(request)) => batch.push(request),
+                Ok(Job::Stop) | Err(true) => return (batch, true),
+                Err(false) => break,
+            }
+        }
+        (batch, false)
+    }
+
+    /// Signs one batch and answers its callers: each gets its proof, or a copy of the error.
+    fn sign(&self, batch: Vec<Request>) {
+        if let Some(histogram) = &self.batch_size {
+            histogram.observe(batch.len() as f64);
+        }
+        let digests: Vec<Hash> = batch.iter().map(|request| request.digest).collect();
+        match self.prove(&digests) {
+            Ok(proofs) => {
+                for (request, proof) in batch.into_iter().zip(proofs) {
+                    // A caller that stopped waiting has dropped its receiver; nothing to do.
+                    let _ = request.reply.send(proof);
+                }
+            }
+            Err(error) => {
+                tracing::warn!(label = self.signer.label(), size = batch.len(), %error, "batch signature failed");
+                for request in batch {
+                    let _ = request.reply.send(Err(duplicate(&error)));
+                }
+            }
+        }
+    }
+
+    /// Builds the masked tree over `digests`, has the token sign its root, and returns one proof
+    /// per digest, in order.
+    fn prove(&self, digests: &[Hash]) -> Result<Vec<Result<BatchSignature, Error>>, Error> {
+        let mut seed = [0; 32];
+        self.rng.fill(&mut seed).map_err(|e| Error::crypto("batch mask seed", e))?;
+        let prefix = Sha256::new().chain_update(MASK_CONTEXT).chain_update(seed);
+        let masks: Vec<Hash> = (0..digests.len() as u64)
+            .map(|i| prefix.clone().chain_update(i.to_be_bytes()).finalize().into())
+            .collect();
+        let leaves = masks.iter().zip(digests).map(|(mask, digest)| signature::message_leaf(mask, digest));
+        let tree = Tree::new(leaves.collect());
+        let (size, root) = (digests.len() as u64, tree.root());
+        let signature = self.signer.sign(&signature::to_be_signed(size, &root))?;
+        if signature.is_empty() || signature.len() > MAX_SIGNATURE_LEN {
+            return Err(Error::decode(
+                "batch root signature from the key store",
+                format!("{} bytes (expected 1 to {MAX_SIGNATURE_LEN})", signature.len()),
+            ));
+        }
+        let algorithm = self.signer.algorithm();
+        let proofs = masks.into_iter().enumerate().map(|(i, mask)| {
+            let path = tree.audit_path(i).ok_or(Error::Unreachable("batch leaf index out of range"))?;
+            Ok(BatchSignature::new(algorithm, i as u64, size, mask, root, path, signature.clone()))
+        });
+        Ok(proofs.collect())
+    }
+}
+
+/// A copy of `error` for each caller of a failed batch, of the same variant so that callers tell
+/// a locked token from a lost one as they would with [`Signer::sign`]. (`std::io::Error` cannot be
+/// cloned; its copy keeps the kind and the message.)
+fn duplicate(error: &Error) -> Error {
+    match error {
+        Error::WrongPin { token } => Error::WrongPin { token: token.clone() },
+        Error::TokenLocked { token } => Error::TokenLocked { token: token.clone() },
+        Error::NoSuchToken { label, module, present } => {
+            Error::NoSuchToken { label: label.clone(), module: module.clone(), present: present.clone() }
+        }
+        Error::NoSuchKey { label, kind, store } => {
+            Error::NoSuchKey { label: label.clone(), kind, store: store.clone() }
+        }
+        Error::KeyExists { label, store } => Error::KeyExists { label: label.clone(), store: store.clone() },
+        Error::MechanismNotSupported { token, mechanism, algorithm } => Error::MechanismNotSupported {
+            token: token.clone(),
+            mechanism: mechanism.clone(),
+            algorithm: algorithm.clone(),
+        },
+        Error::AlgorithmMismatch { label, key_type, algorithm } => Error::AlgorithmMismatch {
+            label: label.clone(),
+            key_type: key_type.clone(),
+            algorithm: algorithm.clone(),
+        },
+        Error::Pin { source_name, reason } => Error::Pin { source_name: source_name.clone(), reason: reason.clone() },
+        Error::Config { key, value, reason } => Error::Config { key, value: value.clone(), reason: reason.clone() },
+        Error::Module { module, reason } => Error::Module { module: module.clone(), reason: reason.clone() },
+        Error::Pkcs11 { token, operation, reason } => {
+            Error::Pkcs11 { token: token.clone(), operation, reason: reason.clone() }
+        }
+        Error::TokenUnavailable { token, attempts, reason } => {
+            Error::TokenUnavailable { token: token.clone(), attempts: *attempts, reason: reason.clone() }
+        }
+        Error::KeyFile { path, source } => Error::KeyFile {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Crypto { operation, reason } => Error::Crypto { operation, reason: reason.clone() },
+        Error::BatchSignerStopped { label } => Error::BatchSignerStopped { label: label.clone() },
+        Error::Decode { what, reason } => Error::Decode { what, reason: reason.clone() },
+        Error::BadSignature { algorithm, reason } => Error::BadSignature { algorithm: algorithm.clone(), reason },
+        Error::Unreachable(what) => Error::Unreachable(what),
+    }
+}
