@@ -40,6 +40,24 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
+impl Command {
+    /// `noun verb`, for logs and traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Config { command: ConfigCommand::Check } => "config check",
+            Command::Config { command: ConfigCommand::Keys } => "config keys",
+            Command::Hsm(args) => match args.command {
+                HsmCommand::Keygen { .. } => "hsm keygen",
+                HsmCommand::List => "hsm list",
+                HsmCommand::Pubkey { .. } => "hsm pubkey",
+                HsmCommand::Csr(_) => "hsm csr",
+                HsmCommand::Selftest(_) => "hsm selftest",
+            },
+            Command::Demo(_) => "demo",
+        }
+    }
+}
+
 /// `backbone config ...`
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
@@ -103,7 +121,13 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         return Ok(());
     }
     let settings = config::load(cli.config.as_deref(), env)?;
-    let _telemetry = crate::telemetry::init(&settings.telemetry)?;
+    let telemetry = crate::telemetry::init(&settings.telemetry)?;
+    if telemetry.exporting() {
+        tracing::info!(config = %settings.summary(), "exporting traces over OTLP");
+    }
+    // One root span per command: with OTLP on, every command run is one trace.
+    let span = tracing::info_span!("backbone", command = cli.command.name(), version = crate::telemetry::VERSION);
+    let _entered = span.enter();
     match cli.command {
         Command::Config { command: ConfigCommand::Check } => config_check(&settings, env),
         Command::Config { command: ConfigCommand::Keys } => Ok(()),

@@ -33,7 +33,7 @@ pub struct DemoArgs {
     /// present. Default ./backbone-demo.
     #[arg(long, default_value = "backbone-demo", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Which key store holds the agencies' keys: "data-dir" (software keys in <DIR>/keys) or
+    /// Which key store holds the agencies' keys: "data-dir" (software keys in DIR/keys) or
     /// "config" (the configured [hsm] store, e.g. a PKCS#11 token). Default data-dir.
     #[arg(long, value_enum, default_value_t = KeyStoreChoice::DataDir)]
     pub key_store: KeyStoreChoice,

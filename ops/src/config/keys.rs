@@ -78,7 +78,7 @@ pub const HSM_PIN_FILE: Key = Key {
     path: "hsm.pin_file",
     env: "BACKBONE_HSM__PIN_FILE",
     default: None,
-    doc: "file whose content is the token's user PIN (a trailing newline is ignored); when set, hsm.pin_env is not read",
+    doc: "file whose content is the token's user PIN (a trailing newline is ignored); set this or hsm.pin_env, not both",
 };
 
 /// Environment variable holding the user PIN.
@@ -86,7 +86,7 @@ pub const HSM_PIN_ENV: Key = Key {
     path: "hsm.pin_env",
     env: "BACKBONE_HSM__PIN_ENV",
     default: Some("BACKBONE_HSM_PIN"),
-    doc: "name of the environment variable that holds the token's user PIN, read when hsm.pin_file is not set",
+    doc: "name of the environment variable that holds the token's user PIN, read when hsm.pin_file is not set (the variable itself is never a configuration key)",
 };
 
 /// The admin listener address.
@@ -184,6 +184,15 @@ mod tests {
             assert!(!key.doc.is_empty());
         }
         assert_eq!(path_of_env("BACKBONE_HSM_PIN"), None);
+    }
+
+    #[test]
+    fn readme_lists_every_key() {
+        let readme = include_str!("../../README.md");
+        for key in ALL {
+            let row = format!("| `{}` | `{}` |", key.path, key.env);
+            assert!(readme.contains(&row), "README.md has no row for {}", key.path);
+        }
     }
 
     #[test]

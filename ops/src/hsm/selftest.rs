@@ -15,7 +15,7 @@ use crate::Error;
 #[derive(Debug, Args)]
 pub struct SelftestArgs {
     /// Test this existing key instead of the selftest keys. Default: one key per key type,
-    /// labelled selftest-<type>, generated on first use and reused afterwards.
+    /// labelled selftest-TYPE, generated on first use and reused afterwards.
     #[arg(long)]
     pub label: Option<String>,
     /// Key types to test, comma-separated. Default: all (ec-p256, ed25519, rsa2048, rsa3072);
