@@ -90,8 +90,8 @@ pub enum HsmCommand {
         /// Label of the new key (1-64 characters of A-Z a-z 0-9 . _ -).
         #[arg(long)]
         label: String,
-        /// Key type: ec-p256, ed25519, rsa2048 or rsa3072. Default ec-p256, which HSMs sign
-        /// fastest.
+        /// Key type: ec-p256, ed25519, rsa2048 or rsa3072. The default, ec-p256, is what HSMs
+        /// sign fastest.
         #[arg(long, default_value = "ec-p256")]
         key_type: KeyType,
     },

@@ -123,11 +123,11 @@ pub enum ConfigError {
         /// Its length.
         len: u64,
     },
-    /// The file is not valid TOML, or the layers could not be merged.
-    #[error("configuration file {path} is not valid TOML")]
+    /// The file is not valid TOML, or a layer could not be merged.
+    #[error("cannot parse the configuration from {origin}")]
     Syntax {
-        /// The file.
-        path: String,
+        /// The file or environment variable.
+        origin: String,
         /// The parser's complaint.
         source: Box<config::ConfigError>,
     },
@@ -165,7 +165,7 @@ pub fn load(file: Option<&Path>, env: &Env) -> Result<Settings, ConfigError> {
         match keys::by_env(name) {
             Some(key) => {
                 builder = builder.set_override(key.path, value.to_owned()).map_err(|source| {
-                    ConfigError::Syntax { path: format!("environment variable {name}"), source: Box::new(source) }
+                    ConfigError::Syntax { origin: format!("environment variable {name}"), source: Box::new(source) }
                 })?;
                 from_env.insert(key.path, Origin::Env(key.env.to_owned()));
             }
@@ -174,7 +174,7 @@ pub fn load(file: Option<&Path>, env: &Env) -> Result<Settings, ConfigError> {
     }
     let file_origin = || file.map_or(Origin::Default, |p| Origin::File(p.to_owned()));
     let merged = builder.build().and_then(|c| c.collect()).map_err(|source| ConfigError::Syntax {
-        path: file.map_or_else(|| "(none)".to_owned(), |p| p.display().to_string()),
+        origin: file.map_or_else(|| "the environment".to_owned(), |p| format!("file {}", p.display())),
         source: Box::new(source),
     })?;
     let mut raw = Raw { values: BTreeMap::new(), origins: BTreeMap::new() };

@@ -30,18 +30,18 @@ use crate::{Error, admin, hsm};
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Directory for the demo's keys and output; created if missing, reused (keys included) if
-    /// present. Default ./backbone-demo.
+    /// present.
     #[arg(long, default_value = "backbone-demo", value_name = "DIR")]
     pub data_dir: PathBuf,
     /// Which key store holds the agencies' keys: "data-dir" (software keys in DIR/keys) or
-    /// "config" (the configured [hsm] store, e.g. a PKCS#11 token). Default data-dir.
+    /// "config" (the configured [hsm] store, e.g. a PKCS#11 token).
     #[arg(long, value_enum, default_value_t = KeyStoreChoice::DataDir)]
     pub key_store: KeyStoreChoice,
-    /// Sample messages batch-signed per agency. Default 4.
+    /// Sample messages batch-signed per agency (each becomes a message and a proof file).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub messages: u32,
-    /// Address of the demo's admin listener (/metrics, /live, /ready). Default 127.0.0.1:0, a free
-    /// port, so the demo never clashes with a running service.
+    /// Address of the demo's admin listener (/metrics, /live, /ready). Port 0 picks a free port,
+    /// so the demo never clashes with a running service.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub admin_listen: SocketAddr,
     /// PIN file for a PKCS#11 store chosen with --key-store config. Default: the configured

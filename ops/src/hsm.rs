@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use backbone_hsm::cert::{self, Subject};
 use backbone_hsm::config::Config as StoreConfig;
-use backbone_hsm::{KeyStore, KeyType, Pin};
+use backbone_hsm::{KeyStore, KeyType};
 use clap::Args;
 
 pub use self::selftest::SelftestArgs;
@@ -72,7 +72,7 @@ pub fn open_store(config: &StoreConfig, pin: &PinSource, env: &Env) -> Result<Ar
         StoreConfig::Software { key_dir } => (format!("software key directory {}", key_dir.display()), None),
         StoreConfig::Pkcs11(p) => {
             let what = format!("PKCS#11 token '{}' in {}", p.token_label, p.module.display());
-            let pin = read_pin(pin, env).map_err(Error::hsm(format!("cannot open {what}")))?;
+            let pin = pin.read(env).map_err(Error::hsm(format!("cannot open {what}")))?;
             (what, Some(pin))
         }
     };
@@ -82,10 +82,6 @@ pub fn open_store(config: &StoreConfig, pin: &PinSource, env: &Env) -> Result<Ar
 /// The PIN source: the `--pin-file` flag when given, else the configuration's.
 pub fn pin_source(flag: Option<&Path>, settings: &Settings) -> PinSource {
     flag.map_or_else(|| settings.hsm.pin.clone(), |file| PinSource::File(file.to_owned()))
-}
-
-fn read_pin(source: &PinSource, env: &Env) -> Result<Pin, backbone_hsm::Error> {
-    source.read(env)
 }
 
 fn keygen(store: &dyn KeyStore, label: &str, key_type: KeyType) -> Result<(), Error> {

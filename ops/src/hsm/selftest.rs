@@ -22,10 +22,11 @@ pub struct SelftestArgs {
     /// types the store cannot generate are reported as skipped.
     #[arg(long = "key-type", value_delimiter = ',', conflicts_with = "label")]
     pub key_types: Vec<KeyType>,
-    /// Signatures timed per algorithm. Default 100; more gives steadier figures.
+    /// Signatures timed per algorithm; more gives steadier figures.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub signatures: u32,
-    /// Messages in the concurrent burst sent to the batch signer per key. Default 256.
+    /// Messages in the concurrent burst sent to the batch signer per key; larger bursts make
+    /// larger batches.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub burst: u32,
 }
