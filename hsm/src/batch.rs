@@ -54,7 +54,7 @@ pub use self::signature::{
     BatchSignature, CHAIN_MISMATCH, FORMAT_VERSION, MAX_ENCODED_LEN, MAX_SIGNATURE_LEN, ROOT_SIGNATURE_MISMATCH,
     SIGNING_CONTEXT, TO_BE_SIGNED_LEN, message_leaf, to_be_signed,
 };
-use self::worker::{Job, Request, Worker};
+use self::worker::{Answer, Job, Request, Worker, duplicate};
 
 /// Largest batch by default. Past a few thousand leaves the tree (two hashes per leaf) costs more
 /// than a token signature, so larger batches add wait without saving token time; 4096 also keeps
@@ -66,7 +66,9 @@ pub const DEFAULT_MAX_BATCH: usize = 4096;
 pub const DEFAULT_MAX_LINGER: Duration = Duration::ZERO;
 
 /// Two workers by default: one per token session (see `config::DEFAULT_SESSIONS`), so one
-/// worker gathers and hashes while the other waits for the token.
+/// worker gathers and hashes while the other waits for the token. (SoftHSM2 signs on the worker's
+/// own core: on a two-core host one worker measured about a quarter more throughput than two,
+/// see `benches/batch.rs`.)
 pub const DEFAULT_WORKERS: usize = 2;
 
 /// How a [`BatchSigner`] gathers requests into batches.
@@ -218,7 +220,7 @@ impl BatchSigner {
         Ok(BatchSigner { shared: Arc::new(Shared { jobs, signer, workers: config.workers, stopped, wait }) })
     }
 
-    fn submit(&self, message: &[u8]) -> Result<oneshot::Receiver<Result<BatchSignature, Error>>, Error> {
+    fn submit(&self, message: &[u8]) -> Result<oneshot::Receiver<Answer>, Error> {
         if self.shared.stopped.load(Ordering::Relaxed) {
             return Err(self.stopped());
         }
@@ -231,13 +233,19 @@ impl BatchSigner {
     fn answered(
         &self,
         started: Instant,
-        answer: Result<Result<BatchSignature, Error>, oneshot::error::RecvError>,
+        answer: Result<Answer, oneshot::error::RecvError>,
     ) -> Result<BatchSignature, Error> {
+        let result = match answer {
+            Ok(Ok((batch, index))) => batch.proof(index),
+            Ok(Err(error)) => Err(duplicate(&error)),
+            // The workers drop queued requests unanswered only once they have all exited after a
+            // stop.
+            Err(_) => Err(self.stopped()),
+        };
         if let Some(wait) = &self.shared.wait {
             wait.observe(started.elapsed().as_secs_f64());
         }
-        // The workers drop queued requests unanswered only once they have all exited after a stop.
-        answer.unwrap_or_else(|_| Err(self.stopped()))
+        result
     }
 
     fn stopped(&self) -> Error {

@@ -1,4 +1,6 @@
 //! The batch signer's public API, over software keys.
+// Helpers outside #[test] functions too: failing loudly is the point.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -288,10 +290,9 @@ async fn dropping_the_last_handle_answers_the_queue_and_stops() {
 #[test]
 fn zero_workers_or_batch_is_a_config_error() {
     let (_dir, signer) = signer(KeyType::EcP256);
-    for config in [
-        BatchConfig { workers: 0, ..BatchConfig::default() },
-        BatchConfig { max_batch: 0, ..BatchConfig::default() },
-    ] {
+    for config in
+        [BatchConfig { workers: 0, ..BatchConfig::default() }, BatchConfig { max_batch: 0, ..BatchConfig::default() }]
+    {
         assert!(matches!(BatchSigner::new(signer.clone(), config), Err(Error::Config { .. })));
     }
 }

@@ -314,6 +314,37 @@ mod tests {
         assert!(with(sig_len_at, &u16::MAX.to_be_bytes()).is_err(), "huge signature");
     }
 
+    /// What the fuzz target checks, on mutations of a valid encoding: no panic, and whatever
+    /// decodes encodes back to the same bytes.
+    #[test]
+    fn mutations_decode_canonically_or_fail() {
+        let bytes = sample().to_bytes();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % b.len() as u64) as usize;
+                match next() % 3 {
+                    0 => b[at] = next() as u8,
+                    1 => b.truncate(at),
+                    _ => b.insert(at, next() as u8),
+                }
+                if b.is_empty() {
+                    break;
+                }
+            }
+            if let Ok(decoded) = BatchSignature::from_bytes(&b) {
+                assert_eq!(decoded.to_bytes(), b);
+            }
+        }
+    }
+
     #[test]
     fn to_be_signed_layout() {
         let tbs = to_be_signed(0x0102, &[0xaa; 32]);

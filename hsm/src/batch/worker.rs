@@ -12,10 +12,23 @@ use tokio::sync::oneshot;
 
 use super::merkle::{Hash, Tree};
 use super::signature::{self, BatchSignature, MAX_SIGNATURE_LEN};
-use crate::{Error, Signer};
+use crate::{Error, SignatureAlgorithm, Signer};
 
-/// The context of mask derivation: `mask_i = SHA-256(MASK_CONTEXT || seed || u64 i)`.
-const MASK_CONTEXT: &[u8] = b"backbone-batch-mask-v1\0";
+/// The first half of the block that starts mask derivation, `mask_i = SHA-256(MASK_CONTEXT || seed
+/// || u64 i)`: with the 32-byte seed it fills one SHA-256 block, so each mask costs one more.
+const MASK_CONTEXT: &[u8; 32] = b"backbone-batch-mask-v1\0\0\0\0\0\0\0\0\0\0";
+
+/// What a worker sends each caller: the signed batch and the caller's leaf index in it, or the
+/// batch's error. Callers build their own [`BatchSignature`] from it, on their own threads.
+pub(super) type Answer = Result<(Arc<SignedBatch>, usize), Arc<Error>>;
+
+/// A batch whose root the key store has signed: everything every caller's proof is cut from.
+pub(super) struct SignedBatch {
+    algorithm: SignatureAlgorithm,
+    tree: Tree,
+    masks: Vec<Hash>,
+    signature: Vec<u8>,
+}
 
 /// What a caller puts in the queue.
 pub(super) enum Job {
@@ -29,7 +42,7 @@ pub(super) enum Job {
 /// One caller's request: the SHA-256 of its message, and where to send its proof.
 pub(super) struct Request {
     pub(super) digest: Hash,
-    pub(super) reply: oneshot::Sender<Result<BatchSignature, Error>>,
+    pub(super) reply: oneshot::Sender<Answer>,
 }
 
 /// One worker thread's state. The workers of a signer share the queue's receiving end: the worker
@@ -88,60 +101,77 @@ impl Worker {
         (batch, false)
     }
 
-    /// Signs one batch and answers its callers: each gets its proof, or a copy of the error.
+    /// Signs one batch and answers its callers: each gets the signed batch and its index, or the
+    /// error.
     fn sign(&self, batch: Vec<Request>) {
         if let Some(histogram) = &self.batch_size {
             histogram.observe(batch.len() as f64);
         }
-        let digests: Vec<Hash> = batch.iter().map(|request| request.digest).collect();
-        match self.prove(&digests) {
-            Ok(proofs) => {
-                for (request, proof) in batch.into_iter().zip(proofs) {
+        match self.sign_tree(&batch) {
+            Ok(signed) => {
+                let signed = Arc::new(signed);
+                for (index, request) in batch.into_iter().enumerate() {
                     // A caller that stopped waiting has dropped its receiver; nothing to do.
-                    let _ = request.reply.send(proof);
+                    let _ = request.reply.send(Ok((Arc::clone(&signed), index)));
                 }
             }
             Err(error) => {
                 tracing::warn!(label = self.signer.label(), size = batch.len(), %error, "batch signature failed");
+                let error = Arc::new(error);
                 for request in batch {
-                    let _ = request.reply.send(Err(duplicate(&error)));
+                    let _ = request.reply.send(Err(Arc::clone(&error)));
                 }
             }
         }
     }
 
-    /// Builds the masked tree over `digests`, has the token sign its root, and returns one proof
-    /// per digest, in order.
-    fn prove(&self, digests: &[Hash]) -> Result<Vec<Result<BatchSignature, Error>>, Error> {
-        let mut seed = [0; 32];
-        self.rng.fill(&mut seed).map_err(|e| Error::crypto("batch mask seed", e))?;
-        let prefix = Sha256::new().chain_update(MASK_CONTEXT).chain_update(seed);
-        let masks: Vec<Hash> = (0..digests.len() as u64)
-            .map(|i| prefix.clone().chain_update(i.to_be_bytes()).finalize().into())
-            .collect();
-        let leaves = masks.iter().zip(digests).map(|(mask, digest)| signature::message_leaf(mask, digest));
+    /// Builds the masked tree over the requests' digests and has the key store sign its root.
+    fn sign_tree(&self, batch: &[Request]) -> Result<SignedBatch, Error> {
+        let mut seed_block = [0; 64];
+        let (context, seed) = seed_block.split_at_mut(32);
+        context.copy_from_slice(MASK_CONTEXT);
+        self.rng.fill(seed).map_err(|e| Error::crypto("batch mask seed", e))?;
+        let seeded = Sha256::new().chain_update(seed_block);
+        let masks: Vec<Hash> =
+            (0..batch.len() as u64).map(|i| seeded.clone().chain_update(i.to_be_bytes()).finalize().into()).collect();
+        let leaves = masks.iter().zip(batch).map(|(mask, request)| signature::message_leaf(mask, &request.digest));
         let tree = Tree::new(leaves.collect());
-        let (size, root) = (digests.len() as u64, tree.root());
-        let signature = self.signer.sign(&signature::to_be_signed(size, &root))?;
+        let signature = self.signer.sign(&signature::to_be_signed(batch.len() as u64, &tree.root()))?;
         if signature.is_empty() || signature.len() > MAX_SIGNATURE_LEN {
             return Err(Error::decode(
                 "batch root signature from the key store",
                 format!("{} bytes (expected 1 to {MAX_SIGNATURE_LEN})", signature.len()),
             ));
         }
-        let algorithm = self.signer.algorithm();
-        let proofs = masks.into_iter().enumerate().map(|(i, mask)| {
-            let path = tree.audit_path(i).ok_or(Error::Unreachable("batch leaf index out of range"))?;
-            Ok(BatchSignature::new(algorithm, i as u64, size, mask, root, path, signature.clone()))
-        });
-        Ok(proofs.collect())
+        Ok(SignedBatch { algorithm: self.signer.algorithm(), tree, masks, signature })
+    }
+}
+
+// === impl SignedBatch ===
+
+impl SignedBatch {
+    /// The proof of leaf `index`.
+    pub(super) fn proof(&self, index: usize) -> Result<BatchSignature, Error> {
+        let (Some(path), Some(mask)) = (self.tree.audit_path(index), self.masks.get(index).copied()) else {
+            return Err(Error::Unreachable("batch leaf index out of range"));
+        };
+        let size = self.tree.size() as u64;
+        Ok(BatchSignature::new(
+            self.algorithm,
+            index as u64,
+            size,
+            mask,
+            self.tree.root(),
+            path,
+            self.signature.clone(),
+        ))
     }
 }
 
 /// A copy of `error` for each caller of a failed batch, of the same variant so that callers tell
 /// a locked token from a lost one as they would with [`Signer::sign`]. (`std::io::Error` cannot be
 /// cloned; its copy keeps the kind and the message.)
-fn duplicate(error: &Error) -> Error {
+pub(super) fn duplicate(error: &Error) -> Error {
     match error {
         Error::WrongPin { token } => Error::WrongPin { token: token.clone() },
         Error::TokenLocked { token } => Error::TokenLocked { token: token.clone() },
@@ -157,11 +187,9 @@ fn duplicate(error: &Error) -> Error {
             mechanism: mechanism.clone(),
             algorithm: algorithm.clone(),
         },
-        Error::AlgorithmMismatch { label, key_type, algorithm } => Error::AlgorithmMismatch {
-            label: label.clone(),
-            key_type: key_type.clone(),
-            algorithm: algorithm.clone(),
-        },
+        Error::AlgorithmMismatch { label, key_type, algorithm } => {
+            Error::AlgorithmMismatch { label: label.clone(), key_type: key_type.clone(), algorithm: algorithm.clone() }
+        }
         Error::Pin { source_name, reason } => Error::Pin { source_name: source_name.clone(), reason: reason.clone() },
         Error::Config { key, value, reason } => Error::Config { key, value: value.clone(), reason: reason.clone() },
         Error::Module { module, reason } => Error::Module { module: module.clone(), reason: reason.clone() },
@@ -171,10 +199,9 @@ fn duplicate(error: &Error) -> Error {
         Error::TokenUnavailable { token, attempts, reason } => {
             Error::TokenUnavailable { token: token.clone(), attempts: *attempts, reason: reason.clone() }
         }
-        Error::KeyFile { path, source } => Error::KeyFile {
-            path: path.clone(),
-            source: std::io::Error::new(source.kind(), source.to_string()),
-        },
+        Error::KeyFile { path, source } => {
+            Error::KeyFile { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
+        }
         Error::Crypto { operation, reason } => Error::Crypto { operation, reason: reason.clone() },
         Error::BatchSignerStopped { label } => Error::BatchSignerStopped { label: label.clone() },
         Error::Decode { what, reason } => Error::Decode { what, reason: reason.clone() },
