@@ -56,9 +56,9 @@ pub use self::signature::{
 };
 use self::worker::{Answer, Job, Request, Worker, duplicate};
 
-/// Largest batch by default. Past a few thousand leaves the tree (two hashes per leaf) costs more
-/// than a token signature, so larger batches add wait without saving token time; 4096 also keeps
-/// audit paths at 12 hashes (384 bytes).
+/// Largest batch by default: hashing 4096 leaves (mask, leaf and node, about 0.5 µs a message)
+/// takes about 2 ms, well inside the 5 ms p99 wait Backbone aims for, and keeps audit paths at 12
+/// hashes (384 bytes). A longer backlog is better split between the workers.
 pub const DEFAULT_MAX_BATCH: usize = 4096;
 
 /// No lingering by default: a free worker signs whatever is queued at once. Waiting would only
