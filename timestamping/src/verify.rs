@@ -18,6 +18,23 @@
 //! the publications file, the user's publication and any extender answer are given in
 //! [`Context`], and a rule that would need the live extender without an answer in the context
 //! reports NA with GEN-02.
+//!
+//! ```
+//! use backbone_timestamping::Signature;
+//! use backbone_timestamping::publication::PublicationData;
+//! use backbone_timestamping::verify::{self, Context, Outcome, Policy};
+//!
+//! let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/ksi-test-pack");
+//! let bytes = std::fs::read(format!("{pack}/valid-signatures/signature-extended.ksig"))?;
+//! let signature = Signature::decode(&bytes)?;
+//! let publication = PublicationData::from_publication_string(
+//!     "AAAAAA-DF6NWU-2ANERL-ZQKP5E-WEEQEF-JT76EI-HLTKXG-FQKRZC-ZJJV4E-LAJNHZ-2WY22Z-C3V2JA",
+//! )?;
+//! let context = Context { user_publication: Some(&publication), ..Context::default() };
+//! let verdict = verify::verify(&signature, Policy::UserPublication, &context);
+//! assert_eq!(verdict.outcome, Outcome::Ok, "{verdict}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 
