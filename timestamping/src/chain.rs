@@ -36,7 +36,11 @@ pub enum ChainError {
 /// # Errors
 ///
 /// [`ChainError::LevelOverflow`] past level 255, [`ChainError::Hash`] if hashing fails.
-pub fn aggregate(chain: &AggregationChain, input: &Imprint, level: u8) -> Result<(Imprint, u8), ChainError> {
+pub fn aggregate(
+    chain: &AggregationChain,
+    input: &Imprint,
+    level: u8,
+) -> Result<(Imprint, u8), ChainError> {
     let mut level = u64::from(level);
     let mut hash = input.clone();
     for link in &chain.links {
@@ -48,8 +52,12 @@ pub fn aggregate(chain: &AggregationChain, input: &Imprint, level: u8) -> Result
         let level_byte = [u8::try_from(level).map_err(|_| ChainError::LevelOverflow)?];
         let sibling = link.sibling.hashed_bytes();
         hash = match link.side {
-            Side::Left => chain.algorithm.hash(&[hash.as_bytes(), sibling, &level_byte])?,
-            Side::Right => chain.algorithm.hash(&[sibling, hash.as_bytes(), &level_byte])?,
+            Side::Left => chain
+                .algorithm
+                .hash(&[hash.as_bytes(), sibling, &level_byte])?,
+            Side::Right => chain
+                .algorithm
+                .hash(&[sibling, hash.as_bytes(), &level_byte])?,
         };
     }
     let level = u8::try_from(level).map_err(|_| ChainError::LevelOverflow)?;
@@ -62,8 +70,15 @@ pub fn aggregate(chain: &AggregationChain, input: &Imprint, level: u8) -> Result
 /// # Errors
 ///
 /// As for [`aggregate`].
-pub fn aggregate_all(chains: &[AggregationChain], input: &Imprint) -> Result<(Imprint, u8), ChainError> {
-    chains.iter().try_fold((input.clone(), 0u8), |(hash, level), chain| aggregate(chain, &hash, level))
+pub fn aggregate_all(
+    chains: &[AggregationChain],
+    input: &Imprint,
+) -> Result<(Imprint, u8), ChainError> {
+    chains
+        .iter()
+        .try_fold((input.clone(), 0u8), |(hash, level), chain| {
+            aggregate(chain, &hash, level)
+        })
 }
 
 /// Computes a calendar chain's root hash.
@@ -113,14 +128,20 @@ pub fn aggregation_shape(chain: &AggregationChain) -> Option<u64> {
     if chain.links.len() > 63 {
         return None;
     }
-    Some(chain.links.iter().rev().fold(1u64, |acc, link| (acc << 1) | u64::from(link.side == Side::Left)))
+    Some(chain.links.iter().rev().fold(1u64, |acc, link| {
+        (acc << 1) | u64::from(link.side == Side::Left)
+    }))
 }
 
 /// Whether two calendar chains have the same right links (siblings to their left), in order:
 /// chains through the same leaf share them whatever their publication times.
 pub fn right_links_match(a: &CalendarChain, b: &CalendarChain) -> bool {
     let rights = |c: &CalendarChain| -> Vec<Imprint> {
-        c.links.iter().filter(|l| l.side == Side::Right).map(|l| l.sibling.clone()).collect()
+        c.links
+            .iter()
+            .filter(|l| l.side == Side::Right)
+            .map(|l| l.sibling.clone())
+            .collect()
     };
     rights(a) == rights(b)
 }
@@ -136,7 +157,10 @@ mod tests {
     use crate::imprint::HashAlgorithm;
 
     fn link(side: Side) -> CalendarLink {
-        CalendarLink { side, sibling: HashAlgorithm::Sha256.hash(&[b"x"]).unwrap() }
+        CalendarLink {
+            side,
+            sibling: HashAlgorithm::Sha256.hash(&[b"x"]).unwrap(),
+        }
     }
 
     #[test]
@@ -151,8 +175,14 @@ mod tests {
     fn calendar_time_from_shape() {
         // A tree over 4 leaves (t = 0..3, publication time 3): the leaf of t = 2 is reached by
         // right (root), then left.
-        assert_eq!(calendar_aggregation_time(3, &[link(Side::Left), link(Side::Right)]), Some(2));
-        assert_eq!(calendar_aggregation_time(3, &[link(Side::Right), link(Side::Right)]), Some(3));
+        assert_eq!(
+            calendar_aggregation_time(3, &[link(Side::Left), link(Side::Right)]),
+            Some(2)
+        );
+        assert_eq!(
+            calendar_aggregation_time(3, &[link(Side::Right), link(Side::Right)]),
+            Some(3)
+        );
         assert_eq!(calendar_aggregation_time(3, &[link(Side::Right)]), None);
         assert_eq!(calendar_aggregation_time(0, &[link(Side::Left)]), None);
     }

@@ -150,12 +150,14 @@ impl HashAlgorithm {
     ///
     /// [`Error::HashUnavailable`] if the linked OpenSSL lacks the function.
     pub fn hash(self, parts: &[&[u8]]) -> Result<Imprint, Error> {
-        let mut hasher = Hasher::new(self.message_digest()?).map_err(|_| Error::HashUnavailable(self))?;
+        let mut hasher =
+            Hasher::new(self.message_digest()?).map_err(|_| Error::HashUnavailable(self))?;
         for part in parts {
             hasher.update(part).map_err(Error::crypto("hashing"))?;
         }
         let digest = hasher.finish().map_err(Error::crypto("hashing"))?;
-        Imprint::new(self, &digest).map_err(|_| Error::Unreachable("digest length differs from the algorithm's"))
+        Imprint::new(self, &digest)
+            .map_err(|_| Error::Unreachable("digest length differs from the algorithm's"))
     }
 
     /// The OpenSSL digest behind the algorithm.
@@ -198,7 +200,11 @@ impl Imprint {
     /// [`DecodeError::ImprintLength`] if the digest length does not match.
     pub fn new(algorithm: HashAlgorithm, digest: &[u8]) -> Result<Imprint, DecodeError> {
         if digest.len() != algorithm.digest_len() {
-            return Err(DecodeError::ImprintLength { algorithm, len: digest.len(), expected: algorithm.digest_len() });
+            return Err(DecodeError::ImprintLength {
+                algorithm,
+                len: digest.len(),
+                expected: algorithm.digest_len(),
+            });
         }
         let mut bytes = Vec::with_capacity(1 + digest.len());
         bytes.push(algorithm.id());
@@ -213,8 +219,11 @@ impl Imprint {
     /// [`DecodeError::Truncated`] if empty, [`DecodeError::UnknownAlgorithm`] or
     /// [`DecodeError::ImprintLength`] otherwise.
     pub fn from_bytes(bytes: &[u8]) -> Result<Imprint, DecodeError> {
-        let (id, digest) = bytes.split_first().ok_or(DecodeError::Truncated { needed: 1, left: 0 })?;
-        let algorithm = HashAlgorithm::from_id(*id).ok_or(DecodeError::UnknownAlgorithm { id: *id })?;
+        let (id, digest) = bytes
+            .split_first()
+            .ok_or(DecodeError::Truncated { needed: 1, left: 0 })?;
+        let algorithm =
+            HashAlgorithm::from_id(*id).ok_or(DecodeError::UnknownAlgorithm { id: *id })?;
         Imprint::new(algorithm, digest)
     }
 
@@ -273,23 +282,46 @@ mod tests {
     #[test]
     fn imprint_checks_length_and_algorithm() {
         assert!(Imprint::from_bytes(&[0x01; 33]).is_ok());
-        assert!(matches!(Imprint::from_bytes(&[0x01; 32]), Err(DecodeError::ImprintLength { .. })));
-        assert!(matches!(Imprint::from_bytes(&[0x03; 33]), Err(DecodeError::UnknownAlgorithm { id: 3 })));
+        assert!(matches!(
+            Imprint::from_bytes(&[0x01; 32]),
+            Err(DecodeError::ImprintLength { .. })
+        ));
+        assert!(matches!(
+            Imprint::from_bytes(&[0x03; 33]),
+            Err(DecodeError::UnknownAlgorithm { id: 3 })
+        ));
         assert!(Imprint::from_bytes(&[]).is_err());
     }
 
     #[test]
     fn sha1_is_deprecated_from_mid_2016() {
-        assert_eq!(HashAlgorithm::Sha1.status_at(SHA1_DEPRECATED_SINCE - 1), AlgorithmStatus::Normal);
-        assert_eq!(HashAlgorithm::Sha1.status_at(SHA1_DEPRECATED_SINCE), AlgorithmStatus::Deprecated);
-        assert_eq!(HashAlgorithm::Sha256.status_at(i64::MAX), AlgorithmStatus::Normal);
+        assert_eq!(
+            HashAlgorithm::Sha1.status_at(SHA1_DEPRECATED_SINCE - 1),
+            AlgorithmStatus::Normal
+        );
+        assert_eq!(
+            HashAlgorithm::Sha1.status_at(SHA1_DEPRECATED_SINCE),
+            AlgorithmStatus::Deprecated
+        );
+        assert_eq!(
+            HashAlgorithm::Sha256.status_at(i64::MAX),
+            AlgorithmStatus::Normal
+        );
     }
 
     #[test]
     fn hashes_match_known_answers() {
         let h = HashAlgorithm::Sha256.hash(&[b"a", b"bc"]).unwrap();
-        assert_eq!(h.to_hex(), "01ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-        for a in [HashAlgorithm::Sha1, HashAlgorithm::Sha384, HashAlgorithm::Sha512, HashAlgorithm::Sha3_256] {
+        assert_eq!(
+            h.to_hex(),
+            "01ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        for a in [
+            HashAlgorithm::Sha1,
+            HashAlgorithm::Sha384,
+            HashAlgorithm::Sha512,
+            HashAlgorithm::Sha3_256,
+        ] {
             assert_eq!(a.hash(&[b"x"]).unwrap().digest().len(), a.digest_len());
         }
     }

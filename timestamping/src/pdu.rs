@@ -22,8 +22,12 @@ use crate::error::{DecodeError, Error};
 use crate::imprint::{HashAlgorithm, Imprint};
 use crate::signature::aggregation::TAG_AGGREGATION_CHAIN;
 use crate::signature::calendar::TAG_CALENDAR_CHAIN;
-use crate::signature::records::{TAG_CALENDAR_AUTH_RECORD, TAG_PUBLICATION_RECORD, TAG_RFC3161_RECORD};
-use crate::signature::{AggregationChain, CalendarAuthRecord, CalendarChain, PublicationRecord, Rfc3161Record};
+use crate::signature::records::{
+    TAG_CALENDAR_AUTH_RECORD, TAG_PUBLICATION_RECORD, TAG_RFC3161_RECORD,
+};
+use crate::signature::{
+    AggregationChain, CalendarAuthRecord, CalendarChain, PublicationRecord, Rfc3161Record,
+};
 use crate::tlv::{self, Encoder, Flags, KsiString, Tlv, TlvRef};
 
 /// Aggregator request PDU tag.
@@ -176,7 +180,16 @@ pub trait Payload: Sized {
 impl<P: Payload> Pdu<P> {
     /// A PDU with a header and payloads, to be sealed with [`Pdu::encode`].
     pub fn new(header: Header, payloads: Vec<P>) -> Self {
-        Pdu { tag: P::PDU_TAG, header: Some(header), payloads, error: None, config: None, unknown: Vec::new(), mac: None, raw: Vec::new() }
+        Pdu {
+            tag: P::PDU_TAG,
+            header: Some(header),
+            payloads,
+            error: None,
+            config: None,
+            unknown: Vec::new(),
+            mac: None,
+            raw: Vec::new(),
+        }
     }
 
     /// Decodes a PDU without checking its MAC.
@@ -195,13 +208,19 @@ impl<P: Payload> Pdu<P> {
     /// [`Error::Service`] for an error-only PDU, [`Error::Mac`] for a missing or wrong MAC.
     pub fn check_mac(&self, key: &[u8], algorithm: HashAlgorithm) -> Result<(), Error> {
         if let (None, Some(e)) = (&self.mac, &self.error) {
-            return Err(Error::Service { what: P::WHAT, status: e.status, message: e.message.clone().unwrap_or_default().to_string() });
+            return Err(Error::Service {
+                what: P::WHAT,
+                status: e.status,
+                message: e.message.clone().unwrap_or_default().to_string(),
+            });
         }
         let mac = self.mac.as_ref().ok_or(Error::Mac { what: P::WHAT })?;
         if mac.algorithm() != algorithm {
             return Err(Error::Mac { what: P::WHAT });
         }
-        let covered = self.raw.get(..self.raw.len().saturating_sub(algorithm.digest_len()));
+        let covered = self
+            .raw
+            .get(..self.raw.len().saturating_sub(algorithm.digest_len()));
         let expected = hmac(algorithm, key, covered.unwrap_or_default())?;
         if expected.len() != mac.digest().len() || !openssl::memcmp::eq(&expected, mac.digest()) {
             return Err(Error::Mac { what: P::WHAT });
@@ -215,12 +234,19 @@ impl<P: Payload> Pdu<P> {
     ///
     /// [`Error::Encode`] without a header or for oversized content, [`Error::Crypto`] if HMAC fails.
     pub fn encode(&self, key: &[u8], algorithm: HashAlgorithm) -> Result<Vec<u8>, Error> {
-        let header = self.header.as_ref().ok_or(Error::Encode { what: P::WHAT, why: "no header" })?;
+        let header = self.header.as_ref().ok_or(Error::Encode {
+            what: P::WHAT,
+            why: "no header",
+        })?;
         let mut body = Encoder::new();
         body.nested(TAG_HEADER, Flags::NONE, |e| {
             e.string(0x01, &header.login_id)?;
             header.instance_id.map(|i| e.u64(0x02, i)).transpose()?;
-            header.message_id.map(|i| e.u64(0x03, i)).transpose().map(|_| ())
+            header
+                .message_id
+                .map(|i| e.u64(0x03, i))
+                .transpose()
+                .map(|_| ())
         })?;
         self.payloads.iter().try_for_each(|p| p.encode(&mut body))?;
         if let Some(config) = &self.config {
@@ -266,7 +292,11 @@ impl ExtendResponse {
     pub fn chain(&self) -> Result<&CalendarChain, Error> {
         let message = || self.error_message.clone().unwrap_or_default().to_string();
         if self.status != 0 {
-            return Err(Error::Service { what: "extender response", status: self.status, message: message() });
+            return Err(Error::Service {
+                what: "extender response",
+                status: self.status,
+                message: message(),
+            });
         }
         self.calendar_chain.as_ref().ok_or(Error::Service {
             what: "extender response",
@@ -293,17 +323,35 @@ fn decode_pdu<P: Payload>(bytes: &[u8]) -> Result<Pdu<P>, DecodeError> {
     for (position, child) in top.children().enumerate() {
         let child = child?;
         if mac.is_some() {
-            return Err(DecodeError::Misplaced { parent: p, tag: TAG_MAC, place: "last" });
+            return Err(DecodeError::Misplaced {
+                parent: p,
+                tag: TAG_MAC,
+                place: "last",
+            });
         }
         match child.tag() {
             TAG_HEADER if position == 0 => header = Some(decode_header(&child)?),
-            TAG_HEADER => return Err(DecodeError::Misplaced { parent: p, tag: TAG_HEADER, place: "first" }),
-            TAG_PAYLOAD => tlv::push_limited(&mut payloads, P::decode(&child)?, "PDU payloads", MAX_PAYLOADS)?,
+            TAG_HEADER => {
+                return Err(DecodeError::Misplaced {
+                    parent: p,
+                    tag: TAG_HEADER,
+                    place: "first",
+                });
+            }
+            TAG_PAYLOAD => tlv::push_limited(
+                &mut payloads,
+                P::decode(&child)?,
+                "PDU payloads",
+                MAX_PAYLOADS,
+            )?,
             TAG_ERROR if p == TAG_AGGREGATOR_RESPONSE || p == TAG_EXTENDER_RESPONSE => {
                 tlv::once(&mut error, p, TAG_ERROR, decode_error(&child)?)?;
             }
             TAG_CONFIG => {
-                let elements = child.children().map(|c| c.map(|c| c.to_owned_tlv())).collect::<Result<_, _>>()?;
+                let elements = child
+                    .children()
+                    .map(|c| c.map(|c| c.to_owned_tlv()))
+                    .collect::<Result<_, _>>()?;
                 tlv::once(&mut config, p, TAG_CONFIG, elements)?;
             }
             TAG_ACK if p == TAG_AGGREGATOR_REQUEST || p == TAG_AGGREGATOR_RESPONSE => {
@@ -317,11 +365,21 @@ fn decode_pdu<P: Payload>(bytes: &[u8]) -> Result<Pdu<P>, DecodeError> {
         tlv::required(header.as_ref(), p, TAG_HEADER)?;
         tlv::required(mac.as_ref(), p, TAG_MAC)?;
     }
-    Ok(Pdu { tag: p, header, payloads, error, config, unknown, mac, raw: bytes.to_vec() })
+    Ok(Pdu {
+        tag: p,
+        header,
+        payloads,
+        error,
+        config,
+        unknown,
+        mac,
+        raw: bytes.to_vec(),
+    })
 }
 
 fn decode_header(tlv: &TlvRef<'_>) -> Result<Header, DecodeError> {
-    let (mut login_id, mut instance_id, mut message_id, mut unknown) = (None, None, None, Vec::new());
+    let (mut login_id, mut instance_id, mut message_id, mut unknown) =
+        (None, None, None, Vec::new());
     for child in tlv.children() {
         let child = child?;
         match child.tag() {
@@ -331,7 +389,11 @@ fn decode_header(tlv: &TlvRef<'_>) -> Result<Header, DecodeError> {
             _ => tlv::unknown(TAG_HEADER, &child, &mut unknown)?,
         }
     }
-    Ok(Header { login_id: tlv::required(login_id, TAG_HEADER, 0x01)?, instance_id, message_id })
+    Ok(Header {
+        login_id: tlv::required(login_id, TAG_HEADER, 0x01)?,
+        instance_id,
+        message_id,
+    })
 }
 
 fn decode_error(tlv: &TlvRef<'_>) -> Result<ServiceError, DecodeError> {
@@ -344,7 +406,10 @@ fn decode_error(tlv: &TlvRef<'_>) -> Result<ServiceError, DecodeError> {
             _ => tlv::unknown(TAG_ERROR, &child, &mut unknown)?,
         }
     }
-    Ok(ServiceError { status: tlv::required(status, TAG_ERROR, 0x04)?, message })
+    Ok(ServiceError {
+        status: tlv::required(status, TAG_ERROR, 0x04)?,
+        message,
+    })
 }
 
 // === payloads ===
@@ -354,7 +419,8 @@ impl Payload for ExtendRequest {
     const WHAT: &'static str = "extender request";
 
     fn decode(tlv: &TlvRef<'_>) -> Result<Self, DecodeError> {
-        let (mut id, mut aggregation_time, mut publication_time, mut unknown) = (None, None, None, Vec::new());
+        let (mut id, mut aggregation_time, mut publication_time, mut unknown) =
+            (None, None, None, Vec::new());
         for child in tlv.children() {
             let child = child?;
             match child.tag() {
@@ -375,7 +441,10 @@ impl Payload for ExtendRequest {
         out.nested(TAG_PAYLOAD, Flags::NONE, |e| {
             e.u64(0x01, self.request_id)?;
             e.u64(0x02, self.aggregation_time)?;
-            self.publication_time.map(|t| e.u64(0x03, t)).transpose().map(|_| ())
+            self.publication_time
+                .map(|t| e.u64(0x03, t))
+                .transpose()
+                .map(|_| ())
         })
     }
 }
@@ -394,7 +463,12 @@ impl Payload for ExtendResponse {
                 0x04 => tlv::once(&mut status, TAG_PAYLOAD, 0x04, child.as_u64()?)?,
                 0x05 => tlv::once(&mut message, TAG_PAYLOAD, 0x05, child.as_string()?)?,
                 0x12 => tlv::once(&mut last, TAG_PAYLOAD, 0x12, child.as_u64()?)?,
-                TAG_CALENDAR_CHAIN => tlv::once(&mut chain, TAG_PAYLOAD, TAG_CALENDAR_CHAIN, CalendarChain::decode(&child)?)?,
+                TAG_CALENDAR_CHAIN => tlv::once(
+                    &mut chain,
+                    TAG_PAYLOAD,
+                    TAG_CALENDAR_CHAIN,
+                    CalendarChain::decode(&child)?,
+                )?,
                 _ => tlv::unknown(TAG_PAYLOAD, &child, &mut unknown)?,
             }
         }
@@ -411,9 +485,16 @@ impl Payload for ExtendResponse {
         out.nested(TAG_PAYLOAD, Flags::NONE, |e| {
             e.u64(0x01, self.request_id)?;
             e.u64(0x04, self.status)?;
-            self.error_message.as_ref().map(|m| e.string(0x05, m)).transpose()?;
+            self.error_message
+                .as_ref()
+                .map(|m| e.string(0x05, m))
+                .transpose()?;
             self.calendar_last.map(|t| e.u64(0x12, t)).transpose()?;
-            self.calendar_chain.as_ref().map(|c| c.encode(e)).transpose().map(|_| ())
+            self.calendar_chain
+                .as_ref()
+                .map(|c| c.encode(e))
+                .transpose()
+                .map(|_| ())
         })
     }
 }
@@ -471,10 +552,18 @@ impl Payload for AggregationResponse {
                     "aggregation chains",
                     crate::signature::MAX_AGGREGATION_CHAINS,
                 )?,
-                TAG_CALENDAR_CHAIN => tlv::once(&mut calendar, P, tag, CalendarChain::decode(&child)?)?,
-                TAG_PUBLICATION_RECORD => tlv::once(&mut publication, P, tag, PublicationRecord::decode(&child)?)?,
-                TAG_CALENDAR_AUTH_RECORD => tlv::once(&mut auth, P, tag, CalendarAuthRecord::decode(&child)?)?,
-                TAG_RFC3161_RECORD => tlv::once(&mut rfc3161, P, tag, Rfc3161Record::decode(&child)?)?,
+                TAG_CALENDAR_CHAIN => {
+                    tlv::once(&mut calendar, P, tag, CalendarChain::decode(&child)?)?
+                }
+                TAG_PUBLICATION_RECORD => {
+                    tlv::once(&mut publication, P, tag, PublicationRecord::decode(&child)?)?
+                }
+                TAG_CALENDAR_AUTH_RECORD => {
+                    tlv::once(&mut auth, P, tag, CalendarAuthRecord::decode(&child)?)?
+                }
+                TAG_RFC3161_RECORD => {
+                    tlv::once(&mut rfc3161, P, tag, Rfc3161Record::decode(&child)?)?
+                }
                 _ => tlv::unknown(P, &child, &mut unknown)?,
             }
         }
@@ -494,12 +583,30 @@ impl Payload for AggregationResponse {
         out.nested(TAG_PAYLOAD, Flags::NONE, |e| {
             e.u64(0x01, self.request_id)?;
             e.u64(0x04, self.status)?;
-            self.error_message.as_ref().map(|m| e.string(0x05, m)).transpose()?;
-            self.rfc3161_record.as_ref().map(|r| r.encode(e)).transpose()?;
-            self.aggregation_chains.iter().try_for_each(|c| c.encode(e))?;
-            self.calendar_chain.as_ref().map(|c| c.encode(e)).transpose()?;
-            self.publication_record.as_ref().map(|r| r.encode(e, TAG_PUBLICATION_RECORD)).transpose()?;
-            self.calendar_auth_record.as_ref().map(|r| r.encode(e)).transpose().map(|_| ())
+            self.error_message
+                .as_ref()
+                .map(|m| e.string(0x05, m))
+                .transpose()?;
+            self.rfc3161_record
+                .as_ref()
+                .map(|r| r.encode(e))
+                .transpose()?;
+            self.aggregation_chains
+                .iter()
+                .try_for_each(|c| c.encode(e))?;
+            self.calendar_chain
+                .as_ref()
+                .map(|c| c.encode(e))
+                .transpose()?;
+            self.publication_record
+                .as_ref()
+                .map(|r| r.encode(e, TAG_PUBLICATION_RECORD))
+                .transpose()?;
+            self.calendar_auth_record
+                .as_ref()
+                .map(|r| r.encode(e))
+                .transpose()
+                .map(|_| ())
         })
     }
 }
@@ -531,8 +638,19 @@ mod tests {
 
     #[test]
     fn request_round_trip_and_mac() {
-        let header = Header { login_id: "anon".into(), instance_id: Some(1), message_id: Some(2) };
-        let request = ExtenderRequest::new(header, vec![ExtendRequest { request_id: 7, aggregation_time: 1_700_000_000, publication_time: None }]);
+        let header = Header {
+            login_id: "anon".into(),
+            instance_id: Some(1),
+            message_id: Some(2),
+        };
+        let request = ExtenderRequest::new(
+            header,
+            vec![ExtendRequest {
+                request_id: 7,
+                aggregation_time: 1_700_000_000,
+                publication_time: None,
+            }],
+        );
         let bytes = request.encode(b"anon", HashAlgorithm::Sha256).unwrap();
         let back = ExtenderRequest::decode(&bytes).unwrap();
         back.check_mac(b"anon", HashAlgorithm::Sha256).unwrap();
@@ -543,8 +661,14 @@ mod tests {
 
     #[test]
     fn mac_must_be_last() {
-        let header = Header { login_id: "a".into(), instance_id: None, message_id: None };
-        let mut bytes = AggregatorRequest::new(header, vec![]).encode(b"k", HashAlgorithm::Sha256).unwrap();
+        let header = Header {
+            login_id: "a".into(),
+            instance_id: None,
+            message_id: None,
+        };
+        let mut bytes = AggregatorRequest::new(header, vec![])
+            .encode(b"k", HashAlgorithm::Sha256)
+            .unwrap();
         // Append an element after the MAC and fix the outer length.
         bytes.extend_from_slice(&[0x02, 0x00]);
         let len = u16::try_from(bytes.len() - 4).unwrap().to_be_bytes();

@@ -38,7 +38,11 @@ pub struct PublicationData {
 impl PublicationData {
     /// Published data for `hash` at `time`.
     pub fn new(time: u64, hash: Imprint) -> Self {
-        PublicationData { time, hash, unknown: Vec::new() }
+        PublicationData {
+            time,
+            hash,
+            unknown: Vec::new(),
+        }
     }
 
     /// Decodes published data from a 0x10 element.
@@ -53,7 +57,12 @@ impl PublicationData {
             let child = child?;
             match child.tag() {
                 TAG_TIME => tlv::once(&mut time, TAG_PUBLICATION_DATA, TAG_TIME, child.as_u64()?)?,
-                TAG_HASH => tlv::once(&mut hash, TAG_PUBLICATION_DATA, TAG_HASH, child.as_imprint()?)?,
+                TAG_HASH => tlv::once(
+                    &mut hash,
+                    TAG_PUBLICATION_DATA,
+                    TAG_HASH,
+                    child.as_imprint()?,
+                )?,
                 _ => tlv::unknown(TAG_PUBLICATION_DATA, &child, &mut unknown)?,
             }
         }
@@ -85,7 +94,11 @@ impl PublicationData {
         let crc = crc32(&raw);
         raw.extend_from_slice(&crc.to_be_bytes());
         let text = base32_encode(&raw);
-        let groups: Vec<String> = text.as_bytes().chunks(6).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+        let groups: Vec<String> = text
+            .as_bytes()
+            .chunks(6)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
         groups.join("-")
     }
 
@@ -97,7 +110,11 @@ impl PublicationData {
     /// and the imprint errors of [`Imprint::from_bytes`].
     pub fn from_publication_string(text: &str) -> Result<Self, DecodeError> {
         if text.len() > MAX_PUBLICATION_STRING_LEN {
-            return Err(DecodeError::TooLarge { what: "publication string", len: text.len(), max: MAX_PUBLICATION_STRING_LEN });
+            return Err(DecodeError::TooLarge {
+                what: "publication string",
+                len: text.len(),
+                max: MAX_PUBLICATION_STRING_LEN,
+            });
         }
         let raw = base32_decode(text)?;
         if raw.len() < 8 + 1 + 4 {
@@ -127,7 +144,9 @@ fn base32_encode(bytes: &[u8]) -> String {
         for i in 0..8 {
             if i < chars {
                 let index = (bits >> (35 - 5 * i)) & 0x1f;
-                out.push(char::from(ALPHABET.get(index as usize).copied().unwrap_or(b'A')));
+                out.push(char::from(
+                    ALPHABET.get(index as usize).copied().unwrap_or(b'A'),
+                ));
             } else {
                 out.push('=');
             }
@@ -143,7 +162,9 @@ fn base32_decode(text: &str) -> Result<Vec<u8>, DecodeError> {
         let value = ALPHABET
             .iter()
             .position(|a| *a == c.to_ascii_uppercase())
-            .ok_or(DecodeError::PublicationString("character outside the base32 alphabet"))?;
+            .ok_or(DecodeError::PublicationString(
+                "character outside the base32 alphabet",
+            ))?;
         acc = (acc << 5) | value as u32;
         bits += 5;
         if bits >= 8 {
@@ -153,7 +174,9 @@ fn base32_decode(text: &str) -> Result<Vec<u8>, DecodeError> {
         }
     }
     if acc != 0 {
-        return Err(DecodeError::PublicationString("non-zero bits after the last byte"));
+        return Err(DecodeError::PublicationString(
+            "non-zero bits after the last byte",
+        ));
     }
     Ok(out)
 }
@@ -165,7 +188,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for byte in bytes {
         crc ^= u32::from(*byte);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -192,7 +219,8 @@ mod tests {
     #[test]
     fn publication_string_round_trip() {
         // From the KSI conformance pack: publication of 2015-01-05 00:00:00 UTC.
-        let s = "AAAAAA-CUVHKA-AAPGWQ-FXXC5H-WIDADY-ERNDH5-P24XVZ-NE3XVY-WY26AQ-ZBNVFL-JTNF5F-QCRTOI";
+        let s =
+            "AAAAAA-CUVHKA-AAPGWQ-FXXC5H-WIDADY-ERNDH5-P24XVZ-NE3XVY-WY26AQ-ZBNVFL-JTNF5F-QCRTOI";
         let p = PublicationData::from_publication_string(s).unwrap();
         assert_eq!(p.time, 1_420_416_000);
         assert_eq!(p.to_publication_string(), s);

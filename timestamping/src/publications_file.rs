@@ -88,8 +88,12 @@ impl TrustAnchors {
     ///
     /// [`Error::Crypto`] if the PEM does not hold certificates.
     pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
-        let certificates = X509::stack_from_pem(pem).map_err(Error::crypto("reading trust anchors"))?;
-        Ok(TrustAnchors { certificates, signer_email: DEFAULT_SIGNER_EMAIL.to_owned() })
+        let certificates =
+            X509::stack_from_pem(pem).map_err(Error::crypto("reading trust anchors"))?;
+        Ok(TrustAnchors {
+            certificates,
+            signer_email: DEFAULT_SIGNER_EMAIL.to_owned(),
+        })
     }
 
     /// Adds the certificates in `pem` to the anchors.
@@ -98,7 +102,8 @@ impl TrustAnchors {
     ///
     /// [`Error::Crypto`] if the PEM does not hold certificates.
     pub fn add_pem(&mut self, pem: &[u8]) -> Result<(), Error> {
-        self.certificates.extend(X509::stack_from_pem(pem).map_err(Error::crypto("reading trust anchors"))?);
+        self.certificates
+            .extend(X509::stack_from_pem(pem).map_err(Error::crypto("reading trust anchors"))?);
         Ok(())
     }
 
@@ -132,25 +137,41 @@ impl PublicationsFile {
     /// an anchor valid at `at`, or the signer lacks the required e-mail address.
     pub fn verify(self, anchors: &TrustAnchors, at: i64) -> Result<TrustedPublicationsFile, Error> {
         let untrusted = |why: String| Error::PublicationsFile { at, why };
-        let pkcs7 = Pkcs7::from_der(&self.signature).map_err(|e| untrusted(format!("signature is not PKCS#7: {e}")))?;
+        let pkcs7 = Pkcs7::from_der(&self.signature)
+            .map_err(|e| untrusted(format!("signature is not PKCS#7: {e}")))?;
         let mut param = X509VerifyParam::new().map_err(Error::crypto("verify parameters"))?;
-        param.set_flags(X509VerifyFlags::PARTIAL_CHAIN).map_err(Error::crypto("verify parameters"))?;
-        param.set_purpose(X509PurposeId::ANY).map_err(Error::crypto("verify parameters"))?;
+        param
+            .set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+            .map_err(Error::crypto("verify parameters"))?;
+        param
+            .set_purpose(X509PurposeId::ANY)
+            .map_err(Error::crypto("verify parameters"))?;
         #[allow(clippy::useless_conversion)] // time_t is i64 on most targets, not all.
-        let time = at.try_into().map_err(|_| untrusted("time out of range".into()))?;
+        let time = at
+            .try_into()
+            .map_err(|_| untrusted("time out of range".into()))?;
         param.set_time(time);
         let mut store = X509StoreBuilder::new().map_err(Error::crypto("trust store"))?;
         for certificate in &anchors.certificates {
-            store.add_cert(certificate.clone()).map_err(Error::crypto("trust store"))?;
+            store
+                .add_cert(certificate.clone())
+                .map_err(Error::crypto("trust store"))?;
         }
-        store.set_param(&param).map_err(Error::crypto("trust store"))?;
+        store
+            .set_param(&param)
+            .map_err(Error::crypto("trust store"))?;
         let store = store.build();
         let none = Stack::new().map_err(Error::crypto("certificate stack"))?;
-        let signed = self.raw.get(..self.signed_len).ok_or(Error::Unreachable("signed length past the file"))?;
+        let signed = self
+            .raw
+            .get(..self.signed_len)
+            .ok_or(Error::Unreachable("signed length past the file"))?;
         pkcs7
             .verify(&none, &store, Some(signed), None, Pkcs7Flags::BINARY)
             .map_err(|e| untrusted(format!("PKCS#7 signature does not verify: {e}")))?;
-        let signers = pkcs7.signers(&none, Pkcs7Flags::empty()).map_err(|e| untrusted(format!("no signer: {e}")))?;
+        let signers = pkcs7
+            .signers(&none, Pkcs7Flags::empty())
+            .map_err(|e| untrusted(format!("no signer: {e}")))?;
         for signer in &signers {
             let emails: Vec<String> = signer
                 .subject_name()
@@ -158,7 +179,10 @@ impl PublicationsFile {
                 .filter_map(|e| e.data().to_string().ok())
                 .collect();
             if !emails.contains(&anchors.signer_email) {
-                return Err(untrusted(format!("signer e-mail {emails:?} is not {}", anchors.signer_email)));
+                return Err(untrusted(format!(
+                    "signer e-mail {emails:?} is not {}",
+                    anchors.signer_email
+                )));
             }
         }
         Ok(TrustedPublicationsFile { file: self })
@@ -171,7 +195,9 @@ impl PublicationsFile {
 
     /// The publication at exactly `time`.
     pub fn publication_at(&self, time: u64) -> Option<&PublicationRecord> {
-        self.publications.iter().find(|p| p.publication.time == time)
+        self.publications
+            .iter()
+            .find(|p| p.publication.time == time)
     }
 
     /// The certificate with `id`.
@@ -197,26 +223,46 @@ impl std::ops::Deref for TrustedPublicationsFile {
 
 fn parse(bytes: &[u8]) -> Result<PublicationsFile, DecodeError> {
     if bytes.len() > MAX_FILE_LEN {
-        return Err(DecodeError::TooLarge { what: "publications file", len: bytes.len(), max: MAX_FILE_LEN });
+        return Err(DecodeError::TooLarge {
+            what: "publications file",
+            len: bytes.len(),
+            max: MAX_FILE_LEN,
+        });
     }
-    let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or(if bytes.len() < MAGIC.len() {
-        DecodeError::Truncated { needed: MAGIC.len(), left: bytes.len() }
-    } else {
-        DecodeError::BadMagic
-    })?;
+    let body = bytes
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or(if bytes.len() < MAGIC.len() {
+            DecodeError::Truncated {
+                needed: MAGIC.len(),
+                left: bytes.len(),
+            }
+        } else {
+            DecodeError::BadMagic
+        })?;
     const P: u16 = 0x700;
     let (mut header, mut signature, mut signed_len) = (None, None, 0);
-    let (mut certificates, mut publications, mut unknown) = (Vec::new(), Vec::new(), Vec::<Tlv>::new());
+    let (mut certificates, mut publications, mut unknown) =
+        (Vec::new(), Vec::new(), Vec::<Tlv>::new());
     let mut offset = MAGIC.len();
     for (position, element) in tlv::Reader::new(body).enumerate() {
         let element = element?;
         let tag = element.tag();
         if signature.is_some() {
-            return Err(DecodeError::Misplaced { parent: P, tag: TAG_SIGNATURE, place: "last" });
+            return Err(DecodeError::Misplaced {
+                parent: P,
+                tag: TAG_SIGNATURE,
+                place: "last",
+            });
         }
         match tag {
             TAG_HEADER if position == 0 => header = Some(decode_header(&element)?),
-            _ if position == 0 => return Err(DecodeError::Misplaced { parent: P, tag: TAG_HEADER, place: "first" }),
+            _ if position == 0 => {
+                return Err(DecodeError::Misplaced {
+                    parent: P,
+                    tag: TAG_HEADER,
+                    place: "first",
+                });
+            }
             TAG_HEADER => return Err(DecodeError::Duplicate { parent: P, tag }),
             TAG_CERTIFICATE => certificates.push(decode_certificate(&element)?),
             TAG_PUBLICATION => publications.push(PublicationRecord::decode(&element)?),
@@ -241,7 +287,9 @@ fn parse(bytes: &[u8]) -> Result<PublicationsFile, DecodeError> {
     })
 }
 
-fn decode_header(tlv: &tlv::TlvRef<'_>) -> Result<(u64, u64, Option<crate::tlv::KsiString>), DecodeError> {
+fn decode_header(
+    tlv: &tlv::TlvRef<'_>,
+) -> Result<(u64, u64, Option<crate::tlv::KsiString>), DecodeError> {
     let (mut version, mut created, mut uri, mut unknown) = (None, None, None, Vec::new());
     for child in tlv.children() {
         let child = child?;
@@ -252,7 +300,11 @@ fn decode_header(tlv: &tlv::TlvRef<'_>) -> Result<(u64, u64, Option<crate::tlv::
             _ => tlv::unknown(TAG_HEADER, &child, &mut unknown)?,
         }
     }
-    Ok((tlv::required(version, TAG_HEADER, 0x01)?, tlv::required(created, TAG_HEADER, 0x02)?, uri))
+    Ok((
+        tlv::required(version, TAG_HEADER, 0x01)?,
+        tlv::required(created, TAG_HEADER, 0x02)?,
+        uri,
+    ))
 }
 
 fn decode_certificate(tlv: &tlv::TlvRef<'_>) -> Result<CertificateRecord, DecodeError> {
@@ -261,7 +313,12 @@ fn decode_certificate(tlv: &tlv::TlvRef<'_>) -> Result<CertificateRecord, Decode
         let child = child?;
         match child.tag() {
             0x01 => tlv::once(&mut id, TAG_CERTIFICATE, 0x01, child.value().to_vec())?,
-            0x02 => tlv::once(&mut certificate, TAG_CERTIFICATE, 0x02, child.value().to_vec())?,
+            0x02 => tlv::once(
+                &mut certificate,
+                TAG_CERTIFICATE,
+                0x02,
+                child.value().to_vec(),
+            )?,
             _ => tlv::unknown(TAG_CERTIFICATE, &child, &mut unknown)?,
         }
     }

@@ -68,10 +68,18 @@ impl Signature {
         calendar: Option<(CalendarChain, Anchor)>,
     ) -> Result<Self, Error> {
         if aggregation_chains.is_empty() {
-            return Err(Error::Encode { what: "KSI signature", why: "no aggregation chain" });
+            return Err(Error::Encode {
+                what: "KSI signature",
+                why: "no aggregation chain",
+            });
         }
         sort_chains(&mut aggregation_chains);
-        Ok(Signature { rfc3161, aggregation_chains, calendar, unknown: Vec::new() })
+        Ok(Signature {
+            rfc3161,
+            aggregation_chains,
+            calendar,
+            unknown: Vec::new(),
+        })
     }
 
     /// Decodes a signature file: exactly one 0x800 element.
@@ -94,7 +102,9 @@ impl Signature {
             if let Some(r) = &self.rfc3161 {
                 r.encode(e)?;
             }
-            self.aggregation_chains.iter().try_for_each(|c| c.encode(e))?;
+            self.aggregation_chains
+                .iter()
+                .try_for_each(|c| c.encode(e))?;
             if let Some((chain, anchor)) = &self.calendar {
                 chain.encode(e)?;
                 match anchor {
@@ -183,18 +193,29 @@ fn decode_inner(bytes: &[u8]) -> Result<Signature, DecodeError> {
                 MAX_AGGREGATION_CHAINS,
             )?,
             TAG_CALENDAR_CHAIN => tlv::once(&mut calendar, P, tag, CalendarChain::decode(&child)?)?,
-            TAG_CALENDAR_AUTH_RECORD => tlv::once(&mut auth, P, tag, CalendarAuthRecord::decode(&child)?)?,
-            TAG_PUBLICATION_RECORD => tlv::once(&mut publication, P, tag, PublicationRecord::decode(&child)?)?,
+            TAG_CALENDAR_AUTH_RECORD => {
+                tlv::once(&mut auth, P, tag, CalendarAuthRecord::decode(&child)?)?
+            }
+            TAG_PUBLICATION_RECORD => {
+                tlv::once(&mut publication, P, tag, PublicationRecord::decode(&child)?)?
+            }
             TAG_RFC3161_RECORD => tlv::once(&mut rfc3161, P, tag, Rfc3161Record::decode(&child)?)?,
             _ => tlv::unknown(P, &child, &mut unknown)?,
         }
     }
     if chains.is_empty() {
-        return Err(DecodeError::Missing { parent: P, tag: TAG_AGGREGATION_CHAIN });
+        return Err(DecodeError::Missing {
+            parent: P,
+            tag: TAG_AGGREGATION_CHAIN,
+        });
     }
     let anchor = match (auth, publication) {
         (Some(_), Some(_)) => {
-            return Err(DecodeError::Conflict { parent: P, first: TAG_CALENDAR_AUTH_RECORD, second: TAG_PUBLICATION_RECORD });
+            return Err(DecodeError::Conflict {
+                parent: P,
+                first: TAG_CALENDAR_AUTH_RECORD,
+                second: TAG_PUBLICATION_RECORD,
+            });
         }
         (Some(a), None) => Anchor::CalendarAuth(a),
         (None, Some(p)) => Anchor::Publication(p),
@@ -203,10 +224,20 @@ fn decode_inner(bytes: &[u8]) -> Result<Signature, DecodeError> {
     let calendar = match (calendar, anchor) {
         (Some(chain), anchor) => Some((chain, anchor)),
         (None, Anchor::None) => None,
-        (None, _) => return Err(DecodeError::Missing { parent: P, tag: TAG_CALENDAR_CHAIN }),
+        (None, _) => {
+            return Err(DecodeError::Missing {
+                parent: P,
+                tag: TAG_CALENDAR_CHAIN,
+            });
+        }
     };
     sort_chains(&mut chains);
-    Ok(Signature { rfc3161, aggregation_chains: chains, calendar, unknown })
+    Ok(Signature {
+        rfc3161,
+        aggregation_chains: chains,
+        calendar,
+        unknown,
+    })
 }
 
 /// Lowest aggregator first: the longest chain index is the one nearest the document.

@@ -55,7 +55,9 @@ pub fn decode(bytes: &[u8]) -> Result<TlvRef<'_>, DecodeError> {
 ///
 /// [`DecodeError::Truncated`] if `bytes` ends inside the header or the value.
 pub fn read(bytes: &[u8]) -> Result<(TlvRef<'_>, &[u8]), DecodeError> {
-    let first = *bytes.first().ok_or(DecodeError::Truncated { needed: 2, left: 0 })?;
+    let first = *bytes
+        .first()
+        .ok_or(DecodeError::Truncated { needed: 2, left: 0 })?;
     let tlv16 = first & FLAG_TLV16 != 0;
     let header_len = if tlv16 { 4 } else { 2 };
     let header = bytes.get(..header_len).ok_or(DecodeError::Truncated {
@@ -68,14 +70,34 @@ pub fn read(bytes: &[u8]) -> Result<(TlvRef<'_>, &[u8]), DecodeError> {
             u16::from_be_bytes([first & 0x1f, *tag_low]),
             usize::from(u16::from_be_bytes([*len_high, *len_low])),
         ),
-        _ => return Err(DecodeError::Truncated { needed: header_len, left: bytes.len() }),
+        _ => {
+            return Err(DecodeError::Truncated {
+                needed: header_len,
+                left: bytes.len(),
+            });
+        }
     };
     let total = header_len + len;
-    let raw = bytes.get(..total).ok_or(DecodeError::Truncated { needed: total, left: bytes.len() })?;
+    let raw = bytes.get(..total).ok_or(DecodeError::Truncated {
+        needed: total,
+        left: bytes.len(),
+    })?;
     let value = raw.get(header_len..).unwrap_or_default();
     let rest = bytes.get(total..).unwrap_or_default();
-    let flags = Flags { non_critical: first & FLAG_NON_CRITICAL != 0, forward: first & FLAG_FORWARD != 0 };
-    Ok((TlvRef { tag, flags, tlv16, raw, value }, rest))
+    let flags = Flags {
+        non_critical: first & FLAG_NON_CRITICAL != 0,
+        forward: first & FLAG_FORWARD != 0,
+    };
+    Ok((
+        TlvRef {
+            tag,
+            flags,
+            tlv16,
+            raw,
+            value,
+        },
+        rest,
+    ))
 }
 
 /// The N and F flags of an element.
@@ -89,11 +111,20 @@ pub struct Flags {
 
 impl Flags {
     /// Neither flag: the element is critical.
-    pub const NONE: Flags = Flags { non_critical: false, forward: false };
+    pub const NONE: Flags = Flags {
+        non_critical: false,
+        forward: false,
+    };
     /// F only: used by the published data inside KSI records.
-    pub const FORWARD: Flags = Flags { non_critical: false, forward: true };
+    pub const FORWARD: Flags = Flags {
+        non_critical: false,
+        forward: true,
+    };
     /// N and F: used by metadata padding.
-    pub const NON_CRITICAL_FORWARD: Flags = Flags { non_critical: true, forward: true };
+    pub const NON_CRITICAL_FORWARD: Flags = Flags {
+        non_critical: true,
+        forward: true,
+    };
 }
 
 // === impl TlvRef ===
@@ -146,9 +177,16 @@ impl<'a> TlvRef<'a> {
     /// [`DecodeError::IntegerTooLong`] for more than eight bytes.
     pub fn as_u64(&self) -> Result<u64, DecodeError> {
         if self.value.len() > 8 {
-            return Err(DecodeError::IntegerTooLong { tag: self.tag, len: self.value.len(), max: 8 });
+            return Err(DecodeError::IntegerTooLong {
+                tag: self.tag,
+                len: self.value.len(),
+                max: 8,
+            });
         }
-        Ok(self.value.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+        Ok(self
+            .value
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
     /// Reads the value as a one-byte unsigned integer (hash algorithm ids); empty is zero.
@@ -160,7 +198,11 @@ impl<'a> TlvRef<'a> {
         match self.value {
             [] => Ok(0),
             [b] => Ok(*b),
-            _ => Err(DecodeError::IntegerTooLong { tag: self.tag, len: self.value.len(), max: 1 }),
+            _ => Err(DecodeError::IntegerTooLong {
+                tag: self.tag,
+                len: self.value.len(),
+                max: 1,
+            }),
         }
     }
 
@@ -187,7 +229,11 @@ impl<'a> TlvRef<'a> {
 
     /// Copies the element into an owned [`Tlv`].
     pub fn to_owned_tlv(&self) -> Tlv {
-        Tlv { tag: self.tag, flags: self.flags, value: self.value.to_vec() }
+        Tlv {
+            tag: self.tag,
+            flags: self.flags,
+            value: self.value.to_vec(),
+        }
     }
 
     /// Checks that the element has `tag`.
@@ -197,7 +243,10 @@ impl<'a> TlvRef<'a> {
     /// [`DecodeError::UnexpectedTag`] otherwise.
     pub fn expect_tag(&self, tag: u16) -> Result<(), DecodeError> {
         if self.tag != tag {
-            return Err(DecodeError::UnexpectedTag { expected: tag, found: self.tag });
+            return Err(DecodeError::UnexpectedTag {
+                expected: tag,
+                found: self.tag,
+            });
         }
         Ok(())
     }
@@ -213,9 +262,17 @@ impl<'a> TlvRef<'a> {
         self.walk_at(0, visit)
     }
 
-    fn walk_at(&self, depth: usize, visit: &mut dyn FnMut(usize, &TlvRef<'a>)) -> Result<(), DecodeError> {
+    fn walk_at(
+        &self,
+        depth: usize,
+        visit: &mut dyn FnMut(usize, &TlvRef<'a>),
+    ) -> Result<(), DecodeError> {
         if depth > MAX_DEPTH {
-            return Err(DecodeError::TooMany { what: "TLV nesting depth", count: depth, max: MAX_DEPTH });
+            return Err(DecodeError::TooMany {
+                what: "TLV nesting depth",
+                count: depth,
+                max: MAX_DEPTH,
+            });
         }
         visit(depth, self);
         if self.value.is_empty() || self.children().any(|child| child.is_err()) {
@@ -342,17 +399,27 @@ impl Encoder {
             first |= FLAG_FORWARD;
         }
         if tag > MAX_TAG {
-            return Err(Error::Encode { what: "TLV element", why: "tag exceeds 0x1fff" });
+            return Err(Error::Encode {
+                what: "TLV element",
+                why: "tag exceeds 0x1fff",
+            });
         }
-        let len = u16::try_from(value.len())
-            .map_err(|_| Error::Encode { what: "TLV element", why: "value exceeds 65535 bytes" })?;
+        let len = u16::try_from(value.len()).map_err(|_| Error::Encode {
+            what: "TLV element",
+            why: "value exceeds 65535 bytes",
+        })?;
         let [tag_high, tag_low] = tag.to_be_bytes();
         if tag <= TLV8_MAX_TAG && value.len() <= TLV8_MAX_LEN {
             let [_, len_low] = len.to_be_bytes();
             self.buf.extend_from_slice(&[first | tag_low, len_low]);
         } else {
             let [len_high, len_low] = len.to_be_bytes();
-            self.buf.extend_from_slice(&[first | FLAG_TLV16 | tag_high, tag_low, len_high, len_low]);
+            self.buf.extend_from_slice(&[
+                first | FLAG_TLV16 | tag_high,
+                tag_low,
+                len_high,
+                len_low,
+            ]);
         }
         self.buf.extend_from_slice(value);
         Ok(())
@@ -417,14 +484,20 @@ impl Encoder {
     ///
     /// As for [`Encoder::element`].
     pub fn tlvs(&mut self, tlvs: &[Tlv]) -> Result<(), Error> {
-        tlvs.iter().try_for_each(|t| self.element(t.tag, t.flags, &t.value))
+        tlvs.iter()
+            .try_for_each(|t| self.element(t.tag, t.flags, &t.value))
     }
 }
 
 // === decoding helpers shared by the record modules ===
 
 /// Stores `value` in an empty `slot`, or reports a duplicate `tag` in `parent`.
-pub(crate) fn once<T>(slot: &mut Option<T>, parent: u16, tag: u16, value: T) -> Result<(), DecodeError> {
+pub(crate) fn once<T>(
+    slot: &mut Option<T>,
+    parent: u16,
+    tag: u16,
+    value: T,
+) -> Result<(), DecodeError> {
     if slot.is_some() {
         return Err(DecodeError::Duplicate { parent, tag });
     }
@@ -438,9 +511,16 @@ pub(crate) fn required<T>(slot: Option<T>, parent: u16, tag: u16) -> Result<T, D
 }
 
 /// Keeps an unknown non-critical element; rejects an unknown critical one.
-pub(crate) fn unknown(parent: u16, child: &TlvRef<'_>, kept: &mut Vec<Tlv>) -> Result<(), DecodeError> {
+pub(crate) fn unknown(
+    parent: u16,
+    child: &TlvRef<'_>,
+    kept: &mut Vec<Tlv>,
+) -> Result<(), DecodeError> {
     if !child.flags().non_critical {
-        return Err(DecodeError::UnknownCritical { parent, tag: child.tag() });
+        return Err(DecodeError::UnknownCritical {
+            parent,
+            tag: child.tag(),
+        });
     }
     kept.push(child.to_owned_tlv());
     Ok(())
@@ -454,7 +534,11 @@ pub(crate) fn push_limited<T>(
     max: usize,
 ) -> Result<(), DecodeError> {
     if list.len() >= max {
-        return Err(DecodeError::TooMany { what, count: list.len() + 1, max });
+        return Err(DecodeError::TooMany {
+            what,
+            count: list.len() + 1,
+            max,
+        });
     }
     list.push(value);
     Ok(())
@@ -467,17 +551,35 @@ mod tests {
     #[test]
     fn tlv8_and_tlv16_headers() {
         let t = decode(&[0x61, 0x02, 0xab, 0xcd]).unwrap();
-        assert_eq!((t.tag(), t.flags(), t.is_tlv16(), t.value()), (1, Flags::NON_CRITICAL_FORWARD, false, &[0xab, 0xcd][..]));
+        assert_eq!(
+            (t.tag(), t.flags(), t.is_tlv16(), t.value()),
+            (1, Flags::NON_CRITICAL_FORWARD, false, &[0xab, 0xcd][..])
+        );
         let t = decode(&[0x88, 0x01, 0x00, 0x01, 0x07]).unwrap();
-        assert_eq!((t.tag(), t.is_tlv16(), t.value()), (0x801, true, &[0x07][..]));
+        assert_eq!(
+            (t.tag(), t.is_tlv16(), t.value()),
+            (0x801, true, &[0x07][..])
+        );
     }
 
     #[test]
     fn truncated_and_trailing() {
-        assert_eq!(decode(&[]), Err(DecodeError::Truncated { needed: 2, left: 0 }));
-        assert_eq!(decode(&[0x01, 0x03, 0x00]), Err(DecodeError::Truncated { needed: 5, left: 3 }));
-        assert_eq!(decode(&[0x88, 0x01]), Err(DecodeError::Truncated { needed: 4, left: 2 }));
-        assert_eq!(decode(&[0x01, 0x00, 0x00]), Err(DecodeError::TrailingBytes { left: 1 }));
+        assert_eq!(
+            decode(&[]),
+            Err(DecodeError::Truncated { needed: 2, left: 0 })
+        );
+        assert_eq!(
+            decode(&[0x01, 0x03, 0x00]),
+            Err(DecodeError::Truncated { needed: 5, left: 3 })
+        );
+        assert_eq!(
+            decode(&[0x88, 0x01]),
+            Err(DecodeError::Truncated { needed: 4, left: 2 })
+        );
+        assert_eq!(
+            decode(&[0x01, 0x00, 0x00]),
+            Err(DecodeError::TrailingBytes { left: 1 })
+        );
     }
 
     #[test]
@@ -499,7 +601,10 @@ mod tests {
     #[test]
     fn value_checks() {
         let t = decode(&[0x02, 0x09, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
-        assert!(matches!(t.as_u64(), Err(DecodeError::IntegerTooLong { .. })));
+        assert!(matches!(
+            t.as_u64(),
+            Err(DecodeError::IntegerTooLong { .. })
+        ));
         let s = decode(&[0x01, 0x03, b'h', b'i', 0]).unwrap();
         assert_eq!(s.as_string().unwrap().as_str(), Some("hi"));
         let s = decode(&[0x01, 0x02, b'h', b'i']).unwrap();
@@ -510,7 +615,10 @@ mod tests {
     #[test]
     fn oversized_values_do_not_encode() {
         let mut e = Encoder::new();
-        assert!(e.element(1, Flags::NONE, &vec![0; MAX_VALUE_LEN + 1]).is_err());
+        assert!(
+            e.element(1, Flags::NONE, &vec![0; MAX_VALUE_LEN + 1])
+                .is_err()
+        );
         assert!(e.element(0x2000, Flags::NONE, &[]).is_err());
     }
 }

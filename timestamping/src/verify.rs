@@ -150,7 +150,13 @@ pub struct Verdict {
 /// Verifies `signature` under `policy` with what `context` provides.
 pub fn verify(signature: &Signature, policy: Policy, context: &Context<'_>) -> Verdict {
     let run = |p: Policy, f: fn(&Signature, &Context<'_>) -> Step| match f(signature, context) {
-        Ok(rule) => Verdict { outcome: Outcome::Ok, code: None, policy: p, rule, detail: None },
+        Ok(rule) => Verdict {
+            outcome: Outcome::Ok,
+            code: None,
+            policy: p,
+            rule,
+            detail: None,
+        },
         Err(mut verdict) => {
             verdict.policy = p;
             verdict
@@ -180,11 +186,23 @@ pub fn verify(signature: &Signature, policy: Policy, context: &Context<'_>) -> V
 pub(crate) type Step = Result<&'static str, Verdict>;
 
 pub(crate) fn fail(rule: &'static str, code: Code) -> Verdict {
-    Verdict { outcome: Outcome::Fail, code: Some(code), policy: Policy::Internal, rule, detail: None }
+    Verdict {
+        outcome: Outcome::Fail,
+        code: Some(code),
+        policy: Policy::Internal,
+        rule,
+        detail: None,
+    }
 }
 
 pub(crate) fn na(rule: &'static str, detail: impl Into<String>) -> Verdict {
-    Verdict { outcome: Outcome::Na, code: Some(Code::Gen02), policy: Policy::Internal, rule, detail: Some(detail.into()) }
+    Verdict {
+        outcome: Outcome::Na,
+        code: Some(Code::Gen02),
+        policy: Policy::Internal,
+        rule,
+        detail: Some(detail.into()),
+    }
 }
 
 // === impl Code ===
@@ -206,11 +224,39 @@ impl Code {
     }
 
     const ALL: [Code; 33] = [
-        Code::Gen01, Code::Gen02, Code::Gen03, Code::Gen04, Code::Int01, Code::Int02, Code::Int03,
-        Code::Int04, Code::Int05, Code::Int06, Code::Int07, Code::Int08, Code::Int09, Code::Int10,
-        Code::Int11, Code::Int12, Code::Int13, Code::Int14, Code::Int15, Code::Int16, Code::Int17,
-        Code::Pub01, Code::Pub02, Code::Pub03, Code::Pub04, Code::Pub05, Code::Key01, Code::Key02,
-        Code::Key03, Code::Cal01, Code::Cal02, Code::Cal03, Code::Cal04,
+        Code::Gen01,
+        Code::Gen02,
+        Code::Gen03,
+        Code::Gen04,
+        Code::Int01,
+        Code::Int02,
+        Code::Int03,
+        Code::Int04,
+        Code::Int05,
+        Code::Int06,
+        Code::Int07,
+        Code::Int08,
+        Code::Int09,
+        Code::Int10,
+        Code::Int11,
+        Code::Int12,
+        Code::Int13,
+        Code::Int14,
+        Code::Int15,
+        Code::Int16,
+        Code::Int17,
+        Code::Pub01,
+        Code::Pub02,
+        Code::Pub03,
+        Code::Pub04,
+        Code::Pub05,
+        Code::Key01,
+        Code::Key02,
+        Code::Key03,
+        Code::Cal01,
+        Code::Cal02,
+        Code::Cal03,
+        Code::Cal04,
     ];
 
     fn parts(self) -> (&'static str, &'static str) {
@@ -220,32 +266,83 @@ impl Code {
             Code::Gen03 => ("GEN-03", "Input hash level too large"),
             Code::Gen04 => ("GEN-04", "Wrong input hash algorithm"),
             Code::Int01 => ("INT-01", "Inconsistent aggregation hash chains"),
-            Code::Int02 => ("INT-02", "Inconsistent aggregation hash chain aggregation times"),
+            Code::Int02 => (
+                "INT-02",
+                "Inconsistent aggregation hash chain aggregation times",
+            ),
             Code::Int03 => ("INT-03", "Calendar hash chain input hash mismatch"),
             Code::Int04 => ("INT-04", "Calendar hash chain aggregation time mismatch"),
-            Code::Int05 => ("INT-05", "Calendar hash chain shape inconsistent with aggregation time"),
-            Code::Int06 => ("INT-06", "Calendar hash chain time inconsistent with calendar authentication record time"),
-            Code::Int07 => ("INT-07", "Calendar hash chain time inconsistent with publication time"),
-            Code::Int08 => ("INT-08", "Calendar hash chain root hash is inconsistent with calendar authentication record input hash"),
-            Code::Int09 => ("INT-09", "Calendar hash chain root hash is inconsistent with published hash value"),
+            Code::Int05 => (
+                "INT-05",
+                "Calendar hash chain shape inconsistent with aggregation time",
+            ),
+            Code::Int06 => (
+                "INT-06",
+                "Calendar hash chain time inconsistent with calendar authentication record time",
+            ),
+            Code::Int07 => (
+                "INT-07",
+                "Calendar hash chain time inconsistent with publication time",
+            ),
+            Code::Int08 => (
+                "INT-08",
+                "Calendar hash chain root hash is inconsistent with calendar authentication record input hash",
+            ),
+            Code::Int09 => (
+                "INT-09",
+                "Calendar hash chain root hash is inconsistent with published hash value",
+            ),
             Code::Int10 => ("INT-10", "Aggregation hash chain chain index mismatch"),
-            Code::Int11 => ("INT-11", "The metadata record in the aggregation hash chain may not be trusted"),
+            Code::Int11 => (
+                "INT-11",
+                "The metadata record in the aggregation hash chain may not be trusted",
+            ),
             Code::Int12 => ("INT-12", "Inconsistent chain indexes"),
-            Code::Int13 => ("INT-13", "Document hash algorithm deprecated at the time of signing"),
-            Code::Int14 => ("INT-14", "RFC3161 compatibility record composed of hash algorithms that where deprecated at the time of signing"),
-            Code::Int15 => ("INT-15", "Aggregation hash chain uses hash algorithm that was deprecated at the time of signing"),
-            Code::Int16 => ("INT-16", "Calendar hash chain hash algorithm was obsolete at publication time"),
-            Code::Int17 => ("INT-17", "The RFC3161 compatibility record output hash algorithm was deprecated at the time of signing"),
+            Code::Int13 => (
+                "INT-13",
+                "Document hash algorithm deprecated at the time of signing",
+            ),
+            Code::Int14 => (
+                "INT-14",
+                "RFC3161 compatibility record composed of hash algorithms that where deprecated at the time of signing",
+            ),
+            Code::Int15 => (
+                "INT-15",
+                "Aggregation hash chain uses hash algorithm that was deprecated at the time of signing",
+            ),
+            Code::Int16 => (
+                "INT-16",
+                "Calendar hash chain hash algorithm was obsolete at publication time",
+            ),
+            Code::Int17 => (
+                "INT-17",
+                "The RFC3161 compatibility record output hash algorithm was deprecated at the time of signing",
+            ),
             Code::Pub01 => ("PUB-01", "Extender response calendar root hash mismatch"),
             Code::Pub02 => ("PUB-02", "Extender response inconsistent"),
             Code::Pub03 => ("PUB-03", "Extender response input hash mismatch"),
-            Code::Pub04 => ("PUB-04", "Publication record hash and user provided publication hash mismatch"),
-            Code::Pub05 => ("PUB-05", "Publication record hash and publications file publication hash mismatch"),
+            Code::Pub04 => (
+                "PUB-04",
+                "Publication record hash and user provided publication hash mismatch",
+            ),
+            Code::Pub05 => (
+                "PUB-05",
+                "Publication record hash and publications file publication hash mismatch",
+            ),
             Code::Key01 => ("KEY-01", "Certificate not found"),
             Code::Key02 => ("KEY-02", "PKI signature not verified with certificate"),
-            Code::Key03 => ("KEY-03", "Signing certificate not valid at aggregation time"),
-            Code::Cal01 => ("CAL-01", "Calendar root hash mismatch between signature and calendar database chain"),
-            Code::Cal02 => ("CAL-02", "Aggregation hash chain root hash and calendar database hash chain input hash mismatch"),
+            Code::Key03 => (
+                "KEY-03",
+                "Signing certificate not valid at aggregation time",
+            ),
+            Code::Cal01 => (
+                "CAL-01",
+                "Calendar root hash mismatch between signature and calendar database chain",
+            ),
+            Code::Cal02 => (
+                "CAL-02",
+                "Aggregation hash chain root hash and calendar database hash chain input hash mismatch",
+            ),
             Code::Cal03 => ("CAL-03", "Aggregation time mismatch"),
             Code::Cal04 => ("CAL-04", "Calendar hash chain right links are inconsistent"),
         }

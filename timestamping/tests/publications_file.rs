@@ -1,5 +1,10 @@
 //! Publications file parsing and signature checks with the KSI conformance pack's files.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::path::Path;
@@ -7,7 +12,10 @@ use std::path::Path;
 use backbone_timestamping::Error;
 use backbone_timestamping::publications_file::{PublicationsFile, TrustAnchors};
 
-const PACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/ksi-test-pack");
+const PACK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/conformance/ksi-test-pack"
+);
 const RESOURCES: &str = "policy-verification-signatures/resources";
 
 fn read(name: &str) -> Vec<u8> {
@@ -32,7 +40,10 @@ fn default_file_verifies_at_its_creation_time() {
 fn default_file_is_not_trusted_after_its_signer_expired() {
     let file = PublicationsFile::parse_unverified(&read("publications-file.bin")).unwrap();
     // 2026-08-01, after the signing certificate's expiry on 2026-07-28.
-    assert!(matches!(file.verify(&anchors(), 1_785_542_400), Err(Error::PublicationsFile { .. })));
+    assert!(matches!(
+        file.verify(&anchors(), 1_785_542_400),
+        Err(Error::PublicationsFile { .. })
+    ));
 }
 
 #[test]
@@ -40,7 +51,10 @@ fn signer_email_is_enforced() {
     let file = PublicationsFile::parse_unverified(&read("publications-file.bin")).unwrap();
     let at = i64::try_from(file.created).unwrap();
     let strict = anchors().with_signer_email("someone@example.org");
-    assert!(matches!(file.verify(&strict, at), Err(Error::PublicationsFile { .. })));
+    assert!(matches!(
+        file.verify(&strict, at),
+        Err(Error::PublicationsFile { .. })
+    ));
 }
 
 #[test]
@@ -49,7 +63,14 @@ fn any_changed_byte_breaks_the_signature() {
     let file = PublicationsFile::parse_unverified(&bytes).unwrap();
     let at = i64::try_from(file.created).unwrap();
     // Change a byte inside the last publication's hash: still parses, no longer verifies.
-    let hash = file.publications.last().unwrap().publication.hash.as_bytes().to_vec();
+    let hash = file
+        .publications
+        .last()
+        .unwrap()
+        .publication
+        .hash
+        .as_bytes()
+        .to_vec();
     let offset = bytes.windows(hash.len()).rposition(|w| w == hash).unwrap() + 5;
     let mut tampered = bytes.clone();
     tampered[offset] ^= 1;
@@ -64,7 +85,11 @@ fn untrusted_anchor_is_rejected() {
     // Signed by the pack's self-signed certificate, which is not among the default anchors.
     assert!(file.clone().verify(&anchors(), at).is_err());
     let mut with_self_signed = anchors();
-    with_self_signed.add_pem(&read("cert-file-for-deprecated-algorithm-in-calendar-chain.pem")).unwrap();
+    with_self_signed
+        .add_pem(&read(
+            "cert-file-for-deprecated-algorithm-in-calendar-chain.pem",
+        ))
+        .unwrap();
     assert!(file.verify(&with_self_signed, at).is_ok());
 }
 
@@ -74,6 +99,9 @@ fn malformed_files_are_errors() {
     assert!(PublicationsFile::parse_unverified(b"KSIPUBL").is_err());
     assert!(PublicationsFile::parse_unverified(b"NOTKSIPUBLF").is_err());
     for len in [8, 9, 20, bytes.len() - 1] {
-        assert!(PublicationsFile::parse_unverified(&bytes[..len]).is_err(), "prefix of {len} bytes parsed");
+        assert!(
+            PublicationsFile::parse_unverified(&bytes[..len]).is_err(),
+            "prefix of {len} bytes parsed"
+        );
     }
 }

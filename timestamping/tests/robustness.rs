@@ -1,6 +1,11 @@
 //! Mutated pack files through every decoder and the verifier: errors are fine, panics are not.
 //! A cheap stand-in for the fuzz targets in `fuzz/`, run with every `cargo test`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,7 +14,10 @@ use backbone_timestamping::fuzzing;
 use backbone_timestamping::signature::Signature;
 use backbone_timestamping::verify::{self, Context, Policy};
 
-const PACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/ksi-test-pack");
+const PACK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/conformance/ksi-test-pack"
+);
 const MUTATIONS_PER_FILE: usize = 200;
 
 /// xorshift64*: deterministic, so a failure reproduces.
@@ -36,7 +44,10 @@ fn files() -> Vec<PathBuf> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "ksig" || e == "tlv" || e == "bin") {
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "ksig" || e == "tlv" || e == "bin")
+            {
                 out.push(path);
             }
         }
@@ -68,7 +79,10 @@ fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
 #[test]
 fn mutated_inputs_do_not_panic() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let context = Context { extending_permitted: true, ..Context::default() };
+    let context = Context {
+        extending_permitted: true,
+        ..Context::default()
+    };
     for path in files() {
         let bytes = fs::read(Path::new(&path)).unwrap();
         for _ in 0..MUTATIONS_PER_FILE {
@@ -80,8 +94,17 @@ fn mutated_inputs_do_not_panic() {
             fuzzing::publication_string(&input);
             if let Ok(signature) = Signature::decode(&input) {
                 // Its own calendar chain stands in for an extender's answer.
-                let context = Context { extended_calendar: signature.calendar_chain(), ..context };
-                for policy in [Policy::Internal, Policy::Calendar, Policy::KeyBased, Policy::UserPublication, Policy::Default] {
+                let context = Context {
+                    extended_calendar: signature.calendar_chain(),
+                    ..context
+                };
+                for policy in [
+                    Policy::Internal,
+                    Policy::Calendar,
+                    Policy::KeyBased,
+                    Policy::UserPublication,
+                    Policy::Default,
+                ] {
                     let _ = verify::verify(&signature, policy, &context);
                 }
             }

@@ -1,5 +1,10 @@
 //! Signature decoding and canonical encoding, over every signature in the KSI conformance pack.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -7,7 +12,10 @@ use std::path::{Path, PathBuf};
 use backbone_timestamping::signature::Signature;
 use backbone_timestamping::verify::{self, Context, Outcome, Policy};
 
-const PACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/ksi-test-pack");
+const PACK: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/conformance/ksi-test-pack"
+);
 
 fn pack_files(extension: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -30,11 +38,21 @@ fn pack_files(extension: &str) -> Vec<PathBuf> {
 fn decoded_signatures_survive_encode_and_decode() {
     let mut decoded = 0;
     for path in pack_files("ksig").into_iter().chain(pack_files("tlv")) {
-        let Ok(signature) = Signature::decode(&fs::read(&path).unwrap()) else { continue };
-        let bytes = signature.encode().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let again = Signature::decode(&bytes).unwrap_or_else(|e| panic!("{}: re-encoded form: {e}", path.display()));
+        let Ok(signature) = Signature::decode(&fs::read(&path).unwrap()) else {
+            continue;
+        };
+        let bytes = signature
+            .encode()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let again = Signature::decode(&bytes)
+            .unwrap_or_else(|e| panic!("{}: re-encoded form: {e}", path.display()));
         assert_eq!(again, signature, "{}", path.display());
-        assert_eq!(again.encode().unwrap(), bytes, "{}: encoding is not canonical", path.display());
+        assert_eq!(
+            again.encode().unwrap(),
+            bytes,
+            "{}: encoding is not canonical",
+            path.display()
+        );
         decoded += 1;
     }
     assert!(decoded > 100, "only {decoded} signatures decoded");
@@ -43,11 +61,17 @@ fn decoded_signatures_survive_encode_and_decode() {
 #[test]
 fn re_encoded_signatures_verify_like_the_originals() {
     let dir = Path::new(PACK).join("valid-signatures");
-    for path in pack_files("ksig").into_iter().filter(|p| p.starts_with(&dir)) {
+    for path in pack_files("ksig")
+        .into_iter()
+        .filter(|p| p.starts_with(&dir))
+    {
         let original = Signature::decode(&fs::read(&path).unwrap()).unwrap();
         let copy = Signature::decode(&original.encode().unwrap()).unwrap();
         let context = Context::default();
-        let (a, b) = (verify::verify(&original, Policy::Internal, &context), verify::verify(&copy, Policy::Internal, &context));
+        let (a, b) = (
+            verify::verify(&original, Policy::Internal, &context),
+            verify::verify(&copy, Policy::Internal, &context),
+        );
         assert_eq!(a.outcome, Outcome::Ok, "{}: {a}", path.display());
         assert_eq!(a, b, "{}", path.display());
     }
@@ -57,9 +81,15 @@ fn re_encoded_signatures_verify_like_the_originals() {
 fn truncated_signatures_are_errors_not_panics() {
     let bytes = fs::read(Path::new(PACK).join("valid-signatures/signature-extended.ksig")).unwrap();
     for len in 0..bytes.len() {
-        assert!(Signature::decode(&bytes[..len]).is_err(), "prefix of {len} bytes decoded");
+        assert!(
+            Signature::decode(&bytes[..len]).is_err(),
+            "prefix of {len} bytes decoded"
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);
-    assert!(Signature::decode(&longer).is_err(), "trailing byte accepted");
+    assert!(
+        Signature::decode(&longer).is_err(),
+        "trailing byte accepted"
+    );
 }

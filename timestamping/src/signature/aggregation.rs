@@ -146,7 +146,10 @@ impl LegacyId {
     /// [`Error::Encode`] if the name is longer than 25 bytes.
     pub fn new(name: &[u8]) -> Result<Self, Error> {
         let len = u8::try_from(name.len()).ok().filter(|l| *l <= 25);
-        let len = len.ok_or(Error::Encode { what: "legacy client id", why: "name longer than 25 bytes" })?;
+        let len = len.ok_or(Error::Encode {
+            what: "legacy client id",
+            why: "name longer than 25 bytes",
+        })?;
         let mut raw = vec![0x03, 0x00, len];
         raw.extend_from_slice(name);
         raw.resize(LEGACY_ID_LEN, 0);
@@ -155,7 +158,10 @@ impl LegacyId {
 
     fn decode(tlv: &TlvRef<'_>) -> Result<Self, DecodeError> {
         let value = tlv.value();
-        let invalid = |why| DecodeError::Invalid { tag: TAG_LEGACY_ID, why };
+        let invalid = |why| DecodeError::Invalid {
+            tag: TAG_LEGACY_ID,
+            why,
+        };
         if value.len() != LEGACY_ID_LEN {
             return Err(invalid("legacy client id is not 29 bytes"));
         }
@@ -163,7 +169,9 @@ impl LegacyId {
         if header != [0x03, 0x00] {
             return Err(invalid("legacy client id does not start with 03 00"));
         }
-        let (len, rest) = rest.split_first().ok_or(invalid("legacy client id too short"))?;
+        let (len, rest) = rest
+            .split_first()
+            .ok_or(invalid("legacy client id too short"))?;
         let len = usize::from(*len);
         if len > 25 {
             return Err(invalid("legacy client id name longer than 25 bytes"));
@@ -172,7 +180,9 @@ impl LegacyId {
         if padding.iter().any(|b| *b != 0) {
             return Err(invalid("legacy client id padding is not zero"));
         }
-        Ok(LegacyId { raw: value.to_vec() })
+        Ok(LegacyId {
+            raw: value.to_vec(),
+        })
     }
 
     /// The embedded client name.
@@ -234,13 +244,25 @@ impl Metadata {
         }
         let body = body.finish();
         // A one-byte padding element is three bytes, a two-byte one four: pick the even total.
-        let pad: &[u8] = if body.len().is_multiple_of(2) { &[0x01, 0x01] } else { &[0x01] };
+        let pad: &[u8] = if body.len().is_multiple_of(2) {
+            &[0x01, 0x01]
+        } else {
+            &[0x01]
+        };
         let mut out = Encoder::new();
         out.element(TAG_PADDING, Flags::NON_CRITICAL_FORWARD, pad)?;
         out.raw(&body);
         let padding = vec![(pad.to_vec(), Flags::NON_CRITICAL_FORWARD, false)];
         let raw = out.finish();
-        Ok(Metadata { client_id, machine_id, sequence_number, request_time, padding, unknown: Vec::new(), raw })
+        Ok(Metadata {
+            client_id,
+            machine_id,
+            sequence_number,
+            request_time,
+            padding,
+            unknown: Vec::new(),
+            raw,
+        })
     }
 
     /// Decodes metadata from a 0x04 element. Padding may only lead the value.
@@ -250,7 +272,8 @@ impl Metadata {
     /// [`DecodeError`] for a missing client id, repeated fields, misplaced padding.
     pub fn decode(tlv: &TlvRef<'_>) -> Result<Self, DecodeError> {
         const P: u16 = TAG_METADATA;
-        let (mut client_id, mut machine_id, mut sequence_number, mut request_time) = (None, None, None, None);
+        let (mut client_id, mut machine_id, mut sequence_number, mut request_time) =
+            (None, None, None, None);
         let (mut padding, mut unknown) = (Vec::new(), Vec::new());
         for (position, child) in tlv.children().enumerate() {
             let child = child?;
@@ -258,11 +281,21 @@ impl Metadata {
                 TAG_PADDING if padding.len() == position => {
                     padding.push((child.value().to_vec(), child.flags(), child.is_tlv16()));
                 }
-                TAG_PADDING => return Err(DecodeError::Misplaced { parent: P, tag: TAG_PADDING, place: "first" }),
+                TAG_PADDING => {
+                    return Err(DecodeError::Misplaced {
+                        parent: P,
+                        tag: TAG_PADDING,
+                        place: "first",
+                    });
+                }
                 TAG_CLIENT_ID => tlv::once(&mut client_id, P, TAG_CLIENT_ID, child.as_string()?)?,
-                TAG_MACHINE_ID => tlv::once(&mut machine_id, P, TAG_MACHINE_ID, child.as_string()?)?,
+                TAG_MACHINE_ID => {
+                    tlv::once(&mut machine_id, P, TAG_MACHINE_ID, child.as_string()?)?
+                }
                 TAG_SEQUENCE => tlv::once(&mut sequence_number, P, TAG_SEQUENCE, child.as_u64()?)?,
-                TAG_REQUEST_TIME => tlv::once(&mut request_time, P, TAG_REQUEST_TIME, child.as_u64()?)?,
+                TAG_REQUEST_TIME => {
+                    tlv::once(&mut request_time, P, TAG_REQUEST_TIME, child.as_u64()?)?
+                }
                 _ => tlv::unknown(P, &child, &mut unknown)?,
             }
         }
@@ -300,21 +333,43 @@ impl AggregationChain {
             let child = child?;
             match child.tag() {
                 TAG_TIME => tlv::once(&mut time, P, TAG_TIME, child.as_u64()?)?,
-                TAG_INDEX => tlv::push_limited(&mut chain_index, child.as_u64()?, "chain index", MAX_CHAIN_INDEX)?,
-                TAG_INPUT_DATA => tlv::once(&mut input_data, P, TAG_INPUT_DATA, child.value().to_vec())?,
-                TAG_INPUT_HASH => tlv::once(&mut input_hash, P, TAG_INPUT_HASH, child.as_imprint()?)?,
-                TAG_ALGORITHM => tlv::once(&mut algorithm, P, TAG_ALGORITHM, algorithm_of(&child)?)?,
+                TAG_INDEX => tlv::push_limited(
+                    &mut chain_index,
+                    child.as_u64()?,
+                    "chain index",
+                    MAX_CHAIN_INDEX,
+                )?,
+                TAG_INPUT_DATA => {
+                    tlv::once(&mut input_data, P, TAG_INPUT_DATA, child.value().to_vec())?
+                }
+                TAG_INPUT_HASH => {
+                    tlv::once(&mut input_hash, P, TAG_INPUT_HASH, child.as_imprint()?)?
+                }
+                TAG_ALGORITHM => {
+                    tlv::once(&mut algorithm, P, TAG_ALGORITHM, algorithm_of(&child)?)?
+                }
                 TAG_LEFT_LINK | TAG_RIGHT_LINK => {
-                    tlv::push_limited(&mut links, AggregationLink::decode(&child)?, "aggregation links", MAX_LINKS)?;
+                    tlv::push_limited(
+                        &mut links,
+                        AggregationLink::decode(&child)?,
+                        "aggregation links",
+                        MAX_LINKS,
+                    )?;
                 }
                 _ => tlv::unknown(P, &child, &mut unknown)?,
             }
         }
         if chain_index.is_empty() {
-            return Err(DecodeError::Missing { parent: P, tag: TAG_INDEX });
+            return Err(DecodeError::Missing {
+                parent: P,
+                tag: TAG_INDEX,
+            });
         }
         if links.is_empty() {
-            return Err(DecodeError::Missing { parent: P, tag: TAG_LEFT_LINK });
+            return Err(DecodeError::Missing {
+                parent: P,
+                tag: TAG_LEFT_LINK,
+            });
         }
         Ok(AggregationChain {
             aggregation_time: tlv::required(time, P, TAG_TIME)?,
@@ -334,11 +389,16 @@ impl AggregationChain {
     /// [`Error::Encode`] for an empty chain index or no links, or oversized parts.
     pub fn encode(&self, out: &mut Encoder) -> Result<(), Error> {
         if self.chain_index.is_empty() || self.links.is_empty() {
-            return Err(Error::Encode { what: "aggregation chain", why: "chain index and links must not be empty" });
+            return Err(Error::Encode {
+                what: "aggregation chain",
+                why: "chain index and links must not be empty",
+            });
         }
         out.nested(TAG_AGGREGATION_CHAIN, Flags::NONE, |e| {
             e.u64(TAG_TIME, self.aggregation_time)?;
-            self.chain_index.iter().try_for_each(|i| e.u64(TAG_INDEX, *i))?;
+            self.chain_index
+                .iter()
+                .try_for_each(|i| e.u64(TAG_INDEX, *i))?;
             if let Some(data) = &self.input_data {
                 e.element(TAG_INPUT_DATA, Flags::NONE, data)?;
             }
@@ -361,8 +421,12 @@ pub(crate) fn algorithm_of(tlv: &TlvRef<'_>) -> Result<HashAlgorithm, DecodeErro
 impl AggregationLink {
     fn decode(tlv: &TlvRef<'_>) -> Result<Self, DecodeError> {
         let p = tlv.tag();
-        let side = Side::from_tag(p).ok_or(DecodeError::UnexpectedTag { expected: TAG_LEFT_LINK, found: p })?;
-        let (mut level_correction, mut sibling, mut unknown) = (None, None::<(u16, Sibling)>, Vec::new());
+        let side = Side::from_tag(p).ok_or(DecodeError::UnexpectedTag {
+            expected: TAG_LEFT_LINK,
+            found: p,
+        })?;
+        let (mut level_correction, mut sibling, mut unknown) =
+            (None, None::<(u16, Sibling)>, Vec::new());
         for child in tlv.children() {
             let child = child?;
             let tag = child.tag();
@@ -380,13 +444,29 @@ impl AggregationLink {
                 }
             };
             match &sibling {
-                Some((first, _)) if *first == tag => return Err(DecodeError::Duplicate { parent: p, tag }),
-                Some((first, _)) => return Err(DecodeError::Conflict { parent: p, first: *first, second: tag }),
+                Some((first, _)) if *first == tag => {
+                    return Err(DecodeError::Duplicate { parent: p, tag });
+                }
+                Some((first, _)) => {
+                    return Err(DecodeError::Conflict {
+                        parent: p,
+                        first: *first,
+                        second: tag,
+                    });
+                }
                 None => sibling = Some((tag, found)),
             }
         }
-        let (_, sibling) = sibling.ok_or(DecodeError::Missing { parent: p, tag: TAG_SIBLING_HASH })?;
-        Ok(AggregationLink { side, level_correction: level_correction.unwrap_or(0), sibling, unknown })
+        let (_, sibling) = sibling.ok_or(DecodeError::Missing {
+            parent: p,
+            tag: TAG_SIBLING_HASH,
+        })?;
+        Ok(AggregationLink {
+            side,
+            level_correction: level_correction.unwrap_or(0),
+            sibling,
+            unknown,
+        })
     }
 
     fn encode(&self, out: &mut Encoder) -> Result<(), Error> {
@@ -397,7 +477,9 @@ impl AggregationLink {
             match &self.sibling {
                 Sibling::Hash(imprint) => e.imprint(TAG_SIBLING_HASH, imprint)?,
                 Sibling::LegacyId(id) => e.element(TAG_LEGACY_ID, Flags::NONE, id.as_bytes())?,
-                Sibling::Metadata(metadata) => e.element(TAG_METADATA, Flags::NONE, metadata.raw())?,
+                Sibling::Metadata(metadata) => {
+                    e.element(TAG_METADATA, Flags::NONE, metadata.raw())?
+                }
             }
             e.tlvs(&self.unknown)
         })
@@ -412,7 +494,10 @@ mod tests {
     fn legacy_id_layout() {
         let id = LegacyId::new(b"Test").unwrap();
         assert_eq!(id.as_bytes().len(), LEGACY_ID_LEN);
-        assert_eq!(&id.as_bytes()[..7], &[0x03, 0x00, 0x04, b'T', b'e', b's', b't']);
+        assert_eq!(
+            &id.as_bytes()[..7],
+            &[0x03, 0x00, 0x04, b'T', b'e', b's', b't']
+        );
         assert_eq!(id.name(), b"Test");
         assert!(LegacyId::new(&[b'x'; 26]).is_err());
     }

@@ -67,21 +67,39 @@ impl CalendarChain {
             let child = child?;
             match (child.tag(), Side::from_tag(child.tag())) {
                 (_, Some(side)) => {
-                    let link = CalendarLink { side, sibling: child.as_imprint()? };
+                    let link = CalendarLink {
+                        side,
+                        sibling: child.as_imprint()?,
+                    };
                     tlv::push_limited(&mut links, link, "calendar links", MAX_CALENDAR_LINKS)?;
                 }
                 (TAG_PUBLICATION_TIME, _) => {
-                    tlv::once(&mut publication_time, P, TAG_PUBLICATION_TIME, child.as_u64()?)?;
+                    tlv::once(
+                        &mut publication_time,
+                        P,
+                        TAG_PUBLICATION_TIME,
+                        child.as_u64()?,
+                    )?;
                 }
                 (TAG_AGGREGATION_TIME, _) => {
-                    tlv::once(&mut aggregation_time, P, TAG_AGGREGATION_TIME, child.as_u64()?)?;
+                    tlv::once(
+                        &mut aggregation_time,
+                        P,
+                        TAG_AGGREGATION_TIME,
+                        child.as_u64()?,
+                    )?;
                 }
-                (TAG_INPUT_HASH, _) => tlv::once(&mut input_hash, P, TAG_INPUT_HASH, child.as_imprint()?)?,
+                (TAG_INPUT_HASH, _) => {
+                    tlv::once(&mut input_hash, P, TAG_INPUT_HASH, child.as_imprint()?)?
+                }
                 _ => tlv::unknown(P, &child, &mut unknown)?,
             }
         }
         if links.is_empty() {
-            return Err(DecodeError::Missing { parent: P, tag: TAG_LEFT_LINK });
+            return Err(DecodeError::Missing {
+                parent: P,
+                tag: TAG_LEFT_LINK,
+            });
         }
         Ok(CalendarChain {
             publication_time: tlv::required(publication_time, P, TAG_PUBLICATION_TIME)?,
@@ -99,7 +117,10 @@ impl CalendarChain {
     /// [`Error::Encode`] if there are no links.
     pub fn encode(&self, out: &mut Encoder) -> Result<(), Error> {
         if self.links.is_empty() {
-            return Err(Error::Encode { what: "calendar chain", why: "no links" });
+            return Err(Error::Encode {
+                what: "calendar chain",
+                why: "no links",
+            });
         }
         out.nested(TAG_CALENDAR_CHAIN, Flags::NONE, |e| {
             e.u64(TAG_PUBLICATION_TIME, self.publication_time)?;
@@ -107,7 +128,9 @@ impl CalendarChain {
                 e.u64(TAG_AGGREGATION_TIME, t)?;
             }
             e.imprint(TAG_INPUT_HASH, &self.input_hash)?;
-            self.links.iter().try_for_each(|l| e.imprint(l.side.tag(), &l.sibling))?;
+            self.links
+                .iter()
+                .try_for_each(|l| e.imprint(l.side.tag(), &l.sibling))?;
             e.tlvs(&self.unknown)
         })
     }

@@ -54,7 +54,12 @@ pub struct PublicationRecord {
 impl PublicationRecord {
     /// A record with no references.
     pub fn new(publication: PublicationData) -> Self {
-        PublicationRecord { publication, references: Vec::new(), repository_uris: Vec::new(), unknown: Vec::new() }
+        PublicationRecord {
+            publication,
+            references: Vec::new(),
+            repository_uris: Vec::new(),
+            unknown: Vec::new(),
+        }
     }
 
     /// Decodes a 0x803 element (also used for the 0x703 records of a publications file).
@@ -64,20 +69,41 @@ impl PublicationRecord {
     /// [`DecodeError`] for missing, repeated or malformed fields and unknown critical elements.
     pub fn decode(tlv: &TlvRef<'_>) -> Result<Self, DecodeError> {
         let p = tlv.tag();
-        let (mut publication, mut references, mut repository_uris, mut unknown) = (None, vec![], vec![], vec![]);
+        let (mut publication, mut references, mut repository_uris, mut unknown) =
+            (None, vec![], vec![], vec![]);
         for child in tlv.children() {
             let child = child?;
             match child.tag() {
-                TAG_PUBLICATION_DATA => tlv::once(&mut publication, p, TAG_PUBLICATION_DATA, PublicationData::decode(&child)?)?,
-                TAG_REFERENCE => tlv::push_limited(&mut references, child.as_string()?, "publication references", MAX_REFERENCES)?,
+                TAG_PUBLICATION_DATA => tlv::once(
+                    &mut publication,
+                    p,
+                    TAG_PUBLICATION_DATA,
+                    PublicationData::decode(&child)?,
+                )?,
+                TAG_REFERENCE => tlv::push_limited(
+                    &mut references,
+                    child.as_string()?,
+                    "publication references",
+                    MAX_REFERENCES,
+                )?,
                 TAG_REPOSITORY_URI => {
-                    tlv::push_limited(&mut repository_uris, child.as_string()?, "repository URIs", MAX_REFERENCES)?;
+                    tlv::push_limited(
+                        &mut repository_uris,
+                        child.as_string()?,
+                        "repository URIs",
+                        MAX_REFERENCES,
+                    )?;
                 }
                 _ => tlv::unknown(p, &child, &mut unknown)?,
             }
         }
         let publication = tlv::required(publication, p, TAG_PUBLICATION_DATA)?;
-        Ok(PublicationRecord { publication, references, repository_uris, unknown })
+        Ok(PublicationRecord {
+            publication,
+            references,
+            repository_uris,
+            unknown,
+        })
     }
 
     /// Writes the record under `tag` (0x803 in a signature, 0x703 in a publications file).
@@ -88,8 +114,12 @@ impl PublicationRecord {
     pub fn encode(&self, out: &mut Encoder, tag: u16) -> Result<(), Error> {
         out.nested(tag, Flags::NONE, |e| {
             self.publication.encode(e, Flags::FORWARD)?;
-            self.references.iter().try_for_each(|r| e.string(TAG_REFERENCE, r))?;
-            self.repository_uris.iter().try_for_each(|r| e.string(TAG_REPOSITORY_URI, r))?;
+            self.references
+                .iter()
+                .try_for_each(|r| e.string(TAG_REFERENCE, r))?;
+            self.repository_uris
+                .iter()
+                .try_for_each(|r| e.string(TAG_REPOSITORY_URI, r))?;
             e.tlvs(&self.unknown)
         })
     }
@@ -131,7 +161,12 @@ impl CalendarAuthRecord {
     pub fn new(publication: PublicationData, signature: SignatureData) -> Result<Self, Error> {
         let mut e = Encoder::new();
         publication.encode(&mut e, Flags::FORWARD)?;
-        Ok(CalendarAuthRecord { publication, signature, unknown: Vec::new(), signed_bytes: e.finish() })
+        Ok(CalendarAuthRecord {
+            publication,
+            signature,
+            unknown: Vec::new(),
+            signed_bytes: e.finish(),
+        })
     }
 
     /// The signed bytes: the published data element, header included, exactly as read.
@@ -155,13 +190,23 @@ impl CalendarAuthRecord {
                     let data = (PublicationData::decode(&child)?, child.raw().to_vec());
                     tlv::once(&mut publication, P, TAG_PUBLICATION_DATA, data)?;
                 }
-                TAG_SIGNATURE_DATA => tlv::once(&mut signature, P, TAG_SIGNATURE_DATA, SignatureData::decode(&child)?)?,
+                TAG_SIGNATURE_DATA => tlv::once(
+                    &mut signature,
+                    P,
+                    TAG_SIGNATURE_DATA,
+                    SignatureData::decode(&child)?,
+                )?,
                 _ => tlv::unknown(P, &child, &mut unknown)?,
             }
         }
         let (publication, signed_bytes) = tlv::required(publication, P, TAG_PUBLICATION_DATA)?;
         let signature = tlv::required(signature, P, TAG_SIGNATURE_DATA)?;
-        Ok(CalendarAuthRecord { publication, signature, unknown, signed_bytes })
+        Ok(CalendarAuthRecord {
+            publication,
+            signature,
+            unknown,
+            signed_bytes,
+        })
     }
 
     /// Writes the record as a 0x805 element, the signed bytes unchanged.
@@ -181,15 +226,33 @@ impl CalendarAuthRecord {
 impl SignatureData {
     fn decode(tlv: &TlvRef<'_>) -> Result<Self, DecodeError> {
         const P: u16 = TAG_SIGNATURE_DATA;
-        let (mut signature_type, mut signature_value, mut certificate_id, mut uri) = (None, None, None, None);
+        let (mut signature_type, mut signature_value, mut certificate_id, mut uri) =
+            (None, None, None, None);
         let mut unknown = Vec::new();
         for child in tlv.children() {
             let child = child?;
             match child.tag() {
-                TAG_SIGNATURE_TYPE => tlv::once(&mut signature_type, P, TAG_SIGNATURE_TYPE, child.as_string()?)?,
-                TAG_SIGNATURE_VALUE => tlv::once(&mut signature_value, P, TAG_SIGNATURE_VALUE, child.value().to_vec())?,
-                TAG_CERTIFICATE_ID => tlv::once(&mut certificate_id, P, TAG_CERTIFICATE_ID, child.value().to_vec())?,
-                TAG_CERTIFICATE_URI => tlv::once(&mut uri, P, TAG_CERTIFICATE_URI, child.as_string()?)?,
+                TAG_SIGNATURE_TYPE => tlv::once(
+                    &mut signature_type,
+                    P,
+                    TAG_SIGNATURE_TYPE,
+                    child.as_string()?,
+                )?,
+                TAG_SIGNATURE_VALUE => tlv::once(
+                    &mut signature_value,
+                    P,
+                    TAG_SIGNATURE_VALUE,
+                    child.value().to_vec(),
+                )?,
+                TAG_CERTIFICATE_ID => tlv::once(
+                    &mut certificate_id,
+                    P,
+                    TAG_CERTIFICATE_ID,
+                    child.value().to_vec(),
+                )?,
+                TAG_CERTIFICATE_URI => {
+                    tlv::once(&mut uri, P, TAG_CERTIFICATE_URI, child.as_string()?)?
+                }
                 _ => tlv::unknown(P, &child, &mut unknown)?,
             }
         }
@@ -254,7 +317,11 @@ impl Rfc3161Record {
     ///
     /// [`Error::HashUnavailable`] if OpenSSL lacks one of the functions.
     pub fn output_hash(&self, algorithm: HashAlgorithm) -> Result<Imprint, Error> {
-        let tst_info = self.tst_info_algorithm.hash(&[&self.tst_info_prefix, self.input_hash.digest(), &self.tst_info_suffix])?;
+        let tst_info = self.tst_info_algorithm.hash(&[
+            &self.tst_info_prefix,
+            self.input_hash.digest(),
+            &self.tst_info_suffix,
+        ])?;
         let signed_attributes = self.signed_attributes_algorithm.hash(&[
             &self.signed_attributes_prefix,
             tst_info.digest(),
@@ -280,7 +347,12 @@ impl Rfc3161Record {
             let tag = child.tag();
             match tag {
                 0x02 => tlv::once(&mut time, P, tag, child.as_u64()?)?,
-                0x03 => tlv::push_limited(&mut chain_index, child.as_u64()?, "chain index", MAX_CHAIN_INDEX)?,
+                0x03 => tlv::push_limited(
+                    &mut chain_index,
+                    child.as_u64()?,
+                    "chain index",
+                    MAX_CHAIN_INDEX,
+                )?,
                 0x04 => tlv::once(&mut input_data, P, tag, child.value().to_vec())?,
                 0x05 => tlv::once(&mut input_hash, P, tag, child.as_imprint()?)?,
                 0x10 => tlv::once(&mut tst_prefix, P, tag, child.value().to_vec())?,
@@ -293,7 +365,10 @@ impl Rfc3161Record {
             }
         }
         if chain_index.is_empty() {
-            return Err(DecodeError::Missing { parent: P, tag: 0x03 });
+            return Err(DecodeError::Missing {
+                parent: P,
+                tag: 0x03,
+            });
         }
         Ok(Rfc3161Record {
             aggregation_time: tlv::required(time, P, 0x02)?,
@@ -317,7 +392,10 @@ impl Rfc3161Record {
     /// [`Error::Encode`] for an empty chain index or oversized parts.
     pub fn encode(&self, out: &mut Encoder) -> Result<(), Error> {
         if self.chain_index.is_empty() {
-            return Err(Error::Encode { what: "RFC 3161 record", why: "empty chain index" });
+            return Err(Error::Encode {
+                what: "RFC 3161 record",
+                why: "empty chain index",
+            });
         }
         out.nested(TAG_RFC3161_RECORD, Flags::NONE, |e| {
             e.u64(0x02, self.aggregation_time)?;

@@ -20,89 +20,185 @@ use crate::verify::{Code, Context, Step, Verdict, fail, na};
 
 pub(super) fn calendar(signature: &Signature, context: &Context<'_>) -> Step {
     const EXTEND: &str = "ExtendSignatureCalendarChainInputHashToSamePubTime";
-    let extended = context.extended_calendar.ok_or_else(|| na(EXTEND, "needs the extender: no calendar chain given"))?;
+    let extended = context
+        .extended_calendar
+        .ok_or_else(|| na(EXTEND, "needs the extender: no calendar chain given"))?;
     if let Some(own) = signature.calendar_chain() {
         if signature.publication_record().is_some() {
             let own_root = root(own)?;
-            check(own_root == root(extended)?, "ExtendedSignatureCalendarChainRootHashVerificationRule", Code::Cal01)?;
+            check(
+                own_root == root(extended)?,
+                "ExtendedSignatureCalendarChainRootHashVerificationRule",
+                Code::Cal01,
+            )?;
         } else {
-            check(chain::right_links_match(own, extended), "ExtendedSignatureCalendarHashChainRightLinksMatchesVerificationRule", Code::Cal04)?;
+            check(
+                chain::right_links_match(own, extended),
+                "ExtendedSignatureCalendarHashChainRightLinksMatchesVerificationRule",
+                Code::Cal04,
+            )?;
         }
     }
-    check(extended.input_hash == output(signature)?, "ExtendedSignatureCalendarChainInputHashVerificationRule", Code::Cal02)?;
+    check(
+        extended.input_hash == output(signature)?,
+        "ExtendedSignatureCalendarChainInputHashVerificationRule",
+        Code::Cal02,
+    )?;
     let first = signature.first_chain().map(|c| c.aggregation_time);
-    check(Some(extended.aggregation_time()) == first, "ExtendedSignatureCalendarChainAggregationTimeVerificationRule", Code::Cal03)?;
+    check(
+        Some(extended.aggregation_time()) == first,
+        "ExtendedSignatureCalendarChainAggregationTimeVerificationRule",
+        Code::Cal03,
+    )?;
     Ok("ExtendedSignatureCalendarChainAggregationTimeVerificationRule")
 }
 
 pub(super) fn key_based(signature: &Signature, context: &Context<'_>) -> Step {
-    let calendar = signature.calendar_chain().ok_or_else(|| na("CalendarHashChainExistenceRule", "no calendar chain"))?;
+    let calendar = signature
+        .calendar_chain()
+        .ok_or_else(|| na("CalendarHashChainExistenceRule", "no calendar chain"))?;
     not_deprecated(calendar, "CalendarHashChainAlgorithmDeprecatedRule")?;
-    let record = signature
-        .calendar_auth_record()
-        .ok_or_else(|| na("CalendarAuthenticationRecordExistenceRule", "no calendar authentication record"))?;
-    let file = context.publications_file.ok_or_else(|| na("CertificateExistenceRule", "no publications file"))?;
+    let record = signature.calendar_auth_record().ok_or_else(|| {
+        na(
+            "CalendarAuthenticationRecordExistenceRule",
+            "no calendar authentication record",
+        )
+    })?;
+    let file = context
+        .publications_file
+        .ok_or_else(|| na("CertificateExistenceRule", "no publications file"))?;
     let certificate = file
         .certificate(&record.signature.certificate_id)
-        .ok_or_else(|| na("CertificateExistenceRule", "certificate id not in the publications file"))?;
-    let certificate = X509::from_der(&certificate.certificate)
-        .map_err(|e| na("CertificateValidityRule", format!("certificate does not parse: {e}")))?;
+        .ok_or_else(|| {
+            na(
+                "CertificateExistenceRule",
+                "certificate id not in the publications file",
+            )
+        })?;
+    let certificate = X509::from_der(&certificate.certificate).map_err(|e| {
+        na(
+            "CertificateValidityRule",
+            format!("certificate does not parse: {e}"),
+        )
+    })?;
     let valid = valid_at(&certificate, calendar.aggregation_time())?;
     check(valid, "CertificateValidityRule", Code::Key03)?;
-    check(signature_verifies(record, &certificate), "CalendarAuthenticationRecordSignatureVerificationRule", Code::Key02)?;
+    check(
+        signature_verifies(record, &certificate),
+        "CalendarAuthenticationRecordSignatureVerificationRule",
+        Code::Key02,
+    )?;
     Ok("CalendarAuthenticationRecordSignatureVerificationRule")
 }
 
 pub(super) fn publications_file(signature: &Signature, context: &Context<'_>) -> Step {
-    let file = context.publications_file.ok_or_else(|| na("PublicationsFileContainsSignaturePublicationVerificationRule", "no publications file"))?;
-    if let (Some(record), Some(calendar)) = (signature.publication_record(), signature.calendar_chain())
+    let file = context.publications_file.ok_or_else(|| {
+        na(
+            "PublicationsFileContainsSignaturePublicationVerificationRule",
+            "no publications file",
+        )
+    })?;
+    if let (Some(record), Some(calendar)) =
+        (signature.publication_record(), signature.calendar_chain())
         && let Some(published) = file.publication_at(record.publication.time)
     {
-        let same = published.publication.time == record.publication.time && published.publication.hash == record.publication.hash;
-        check(same, "PublicationsFileSignaturePublicationHashVerificationRule", Code::Pub05)?;
-        not_deprecated(calendar, "SignatureCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule")?;
+        let same = published.publication.time == record.publication.time
+            && published.publication.hash == record.publication.hash;
+        check(
+            same,
+            "PublicationsFileSignaturePublicationHashVerificationRule",
+            Code::Pub05,
+        )?;
+        not_deprecated(
+            calendar,
+            "SignatureCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule",
+        )?;
         return Ok("SignatureCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule");
     }
     let suitable = file
         .publication_after(signature.signing_time())
-        .ok_or_else(|| na("PublicationsFileContainsSuitablePublicationVerificationRule", "no publication after the signing time"))?;
+        .ok_or_else(|| {
+            na(
+                "PublicationsFileContainsSuitablePublicationVerificationRule",
+                "no publication after the signing time",
+            )
+        })?;
     extended_against(signature, context, &suitable.publication, false)
 }
 
 pub(super) fn user_publication(signature: &Signature, context: &Context<'_>) -> Step {
-    let publication = context.user_publication.ok_or_else(|| na("UserProvidedPublicationExistenceRule", "no user publication"))?;
-    if let (Some(record), Some(calendar)) = (signature.publication_record(), signature.calendar_chain())
+    let publication = context.user_publication.ok_or_else(|| {
+        na(
+            "UserProvidedPublicationExistenceRule",
+            "no user publication",
+        )
+    })?;
+    if let (Some(record), Some(calendar)) =
+        (signature.publication_record(), signature.calendar_chain())
         && record.publication.time == publication.time
     {
-        check(record.publication.hash == publication.hash, "UserProvidedPublicationHashVerificationRule", Code::Pub04)?;
-        not_deprecated(calendar, "SignatureCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule")?;
+        check(
+            record.publication.hash == publication.hash,
+            "UserProvidedPublicationHashVerificationRule",
+            Code::Pub04,
+        )?;
+        not_deprecated(
+            calendar,
+            "SignatureCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule",
+        )?;
         return Ok("SignatureCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule");
     }
     if signature.signing_time() > publication.time {
-        return Err(na("UserProvidedPublicationCreationTimeVerificationRule", "signature is newer than the publication"));
+        return Err(na(
+            "UserProvidedPublicationCreationTimeVerificationRule",
+            "signature is newer than the publication",
+        ));
     }
     extended_against(signature, context, publication, true)
 }
 
 /// Extends to `publication` with the context's calendar chain and checks the chain against it
 /// (PUB-01, PUB-02, PUB-03).
-fn extended_against(signature: &Signature, context: &Context<'_>, publication: &PublicationData, check_shape: bool) -> Step {
+fn extended_against(
+    signature: &Signature,
+    context: &Context<'_>,
+    publication: &PublicationData,
+    check_shape: bool,
+) -> Step {
     if !context.extending_permitted {
         return Err(na("ExtendingPermittedRule", "extending not permitted"));
     }
-    let extended = context
-        .extended_calendar
-        .ok_or_else(|| na("ExtendToPublication", "needs the extender: no calendar chain given"))?;
-    not_deprecated(extended, "ExtendedCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule")?;
-    check(root(extended)? == publication.hash, "PublicationHashMatchesExtenderResponseVerificationRule", Code::Pub01)?;
+    let extended = context.extended_calendar.ok_or_else(|| {
+        na(
+            "ExtendToPublication",
+            "needs the extender: no calendar chain given",
+        )
+    })?;
+    not_deprecated(
+        extended,
+        "ExtendedCalendarHashAlgorithmDeprecatedAtPubTimeVerificationRule",
+    )?;
+    check(
+        root(extended)? == publication.hash,
+        "PublicationHashMatchesExtenderResponseVerificationRule",
+        Code::Pub01,
+    )?;
     const TIME: &str = "PublicationTimeMatchesExtenderResponseVerificationRule";
-    check(extended.publication_time == publication.time, TIME, Code::Pub02)?;
+    check(
+        extended.publication_time == publication.time,
+        TIME,
+        Code::Pub02,
+    )?;
     if check_shape {
         let computed = chain::calendar_aggregation_time(extended.publication_time, &extended.links);
         let first = signature.first_chain().map(|c| c.aggregation_time);
         check(computed.is_some() && computed == first, TIME, Code::Pub02)?;
     }
-    check(extended.input_hash == output(signature)?, "ExtendedSignatureInputHashVerificationRule", Code::Pub03)?;
+    check(
+        extended.input_hash == output(signature)?,
+        "ExtendedSignatureInputHashVerificationRule",
+        Code::Pub03,
+    )?;
     Ok("ExtendedSignatureInputHashVerificationRule")
 }
 
@@ -115,19 +211,22 @@ fn root(calendar: &CalendarChain) -> Result<Imprint, Verdict> {
 }
 
 fn output(signature: &Signature) -> Result<Imprint, Verdict> {
-    aggregation_output(signature).map_err(|(rule, _)| na(rule, "aggregation chains cannot be computed"))
+    aggregation_output(signature)
+        .map_err(|(rule, _)| na(rule, "aggregation chains cannot be computed"))
 }
 
 /// NA (GEN-02) if a left link's hash function was deprecated at the chain's publication time:
 /// the publication may then postdate collisions and proves nothing.
 fn not_deprecated(calendar: &CalendarChain, rule: &'static str) -> Result<(), Verdict> {
     let at = i64::try_from(calendar.publication_time).unwrap_or(i64::MAX);
-    let deprecated = calendar
-        .links
-        .iter()
-        .any(|l| l.side == Side::Left && l.sibling.algorithm().status_at(at) != AlgorithmStatus::Normal);
+    let deprecated = calendar.links.iter().any(|l| {
+        l.side == Side::Left && l.sibling.algorithm().status_at(at) != AlgorithmStatus::Normal
+    });
     if deprecated {
-        return Err(na(rule, "calendar chain uses a hash function deprecated at its publication time"));
+        return Err(na(
+            rule,
+            "calendar chain uses a hash function deprecated at its publication time",
+        ));
     }
     Ok(())
 }
@@ -136,7 +235,10 @@ fn not_deprecated(calendar: &CalendarChain, rule: &'static str) -> Result<(), Ve
 fn valid_at(certificate: &X509, at: u64) -> Result<bool, Verdict> {
     let rule = "CertificateValidityRule";
     #[allow(clippy::useless_conversion)] // time_t is i64 on most targets, not all.
-    let at = i64::try_from(at).ok().and_then(|t| t.try_into().ok()).ok_or_else(|| na(rule, "time out of range"))?;
+    let at = i64::try_from(at)
+        .ok()
+        .and_then(|t| t.try_into().ok())
+        .ok_or_else(|| na(rule, "time out of range"))?;
     let at = Asn1Time::from_unix(at).map_err(|e| na(rule, e.to_string()))?;
     Ok(certificate.not_before() < at && at < certificate.not_after())
 }
@@ -152,7 +254,13 @@ fn signature_verifies(record: &CalendarAuthRecord, certificate: &X509) -> bool {
         b"1.2.840.113549.1.1.13" | b"1.2.840.10045.4.3.4" => MessageDigest::sha512(),
         _ => return false,
     };
-    let Ok(key) = certificate.public_key() else { return false };
-    let Ok(mut verifier) = Verifier::new(digest, &key) else { return false };
-    verifier.verify_oneshot(&record.signature.signature_value, record.signed_bytes()).unwrap_or(false)
+    let Ok(key) = certificate.public_key() else {
+        return false;
+    };
+    let Ok(mut verifier) = Verifier::new(digest, &key) else {
+        return false;
+    };
+    verifier
+        .verify_oneshot(&record.signature.signature_value, record.signed_bytes())
+        .unwrap_or(false)
 }
