@@ -19,7 +19,7 @@ backbone_install_packages() {
 
 # What building and running Backbone needs: OpenSSL headers for the openssl crate, pkg-config to
 # find them, SoftHSM2 as the PKCS#11 token, and the openssl command that tests use as an independent
-# verifier.
-BACKBONE_PACKAGES=(pkg-config libssl-dev openssl softhsm2)
+# verifier; libclang-dev (bindgen) and g++ to build RocksDB.
+BACKBONE_PACKAGES=(pkg-config libssl-dev openssl softhsm2 libclang-dev g++)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/backbone/target}"
