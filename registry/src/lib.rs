@@ -1,6 +1,34 @@
-//! The root of trust of a Backbone instance: members, subsystems, gateways and their certificates, issued by the registry's HSM-held CA, and the versioned, signed, expiring global configuration that every gateway verifies against its configuration anchor.
+//! The root of trust of a Backbone instance: members, subsystems, gateways and their certificates,
+//! issued by the registry's HSM-held CA, and the versioned, signed, expiring global configuration
+//! that every gateway verifies against its configuration anchor.
 //!
-//! Not built yet: this crate holds only its purpose, so that the workspace has its final shape. See
-//! `shared/DESIGN.md` for the target and the crate's README for the plan.
+//! ```text
+//!  admin ─▶ Registry ─(store: members, gateways, certs, audit)─▶ GlobalConf ─Signer─▶ SignedConf
+//!                                                                                      │ HTTP
+//!  gateway / portal ◀── ConfClient (anchor: key + instance + URLs; expiry, rollback) ◀─┘
+//! ```
+//!
+//! Identifiers are in [`id`]; the document and its encoding in [`conf`]; gateways start from
+//! [`anchor::Anchor`] and [`client::ConfClient`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+// Pure code: identifiers, the model and the configuration format.
+pub mod conf;
+pub mod csr;
+pub mod id;
+pub mod model;
+// The registry: admin operations, the CA, storage.
+pub mod registry;
+pub mod store;
+// Gateway side: trust the anchor, hold the newest configuration.
+pub mod anchor;
+pub mod client;
+
+mod error;
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use crate::conf::{GlobalConf, SignedConf};
+pub use crate::error::Error;
+pub use crate::registry::Registry;
