@@ -20,6 +20,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+
+/// Added to the log filter unless it names cryptoki itself.
+const QUIET_CRYPTOKI: &str = "cryptoki::mechanism=off";
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -41,7 +44,12 @@ pub struct Telemetry {
 ///
 /// [`Error::Telemetry`] when the exporter cannot be built or a subscriber is already installed.
 pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, Error> {
-    let filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| Error::Telemetry(e.to_string()))?;
+    let mut filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| Error::Telemetry(e.to_string()))?;
+    if !settings.log_filter.contains("cryptoki") {
+        // cryptoki logs every vendor-specific mechanism a token lists as an error, although such
+        // mechanisms are normal; our own code reports what is really missing.
+        filter = filter.add_directive(QUIET_CRYPTOKI.parse().map_err(|e: tracing_subscriber::filter::ParseError| Error::Telemetry(e.to_string()))?);
+    }
     let provider = settings.otlp_endpoint.as_deref().map(|endpoint| tracer_provider(endpoint, settings)).transpose()?;
     let otel = provider
         .as_ref()
