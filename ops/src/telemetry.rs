@@ -23,11 +23,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Added to the log filter unless it names cryptoki itself.
-const QUIET_CRYPTOKI: &str = "cryptoki::mechanism=off";
-
 use crate::Error;
 use crate::config::{LogFormat, TelemetrySettings};
+
+/// Added to the log filter unless it names cryptoki itself.
+const QUIET_CRYPTOKI: &str = "cryptoki::mechanism=off";
 
 /// The build version logged at start-up and exported as `service.version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
