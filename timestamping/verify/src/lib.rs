@@ -3,8 +3,8 @@
 //! signature can be verified offline years later.
 //!
 //! This crate holds the pure half: the KSI wire format and offline verification, checked
-//! against the public KSI conformance pack. The service (aggregator, calendar, extender,
-//! publications, HTTP) is not built yet.
+//! against the public KSI conformance pack. It builds without tokio or storage so that auditors
+//! can verify offline; the service that issues signatures is `backbone-timestamping`.
 //!
 //! ```text
 //!  document hash ─▶ aggregation chains ─▶ calendar chain ─▶ calendar auth record (signed now)

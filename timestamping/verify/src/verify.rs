@@ -20,11 +20,11 @@
 //! reports NA with GEN-02.
 //!
 //! ```
-//! use backbone_timestamping::Signature;
-//! use backbone_timestamping::publication::PublicationData;
-//! use backbone_timestamping::verify::{self, Context, Outcome, Policy};
+//! use backbone_timestamping_verify::Signature;
+//! use backbone_timestamping_verify::publication::PublicationData;
+//! use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 //!
-//! let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/conformance/ksi-test-pack");
+//! let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/ksi-test-pack");
 //! let bytes = std::fs::read(format!("{pack}/valid-signatures/signature-extended.ksig"))?;
 //! let signature = Signature::decode(&bytes)?;
 //! let publication = PublicationData::from_publication_string(
@@ -40,7 +40,7 @@ use std::fmt;
 
 use crate::imprint::Imprint;
 use crate::publication::PublicationData;
-use crate::publications_file::TrustedPublicationsFile;
+use crate::publications_file::{CertificateRecord, TrustedPublicationsFile};
 use crate::signature::{CalendarChain, Signature};
 
 mod external;
@@ -122,6 +122,10 @@ pub struct Context<'a> {
     pub input_level: u8,
     /// A publications file whose signature was checked.
     pub publications_file: Option<&'a TrustedPublicationsFile>,
+    /// Certificates the caller trusts directly for the key-based policy (for example the
+    /// certificate of a calendar run by the caller's own organisation), looked up by id after the
+    /// publications file's.
+    pub trusted_certificates: &'a [CertificateRecord],
     /// A publication the caller trusts (from a newspaper, a publication string).
     pub user_publication: Option<&'a PublicationData>,
     /// Whether the verifier may use an extender's answer.

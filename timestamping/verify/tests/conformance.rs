@@ -17,20 +17,20 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use backbone_timestamping::HashAlgorithm;
-use backbone_timestamping::chain;
-use backbone_timestamping::imprint::Imprint;
-use backbone_timestamping::pdu::ExtenderResponse;
-use backbone_timestamping::publication::PublicationData;
-use backbone_timestamping::publications_file::{
+use backbone_timestamping_verify::HashAlgorithm;
+use backbone_timestamping_verify::chain;
+use backbone_timestamping_verify::imprint::Imprint;
+use backbone_timestamping_verify::pdu::ExtenderResponse;
+use backbone_timestamping_verify::publication::PublicationData;
+use backbone_timestamping_verify::publications_file::{
     PublicationsFile, TrustAnchors, TrustedPublicationsFile,
 };
-use backbone_timestamping::signature::{CalendarChain, Signature};
-use backbone_timestamping::verify::{self, Code, Context, Outcome, Policy};
+use backbone_timestamping_verify::signature::{CalendarChain, Signature};
+use backbone_timestamping_verify::verify::{self, Code, Context, Outcome, Policy};
 
 const PACK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/ksi-test-pack"
+    "/../../../shared/conformance/ksi-test-pack"
 );
 const DEFAULT_PUBLICATIONS_FILE: &str =
     "policy-verification-signatures/resources/publications-file.bin";
@@ -242,6 +242,7 @@ fn check_row(dir: &Path, folder: &str, row: &Row, files: &mut Files) -> Result<R
         user_publication: user_publication.as_ref(),
         extending_permitted: row.extending_permitted,
         extended_calendar: extended.as_ref(),
+        trusted_certificates: &[],
     };
     let verdict = verify::verify(&signature, policy, &context);
 

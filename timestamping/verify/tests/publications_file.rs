@@ -9,12 +9,12 @@
 use std::fs;
 use std::path::Path;
 
-use backbone_timestamping::Error;
-use backbone_timestamping::publications_file::{PublicationsFile, TrustAnchors};
+use backbone_timestamping_verify::Error;
+use backbone_timestamping_verify::publications_file::{PublicationsFile, TrustAnchors};
 
 const PACK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/ksi-test-pack"
+    "/../../../shared/conformance/ksi-test-pack"
 );
 const RESOURCES: &str = "policy-verification-signatures/resources";
 

@@ -10,13 +10,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use backbone_timestamping::fuzzing;
-use backbone_timestamping::signature::Signature;
-use backbone_timestamping::verify::{self, Context, Policy};
+use backbone_timestamping_verify::fuzzing;
+use backbone_timestamping_verify::signature::Signature;
+use backbone_timestamping_verify::verify::{self, Context, Policy};
 
 const PACK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/ksi-test-pack"
+    "/../../../shared/conformance/ksi-test-pack"
 );
 const MUTATIONS_PER_FILE: usize = 200;
 

@@ -9,12 +9,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use backbone_timestamping::signature::Signature;
-use backbone_timestamping::verify::{self, Context, Outcome, Policy};
+use backbone_timestamping_verify::signature::Signature;
+use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 
 const PACK: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/conformance/ksi-test-pack"
+    "/../../../shared/conformance/ksi-test-pack"
 );
 
 fn pack_files(extension: &str) -> Vec<PathBuf> {

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| backbone_timestamping::fuzzing::pdu(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| backbone_timestamping_verify::fuzzing::pdu(data));

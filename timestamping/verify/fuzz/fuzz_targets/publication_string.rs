@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| backbone_timestamping::fuzzing::publication_string(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| backbone_timestamping_verify::fuzzing::publication_string(data));

@@ -64,17 +64,21 @@ pub(super) fn key_based(signature: &Signature, context: &Context<'_>) -> Step {
             "no calendar authentication record",
         )
     })?;
-    let file = context
-        .publications_file
-        .ok_or_else(|| na("CertificateExistenceRule", "no publications file"))?;
-    let certificate = file
-        .certificate(&record.signature.certificate_id)
-        .ok_or_else(|| {
-            na(
+    let id = &record.signature.certificate_id;
+    let from_file = context.publications_file.and_then(|file| file.certificate(id));
+    let given = context.trusted_certificates.iter().find(|c| c.id == *id);
+    let certificate = match (from_file.or(given), context.publications_file) {
+        (Some(certificate), _) => certificate,
+        (None, None) if context.trusted_certificates.is_empty() => {
+            return Err(na("CertificateExistenceRule", "no publications file"));
+        }
+        (None, _) => {
+            return Err(na(
                 "CertificateExistenceRule",
-                "certificate id not in the publications file",
-            )
-        })?;
+                "certificate id not in the publications file or the trusted certificates",
+            ));
+        }
+    };
     let certificate = X509::from_der(&certificate.certificate).map_err(|e| {
         na(
             "CertificateValidityRule",

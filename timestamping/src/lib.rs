@@ -1,0 +1,12 @@
+//! The keyless timestamping service in the KSI format. Client hashes are aggregated in one-second
+//! rounds; each round root becomes one calendar leaf; each second's calendar root is signed
+//! through the HSM, and published every hour.
+//!
+//! ```text
+//!  hash ─▶ aggregator round ─(root)─▶ calendar (one leaf per second) ─▶ signed root ─▶ signature
+//! ```
+//!
+//! Nothing of the service is built yet. The wire format and the offline verifier live in the
+//! nested crate `backbone-timestamping-verify`, which builds without tokio or storage.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
