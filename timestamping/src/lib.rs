@@ -4,9 +4,20 @@
 //!
 //! ```text
 //!  hash ─▶ aggregator round ─(root)─▶ calendar (one leaf per second) ─▶ signed root ─▶ signature
+//!                                         │ RocksDB, synced
+//!                                         └─▶ publications
 //! ```
 //!
-//! Nothing of the service is built yet. The wire format and the offline verifier live in the
-//! nested crate `backbone-timestamping-verify`, which builds without tokio or storage.
+//! Start at [`round::Round`] and [`calendar::Calendar`], the state machines the service will drive.
+//! The wire format and the offline verifier live in the nested crate
+//! `backbone-timestamping-verify`, which builds without tokio or storage.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+// Pure state machines: a round's tree, one leaf per second (tree arithmetic, storage trait).
+pub mod calendar;
+pub mod round;
+
+mod error;
+
+pub use crate::error::{Error, StoreError};
