@@ -8,7 +8,7 @@
 //!                                         └─▶ publications
 //! ```
 //!
-//! Start at [`round::Round`] and [`calendar::Calendar`], the state machines the service will drive.
+//! Start at [`service::spawn`], which drives [`round::Round`] and [`calendar::Calendar`].
 //! The wire format and the offline verifier live in the nested crate
 //! `backbone-timestamping-verify`, which builds without tokio or storage.
 #![forbid(unsafe_code)]
@@ -17,6 +17,12 @@
 // Pure state machines: a round's tree, one leaf per second (tree arithmetic, storage trait).
 pub mod calendar;
 pub mod round;
+// Signing each second's root through the HSM.
+pub mod authority;
+// The running service and its HTTP front end.
+pub mod client;
+pub mod http;
+pub mod service;
 
 mod error;
 

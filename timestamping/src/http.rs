@@ -1,0 +1,315 @@
+//! The service over HTTP: KSI aggregator PDUs v2 (HMAC-sealed) for KSI's own clients, and a
+//! small JSON API.
+//!
+//! Spec: Guardtime, "KSI Data Formats", "Aggregator PDU" and "MAC"; status codes as libksi's
+//! `KSI_SERVICE_*` values.
+//!
+//! ```text
+//!  POST /                       aggregator request PDU (0x220) ─▶ response PDU (0x221)
+//!  POST /sign                   {"hash": "<imprint hex>", "level": 0} ─▶ {"signature": base64, ...}
+//!  GET  /publications/latest    {"time", "hash", "publication_string"}      404 before the first
+//!  GET  /publications           every publication, oldest first
+//!  GET  /certificate            {"id": hex, "certificate": base64 DER} of the calendar key
+//!  GET  /extend/{time}          {"calendar_chain": base64 0x802} from second `time` to the head
+//! ```
+//!
+//! Bodies above [`MAX_BODY`] are refused with 413 before they are read.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
+use backbone_timestamping_verify::pdu::{AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, Header};
+use backbone_timestamping_verify::publication::PublicationData;
+use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::round::Request;
+use crate::service::Handle;
+
+/// The largest request body: a full PDU of [`backbone_timestamping_verify::pdu::MAX_PAYLOADS`]
+/// requests is under 100 KiB; 1 MiB leaves room without inviting abuse.
+pub const MAX_BODY: usize = 1 << 20;
+/// The client id of JSON requests, which carry no authentication.
+pub const JSON_CLIENT_ID: &str = "json";
+
+/// KSI service status: the request PDU does not decode.
+pub const STATUS_INVALID_REQUEST: u64 = 0x101;
+/// KSI service status: unknown login id or wrong HMAC.
+pub const STATUS_AUTHENTICATION_FAILURE: u64 = 0x102;
+/// KSI service status: a payload is refused (level, hash function).
+pub const STATUS_INVALID_PAYLOAD: u64 = 0x103;
+/// KSI service status: the round is full.
+pub const STATUS_TOO_MANY_REQUESTS: u64 = 0x106;
+/// KSI service status: the service failed.
+pub const STATUS_INTERNAL_ERROR: u64 = 0x200;
+
+/// Who may send PDUs: one login id and its HMAC key.
+#[derive(Clone)]
+pub struct PduAuth {
+    /// The login id in the PDU header.
+    pub login_id: String,
+    /// The shared HMAC key.
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for PduAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PduAuth {{ login_id: {:?}, key: <redacted> }}", self.login_id)
+    }
+}
+
+/// The latest publication as the JSON API shows it.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PublicationJson {
+    /// Seconds since 1970.
+    pub time: u64,
+    /// The calendar root's imprint, hex.
+    pub hash: String,
+    /// The publication string (base32 with CRC-32).
+    pub publication_string: String,
+}
+
+/// `POST /sign` request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignRequest {
+    /// The imprint to sign, hex (algorithm id byte, then digest).
+    pub hash: String,
+    /// The level of the hash in the client's tree.
+    #[serde(default)]
+    pub level: u8,
+}
+
+/// `POST /sign` answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SignResponse {
+    /// The KSI signature (0x800), base64.
+    pub signature: String,
+    /// The round's second.
+    pub aggregation_time: u64,
+}
+
+#[derive(Debug)]
+struct AppState {
+    handle: Handle,
+    auth: PduAuth,
+}
+
+/// The router; bind it wherever the caller chooses.
+pub fn router(handle: Handle, auth: PduAuth) -> Router {
+    Router::new()
+        .route("/", post(pdu))
+        .route("/sign", post(sign_json))
+        .route("/publications", get(publications))
+        .route("/publications/latest", get(latest))
+        .route("/certificate", get(certificate))
+        .route("/extend/{time}", get(extend))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(Arc::new(AppState { handle, auth }))
+}
+
+async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request: SignRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body is not a sign request: {e}")),
+    };
+    let hash = match hex_decode(&request.hash).and_then(|b| Imprint::from_bytes(&b).map_err(|e| e.to_string())) {
+        Ok(hash) => hash,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("hash is not a hex imprint: {e}")),
+    };
+    let request = Request { hash, level: request.level, client_id: JSON_CLIENT_ID.into() };
+    match state.handle.sign(request).await {
+        Ok(signature) => match signature.encode() {
+            Ok(bytes) => {
+                let body = SignResponse {
+                    signature: openssl::base64::encode_block(&bytes),
+                    aggregation_time: signature.signing_time(),
+                };
+                axum::Json(body).into_response()
+            }
+            Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn publications(State(state): State<Arc<AppState>>) -> Response {
+    match state.handle.publications() {
+        Ok(list) => axum::Json(list.iter().map(publication_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn latest(State(state): State<Arc<AppState>>) -> Response {
+    match state.handle.publications() {
+        Ok(list) => match list.last() {
+            Some(p) => axum::Json(publication_json(p)).into_response(),
+            None => problem(StatusCode::NOT_FOUND, "no publication yet".to_owned()),
+        },
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn certificate(State(state): State<Arc<AppState>>) -> Response {
+    let record = state.handle.certificate();
+    let body = serde_json::json!({
+        "id": hex(&record.id),
+        "certificate": openssl::base64::encode_block(&record.certificate),
+    });
+    axum::Json(body).into_response()
+}
+
+async fn extend(State(state): State<Arc<AppState>>, Path(time): Path<u64>) -> Response {
+    let encoded = state.handle.extend(time, None).and_then(|chain| {
+        let mut out = Encoder::new();
+        chain.encode(&mut out)?;
+        Ok(out.finish())
+    });
+    match encoded {
+        Ok(bytes) => axum::Json(serde_json::json!({ "calendar_chain": openssl::base64::encode_block(&bytes) })).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let pdu_response = |bytes: Vec<u8>, status| (status, [(header::CONTENT_TYPE, "application/ksi-response")], bytes).into_response();
+    let request = match AggregatorRequest::decode(&body) {
+        Ok(r) => r,
+        Err(e) => return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &e.to_string()), StatusCode::BAD_REQUEST),
+    };
+    let login_ok = request.header.as_ref().is_some_and(|h| h.login_id.as_bytes() == state.auth.login_id.as_bytes());
+    if !login_ok || request.check_mac(&state.auth.key, HashAlgorithm::Sha256).is_err() {
+        let bytes = error_pdu(STATUS_AUTHENTICATION_FAILURE, "unknown login id or wrong HMAC");
+        return pdu_response(bytes, StatusCode::UNAUTHORIZED);
+    }
+    let client_id: KsiString = state.auth.login_id.as_str().into();
+    let tasks: Vec<_> = request
+        .payloads
+        .iter()
+        .map(|payload| {
+            let handle = state.handle.clone();
+            let payload = payload.clone();
+            let client_id = client_id.clone();
+            tokio::spawn(async move { answer_payload(&handle, payload, client_id).await })
+        })
+        .collect();
+    let mut payloads = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(p) => payloads.push(p),
+            Err(_) => return pdu_response(error_pdu(STATUS_INTERNAL_ERROR, "request task failed"), StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+    let header = Header {
+        login_id: client_id,
+        instance_id: request.header.as_ref().and_then(|h| h.instance_id),
+        message_id: request.header.as_ref().and_then(|h| h.message_id),
+    };
+    match AggregatorResponse::new(header, payloads).encode(&state.auth.key, HashAlgorithm::Sha256) {
+        Ok(bytes) => pdu_response(bytes, StatusCode::OK),
+        Err(e) => pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn answer_payload(handle: &Handle, payload: AggregationRequest, client_id: KsiString) -> AggregationResponse {
+    let mut response = AggregationResponse {
+        request_id: payload.request_id,
+        status: 0,
+        error_message: None,
+        aggregation_chains: Vec::new(),
+        calendar_chain: None,
+        publication_record: None,
+        calendar_auth_record: None,
+        rfc3161_record: None,
+    };
+    let Some(level) = payload.level.map_or(Some(0), |l| u8::try_from(l).ok()) else {
+        response.status = STATUS_INVALID_PAYLOAD;
+        response.error_message = Some("input level above 255".into());
+        return response;
+    };
+    match handle.sign(Request { hash: payload.hash, level, client_id }).await {
+        Ok(signature) => {
+            response.aggregation_chains = signature.aggregation_chains().to_vec();
+            response.calendar_chain = signature.calendar_chain().cloned();
+            response.calendar_auth_record = signature.calendar_auth_record().cloned();
+        }
+        Err(e) => {
+            response.status = match e.as_ref() {
+                Error::Request(_) => STATUS_INVALID_PAYLOAD,
+                Error::Pushback { .. } => STATUS_TOO_MANY_REQUESTS,
+                _ => STATUS_INTERNAL_ERROR,
+            };
+            response.error_message = Some(e.to_string().as_str().into());
+        }
+    }
+    response
+}
+
+/// An error-only aggregator response PDU: no header and no MAC, as KSI allows for errors.
+fn error_pdu(status: u64, message: &str) -> Vec<u8> {
+    let mut out = Encoder::new();
+    let built = out.nested(backbone_timestamping_verify::pdu::TAG_AGGREGATOR_RESPONSE, Flags::NONE, |e| {
+        e.nested(0x03, Flags::NONE, |e| {
+            e.u64(0x04, status)?;
+            e.string(0x05, &message.into())
+        })
+    });
+    match built {
+        Ok(()) => out.finish(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn error_response(error: &Error) -> Response {
+    let status = match error {
+        Error::Request(_) => StatusCode::BAD_REQUEST,
+        Error::Pushback { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::NotInCalendar { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut response = problem(status, error.to_string());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+fn problem(status: StatusCode, message: String) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+fn publication_json(p: &PublicationData) -> PublicationJson {
+    PublicationJson { time: p.time, hash: p.hash.to_hex(), publication_string: p.to_publication_string() }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes hex (an optional `0x` prefix allowed).
+///
+/// # Errors
+///
+/// A message for odd lengths or non-hex characters.
+pub fn hex_decode(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    if !text.len().is_multiple_of(2) {
+        return Err(format!("odd number of hex digits ({})", text.len()));
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| format!("not hex at position {i}"))
+        })
+        .collect()
+}

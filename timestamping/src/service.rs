@@ -1,0 +1,271 @@
+//! The running aggregator: it accepts requests into the open round, closes a round every round
+//! length, commits its root to the calendar, signs the calendar root, publishes at each interval
+//! boundary, and only then answers each request with its signature.
+//!
+//! ```text
+//!  sign(request) ─mpsc─▶ driver task ─ tick ─▶ Round::close ─▶ Calendar::append (synced)
+//!        ▲                                                         │
+//!        └──────── oneshot: Signature ◀── CalendarSigner::sign ◀───┘   (+ publish at boundaries)
+//! ```
+//!
+//! Stages and what a crash loses: *accepted* (in memory: lost, the client had no answer),
+//! *committed* (the leaf is in the calendar: kept; a client without an answer asks again and
+//! gets a later leaf), *signed and answered* (the client holds a signature the calendar proves).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backbone_timestamping_verify::publication::PublicationData;
+use backbone_timestamping_verify::signature::{Anchor, Signature};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::authority::CalendarSigner;
+use crate::calendar::{Calendar, CalendarStore};
+use crate::error::Error;
+use crate::round::{ClosedRound, Limits, Request, Round};
+
+/// The round length unless configured otherwise: one calendar leaf per second, as in KSI.
+pub const DEFAULT_ROUND: Duration = Duration::from_secs(1);
+/// The publication interval unless configured otherwise: hourly, as the design asks.
+pub const DEFAULT_PUBLICATION_INTERVAL: u64 = 3600;
+/// Requests queued towards the driver before callers wait: a few rounds' worth at the sized load.
+pub const DEFAULT_QUEUE: usize = 65_536;
+
+/// The service's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// How often a round closes; whole seconds, at least one.
+    pub round: Duration,
+    /// Round limits.
+    pub limits: Limits,
+    /// Seconds between publications; the calendar root at each multiple is published.
+    pub publication_interval: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { round: DEFAULT_ROUND, limits: Limits::default(), publication_interval: DEFAULT_PUBLICATION_INTERVAL }
+    }
+}
+
+/// A handle on the running service; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Handle {
+    submit: mpsc::Sender<Submission>,
+    shared: Arc<Shared>,
+}
+
+/// The driver task; [`Running::shutdown`] stops it after the open round is answered.
+#[derive(Debug)]
+pub struct Running {
+    /// A handle for callers.
+    pub handle: Handle,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+type SharedCalendar = Mutex<Calendar<Box<dyn CalendarStore>>>;
+
+#[derive(Debug)]
+struct Shared {
+    calendar: SharedCalendar,
+    signer: CalendarSigner,
+    config: Config,
+}
+
+#[derive(Debug)]
+struct Submission {
+    request: Request,
+    reply: oneshot::Sender<Result<Signature, Arc<Error>>>,
+}
+
+/// Starts the driver on the current tokio runtime.
+///
+/// # Errors
+///
+/// [`Error::Config`] for a round shorter than a second or a zero publication interval.
+pub fn spawn(calendar: Calendar<Box<dyn CalendarStore>>, signer: CalendarSigner, config: Config) -> Result<Running, Error> {
+    if config.round < Duration::from_secs(1) || config.round.subsec_nanos() != 0 {
+        return Err(Error::Config {
+            key: "round",
+            value: format!("{:?}", config.round),
+            reason: "must be a whole number of seconds, at least 1: the calendar has one leaf per second".to_owned(),
+        });
+    }
+    if config.publication_interval == 0 {
+        return Err(Error::Config {
+            key: "publication_interval",
+            value: "0".to_owned(),
+            reason: "must be at least one second".to_owned(),
+        });
+    }
+    let (submit, receive) = mpsc::channel(DEFAULT_QUEUE);
+    let shared = Arc::new(Shared { calendar: Mutex::new(calendar), signer, config });
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(drive(Arc::clone(&shared), receive, stopped));
+    Ok(Running { handle: Handle { submit, shared }, stop, task })
+}
+
+// === impl Handle ===
+
+impl Handle {
+    /// Signs `request` in the next round; returns once its leaf is committed and signed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Request`] or [`Error::Pushback`] for a refused request, [`Error::ShuttingDown`],
+    /// and the round's failure (shared by every request of the round).
+    pub async fn sign(&self, request: Request) -> Result<Signature, Arc<Error>> {
+        Round::check(&self.shared.config.limits, &request, now()).map_err(Arc::new)?;
+        let (reply, answer) = oneshot::channel();
+        self.submit.send(Submission { request, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
+        answer.await.map_err(|_| Arc::new(Error::ShuttingDown))?
+    }
+
+    /// The certificate of the calendar signing key, with its id.
+    pub fn certificate(&self) -> &backbone_timestamping_verify::publications_file::CertificateRecord {
+        self.shared.signer.certificate()
+    }
+
+    /// Every publication, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`] if the calendar cannot be read.
+    pub fn publications(&self) -> Result<Vec<PublicationData>, Error> {
+        self.calendar().publications()
+    }
+
+    /// The last second in the calendar.
+    pub fn head(&self) -> Option<u64> {
+        self.calendar().head()
+    }
+
+    /// The calendar chain from second `time` to `publication_time` (the head when `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotInCalendar`], [`Error::Store`].
+    pub fn extend(&self, time: u64, publication_time: Option<u64>) -> Result<backbone_timestamping_verify::signature::CalendarChain, Error> {
+        let calendar = self.calendar();
+        let to = publication_time.or(calendar.head()).ok_or(Error::NotInCalendar { time, size: 0 })?;
+        calendar.chain(time, to)
+    }
+
+    /// The service's settings.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    fn calendar(&self) -> std::sync::MutexGuard<'_, Calendar<Box<dyn CalendarStore>>> {
+        self.shared.calendar.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+// === impl Running ===
+
+impl Running {
+    /// Stops accepting (other handles get [`Error::ShuttingDown`]), answers the requests already
+    /// queued in one last round, and waits for the driver.
+    pub async fn shutdown(self) {
+        let Running { handle, stop, task } = self;
+        drop(handle);
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+}
+
+async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut stopped: oneshot::Receiver<()>) {
+    let mut ticker = tokio::time::interval(shared.config.round);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = Round::new(shared.config.limits);
+    let mut waiting = Vec::new();
+    let mut open = true;
+    let mut stopping = false;
+    while open || !waiting.is_empty() {
+        tokio::select! {
+            _ = &mut stopped, if !stopping => {
+                // Refuse new requests; those already queued are still received below.
+                stopping = true;
+                receive.close();
+            },
+            submission = receive.recv(), if open => match submission {
+                Some(Submission { request, reply }) => match round.push(request, now()) {
+                    Ok(_) => waiting.push(reply),
+                    Err(e) => { let _ = reply.send(Err(Arc::new(e))); }
+                },
+                None => open = false,
+            },
+            _ = ticker.tick() => {
+                let time = now();
+                let head = shared.calendar.lock().unwrap_or_else(PoisonError::into_inner).head();
+                if head.is_some_and(|h| time <= h) {
+                    // The clock is behind the calendar (a restart right after a crash, or the
+                    // clock stepped back): keep the round open until time passes the head.
+                    tracing::warn!(time, head, "clock not past the calendar head; round kept open");
+                    continue;
+                }
+                let closing = std::mem::replace(&mut round, Round::new(shared.config.limits));
+                let replies = std::mem::take(&mut waiting);
+                let worker = Arc::clone(&shared);
+                let outcome = tokio::task::spawn_blocking(move || close(&worker, closing, time)).await;
+                let outcome = outcome.unwrap_or_else(|_| Err(Error::Unreachable("round task panicked")));
+                answer(replies, outcome);
+            }
+        }
+    }
+}
+
+/// Closes the round as second `time`: tree, calendar commit, publication, signature.
+fn close(shared: &Shared, round: Round, time: u64) -> Result<Vec<Signature>, Error> {
+    let interval = shared.config.publication_interval;
+    let mut calendar = shared.calendar.lock().unwrap_or_else(PoisonError::into_inner);
+    let due = time - time % interval;
+    let last_published = calendar.publications()?.last().map(|p| p.time);
+    let publish = due > 0 && last_published.is_none_or(|p| due > p);
+    let closed: ClosedRound = round.close(time)?;
+    if publish && calendar.head().is_none_or(|h| due > h) && (due < time || closed.root.is_none()) {
+        calendar.append(due, None)?;
+    }
+    let signatures = match &closed.root {
+        Some(root) => {
+            let calendar_root = calendar.append(time, Some(root))?;
+            let chain = calendar.chain(time, time)?;
+            let record = shared.signer.sign(PublicationData::new(time, calendar_root))?;
+            closed
+                .chains
+                .into_iter()
+                .map(|c| Signature::new(None, vec![c], Some((chain.clone(), Anchor::CalendarAuth(record.clone())))))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+        None => Vec::new(),
+    };
+    if publish {
+        let publication = calendar.publish(due)?;
+        tracing::info!(time = due, publication = %publication.to_publication_string(), "calendar root published");
+    }
+    Ok(signatures)
+}
+
+fn answer(replies: Vec<oneshot::Sender<Result<Signature, Arc<Error>>>>, outcome: Result<Vec<Signature>, Error>) {
+    match outcome {
+        Ok(signatures) => {
+            for (reply, signature) in replies.into_iter().zip(signatures) {
+                let _ = reply.send(Ok(signature));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "round failed; its requests are answered with the error");
+            let e = Arc::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(Arc::clone(&e)));
+            }
+        }
+    }
+}
+
+/// Seconds since 1970 by the system clock (the only clock read in this crate).
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
