@@ -12,6 +12,7 @@
 //! callers MUST fail closed on it.
 
 mod cache;
+pub mod fetch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};

@@ -20,6 +20,7 @@ pub mod id;
 pub mod model;
 // The registry: admin operations, the CA, storage.
 pub mod registry;
+pub mod server;
 pub mod store;
 // Gateway side: trust the anchor, hold the newest configuration.
 pub mod anchor;

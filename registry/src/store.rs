@@ -6,6 +6,7 @@
 //! together or not at all.
 
 pub mod memory;
+pub mod rocks;
 
 use serde::{Deserialize, Serialize};
 
