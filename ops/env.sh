@@ -23,3 +23,14 @@ backbone_install_packages() {
 BACKBONE_PACKAGES=(pkg-config libssl-dev openssl softhsm2 libclang-dev g++)
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/backbone/target}"
+
+# Points SoftHSM2 at a fresh token directory for this run (removed on exit); tests and benchmarks
+# each create their own tokens in it.
+backbone_fresh_softhsm() {
+  softhsm_dir="$(mktemp -d -t backbone-softhsm.XXXXXX)"
+  trap 'rm -rf "$softhsm_dir"' EXIT
+  mkdir -p "$softhsm_dir/tokens"
+  printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$softhsm_dir" \
+    >"$softhsm_dir/softhsm2.conf"
+  export SOFTHSM2_CONF="$softhsm_dir/softhsm2.conf"
+}

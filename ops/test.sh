@@ -6,13 +6,7 @@ cd "$(dirname "$0")/.."
 . ops/env.sh
 backbone_install_packages "${BACKBONE_PACKAGES[@]}"
 
-# A fresh SoftHSM2 token directory for this run; every test creates its own token in it.
-softhsm_dir="$(mktemp -d -t backbone-softhsm.XXXXXX)"
-trap 'rm -rf "$softhsm_dir"' EXIT
-mkdir -p "$softhsm_dir/tokens"
-printf 'directories.tokendir = %s/tokens\nobjectstore.backend = file\nlog.level = ERROR\n' "$softhsm_dir" \
-  >"$softhsm_dir/softhsm2.conf"
-export SOFTHSM2_CONF="$softhsm_dir/softhsm2.conf"
+backbone_fresh_softhsm
 
 start=$(date +%s)
 cargo build --workspace --all-targets --locked
