@@ -2,7 +2,7 @@
 //! them: each input decodes or gives an error, never a panic. The cargo-fuzz targets in `hsm/fuzz/`
 //! explore further; this replay keeps the same guarantee in every CI run.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use backbone_hsm::batch::BatchSignature;
 use backbone_hsm::cert::verify_csr;
@@ -10,7 +10,10 @@ use backbone_hsm::software::SoftwareSigner;
 use backbone_hsm::PublicKey;
 
 fn seed(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testdata").join(name);
+    // Read when the test runs, not when it is compiled: a build cache shared between checkouts
+    // must not point at another checkout's files.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let path = manifest.join("src/testdata").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -38,6 +38,12 @@ pub enum Command {
     Hsm(HsmArgs),
     /// Run the demonstration with what is built today: agency keys, batch signatures, CSRs.
     Demo(demo::DemoArgs),
+    /// Run the keyless timestamping service (KSI format).
+    Timestamping(crate::timestamping::TimestampingArgs),
+    /// Sign with a timestamping service, or verify a KSI signature offline.
+    Ksi(crate::ksi::KsiArgs),
+    /// Administer the registry: instance, members, certificates, the global configuration.
+    Registry(crate::registry::RegistryArgs),
 }
 
 impl Command {
@@ -54,6 +60,12 @@ impl Command {
                 HsmCommand::Selftest(_) => "hsm selftest",
             },
             Command::Demo(_) => "demo",
+            Command::Timestamping(_) => "timestamping serve",
+            Command::Ksi(args) => match args.command {
+                crate::ksi::KsiCommand::Sign(_) => "ksi sign",
+                crate::ksi::KsiCommand::Verify(_) => "ksi verify",
+            },
+            Command::Registry(args) => args.command.name(),
         }
     }
 }
@@ -133,6 +145,9 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         Command::Config { command: ConfigCommand::Keys } => Ok(()),
         Command::Hsm(args) => hsm::run(args, &settings, env),
         Command::Demo(args) => demo::run(&args, &settings, env),
+        Command::Timestamping(args) => crate::timestamping::run(args, &settings, env),
+        Command::Ksi(args) => crate::ksi::run(args),
+        Command::Registry(args) => crate::registry::run(args, &settings, env),
     }
 }
 

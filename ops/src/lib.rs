@@ -24,6 +24,9 @@ pub mod telemetry;
 pub mod cli;
 pub mod demo;
 pub mod hsm;
+pub mod ksi;
+pub mod registry;
+pub mod timestamping;
 
 mod error;
 

@@ -28,10 +28,12 @@ use backbone_timestamping_verify::publications_file::{
 use backbone_timestamping_verify::signature::{CalendarChain, Signature};
 use backbone_timestamping_verify::verify::{self, Code, Context, Outcome, Policy};
 
-const PACK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/ksi-test-pack"
-);
+/// The conformance pack beside the checkout. The manifest directory is read when the test runs,
+/// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
+fn pack() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("../../../shared/conformance/ksi-test-pack")
+}
 const DEFAULT_PUBLICATIONS_FILE: &str =
     "policy-verification-signatures/resources/publications-file.bin";
 const TRUST_ANCHOR: &str =
@@ -131,7 +133,7 @@ struct Tally {
 }
 
 fn run_folder(folder: &str) {
-    let dir = Path::new(PACK).join(folder);
+    let dir = pack().join(folder);
     let csv = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("conformance pack not found at {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -366,14 +368,14 @@ struct Files {
 impl Files {
     fn get(&mut self, dir: &Path, row: &Row) -> Result<&TrustedPublicationsFile, String> {
         let file = match row.publications_file.as_str() {
-            "" => Path::new(PACK).join(DEFAULT_PUBLICATIONS_FILE),
+            "" => pack().join(DEFAULT_PUBLICATIONS_FILE),
             relative => dir.join(relative),
         };
         let cert = (!row.cert_file.is_empty()).then(|| dir.join(&row.cert_file));
         let key = (file.clone(), cert.clone());
         if !self.verified.contains_key(&key) {
             let mut anchors = TrustAnchors::from_pem(
-                &fs::read(Path::new(PACK).join(TRUST_ANCHOR)).map_err(|e| e.to_string())?,
+                &fs::read(pack().join(TRUST_ANCHOR)).map_err(|e| e.to_string())?,
             )
             .map_err(|e| e.to_string())?;
             if let Some(cert) = &cert {

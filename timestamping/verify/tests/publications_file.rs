@@ -7,19 +7,21 @@
 )]
 
 use std::fs;
-use std::path::Path;
+use std::path::PathBuf;
 
 use backbone_timestamping_verify::Error;
 use backbone_timestamping_verify::publications_file::{PublicationsFile, TrustAnchors};
 
-const PACK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/ksi-test-pack"
-);
+/// The conformance pack beside the checkout. The manifest directory is read when the test runs,
+/// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
+fn pack() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("../../../shared/conformance/ksi-test-pack")
+}
 const RESOURCES: &str = "policy-verification-signatures/resources";
 
 fn read(name: &str) -> Vec<u8> {
-    fs::read(Path::new(PACK).join(RESOURCES).join(name)).unwrap()
+    fs::read(pack().join(RESOURCES).join(name)).unwrap()
 }
 
 fn anchors() -> TrustAnchors {

@@ -14,10 +14,12 @@ use backbone_timestamping_verify::fuzzing;
 use backbone_timestamping_verify::signature::Signature;
 use backbone_timestamping_verify::verify::{self, Context, Policy};
 
-const PACK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/ksi-test-pack"
-);
+/// The conformance pack beside the checkout. The manifest directory is read when the test runs,
+/// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
+fn pack() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("../../../shared/conformance/ksi-test-pack")
+}
 const MUTATIONS_PER_FILE: usize = 200;
 
 /// xorshift64*: deterministic, so a failure reproduces.
@@ -38,7 +40,7 @@ impl Rng {
 
 fn files() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut dirs = vec![PathBuf::from(PACK)];
+    let mut dirs = vec![pack()];
     while let Some(dir) = dirs.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();

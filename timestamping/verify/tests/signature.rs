@@ -7,19 +7,21 @@
 )]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use backbone_timestamping_verify::signature::Signature;
 use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 
-const PACK: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/conformance/ksi-test-pack"
-);
+/// The conformance pack beside the checkout. The manifest directory is read when the test runs,
+/// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
+fn pack() -> PathBuf {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest.join("../../../shared/conformance/ksi-test-pack")
+}
 
 fn pack_files(extension: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let mut dirs = vec![PathBuf::from(PACK)];
+    let mut dirs = vec![pack()];
     while let Some(dir) = dirs.pop() {
         for entry in fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
@@ -60,7 +62,7 @@ fn decoded_signatures_survive_encode_and_decode() {
 
 #[test]
 fn re_encoded_signatures_verify_like_the_originals() {
-    let dir = Path::new(PACK).join("valid-signatures");
+    let dir = pack().join("valid-signatures");
     for path in pack_files("ksig")
         .into_iter()
         .filter(|p| p.starts_with(&dir))
@@ -79,7 +81,7 @@ fn re_encoded_signatures_verify_like_the_originals() {
 
 #[test]
 fn truncated_signatures_are_errors_not_panics() {
-    let bytes = fs::read(Path::new(PACK).join("valid-signatures/signature-extended.ksig")).unwrap();
+    let bytes = fs::read(pack().join("valid-signatures/signature-extended.ksig")).unwrap();
     for len in 0..bytes.len() {
         assert!(
             Signature::decode(&bytes[..len]).is_err(),

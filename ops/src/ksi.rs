@@ -1,0 +1,262 @@
+//! `backbone ksi sign|verify`: get a KSI signature from a timestamping service, and verify one
+//! offline with the policies of `backbone-timestamping-verify`.
+//!
+//! ```text
+//!  ksi sign FILE | --hash IMPRINT ─▶ POST /sign ─▶ FILE.ksig (or --out)
+//!  ksi verify SIG [--document F | --hash I] [--policy P] [--cert F] [--publication-string S]
+//!        ─▶ Verdict ─▶ text or one JSON object; exit 0 only for OK
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use backbone_timestamping::authority::certificate_id;
+use backbone_timestamping::{client, http};
+use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
+use backbone_timestamping_verify::publication::PublicationData;
+use backbone_timestamping_verify::publications_file::{CertificateRecord, PublicationsFile, TrustAnchors};
+use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy, Verdict};
+use backbone_timestamping_verify::Signature;
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::Error;
+use crate::timestamping::DEFAULT_LISTEN;
+
+/// Largest signature, document or certificate file read whole: 64 MiB.
+pub const MAX_FILE_LEN: u64 = 64 << 20;
+
+/// `backbone ksi ...`
+#[derive(Debug, Args)]
+pub struct KsiArgs {
+    /// The verb.
+    #[command(subcommand)]
+    pub command: KsiCommand,
+}
+
+/// The verbs of `backbone ksi`.
+#[derive(Debug, Subcommand)]
+pub enum KsiCommand {
+    /// Sign a file or a hash with a timestamping service; writes the KSI signature.
+    Sign(SignArgs),
+    /// Verify a KSI signature offline. Exit 0 only when the result is OK.
+    Verify(VerifyArgs),
+}
+
+/// Flags of `backbone ksi sign`.
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The file to sign (hashed with SHA-256 here; only the hash is sent).
+    #[arg(required_unless_present = "hash", conflicts_with = "hash")]
+    pub file: Option<PathBuf>,
+    /// Sign this imprint (hex: algorithm id byte, then digest) instead of a file.
+    #[arg(long)]
+    pub hash: Option<String>,
+    /// The timestamping service's address.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub service: SocketAddr,
+    /// Where to write the signature. Default: FILE.ksig for a file; standard output (base64)
+    /// for --hash.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Flags of `backbone ksi verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The KSI signature file.
+    pub signature: PathBuf,
+    /// The signed document: its hash must be the signature's input. Default: not checked.
+    #[arg(long, conflicts_with = "hash")]
+    pub document: Option<PathBuf>,
+    /// The signed hash, as a hex imprint. Default: not checked.
+    #[arg(long)]
+    pub hash: Option<String>,
+    /// Level of the hash in the client's own aggregation tree.
+    #[arg(long, default_value_t = 0)]
+    pub input_level: u8,
+    /// The verification policy.
+    #[arg(long, value_enum, default_value_t = PolicyArg::Default)]
+    pub policy: PolicyArg,
+    /// A publications file (needs --trust-anchor to be trusted).
+    #[arg(long, value_name = "FILE", requires = "trust_anchor")]
+    pub publications_file: Option<PathBuf>,
+    /// PEM certificates trusted to sign the publications file.
+    #[arg(long, value_name = "FILE")]
+    pub trust_anchor: Option<PathBuf>,
+    /// E-mail address the publications file's signer must carry. Default: KSI's.
+    #[arg(long)]
+    pub signer_email: Option<String>,
+    /// A publication string the caller trusts (user-publication policy).
+    #[arg(long)]
+    pub publication_string: Option<String>,
+    /// A calendar signing certificate (DER or PEM) trusted for the key-based policy.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The policies on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PolicyArg {
+    /// Internal consistency only.
+    Internal,
+    /// Against an extender's calendar chain.
+    Calendar,
+    /// The calendar authentication record against a trusted certificate.
+    Key,
+    /// Against a trusted publications file.
+    PublicationsFile,
+    /// Against --publication-string.
+    UserPublication,
+    /// Publications file, falling back to key-based.
+    Default,
+}
+
+/// Runs one `backbone ksi` verb.
+///
+/// # Errors
+///
+/// Usage, I/O and service errors; [`Error::Check`] when verification is not OK.
+pub fn run(args: KsiArgs) -> Result<(), Error> {
+    match args.command {
+        KsiCommand::Sign(sign) => run_sign(&sign),
+        KsiCommand::Verify(verify) => run_verify(&verify),
+    }
+}
+
+fn run_sign(args: &SignArgs) -> Result<(), Error> {
+    let imprint = match (&args.file, &args.hash) {
+        (Some(file), _) => {
+            let bytes = read(file)?;
+            HashAlgorithm::Sha256.hash(&[&bytes]).map_err(|e| Error::Check(format!("cannot hash {}: {e}", file.display())))?
+        }
+        (None, Some(hash)) => parse_imprint(hash)?,
+        (None, None) => return Err(Error::Usage("give a FILE or --hash".to_owned())),
+    };
+    let signature = client::sign(args.service, imprint.as_bytes(), 0).map_err(|e| Error::Check(e.to_string()))?;
+    let out = args.out.clone().or_else(|| args.file.as_ref().map(|f| {
+        let mut name = f.clone().into_os_string();
+        name.push(".ksig");
+        PathBuf::from(name)
+    }));
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &signature).map_err(Error::io("write", &path))?;
+            eprintln!("signature written to {}", path.display());
+        }
+        None => println!("{}", openssl::base64::encode_block(&signature)),
+    }
+    Ok(())
+}
+
+fn run_verify(args: &VerifyArgs) -> Result<(), Error> {
+    let bytes = read(&args.signature)?;
+    let signature = match Signature::decode(&bytes) {
+        Ok(s) => s,
+        Err(e) => return report(args, None, &format!("the signature does not decode: {e}")),
+    };
+    let document_hash = match (&args.document, &args.hash) {
+        (Some(path), _) => {
+            let algorithm = signature.document_hash().map_or(HashAlgorithm::Sha256, Imprint::algorithm);
+            let document = read(path)?;
+            Some(algorithm.hash(&[&document]).map_err(|e| Error::Check(format!("cannot hash {}: {e}", path.display())))?)
+        }
+        (None, Some(hash)) => Some(parse_imprint(hash)?),
+        (None, None) => None,
+    };
+    let certificates = match &args.cert {
+        Some(path) => vec![certificate_record(&read(path)?).map_err(|why| Error::Usage(format!("--cert {}: {why}", path.display())))?],
+        None => Vec::new(),
+    };
+    let publications_file = match (&args.publications_file, &args.trust_anchor) {
+        (Some(file), Some(anchor)) => {
+            let mut anchors = TrustAnchors::from_pem(&read(anchor)?).map_err(|e| Error::Usage(format!("--trust-anchor: {e}")))?;
+            if let Some(email) = &args.signer_email {
+                anchors = anchors.with_signer_email(email);
+            }
+            let now = i64::try_from(backbone_timestamping::service::now()).unwrap_or(i64::MAX);
+            let parsed = PublicationsFile::parse_unverified(&read(file)?).map_err(|e| Error::Check(e.to_string()))?;
+            Some(parsed.verify(&anchors, now).map_err(|e| Error::Check(e.to_string()))?)
+        }
+        _ => None,
+    };
+    let user_publication = match &args.publication_string {
+        Some(text) => Some(
+            PublicationData::from_publication_string(text).map_err(|e| Error::Usage(format!("--publication-string: {e}")))?,
+        ),
+        None => None,
+    };
+    let context = Context {
+        document_hash: document_hash.as_ref(),
+        input_level: args.input_level,
+        publications_file: publications_file.as_ref(),
+        user_publication: user_publication.as_ref(),
+        extending_permitted: false,
+        extended_calendar: None,
+        trusted_certificates: &certificates,
+    };
+    let policy = match args.policy {
+        PolicyArg::Internal => Policy::Internal,
+        PolicyArg::Calendar => Policy::Calendar,
+        PolicyArg::Key => Policy::KeyBased,
+        PolicyArg::PublicationsFile => Policy::PublicationsFile,
+        PolicyArg::UserPublication => Policy::UserPublication,
+        PolicyArg::Default => Policy::Default,
+    };
+    let verdict = verify::verify(&signature, policy, &context);
+    report(args, Some((&signature, &verdict)), &verdict.to_string())
+}
+
+/// Prints the result and turns anything but OK into an error (exit 1).
+fn report(args: &VerifyArgs, result: Option<(&Signature, &Verdict)>, message: &str) -> Result<(), Error> {
+    let outcome = result.map_or(Outcome::Fail, |(_, v)| v.outcome);
+    let name = match outcome {
+        Outcome::Ok => "OK",
+        Outcome::Na => "NA",
+        Outcome::Fail => "FAIL",
+    };
+    if args.json {
+        let code = result.and_then(|(_, v)| v.code).map(|c| c.as_str());
+        let object = serde_json::json!({
+            "result": name,
+            "code": code,
+            "message": result.and_then(|(_, v)| v.code).map_or_else(|| message.to_owned(), |c| c.message().to_owned()),
+            "rule": result.map(|(_, v)| v.rule),
+            "aggregation_time": result.map(|(s, _)| s.signing_time()),
+            "publication_time": result.and_then(|(s, _)| s.calendar_chain()).map(|c| c.publication_time),
+        });
+        println!("{object}");
+    } else {
+        println!("{message}");
+    }
+    match outcome {
+        Outcome::Ok => Ok(()),
+        _ => Err(Error::Check(format!("signature verification: {name}"))),
+    }
+}
+
+fn certificate_record(bytes: &[u8]) -> Result<CertificateRecord, String> {
+    let der = match openssl::x509::X509::from_der(bytes) {
+        Ok(_) => bytes.to_vec(),
+        Err(_) => openssl::x509::X509::from_pem(bytes)
+            .and_then(|c| c.to_der())
+            .map_err(|e| format!("neither DER nor PEM X.509: {e}"))?,
+    };
+    let id = certificate_id(&der).map_err(|e| e.to_string())?;
+    Ok(CertificateRecord { id, certificate: der })
+}
+
+fn parse_imprint(text: &str) -> Result<Imprint, Error> {
+    let bytes = http::hex_decode(text).map_err(|why| Error::Usage(format!("--hash {text:?}: {why}")))?;
+    Imprint::from_bytes(&bytes).map_err(|e| Error::Usage(format!("--hash {text:?}: {e}")))
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, Error> {
+    let len = std::fs::metadata(path).map_err(Error::io("read", path))?.len();
+    if len > MAX_FILE_LEN {
+        return Err(Error::Usage(format!("{} is {len} bytes, more than the limit of {MAX_FILE_LEN}", path.display())));
+    }
+    std::fs::read(path).map_err(Error::io("read", path))
+}

@@ -1,0 +1,190 @@
+//! `backbone timestamping serve`: the keyless timestamping service (KSI aggregator PDUs and the
+//! JSON API) over a RocksDB calendar, each second's root signed with a key from the configured
+//! key store.
+//!
+//! ```text
+//!  key store ─▶ timestamping key (+ CA key) ─▶ certificate (DATA_DIR/calendar-cert.der)
+//!  DATA_DIR/calendar (RocksDB) ─▶ Calendar ─▶ service::spawn ─▶ http::router ─▶ --listen
+//! ```
+//!
+//! On start it prints `listening on ADDR` on standard output, then serves until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backbone_hsm::{KeyStore, KeyType, Signer};
+use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
+use backbone_timestamping::calendar::rocks::RocksStore;
+use backbone_timestamping::calendar::{Calendar, CalendarStore};
+use backbone_timestamping::http::{self, PduAuth};
+use backbone_timestamping::round::{DEFAULT_MAX_INPUT_LEVEL, Limits};
+use backbone_timestamping::service::{self, Config};
+use clap::{Args, Subcommand};
+
+use crate::config::{Env, PinSource, Settings};
+use crate::{Error, hsm};
+
+/// The JSON API and PDU port unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8180";
+/// Validity of a newly issued calendar certificate: ten years, longer than any key should live.
+pub const CERTIFICATE_DAYS: u64 = 3650;
+
+/// `backbone timestamping ...`
+#[derive(Debug, Args)]
+pub struct TimestampingArgs {
+    /// The verb.
+    #[command(subcommand)]
+    pub command: TimestampingCommand,
+}
+
+/// The verbs of `backbone timestamping`.
+#[derive(Debug, Subcommand)]
+pub enum TimestampingCommand {
+    /// Run the timestamping service: aggregator rounds, calendar, publications, HTTP.
+    Serve(ServeArgs),
+}
+
+/// Flags of `backbone timestamping serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the PDU and JSON API listener.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Directory of the calendar (RocksDB) and the calendar certificate; created if missing.
+    #[arg(long, default_value = "backbone-timestamping", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Round length in whole seconds; each round is one calendar leaf.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub round_seconds: u64,
+    /// Seconds between publications of the calendar root (3600: hourly).
+    #[arg(long, default_value_t = service::DEFAULT_PUBLICATION_INTERVAL, value_parser = clap::value_parser!(u64).range(1..))]
+    pub publication_interval: u64,
+    /// Highest input level a client may claim.
+    #[arg(long, default_value_t = DEFAULT_MAX_INPUT_LEVEL, value_parser = clap::value_parser!(u8).range(0..=200))]
+    pub max_input_level: u8,
+    /// Label of the calendar signing key in the key store; generated (ec-p256) if missing.
+    #[arg(long, default_value = "timestamping")]
+    pub key_label: String,
+    /// Label of the key that certifies the calendar key; generated if missing.
+    #[arg(long, default_value = "timestamping-ca")]
+    pub ca_key_label: String,
+    /// Login id KSI clients put in their PDU headers.
+    #[arg(long, default_value = "anon")]
+    pub login_id: String,
+    /// File holding the PDU HMAC key. Default: none, and the key is the login id, as on KSI's
+    /// public test accounts (anon/anon): set a file for anything but a test.
+    #[arg(long, value_name = "FILE")]
+    pub hmac_key_file: Option<PathBuf>,
+    /// PIN file for a PKCS#11 store. Default: the configured hsm.pin_file or hsm.pin_env.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+}
+
+/// Runs one `backbone timestamping` verb.
+///
+/// # Errors
+///
+/// Key store, storage and listener failures.
+pub fn run(args: TimestampingArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
+    match args.command {
+        TimestampingCommand::Serve(serve) => run_serve(&serve, settings, env),
+    }
+}
+
+fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
+    let pin = args.pin_file.clone().map_or_else(|| settings.hsm.pin.clone(), PinSource::File);
+    let store = hsm::open_store(&settings.hsm.store, &pin, env)?;
+    let key = signer(store.as_ref(), &args.key_label)?;
+    std::fs::create_dir_all(&args.data_dir).map_err(Error::io("create directory", &args.data_dir))?;
+    let certificate = certificate(store.as_ref(), key.as_ref(), &args.ca_key_label, &args.data_dir)?;
+    let calendar_signer = CalendarSigner::new(key, &certificate).map_err(failed("cannot use the calendar certificate"))?;
+    let calendar_dir = args.data_dir.join("calendar");
+    let rocks = RocksStore::open(&calendar_dir).map_err(|e| Error::Check(format!("cannot open the calendar at {}: {e}", calendar_dir.display())))?;
+    let boxed: Box<dyn CalendarStore> = Box::new(rocks);
+    let calendar = Calendar::open(boxed).map_err(failed("cannot open the calendar"))?;
+    let hmac_key = match &args.hmac_key_file {
+        Some(path) => std::fs::read(path).map_err(Error::io("read", path))?,
+        None => {
+            tracing::warn!(login_id = %args.login_id, "no --hmac-key-file: the PDU HMAC key is the login id (test setting)");
+            args.login_id.clone().into_bytes()
+        }
+    };
+    let config = Config {
+        round: Duration::from_secs(args.round_seconds),
+        limits: Limits { max_input_level: args.max_input_level, ..Limits::default() },
+        publication_interval: args.publication_interval,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Check(format!("cannot start the runtime: {source}")))?;
+    runtime.block_on(async {
+        let head = calendar.head();
+        let running = service::spawn(calendar, calendar_signer, config).map_err(failed("cannot start the service"))?;
+        let app = http::router(running.handle.clone(), PduAuth { login_id: args.login_id.clone(), key: hmac_key });
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| Error::Check(format!("cannot listen on {}: {source}", args.listen)))?;
+        let local = listener.local_addr().map_err(|source| Error::Check(format!("cannot listen on {}: {source}", args.listen)))?;
+        tracing::info!(listen = %local, data_dir = %args.data_dir.display(), calendar_head = ?head, round_seconds = args.round_seconds,
+            publication_interval = args.publication_interval, key = %args.key_label, "timestamping service started");
+        println!("listening on {local}");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|source| Error::Check(format!("listener on {local} failed: {source}")))?;
+        running.shutdown().await;
+        Ok::<(), Error>(())
+    })
+}
+
+/// A signer for `label`, generating an ec-p256 key first if the store has none.
+fn signer(store: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, Error> {
+    if store.public_key(label).is_err() {
+        store.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}'")))?;
+        tracing::info!(label, "generated the key");
+    }
+    store.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}'")))
+}
+
+/// The calendar certificate from the data directory, issued (with its CA) on first start.
+fn certificate(store: &dyn KeyStore, key: &dyn Signer, ca_label: &str, dir: &Path) -> Result<Vec<u8>, Error> {
+    let path = dir.join("calendar-cert.der");
+    if path.exists() {
+        return std::fs::read(&path).map_err(Error::io("read", &path));
+    }
+    let ca = signer(store, ca_label)?;
+    let not_before = SystemTime::now() - Duration::from_secs(60);
+    let (ca_der, der) =
+        issue_certificates(ca.as_ref(), key, not_before, CERTIFICATE_DAYS).map_err(failed("cannot issue the calendar certificate"))?;
+    let ca_path = dir.join("calendar-ca-cert.der");
+    std::fs::write(&ca_path, ca_der).map_err(Error::io("write", &ca_path))?;
+    std::fs::write(&path, &der).map_err(Error::io("write", &path))?;
+    Ok(der)
+}
+
+fn failed(action: &'static str) -> impl FnOnce(backbone_timestamping::Error) -> Error {
+    move |source| Error::Check(format!("{action}: {source}"))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
