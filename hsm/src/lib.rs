@@ -27,6 +27,7 @@ pub mod software;
 // Built on any signer.
 pub mod batch;
 pub mod cert;
+pub mod tls;
 
 mod error;
 mod metrics;
