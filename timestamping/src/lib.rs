@@ -17,8 +17,9 @@
 // Pure state machines: a round's tree, one leaf per second (tree arithmetic, storage trait).
 pub mod calendar;
 pub mod round;
-// Signing each second's root through the HSM.
+// Signing each second's root through the HSM; CMS SignedData through the same signers.
 pub mod authority;
+pub mod cms;
 // The running service and its HTTP front end.
 pub mod client;
 pub mod http;
