@@ -14,10 +14,12 @@
 #![warn(missing_docs)]
 
 // Pure code: identifiers, the model and the configuration format.
+pub mod admin;
 pub mod conf;
 pub mod csr;
 pub mod id;
 pub mod model;
+pub mod operation;
 // The registry: admin operations, the CA, storage.
 pub mod registry;
 pub mod server;

@@ -140,6 +140,17 @@ pub enum RevocationReason {
     CessationOfOperation,
 }
 
+/// A registry administrator: a name for the audit log and the client certificate the HTTPS admin
+/// API accepts from them. Kept in the registry's store only; never in the global configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// The administrator's certificate.
+    pub certificate: Certificate,
+    /// Who, as the audit log names them.
+    pub name: String,
+}
+
 /// A DER certificate, base64 (standard alphabet, padded) in the configuration.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Certificate(Vec<u8>);
@@ -160,6 +171,12 @@ impl Certificate {
     /// The DER bytes.
     pub fn der(&self) -> &[u8] {
         &self.0
+    }
+
+    /// SHA-256 of the DER, lower-case hex: how the store finds an administrator by the
+    /// certificate presented in a TLS handshake.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
     }
 
     /// The serial number, lower-case hex without leading zero bytes.
@@ -251,4 +268,10 @@ mod tests {
         assert!(Certificate::from_der(vec![0x30, 0x03, 0x02, 0x01, 0x01]).is_err());
         assert!(Certificate::from_der(vec![0; backbone_hsm::cert::MAX_CERT_LEN + 1]).is_err());
     }
+}
+
+/// SHA-256 of `der`, lower-case hex.
+pub fn fingerprint(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
 }

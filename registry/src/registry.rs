@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use crate::conf::{FORMAT, GlobalConf, SignedConf, unix_seconds};
 use crate::id::{ClientId, GatewayId, GroupId, InstanceId, MemberClass, MemberId, ServiceId, SubsystemId};
 use crate::model::{
-    Certificate, Gateway, GlobalGroup, Member, MemberClassEntry, Revocation, RevocationReason, Service,
+    Admin, Certificate, Gateway, GlobalGroup, Member, MemberClassEntry, Revocation, RevocationReason, Service,
     SigningCertificate, Subsystem, TimestampingService, check_address, check_text,
 };
 use crate::store::{AuditEntry, Change, Store, Table};
@@ -33,6 +33,7 @@ const META_INSTANCE: &str = "instance";
 const META_CA_CERT: &str = "ca_certificate";
 const META_SERIAL: &str = "last_serial";
 const META_VERSION: &str = "last_conf_version";
+const META_ADMIN_TLS: &str = "admin_tls_certificate";
 
 /// The registry: its store, its CA key and its configuration signing key.
 #[derive(Debug)]
@@ -204,9 +205,13 @@ impl Registry {
         self.absent(Table::Revocations, "revocation of certificate", serial)?;
         let mut puts = Vec::new();
         let mut deletes = Vec::new();
+        let admins: Vec<Admin> = self.all(Table::Admins)?;
         if let Some(record) = self.find::<SigningCertificate>(Table::SigningCertificates, serial)? {
             puts.push(put(Table::Revocations, serial, &revocation(&record.certificate, reason, now))?);
             deletes.push((Table::SigningCertificates, serial.to_owned()));
+        } else if let Some(admin) = admins.iter().find(|a| a.certificate.serial() == serial) {
+            puts.push(put(Table::Revocations, serial, &revocation(&admin.certificate, reason, now))?);
+            deletes.push((Table::Admins, admin.certificate.fingerprint()));
         } else {
             let gateways: Vec<Gateway> = self.all(Table::Gateways)?;
             let mut gateway = gateways
@@ -221,6 +226,57 @@ impl Registry {
         let change = Change { puts, deletes, audit: Some(audit(actor, now, format!("revoke certificate {serial} ({reason:?})"))) };
         self.store.commit(change).map_err(store_error)?;
         Ok(())
+    }
+
+    /// Adds a registry administrator: issues a TLS client certificate for the key in `csr`
+    /// (common name `name`) and registers it for the HTTPS admin API.
+    pub fn add_admin(&self, actor: &str, now: SystemTime, name: &str, csr: &[u8]) -> Result<Certificate, Error> {
+        check_text("administrator name", name)?;
+        let request = crate::csr::intake(csr)?;
+        let _guard = self.lock()?;
+        let admins: Vec<Admin> = self.all(Table::Admins)?;
+        if admins.iter().any(|a| a.name == name) {
+            return Err(Error::Duplicate { kind: "administrator", id: name.to_owned() });
+        }
+        let subject = Subject {
+            common_name: name.to_owned(),
+            organizational_unit: Some(format!("{} registry administrators", self.instance)),
+            ..Subject::default()
+        };
+        let (certificate, serial_put) = self.issue(&request.public_key, &subject, Profile::TlsAuth, now)?;
+        let admin = Admin { certificate: certificate.clone(), name: name.to_owned() };
+        let puts = vec![serial_put, put(Table::Admins, &certificate.fingerprint(), &admin)?];
+        self.commit(actor, now, format!("add administrator {name} with certificate {}", certificate.serial()), puts)?;
+        Ok(certificate)
+    }
+
+    /// The administrator whose certificate is exactly `der`, if registered and not revoked.
+    ///
+    /// # Errors
+    ///
+    /// Store failures.
+    pub fn admin_for(&self, der: &[u8]) -> Result<Option<Admin>, Error> {
+        let admin: Option<Admin> = self.find(Table::Admins, &crate::model::fingerprint(der))?;
+        Ok(admin.filter(|a| a.certificate.der() == der))
+    }
+
+    /// The certificate of the HTTPS admin API's own key: issued by the CA on first use and
+    /// again when the key changes, kept in the store.
+    pub fn admin_tls_certificate(&self, key: &backbone_hsm::PublicKey, now: SystemTime) -> Result<Certificate, Error> {
+        let _guard = self.lock()?;
+        if let Some(bytes) = self.store.get(Table::Meta, META_ADMIN_TLS).map_err(store_error)? {
+            let certificate = Certificate::from_der(bytes)?;
+            let same_key = x509_parser::parse_x509_certificate(certificate.der())
+                .is_ok_and(|(_, c)| c.tbs_certificate.subject_pki.raw == key.spki_der());
+            if same_key {
+                return Ok(certificate);
+            }
+        }
+        let subject = Subject { common_name: format!("{} registry admin API", self.instance), ..Subject::default() };
+        let (certificate, serial_put) = self.issue(key, &subject, Profile::TlsAuth, now)?;
+        let puts = vec![serial_put, (Table::Meta, META_ADMIN_TLS.to_owned(), certificate.der().to_vec())];
+        self.commit("registry", now, format!("issue admin API TLS certificate {}", certificate.serial()), puts)?;
+        Ok(certificate)
     }
 
     /// Adds a service of an existing subsystem to the catalogue.

@@ -33,6 +33,8 @@ pub enum Table {
     Timestamping,
     /// Revocations by serial.
     Revocations,
+    /// Registry administrators by the SHA-256 of their client certificate.
+    Admins,
 }
 
 /// One administrative action, as the audit log keeps it.
@@ -92,7 +94,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 10] = [
+    pub const ALL: [Table; 11] = [
         Table::Meta,
         Table::MemberClasses,
         Table::Members,
@@ -103,6 +105,7 @@ impl Table {
         Table::Groups,
         Table::Timestamping,
         Table::Revocations,
+        Table::Admins,
     ];
 
     /// Its name: the RocksDB column family.
@@ -118,6 +121,7 @@ impl Table {
             Table::Groups => "groups",
             Table::Timestamping => "timestamping",
             Table::Revocations => "revocations",
+            Table::Admins => "admins",
         }
     }
 }
