@@ -33,6 +33,9 @@ pub struct Subject {
     pub country: Option<String>,
     /// `serialNumber` (OID 2.5.4.5).
     pub serial_number: Option<String>,
+    /// `emailAddress` (PKCS#9, OID 1.2.840.113549.1.9.1): KSI verifiers require the signer of
+    /// a publications file to carry one.
+    pub email: Option<String>,
 }
 
 /// What a certificate is for; sets its key usage, extended key usage and basic constraints.
@@ -111,6 +114,7 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr, Error> {
         organizational_unit: text(DnType::OrganizationalUnitName),
         country: text(DnType::CountryName),
         serial_number: text(DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec())),
+        email: text(DnType::CustomDnType(EMAIL_ADDRESS_OID.to_vec())),
     };
     Ok(VerifiedCsr { public_key, subject })
 }
@@ -170,6 +174,8 @@ impl<'a> CertificateAuthority<'a> {
 
 /// id-at-serialNumber.
 const SERIAL_NUMBER_OID: [u64; 4] = [2, 5, 4, 5];
+/// PKCS#9 emailAddress.
+const EMAIL_ADDRESS_OID: [u64; 7] = [1, 2, 840, 113549, 1, 9, 1];
 /// id-ce-extKeyUsage.
 const EXT_KEY_USAGE_OID: [u64; 4] = [2, 5, 29, 37];
 /// `SEQUENCE { id-kp-timeStamping (1.3.6.1.5.5.7.3.8) }`: the whole extension value, written by hand
@@ -244,6 +250,14 @@ fn distinguished_name(subject: &Subject) -> DistinguishedName {
         dn.push(DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec()), printable_or_utf8(sn));
     }
     dn.push(DnType::CommonName, subject.common_name.as_str());
+    if let Some(email) = &subject.email {
+        // PKCS#9 makes emailAddress an IA5String; anything else is kept as UTF8String.
+        let value = match rcgen::string::Ia5String::try_from(email.as_str()) {
+            Ok(ia5) => DnValue::Ia5String(ia5),
+            Err(_) => DnValue::Utf8String(email.clone()),
+        };
+        dn.push(DnType::CustomDnType(EMAIL_ADDRESS_OID.to_vec()), value);
+    }
     dn
 }
 

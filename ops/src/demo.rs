@@ -195,6 +195,7 @@ async fn agency_run(args: &DemoArgs, store: &dyn KeyStore, agency: &Agency, metr
         organizational_unit: None,
         country: None,
         serial_number: Some(format!("DEMO/{}", agency.class)),
+        email: None,
     };
     let csr = cert::csr_pem(signer.as_ref(), &subject).map_err(Error::hsm(format!("cannot make the CSR of {}", agency.name)))?;
     let csr_path = PathBuf::from("csr").join(format!("{}.csr.pem", agency.slug));

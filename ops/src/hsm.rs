@@ -117,6 +117,7 @@ fn csr(store: &dyn KeyStore, args: &CsrArgs) -> Result<(), Error> {
         organizational_unit: args.organizational_unit.clone(),
         country: args.country.clone(),
         serial_number: args.serial_number.clone(),
+        email: None,
     };
     let der = cert::csr_der(signer.as_ref(), &subject)
         .map_err(Error::hsm(format!("cannot make a certificate request with key '{label}'")))?;

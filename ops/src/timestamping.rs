@@ -4,8 +4,13 @@
 //!
 //! ```text
 //!  key store ─▶ timestamping key (+ CA key) ─▶ certificate (DATA_DIR/calendar-cert.der)
-//!  DATA_DIR/calendar (RocksDB) ─▶ Calendar ─▶ service::spawn ─▶ http::router ─▶ --listen
+//!            ─▶ publications key ─▶ certificate with e-mail (DATA_DIR/publications-cert.der)
+//!  DATA_DIR/calendar (RocksDB) ─▶ Calendar ─▶ service::spawn_publishing ─▶ http::router ─▶ --listen
+//!                                              └─▶ DATA_DIR/ksi-publications.bin (each publication)
 //! ```
+//!
+//! The CA certificate is DATA_DIR/calendar-ca-cert.der and .pem: the trust anchor for the
+//! publications file (`backbone ksi verify --trust-anchor`).
 //!
 //! On start it prints `listening on ADDR` on standard output, then serves until SIGINT/SIGTERM.
 
@@ -14,8 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use backbone_hsm::cert::{Profile, Subject};
 use backbone_hsm::{KeyStore, KeyType, Signer};
-use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
+use backbone_timestamping::authority::{CalendarSigner, issue_certificate, issue_certificates};
+use backbone_timestamping::cms::CmsSigner;
+use backbone_timestamping::publications_file::{self, PublicationsFileSigner};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
 use backbone_timestamping::http::{self, PduAuth};
@@ -30,6 +38,9 @@ use crate::{Error, hsm};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8180";
 /// Validity of a newly issued calendar certificate: ten years, longer than any key should live.
 pub const CERTIFICATE_DAYS: u64 = 3650;
+/// The e-mail address in the publications signer's certificate unless told otherwise; verifiers
+/// are told it with `backbone ksi verify --signer-email`.
+pub const DEFAULT_PUBLICATIONS_EMAIL: &str = "publications@backbone.invalid";
 
 /// `backbone timestamping ...`
 #[derive(Debug, Args)]
@@ -70,6 +81,16 @@ pub struct ServeArgs {
     /// Label of the key that certifies the calendar key; generated if missing.
     #[arg(long, default_value = "timestamping-ca")]
     pub ca_key_label: String,
+    /// Label of the key that signs the publications file; generated (ec-p256) if missing.
+    #[arg(long, default_value = "timestamping-publications")]
+    pub publications_key_label: String,
+    /// E-mail address in the publications signer's certificate (KSI verifiers check it); used
+    /// only when the certificate is first issued.
+    #[arg(long, default_value = DEFAULT_PUBLICATIONS_EMAIL)]
+    pub publications_email: String,
+    /// URI written in the publications file's header as where to download it. Default: none.
+    #[arg(long, value_name = "URI")]
+    pub repository_uri: Option<String>,
     /// Login id KSI clients put in their PDU headers.
     #[arg(long, default_value = "anon")]
     pub login_id: String,
@@ -99,7 +120,18 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
     let key = signer(store.as_ref(), &args.key_label)?;
     std::fs::create_dir_all(&args.data_dir).map_err(Error::io("create directory", &args.data_dir))?;
     let certificate = certificate(store.as_ref(), key.as_ref(), &args.ca_key_label, &args.data_dir)?;
-    let calendar_signer = CalendarSigner::new(key, &certificate).map_err(failed("cannot use the calendar certificate"))?;
+    let calendar_signer = CalendarSigner::new(Arc::clone(&key), &certificate).map_err(failed("cannot use the calendar certificate"))?;
+    let publications_key = signer(store.as_ref(), &args.publications_key_label)?;
+    let subject = Subject {
+        common_name: "Backbone publications".to_owned(),
+        organization: Some("Backbone".to_owned()),
+        email: Some(args.publications_email.clone()),
+        ..Subject::default()
+    };
+    let issued = issued_by_ca(store.as_ref(), &args.ca_key_label, &args.data_dir, "publications-cert.der", publications_key.as_ref(), &subject, Profile::MemberSigning, 3)?;
+    let publications_cms = CmsSigner::new(publications_key, &issued, Vec::new()).map_err(failed("cannot use the publications certificate"))?;
+    let publications_path = args.data_dir.join(publications_file::FILE_NAME);
+    let publications_file = PublicationsFileSigner::new(publications_cms, Some(publications_path), args.repository_uri.clone());
     let calendar_dir = args.data_dir.join("calendar");
     let rocks = RocksStore::open(&calendar_dir).map_err(|e| Error::Check(format!("cannot open the calendar at {}: {e}", calendar_dir.display())))?;
     let boxed: Box<dyn CalendarStore> = Box::new(rocks);
@@ -122,7 +154,8 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
         .map_err(|source| Error::Check(format!("cannot start the runtime: {source}")))?;
     runtime.block_on(async {
         let head = calendar.head();
-        let running = service::spawn(calendar, calendar_signer, config).map_err(failed("cannot start the service"))?;
+        let running = service::spawn_publishing(calendar, calendar_signer, config, publications_file)
+            .map_err(failed("cannot start the service"))?;
         let app = http::router(running.handle.clone(), PduAuth { login_id: args.login_id.clone(), key: hmac_key });
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -160,9 +193,46 @@ fn certificate(store: &dyn KeyStore, key: &dyn Signer, ca_label: &str, dir: &Pat
     let (ca_der, der) =
         issue_certificates(ca.as_ref(), key, not_before, CERTIFICATE_DAYS).map_err(failed("cannot issue the calendar certificate"))?;
     let ca_path = dir.join("calendar-ca-cert.der");
-    std::fs::write(&ca_path, ca_der).map_err(Error::io("write", &ca_path))?;
+    std::fs::write(&ca_path, &ca_der).map_err(Error::io("write", &ca_path))?;
+    write_pem(&dir.join("calendar-ca-cert.pem"), &ca_der)?;
     std::fs::write(&path, &der).map_err(Error::io("write", &path))?;
     Ok(der)
+}
+
+/// A certificate `file_name` in the data directory, issued for `key` by the timestamping CA on
+/// first start (and written as DER and PEM).
+#[allow(clippy::too_many_arguments)] // One per certificate field.
+fn issued_by_ca(
+    store: &dyn KeyStore,
+    ca_label: &str,
+    dir: &Path,
+    file_name: &str,
+    key: &dyn Signer,
+    subject: &Subject,
+    profile: Profile,
+    serial_tag: u8,
+) -> Result<Vec<u8>, Error> {
+    let path = dir.join(file_name);
+    if path.exists() {
+        return std::fs::read(&path).map_err(Error::io("read", &path));
+    }
+    let ca = signer(store, ca_label)?;
+    let ca_path = dir.join("calendar-ca-cert.der");
+    let ca_der = std::fs::read(&ca_path).map_err(Error::io("read", &ca_path))?;
+    if !dir.join("calendar-ca-cert.pem").exists() {
+        write_pem(&dir.join("calendar-ca-cert.pem"), &ca_der)?;
+    }
+    let not_before = SystemTime::now() - Duration::from_secs(60);
+    let der = issue_certificate(ca.as_ref(), &ca_der, key.public_key(), subject, profile, not_before, CERTIFICATE_DAYS, serial_tag)
+        .map_err(failed("cannot issue a certificate"))?;
+    std::fs::write(&path, &der).map_err(Error::io("write", &path))?;
+    write_pem(&path.with_extension("pem"), &der)?;
+    tracing::info!(path = %path.display(), label = key.label(), "issued a certificate");
+    Ok(der)
+}
+
+fn write_pem(path: &Path, der: &[u8]) -> Result<(), Error> {
+    std::fs::write(path, backbone_hsm::cert::pem("CERTIFICATE", der)).map_err(Error::io("write", path))
 }
 
 fn failed(action: &'static str) -> impl FnOnce(backbone_timestamping::Error) -> Error {

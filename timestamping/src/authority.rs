@@ -142,3 +142,34 @@ pub fn issue_certificates(
         .map_err(hsm("cannot issue the calendar certificate"))?;
     Ok((authority.certificate_der().to_vec(), certificate))
 }
+
+/// A certificate that the CA `ca` (certificate `ca_der`) issues for `key`: the publications
+/// file's signer ([`Profile::MemberSigning`] with an e-mail address) or the RFC 3161 TSA
+/// ([`Profile::TimeStamping`]). Valid from `not_before` for `days`; the serial number is the
+/// start second followed by `serial_tag` (1 and 2 are the CA's and the calendar's).
+///
+/// # Errors
+///
+/// [`Error::Hsm`] if the CA certificate is not the CA key's, the CA cannot sign, or the validity
+/// is refused.
+#[allow(clippy::too_many_arguments)] // Each is one field of the certificate.
+pub fn issue_certificate(
+    ca: &dyn Signer,
+    ca_der: &[u8],
+    key: &backbone_hsm::PublicKey,
+    subject: &Subject,
+    profile: Profile,
+    not_before: SystemTime,
+    days: u64,
+    serial_tag: u8,
+) -> Result<Vec<u8>, Error> {
+    let hsm = |action| move |source| Error::Hsm { action, source };
+    let authority = CertificateAuthority::from_certificate(ca, ca_der).map_err(hsm("cannot use the timestamping CA"))?;
+    let secs = not_before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let mut serial = secs.to_be_bytes().to_vec();
+    serial.push(serial_tag);
+    let not_after = not_before + std::time::Duration::from_secs(days.saturating_mul(86_400));
+    authority
+        .issue(key, subject, profile, &Validity { not_before, not_after, serial })
+        .map_err(hsm("cannot issue a certificate with the timestamping CA"))
+}

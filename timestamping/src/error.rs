@@ -53,6 +53,14 @@ pub enum Error {
         /// The hsm crate's error.
         source: backbone_hsm::Error,
     },
+    /// A file the service writes (the publications file) or reads failed.
+    #[error("file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// KSI encoding or hashing failed.
     #[error(transparent)]
     Ksi(#[from] backbone_timestamping_verify::Error),

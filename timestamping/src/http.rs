@@ -9,6 +9,7 @@
 //!  POST /sign                   {"hash": "<imprint hex>", "level": 0} ─▶ {"signature": base64, ...}
 //!  GET  /publications/latest    {"time", "hash", "publication_string"}      404 before the first
 //!  GET  /publications           every publication, oldest first
+//!  GET  /publications.bin       the signed KSI publications file (KSIPUBLF), when kept
 //!  GET  /certificate            {"id": hex, "certificate": base64 DER} of the calendar key
 //!  GET  /extend/{time}          {"calendar_chain": base64 0x802} from second `time` to the head
 //! ```
@@ -108,6 +109,7 @@ pub fn router(handle: Handle, auth: PduAuth) -> Router {
         .route("/sign", post(sign_json))
         .route("/publications", get(publications))
         .route("/publications/latest", get(latest))
+        .route("/publications.bin", get(publications_file))
         .route("/certificate", get(certificate))
         .route("/extend/{time}", get(extend))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -143,6 +145,13 @@ async fn publications(State(state): State<Arc<AppState>>) -> Response {
     match state.handle.publications() {
         Ok(list) => axum::Json(list.iter().map(publication_json).collect::<Vec<_>>()).into_response(),
         Err(e) => error_response(&e),
+    }
+}
+
+async fn publications_file(State(state): State<Arc<AppState>>) -> Response {
+    match state.handle.publications_file() {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes.to_vec()).into_response(),
+        None => problem(StatusCode::NOT_FOUND, "this service keeps no publications file".to_owned()),
     }
 }
 

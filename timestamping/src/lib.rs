@@ -20,6 +20,7 @@ pub mod round;
 // Signing each second's root through the HSM; CMS SignedData through the same signers.
 pub mod authority;
 pub mod cms;
+pub mod publications_file;
 // The running service and its HTTP front end.
 pub mod client;
 pub mod http;

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::authority::CalendarSigner;
 use crate::calendar::{Calendar, CalendarStore};
 use crate::error::Error;
+use crate::publications_file::PublicationsFileSigner;
 use crate::round::{ClosedRound, Limits, Request, Round};
 
 /// The round length unless configured otherwise: one calendar leaf per second, as in KSI.
@@ -72,6 +73,7 @@ struct Shared {
     calendar: SharedCalendar,
     signer: CalendarSigner,
     config: Config,
+    publications_file: Option<PublicationsFileSigner>,
 }
 
 #[derive(Debug)]
@@ -86,6 +88,32 @@ struct Submission {
 ///
 /// [`Error::Config`] for a round shorter than a second or a zero publication interval.
 pub fn spawn(calendar: Calendar<Box<dyn CalendarStore>>, signer: CalendarSigner, config: Config) -> Result<Running, Error> {
+    start(calendar, signer, config, None)
+}
+
+/// Starts the driver like [`spawn`], and keeps a signed publications file: written once now and
+/// again after each publication.
+///
+/// # Errors
+///
+/// As [`spawn`]; [`Error::Hsm`] or [`Error::File`] if the first file cannot be signed or written.
+pub fn spawn_publishing(
+    calendar: Calendar<Box<dyn CalendarStore>>,
+    signer: CalendarSigner,
+    config: Config,
+    publications_file: PublicationsFileSigner,
+) -> Result<Running, Error> {
+    let publications = calendar.publications()?;
+    publications_file.publish(std::slice::from_ref(signer.certificate()), &publications, now())?;
+    start(calendar, signer, config, Some(publications_file))
+}
+
+fn start(
+    calendar: Calendar<Box<dyn CalendarStore>>,
+    signer: CalendarSigner,
+    config: Config,
+    publications_file: Option<PublicationsFileSigner>,
+) -> Result<Running, Error> {
     if config.round < Duration::from_secs(1) || config.round.subsec_nanos() != 0 {
         return Err(Error::Config {
             key: "round",
@@ -101,7 +129,7 @@ pub fn spawn(calendar: Calendar<Box<dyn CalendarStore>>, signer: CalendarSigner,
         });
     }
     let (submit, receive) = mpsc::channel(DEFAULT_QUEUE);
-    let shared = Arc::new(Shared { calendar: Mutex::new(calendar), signer, config });
+    let shared = Arc::new(Shared { calendar: Mutex::new(calendar), signer, config, publications_file });
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(drive(Arc::clone(&shared), receive, stopped));
     Ok(Running { handle: Handle { submit, shared }, stop, task })
@@ -135,6 +163,11 @@ impl Handle {
     /// [`Error::Store`] if the calendar cannot be read.
     pub fn publications(&self) -> Result<Vec<PublicationData>, Error> {
         self.calendar().publications()
+    }
+
+    /// The latest signed publications file, when the service keeps one ([`spawn_publishing`]).
+    pub fn publications_file(&self) -> Option<Arc<Vec<u8>>> {
+        self.shared.publications_file.as_ref().and_then(PublicationsFileSigner::latest)
     }
 
     /// The last second in the calendar.
@@ -244,8 +277,21 @@ fn close(shared: &Shared, round: Round, time: u64) -> Result<Vec<Signature>, Err
     if publish {
         let publication = calendar.publish(due)?;
         tracing::info!(time = due, publication = %publication.to_publication_string(), "calendar root published");
+        let publications = calendar.publications()?;
+        drop(calendar);
+        write_publications_file(shared, &publications);
     }
     Ok(signatures)
+}
+
+/// Rewrites the publications file after a publication. A failure is logged, not returned: the
+/// publication is committed, the previous file stays in place, and the next one includes it.
+fn write_publications_file(shared: &Shared, publications: &[PublicationData]) {
+    let Some(file) = &shared.publications_file else { return };
+    match file.publish(std::slice::from_ref(shared.signer.certificate()), publications, now()) {
+        Ok(bytes) => tracing::info!(publications = publications.len(), bytes = bytes.len(), path = ?file.path(), "publications file signed and written"),
+        Err(e) => tracing::error!(error = %e, path = ?file.path(), "cannot write the publications file; the previous one stays"),
+    }
 }
 
 fn answer(replies: Vec<oneshot::Sender<Result<Signature, Arc<Error>>>>, outcome: Result<Vec<Signature>, Error>) {

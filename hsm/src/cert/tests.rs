@@ -19,6 +19,7 @@ fn subject(cn: &str) -> Subject {
         organization: Some("Tartu Ülikooli Kliinikum".to_owned()),
         country: Some("EE".to_owned()),
         serial_number: Some("EE/GOV/90001234".to_owned()),
+        email: Some("it@kliinikum.example".to_owned()),
         ..Subject::default()
     }
 }
