@@ -64,6 +64,7 @@ impl Command {
             Command::Ksi(args) => match args.command {
                 crate::ksi::KsiCommand::Sign(_) => "ksi sign",
                 crate::ksi::KsiCommand::Verify(_) => "ksi verify",
+                crate::ksi::KsiCommand::TsaProof(_) => "ksi tsa-proof",
             },
             Command::Registry(args) => args.command.name(),
         }

@@ -5,13 +5,15 @@
 //!  ksi sign FILE | --hash IMPRINT ─▶ POST /sign ─▶ FILE.ksig (or --out)
 //!  ksi verify SIG [--document F | --hash I] [--policy P] [--cert F] [--publication-string S]
 //!        ─▶ Verdict ─▶ text or one JSON object; exit 0 only for OK
+//!  ksi tsa-proof REPLY.tsr ─▶ GET /tsa/{serial}.ksig ─▶ REPLY.tsr.ksig (+ REPLY.tsr.token)
+//!        the keyless signature of an RFC 3161 token, checked to cover SHA-256 of the token
 //! ```
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use backbone_timestamping::authority::certificate_id;
-use backbone_timestamping::{client, http};
+use backbone_timestamping::{client, http, tsa};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
 use backbone_timestamping_verify::publication::PublicationData;
 use backbone_timestamping_verify::publications_file::{CertificateRecord, PublicationsFile, TrustAnchors};
@@ -40,6 +42,26 @@ pub enum KsiCommand {
     Sign(SignArgs),
     /// Verify a KSI signature offline. Exit 0 only when the result is OK.
     Verify(VerifyArgs),
+    /// Fetch the keyless signature that covers an RFC 3161 token (provable from the
+    /// publications even if the TSA key is compromised); writes it and the token.
+    TsaProof(TsaProofArgs),
+}
+
+/// Flags of `backbone ksi tsa-proof`.
+#[derive(Debug, Args)]
+pub struct TsaProofArgs {
+    /// The RFC 3161 reply (`.tsr`) or the token alone.
+    pub reply: PathBuf,
+    /// The timestamping service's address.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub service: SocketAddr,
+    /// Where to write the KSI signature. Default: REPLY.ksig.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Where to write the token, the document the signature covers. Default: REPLY.token when
+    /// REPLY is a reply; not written when REPLY is the token.
+    #[arg(long, value_name = "FILE")]
+    pub token_out: Option<PathBuf>,
 }
 
 /// Flags of `backbone ksi sign`.
@@ -123,7 +145,42 @@ pub fn run(args: KsiArgs) -> Result<(), Error> {
     match args.command {
         KsiCommand::Sign(sign) => run_sign(&sign),
         KsiCommand::Verify(verify) => run_verify(&verify),
+        KsiCommand::TsaProof(proof) => run_tsa_proof(&proof),
     }
+}
+
+fn run_tsa_proof(args: &TsaProofArgs) -> Result<(), Error> {
+    let bytes = read(&args.reply)?;
+    let shown = args.reply.display();
+    let token = tsa::token_of_reply(&bytes).map_err(|e| Error::Check(format!("{shown}: {e}")))?;
+    let serial = tsa::serial_of_token(&token).map_err(|e| Error::Check(format!("{shown}: {e}")))?;
+    let ksig = client::call(args.service, "GET", &format!("/tsa/{serial}.ksig"), &[]).map_err(|e| Error::Check(e.to_string()))?;
+    let signature = Signature::decode(&ksig).map_err(|e| Error::Check(format!("the service's signature does not decode: {e}")))?;
+    let token_hash = HashAlgorithm::Sha256.hash(&[&token]).map_err(|e| Error::Check(e.to_string()))?;
+    let context = Context { document_hash: Some(&token_hash), ..Context::default() };
+    let verdict = verify::verify(&signature, Policy::Internal, &context);
+    if verdict.outcome != Outcome::Ok {
+        return Err(Error::Check(format!("the keyless signature of token 0x{serial} does not cover it: {verdict}")));
+    }
+    let with_suffix = |suffix: &str| {
+        let mut name = args.reply.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let out = args.out.clone().unwrap_or_else(|| with_suffix(".ksig"));
+    std::fs::write(&out, &ksig).map_err(Error::io("write", &out))?;
+    let token_out = args.token_out.clone().or_else(|| (token != bytes).then(|| with_suffix(".token")));
+    if let Some(path) = &token_out {
+        std::fs::write(path, &token).map_err(Error::io("write", path))?;
+    }
+    let document = token_out.as_deref().unwrap_or(&args.reply).display();
+    println!(
+        "token 0x{serial}: keyless signature from second {} written to {}\nverify: backbone ksi verify {} --document {document}",
+        signature.signing_time(),
+        out.display(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn run_sign(args: &SignArgs) -> Result<(), Error> {

@@ -7,6 +7,8 @@
 //!            ─▶ publications key ─▶ certificate with e-mail (DATA_DIR/publications-cert.der)
 //!  DATA_DIR/calendar (RocksDB) ─▶ Calendar ─▶ service::spawn_publishing ─▶ http::router ─▶ --listen
 //!                                              └─▶ DATA_DIR/ksi-publications.bin (each publication)
+//!  timestamping key ─▶ TSA certificate, critical id-kp-timeStamping (DATA_DIR/tsa-cert.der, .pem)
+//!  POST /tsa (RFC 3161) ─▶ token ─▶ its hash into the calendar ─▶ DATA_DIR/tsa (RocksDB, by serial)
 //! ```
 //!
 //! The CA certificate is DATA_DIR/calendar-ca-cert.der and .pem: the trust anchor for the
@@ -24,9 +26,11 @@ use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificate, issue_certificates};
 use backbone_timestamping::cms::CmsSigner;
 use backbone_timestamping::publications_file::{self, PublicationsFileSigner};
+use backbone_timestamping::tsa::store::RocksTokenStore;
+use backbone_timestamping::tsa::{self, Authority, Serials};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
-use backbone_timestamping::http::{self, PduAuth};
+use backbone_timestamping::http::{self, PduAuth, TsaFront};
 use backbone_timestamping::round::{DEFAULT_MAX_INPUT_LEVEL, Limits};
 use backbone_timestamping::service::{self, Config};
 use clap::{Args, Subcommand};
@@ -91,6 +95,13 @@ pub struct ServeArgs {
     /// URI written in the publications file's header as where to download it. Default: none.
     #[arg(long, value_name = "URI")]
     pub repository_uri: Option<String>,
+    /// The RFC 3161 TSA policy OID every token names (the default is OpenSSL's example policy:
+    /// set your own).
+    #[arg(long, default_value = tsa::DEFAULT_POLICY, value_name = "OID")]
+    pub tsa_policy: String,
+    /// The accuracy RFC 3161 tokens claim, in milliseconds.
+    #[arg(long, default_value_t = tsa::DEFAULT_ACCURACY_MILLIS, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub tsa_accuracy_millis: u32,
     /// Login id KSI clients put in their PDU headers.
     #[arg(long, default_value = "anon")]
     pub login_id: String,
@@ -132,6 +143,19 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
     let publications_cms = CmsSigner::new(publications_key, &issued, Vec::new()).map_err(failed("cannot use the publications certificate"))?;
     let publications_path = args.data_dir.join(publications_file::FILE_NAME);
     let publications_file = PublicationsFileSigner::new(publications_cms, Some(publications_path), args.repository_uri.clone());
+    let policy = args
+        .tsa_policy
+        .parse()
+        .map_err(|_| Error::Usage(format!("--tsa-policy {:?}: not a dotted object identifier", args.tsa_policy)))?;
+    let tsa_subject = Subject {
+        common_name: "Backbone time-stamping authority".to_owned(),
+        organization: Some("Backbone".to_owned()),
+        ..Subject::default()
+    };
+    let tsa_der = issued_by_ca(store.as_ref(), &args.ca_key_label, &args.data_dir, "tsa-cert.der", key.as_ref(), &tsa_subject, Profile::TimeStamping, 4)?;
+    let tsa_cms = CmsSigner::new(Arc::clone(&key), &tsa_der, Vec::new()).map_err(failed("cannot use the TSA certificate"))?;
+    let tsa_dir = args.data_dir.join("tsa");
+    let token_store = RocksTokenStore::open(&tsa_dir).map_err(|e| Error::Check(format!("cannot open the token store at {}: {e}", tsa_dir.display())))?;
     let calendar_dir = args.data_dir.join("calendar");
     let rocks = RocksStore::open(&calendar_dir).map_err(|e| Error::Check(format!("cannot open the calendar at {}: {e}", calendar_dir.display())))?;
     let boxed: Box<dyn CalendarStore> = Box::new(rocks);
@@ -154,15 +178,22 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
         .map_err(|source| Error::Check(format!("cannot start the runtime: {source}")))?;
     runtime.block_on(async {
         let head = calendar.head();
+        // Serial numbers start past every second an earlier run answered a token in (tsa.rs).
+        let epoch = head.map_or(0, |h| h.saturating_add(1)).max(service::now());
+        let tsa_config = tsa::Config { policy, accuracy_millis: args.tsa_accuracy_millis };
+        let authority = Authority::new(tsa_cms, tsa_config, Serials::new(epoch)).map_err(failed("cannot start the RFC 3161 authority"))?;
+        let front = TsaFront { authority, store: Box::new(token_store) };
         let running = service::spawn_publishing(calendar, calendar_signer, config, publications_file)
             .map_err(failed("cannot start the service"))?;
-        let app = http::router(running.handle.clone(), PduAuth { login_id: args.login_id.clone(), key: hmac_key });
+        let auth = PduAuth { login_id: args.login_id.clone(), key: hmac_key };
+        let app = http::router_with_tsa(running.handle.clone(), auth, Some(Arc::new(front)));
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|source| Error::Check(format!("cannot listen on {}: {source}", args.listen)))?;
         let local = listener.local_addr().map_err(|source| Error::Check(format!("cannot listen on {}: {source}", args.listen)))?;
         tracing::info!(listen = %local, data_dir = %args.data_dir.display(), calendar_head = ?head, round_seconds = args.round_seconds,
-            publication_interval = args.publication_interval, key = %args.key_label, "timestamping service started");
+            publication_interval = args.publication_interval, key = %args.key_label, tsa_policy = %args.tsa_policy,
+            tsa_serial_epoch = epoch, "timestamping service started");
         println!("listening on {local}");
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())

@@ -96,3 +96,42 @@ fn sign_verify_kill_restart_no_gap_no_fork() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// The RFC 3161 front end of the real process: `openssl ts` makes the request and verifies the
+/// reply against the CA the service wrote; `backbone ksi tsa-proof` fetches the keyless signature
+/// that covers the token, which `backbone ksi verify` accepts by key; the publications file the
+/// service keeps is the one it serves (its signature is checked in timestamping/tests).
+#[test]
+fn rfc3161_token_its_keyless_proof_and_the_publications_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    std::fs::write(dir.join("document.txt"), b"dispensing record 2026-11-26").unwrap();
+    let (mut service, addr) = serve(dir);
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
+        eprintln!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        output.status.success()
+    };
+    assert!(openssl(&["ts", "-query", "-data", "document.txt", "-sha256", "-cert", "-out", "req.tsq"]));
+    let query = std::fs::read(dir.join("req.tsq")).unwrap();
+    let reply = client::call_with_type(addr, "POST", "/tsa", "application/timestamp-query", &query).unwrap();
+    std::fs::write(dir.join("reply.tsr"), &reply).unwrap();
+    assert!(openssl(&["ts", "-verify", "-in", "reply.tsr", "-queryfile", "req.tsq", "-CAfile", "data/calendar-ca-cert.pem"]));
+    assert!(dir.join("data/tsa-cert.pem").exists());
+
+    let (code, out) = run(dir, &["ksi", "tsa-proof", "reply.tsr", "--service", &addr.to_string()]);
+    assert_eq!(code, 0, "{out}");
+    let args = ["ksi", "verify", "reply.tsr.ksig", "--document", "reply.tsr.token", "--policy", "key", "--cert", "data/calendar-cert.der"];
+    let (code, out) = run(dir, &args);
+    assert_eq!(code, 0, "{out}");
+    // The proof is of the token, not of another file.
+    let (code, _) = run(dir, &["ksi", "verify", "reply.tsr.ksig", "--document", "document.txt", "--policy", "internal"]);
+    assert_eq!(code, 1);
+
+    // The publications file, signed with the publications key under the same CA.
+    let file = std::fs::read(dir.join("data/ksi-publications.bin")).unwrap();
+    assert!(file.starts_with(b"KSIPUBLF"));
+    assert_eq!(client::call(addr, "GET", "/publications.bin", &[]).unwrap(), file);
+    service.kill().unwrap();
+    service.wait().unwrap();
+}

@@ -94,11 +94,21 @@ pub fn extend(addr: SocketAddr, time: u64) -> Result<CalendarChain, ClientError>
 ///
 /// [`ClientError`] for connection, status or format problems.
 pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
+    call_with_type(addr, method, path, "application/json", body)
+}
+
+/// One HTTP/1.1 call with a body of `content_type` (e.g. `application/timestamp-query`);
+/// returns the body of a 2xx answer.
+///
+/// # Errors
+///
+/// [`ClientError`] for connection, status or format problems.
+pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
     let io = |source| ClientError::Io { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, DEFAULT_TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(DEFAULT_TIMEOUT)).map_err(io)?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).map_err(io)?;

@@ -12,7 +12,15 @@
 //!  GET  /publications.bin       the signed KSI publications file (KSIPUBLF), when kept
 //!  GET  /certificate            {"id": hex, "certificate": base64 DER} of the calendar key
 //!  GET  /extend/{time}          {"calendar_chain": base64 0x802} from second `time` to the head
+//!  POST /tsa                    RFC 3161 TimeStampReq (application/timestamp-query)
+//!                               ─▶ TimeStampResp (application/timestamp-reply), when configured
+//!  GET  /tsa/{serial}.ksig      the keyless signature of token `serial` (hex), 404 if unknown
+//!  GET  /tsa/certificate.pem    the TSA certificate
 //! ```
+//!
+//! An RFC 3161 reply is HTTP 200 whatever its PKIStatus (RFC 3161 §3.4); a request with another
+//! content type gets 415. A token is answered only after SHA-256 of the token is in a committed,
+//! signed calendar round and that keyless signature is stored under the token's serial.
 //!
 //! Bodies above [`MAX_BODY`] are refused with 413 before they are read.
 
@@ -21,7 +29,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
@@ -33,12 +41,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::round::Request;
 use crate::service::Handle;
+use crate::tsa::{self, FailureInfo, store::TokenStore};
 
 /// The largest request body: a full PDU of [`backbone_timestamping_verify::pdu::MAX_PAYLOADS`]
 /// requests is under 100 KiB; 1 MiB leaves room without inviting abuse.
 pub const MAX_BODY: usize = 1 << 20;
 /// The client id of JSON requests, which carry no authentication.
 pub const JSON_CLIENT_ID: &str = "json";
+/// The client id in the aggregation chain of every RFC 3161 token's hash.
+pub const TSA_CLIENT_ID: &str = "rfc3161";
+/// The media type of RFC 3161 requests (RFC 3161 §3.4).
+pub const TIMESTAMP_QUERY: &str = "application/timestamp-query";
+/// The media type of RFC 3161 replies.
+pub const TIMESTAMP_REPLY: &str = "application/timestamp-reply";
 
 /// KSI service status: the request PDU does not decode.
 pub const STATUS_INVALID_REQUEST: u64 = 0x101;
@@ -96,14 +111,30 @@ pub struct SignResponse {
     pub aggregation_time: u64,
 }
 
+/// The RFC 3161 front end: the authority that signs tokens and where each token's keyless
+/// signature is kept.
+#[derive(Debug)]
+pub struct TsaFront {
+    /// Issues tokens.
+    pub authority: tsa::Authority,
+    /// Keeps the keyless signature of each token by serial.
+    pub store: Box<dyn TokenStore>,
+}
+
 #[derive(Debug)]
 struct AppState {
     handle: Handle,
     auth: PduAuth,
+    tsa: Option<Arc<TsaFront>>,
 }
 
 /// The router; bind it wherever the caller chooses.
 pub fn router(handle: Handle, auth: PduAuth) -> Router {
+    router_with_tsa(handle, auth, None)
+}
+
+/// The router with the RFC 3161 routes answered by `tsa` (404 without it).
+pub fn router_with_tsa(handle: Handle, auth: PduAuth, tsa: Option<Arc<TsaFront>>) -> Router {
     Router::new()
         .route("/", post(pdu))
         .route("/sign", post(sign_json))
@@ -112,8 +143,90 @@ pub fn router(handle: Handle, auth: PduAuth) -> Router {
         .route("/publications.bin", get(publications_file))
         .route("/certificate", get(certificate))
         .route("/extend/{time}", get(extend))
+        .route("/tsa", post(tsa_query))
+        .route("/tsa/certificate.pem", get(tsa_certificate))
+        .route("/tsa/{file}", get(tsa_proof))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Arc::new(AppState { handle, auth }))
+        .with_state(Arc::new(AppState { handle, auth, tsa }))
+}
+
+async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(front) = state.tsa.clone() else {
+        return problem(StatusCode::NOT_FOUND, "this service has no RFC 3161 front end".to_owned());
+    };
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    if !media_type.eq_ignore_ascii_case(TIMESTAMP_QUERY) {
+        let message = format!("content type {content_type:?} is not {TIMESTAMP_QUERY}");
+        return problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, message);
+    }
+    let (secs, millis) = crate::service::now_millis();
+    let issuing = Arc::clone(&front);
+    let issued = tokio::task::spawn_blocking(move || issuing.authority.respond(&body, secs, millis)).await;
+    let token = match issued {
+        Ok(Ok(token)) => token,
+        Ok(Err(rejection)) => return tsa_reply(rejection),
+        Err(_) => return tsa_failure("the issuing task failed"),
+    };
+    let hash = match HashAlgorithm::Sha256.hash(&[&token.der]) {
+        Ok(hash) => hash,
+        Err(_) => return tsa_failure("cannot hash the token"),
+    };
+    let signature = match state.handle.sign(Request { hash, level: 0, client_id: TSA_CLIENT_ID.into() }).await {
+        Ok(signature) => signature,
+        Err(e) => {
+            tracing::warn!(serial = %token.serial, error = %e, "time-stamp token not anchored in the calendar; not answered");
+            return tsa_failure("the token cannot be anchored in the keyless calendar now; try again");
+        }
+    };
+    let stored = match signature.encode() {
+        Ok(bytes) => tokio::task::spawn_blocking(move || front.store.put(token.serial, &bytes).map_err(|e| e.to_string())).await,
+        Err(e) => Ok(Err(e.to_string())),
+    };
+    match stored {
+        Ok(Ok(())) => {
+            tracing::debug!(serial = %token.serial, aggregation_time = signature.signing_time(), "time-stamp token issued");
+            tsa_reply(tsa::granted(&token.der))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(serial = %token.serial, error = %e, "cannot store the keyless signature of a time-stamp token");
+            tsa_failure("the token's keyless signature cannot be stored")
+        }
+        Err(_) => tsa_failure("the storing task failed"),
+    }
+}
+
+async fn tsa_proof(State(state): State<Arc<AppState>>, Path(file): Path<String>) -> Response {
+    let Some(front) = state.tsa.clone() else {
+        return problem(StatusCode::NOT_FOUND, "this service has no RFC 3161 front end".to_owned());
+    };
+    let Some(serial) = file.strip_suffix(".ksig").and_then(tsa::Serial::from_hex) else {
+        return problem(StatusCode::NOT_FOUND, "expected /tsa/{serial in hex}.ksig".to_owned());
+    };
+    match tokio::task::spawn_blocking(move || front.store.get(serial)).await {
+        Ok(Ok(Some(bytes))) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, format!("no token with serial 0x{serial}")),
+        Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, format!("token store: {e}")),
+        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "the reading task failed".to_owned()),
+    }
+}
+
+async fn tsa_certificate(State(state): State<Arc<AppState>>) -> Response {
+    match &state.tsa {
+        Some(front) => {
+            let pem = backbone_hsm::cert::pem("CERTIFICATE", front.authority.certificate());
+            ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
+        }
+        None => problem(StatusCode::NOT_FOUND, "this service has no RFC 3161 front end".to_owned()),
+    }
+}
+
+fn tsa_reply(der: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, TIMESTAMP_REPLY)], der).into_response()
+}
+
+fn tsa_failure(text: &str) -> Response {
+    tsa_reply(tsa::rejection(FailureInfo::SystemFailure, text))
 }
 
 async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response {

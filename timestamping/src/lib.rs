@@ -21,6 +21,8 @@ pub mod round;
 pub mod authority;
 pub mod cms;
 pub mod publications_file;
+// RFC 3161 time-stamp tokens, each one anchored in the calendar.
+pub mod tsa;
 // The running service and its HTTP front end.
 pub mod client;
 pub mod http;

@@ -313,5 +313,10 @@ fn answer(replies: Vec<oneshot::Sender<Result<Signature, Arc<Error>>>>, outcome:
 
 /// Seconds since 1970 by the system clock (the only clock read in this crate).
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    now_millis().0
+}
+
+/// Seconds since 1970 and the milliseconds into the second, by the system clock.
+pub fn now_millis() -> (u64, u32) {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or((0, 0), |d| (d.as_secs(), d.subsec_millis()))
 }
