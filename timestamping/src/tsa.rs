@@ -360,5 +360,21 @@ fn rest(r: &mut yasna::BERReaderSeq<'_, '_>) -> Result<(), ASN1Error> {
     Ok(())
 }
 
+/// Entry points of the fuzz targets in `timestamping/fuzz`: one call each, results dropped.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// `timestamp_req`: the request parser, as `POST /tsa` runs it.
+    pub fn timestamp_req(data: &[u8]) {
+        let _ = super::request::parse(data, &super::Config::default().policy);
+    }
+
+    /// `timestamp_reply`: reading a reply or token, as `backbone ksi tsa-proof` does.
+    pub fn timestamp_reply(data: &[u8]) {
+        if let Ok(token) = super::token_of_reply(data) {
+            let _ = super::serial_of_token(&token);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

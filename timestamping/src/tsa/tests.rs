@@ -79,3 +79,19 @@ fn rejections_carry_status_two_and_one_failure_bit() {
     assert_eq!(bits, (vec![0x04], 6)); // badDataFormat (bit 5): the request has no imprint.
     assert_eq!(token_hash(b"").len(), 32);
 }
+
+#[test]
+fn reading_near_misses_of_a_reply_never_panics() {
+    let authority = authority(Profile::TimeStamping).unwrap();
+    let reply = granted(&authority.respond(&request(3), 1_790_000_002, 0).unwrap().der);
+    fuzzing::timestamp_reply(&reply);
+    for len in 0..reply.len() {
+        fuzzing::timestamp_reply(&reply[..len]);
+    }
+    for i in 0..reply.len() {
+        let mut flipped = reply.clone();
+        flipped[i] ^= 0x80;
+        fuzzing::timestamp_reply(&flipped);
+        fuzzing::timestamp_req(&flipped);
+    }
+}
