@@ -102,6 +102,10 @@ pub enum RegistryCommand {
         /// Seconds between versions. Default: 60.
         #[arg(long, default_value_t = DEFAULT_REGENERATE_EVERY.as_secs())]
         regenerate_every: u64,
+        /// JSON signing endpoint of a timestamping service (http://HOST:PORT/sign): each version is
+        /// then covered by a keyless signature, served at /globalconf/VERSION/keyless-signature.
+        #[arg(long, value_name = "URL")]
+        timestamping_url: Option<String>,
         /// Seconds each version stays valid. Default: 600.
         #[arg(long, default_value_t = DEFAULT_CONF_VALIDITY.as_secs())]
         conf_validity: u64,
@@ -251,9 +255,9 @@ pub fn run(args: RegistryArgs, settings: &Settings, env: &Env) -> Result<(), Err
     let now = SystemTime::now();
     match args.command {
         RegistryCommand::Init { instance, urls, anchor_out } => init(keys.as_ref(), &args.data_dir, &actor, &instance, &urls, anchor_out.as_deref()),
-        RegistryCommand::Serve { listen, admin_listen, regenerate_every, conf_validity } => {
+        RegistryCommand::Serve { listen, admin_listen, regenerate_every, conf_validity, timestamping_url } => {
             let registry = open(keys.as_ref(), &args.data_dir)?;
-            let config = ServeConfig { regenerate_every: Duration::from_secs(regenerate_every), conf_validity: Duration::from_secs(conf_validity) };
+            let config = ServeConfig { regenerate_every: Duration::from_secs(regenerate_every), conf_validity: Duration::from_secs(conf_validity), timestamping_url };
             let admin_key = signer_or_generate(keys.as_ref(), ADMIN_TLS_KEY_LABEL)?;
             serve(registry, config, listen, admin_listen, admin_key, &args.data_dir)
         }

@@ -35,11 +35,21 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     out
 }
 
+/// A child process killed when the test ends, passed or failed, so none outlives it.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn serve(dir: &Path, conf_port: u16, admin_port: u16) -> Child {
+fn serve(dir: &Path, conf_port: u16, admin_port: u16) -> Killed {
     let mut child = command(dir)
         .args(["registry", "--data-dir", "reg", "serve", "--regenerate-every", "1"])
         .args(["--listen", &format!("127.0.0.1:{conf_port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
@@ -52,18 +62,22 @@ fn serve(dir: &Path, conf_port: u16, admin_port: u16) -> Child {
     assert!(first.starts_with("serving the global configuration at"), "{first}");
     let second = lines.next().unwrap().unwrap();
     assert!(second.starts_with("admin API at"), "{second}");
-    child
+    Killed(child)
 }
 
 /// GET /globalconf over plain HTTP/1.1.
 fn download(port: u16) -> Vec<u8> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET /globalconf HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    get(port, "/globalconf").unwrap()
+}
+
+/// GET `path` over plain HTTP/1.1: the body of a 200, else `None`.
+fn get(port: u16, path: &str) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    assert!(response.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&response[..split]));
-    response[split + 4..].to_vec()
+    response.starts_with(b"HTTP/1.1 200").then(|| response[split + 4..].to_vec())
 }
 
 #[test]
@@ -149,9 +163,9 @@ fn lifecycle_over_the_admin_api_survives_kill_9() {
     // Acknowledged, then kill -9 at once: the change must be there after the restart.
     let (code, _, err) = remote(&["add-member", "EE/GOV/70000003", "South clinic"]);
     assert_eq!(code, 0, "{err}");
-    server.kill().unwrap();
-    server.wait().unwrap();
-    let mut server = serve(dir, conf_port, admin_port);
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+    let _server = serve(dir, conf_port, admin_port);
     let (code, shown, err) = remote(&["show"]);
     assert_eq!(code, 0, "{err}");
     assert!(shown.contains("EE/GOV/70000003"), "{shown}");
@@ -167,6 +181,63 @@ fn lifecycle_over_the_admin_api_survives_kill_9() {
     let conf = client.current(SystemTime::now()).unwrap();
     assert!(conf.gateways[0].tls_certificate.is_none());
     assert_eq!(conf.revoked.len(), 1);
-    server.kill().unwrap();
-    server.wait().unwrap();
+}
+
+#[test]
+fn each_configuration_version_is_covered_by_a_keyless_signature() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut timestamping = Killed(
+        command(dir)
+            .args(["timestamping", "serve", "--listen", "127.0.0.1:0", "--data-dir", "ts"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(timestamping.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let ts_addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+
+    let (conf_port, admin_port) = (free_port(), free_port());
+    ok(dir, &["registry", "--data-dir", "reg", "init", "--instance", "EE", "--url", &format!("http://127.0.0.1:{conf_port}/globalconf")]);
+    let _registry = Killed(
+        command(dir)
+            .args(["registry", "--data-dir", "reg", "serve", "--regenerate-every", "1", "--timestamping-url", &format!("http://{ts_addr}/sign")])
+            .args(["--listen", &format!("127.0.0.1:{conf_port}"), "--admin-listen", &format!("127.0.0.1:{admin_port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Version 1 is generated at start; its keyless signature follows within a round or two.
+    let mut signature = None;
+    for _ in 0..100 {
+        if let Some(found) = get(conf_port, "/globalconf/1/keyless-signature") {
+            signature = Some(found);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let envelope = get(conf_port, "/globalconf/1").unwrap();
+    std::fs::write(dir.join("conf-1.bin"), &envelope).unwrap();
+    std::fs::write(dir.join("conf-1.ksig"), signature.expect("no keyless signature for version 1 within 10 s")).unwrap();
+    // The auditor's check: this envelope, this signature, the calendar key's certificate.
+    let out = ok(dir, &["ksi", "verify", "conf-1.ksig", "--document", "conf-1.bin", "--policy", "key", "--cert", "ts/calendar-cert.der", "--json"]);
+    assert!(out.contains("\"result\":\"OK\""), "{out}");
+    // Another version's envelope does not match it.
+    let mut later = None;
+    for _ in 0..50 {
+        later = get(conf_port, "/globalconf/2");
+        if later.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let later = later.expect("no version 2 within 5 s");
+    std::fs::write(dir.join("conf-2.bin"), later).unwrap();
+    let (code, out, _) = run(dir, &["ksi", "verify", "conf-1.ksig", "--document", "conf-2.bin", "--policy", "internal", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(get(conf_port, "/globalconf/999999").is_none());
 }

@@ -353,9 +353,46 @@ impl Registry {
         };
         conf.canonicalize();
         let signed = SignedConf::sign(&conf, self.conf_signer.as_ref())?;
-        let bump = Change { puts: vec![(Table::Meta, META_VERSION.into(), version.to_be_bytes().to_vec())], ..Change::default() };
+        // The version counter and the archived envelope commit together: every version handed
+        // out can be shown later.
+        let bump = Change {
+            puts: vec![(Table::Meta, META_VERSION.into(), version.to_be_bytes().to_vec()), (Table::Archive, archive_key(version), signed.encode())],
+            ..Change::default()
+        };
         self.store.commit(bump).map_err(store_error)?;
         Ok(signed)
+    }
+
+    /// The configuration envelope published as `version`, if it was.
+    ///
+    /// # Errors
+    ///
+    /// Store failures.
+    pub fn archived(&self, version: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.store.get(Table::Archive, &archive_key(version)).map_err(store_error)
+    }
+
+    /// Keeps the keyless signature over the envelope of `version` beside it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] for a version never generated; store failures.
+    pub fn set_keyless_signature(&self, version: u64, signature: &[u8]) -> Result<(), Error> {
+        if self.archived(version)?.is_none() {
+            return Err(Error::NotFound { kind: "configuration version", id: version.to_string() });
+        }
+        let put = (Table::Archive, format!("{}.ksig", archive_key(version)), signature.to_vec());
+        self.store.commit(Change { puts: vec![put], ..Change::default() }).map_err(store_error)?;
+        Ok(())
+    }
+
+    /// The keyless signature over the envelope of `version`, once the timestamping service gave it.
+    ///
+    /// # Errors
+    ///
+    /// Store failures.
+    pub fn keyless_signature(&self, version: u64) -> Result<Option<Vec<u8>>, Error> {
+        self.store.get(Table::Archive, &format!("{}.ksig", archive_key(version))).map_err(store_error)
     }
 
     /// Audit entries from sequence number `from` on, at most `limit`.
@@ -429,6 +466,11 @@ impl Registry {
 fn put<T: Serialize>(table: Table, key: &str, value: &T) -> Result<(Table, String, Vec<u8>), Error> {
     let bytes = serde_json::to_vec(value).map_err(|_| Error::Unreachable("records serialise"))?;
     Ok((table, key.to_owned(), bytes))
+}
+
+/// Zero-padded so that the archive lists in version order.
+fn archive_key(version: u64) -> String {
+    format!("{version:020}")
 }
 
 fn audit(actor: &str, now: SystemTime, action: String) -> AuditEntry {

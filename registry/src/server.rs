@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,6 +28,13 @@ pub const DEFAULT_REGENERATE_EVERY: Duration = Duration::from_secs(60);
 pub const DEFAULT_CONF_VALIDITY: Duration = Duration::from_secs(600);
 /// The path the configuration is served at.
 pub const CONF_PATH: &str = "/globalconf";
+/// Every published version: `/globalconf/{version}`, and its keyless signature at
+/// `/globalconf/{version}/keyless-signature`.
+pub const ARCHIVE_PATH: &str = "/globalconf/{version}";
+/// The keyless signature of an archived version.
+pub const KEYLESS_PATH: &str = "/globalconf/{version}/keyless-signature";
+/// Attempts at getting a version's keyless signature before giving up on that version.
+pub const KEYLESS_ATTEMPTS: u32 = 5;
 
 /// Settings of the configuration server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +46,10 @@ pub struct ServeConfig {
     /// Validity of each version, [`DEFAULT_CONF_VALIDITY`].
     #[serde(with = "secs")]
     pub conf_validity: Duration,
+    /// The JSON signing endpoint of a Backbone timestamping service (`http://HOST:PORT/sign`).
+    /// When set, each version's envelope is covered by a keyless signature kept beside it, so an
+    /// auditor can prove which configuration was in force at a moment. Default: none.
+    pub timestamping_url: Option<String>,
 }
 
 /// A running configuration server.
@@ -55,13 +66,14 @@ struct Published {
     registry: Arc<Registry>,
     config: ServeConfig,
     envelope: RwLock<Arc<Vec<u8>>>,
+    http: reqwest::Client,
 }
 
 // === impl ServeConfig ===
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        ServeConfig { regenerate_every: DEFAULT_REGENERATE_EVERY, conf_validity: DEFAULT_CONF_VALIDITY }
+        ServeConfig { regenerate_every: DEFAULT_REGENERATE_EVERY, conf_validity: DEFAULT_CONF_VALIDITY, timestamping_url: None }
     }
 }
 
@@ -98,9 +110,16 @@ impl Server {
         config.check()?;
         let local_addr = listener.local_addr().map_err(|source| Error::Io { action: "bind", path: "listener".into(), source })?;
         let first = generate(&registry, &config).await?;
-        let published = Arc::new(Published { registry, config, envelope: RwLock::new(Arc::new(first)) });
+        let published = Arc::new(Published { registry, config, envelope: RwLock::new(Arc::new(first.clone())), http: reqwest::Client::new() });
+        if let Ok(version) = version_of(&first) {
+            spawn_keyless(published.clone(), version, first);
+        }
         let (shutdown, mut stop_serving) = watch::channel(false);
-        let app = Router::new().route(CONF_PATH, get(conf)).with_state(published.clone());
+        let app = Router::new()
+            .route(CONF_PATH, get(conf))
+            .route(ARCHIVE_PATH, get(archived))
+            .route(KEYLESS_PATH, get(keyless))
+            .with_state(published.clone());
         let serving = tokio::spawn(async move {
             let stop = async move {
                 let _ = stop_serving.wait_for(|stop| *stop).await;
@@ -146,6 +165,93 @@ async fn conf(State(published): State<Arc<Published>>) -> Response {
     }
 }
 
+async fn archived(State(published): State<Arc<Published>>, Path(version): Path<String>) -> Response {
+    let registry = published.registry.clone();
+    archive_answer(version, move |v| registry.archived(v)).await
+}
+
+async fn keyless(State(published): State<Arc<Published>>, Path(version): Path<String>) -> Response {
+    let registry = published.registry.clone();
+    archive_answer(version, move |v| registry.keyless_signature(v)).await
+}
+
+async fn archive_answer(version: String, read: impl FnOnce(u64) -> Result<Option<Vec<u8>>, Error> + Send + 'static) -> Response {
+    let Ok(version) = version.parse::<u64>() else {
+        return (StatusCode::BAD_REQUEST, "the version is a decimal number").into_response();
+    };
+    match tokio::task::spawn_blocking(move || read(version)).await {
+        Ok(Ok(Some(bytes))) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such version, or no keyless signature for it yet").into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot read the configuration archive");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+/// Gets the keyless signature of a version's envelope, retrying with back-off, and keeps it in
+/// the archive. A failure is logged; the configuration is published regardless (gateways need
+/// it more than auditors need its proof the same second).
+fn spawn_keyless(published: Arc<Published>, version: u64, envelope: Vec<u8>) {
+    let Some(url) = published.config.timestamping_url.clone() else { return };
+    tokio::spawn(async move {
+        use sha2::Digest;
+        // A KSI imprint: the SHA-256 algorithm id, then the digest.
+        let mut imprint = vec![0x01];
+        imprint.extend_from_slice(&sha2::Sha256::digest(&envelope));
+        let hash: String = imprint.iter().map(|b| format!("{b:02x}")).collect();
+        let body = format!("{{\"hash\":\"{hash}\",\"level\":0}}");
+        let mut delay = Duration::from_millis(200);
+        for attempt in 1..=KEYLESS_ATTEMPTS {
+            match keyless_once(&published.http, &url, body.clone()).await {
+                Ok(signature) => {
+                    let registry = published.registry.clone();
+                    match tokio::task::spawn_blocking(move || registry.set_keyless_signature(version, &signature)).await {
+                        Ok(Ok(())) => tracing::debug!(version, "kept the keyless signature of the configuration"),
+                        Ok(Err(e)) => tracing::error!(version, error = %e, "cannot keep the keyless signature"),
+                        Err(_) => tracing::error!(version, "keyless signature task panicked"),
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(version, attempt, %url, error = %e, "no keyless signature for the configuration yet");
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                }
+            }
+        }
+        tracing::error!(version, %url, "gave up on the keyless signature of this configuration version");
+    });
+}
+
+async fn keyless_once(http: &reqwest::Client, url: &str, body: String) -> Result<Vec<u8>, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        signature: String,
+    }
+    let response = http
+        .post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .timeout(Duration::from_secs(10))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+    }
+    let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer: {e}"))?;
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(answer.signature.trim()).map_err(|e| format!("signature is not base64: {e}"))
+}
+
+fn version_of(envelope: &[u8]) -> Result<u64, Error> {
+    crate::SignedConf::decode(envelope).and_then(|s| crate::conf::parse_unverified(s.document())).map(|c| c.version)
+}
+
 async fn regenerate_loop(published: Arc<Published>, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(published.config.regenerate_every);
     ticker.tick().await; // the first tick is immediate; the first version already exists
@@ -161,12 +267,11 @@ async fn regenerate_loop(published: Arc<Published>, mut stop: watch::Receiver<bo
     }
 }
 
-async fn publish(published: &Published) -> Result<u64, Error> {
+async fn publish(published: &Arc<Published>) -> Result<u64, Error> {
     let bytes = generate(&published.registry, &published.config).await?;
-    let version = crate::SignedConf::decode(&bytes)
-        .and_then(|s| crate::conf::parse_unverified(s.document()))
-        .map(|c| c.version)?;
-    *published.envelope.write().map_err(|_| Error::Unreachable("envelope lock poisoned"))? = Arc::new(bytes);
+    let version = version_of(&bytes)?;
+    *published.envelope.write().map_err(|_| Error::Unreachable("envelope lock poisoned"))? = Arc::new(bytes.clone());
+    spawn_keyless(published.clone(), version, bytes);
     tracing::debug!(version, "published the global configuration");
     Ok(version)
 }

@@ -35,6 +35,9 @@ pub enum Table {
     Revocations,
     /// Registry administrators by the SHA-256 of their client certificate.
     Admins,
+    /// Every published configuration envelope by zero-padded version, and its keyless signature
+    /// under the same key with `.ksig` appended.
+    Archive,
 }
 
 /// One administrative action, as the audit log keeps it.
@@ -94,7 +97,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Meta,
         Table::MemberClasses,
         Table::Members,
@@ -106,6 +109,7 @@ impl Table {
         Table::Timestamping,
         Table::Revocations,
         Table::Admins,
+        Table::Archive,
     ];
 
     /// Its name: the RocksDB column family.
@@ -122,6 +126,7 @@ impl Table {
             Table::Timestamping => "timestamping",
             Table::Revocations => "revocations",
             Table::Admins => "admins",
+            Table::Archive => "archive",
         }
     }
 }

@@ -49,7 +49,7 @@ async fn client_from_anchor_file_follows_the_registry_and_sees_a_revocation() {
     let tls = registry.issue_tls_certificate("admin", now, &gw, &csr).unwrap();
     let registry = Arc::new(registry);
 
-    let config = ServeConfig { regenerate_every: Duration::from_secs(1), conf_validity: Duration::from_secs(30) };
+    let config = ServeConfig { regenerate_every: Duration::from_secs(1), conf_validity: Duration::from_secs(30), timestamping_url: None };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::spawn(registry.clone(), config, listener).await.unwrap();
 
@@ -107,6 +107,6 @@ async fn refresh_reports_every_url_that_failed() {
 #[test]
 fn serve_settings_are_checked() {
     assert!(ServeConfig::default().check().is_ok());
-    let bad = ServeConfig { regenerate_every: Duration::from_secs(60), conf_validity: Duration::from_secs(60) };
+    let bad = ServeConfig { regenerate_every: Duration::from_secs(60), conf_validity: Duration::from_secs(60), timestamping_url: None };
     assert!(bad.check().unwrap_err().to_string().contains("registry.conf_validity (60 s) must be longer"));
 }
