@@ -18,3 +18,10 @@ pub fn csr(data: &[u8]) {
 pub fn anchor(data: &[u8]) {
     let _ = crate::anchor::Anchor::decode(data);
 }
+
+/// The admin API's operation decoder; what decodes is encoded again.
+pub fn operation(data: &[u8]) {
+    if let Ok(op) = serde_json::from_slice::<crate::operation::Operation>(data) {
+        let _ = serde_json::to_vec(&op);
+    }
+}
