@@ -1,0 +1,33 @@
+//! Entry points for the fuzz targets in `gateway/fuzz/` and the near-miss tests; not for other
+//! callers.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The first line is a request target; each further line `name: value` is a header.
+pub fn r1_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let _ = crate::r1::parse_target(lines.next().unwrap_or_default());
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        if let Some((name, value)) = line.split_once(':')
+            && let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+        {
+            headers.append(name, value);
+        }
+    }
+    if let Ok(parsed) = crate::r1::parse_headers(&headers) {
+        let _ = parsed.health_context();
+    }
+    let _ = crate::r1::end_to_end_headers(&headers);
+}
+
+/// Both descriptor decoders; what decodes must encode to the same bytes.
+pub fn signed_message(data: &[u8]) {
+    if let Ok(request) = crate::signed::RequestDescriptor::decode(data) {
+        assert_eq!(request.encode().ok().as_deref(), Some(data), "request descriptors are canonical");
+    }
+    if let Ok(response) = crate::signed::ResponseDescriptor::decode(data) {
+        assert_eq!(response.encode().ok().as_deref(), Some(data), "response descriptors are canonical");
+    }
+}
