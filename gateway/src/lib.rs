@@ -5,12 +5,13 @@
 //! encrypted, batch-timestamped message log indexed by data subject.
 //!
 //! Built so far (pure code, no I/O): [`r1`], the client interface (request target, X-Road and
-//! health headers, header filtering); [`fault`], the protocol's errors; [`signed`], the signed
+//! health headers, header filtering); [`access`], access rights (deny by default); [`fault`], the protocol's errors; [`signed`], the signed
 //! request and response descriptors exchanged between gateways. The service itself (the proxies,
-//! access rights, the message log) is not built yet; see the crate's README.
+//! the stored access rights and their admin API, the message log) is not built yet; see the crate's README.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod fault;
 pub mod r1;
 pub mod signed;
