@@ -1,0 +1,73 @@
+//! Building an aggregation round (`round.rs`: push every request, close, one aggregation chain
+//! per request) in leaves per second on one core, beside the raw rate of SHA-256 over 64-byte
+//! inputs on the same core in the same run: `sha2` (the yardstick) and OpenSSL (what the
+//! round hashes with). A round of n leaves computes 2n − 1 hashes (one leaf hash over the
+//! request's imprint, metadata and level, then n − 1 inner nodes over two imprints and a level),
+//! so hashing alone caps a round at about half the raw hash rate.
+//!
+//! `ops/bench.sh --workspace --profile dev --bench round`
+// A benchmark: failing loudly is fine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use backbone_timestamping::round::{ALGORITHM, Limits, Request, Round};
+use backbone_timestamping_verify::imprint::HashAlgorithm;
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
+use sha2::{Digest, Sha256};
+
+/// A round time well inside SHA-256's trusted period.
+const AT: u64 = 1_790_000_000;
+
+fn requests(n: u32) -> Vec<Request> {
+    (0..n)
+        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level: 0, client_id: "anon".into() })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let input = [0x5au8; 64];
+    let mut raw = c.benchmark_group("round/raw-sha256-64B");
+    raw.throughput(Throughput::Elements(1));
+    raw.warm_up_time(Duration::from_secs(1));
+    raw.measurement_time(Duration::from_secs(3));
+    raw.bench_function("sha2", |b| b.iter(|| black_box(Sha256::digest(black_box(&input)))));
+    raw.bench_function("openssl", |b| b.iter(|| black_box(openssl::sha::sha256(black_box(&input)))));
+    raw.bench_function("imprint-hash", |b| b.iter(|| black_box(HashAlgorithm::Sha256.hash(&[black_box(&input)]).unwrap())));
+    raw.finish();
+
+    for n in [1_024u32, 65_536] {
+        let batch = requests(n);
+        let mut group = c.benchmark_group("round/build");
+        group.throughput(Throughput::Elements(u64::from(n)));
+        group.warm_up_time(Duration::from_secs(1));
+        group.measurement_time(Duration::from_secs(if n > 10_000 { 10 } else { 3 }));
+        group.sample_size(10);
+        group.bench_function(format!("{n}-leaves"), |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |requests| {
+                    let mut round = Round::new(Limits::default());
+                    for request in requests {
+                        round.push(request, AT).unwrap();
+                    }
+                    black_box(round.close(AT).unwrap())
+                },
+                BatchSize::LargeInput,
+            );
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    // `cargo test --all-targets` (ops/test.sh) runs bench binaries without `--bench`: this one
+    // takes seconds to set up, so it only starts and exits there, and runs under `cargo bench`.
+    if std::env::args().any(|a| a == "--bench") {
+        benches();
+        criterion::Criterion::default().configure_from_args().final_summary();
+    }
+}
