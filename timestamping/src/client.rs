@@ -1,10 +1,12 @@
-//! A small blocking client for the JSON API, for the CLI and tests: plain HTTP/1.1 over one TCP
-//! connection per call, bodies capped at [`MAX_RESPONSE`].
+//! A small blocking client for the JSON API and the extender PDU, for the CLI and tests: plain
+//! HTTP/1.1 over one TCP connection per call, bodies capped at [`MAX_RESPONSE`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use backbone_timestamping_verify::imprint::HashAlgorithm;
+use backbone_timestamping_verify::pdu::{ExtendRequest, ExtenderRequest, ExtenderResponse, Header};
 use backbone_timestamping_verify::signature::CalendarChain;
 
 use crate::http::{PublicationJson, SignRequest, SignResponse};
@@ -36,6 +38,16 @@ pub enum ClientError {
         status: u16,
         /// The body (the service's error message).
         body: String,
+    },
+    /// The service answered with a KSI status code (an extender PDU's error).
+    #[error("timestamping service at {addr} refused: KSI status 0x{status:x}: {message}")]
+    Refused {
+        /// The service.
+        addr: SocketAddr,
+        /// The KSI status code (e.g. 0x106: the time is not in the calendar yet).
+        status: u64,
+        /// The service's error message.
+        message: String,
     },
     /// The answer is not what the API promises.
     #[error("timestamping service at {addr}: malformed answer: {why}")]
@@ -74,6 +86,16 @@ pub fn latest_publication(addr: SocketAddr) -> Result<Option<PublicationJson>, C
     }
 }
 
+/// Every publication, oldest first.
+///
+/// # Errors
+///
+/// [`ClientError`] for connection, status or format problems.
+pub fn publications(addr: SocketAddr) -> Result<Vec<PublicationJson>, ClientError> {
+    let body = call(addr, "GET", "/publications", &[])?;
+    serde_json::from_slice(&body).map_err(|e| malformed(addr, e))
+}
+
 /// The calendar chain from second `time` to the service's calendar head.
 ///
 /// # Errors
@@ -86,6 +108,40 @@ pub fn extend(addr: SocketAddr, time: u64) -> Result<CalendarChain, ClientError>
     let bytes = openssl::base64::decode_block(encoded).map_err(|e| malformed(addr, e))?;
     let tlv = backbone_timestamping_verify::tlv::decode(&bytes).map_err(|e| malformed(addr, e))?;
     CalendarChain::decode(&tlv).map_err(|e| malformed(addr, e))
+}
+
+/// The request id of [`extend_pdu`]'s one request.
+pub const EXTEND_REQUEST_ID: u64 = 1;
+
+/// Asks the extender (`POST /extend`, an extender request PDU sealed with `key` under
+/// `login_id`) for the calendar chain from second `aggregation_time` to `publication_time`, or
+/// to the calendar head when `None`. Returns the chain and the response PDU's bytes, whose MAC
+/// was checked.
+///
+/// # Errors
+///
+/// [`ClientError::Refused`] with the KSI status; other [`ClientError`]s for connection, MAC or
+/// format problems.
+pub fn extend_pdu(
+    addr: SocketAddr,
+    login_id: &str,
+    key: &[u8],
+    aggregation_time: u64,
+    publication_time: Option<u64>,
+) -> Result<(CalendarChain, Vec<u8>), ClientError> {
+    let header = Header { login_id: login_id.into(), instance_id: None, message_id: None };
+    let payload = ExtendRequest { request_id: EXTEND_REQUEST_ID, aggregation_time, publication_time };
+    let request = ExtenderRequest::new(header, vec![payload]).encode(key, HashAlgorithm::Sha256).map_err(|e| malformed(addr, e))?;
+    let (_, body) = exchange(addr, "POST", "/extend", "application/ksi-request", &request)?;
+    let response = ExtenderResponse::decode(&body).map_err(|e| malformed(addr, e))?;
+    let refused = |e: backbone_timestamping_verify::Error| match e {
+        backbone_timestamping_verify::Error::Service { status, message, .. } => ClientError::Refused { addr, status, message },
+        e => malformed(addr, e),
+    };
+    response.check_mac(key, HashAlgorithm::Sha256).map_err(refused)?;
+    let payload = response.payload(EXTEND_REQUEST_ID).ok_or_else(|| malformed(addr, "no answer to the extend request"))?;
+    let chain = payload.chain().map_err(refused)?.clone();
+    Ok((chain, body))
 }
 
 /// One HTTP/1.1 call; returns the body of a 2xx answer.
@@ -104,6 +160,15 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<V
 ///
 /// [`ClientError`] for connection, status or format problems.
 pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
+    let (status, body) = exchange(addr, method, path, content_type, body)?;
+    if !(200..300).contains(&status) {
+        return Err(ClientError::Status { addr, status, body: String::from_utf8_lossy(&body).into_owned() });
+    }
+    Ok(body)
+}
+
+/// One HTTP/1.1 call; returns the status and the body, whatever the status.
+fn exchange(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
     let io = |source| ClientError::Io { addr, source };
     let mut stream = TcpStream::connect_timeout(&addr, DEFAULT_TIMEOUT).map_err(io)?;
     stream.set_read_timeout(Some(DEFAULT_TIMEOUT)).map_err(io)?;
@@ -127,10 +192,7 @@ pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: 
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         return Err(malformed(addr, "chunked answers are not supported"));
     }
-    if !(200..300).contains(&status) {
-        return Err(ClientError::Status { addr, status, body: String::from_utf8_lossy(&body).into_owned() });
-    }
-    Ok(body)
+    Ok((status, body))
 }
 
 fn malformed(addr: SocketAddr, why: impl std::fmt::Display) -> ClientError {

@@ -1,11 +1,13 @@
-//! The service over HTTP: KSI aggregator PDUs v2 (HMAC-sealed) for KSI's own clients, and a
-//! small JSON API.
+//! The service over HTTP: KSI aggregator and extender PDUs v2 (HMAC-sealed) for KSI's own
+//! clients, and a small JSON API.
 //!
-//! Spec: Guardtime, "KSI Data Formats", "Aggregator PDU" and "MAC"; status codes as libksi's
-//! `KSI_SERVICE_*` values.
+//! Spec: Guardtime, "KSI Data Formats", "Aggregator PDU", "Extender PDU" and "MAC"; status codes
+//! as libksi's `KSI_SERVICE_*` values.
 //!
 //! ```text
 //!  POST /                       aggregator request PDU (0x220) ─▶ response PDU (0x221)
+//!                               extender request PDU (0x320) ─▶ response PDU (0x321)
+//!  POST /extend                 extender request PDU only (for clients with an extender URL)
 //!  POST /sign                   {"hash": "<imprint hex>", "level": 0} ─▶ {"signature": base64, ...}
 //!  GET  /publications/latest    {"time", "hash", "publication_string"}      404 before the first
 //!  GET  /publications           every publication, oldest first
@@ -22,7 +24,9 @@
 //! content type gets 415. A token is answered only after SHA-256 of the token is in a committed,
 //! signed calendar round and that keyless signature is stored under the token's serial.
 //!
-//! Bodies above [`MAX_BODY`] are refused with 413 before they are read.
+//! Bodies above [`MAX_BODY`] are refused with 413 before they are read; a PDU carries at most
+//! [`backbone_timestamping_verify::pdu::MAX_PAYLOADS`] requests (more: 0x101, invalid request).
+//! The extender's statuses are in [`crate::extender`].
 
 use std::sync::Arc;
 
@@ -33,7 +37,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
-use backbone_timestamping_verify::pdu::{AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, Header};
+use backbone_timestamping_verify::pdu::{
+    AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, ExtenderRequest, ExtenderResponse, Header,
+    TAG_AGGREGATOR_RESPONSE, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
+};
 use backbone_timestamping_verify::publication::PublicationData;
 use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
 use serde::{Deserialize, Serialize};
@@ -137,6 +144,7 @@ pub fn router(handle: Handle, auth: PduAuth) -> Router {
 pub fn router_with_tsa(handle: Handle, auth: PduAuth, tsa: Option<Arc<TsaFront>>) -> Router {
     Router::new()
         .route("/", post(pdu))
+        .route("/extend", post(extender_pdu))
         .route("/sign", post(sign_json))
         .route("/publications", get(publications))
         .route("/publications/latest", get(latest))
@@ -299,8 +307,57 @@ async fn extend(State(state): State<Arc<AppState>>, Path(time): Path<u64>) -> Re
     }
 }
 
-async fn pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    let pdu_response = |bytes: Vec<u8>, status| (status, [(header::CONTENT_TYPE, "application/ksi-response")], bytes).into_response();
+fn pdu_response(bytes: Vec<u8>, status: StatusCode) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/ksi-response")], bytes).into_response()
+}
+
+/// `POST /`: an aggregator or an extender request PDU, told apart by the outer tag.
+async fn pdu(state: State<Arc<AppState>>, body: Bytes) -> Response {
+    let tag = backbone_timestamping_verify::tlv::decode(&body).map(|t| t.tag());
+    if tag.is_ok_and(|t| t == TAG_EXTENDER_REQUEST) {
+        return extender_pdu(state, body).await;
+    }
+    aggregator_pdu(state, body).await
+}
+
+/// `POST /extend`, or `POST /` with tag 0x320: one calendar chain per request payload.
+async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let request = match ExtenderRequest::decode(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, &e.to_string()), StatusCode::BAD_REQUEST);
+        }
+    };
+    let login_ok = request.header.as_ref().is_some_and(|h| h.login_id.as_bytes() == state.auth.login_id.as_bytes());
+    if !login_ok || request.check_mac(&state.auth.key, HashAlgorithm::Sha256).is_err() {
+        let bytes = error_pdu(TAG_EXTENDER_RESPONSE, STATUS_AUTHENTICATION_FAILURE, "unknown login id or wrong HMAC");
+        return pdu_response(bytes, StatusCode::UNAUTHORIZED);
+    }
+    let handle = state.handle.clone();
+    let payloads = request.payloads.clone();
+    // Each chain is up to 64 calendar reads: off the async threads.
+    let answered = tokio::task::spawn_blocking(move || {
+        let now = crate::service::now();
+        payloads.iter().map(|p| crate::extender::answer(&handle, p, now)).collect::<Vec<_>>()
+    })
+    .await;
+    let Ok(payloads) = answered else {
+        let bytes = error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INTERNAL_ERROR, "extend task failed");
+        return pdu_response(bytes, StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let header = Header {
+        login_id: state.auth.login_id.as_str().into(),
+        instance_id: request.header.as_ref().and_then(|h| h.instance_id),
+        message_id: request.header.as_ref().and_then(|h| h.message_id),
+    };
+    match ExtenderResponse::new(header, payloads).encode(&state.auth.key, HashAlgorithm::Sha256) {
+        Ok(bytes) => pdu_response(bytes, StatusCode::OK),
+        Err(e) => pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
+    }
+}
+
+async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let error_pdu = |status, message: &str| error_pdu(TAG_AGGREGATOR_RESPONSE, status, message);
     let request = match AggregatorRequest::decode(&body) {
         Ok(r) => r,
         Err(e) => return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &e.to_string()), StatusCode::BAD_REQUEST),
@@ -373,10 +430,11 @@ async fn answer_payload(handle: &Handle, payload: AggregationRequest, client_id:
     response
 }
 
-/// An error-only aggregator response PDU: no header and no MAC, as KSI allows for errors.
-fn error_pdu(status: u64, message: &str) -> Vec<u8> {
+/// An error-only response PDU (`tag`: aggregator or extender response): no header and no MAC,
+/// as KSI allows for errors.
+fn error_pdu(tag: u16, status: u64, message: &str) -> Vec<u8> {
     let mut out = Encoder::new();
-    let built = out.nested(backbone_timestamping_verify::pdu::TAG_AGGREGATOR_RESPONSE, Flags::NONE, |e| {
+    let built = out.nested(tag, Flags::NONE, |e| {
         e.nested(0x03, Flags::NONE, |e| {
             e.u64(0x04, status)?;
             e.string(0x05, &message.into())

@@ -25,6 +25,7 @@ pub mod publications_file;
 pub mod tsa;
 // The running service and its HTTP front end.
 pub mod client;
+pub mod extender;
 pub mod http;
 pub mod service;
 

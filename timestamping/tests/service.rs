@@ -12,9 +12,11 @@ use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
 use backbone_timestamping::http::{self, PduAuth};
 use backbone_timestamping::service::{self, Config, Running};
-use backbone_timestamping::{client, round};
+use backbone_timestamping::{client, extender, round};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
-use backbone_timestamping_verify::pdu::{AggregationRequest, AggregatorRequest, AggregatorResponse, Header};
+use backbone_timestamping_verify::pdu::{
+    AggregationRequest, AggregatorRequest, AggregatorResponse, ExtendRequest, ExtenderRequest, ExtenderResponse, Header,
+};
 use backbone_timestamping_verify::publication::PublicationData;
 use backbone_timestamping_verify::publications_file::CertificateRecord;
 use backbone_timestamping_verify::signature::{Anchor, Signature};
@@ -177,5 +179,68 @@ async fn publications_come_at_each_interval_and_signatures_extend_to_them() {
     let verdict = verify::verify(&signature, Policy::UserPublication, &context);
     assert_eq!(verdict.outcome, Outcome::Ok, "{verdict}");
     assert!(round::DEFAULT_MAX_INPUT_LEVEL < 255);
+    fixture.running.shutdown().await;
+}
+
+/// The extender PDU at POST /extend and POST /: a chain to the head and to a given second that
+/// continue the signature's own; KSI statuses for a reversed range, a second not yet in the
+/// calendar, one in the future; a wrong MAC refused (401), garbage refused (400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extender_pdu_extends_and_answers_ksi_statuses() {
+    let fixture = start(3600).await;
+    let hash = document_hash();
+    let signature = Signature::decode(&sign_over_json(fixture.addr, &hash).await).unwrap();
+    let signed_at = signature.signing_time();
+    let head = fixture.running.handle.head().unwrap();
+    let far = service::now() + 100_000;
+    let header = Header { login_id: "anon".into(), instance_id: Some(3), message_id: Some(9) };
+    let payloads = vec![
+        ExtendRequest { request_id: 1, aggregation_time: signed_at, publication_time: None },
+        ExtendRequest { request_id: 2, aggregation_time: signed_at, publication_time: Some(head) },
+        ExtendRequest { request_id: 3, aggregation_time: signed_at, publication_time: Some(signed_at - 1) },
+        ExtendRequest { request_id: 4, aggregation_time: far, publication_time: None },
+        ExtendRequest { request_id: 5, aggregation_time: signed_at, publication_time: Some(far) },
+    ];
+    let body = ExtenderRequest::new(header.clone(), payloads).encode(PDU_KEY, HashAlgorithm::Sha256).unwrap();
+    let addr = fixture.addr;
+    for path in ["/extend", "/"] {
+        let body = body.clone();
+        let answer = tokio::task::spawn_blocking(move || client::call(addr, "POST", path, &body)).await.unwrap().unwrap();
+        let response = ExtenderResponse::decode(&answer).unwrap();
+        response.check_mac(PDU_KEY, HashAlgorithm::Sha256).unwrap();
+        assert_eq!(response.header.as_ref().unwrap().message_id, Some(9));
+        for id in [1, 2] {
+            let payload = response.payload(id).unwrap();
+            let chain = payload.chain().unwrap();
+            assert!(chain.publication_time >= head);
+            assert!(payload.calendar_last.unwrap() >= chain.publication_time);
+            let context = Context { extending_permitted: true, extended_calendar: Some(chain), ..Context::default() };
+            let verdict = verify::verify(&signature, Policy::Calendar, &context);
+            assert_eq!(verdict.outcome, Outcome::Ok, "{path} request {id}: {verdict}");
+        }
+        let status = |id| response.payload(id).unwrap().status;
+        assert_eq!(status(3), extender::STATUS_INVALID_TIME_RANGE);
+        assert_eq!(status(4), extender::STATUS_REQUEST_TIME_IN_FUTURE);
+        assert_eq!(status(5), extender::STATUS_REQUEST_TIME_IN_FUTURE);
+        assert!(response.payload(3).unwrap().chain().is_err());
+    }
+    // The client helper: the chain, or the KSI status as a typed error.
+    let (chain, _) = tokio::task::spawn_blocking(move || client::extend_pdu(addr, "anon", PDU_KEY, signed_at, Some(head))).await.unwrap().unwrap();
+    assert_eq!(chain.publication_time, head);
+    let refused = tokio::task::spawn_blocking(move || client::extend_pdu(addr, "anon", PDU_KEY, signed_at, Some(signed_at - 1))).await.unwrap();
+    assert!(matches!(refused, Err(client::ClientError::Refused { status: 0x104, .. })), "{refused:?}");
+    let wrong_key = tokio::task::spawn_blocking(move || client::extend_pdu(addr, "anon", b"wrong", signed_at, None)).await.unwrap();
+    assert!(matches!(wrong_key, Err(client::ClientError::Refused { status: 0x102, .. })), "{wrong_key:?}");
+
+    let bad = ExtenderRequest::new(header, vec![ExtendRequest { request_id: 1, aggregation_time: signed_at, publication_time: None }])
+        .encode(b"wrong key", HashAlgorithm::Sha256)
+        .unwrap();
+    let refused = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/extend", &bad)).await.unwrap();
+    assert!(matches!(refused, Err(client::ClientError::Status { status: 401, .. })), "{refused:?}");
+    let garbage = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/extend", b"\x03\x20\xff")).await.unwrap();
+    assert!(matches!(garbage, Err(client::ClientError::Status { status: 400, .. })), "{garbage:?}");
+    // The service keeps serving.
+    let (chain, _) = tokio::task::spawn_blocking(move || client::extend_pdu(addr, "anon", PDU_KEY, signed_at, None)).await.unwrap().unwrap();
+    assert!(chain.publication_time >= head);
     fixture.running.shutdown().await;
 }
