@@ -65,6 +65,7 @@ impl Command {
             Command::Timestamping(_) => "timestamping serve",
             Command::Ksi(args) => match args.command {
                 crate::ksi::KsiCommand::Sign(_) => "ksi sign",
+                crate::ksi::KsiCommand::Extend(_) => "ksi extend",
                 crate::ksi::KsiCommand::Verify(_) => "ksi verify",
                 crate::ksi::KsiCommand::TsaProof(_) => "ksi tsa-proof",
             },
