@@ -12,12 +12,15 @@
 //!     else             ─▶ status 0, calendar chain leaf T ─▶ root P, calendar last = head
 //! ```
 //!
-//! No request is "too old" (0x105): the calendar has a leaf for every second since 1970.
+//! No request is "too old" (0x105): the calendar has a leaf for every second since 1970. A
+//! configuration request (payload 0x04) is answered with [`config`]: the requests a PDU may
+//! carry, the calendar's first second (0) and its head.
 //! Nothing here is stored; the calendar is only read.
 
 use backbone_timestamping_verify::pdu::{ExtendRequest, ExtendResponse};
+use backbone_timestamping_verify::pdu::MAX_PAYLOADS;
 use backbone_timestamping_verify::signature::CalendarChain;
-use backbone_timestamping_verify::tlv::KsiString;
+use backbone_timestamping_verify::tlv::{self, Encoder, KsiString, Tlv};
 
 use crate::error::Error;
 use crate::service::Handle;
@@ -34,6 +37,28 @@ pub const STATUS_REQUEST_TIME_IN_FUTURE: u64 = 0x107;
 pub const STATUS_INTERNAL_ERROR: u64 = 0x200;
 /// KSI extender status: the calendar is empty.
 pub const STATUS_DATABASE_MISSING: u64 = 0x201;
+
+/// The extender configuration payload's elements: maximum requests (0x04), calendar first
+/// time (0x11), calendar last time (0x12, when the calendar is not empty).
+///
+/// # Errors
+///
+/// [`Error::Ksi`] or [`Error::Unreachable`] if an element cannot be encoded (it always can).
+pub fn config(head: Option<u64>) -> Result<Vec<Tlv>, Error> {
+    let max_requests = u64::try_from(MAX_PAYLOADS).unwrap_or(u64::MAX);
+    let elements = [(0x04, Some(max_requests)), (0x11, Some(0)), (0x12, head)];
+    elements
+        .into_iter()
+        .filter_map(|(tag, value)| value.map(|v| (tag, v)))
+        .map(|(tag, value)| {
+            let mut out = Encoder::new();
+            out.u64(tag, value)?;
+            let bytes = out.finish();
+            let element = tlv::decode(&bytes).map_err(|_| Error::Unreachable("an encoded integer element does not decode"))?;
+            Ok(element.to_owned_tlv())
+        })
+        .collect()
+}
 
 /// Answers one extend request from the calendar behind `handle`; `now` is the service's clock.
 /// Every failure is a status in the response, never an error: the other payloads of the PDU

@@ -350,7 +350,14 @@ async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
         instance_id: request.header.as_ref().and_then(|h| h.instance_id),
         message_id: request.header.as_ref().and_then(|h| h.message_id),
     };
-    match ExtenderResponse::new(header, payloads).encode(&state.auth.key, HashAlgorithm::Sha256) {
+    let mut response = ExtenderResponse::new(header, payloads);
+    if request.config.is_some() {
+        match crate::extender::config(state.handle.head()) {
+            Ok(config) => response.config = Some(config),
+            Err(e) => tracing::error!(error = %e, "cannot encode the extender configuration"),
+        }
+    }
+    match response.encode(&state.auth.key, HashAlgorithm::Sha256) {
         Ok(bytes) => pdu_response(bytes, StatusCode::OK),
         Err(e) => pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
     }

@@ -239,6 +239,18 @@ async fn extender_pdu_extends_and_answers_ksi_statuses() {
     assert!(matches!(refused, Err(client::ClientError::Status { status: 401, .. })), "{refused:?}");
     let garbage = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/extend", b"\x03\x20\xff")).await.unwrap();
     assert!(matches!(garbage, Err(client::ClientError::Status { status: 400, .. })), "{garbage:?}");
+    // A configuration request: maximum requests, calendar first and last time.
+    let mut config_request = ExtenderRequest::new(Header { login_id: "anon".into(), instance_id: None, message_id: None }, vec![]);
+    config_request.config = Some(Vec::new());
+    let body = config_request.encode(PDU_KEY, HashAlgorithm::Sha256).unwrap();
+    let answer = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/extend", &body)).await.unwrap().unwrap();
+    let response = ExtenderResponse::decode(&answer).unwrap();
+    response.check_mac(PDU_KEY, HashAlgorithm::Sha256).unwrap();
+    let config = response.config.unwrap();
+    let value = |tag| config.iter().find(|t| t.tag == tag).map(|t| t.value.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)));
+    assert_eq!(value(0x04), Some(1024));
+    assert_eq!(value(0x11), Some(0));
+    assert!(value(0x12).unwrap() >= head);
     // The service keeps serving.
     let (chain, _) = tokio::task::spawn_blocking(move || client::extend_pdu(addr, "anon", PDU_KEY, signed_at, None)).await.unwrap().unwrap();
     assert!(chain.publication_time >= head);
