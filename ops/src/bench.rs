@@ -29,7 +29,8 @@ use backbone_timestamping::http::{self, PduAuth};
 use backbone_timestamping::round::Request;
 use backbone_timestamping::service::{self, Config, Handle};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
-use backbone_timestamping_verify::pdu::{AggregationRequest, AggregatorRequest, AggregatorResponse, Header, MAX_PAYLOADS};
+use backbone_timestamping::http::MAX_REQUESTS_PER_PDU;
+use backbone_timestamping_verify::pdu::{AggregationRequest, AggregatorRequest, AggregatorResponse, Header};
 use backbone_timestamping_verify::signature::{Anchor, Signature};
 use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 use clap::{Args, Subcommand};
@@ -64,9 +65,9 @@ pub struct TimestampingBenchArgs {
     /// Concurrent HTTP/1.1 connections, each with one PDU in flight.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..=8192))]
     pub connections: u32,
-    /// Requests per PDU. A response PDU is one TLV element of at most 65,535 bytes and a
-    /// signature takes about 1.4 KB of it, so about 45 is the most one PDU can answer.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Requests per PDU, at most the service's limit (`MAX_REQUESTS_PER_PDU`, 24: a response
+    /// PDU is one TLV element of at most 65,535 bytes and each answer takes about 1.4 KB of it).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=24))]
     pub batch: u32,
     /// Seconds each phase loads for.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -114,8 +115,8 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
 }
 
 fn run_timestamping(args: &TimestampingBenchArgs) -> Result<(), Error> {
-    if args.batch as usize > MAX_PAYLOADS {
-        return Err(Error::Usage(format!("--batch {} is above the PDU limit of {MAX_PAYLOADS}", args.batch)));
+    if args.batch as usize > MAX_REQUESTS_PER_PDU {
+        return Err(Error::Usage(format!("--batch {} is above the service's limit of {MAX_REQUESTS_PER_PDU} requests per PDU", args.batch)));
     }
     let key = match &args.hmac_key_file {
         Some(path) => std::fs::read(path).map_err(Error::io("read", path))?,

@@ -18,7 +18,6 @@
 //! Nothing here is stored; the calendar is only read.
 
 use backbone_timestamping_verify::pdu::{ExtendRequest, ExtendResponse};
-use backbone_timestamping_verify::pdu::MAX_PAYLOADS;
 use backbone_timestamping_verify::signature::CalendarChain;
 use backbone_timestamping_verify::tlv::{self, Encoder, KsiString, Tlv};
 
@@ -45,7 +44,7 @@ pub const STATUS_DATABASE_MISSING: u64 = 0x201;
 ///
 /// [`Error::Ksi`] or [`Error::Unreachable`] if an element cannot be encoded (it always can).
 pub fn config(head: Option<u64>) -> Result<Vec<Tlv>, Error> {
-    let max_requests = u64::try_from(MAX_PAYLOADS).unwrap_or(u64::MAX);
+    let max_requests = u64::try_from(crate::http::MAX_REQUESTS_PER_PDU).unwrap_or(u64::MAX);
     let elements = [(0x04, Some(max_requests)), (0x11, Some(0)), (0x12, head)];
     elements
         .into_iter()

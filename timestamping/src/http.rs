@@ -25,7 +25,8 @@
 //! signed calendar round and that keyless signature is stored under the token's serial.
 //!
 //! Bodies above [`MAX_BODY`] are refused with 413 before they are read; a PDU carries at most
-//! [`backbone_timestamping_verify::pdu::MAX_PAYLOADS`] requests (more: 0x101, invalid request).
+//! [`MAX_REQUESTS_PER_PDU`] requests (more: 0x101, invalid request, before anything is signed),
+//! because the answer must fit in one PDU.
 //! The extender's statuses are in [`crate::extender`].
 
 use std::sync::Arc;
@@ -61,6 +62,12 @@ pub const TSA_CLIENT_ID: &str = "rfc3161";
 pub const TIMESTAMP_QUERY: &str = "application/timestamp-query";
 /// The media type of RFC 3161 replies.
 pub const TIMESTAMP_REPLY: &str = "application/timestamp-reply";
+
+/// Most requests one aggregator or extender PDU may carry. A response PDU is one TLV16 element
+/// of at most 65,535 bytes; a signature is about 1.4 KB and a calendar chain up to 64 links of
+/// 35 bytes, so 24 answers always fit, whatever the round size and the calendar height. More
+/// requests go in more PDUs (on the same connection).
+pub const MAX_REQUESTS_PER_PDU: usize = 24;
 
 /// KSI service status: the request PDU does not decode.
 pub const STATUS_INVALID_REQUEST: u64 = 0x101;
@@ -333,6 +340,10 @@ async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
         let bytes = error_pdu(TAG_EXTENDER_RESPONSE, STATUS_AUTHENTICATION_FAILURE, "unknown login id or wrong HMAC");
         return pdu_response(bytes, StatusCode::UNAUTHORIZED);
     }
+    if request.payloads.len() > MAX_REQUESTS_PER_PDU {
+        let message = format!("{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}", request.payloads.len());
+        return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
+    }
     let handle = state.handle.clone();
     let payloads = request.payloads.clone();
     // Each chain is up to 64 calendar reads: off the async threads.
@@ -373,6 +384,10 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
     if !login_ok || request.check_mac(&state.auth.key, HashAlgorithm::Sha256).is_err() {
         let bytes = error_pdu(STATUS_AUTHENTICATION_FAILURE, "unknown login id or wrong HMAC");
         return pdu_response(bytes, StatusCode::UNAUTHORIZED);
+    }
+    if request.payloads.len() > MAX_REQUESTS_PER_PDU {
+        let message = format!("{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}", request.payloads.len());
+        return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
     }
     let client_id: KsiString = state.auth.login_id.as_str().into();
     let tasks: Vec<_> = request

@@ -142,6 +142,22 @@ async fn ksi_pdu_request_is_answered_with_a_signature_and_bad_mac_is_refused() {
     assert!(matches!(refused, Err(client::ClientError::Status { status: 401, .. })), "{refused:?}");
     let garbage = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/", b"\x02\x20\xff")).await.unwrap();
     assert!(matches!(garbage, Err(client::ClientError::Status { status: 400, .. })), "{garbage:?}");
+
+    // The most requests one PDU may carry are all answered in one PDU; one more is refused up
+    // front, before anything is signed.
+    let full = |n: u64| {
+        let header = Header { login_id: "anon".into(), instance_id: None, message_id: None };
+        let requests = (1..=n).map(|id| AggregationRequest { request_id: id, hash: document_hash(), level: None }).collect();
+        AggregatorRequest::new(header, requests).encode(PDU_KEY, HashAlgorithm::Sha256).unwrap()
+    };
+    let limit = backbone_timestamping::http::MAX_REQUESTS_PER_PDU as u64;
+    let body = full(limit);
+    let answer = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/", &body)).await.unwrap().unwrap();
+    let response = AggregatorResponse::decode(&answer).unwrap();
+    assert!((1..=limit).all(|id| response.payload(id).is_some_and(|p| p.status == 0)));
+    let body = full(limit + 1);
+    let over = tokio::task::spawn_blocking(move || client::call(addr, "POST", "/", &body)).await.unwrap();
+    assert!(matches!(over, Err(client::ClientError::Status { status: 400, .. })), "{over:?}");
     fixture.running.shutdown().await;
 }
 
@@ -248,7 +264,7 @@ async fn extender_pdu_extends_and_answers_ksi_statuses() {
     response.check_mac(PDU_KEY, HashAlgorithm::Sha256).unwrap();
     let config = response.config.unwrap();
     let value = |tag| config.iter().find(|t| t.tag == tag).map(|t| t.value.iter().fold(0u64, |n, b| n << 8 | u64::from(*b)));
-    assert_eq!(value(0x04), Some(1024));
+    assert_eq!(value(0x04), Some(backbone_timestamping::http::MAX_REQUESTS_PER_PDU as u64));
     assert_eq!(value(0x11), Some(0));
     assert!(value(0x12).unwrap() >= head);
     // The service keeps serving.
