@@ -163,9 +163,12 @@ fn lifecycle_over_the_admin_api_survives_kill_9() {
     // Acknowledged, then kill -9 at once: the change must be there after the restart.
     let (code, _, err) = remote(&["add-member", "EE/GOV/70000003", "South clinic"]);
     assert_eq!(code, 0, "{err}");
+    let pinned = std::fs::read(dir.join("reg/admin-api-cert.pem")).unwrap();
     server.0.kill().unwrap();
     server.0.wait().unwrap();
     let _server = serve(dir, conf_port, admin_port);
+    // Administrators pin the admin API's certificate: a restart with the same key keeps it.
+    assert_eq!(std::fs::read(dir.join("reg/admin-api-cert.pem")).unwrap(), pinned);
     let (code, shown, err) = remote(&["show"]);
     assert_eq!(code, 0, "{err}");
     assert!(shown.contains("EE/GOV/70000003"), "{shown}");
