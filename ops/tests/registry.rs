@@ -4,25 +4,17 @@
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 use backbone_registry::anchor::Anchor;
+use common::{Killed, command};
 use backbone_registry::client::{ClientConfig, ConfClient};
-
-fn command(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backbone"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BACKBONE_HSM__KEY_DIR", dir.join("keys"))
-        .env("BACKBONE_TELEMETRY__LOG_FILTER", "warn");
-    command
-}
 
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
     let Output { status, stdout, stderr } = command(dir).args(args).output().unwrap();
@@ -33,16 +25,6 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     let (code, out, err) = run(dir, args);
     assert_eq!(code, 0, "{args:?}: {err}");
     out
-}
-
-/// A child process killed when the test ends, passed or failed, so none outlives it.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn free_port() -> u16 {

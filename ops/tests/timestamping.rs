@@ -6,10 +6,13 @@
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use common::command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,17 +28,6 @@ use backbone_timestamping_verify::chain;
 
 /// The e-mail address the service puts in the publications signer's certificate by default.
 const SIGNER_EMAIL: &str = "publications@backbone.invalid";
-
-fn command(dir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_backbone"));
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BACKBONE_HSM__KEY_DIR", dir.join("keys"))
-        .env("BACKBONE_TELEMETRY__LOG_FILTER", "warn");
-    command
-}
 
 /// Starts the service and returns it with the address it printed.
 fn serve(dir: &Path) -> (Child, SocketAddr) {
