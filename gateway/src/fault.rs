@@ -118,6 +118,35 @@ impl Code {
     }
 }
 
+impl Code {
+    /// The code named `name` (the part after the origin prefix), if it is one.
+    pub fn from_name(name: &str) -> Option<Code> {
+        ALL_CODES.iter().copied().find(|c| c.as_str() == name)
+    }
+}
+
+/// Every code, for parsing.
+const ALL_CODES: [Code; 18] = [
+    Code::BadRequest,
+    Code::InvalidClientIdentifier,
+    Code::InvalidServiceIdentifier,
+    Code::MissingHealthContext,
+    Code::UnknownMember,
+    Code::UnknownService,
+    Code::AccessDenied,
+    Code::SslAuthenticationFailed,
+    Code::OutdatedGlobalConf,
+    Code::InvalidSignatureValue,
+    Code::Replay,
+    Code::RequestTooLarge,
+    Code::Timeout,
+    Code::NetworkError,
+    Code::ServiceFailed,
+    Code::DatabaseError,
+    Code::TimestampingFailed,
+    Code::InternalError,
+];
+
 // === impl Fault ===
 
 impl Fault {

@@ -12,9 +12,14 @@
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod conf;
 pub mod fault;
+pub mod peers;
 pub mod r1;
+pub mod replay;
+pub mod rights;
 pub mod signed;
+pub mod wire;
 
 #[doc(hidden)]
 pub mod fuzzing;
