@@ -160,6 +160,16 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// A wrapped key did not authenticate under the wrapping key: the bytes were changed, or
+    /// another key wrapped them.
+    #[error("wrapped key does not unwrap with key '{label}' in {store} (tampered, or wrapped by another key)")]
+    Unwrap {
+        /// The wrapping key's label.
+        label: String,
+        /// The key store.
+        store: String,
+    },
+
     // --- Us. ---
     /// A bug in this crate.
     #[error("internal error: {0} (please report this)")]

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! Open a store with [`config::open`], get a [`Signer`] from [`KeyStore::signer`], check signatures
-//! with [`PublicKey::verify`] and batch proofs with [`batch::BatchSignature::verify`].
+//! with [`PublicKey::verify`] and batch proofs with [`batch::BatchSignature::verify`]. Data keys
+//! are wrapped by a secret key in the store through [`KeyStore::wrapper`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod pkcs11;
 pub mod signer;
 pub mod software;
+pub mod wrap;
 // Built on any signer.
 pub mod batch;
 pub mod cert;
@@ -37,3 +39,4 @@ pub use crate::error::Error;
 pub use crate::metrics::Metrics;
 pub use crate::public_key::PublicKey;
 pub use crate::signer::{KeyStore, Pin, Signer};
+pub use crate::wrap::Wrapper;

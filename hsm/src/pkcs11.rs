@@ -19,7 +19,8 @@
 //!   `CKR_USER_NOT_LOGGED_IN`, `CKR_DEVICE_REMOVED`, `CKR_CRYPTOKI_NOT_INITIALIZED`, ...), the
 //!   store re-opens its sessions, logs in again and retries, up to
 //!   [`Pkcs11Config::reconnect_attempts`] times, then reports [`Error::TokenUnavailable`].
-//! - Private keys are generated on the token as sensitive and non-extractable.
+//! - Private keys are generated on the token as sensitive and non-extractable, and so are the
+//!   AES-256 wrapping keys of [`crate::wrap`] (`CKM_AES_KEY_GEN`, used with `CKM_AES_GCM`).
 //!
 //! [v2.40 base specification]: https://docs.oasis-open.org/pkcs11/pkcs11-base/v2.40/os/pkcs11-base-v2.40-os.html
 //! [v2.40 current mechanisms]: https://docs.oasis-open.org/pkcs11/pkcs11-curr/v2.40/os/pkcs11-curr-v2.40-os.html
@@ -36,6 +37,7 @@ use cryptoki::types::AuthPin;
 
 use crate::config::Pkcs11Config;
 use crate::signer::{KeyInfo, KeyStore, Signer, check_algorithm, check_label};
+use crate::wrap::Wrapper;
 use crate::{Error, KeyType, Metrics, Pin, PublicKey, SignatureAlgorithm};
 
 mod keys;
@@ -43,11 +45,13 @@ mod module;
 mod pool;
 mod rv;
 mod signer;
+mod wrap;
 
 use self::keys::{ExportError, Half};
 use self::module::Module;
 use self::pool::{Failure, FindError, Lease, Token};
 pub use self::signer::Pkcs11Signer;
+pub use self::wrap::Pkcs11Wrapper;
 
 /// Longest token label PKCS#11 can store (`CK_TOKEN_INFO.label` is 32 bytes).
 pub const MAX_TOKEN_LABEL_LEN: usize = 32;
@@ -259,6 +263,39 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Arc<dyn Signer>, Error> {
         Ok(Arc::new(self.pkcs11_signer(label, algorithm)?))
+    }
+
+    fn generate_wrapping_key(&self, label: &str) -> Result<(), Error> {
+        check_label(label)?;
+        let _generating = self.generating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.token.run(|session, lease| {
+            self.require_mechanism(session, lease, MechanismType::AES_KEY_GEN, "wrapping key")?;
+            self.require_mechanism(session, lease, MechanismType::AES_GCM, "wrapping key")?;
+            match keys::find(session, label, Half::Secret) {
+                Ok(None) => {}
+                Ok(Some(_)) => {
+                    return Err(Failure::Fatal(Error::KeyExists { label: label.to_owned(), store: self.describe() }));
+                }
+                Err(e) => return Err(self.token.failure(&e, "find key", session, lease)),
+            }
+            keys::generate_wrapping_key(session, label)
+                .map_err(|e| self.token.failure(&e, "generate wrapping key", session, lease))
+        })?;
+        tracing::info!(token = %self.token.label, label, "generated AES-256 wrapping key on PKCS#11 token");
+        Ok(())
+    }
+
+    fn wrapper(&self, label: &str) -> Result<Arc<dyn Wrapper>, Error> {
+        check_label(label)?;
+        self.token.run(|session, lease| {
+            self.require_mechanism(session, lease, MechanismType::AES_GCM, "wrapping key")?;
+            match keys::find(session, label, Half::Secret) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(Failure::Fatal(self.no_such_key(label, Half::Secret))),
+                Err(e) => Err(self.token.failure(&e, "find key", session, lease)),
+            }
+        })?;
+        Ok(Arc::new(Pkcs11Wrapper::new(Arc::clone(&self.token), label)))
     }
 }
 

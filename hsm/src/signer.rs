@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+use crate::wrap::Wrapper;
 use crate::{Error, KeyType, PublicKey, SignatureAlgorithm};
 
 /// Longest key label we accept; PKCS#11 tokens commonly allow 32 to 64 bytes.
@@ -61,6 +62,24 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     ///
     /// [`Error::NoSuchKey`], [`Error::AlgorithmMismatch`] or [`Error::MechanismNotSupported`].
     fn signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Arc<dyn Signer>, Error>;
+
+    /// Generates an AES-256 wrapping key labelled `label` (see [`crate::wrap`]). On a token it is
+    /// a persistent secret key, sensitive and not extractable, usable only to encrypt and decrypt.
+    ///
+    /// Wrapping keys and key pairs are told apart by kind: a wrapping key and a key pair MAY share
+    /// a label.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::KeyExists`] when a wrapping key with this label exists.
+    fn generate_wrapping_key(&self, label: &str) -> Result<(), Error>;
+
+    /// A wrapper over the wrapping key labelled `label`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoSuchKey`] (kind "secret") or [`Error::MechanismNotSupported`].
+    fn wrapper(&self, label: &str) -> Result<Arc<dyn Wrapper>, Error>;
 }
 
 /// What a store knows about one of its key pairs.

@@ -1,8 +1,10 @@
 //! Software keys for development and for the demo when no PKCS#11 module is configured.
 //!
-//! Each key is a PKCS#8 DER file `<label>.p8` in one directory. Files are created with mode 0600 (the
-//! directory with 0700), never overwritten, and synced before key generation returns. Keys sign with
-//! ring; RSA keys are generated with OpenSSL because ring cannot generate them.
+//! Each key pair is a PKCS#8 DER file `<label>.p8` in one directory, and each wrapping key (see
+//! [`crate::wrap`]) the 32 raw bytes of an AES-256 key in `<label>.aes` beside them. Files are
+//! created with mode 0600 (the directory with 0700), never overwritten, and synced before key
+//! generation returns. Keys sign and wrap with ring; RSA keys are generated with OpenSSL because
+//! ring cannot generate them.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -11,16 +13,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openssl::pkey::PKey;
-use ring::rand::SystemRandom;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self as ring_sig, KeyPair};
+use zeroize::Zeroizing;
 
 use crate::signer::{KeyInfo, KeyStore, Signer, check_algorithm, check_label};
+use crate::wrap::{self, IV_LEN, WRAPPING_KEY_LEN, Wrapper};
 use crate::{Error, KeyType, PublicKey, SignatureAlgorithm};
 
 /// Largest key file we read: an RSA-3072 PKCS#8 file is about 1,800 bytes.
 pub const MAX_KEY_FILE_LEN: u64 = 16 * 1024;
 
 const KEY_FILE_EXTENSION: &str = "p8";
+
+const WRAPPING_KEY_FILE_EXTENSION: &str = "aes";
 
 /// A directory of PKCS#8 key files.
 #[derive(Debug, Clone)]
@@ -34,6 +41,14 @@ pub struct SoftwareSigner {
     algorithm: SignatureAlgorithm,
     public_key: PublicKey,
     key: SoftKey,
+    rng: SystemRandom,
+}
+
+/// A software AES-256 wrapping key loaded in memory, wrapping with ring's AES-256-GCM.
+pub struct SoftwareWrapper {
+    label: String,
+    store: String,
+    key: LessSafeKey,
     rng: SystemRandom,
 }
 
@@ -68,17 +83,32 @@ impl SoftwareKeyStore {
         SoftwareSigner::from_pkcs8(label, &pkcs8, algorithm)
     }
 
+    /// Loads the wrapping key with this label into a [`SoftwareWrapper`].
+    pub fn load_wrapper(&self, label: &str) -> Result<SoftwareWrapper, Error> {
+        let path = self.path_with(label, WRAPPING_KEY_FILE_EXTENSION)?;
+        let bytes = Zeroizing::new(self.read_path(label, "secret", path)?);
+        SoftwareWrapper::new(label, self.describe(), &bytes)
+    }
+
     fn path(&self, label: &str) -> Result<PathBuf, Error> {
+        self.path_with(label, KEY_FILE_EXTENSION)
+    }
+
+    fn path_with(&self, label: &str, extension: &str) -> Result<PathBuf, Error> {
         check_label(label)?;
-        Ok(self.dir.join(format!("{label}.{KEY_FILE_EXTENSION}")))
+        Ok(self.dir.join(format!("{label}.{extension}")))
     }
 
     fn read(&self, label: &str) -> Result<Vec<u8>, Error> {
         let path = self.path(label)?;
+        self.read_path(label, "key", path)
+    }
+
+    fn read_path(&self, label: &str, kind: &'static str, path: PathBuf) -> Result<Vec<u8>, Error> {
         let meta = match fs::metadata(&path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoSuchKey { label: label.to_owned(), kind: "key", store: self.describe() });
+                return Err(Error::NoSuchKey { label: label.to_owned(), kind, store: self.describe() });
             }
             Err(source) => return Err(Error::KeyFile { path, source }),
         };
@@ -90,6 +120,10 @@ impl SoftwareKeyStore {
 
     fn write_new(&self, label: &str, pkcs8: &[u8]) -> Result<(), Error> {
         let path = self.path(label)?;
+        self.write_new_path(label, path, pkcs8)
+    }
+
+    fn write_new_path(&self, label: &str, path: PathBuf, pkcs8: &[u8]) -> Result<(), Error> {
         let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -149,6 +183,67 @@ impl KeyStore for SoftwareKeyStore {
 
     fn signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Arc<dyn Signer>, Error> {
         Ok(Arc::new(self.load(label, algorithm)?))
+    }
+
+    fn generate_wrapping_key(&self, label: &str) -> Result<(), Error> {
+        let path = self.path_with(label, WRAPPING_KEY_FILE_EXTENSION)?;
+        let mut key = Zeroizing::new([0; WRAPPING_KEY_LEN]);
+        SystemRandom::new().fill(key.as_mut()).map_err(|e| Error::crypto("aes-256 keygen", e))?;
+        self.write_new_path(label, path, key.as_ref())?;
+        tracing::info!(label, "generated software wrapping key");
+        Ok(())
+    }
+
+    fn wrapper(&self, label: &str) -> Result<Arc<dyn Wrapper>, Error> {
+        Ok(Arc::new(self.load_wrapper(label)?))
+    }
+}
+
+// === impl SoftwareWrapper ===
+
+impl SoftwareWrapper {
+    fn new(label: &str, store: String, key: &[u8]) -> Result<Self, Error> {
+        if key.len() != WRAPPING_KEY_LEN {
+            let reason = format!("{} bytes, expected {WRAPPING_KEY_LEN}", key.len());
+            return Err(Error::decode("wrapping key file", reason));
+        }
+        let key = UnboundKey::new(&aead::AES_256_GCM, key).map_err(|e| Error::crypto("load wrapping key", e))?;
+        Ok(SoftwareWrapper { label: label.to_owned(), store, key: LessSafeKey::new(key), rng: SystemRandom::new() })
+    }
+}
+
+impl Wrapper for SoftwareWrapper {
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn wrap(&self, key: &[u8]) -> Result<Vec<u8>, Error> {
+        wrap::check_key(key)?;
+        let mut iv = [0; IV_LEN];
+        self.rng.fill(&mut iv).map_err(|e| Error::crypto("wrap", e))?;
+        let mut sealed = key.to_vec();
+        let nonce = Nonce::assume_unique_for_key(iv);
+        let sealing = self.key.seal_in_place_append_tag(nonce, Aad::from(wrap::ASSOCIATED_DATA), &mut sealed);
+        sealing.map_err(|e| Error::crypto("wrap", e))?;
+        Ok(wrap::assemble(&iv, &sealed))
+    }
+
+    fn unwrap(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let parts = wrap::parse(wrapped)?;
+        let mut buffer = Zeroizing::new(parts.sealed.to_vec());
+        let nonce = Nonce::assume_unique_for_key(*parts.iv);
+        let opened = self.key.open_in_place(nonce, Aad::from(wrap::ASSOCIATED_DATA), &mut buffer);
+        let len = opened
+            .map_err(|_| Error::Unwrap { label: self.label.clone(), store: self.store.clone() })?
+            .len();
+        buffer.truncate(len);
+        Ok(buffer)
+    }
+}
+
+impl std::fmt::Debug for SoftwareWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftwareWrapper").field("label", &self.label).finish_non_exhaustive()
     }
 }
 

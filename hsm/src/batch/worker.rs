@@ -206,6 +206,7 @@ pub(super) fn duplicate(error: &Error) -> Error {
         Error::BatchSignerStopped { label } => Error::BatchSignerStopped { label: label.clone() },
         Error::Decode { what, reason } => Error::Decode { what, reason: reason.clone() },
         Error::BadSignature { algorithm, reason } => Error::BadSignature { algorithm: algorithm.clone(), reason },
+        Error::Unwrap { label, store } => Error::Unwrap { label: label.clone(), store: store.clone() },
         Error::Unreachable(what) => Error::Unreachable(what),
     }
 }

@@ -25,11 +25,12 @@ const RSA_EXPONENT: &[u8] = &[0x01, 0x00, 0x01];
 /// Length of the random `CKA_ID` shared by the two halves of a generated key pair.
 const KEY_ID_LEN: u32 = 16;
 
-/// Which half of a key pair.
+/// Which half of a key pair, or a secret (wrapping) key, which is found the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Half {
     Private,
     Public,
+    Secret,
 }
 
 impl Half {
@@ -37,6 +38,7 @@ impl Half {
         match self {
             Half::Private => ObjectClass::PRIVATE_KEY,
             Half::Public => ObjectClass::PUBLIC_KEY,
+            Half::Secret => ObjectClass::SECRET_KEY,
         }
     }
 
@@ -45,6 +47,7 @@ impl Half {
         match self {
             Half::Private => "private",
             Half::Public => "public",
+            Half::Secret => "secret",
         }
     }
 }
@@ -66,7 +69,7 @@ pub(crate) fn generation_mechanism(key_type: KeyType) -> MechanismType {
 pub(crate) fn find(session: &Session, label: &str, half: Half) -> cryptoki::error::Result<Option<ObjectHandle>> {
     let template = [Attribute::Class(half.class()), Attribute::Label(label.as_bytes().to_vec())];
     let found = session.find_objects(&template)?.into_iter().next();
-    if found.is_none() && half == Half::Private {
+    if found.is_none() && half != Half::Public {
         let state = session.get_session_info()?.session_state();
         if !matches!(state, SessionState::RoUser | SessionState::RwUser) {
             return Err(cryptoki::error::Error::Pkcs11(RvError::UserNotLoggedIn, Function::FindObjects));
@@ -114,6 +117,30 @@ pub(crate) fn generate(session: &Session, label: &str, key_type: KeyType) -> cry
     ];
     let (public, _private) = session.generate_key_pair(&mechanism, &public, &private)?;
     Ok(public)
+}
+
+/// Generates an AES-256 secret key for wrapping on the token; returns its handle.
+pub(crate) fn generate_wrapping_key(session: &Session, label: &str) -> cryptoki::error::Result<ObjectHandle> {
+    let id = session.generate_random_vec(KEY_ID_LEN)?;
+    let len = u64::try_from(crate::wrap::WRAPPING_KEY_LEN).unwrap_or(32);
+    // Like a private key: kept on the token, sensitive, never extractable, and usable only to
+    // encrypt and decrypt the caller's bytes (not to wrap other key objects out of the token).
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(CkKeyType::AES),
+        Attribute::ValueLen(len.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Id(id),
+    ];
+    session.generate_key(&Mechanism::AesKeyGen, &template)
 }
 
 /// Why a public key could not be read.
