@@ -14,6 +14,7 @@
 pub mod access;
 pub mod conf;
 pub mod fault;
+pub mod log;
 pub mod peers;
 pub mod r1;
 pub mod replay;

@@ -1,0 +1,261 @@
+//! The message log's RocksDB layout: one directory, a column family per kind of entry.
+//!
+//! ```text
+//!  column family  key                                      value
+//!  records        seq:u64                                  canonical record (record.rs)
+//!  bodies         seq:u64                                  nonce ‖ AES-256-GCM ciphertext ‖ tag (body.rs)
+//!  subjects       len:u16 ‖ data subject ‖ !seq:u64        empty (request records only; !seq
+//!                                                          = u64::MAX - seq, so newest first)
+//!  proofs         seq:u64                                  record proof (batch.rs)
+//!  batches        first_seq:u64                            batch with its KSI signature (batch.rs)
+//!  meta           "data_key"                               the data key, wrapped by the HSM key
+//!                 "stamped_through"                        u64: records below it are stamped
+//! ```
+//!
+//! Integers are big-endian, so keys sort by number. Every write is one synced write batch: when a
+//! write returns, it is in the fsynced write-ahead log. Committed records are never overwritten:
+//! only the commit thread writes `records`, `bodies` and `subjects`, always at new sequence
+//! numbers.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use super::LogError;
+use super::batch::{Batch, RecordProof};
+use super::record::{self, Hash, Record};
+
+/// Column family of the canonical records.
+pub const CF_RECORDS: &str = "records";
+/// Column family of the encrypted bodies.
+pub const CF_BODIES: &str = "bodies";
+/// Column family of the data-subject index.
+pub const CF_SUBJECTS: &str = "subjects";
+/// Column family of the records' proofs.
+pub const CF_PROOFS: &str = "proofs";
+/// Column family of the timestamped batches.
+pub const CF_BATCHES: &str = "batches";
+/// Column family of the log's own settings.
+pub const CF_META: &str = "meta";
+/// Every column family, for tools that open the directory themselves.
+pub const COLUMN_FAMILIES: [&str; 6] = [CF_RECORDS, CF_BODIES, CF_SUBJECTS, CF_PROOFS, CF_BATCHES, CF_META];
+
+const KEY_DATA_KEY: &[u8] = b"data_key";
+const KEY_STAMPED_THROUGH: &[u8] = b"stamped_through";
+
+/// The open RocksDB directory.
+pub(crate) struct Store {
+    db: DB,
+    dir: PathBuf,
+}
+
+/// One record ready to be written.
+pub(crate) struct Row<'a> {
+    pub(crate) seq: u64,
+    pub(crate) encoded: &'a [u8],
+    pub(crate) sealed_body: &'a [u8],
+    /// Set for request records with a data subject.
+    pub(crate) subject: Option<&'a str>,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Opens (creating if missing) the log directory.
+    pub(crate) fn open(dir: &Path) -> Result<Self, LogError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        let families = COLUMN_FAMILIES.into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| storage(dir, e))?;
+        Ok(Store { db, dir: dir.to_owned() })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The next sequence number and the last record's hash ([`record::GENESIS`] when empty).
+    pub(crate) fn head(&self) -> Result<(u64, Hash), LogError> {
+        let mut last = self.db.iterator_cf(self.cf(CF_RECORDS)?, IteratorMode::End);
+        let Some(item) = last.next() else { return Ok((0, record::GENESIS)) };
+        let (key, value) = item.map_err(|e| self.storage(e))?;
+        let seq = seq_key(&key).ok_or_else(|| self.corrupt(0, "record key is not 8 bytes"))?;
+        let decoded = Record::decode(&value).map_err(|e| self.corrupt(seq, e))?;
+        if decoded.seq != seq {
+            return Err(self.corrupt(seq, format!("stored under key {seq} but holds seq {}", decoded.seq)));
+        }
+        Ok((seq.saturating_add(1), record::record_hash(&value)))
+    }
+
+    pub(crate) fn data_key(&self) -> Result<Option<Vec<u8>>, LogError> {
+        self.db.get_cf(self.cf(CF_META)?, KEY_DATA_KEY).map_err(|e| self.storage(e))
+    }
+
+    pub(crate) fn put_data_key(&self, wrapped: &[u8]) -> Result<(), LogError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META)?, KEY_DATA_KEY, wrapped);
+        self.write(batch)
+    }
+
+    /// Writes `rows` in one synced write.
+    pub(crate) fn append(&self, rows: &[Row<'_>]) -> Result<(), LogError> {
+        let (records, bodies, subjects) = (self.cf(CF_RECORDS)?, self.cf(CF_BODIES)?, self.cf(CF_SUBJECTS)?);
+        let mut batch = WriteBatch::default();
+        for row in rows {
+            let key = row.seq.to_be_bytes();
+            batch.put_cf(records, key, row.encoded);
+            batch.put_cf(bodies, key, row.sealed_body);
+            if let Some(subject) = row.subject {
+                batch.put_cf(subjects, subject_key(subject, row.seq), []);
+            }
+        }
+        self.write(batch)
+    }
+
+    pub(crate) fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
+        self.db.get_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))
+    }
+
+    pub(crate) fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
+        self.db.get_cf(self.cf(CF_BODIES)?, seq.to_be_bytes()).map_err(|e| self.storage(e))
+    }
+
+    /// The encoded records `from .. to`, in order.
+    pub(crate) fn records(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_RECORDS)?, mode) {
+            let (key, value) = item.map_err(|e| self.storage(e))?;
+            let seq = seq_key(&key).ok_or_else(|| self.corrupt(from, "record key is not 8 bytes"))?;
+            if seq >= to {
+                break;
+            }
+            out.push((seq, value.into_vec()));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn proof(&self, seq: u64) -> Result<Option<RecordProof>, LogError> {
+        let Some(bytes) = self.db.get_cf(self.cf(CF_PROOFS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))? else {
+            return Ok(None);
+        };
+        RecordProof::decode(&bytes).map(Some).map_err(|e| self.corrupt(seq, format!("proof: {e}")))
+    }
+
+    pub(crate) fn batch(&self, first_seq: u64) -> Result<Option<Batch>, LogError> {
+        let key = first_seq.to_be_bytes();
+        let Some(bytes) = self.db.get_cf(self.cf(CF_BATCHES)?, key).map_err(|e| self.storage(e))? else {
+            return Ok(None);
+        };
+        Batch::decode(&bytes).map(Some).map_err(|e| self.corrupt(first_seq, format!("batch: {e}")))
+    }
+
+    /// The batches that cover any record in `from .. to`, in order.
+    pub(crate) fn batches(&self, from: u64, to: u64) -> Result<Vec<Batch>, LogError> {
+        let mut out = Vec::new();
+        // The batch covering `from` starts at or before it: step back to the last one that does.
+        let start = from.to_be_bytes();
+        let back = self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::From(&start, Direction::Reverse));
+        let forward = self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::From(&start, Direction::Forward));
+        for item in back.take(1).chain(forward) {
+            let (key, value) = item.map_err(|e| self.storage(e))?;
+            let first = seq_key(&key).ok_or_else(|| self.corrupt(from, "batch key is not 8 bytes"))?;
+            if first >= to {
+                break;
+            }
+            let batch = Batch::decode(&value).map_err(|e| self.corrupt(first, format!("batch: {e}")))?;
+            let end = batch.first_seq.saturating_add(batch.count);
+            if end > from && out.last().is_none_or(|b: &Batch| b.first_seq != batch.first_seq) {
+                out.push(batch);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn stamped_through(&self) -> Result<u64, LogError> {
+        match self.db.get_cf(self.cf(CF_META)?, KEY_STAMPED_THROUGH).map_err(|e| self.storage(e))? {
+            None => Ok(0),
+            Some(bytes) => seq_key(&bytes).ok_or_else(|| self.corrupt(0, "stamped_through is not 8 bytes")),
+        }
+    }
+
+    /// Stores a stamped batch, its records' proofs and the new stamped-through mark in one
+    /// synced write.
+    pub(crate) fn put_batch(&self, batch: &Batch, proofs: &[RecordProof]) -> Result<(), LogError> {
+        let proofs_cf = self.cf(CF_PROOFS)?;
+        let mut write = WriteBatch::default();
+        for (i, proof) in (batch.first_seq..).zip(proofs) {
+            write.put_cf(proofs_cf, i.to_be_bytes(), proof.encode());
+        }
+        write.put_cf(self.cf(CF_BATCHES)?, batch.first_seq.to_be_bytes(), batch.encode());
+        let through = batch.first_seq.saturating_add(batch.count);
+        write.put_cf(self.cf(CF_META)?, KEY_STAMPED_THROUGH, through.to_be_bytes());
+        self.write(write)
+    }
+
+    /// Sequence numbers of request records about `subject`, newest first, after skipping
+    /// `offset`, at most `limit`.
+    pub(crate) fn by_subject(&self, subject: &str, offset: usize, limit: usize) -> Result<Vec<u64>, LogError> {
+        let prefix = subject_prefix(subject);
+        let mode = IteratorMode::From(&prefix, Direction::Forward);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SUBJECTS)?, mode).skip(offset) {
+            let (key, _) = item.map_err(|e| self.storage(e))?;
+            let Some(inverted) = key.strip_prefix(prefix.as_slice()) else { break };
+            let inverted = seq_key(inverted).ok_or_else(|| self.corrupt(0, "subject index key"))?;
+            if out.len() >= limit {
+                break;
+            }
+            out.push(u64::MAX - inverted);
+        }
+        Ok(out)
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), LogError> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(|e| self.storage(e))
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&ColumnFamily, LogError> {
+        self.db.cf_handle(name).ok_or_else(|| LogError::Storage {
+            dir: self.dir.clone(),
+            reason: format!("column family {name} is missing"),
+        })
+    }
+
+    fn storage(&self, error: rocksdb::Error) -> LogError {
+        storage(&self.dir, error)
+    }
+
+    fn corrupt(&self, seq: u64, reason: impl ToString) -> LogError {
+        LogError::Corrupt { seq, reason: reason.to_string() }
+    }
+}
+
+fn storage(dir: &Path, error: rocksdb::Error) -> LogError {
+    LogError::Storage { dir: dir.to_owned(), reason: error.into_string() }
+}
+
+fn seq_key(bytes: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// `len:u16 ‖ subject`: the length keeps one subject's keys from running into a longer one's.
+fn subject_prefix(subject: &str) -> Vec<u8> {
+    // Subjects are at most record::MAX_TEXT_LEN (4096) bytes, which fits in a u16.
+    let len = u16::try_from(subject.len()).unwrap_or(u16::MAX);
+    let mut key = Vec::with_capacity(2 + subject.len() + 8);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(subject.as_bytes());
+    key
+}
+
+fn subject_key(subject: &str, seq: u64) -> Vec<u8> {
+    let mut key = subject_prefix(subject);
+    key.extend_from_slice(&(u64::MAX - seq).to_be_bytes());
+    key
+}
