@@ -55,10 +55,10 @@ fn service_signature() -> (Vec<u8>, Imprint) {
     let closed = round.close(AT).unwrap();
     let store: Box<dyn CalendarStore> = Box::new(MemoryStore::new());
     let mut calendar = Calendar::open(store).unwrap();
-    let root = calendar.append(AT, closed.root.as_ref()).unwrap();
+    let root = calendar.append(AT, closed.root().as_ref()).unwrap();
     let chain = calendar.chain(AT, AT).unwrap();
     let record = signer.sign(PublicationData::new(AT, root)).unwrap();
-    let chain0 = closed.chains.into_iter().next().unwrap();
+    let chain0 = closed.chain(0).unwrap();
     let signature = Signature::new(None, vec![chain0], Some((chain, Anchor::CalendarAuth(record)))).unwrap();
     (signature.encode().unwrap(), document)
 }

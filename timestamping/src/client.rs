@@ -1,12 +1,16 @@
-//! A small blocking client for the JSON API and the extender PDU, for the CLI and tests: plain
-//! HTTP/1.1 over one TCP connection per call, bodies capped at [`MAX_RESPONSE`].
+//! A small blocking client for the JSON API and the aggregator and extender PDUs, for the CLI, a
+//! child aggregator and tests: plain HTTP/1.1 over one TCP connection per call, bodies capped at
+//! [`MAX_RESPONSE`].
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use backbone_timestamping_verify::imprint::HashAlgorithm;
-use backbone_timestamping_verify::pdu::{ExtendRequest, ExtenderRequest, ExtenderResponse, Header};
+use backbone_timestamping_verify::pdu::{
+    AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, ExtendRequest, ExtenderRequest, ExtenderResponse,
+    Header,
+};
 use backbone_timestamping_verify::signature::CalendarChain;
 
 use crate::http::{PublicationJson, SignRequest, SignResponse};
@@ -132,7 +136,7 @@ pub fn extend_pdu(
     let header = Header { login_id: login_id.into(), instance_id: None, message_id: None };
     let payload = ExtendRequest { request_id: EXTEND_REQUEST_ID, aggregation_time, publication_time };
     let request = ExtenderRequest::new(header, vec![payload]).encode(key, HashAlgorithm::Sha256).map_err(|e| malformed(addr, e))?;
-    let (_, body) = exchange(addr, "POST", "/extend", "application/ksi-request", &request)?;
+    let (_, body) = exchange(addr, "POST", "/extend", "application/ksi-request", &request, DEFAULT_TIMEOUT)?;
     let response = ExtenderResponse::decode(&body).map_err(|e| malformed(addr, e))?;
     let refused = |e: backbone_timestamping_verify::Error| match e {
         backbone_timestamping_verify::Error::Service { status, message, .. } => ClientError::Refused { addr, status, message },
@@ -142,6 +146,47 @@ pub fn extend_pdu(
     let payload = response.payload(EXTEND_REQUEST_ID).ok_or_else(|| malformed(addr, "no answer to the extend request"))?;
     let chain = payload.chain().map_err(refused)?.clone();
     Ok((chain, body))
+}
+
+/// Sends one aggregation request in an aggregator PDU sealed with `key` under `header`'s login
+/// id to `path` at `addr`, and returns the answer to it, the response's MAC checked: what a
+/// child aggregator does with each round root. Waits at most `timeout` to connect and between
+/// reads.
+///
+/// # Errors
+///
+/// [`ClientError::Refused`] with the KSI status of an error PDU or of the payload;
+/// [`ClientError::Io`] (a timeout is [`std::io::ErrorKind::WouldBlock`] or `TimedOut`),
+/// [`ClientError::Status`] for an HTTP error without a PDU, [`ClientError::Malformed`] for a
+/// wrong MAC or an answer without the request's id.
+pub fn aggregate(
+    addr: SocketAddr,
+    path: &str,
+    header: Header,
+    key: &[u8],
+    request: AggregationRequest,
+    timeout: Duration,
+) -> Result<AggregationResponse, ClientError> {
+    let id = request.request_id;
+    let pdu = AggregatorRequest::new(header, vec![request]).encode(key, HashAlgorithm::Sha256).map_err(|e| malformed(addr, e))?;
+    let (status, body) = exchange(addr, "POST", path, "application/ksi-request", &pdu, timeout)?;
+    let response = match AggregatorResponse::decode(&body) {
+        Ok(response) => response,
+        Err(_) if !(200..300).contains(&status) => {
+            return Err(ClientError::Status { addr, status, body: String::from_utf8_lossy(&body).into_owned() });
+        }
+        Err(e) => return Err(malformed(addr, e)),
+    };
+    response.check_mac(key, HashAlgorithm::Sha256).map_err(|e| match e {
+        backbone_timestamping_verify::Error::Service { status, message, .. } => ClientError::Refused { addr, status, message },
+        e => malformed(addr, e),
+    })?;
+    let payload = response.payload(id).ok_or_else(|| malformed(addr, format!("no answer to request {id}")))?;
+    if payload.status != 0 {
+        let message = payload.error_message.clone().unwrap_or_default().to_string();
+        return Err(ClientError::Refused { addr, status: payload.status, message });
+    }
+    Ok(payload.clone())
 }
 
 /// One HTTP/1.1 call; returns the body of a 2xx answer.
@@ -160,7 +205,7 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<V
 ///
 /// [`ClientError`] for connection, status or format problems.
 pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
-    let (status, body) = exchange(addr, method, path, content_type, body)?;
+    let (status, body) = exchange(addr, method, path, content_type, body, DEFAULT_TIMEOUT)?;
     if !(200..300).contains(&status) {
         return Err(ClientError::Status { addr, status, body: String::from_utf8_lossy(&body).into_owned() });
     }
@@ -168,10 +213,18 @@ pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: 
 }
 
 /// One HTTP/1.1 call; returns the status and the body, whatever the status.
-fn exchange(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), ClientError> {
     let io = |source| ClientError::Io { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, DEFAULT_TIMEOUT).map_err(io)?;
-    stream.set_read_timeout(Some(DEFAULT_TIMEOUT)).map_err(io)?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()

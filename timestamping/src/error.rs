@@ -2,10 +2,11 @@
 //!
 //! Variants are grouped by who has to act: the client that sent a bad request
 //! ([`Error::Request`], [`Error::Pushback`]), the operator ([`Error::Config`]), the environment
-//! ([`Error::Store`], [`Error::Hsm`]), the caller of the calendar ([`Error::History`],
+//! ([`Error::Store`], [`Error::Hsm`], [`Error::Parent`]), the caller of the calendar ([`Error::History`],
 //! [`Error::NotInCalendar`]) and us ([`Error::Unreachable`]).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Errors from the timestamping service.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,17 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A child aggregator's parent did not answer a round root, or its answer was unusable; every
+    /// request of the round gets this error, and the next round tries again.
+    #[error("round {round}: parent aggregator at {parent}: {source}")]
+    Parent {
+        /// The child's round time (its own clock, seconds since 1970).
+        round: u64,
+        /// The parent's URL.
+        parent: String,
+        /// What went wrong.
+        source: ParentError,
+    },
     /// KSI encoding or hashing failed.
     #[error(transparent)]
     Ksi(#[from] backbone_timestamping_verify::Error),
@@ -93,6 +105,21 @@ pub enum Error {
     /// A bug in this crate.
     #[error("internal error: {0} (please report this)")]
     Unreachable(&'static str),
+}
+
+/// Why a parent aggregator's answer to a round root is missing or unusable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParentError {
+    /// No answer within the child's timeout.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The call failed: no connection, an HTTP error, a KSI status, a wrong MAC.
+    #[error(transparent)]
+    Call(crate::client::ClientError),
+    /// The answer does not make the round's requests into valid signatures.
+    #[error("unusable answer: {0}")]
+    Answer(String),
 }
 
 /// Why a calendar store operation failed.

@@ -28,6 +28,12 @@
 //! [`MAX_REQUESTS_PER_PDU`] requests (more: 0x101, invalid request, before anything is signed),
 //! because the answer must fit in one PDU.
 //! The extender's statuses are in [`crate::extender`].
+//!
+//! The router runs over a [`Backend`]: the calendar's [`Handle`], or a child aggregator's
+//! [`child::Handle`], which signs through its parent and has no calendar: there the calendar
+//! routes (extender, publications, certificate) answer 404, or KSI status 0x101 to an extender
+//! PDU, and a round the parent failed is answered with KSI status 0x300 (0x301 when it did not
+//! answer in time), or HTTP 502 (504) on `POST /sign`.
 
 use std::sync::Arc;
 
@@ -46,7 +52,8 @@ use backbone_timestamping_verify::publication::PublicationData;
 use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Error;
+use crate::child;
+use crate::error::{Error, ParentError};
 use crate::round::Request;
 use crate::service::Handle;
 use crate::tsa::{self, FailureInfo, store::TokenStore};
@@ -79,6 +86,53 @@ pub const STATUS_INVALID_PAYLOAD: u64 = 0x103;
 pub const STATUS_TOO_MANY_REQUESTS: u64 = 0x106;
 /// KSI service status: the service failed.
 pub const STATUS_INTERNAL_ERROR: u64 = 0x200;
+/// KSI service status: the upstream (parent) aggregator failed the round.
+pub const STATUS_UPSTREAM_ERROR: u64 = 0x300;
+/// KSI service status: the upstream (parent) aggregator did not answer in time.
+pub const STATUS_UPSTREAM_TIMEOUT: u64 = 0x301;
+
+/// What signs behind the router.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// The top aggregator over the calendar: signs, extends, publishes.
+    Calendar(Handle),
+    /// A child aggregator: signs through its parent; no calendar here.
+    Child(child::Handle),
+}
+
+impl Backend {
+    /// Signs `request` in the backend's next round.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::sign`] and [`child::Handle::sign`].
+    pub async fn sign(&self, request: Request) -> Result<backbone_timestamping_verify::Signature, Arc<Error>> {
+        match self {
+            Backend::Calendar(handle) => handle.sign(request).await,
+            Backend::Child(handle) => handle.sign(request).await,
+        }
+    }
+
+    /// The calendar, for the routes that read it; `None` in a child aggregator.
+    pub fn calendar(&self) -> Option<&Handle> {
+        match self {
+            Backend::Calendar(handle) => Some(handle),
+            Backend::Child(_) => None,
+        }
+    }
+}
+
+impl From<Handle> for Backend {
+    fn from(handle: Handle) -> Self {
+        Backend::Calendar(handle)
+    }
+}
+
+impl From<child::Handle> for Backend {
+    fn from(handle: child::Handle) -> Self {
+        Backend::Child(handle)
+    }
+}
 
 /// Who may send PDUs: one login id and its HMAC key.
 #[derive(Clone)]
@@ -137,18 +191,29 @@ pub struct TsaFront {
 
 #[derive(Debug)]
 struct AppState {
-    handle: Handle,
+    backend: Backend,
     auth: PduAuth,
     tsa: Option<Arc<TsaFront>>,
 }
 
+impl AppState {
+    /// The calendar, or the 404 a child aggregator answers on calendar routes.
+    fn calendar(&self) -> Result<&Handle, Response> {
+        self.backend.calendar().ok_or_else(|| problem(StatusCode::NOT_FOUND, NO_CALENDAR.to_owned()))
+    }
+}
+
+/// What a child aggregator answers on the calendar's routes.
+const NO_CALENDAR: &str = "this aggregator has no calendar; ask its parent";
+
 /// The router; bind it wherever the caller chooses.
-pub fn router(handle: Handle, auth: PduAuth) -> Router {
-    router_with_tsa(handle, auth, None)
+pub fn router(backend: impl Into<Backend>, auth: PduAuth) -> Router {
+    router_with_tsa(backend, auth, None)
 }
 
 /// The router with the RFC 3161 routes answered by `tsa` (404 without it).
-pub fn router_with_tsa(handle: Handle, auth: PduAuth, tsa: Option<Arc<TsaFront>>) -> Router {
+pub fn router_with_tsa(backend: impl Into<Backend>, auth: PduAuth, tsa: Option<Arc<TsaFront>>) -> Router {
+    let backend = backend.into();
     Router::new()
         .route("/", post(pdu))
         .route("/extend", post(extender_pdu))
@@ -162,7 +227,7 @@ pub fn router_with_tsa(handle: Handle, auth: PduAuth, tsa: Option<Arc<TsaFront>>
         .route("/tsa/certificate.pem", get(tsa_certificate))
         .route("/tsa/{file}", get(tsa_proof))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Arc::new(AppState { handle, auth, tsa }))
+        .with_state(Arc::new(AppState { backend, auth, tsa }))
 }
 
 async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -187,7 +252,7 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         Ok(hash) => hash,
         Err(_) => return tsa_failure("cannot hash the token"),
     };
-    let signature = match state.handle.sign(Request { hash, level: 0, client_id: TSA_CLIENT_ID.into() }).await {
+    let signature = match state.backend.sign(Request { hash, level: 0, client_id: TSA_CLIENT_ID.into() }).await {
         Ok(signature) => signature,
         Err(e) => {
             tracing::warn!(serial = %token.serial, error = %e, "time-stamp token not anchored in the calendar; not answered");
@@ -254,7 +319,7 @@ async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("hash is not a hex imprint: {e}")),
     };
     let request = Request { hash, level: request.level, client_id: JSON_CLIENT_ID.into() };
-    match state.handle.sign(request).await {
+    match state.backend.sign(request).await {
         Ok(signature) => match signature.encode() {
             Ok(bytes) => {
                 let body = SignResponse {
@@ -270,21 +335,33 @@ async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
 }
 
 async fn publications(State(state): State<Arc<AppState>>) -> Response {
-    match state.handle.publications() {
+    let handle = match state.calendar() {
+        Ok(handle) => handle,
+        Err(response) => return response,
+    };
+    match handle.publications() {
         Ok(list) => axum::Json(list.iter().map(publication_json).collect::<Vec<_>>()).into_response(),
         Err(e) => error_response(&e),
     }
 }
 
 async fn publications_file(State(state): State<Arc<AppState>>) -> Response {
-    match state.handle.publications_file() {
+    let handle = match state.calendar() {
+        Ok(handle) => handle,
+        Err(response) => return response,
+    };
+    match handle.publications_file() {
         Some(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes.to_vec()).into_response(),
         None => problem(StatusCode::NOT_FOUND, "this service keeps no publications file".to_owned()),
     }
 }
 
 async fn latest(State(state): State<Arc<AppState>>) -> Response {
-    match state.handle.publications() {
+    let handle = match state.calendar() {
+        Ok(handle) => handle,
+        Err(response) => return response,
+    };
+    match handle.publications() {
         Ok(list) => match list.last() {
             Some(p) => axum::Json(publication_json(p)).into_response(),
             None => problem(StatusCode::NOT_FOUND, "no publication yet".to_owned()),
@@ -294,7 +371,10 @@ async fn latest(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn certificate(State(state): State<Arc<AppState>>) -> Response {
-    let record = state.handle.certificate();
+    let record = match state.calendar() {
+        Ok(handle) => handle.certificate(),
+        Err(response) => return response,
+    };
     let body = serde_json::json!({
         "id": hex(&record.id),
         "certificate": openssl::base64::encode_block(&record.certificate),
@@ -303,7 +383,11 @@ async fn certificate(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn extend(State(state): State<Arc<AppState>>, Path(time): Path<u64>) -> Response {
-    let encoded = state.handle.extend(time, None).and_then(|chain| {
+    let handle = match state.calendar() {
+        Ok(handle) => handle,
+        Err(response) => return response,
+    };
+    let encoded = handle.extend(time, None).and_then(|chain| {
         let mut out = Encoder::new();
         chain.encode(&mut out)?;
         Ok(out.finish())
@@ -344,7 +428,9 @@ async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
         let message = format!("{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}", request.payloads.len());
         return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
     }
-    let handle = state.handle.clone();
+    let Some(handle) = state.backend.calendar().cloned() else {
+        return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, NO_CALENDAR), StatusCode::NOT_FOUND);
+    };
     let payloads = request.payloads.clone();
     // Each chain is up to 64 calendar reads: off the async threads.
     let answered = tokio::task::spawn_blocking(move || {
@@ -363,7 +449,7 @@ async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     };
     let mut response = ExtenderResponse::new(header, payloads);
     if request.config.is_some() {
-        match crate::extender::config(state.handle.head()) {
+        match crate::extender::config(state.backend.calendar().and_then(Handle::head)) {
             Ok(config) => response.config = Some(config),
             Err(e) => tracing::error!(error = %e, "cannot encode the extender configuration"),
         }
@@ -394,7 +480,7 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .payloads
         .iter()
         .map(|payload| {
-            let handle = state.handle.clone();
+            let handle = state.backend.clone();
             let payload = payload.clone();
             let client_id = client_id.clone();
             tokio::spawn(async move { answer_payload(&handle, payload, client_id).await })
@@ -418,7 +504,7 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
     }
 }
 
-async fn answer_payload(handle: &Handle, payload: AggregationRequest, client_id: KsiString) -> AggregationResponse {
+async fn answer_payload(handle: &Backend, payload: AggregationRequest, client_id: KsiString) -> AggregationResponse {
     let mut response = AggregationResponse {
         request_id: payload.request_id,
         status: 0,
@@ -444,6 +530,8 @@ async fn answer_payload(handle: &Handle, payload: AggregationRequest, client_id:
             response.status = match e.as_ref() {
                 Error::Request(_) => STATUS_INVALID_PAYLOAD,
                 Error::Pushback { .. } => STATUS_TOO_MANY_REQUESTS,
+                Error::Parent { source: ParentError::Timeout(_), .. } => STATUS_UPSTREAM_TIMEOUT,
+                Error::Parent { .. } => STATUS_UPSTREAM_ERROR,
                 _ => STATUS_INTERNAL_ERROR,
             };
             response.error_message = Some(e.to_string().as_str().into());
@@ -473,6 +561,8 @@ fn error_response(error: &Error) -> Response {
         Error::Request(_) => StatusCode::BAD_REQUEST,
         Error::Pushback { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotInCalendar { .. } => StatusCode::NOT_FOUND,
+        Error::Parent { source: ParentError::Timeout(_), .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::Parent { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = problem(status, error.to_string());

@@ -4,11 +4,12 @@
 //!
 //! ```text
 //!  hash ─▶ aggregator round ─(root)─▶ calendar (one leaf per second) ─▶ signed root ─▶ signature
-//!                                         │ RocksDB, synced
-//!                                         └─▶ publications
+//!   hash ─▶ child round ─(root, level)─┘      │ RocksDB, synced
+//!                                             └─▶ publications
 //! ```
 //!
-//! Start at [`service::spawn`], which drives [`round::Round`] and [`calendar::Calendar`].
+//! Start at [`service::spawn`], which drives [`round::Round`] and [`calendar::Calendar`]; a
+//! child aggregator ([`child::spawn`]) sends its round roots to a parent instead.
 //! The wire format and the offline verifier live in the nested crate
 //! `backbone-timestamping-verify`, which builds without tokio or storage.
 #![forbid(unsafe_code)]
@@ -23,7 +24,8 @@ pub mod cms;
 pub mod publications_file;
 // RFC 3161 time-stamp tokens, each one anchored in the calendar.
 pub mod tsa;
-// The running service and its HTTP front end.
+// The running service and its HTTP front end; a child aggregator, whose rounds go to a parent.
+pub mod child;
 pub mod client;
 pub mod extender;
 pub mod http;
@@ -31,4 +33,4 @@ pub mod service;
 
 mod error;
 
-pub use crate::error::{Error, StoreError};
+pub use crate::error::{Error, ParentError, StoreError};

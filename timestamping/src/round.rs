@@ -1,10 +1,12 @@
-//! An aggregation round, pure: the hashes accepted during one round, and the Merkle tree built
-//! over them when it closes, with each request's aggregation hash chain.
+//! An aggregation round, pure: the hashes accepted during one round, the Merkle tree built over
+//! them when it closes, and each request's aggregation hash chain read out of that tree when the
+//! request is answered.
 //!
 //! Spec: Guardtime, "KSI Data Formats", "Aggregation hash chain" and "Metadata": a step is
 //! `H(left || right || level)`, the level being one more than the higher child's, a link's
 //! level correction making up the difference. Tree shape as RFC 6962 §2.1 (balanced, left
-//! subtree the largest power of two).
+//! subtree the largest power of two), built here layer by layer: adjacent nodes are paired and
+//! an odd last node is carried up unchanged, which gives the same tree.
 //!
 //! ```text
 //!                          root (level = max(children) + 1)
@@ -13,14 +15,27 @@
 //!         x1 at the client's level L1 (first link: level correction L1, metadata sibling)
 //! ```
 //!
+//! Only the tree's hashes are computed during the round: each request's leaf hash as it is
+//! accepted, the inner nodes when the round closes, into one flat array of 32-byte digests and
+//! one of levels per layer; no per-leaf allocation, no TLV. Each client's metadata is encoded
+//! once per round.
+//! [`ClosedRound::chain`] builds one request's chain (a few dozen small allocations) when that
+//! request is answered, on the answering task, so that the chains of a large round are built in
+//! parallel and never all at once.
+//!
 //! Stage: a request *accepted* into a [`Round`] lives only in memory. If the process dies
 //! before the round's leaf is committed to the calendar, the request is lost and its client,
 //! which has had no answer, must ask again.
 
+use std::collections::HashMap;
+
 use backbone_timestamping_verify::chain;
 use backbone_timestamping_verify::imprint::{AlgorithmStatus, HashAlgorithm, Imprint};
-use backbone_timestamping_verify::signature::{AggregationChain, AggregationLink, Metadata, Sibling, Side};
+use backbone_timestamping_verify::signature::{
+    AggregationChain, AggregationLink, Anchor, CalendarChain, Metadata, Sibling, Side, Signature,
+};
 use backbone_timestamping_verify::tlv::KsiString;
+use sha2::block_api::compress256;
 
 use crate::error::Error;
 
@@ -54,22 +69,39 @@ pub struct Limits {
     pub max_requests: usize,
 }
 
-/// The requests of an open round.
+/// The requests of an open round, each one's leaf hash already computed.
 #[derive(Debug)]
 pub struct Round {
     limits: Limits,
-    requests: Vec<Request>,
+    leaves: Vec<Leaf>,
+    clients: Clients,
+    /// The tree's bottom layer, one node per request, hashed as each request is accepted.
+    bottom: Layer,
+    /// The leaf hash's input, reused for every request.
+    scratch: Vec<u8>,
 }
 
-/// A closed round: its root and one aggregation chain per request, in the order accepted.
+/// A closed round: its tree, from which each request's aggregation chain is read on demand.
 #[derive(Debug)]
 pub struct ClosedRound {
-    /// The round time: the calendar second its root becomes the leaf of.
+    /// The round time: the calendar second its root becomes the leaf of (for a child
+    /// aggregator, its own clock's second; the parent's time replaces it in the signatures).
     pub time: u64,
-    /// The round root; `None` for a round without requests.
-    pub root: Option<Imprint>,
-    /// The aggregation chain of each request, in the order the requests were accepted.
-    pub chains: Vec<AggregationChain>,
+    leaves: Vec<Leaf>,
+    clients: Vec<Metadata>,
+    /// Layer 0 holds one node per request, the last layer the root; empty without requests.
+    layers: Vec<Layer>,
+}
+
+/// A closed round with everything above its root: the chains of the aggregators above (none
+/// when the round root went straight into the calendar), the calendar chain and its record.
+/// Every request's signature is read out of it with [`SignedRound::signature`].
+#[derive(Debug)]
+pub struct SignedRound {
+    round: ClosedRound,
+    time: u64,
+    above: Vec<AggregationChain>,
+    calendar: (CalendarChain, Anchor),
 }
 
 impl Default for Limits {
@@ -78,22 +110,46 @@ impl Default for Limits {
     }
 }
 
+/// One accepted request: its hash and level, and which of the round's clients sent it.
+#[derive(Debug)]
+struct Leaf {
+    hash: Imprint,
+    level: u8,
+    client: u32,
+}
+
+/// The distinct client ids of a round, each with its metadata encoded once.
+#[derive(Debug, Default)]
+struct Clients {
+    metadata: Vec<Metadata>,
+    index: HashMap<KsiString, u32>,
+    /// The last client interned: most requests in a row come from the same one.
+    last: Option<(KsiString, u32)>,
+}
+
+/// One layer of the tree: the SHA-256 digests of its nodes and their levels.
+#[derive(Debug, Default)]
+struct Layer {
+    hashes: Vec<[u8; 32]>,
+    levels: Vec<u8>,
+}
+
 // === impl Round ===
 
 impl Round {
     /// An empty round.
     pub fn new(limits: Limits) -> Self {
-        Round { limits, requests: Vec::new() }
+        Round { limits, leaves: Vec::new(), clients: Clients::default(), bottom: Layer::default(), scratch: Vec::new() }
     }
 
     /// Requests accepted so far.
     pub fn len(&self) -> usize {
-        self.requests.len()
+        self.leaves.len()
     }
 
     /// Whether no request was accepted.
     pub fn is_empty(&self) -> bool {
-        self.requests.is_empty()
+        self.leaves.is_empty()
     }
 
     /// Checks a request without accepting it; `at` is the current time, for the hash
@@ -116,94 +172,272 @@ impl Round {
         Ok(())
     }
 
-    /// Accepts a request and returns its position in the round.
+    /// Accepts a request, computes its leaf hash `H(hash || metadata || level + 1)`, and
+    /// returns its position in the round.
     ///
     /// # Errors
     ///
-    /// As [`Round::check`], and [`Error::Pushback`] when the round is full.
+    /// As [`Round::check`], [`Error::Pushback`] when the round is full, and [`Error::Ksi`] for a
+    /// client id too long to encode as metadata.
     pub fn push(&mut self, request: Request, at: u64) -> Result<usize, Error> {
         Round::check(&self.limits, &request, at)?;
-        if self.requests.len() >= self.limits.max_requests {
-            return Err(Error::Pushback { round: at, pending: self.requests.len() });
+        if self.leaves.len() >= self.limits.max_requests {
+            return Err(Error::Pushback { round: at, pending: self.leaves.len() });
         }
-        self.requests.push(request);
-        Ok(self.requests.len() - 1)
+        let level = request.level.checked_add(1).ok_or(Error::Unreachable("input level 255 passed the check"))?;
+        let client = self.clients.intern(request.client_id)?;
+        let metadata = usize::try_from(client).ok().and_then(|c| self.clients.metadata.get(c));
+        let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
+        self.scratch.clear();
+        self.scratch.extend_from_slice(request.hash.as_bytes());
+        self.scratch.extend_from_slice(metadata.raw());
+        self.scratch.push(level);
+        self.bottom.hashes.push(sha256(&mut self.scratch));
+        self.bottom.levels.push(level);
+        self.leaves.push(Leaf { hash: request.hash, level: request.level, client });
+        Ok(self.leaves.len() - 1)
     }
 
-    /// Closes the round as second `time` and builds its tree.
+    /// Closes the round as second `time` and builds the rest of its tree: n − 1 SHA-256
+    /// computations over the leaf hashes computed as the requests came, and nothing else.
     ///
     /// # Errors
     ///
-    /// [`Error::Ksi`] if hashing or metadata encoding fails.
+    /// [`Error::Unreachable`] if a level passes 255 (the limits keep it far below).
     pub fn close(self, time: u64) -> Result<ClosedRound, Error> {
-        let n = self.requests.len();
-        if n == 0 {
-            return Ok(ClosedRound { time, root: None, chains: Vec::new() });
+        let Round { leaves, clients, bottom, .. } = self;
+        let clients = clients.metadata;
+        if leaves.is_empty() {
+            return Ok(ClosedRound { time, leaves, clients, layers: Vec::new() });
         }
-        let mut chains = Vec::with_capacity(n);
-        let mut nodes = Vec::with_capacity(n);
-        for request in self.requests {
-            let metadata = Metadata::new(request.client_id, None, None, None)?;
-            let level = request.level.checked_add(1).ok_or(Error::Unreachable("input level 255 passed the check"))?;
-            let hash = ALGORITHM.hash(&[request.hash.as_bytes(), metadata.raw(), &[level]])?;
-            chains.push(AggregationChain {
-                aggregation_time: time,
-                chain_index: Vec::new(),
-                input_data: None,
-                input_hash: request.hash,
-                algorithm: ALGORITHM,
-                links: vec![AggregationLink {
-                    side: Side::Left,
-                    level_correction: u64::from(request.level),
-                    sibling: Sibling::Metadata(metadata),
+        let mut layers = vec![bottom];
+        while let Some(top) = layers.last().filter(|l| l.hashes.len() > 1) {
+            let next = top.parents()?;
+            layers.push(next);
+        }
+        Ok(ClosedRound { time, leaves, clients, layers })
+    }
+}
+
+// === impl Clients ===
+
+impl Clients {
+    /// The index of `client_id`'s metadata, encoding it on its first request in the round.
+    fn intern(&mut self, client_id: KsiString) -> Result<u32, Error> {
+        if let Some((last, index)) = &self.last
+            && *last == client_id
+        {
+            return Ok(*index);
+        }
+        let index = match self.index.get(&client_id) {
+            Some(index) => *index,
+            None => {
+                let index = u32::try_from(self.metadata.len()).map_err(|_| Error::Unreachable("more than 2^32 clients in a round"))?;
+                self.metadata.push(Metadata::new(client_id.clone(), None, None, None)?);
+                self.index.insert(client_id.clone(), index);
+                index
+            }
+        };
+        self.last = Some((client_id, index));
+        Ok(index)
+    }
+}
+
+// === impl Layer ===
+
+impl Layer {
+    /// The layer above: adjacent nodes paired as `H(left || right || level)`, an odd last node
+    /// carried up unchanged.
+    fn parents(&self) -> Result<Layer, Error> {
+        let n = self.hashes.len().div_ceil(2);
+        let mut above = Layer { hashes: Vec::with_capacity(n), levels: Vec::with_capacity(n) };
+        for (pair, levels) in self.hashes.chunks(2).zip(self.levels.chunks(2)) {
+            match (pair, levels) {
+                ([left, right], [left_level, right_level]) => {
+                    let level = (*left_level).max(*right_level).checked_add(1).ok_or(Error::Unreachable("round level above 255"))?;
+                    above.hashes.push(node(left, right, level));
+                    above.levels.push(level);
+                }
+                ([carried], [level]) => {
+                    above.hashes.push(*carried);
+                    above.levels.push(*level);
+                }
+                _ => return Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
+            }
+        }
+        Ok(above)
+    }
+}
+
+// === impl ClosedRound ===
+
+impl ClosedRound {
+    /// Requests in the round.
+    pub fn len(&self) -> usize {
+        self.leaves.len()
+    }
+
+    /// Whether the round had no request.
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// The round root; `None` for a round without requests.
+    pub fn root(&self) -> Option<Imprint> {
+        let digest = self.layers.last()?.hashes.first()?;
+        Imprint::new(ALGORITHM, digest).ok()
+    }
+
+    /// The level of the round root: the height a parent aggregator is told.
+    pub fn root_level(&self) -> Option<u8> {
+        self.layers.last()?.levels.first().copied()
+    }
+
+    /// The aggregation chain of request `index` (in the order accepted), from its hash to the
+    /// round root, with the round time and the chain index of this one tree.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`] for an index past the round.
+    pub fn chain(&self, index: usize) -> Result<AggregationChain, Error> {
+        let leaf = self.leaves.get(index).ok_or(Error::Unreachable("chain asked for a request not in the round"))?;
+        let metadata = usize::try_from(leaf.client).ok().and_then(|c| self.clients.get(c));
+        let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
+        let mut links = Vec::with_capacity(self.layers.len());
+        links.push(AggregationLink {
+            side: Side::Left,
+            level_correction: u64::from(leaf.level),
+            sibling: Sibling::Metadata(metadata.clone()),
+            unknown: Vec::new(),
+        });
+        let mut position = index;
+        for pair in self.layers.windows(2) {
+            let [below, above] = pair else { return Err(Error::Unreachable("layer window")) };
+            let sibling = below.hashes.get(position ^ 1);
+            if let Some(sibling) = sibling {
+                let level = below.levels.get(position).ok_or(Error::Unreachable("node without a level"))?;
+                let parent = above.levels.get(position / 2).ok_or(Error::Unreachable("node without a parent"))?;
+                let correction = parent.checked_sub(*level).and_then(|d| d.checked_sub(1));
+                let correction = correction.ok_or(Error::Unreachable("parent level not above its child's"))?;
+                links.push(AggregationLink {
+                    side: if position % 2 == 0 { Side::Left } else { Side::Right },
+                    level_correction: u64::from(correction),
+                    sibling: Sibling::Hash(Imprint::new(ALGORITHM, sibling).map_err(|_| Error::Unreachable("digest length"))?),
                     unknown: Vec::new(),
-                }],
-                unknown: Vec::new(),
-            });
-            nodes.push((hash, level));
+                });
+            }
+            position /= 2;
         }
-        let (root, _) = build(&nodes, 0, &mut chains)?;
-        for chain in &mut chains {
-            let shape = chain::aggregation_shape(chain)
-                .ok_or(Error::Unreachable("round tree deeper than 63 links"))?;
-            chain.chain_index = vec![shape];
-        }
-        Ok(ClosedRound { time, root: Some(root), chains })
+        let mut chain = AggregationChain {
+            aggregation_time: self.time,
+            chain_index: Vec::new(),
+            input_data: None,
+            input_hash: leaf.hash.clone(),
+            algorithm: ALGORITHM,
+            links,
+            unknown: Vec::new(),
+        };
+        let shape = chain::aggregation_shape(&chain).ok_or(Error::Unreachable("round tree deeper than 63 links"))?;
+        chain.chain_index = vec![shape];
+        Ok(chain)
+    }
+
+    /// Every request's chain, in the order accepted (for tests and tools; the service reads
+    /// them one by one as it answers).
+    ///
+    /// # Errors
+    ///
+    /// As [`ClosedRound::chain`].
+    pub fn chains(&self) -> Result<Vec<AggregationChain>, Error> {
+        (0..self.len()).map(|i| self.chain(i)).collect()
     }
 }
 
-/// Builds the tree over `nodes` (which start at request `offset`), appends each request's
-/// links, and returns the subtree's root and level.
-fn build(
-    nodes: &[(Imprint, u8)],
-    offset: usize,
-    chains: &mut [AggregationChain],
-) -> Result<(Imprint, u8), Error> {
-    if let [(hash, level)] = nodes {
-        return Ok((hash.clone(), *level));
+// === impl SignedRound ===
+
+impl SignedRound {
+    /// A round whose root is a calendar leaf: `calendar` is its chain to the signed root.
+    pub fn in_calendar(round: ClosedRound, calendar: (CalendarChain, Anchor)) -> Self {
+        let time = round.time;
+        SignedRound { time, round, above: Vec::new(), calendar }
     }
-    let k = split(nodes.len());
-    let (left_nodes, right_nodes) = nodes.split_at(k);
-    let (left, left_level) = build(left_nodes, offset, chains)?;
-    let (right, right_level) = build(right_nodes, offset + k, chains)?;
-    let level = left_level.max(right_level).checked_add(1).ok_or(Error::Unreachable("round level above 255"))?;
-    let hash = ALGORITHM.hash(&[left.as_bytes(), right.as_bytes(), &[level]])?;
-    let link = |side, sibling: &Imprint, child_level: u8| AggregationLink {
-        side,
-        level_correction: u64::from(level - child_level - 1),
-        sibling: Sibling::Hash(sibling.clone()),
-        unknown: Vec::new(),
-    };
-    let span = chains.get_mut(offset..offset + nodes.len()).ok_or(Error::Unreachable("round span"))?;
-    let (left_chains, right_chains) = span.split_at_mut(k);
-    left_chains.iter_mut().for_each(|c| c.links.push(link(Side::Left, &right, left_level)));
-    right_chains.iter_mut().for_each(|c| c.links.push(link(Side::Right, &left, right_level)));
-    Ok((hash, level))
+
+    /// A round whose root was aggregated by a parent: `above` are the parent's chains from this
+    /// round's root up (lowest first, already continuing at this round's root level),
+    /// `calendar` the parent's calendar chain and record, `time` the parent's aggregation time.
+    pub fn under_parent(round: ClosedRound, time: u64, above: Vec<AggregationChain>, calendar: (CalendarChain, Anchor)) -> Self {
+        SignedRound { round, time, above, calendar }
+    }
+
+    /// The closed round.
+    pub fn round(&self) -> &ClosedRound {
+        &self.round
+    }
+
+    /// Request `index`'s signature: its chain in this round, re-timed to the aggregation time
+    /// and with the chain index of the aggregators above prefixed, then their chains, the
+    /// calendar chain and its record.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`] for an index past the round; [`Error::Ksi`] if the signature
+    /// cannot be assembled.
+    pub fn signature(&self, index: usize) -> Result<Signature, Error> {
+        let mut own = self.round.chain(index)?;
+        own.aggregation_time = self.time;
+        if let Some(parent) = self.above.first() {
+            let mut chain_index = parent.chain_index.clone();
+            chain_index.append(&mut own.chain_index);
+            own.chain_index = chain_index;
+        }
+        let mut chains = Vec::with_capacity(1 + self.above.len());
+        chains.push(own);
+        chains.extend(self.above.iter().cloned());
+        Ok(Signature::new(None, chains, Some(self.calendar.clone()))?)
+    }
 }
 
-/// The largest power of two smaller than `n` (`n` > 1).
-fn split(n: usize) -> usize {
-    1usize << (usize::BITS - 1 - (n - 1).leading_zeros())
+/// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
+const SHA256_IV: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+/// `SHA-256(0x01 || left || 0x01 || right || level)`: an inner node over two SHA-256 imprints,
+/// 67 bytes in two blocks, padded by hand and compressed directly (no hasher state to buffer
+/// through).
+fn node(left: &[u8; 32], right: &[u8; 32], level: u8) -> [u8; 32] {
+    let mut blocks = [[0u8; 64]; 2];
+    let [first, second] = &mut blocks;
+    first[0] = ALGORITHM.id();
+    first[1..33].copy_from_slice(left);
+    first[33] = ALGORITHM.id();
+    first[34..64].copy_from_slice(&right[..30]);
+    second[..2].copy_from_slice(&right[30..]);
+    second[2] = level;
+    second[3] = 0x80;
+    second[56..].copy_from_slice(&(67u64 * 8).to_be_bytes());
+    let mut state = SHA256_IV;
+    compress256(&mut state, &blocks);
+    digest(&state)
+}
+
+/// SHA-256 of `input`, padding it in place (the buffer is the caller's, reused per leaf).
+fn sha256(input: &mut Vec<u8>) -> [u8; 32] {
+    let bits = (input.len() as u64).wrapping_mul(8);
+    input.push(0x80);
+    let padded = (input.len() + 8).next_multiple_of(64);
+    input.resize(padded - 8, 0);
+    input.extend_from_slice(&bits.to_be_bytes());
+    let (blocks, _) = input.as_chunks::<64>();
+    let mut state = SHA256_IV;
+    compress256(&mut state, blocks);
+    digest(&state)
+}
+
+fn digest(state: &[u32; 8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (bytes, word) in out.chunks_exact_mut(4).zip(state) {
+        bytes.copy_from_slice(&word.to_be_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -222,13 +456,60 @@ mod tests {
                 round.push(request(i, (i % 3) as u8), 0).unwrap();
             }
             let closed = round.close(1_764_115_200).unwrap();
-            let root = closed.root.clone().unwrap();
-            for (i, chain_) in closed.chains.iter().enumerate() {
+            let root = closed.root().unwrap();
+            for (i, chain_) in closed.chains().unwrap().iter().enumerate() {
                 let (out, _) = chain::aggregate(chain_, &chain_.input_hash, 0).unwrap();
                 assert_eq!(out, root, "n {n} request {i}");
                 assert_eq!(chain_.chain_index, vec![chain::aggregation_shape(chain_).unwrap()]);
             }
         }
+    }
+
+    /// The RFC 6962 split, recursively, as the round was first written: the layered build must
+    /// give the same root and level for every size, whatever the levels and clients.
+    fn recursive(nodes: &[(Imprint, u8)]) -> (Imprint, u8) {
+        if let [node] = nodes {
+            return node.clone();
+        }
+        let k = 1usize << (usize::BITS - 1 - (nodes.len() - 1).leading_zeros());
+        let ((left, l), (right, r)) = (recursive(&nodes[..k]), recursive(&nodes[k..]));
+        let level = l.max(r) + 1;
+        (ALGORITHM.hash(&[left.as_bytes(), right.as_bytes(), &[level]]).unwrap(), level)
+    }
+
+    #[test]
+    fn layered_tree_is_the_rfc6962_tree() {
+        for n in 1u32..=70 {
+            let mut round = Round::new(Limits::default());
+            let mut nodes = Vec::new();
+            for i in 0..n {
+                let mut r = request(i, (i * 7 % 5) as u8);
+                r.client_id = if i % 4 == 0 { "hospital".into() } else { "anon".into() };
+                let metadata = Metadata::new(r.client_id.clone(), None, None, None).unwrap();
+                let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
+                nodes.push((leaf, r.level + 1));
+                round.push(r, 0).unwrap();
+            }
+            let closed = round.close(7).unwrap();
+            let (root, level) = recursive(&nodes);
+            assert_eq!((closed.root().unwrap(), closed.root_level().unwrap()), (root.clone(), level), "n {n}");
+            for i in [0, n as usize / 2, n as usize - 1] {
+                let c = closed.chain(i).unwrap();
+                assert_eq!(chain::aggregate(&c, &c.input_hash, 0).unwrap(), (root.clone(), level), "n {n} request {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn hand_padded_sha256_is_sha256() {
+        for len in 0..200usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let mut buffer = data.clone();
+            assert_eq!(Imprint::new(ALGORITHM, &sha256(&mut buffer)).unwrap(), ALGORITHM.hash(&[&data]).unwrap(), "{len} bytes");
+        }
+        let (left, right) = ([7u8; 32], [9u8; 32]);
+        let expected = ALGORITHM.hash(&[&[1], &left, &[1], &right, &[5]]).unwrap();
+        assert_eq!(Imprint::new(ALGORITHM, &node(&left, &right, 5)).unwrap(), expected);
     }
 
     #[test]
@@ -240,6 +521,6 @@ mod tests {
         assert!(matches!(round.push(request(1, 0), 0), Err(Error::Pushback { .. })));
         let sha1 = Request { hash: HashAlgorithm::Sha1.hash(&[b"x"]).unwrap(), level: 0, client_id: "a".into() };
         assert!(Round::check(&limits, &sha1, 1_764_115_200).is_err());
-        assert!(Round::new(limits).close(5).unwrap().root.is_none());
+        assert!(Round::new(limits).close(5).unwrap().root().is_none());
     }
 }

@@ -5,7 +5,8 @@
 //! ```text
 //!  sign(request) ─mpsc─▶ driver task ─ tick ─▶ Round::close ─▶ Calendar::append (synced)
 //!        ▲                                                         │
-//!        └──────── oneshot: Signature ◀── CalendarSigner::sign ◀───┘   (+ publish at boundaries)
+//!        └──── oneshot: SignedRound, index ◀── CalendarSigner::sign ◀───┘   (+ publish at boundaries)
+//!   the caller's task reads its own chain out of the round: SignedRound::signature(index)
 //! ```
 //!
 //! Stages and what a crash loses: *accepted* (in memory: lost, the client had no answer),
@@ -24,7 +25,7 @@ use crate::authority::CalendarSigner;
 use crate::calendar::{Calendar, CalendarStore};
 use crate::error::Error;
 use crate::publications_file::PublicationsFileSigner;
-use crate::round::{ClosedRound, Limits, Request, Round};
+use crate::round::{Limits, Request, Round, SignedRound};
 
 /// The round length unless configured otherwise: one calendar leaf per second, as in KSI.
 pub const DEFAULT_ROUND: Duration = Duration::from_secs(1);
@@ -76,11 +77,15 @@ struct Shared {
     publications_file: Option<PublicationsFileSigner>,
 }
 
+/// A request on its way to the driver, and where its answer goes.
 #[derive(Debug)]
-struct Submission {
-    request: Request,
-    reply: oneshot::Sender<Result<Signature, Arc<Error>>>,
+pub(crate) struct Submission {
+    pub(crate) request: Request,
+    pub(crate) reply: Reply,
 }
+
+/// The answer to one request: its round and its position in it, or the round's failure.
+pub(crate) type Reply = oneshot::Sender<Result<(Arc<SignedRound>, usize), Arc<Error>>>;
 
 /// Starts the driver on the current tokio runtime.
 ///
@@ -148,7 +153,8 @@ impl Handle {
         Round::check(&self.shared.config.limits, &request, now()).map_err(Arc::new)?;
         let (reply, answer) = oneshot::channel();
         self.submit.send(Submission { request, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
-        answer.await.map_err(|_| Arc::new(Error::ShuttingDown))?
+        let (round, index) = answer.await.map_err(|_| Arc::new(Error::ShuttingDown))??;
+        round.signature(index).map_err(Arc::new)
     }
 
     /// The certificate of the calendar signing key, with its id.
@@ -250,29 +256,27 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
     }
 }
 
-/// Closes the round as second `time`: tree, calendar commit, publication, signature.
-fn close(shared: &Shared, round: Round, time: u64) -> Result<Vec<Signature>, Error> {
+/// Closes the round as second `time`: tree, calendar commit, publication, signature. `None` for
+/// a round without requests.
+fn close(shared: &Shared, round: Round, time: u64) -> Result<Option<Arc<SignedRound>>, Error> {
     let interval = shared.config.publication_interval;
     let mut calendar = shared.calendar.lock().unwrap_or_else(PoisonError::into_inner);
     let due = time - time % interval;
     let last_published = calendar.publications()?.last().map(|p| p.time);
     let publish = due > 0 && last_published.is_none_or(|p| due > p);
-    let closed: ClosedRound = round.close(time)?;
-    if publish && calendar.head().is_none_or(|h| due > h) && (due < time || closed.root.is_none()) {
+    let closed = round.close(time)?;
+    let root = closed.root();
+    if publish && calendar.head().is_none_or(|h| due > h) && (due < time || root.is_none()) {
         calendar.append(due, None)?;
     }
-    let signatures = match &closed.root {
+    let signed = match &root {
         Some(root) => {
             let calendar_root = calendar.append(time, Some(root))?;
             let chain = calendar.chain(time, time)?;
             let record = shared.signer.sign(PublicationData::new(time, calendar_root))?;
-            closed
-                .chains
-                .into_iter()
-                .map(|c| Signature::new(None, vec![c], Some((chain.clone(), Anchor::CalendarAuth(record.clone())))))
-                .collect::<Result<Vec<_>, _>>()?
+            Some(Arc::new(SignedRound::in_calendar(closed, (chain, Anchor::CalendarAuth(record)))))
         }
-        None => Vec::new(),
+        None => None,
     };
     if publish {
         let publication = calendar.publish(due)?;
@@ -281,7 +285,7 @@ fn close(shared: &Shared, round: Round, time: u64) -> Result<Vec<Signature>, Err
         drop(calendar);
         write_publications_file(shared, &publications);
     }
-    Ok(signatures)
+    Ok(signed)
 }
 
 /// Rewrites the publications file after a publication. A failure is logged, not returned: the
@@ -294,11 +298,19 @@ fn write_publications_file(shared: &Shared, publications: &[PublicationData]) {
     }
 }
 
-fn answer(replies: Vec<oneshot::Sender<Result<Signature, Arc<Error>>>>, outcome: Result<Vec<Signature>, Error>) {
+/// Sends each waiting request its round and position, or the round's failure.
+pub(crate) fn answer(replies: Vec<Reply>, outcome: Result<Option<Arc<SignedRound>>, Error>) {
     match outcome {
-        Ok(signatures) => {
-            for (reply, signature) in replies.into_iter().zip(signatures) {
-                let _ = reply.send(Ok(signature));
+        Ok(Some(round)) => {
+            for (index, reply) in replies.into_iter().enumerate() {
+                let _ = reply.send(Ok((Arc::clone(&round), index)));
+            }
+        }
+        Ok(None) => {
+            // An empty round has no one waiting; should one be, it is not left hanging.
+            let e = Arc::new(Error::Unreachable("a request waited on a round without requests"));
+            for reply in replies {
+                let _ = reply.send(Err(Arc::clone(&e)));
             }
         }
         Err(e) => {
