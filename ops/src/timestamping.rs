@@ -14,6 +14,14 @@
 //! The CA certificate is DATA_DIR/calendar-ca-cert.der and .pem: the trust anchor for the
 //! publications file (`backbone ksi verify --trust-anchor`).
 //!
+//! With `--parent URL` it runs as a child aggregator instead: no key store, calendar or data
+//! directory; each round root goes to the parent (`--parent-login`, `--parent-key-file`), whose
+//! answer finishes the round's signatures.
+//!
+//! ```text
+//!  clients ─▶ http::router ─▶ child::spawn ── round root, level ──▶ parent aggregator (--parent)
+//! ```
+//!
 //! On start it prints `listening on ADDR` on standard output, then serves until SIGINT/SIGTERM.
 
 use std::net::SocketAddr;
@@ -30,6 +38,7 @@ use backbone_timestamping::tsa::store::RocksTokenStore;
 use backbone_timestamping::tsa::{self, Authority, Serials};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
+use backbone_timestamping::child::{self, Parent};
 use backbone_timestamping::http::{self, PduAuth, TsaFront};
 use backbone_timestamping::round::{DEFAULT_MAX_INPUT_LEVEL, Limits};
 use backbone_timestamping::service::{self, Config};
@@ -112,6 +121,26 @@ pub struct ServeArgs {
     /// PIN file for a PKCS#11 store. Default: the configured hsm.pin_file or hsm.pin_env.
     #[arg(long, value_name = "FILE")]
     pub pin_file: Option<PathBuf>,
+    /// Run as a child aggregator under the aggregator at this URL (http://HOST:PORT/): each
+    /// round root is signed there; no calendar, keys or data directory here, and the calendar
+    /// flags are ignored. Default: none, this service keeps the calendar.
+    #[arg(long, value_name = "URL")]
+    pub parent: Option<String>,
+    /// Login id at the parent; the parent writes it into its chains as this aggregator's
+    /// client id.
+    #[arg(long, default_value = "anon", value_name = "ID")]
+    pub parent_login: String,
+    /// HMAC key at the parent. Default: the parent login id, as on test accounts; visible in
+    /// the process list, so prefer --parent-key-file outside tests.
+    #[arg(long, value_name = "KEY", conflicts_with = "parent_key_file")]
+    pub parent_key: Option<String>,
+    /// File holding the HMAC key at the parent.
+    #[arg(long, value_name = "FILE")]
+    pub parent_key_file: Option<PathBuf>,
+    /// Seconds to wait for the parent's answer to one round before answering its clients
+    /// with KSI status 0x301.
+    #[arg(long, default_value_t = child::DEFAULT_PARENT_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub parent_timeout_seconds: u64,
 }
 
 /// Runs one `backbone timestamping` verb.
@@ -126,6 +155,9 @@ pub fn run(args: TimestampingArgs, settings: &Settings, env: &Env) -> Result<(),
 }
 
 fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
+    if let Some(url) = &args.parent {
+        return run_child(args, url);
+    }
     let pin = args.pin_file.clone().map_or_else(|| settings.hsm.pin.clone(), PinSource::File);
     let store = hsm::open_store(&settings.hsm.store, &pin, env)?;
     let key = signer(store.as_ref(), &args.key_label)?;
@@ -160,13 +192,7 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
     let rocks = RocksStore::open(&calendar_dir).map_err(|e| Error::Check(format!("cannot open the calendar at {}: {e}", calendar_dir.display())))?;
     let boxed: Box<dyn CalendarStore> = Box::new(rocks);
     let calendar = Calendar::open(boxed).map_err(failed("cannot open the calendar"))?;
-    let hmac_key = match &args.hmac_key_file {
-        Some(path) => std::fs::read(path).map_err(Error::io("read", path))?,
-        None => {
-            tracing::warn!(login_id = %args.login_id, "no --hmac-key-file: the PDU HMAC key is the login id (test setting)");
-            args.login_id.clone().into_bytes()
-        }
-    };
+    let hmac_key = hmac_key(args)?;
     let config = Config {
         round: Duration::from_secs(args.round_seconds),
         limits: Limits { max_input_level: args.max_input_level, ..Limits::default() },
@@ -202,6 +228,58 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
         running.shutdown().await;
         Ok::<(), Error>(())
     })
+}
+
+/// `backbone timestamping serve --parent URL`: a child aggregator, its rounds signed by the
+/// parent.
+fn run_child(args: &ServeArgs, url: &str) -> Result<(), Error> {
+    let parent_key = match (&args.parent_key, &args.parent_key_file) {
+        (_, Some(path)) => std::fs::read(path).map_err(Error::io("read", path))?,
+        (Some(key), None) => key.clone().into_bytes(),
+        (None, None) => {
+            tracing::warn!(parent_login = %args.parent_login, "no --parent-key-file: the HMAC key at the parent is the login id (test setting)");
+            args.parent_login.clone().into_bytes()
+        }
+    };
+    let mut parent = Parent::from_url(url, &args.parent_login, parent_key).map_err(|e| Error::Usage(format!("--parent: {e}")))?;
+    parent.timeout = Duration::from_secs(args.parent_timeout_seconds);
+    let config = child::Config {
+        round: Duration::from_secs(args.round_seconds),
+        limits: Limits { max_input_level: args.max_input_level, ..Limits::default() },
+    };
+    let auth = PduAuth { login_id: args.login_id.clone(), key: hmac_key(args)? };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Check(format!("cannot start the runtime: {source}")))?;
+    runtime.block_on(async {
+        let running = child::spawn(parent, config).map_err(failed("cannot start the child aggregator"))?;
+        let app = http::router(running.handle.clone(), auth);
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| Error::Check(format!("cannot listen on {}: {source}", args.listen)))?;
+        let local = listener.local_addr().map_err(|source| Error::Check(format!("cannot listen on {}: {source}", args.listen)))?;
+        tracing::info!(listen = %local, parent = %running.handle.parent().url(), parent_login = %args.parent_login,
+            round_seconds = args.round_seconds, "child aggregator started");
+        println!("listening on {local}");
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|source| Error::Check(format!("listener on {local} failed: {source}")))?;
+        running.shutdown().await;
+        Ok::<(), Error>(())
+    })
+}
+
+/// The HMAC key of this service's own PDU clients.
+fn hmac_key(args: &ServeArgs) -> Result<Vec<u8>, Error> {
+    match &args.hmac_key_file {
+        Some(path) => std::fs::read(path).map_err(Error::io("read", path)),
+        None => {
+            tracing::warn!(login_id = %args.login_id, "no --hmac-key-file: the PDU HMAC key is the login id (test setting)");
+            Ok(args.login_id.clone().into_bytes())
+        }
+    }
 }
 
 /// A signer for `label`, generating an ec-p256 key first if the store has none.

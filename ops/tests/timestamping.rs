@@ -2,7 +2,9 @@
 //! `backbone ksi verify`, `kill -9` the service, restart it on the same data directory, and check
 //! that the calendar continues without a gap or a fork and earlier signatures still verify;
 //! extend signatures to a publication with `backbone ksi extend` and verify them under the
-//! publications-file and user-publication policies; `kill -9` under concurrent signing.
+//! publications-file and user-publication policies; `kill -9` under concurrent signing; a child
+//! aggregator process (`--parent`) whose signatures verify against the parent's certificate,
+//! which fails clearly while its parent is down and signs again once it is back.
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
@@ -36,9 +38,16 @@ fn serve(dir: &Path) -> (Child, SocketAddr) {
 
 /// Starts the service with extra flags.
 fn serve_with(dir: &Path, extra: &[&str]) -> (Child, SocketAddr) {
+    let mut args = vec!["--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    serve_on(dir, &args)
+}
+
+/// Starts `backbone timestamping serve --data-dir data` with `args` (which name `--listen`).
+fn serve_on(dir: &Path, args: &[&str]) -> (Child, SocketAddr) {
     let mut child = command(dir)
-        .args(["timestamping", "serve", "--listen", "127.0.0.1:0", "--data-dir", "data"])
-        .args(extra)
+        .args(["timestamping", "serve", "--data-dir", "data"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -403,4 +412,58 @@ fn kill_9_under_concurrent_signing_then_restart_extend_and_verify() {
         seconds.len(),
         started.elapsed()
     );
+}
+
+/// A child aggregator process under a parent process: `backbone ksi sign` at the child gives a
+/// signature that verifies by key against the parent's calendar certificate, with the child's
+/// and the parent's client ids in its chains; with the parent killed, signing at the child fails
+/// with the parent named and the child keeps running; with the parent restarted on its address
+/// and data directory, the child signs again.
+#[test]
+fn child_aggregator_process_signs_through_its_parent_and_survives_its_restart() {
+    let parent_dir = tempfile::tempdir().unwrap();
+    let child_dir = tempfile::tempdir().unwrap();
+    let (parent, parent_addr) = serve_on(parent_dir.path(), &["--listen", "127.0.0.1:0", "--login-id", "county"]);
+    let mut parent = common::Killed(parent);
+    let url = format!("http://{parent_addr}/");
+    let child_args = ["--listen", "127.0.0.1:0", "--parent", &url, "--parent-login", "county", "--parent-key", "county", "--parent-timeout-seconds", "3"];
+    let (child, child_addr) = serve_on(child_dir.path(), &child_args);
+    let _child = common::Killed(child);
+    let dir = child_dir.path();
+    std::fs::write(dir.join("prescription.txt"), b"e-prescription 2026-11-26").unwrap();
+    let cert = parent_dir.path().join("data/calendar-cert.der");
+    let cert = cert.to_str().unwrap();
+    let sign = |out: &str| command(dir).args(["ksi", "sign", "prescription.txt", "--service", &child_addr.to_string(), "--out", out]).output().unwrap();
+
+    let signed = sign("first.ksig");
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    let (code, out) = run(dir, &["ksi", "verify", "first.ksig", "--document", "prescription.txt", "--policy", "key", "--cert", cert]);
+    assert_eq!(code, 0, "{out}");
+    let signature = Signature::decode(&std::fs::read(dir.join("first.ksig")).unwrap()).unwrap();
+    let ids: Vec<String> = signature
+        .aggregation_chains()
+        .iter()
+        .map(|c| match &c.links[0].sibling {
+            backbone_timestamping_verify::signature::Sibling::Metadata(m) => m.client_id.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["json", "county"]);
+
+    // The parent is killed: the child answers with an error naming its parent, and keeps running.
+    let _ = parent.0.kill();
+    let _ = parent.0.wait();
+    let refused = sign("refused.ksig");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("parent aggregator") && stderr.contains(&parent_addr.to_string()), "{stderr}");
+
+    // The parent restarts on the same address and data directory: the child signs again.
+    let listen = parent_addr.to_string();
+    let (restarted, _) = serve_on(parent_dir.path(), &["--listen", &listen, "--login-id", "county"]);
+    let _parent = common::Killed(restarted);
+    let signed = sign("again.ksig");
+    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
+    let (code, out) = run(dir, &["ksi", "verify", "again.ksig", "--document", "prescription.txt", "--policy", "key", "--cert", cert]);
+    assert_eq!(code, 0, "{out}");
 }
