@@ -4,10 +4,19 @@
 //! member's HSM key. Provider side: access rights, deny by default. Both sides keep a hash-linked,
 //! encrypted, batch-timestamped message log indexed by data subject.
 //!
-//! Built so far (pure code, no I/O): [`r1`], the client interface (request target, X-Road and
-//! health headers, header filtering); [`access`], access rights (deny by default); [`fault`], the protocol's errors; [`signed`], the signed
-//! request and response descriptors exchanged between gateways. The service itself (the proxies,
-//! the stored access rights and their admin API, the message log) is not built yet; see the crate's README.
+//! ```text
+//!  information system ─r1─▶ client ─▶ peers ══ TLS 1.3, pinned ══▶ provider ─▶ local service
+//!                           (sign, check, log)                    (check, rights, sign, log)
+//! ```
+//!
+//! Start at [`service::RunningGateway::start`]. The pieces: [`r1`] (the client interface:
+//! request target, X-Road and health headers, header filtering), [`fault`] (the protocol's
+//! errors), [`signed`] and [`wire`] (what gateways sign and exchange), [`conf`] (what the signed
+//! global configuration says about peers, keys, services and groups), [`peers`] (pinned, pooled
+//! HTTP/2 connections), [`access`] and [`rights`] (access rights, deny by default, stored),
+//! [`replay`] (the replay window), [`meta`] and [`usage`] (the services the gateway answers
+//! itself: `listClients`, `listMethods`, `allowedMethods`, `findUsage`), [`log`] (the message
+//! log: hash-linked, encrypted, batch-timestamped, indexed by data subject).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,12 +24,18 @@ pub mod access;
 pub mod conf;
 pub mod fault;
 pub mod log;
+pub mod meta;
 pub mod peers;
 pub mod r1;
 pub mod replay;
 pub mod rights;
+pub mod service;
 pub mod signed;
+pub mod usage;
 pub mod wire;
+
+mod client;
+mod provider;
 
 #[doc(hidden)]
 pub mod fuzzing;

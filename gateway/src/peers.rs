@@ -1,7 +1,7 @@
 //! The client gateway's connections to provider gateways: HTTP/2 over TLS 1.3, each pinned to
 //! exactly the certificate the configuration registers for that peer, pooled and reused.
 //!
-//! A connection is keyed by the peer's address and certificate, so a certificate that the
+//! A connection is keyed by the peer's address and certificate and our own certificate, so a certificate that the
 //! registry replaces or revokes is never used again: the next request looks up the new one and
 //! opens a new connection. HTTP/2 multiplexes every concurrent exchange to one peer over
 //! [`CONNECTIONS_PER_PEER`] connections.
@@ -64,11 +64,14 @@ pub enum PeerError {
     },
 }
 
+/// Peer address, peer certificate, own certificate: a change of any opens new connections.
+type PoolKey = (String, Vec<u8>, Vec<u8>);
+
 /// The pool.
 #[derive(Debug)]
 pub struct Peers {
     signer: Arc<dyn Signer>,
-    pool: Mutex<HashMap<(String, Vec<u8>), Vec<SendRequest<Full<Bytes>>>>>,
+    pool: Mutex<HashMap<PoolKey, Vec<SendRequest<Full<Bytes>>>>>,
     next: AtomicUsize,
 }
 
@@ -103,7 +106,7 @@ impl Peers {
     }
 
     async fn sender(&self, address: &str, peer_certificate: &[u8], own_certificate: &[u8]) -> Result<SendRequest<Full<Bytes>>, PeerError> {
-        let key = (address.to_owned(), peer_certificate.to_vec());
+        let key = (address.to_owned(), peer_certificate.to_vec(), own_certificate.to_vec());
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         {
             let mut pool = self.pool.lock().await;

@@ -19,7 +19,16 @@ pub const MAX_RIGHTS_FILE: u64 = 256 << 20;
 pub struct RightsStore {
     path: PathBuf,
     current: RwLock<Arc<AccessRights>>,
-    writing: Mutex<()>,
+    /// Serialises writers; holds the file's stamp as last read or written.
+    writing: Mutex<Option<Stamp>>,
+}
+
+/// When the file last changed and its length: enough to notice a change made by another process.
+type Stamp = (std::time::SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Why the rights cannot be read or written.
@@ -53,18 +62,29 @@ impl RightsStore {
     /// [`RightsError`] when the file exists but cannot be read or parsed.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, RightsError> {
         let path = path.into();
-        let rights = match fs::metadata(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => AccessRights::new(),
-            Err(source) => return Err(RightsError::Io { path, source }),
-            Ok(meta) if meta.len() > MAX_RIGHTS_FILE => {
-                return Err(RightsError::Damaged { path, why: format!("{} bytes is over the limit of {MAX_RIGHTS_FILE}", meta.len()) });
-            }
-            Ok(_) => {
-                let bytes = fs::read(&path).map_err(|source| RightsError::Io { path: path.clone(), source })?;
-                serde_json::from_slice(&bytes).map_err(|e| RightsError::Damaged { path: path.clone(), why: e.to_string() })?
-            }
-        };
-        Ok(RightsStore { path, current: RwLock::new(Arc::new(rights)), writing: Mutex::new(()) })
+        let stamp = stamp(&path);
+        let rights = read(&path)?;
+        Ok(RightsStore { path, current: RwLock::new(Arc::new(rights)), writing: Mutex::new(stamp) })
+    }
+
+    /// Reads the file again if another process (`backbone gateway grant`) changed it since it was
+    /// last read or written here; `true` if the rights in force changed.
+    ///
+    /// # Errors
+    ///
+    /// [`RightsError`] when the changed file cannot be read or parsed; the rights in force stay.
+    pub fn reload_if_changed(&self) -> Result<bool, RightsError> {
+        let mut last = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = stamp(&self.path);
+        if now == *last {
+            return Ok(false);
+        }
+        let rights = read(&self.path)?;
+        *last = now;
+        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = **current != rights;
+        *current = Arc::new(rights);
+        Ok(changed)
     }
 
     /// The rights now in force.
@@ -91,16 +111,32 @@ impl RightsStore {
     }
 
     fn change(&self, apply: impl FnOnce(&mut AccessRights) -> bool) -> Result<bool, RightsError> {
-        let _guard = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut rights = (*self.snapshot()).clone();
         if !apply(&mut rights) {
             return Ok(false);
         }
         write_atomically(&self.path, &rights).map_err(|source| RightsError::Io { path: self.path.clone(), source })?;
+        *last = stamp(&self.path);
         let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         *current = Arc::new(rights);
         Ok(true)
     }
+}
+
+fn read(path: &Path) -> Result<AccessRights, RightsError> {
+    let path = path.to_owned();
+    Ok(match fs::metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => AccessRights::new(),
+        Err(source) => return Err(RightsError::Io { path, source }),
+        Ok(meta) if meta.len() > MAX_RIGHTS_FILE => {
+            return Err(RightsError::Damaged { path, why: format!("{} bytes is over the limit of {MAX_RIGHTS_FILE}", meta.len()) });
+        }
+        Ok(_) => {
+            let bytes = fs::read(&path).map_err(|source| RightsError::Io { path: path.clone(), source })?;
+            serde_json::from_slice(&bytes).map_err(|e| RightsError::Damaged { path: path.clone(), why: e.to_string() })?
+        }
+    })
 }
 
 fn write_atomically(path: &Path, rights: &AccessRights) -> std::io::Result<()> {
@@ -141,7 +177,16 @@ mod tests {
         assert!(reopened.revoke(&grant).unwrap());
         assert_eq!(RightsStore::open(&path).unwrap().snapshot().grants().count(), 0);
 
+        // A change made by another process is picked up; an unchanged file is not read again.
+        let other = RightsStore::open(&path).unwrap();
+        assert!(!store.reload_if_changed().unwrap());
+        other.grant(grant.clone()).unwrap();
+        assert!(store.reload_if_changed().unwrap());
+        assert_eq!(store.snapshot().grants().count(), 1);
+
         std::fs::write(&path, b"{\"grants\": [").unwrap();
+        assert!(store.reload_if_changed().is_err(), "a damaged file is refused");
+        assert_eq!(store.snapshot().grants().count(), 1, "and the rights in force stay");
         assert!(matches!(RightsStore::open(&path), Err(RightsError::Damaged { .. })));
     }
 }

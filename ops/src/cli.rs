@@ -44,6 +44,8 @@ pub enum Command {
     Ksi(crate::ksi::KsiArgs),
     /// Administer the registry: instance, members, certificates, the global configuration.
     Registry(crate::registry::RegistryArgs),
+    /// Run an agency's gateway (security server) and manage its access rights.
+    Gateway(crate::gateway::GatewayArgs),
     /// Load a service and report its rate and latency beside baselines (not a test).
     Bench(crate::bench::BenchArgs),
 }
@@ -70,6 +72,7 @@ impl Command {
                 crate::ksi::KsiCommand::TsaProof(_) => "ksi tsa-proof",
             },
             Command::Registry(args) => args.command.name(),
+            Command::Gateway(args) => args.command.name(),
             Command::Bench(_) => "bench timestamping",
         }
     }
@@ -153,6 +156,7 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         Command::Timestamping(args) => crate::timestamping::run(args, &settings, env),
         Command::Ksi(args) => crate::ksi::run(args),
         Command::Registry(args) => crate::registry::run(args, &settings, env),
+        Command::Gateway(args) => crate::gateway::run(args, &settings, env),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

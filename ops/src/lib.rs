@@ -24,6 +24,7 @@ pub mod telemetry;
 pub mod bench;
 pub mod cli;
 pub mod demo;
+pub mod gateway;
 pub mod hsm;
 pub mod ksi;
 pub mod registry;

@@ -1,0 +1,413 @@
+//! The running gateway: the client interface (X-Road REST r1, plain HTTP on a local address for
+//! the agency's information systems), the peer interface (HTTP/2 over mutually authenticated
+//! TLS 1.3 for other gateways), and what both share.
+//!
+//! ```text
+//!  information system ──HTTP──▶ client port ─┐                 ┌─▶ peer port ◀══TLS══ other gateways
+//!                               client::handle (sign, send, check, log)   provider::handle (check, call, sign, log)
+//!                                    │  Peers (HTTP/2, pinned)                 │  local services (HTTP)
+//!                                    └──────────── Trust (global conf) · MessageLog · BatchSigner ───┘
+//! ```
+//!
+//! Operations endpoints on the client port: `GET /live`, `GET /ready` (503 with the reason when
+//! the configuration has expired or timestamping has failed too long), `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backbone_hsm::Signer;
+use backbone_hsm::batch::BatchSigner;
+use backbone_registry::id::GatewayId;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::conf::{RegisteredGateways, Trust};
+use crate::log::MessageLog;
+use crate::peers::Peers;
+use crate::replay::ReplayGuard;
+use crate::rights::RightsStore;
+
+/// The default body limit, each way: 10 MiB, X-Road's default for REST bodies is similar.
+pub const DEFAULT_MAX_BODY: usize = 10 << 20;
+/// The default time a peer gateway or a local service has to answer.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A peer that has not finished its TLS handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most header bytes accepted from an information system.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What a gateway needs to start.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// This gateway's id in the global configuration.
+    pub id: GatewayId,
+    /// Where the information systems connect (plain HTTP; bind it to a local address).
+    pub client_listen: SocketAddr,
+    /// Where other gateways connect (TLS 1.3, pinned).
+    pub peer_listen: SocketAddr,
+    /// The local services this gateway provides: service id (`INSTANCE/CLASS/MEMBER/SUBSYSTEM/CODE`)
+    /// → base URL (`http://host:port/prefix`).
+    pub services: BTreeMap<String, String>,
+    /// The access rights file.
+    pub rights_path: PathBuf,
+    /// Largest request or response body.
+    pub max_body: usize,
+    /// How long a peer or a local service has to answer.
+    pub timeout: Duration,
+    /// The replay window.
+    pub replay_window: Duration,
+}
+
+/// The keys a gateway uses, all in the key store.
+#[derive(Clone, Debug)]
+pub struct GatewayKeys {
+    /// Authenticates this gateway in TLS to its peers.
+    pub tls: Arc<dyn Signer>,
+    /// Signs messages for the owner member (batched).
+    pub signing: Arc<BatchSigner>,
+}
+
+/// Why a gateway cannot start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// A listener cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The access rights cannot be read.
+    #[error(transparent)]
+    Rights(#[from] crate::rights::RightsError),
+    /// A configured local service is not a service id or not an `http://` URL.
+    #[error("local service {service:?}: {why}")]
+    Service {
+        /// The configured service id.
+        service: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The TLS key cannot be used.
+    #[error("TLS key: {0}")]
+    Tls(String),
+    /// Metrics cannot be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A started gateway; dropping it does not stop it, [`RunningGateway::shutdown`] does.
+#[derive(Debug)]
+pub struct RunningGateway {
+    inner: Arc<Inner>,
+    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What the handlers share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: GatewayConfig,
+    pub(crate) trust: Trust,
+    pub(crate) keys: GatewayKeys,
+    pub(crate) log: Arc<MessageLog>,
+    pub(crate) rights: Arc<RightsStore>,
+    pub(crate) peers: Peers,
+    pub(crate) replay: ReplayGuard,
+    pub(crate) services: BTreeMap<String, String>,
+    pub(crate) http: reqwest::Client,
+    pub(crate) metrics: GatewayMetrics,
+    pub(crate) registry: Registry,
+}
+
+/// The gateway's Prometheus metrics.
+#[derive(Clone, Debug)]
+pub(crate) struct GatewayMetrics {
+    /// Exchanges by side, service and outcome (`ok` or the fault type).
+    pub(crate) exchanges: IntCounterVec,
+    /// Exchange latency by side, seconds.
+    pub(crate) latency: HistogramVec,
+}
+
+// === impl GatewayConfig ===
+
+impl GatewayConfig {
+    /// A configuration with the defaults for everything but the id, addresses and rights file.
+    pub fn new(id: GatewayId, client_listen: SocketAddr, peer_listen: SocketAddr, rights_path: PathBuf) -> Self {
+        GatewayConfig {
+            id,
+            client_listen,
+            peer_listen,
+            services: BTreeMap::new(),
+            rights_path,
+            max_body: DEFAULT_MAX_BODY,
+            timeout: DEFAULT_TIMEOUT,
+            replay_window: crate::replay::DEFAULT_WINDOW,
+        }
+    }
+}
+
+// === impl RunningGateway ===
+
+impl RunningGateway {
+    /// Binds both listeners and starts serving. The message log and the configuration client are
+    /// the caller's: it opens them, keeps the configuration fresh and stamps the log.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError`] when a listener cannot be bound or the configuration is unusable.
+    pub async fn start(
+        config: GatewayConfig,
+        trust: Trust,
+        keys: GatewayKeys,
+        log: Arc<MessageLog>,
+        metrics_registry: Registry,
+    ) -> Result<Self, StartError> {
+        let rights = Arc::new(RightsStore::open(&config.rights_path)?);
+        let mut services = BTreeMap::new();
+        for (service, url) in &config.services {
+            let id: backbone_registry::id::ServiceId =
+                service.parse().map_err(|e: backbone_registry::Error| StartError::Service { service: service.clone(), why: e.to_string() })?;
+            if !url.starts_with("http://") {
+                return Err(StartError::Service { service: service.clone(), why: format!("{url:?} is not an http:// URL") });
+            }
+            services.insert(id.to_string(), url.trim_end_matches('/').to_owned());
+        }
+        let metrics = GatewayMetrics::register(&metrics_registry)?;
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| StartError::Service { service: "(all)".into(), why: e.to_string() })?;
+        let client_listener = TcpListener::bind(config.client_listen).await.map_err(|source| StartError::Listen { addr: config.client_listen, source })?;
+        let peer_listener = TcpListener::bind(config.peer_listen).await.map_err(|source| StartError::Listen { addr: config.peer_listen, source })?;
+        let client_addr = client_listener.local_addr().map_err(|source| StartError::Listen { addr: config.client_listen, source })?;
+        let peer_addr = peer_listener.local_addr().map_err(|source| StartError::Listen { addr: config.peer_listen, source })?;
+        let inner = Arc::new(Inner {
+            replay: ReplayGuard::new(config.replay_window, now_ms()),
+            peers: Peers::new(Arc::clone(&keys.tls)),
+            config,
+            trust,
+            keys,
+            log,
+            rights,
+            services,
+            http,
+            metrics,
+            registry: metrics_registry,
+        });
+        let (stop, stopped) = watch::channel(false);
+        let pins = Arc::new(RegisteredGateways::new(Arc::clone(inner.trust.client())));
+        let tls = inner.peer_tls_config(pins)?;
+        let tasks = vec![
+            tokio::spawn(serve_clients(Arc::clone(&inner), client_listener, stopped.clone())),
+            tokio::spawn(serve_peers(Arc::clone(&inner), peer_listener, tls, stopped.clone())),
+            tokio::spawn(reload_rights(Arc::clone(&inner.rights), stopped)),
+        ];
+        tracing::info!(gateway = %inner.config.id, %client_addr, %peer_addr, "gateway serving");
+        Ok(RunningGateway { inner, client_addr, peer_addr, stop, tasks })
+    }
+
+    /// Where information systems connect.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where peers connect.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer_addr
+    }
+
+    /// The stored access rights (for the admin API and tests).
+    pub fn rights(&self) -> &Arc<RightsStore> {
+        &self.inner.rights
+    }
+
+    /// Stops accepting connections and waits for the listeners to close.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.inner.peers.clear().await;
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn peer_tls_config(&self, pins: Arc<RegisteredGateways>) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+        let own = self.own_tls_certificate().map_err(StartError::Tls)?;
+        let mut config = backbone_hsm::tls::server_config(Arc::clone(&self.keys.tls), vec![own], pins).map_err(|e| StartError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// This gateway's TLS certificate as registered in the current configuration.
+    pub(crate) fn own_tls_certificate(&self) -> Result<Vec<u8>, String> {
+        let conf = self.trust.current().map_err(|e| e.to_string())?;
+        let gateway = conf.gateway(self.trust.own()).ok_or_else(|| format!("gateway {} is not in the global configuration", self.trust.own()))?;
+        let cert = gateway.tls_certificate.as_ref().ok_or_else(|| format!("gateway {} has no TLS certificate in the global configuration", self.trust.own()))?;
+        Ok(cert.der().to_vec())
+    }
+
+    /// Whether new exchanges can be served, and if not why.
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        self.trust.current().map_err(|e| format!("global configuration: {e}"))?;
+        self.log.check_accepting().map_err(|e| format!("message log: {e}"))?;
+        Ok(())
+    }
+}
+
+// === impl GatewayMetrics ===
+
+impl GatewayMetrics {
+    fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let exchanges = IntCounterVec::new(
+            Opts::new("backbone_gateway_exchanges_total", "Exchanges by side (client or provider), service and outcome (ok or the error type)"),
+            &["side", "service", "outcome"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new("backbone_gateway_exchange_seconds", "Time from request received to response sent, by side")
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+            &["side"],
+        )?;
+        registry.register(Box::new(exchanges.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(GatewayMetrics { exchanges, latency })
+    }
+}
+
+/// Unix milliseconds now.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How often the access rights file is checked for changes made by `backbone gateway grant`.
+pub const RIGHTS_RELOAD_EVERY: Duration = Duration::from_secs(1);
+
+async fn reload_rights(rights: Arc<RightsStore>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => return,
+            () = tokio::time::sleep(RIGHTS_RELOAD_EVERY) => {}
+        }
+        match rights.reload_if_changed() {
+            Ok(true) => tracing::info!("access rights reloaded"),
+            Ok(false) => {}
+            Err(error) => tracing::error!(%error, "access rights file changed but cannot be read; the rights in force stay"),
+        }
+    }
+}
+
+async fn serve_clients(inner: Arc<Inner>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "client accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let inner = Arc::clone(&inner);
+                async move { Ok::<_, Infallible>(crate::client::handle(inner, request).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(MAX_HEADER_BYTES.max(8192) * 2);
+            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, %error, "client connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_peers(inner: Arc<Inner>, listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let inner = Arc::clone(&inner);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, %error, "peer TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "peer TLS handshake timed out");
+                    return;
+                }
+            };
+            let Some(certificate) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.as_ref().to_vec())) else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let inner = Arc::clone(&inner);
+                let certificate = Arc::clone(&certificate);
+                async move { Ok::<_, Infallible>(crate::provider::handle(inner, &certificate, request).await) }
+            });
+            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(%peer, %error, "peer connection ended");
+            }
+        });
+    }
+}
+
+/// A plain response.
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.into())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A fault as a response.
+pub(crate) fn fault_response(fault: &crate::fault::Fault) -> Response<Full<Bytes>> {
+    fault.to_response().map(|b| Full::new(Bytes::from(b)))
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            *response.status_mut() = status;
+            response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            response
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "the answer cannot be encoded\n"),
+    }
+}

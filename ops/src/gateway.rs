@@ -1,0 +1,299 @@
+//! `backbone gateway init|serve|grant|revoke|rights`: an agency's security server.
+//!
+//! ```text
+//!  init:  key store ─▶ gateway-tls, member-signing, gateway-log-key ─▶ DATA_DIR/tls-csr.pem, signing-csr.pem
+//!         (the registry issues the certificates: `backbone registry issue-tls-cert` / `issue-signing-cert`)
+//!  serve: anchor ─▶ ConfClient (DATA_DIR/globalconf.cache) ─▶ refreshed from the registry
+//!         key store ─▶ TLS key · batch signer · log data key ─▶ MessageLog (DATA_DIR/log, stamped)
+//!         ─▶ client interface (--client-listen) · peer interface (--peer-listen)
+//!  grant/revoke/rights: DATA_DIR/access-rights.json, picked up by a running gateway within a second
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backbone_gateway::access::{Grant, Grantee};
+use backbone_gateway::conf::Trust;
+use backbone_gateway::log::{LogConfig, MessageLog};
+use backbone_gateway::rights::RightsStore;
+use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
+use backbone_hsm::batch::{BatchConfig, BatchSigner};
+use backbone_hsm::cert::{Subject, csr_pem};
+use backbone_hsm::{KeyStore, KeyType, Signer};
+use backbone_registry::anchor::Anchor;
+use backbone_registry::client::fetch::{self, FetchConfig};
+use backbone_registry::client::{ClientConfig, ConfClient};
+use clap::{Args, Subcommand};
+
+use crate::config::{Env, Settings};
+use crate::hsm::{open_store, pin_source};
+use crate::Error;
+
+/// Label of the gateway's TLS key in the key store.
+pub const TLS_KEY_LABEL: &str = "gateway-tls";
+/// Label of the member's message signing key in the key store.
+pub const SIGNING_KEY_LABEL: &str = "member-signing";
+/// Label of the key that wraps the message log's data key.
+pub const LOG_KEY_LABEL: &str = "gateway-log-key";
+/// The access rights file in the data directory.
+pub const RIGHTS_FILE: &str = "access-rights.json";
+/// The cached global configuration in the data directory.
+pub const CONF_CACHE_FILE: &str = "globalconf.cache";
+
+/// `backbone gateway ...`
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// The gateway's directory: message log, access rights, configuration cache. Default:
+    /// backbone-gateway.
+    #[arg(long, global = true, value_name = "DIR", default_value = "backbone-gateway")]
+    pub data_dir: PathBuf,
+    /// File holding the token's user PIN. Default: the configured hsm.pin_file or hsm.pin_env.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
+    /// The verb.
+    #[command(subcommand)]
+    pub command: GatewayCommand,
+}
+
+/// The verbs of `backbone gateway`.
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Create the gateway's keys in the key store and write certificate requests for the registry.
+    Init {
+        /// The gateway id, INSTANCE/CLASS/MEMBER/SERVERCODE.
+        #[arg(long)]
+        id: String,
+    },
+    /// Run the gateway.
+    Serve(Box<ServeArgs>),
+    /// Grant a client or a global group access to a service (method and path pattern).
+    Grant(GrantArgs),
+    /// Remove a grant.
+    Revoke(GrantArgs),
+    /// List the grants.
+    Rights,
+}
+
+/// Flags of `backbone gateway serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The gateway id, INSTANCE/CLASS/MEMBER/SERVERCODE, as registered.
+    #[arg(long)]
+    pub id: String,
+    /// The configuration anchor file from the registry.
+    #[arg(long, value_name = "FILE")]
+    pub anchor: PathBuf,
+    /// Where information systems connect (plain HTTP: keep it on a local or private address).
+    #[arg(long, default_value = "127.0.0.1:8280")]
+    pub client_listen: SocketAddr,
+    /// Where other gateways connect (TLS 1.3, pinned); the address registered for this gateway.
+    #[arg(long, default_value = "127.0.0.1:8243")]
+    pub peer_listen: SocketAddr,
+    /// A service this gateway provides: SERVICE_ID=URL, e.g.
+    /// EE/GOV/70000001/ehr/patients=http://127.0.0.1:9000/fhir. Repeat for each.
+    #[arg(long = "service", value_name = "ID=URL")]
+    pub services: Vec<String>,
+    /// The timestamping service's address (HOST:PORT). Default: the first approved timestamping
+    /// service of the global configuration.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub timestamping: Option<SocketAddr>,
+    /// Milliseconds between message-log timestamping batches.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_interval_ms: u64,
+    /// Seconds timestamping may fail before new exchanges are refused.
+    #[arg(long, default_value_t = 60)]
+    pub max_timestamping_failure: u64,
+    /// Largest request or response body, bytes.
+    #[arg(long, default_value_t = backbone_gateway::service::DEFAULT_MAX_BODY)]
+    pub max_body: usize,
+    /// Seconds a peer gateway or a local service has to answer.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// A grant on the command line.
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    /// The service, INSTANCE/CLASS/MEMBER/SUBSYSTEM/CODE.
+    pub service: String,
+    /// The client (member or subsystem) granted.
+    #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+    pub client: Option<String>,
+    /// The global group granted, INSTANCE/CODE.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The HTTP method, or * for any.
+    #[arg(long, default_value = "*")]
+    pub method: String,
+    /// The path pattern: * is one segment, ** any number.
+    #[arg(long, default_value = "/**")]
+    pub path: String,
+}
+
+impl GatewayCommand {
+    /// The verb's name, for spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GatewayCommand::Init { .. } => "gateway init",
+            GatewayCommand::Serve(_) => "gateway serve",
+            GatewayCommand::Grant(_) => "gateway grant",
+            GatewayCommand::Revoke(_) => "gateway revoke",
+            GatewayCommand::Rights => "gateway rights",
+        }
+    }
+}
+
+/// Runs one `backbone gateway` verb.
+///
+/// # Errors
+///
+/// Bad ids, grants and configuration exit 64; key store, storage and network failures exit 1.
+pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
+    match &args.command {
+        GatewayCommand::Init { id } => {
+            let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+            init(keys.as_ref(), &args.data_dir, id)
+        }
+        GatewayCommand::Serve(serve_args) => {
+            let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+            serve(keys, &args.data_dir, serve_args)
+        }
+        GatewayCommand::Grant(grant) => {
+            let changed = rights(&args.data_dir)?.grant(parse_grant(grant)?).map_err(|e| Error::Check(e.to_string()))?;
+            println!("{}", if changed { "granted" } else { "already granted" });
+            Ok(())
+        }
+        GatewayCommand::Revoke(grant) => {
+            let changed = rights(&args.data_dir)?.revoke(&parse_grant(grant)?).map_err(|e| Error::Check(e.to_string()))?;
+            println!("{}", if changed { "revoked" } else { "no such grant" });
+            Ok(())
+        }
+        GatewayCommand::Rights => {
+            for grant in rights(&args.data_dir)?.snapshot().grants() {
+                let who = match &grant.grantee {
+                    Grantee::Client(c) => format!("client {c}"),
+                    Grantee::Group(g) => format!("group {g}"),
+                };
+                println!("{}\t{who}\t{}\t{}", grant.service, grant.method, grant.path);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn rights(data_dir: &Path) -> Result<RightsStore, Error> {
+    std::fs::create_dir_all(data_dir).map_err(Error::io("create", data_dir))?;
+    RightsStore::open(data_dir.join(RIGHTS_FILE)).map_err(|e| Error::Check(e.to_string()))
+}
+
+fn parse_grant(args: &GrantArgs) -> Result<Grant, Error> {
+    let usage = |e: &dyn std::fmt::Display| Error::Usage(e.to_string());
+    let service = args.service.parse().map_err(|e| usage(&e))?;
+    let grantee = match (&args.client, &args.group) {
+        (Some(client), None) => Grantee::Client(client.parse().map_err(|e| usage(&e))?),
+        (None, Some(group)) => Grantee::Group(group.parse().map_err(|e| usage(&e))?),
+        _ => return Err(Error::Usage("give exactly one of --client and --group".into())),
+    };
+    Grant::new(service, grantee, &args.method, &args.path).map_err(|e| usage(&e))
+}
+
+fn key_or_generate(keys: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, Error> {
+    if keys.public_key(label).is_err() {
+        keys.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}' in {}", keys.describe())))?;
+    }
+    keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())))
+}
+
+fn init(keys: &dyn KeyStore, data_dir: &Path, id: &str) -> Result<(), Error> {
+    let gateway: backbone_registry::id::GatewayId = id.parse().map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
+    std::fs::create_dir_all(data_dir).map_err(Error::io("create", data_dir))?;
+    let tls = key_or_generate(keys, TLS_KEY_LABEL)?;
+    let signing = key_or_generate(keys, SIGNING_KEY_LABEL)?;
+    if keys.wrapper(LOG_KEY_LABEL).is_err() {
+        keys.generate_wrapping_key(LOG_KEY_LABEL).map_err(Error::hsm(format!("cannot generate key '{LOG_KEY_LABEL}' in {}", keys.describe())))?;
+    }
+    for (signer, common_name, file) in [(&tls, gateway.to_string(), "tls-csr.pem"), (&signing, gateway.owner().to_string(), "signing-csr.pem")] {
+        let subject = Subject { common_name, ..Subject::default() };
+        let csr = csr_pem(signer.as_ref(), &subject).map_err(Error::hsm("cannot make a certificate request".to_owned()))?;
+        let path = data_dir.join(file);
+        std::fs::write(&path, csr).map_err(Error::io("write", &path))?;
+        println!("wrote {}", path.display());
+    }
+    println!("next: have the registry issue them:");
+    println!("  backbone registry issue-tls-cert {gateway} {}", data_dir.join("tls-csr.pem").display());
+    println!("  backbone registry issue-signing-cert {} {}", gateway.owner(), data_dir.join("signing-csr.pem").display());
+    Ok(())
+}
+
+fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(), Error> {
+    let id: backbone_registry::id::GatewayId = args.id.parse().map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
+    let anchor_bytes = std::fs::read(&args.anchor).map_err(Error::io("read", &args.anchor))?;
+    let anchor = Anchor::decode(&anchor_bytes).map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
+    std::fs::create_dir_all(data_dir).map_err(Error::io("create", data_dir))?;
+    let mut config = GatewayConfig::new(id.clone(), args.client_listen, args.peer_listen, data_dir.join(RIGHTS_FILE));
+    for service in &args.services {
+        let (service_id, url) = service.split_once('=').ok_or_else(|| Error::Usage(format!("--service {service:?} is not ID=URL")))?;
+        config.services.insert(service_id.to_owned(), url.to_owned());
+    }
+    config.max_body = args.max_body;
+    config.timeout = Duration::from_secs(args.timeout);
+    let tls = keys.signer(TLS_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open key '{TLS_KEY_LABEL}' (run `backbone gateway init`)")))?;
+    let signing_key = keys.signer(SIGNING_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open key '{SIGNING_KEY_LABEL}' (run `backbone gateway init`)")))?;
+    let wrapper = keys.wrapper(LOG_KEY_LABEL).map_err(Error::hsm(format!("cannot open key '{LOG_KEY_LABEL}' (run `backbone gateway init`)")))?;
+
+    let runtime = tokio::runtime::Runtime::new().map_err(Error::io("start the runtime for", "gateway serve"))?;
+    runtime.block_on(async move {
+        let conf = Arc::new(
+            ConfClient::open(anchor, ClientConfig { cache_path: Some(data_dir.join(CONF_CACHE_FILE)), ..ClientConfig::default() })
+                .map_err(|e| Error::Check(format!("configuration cache: {e}")))?,
+        );
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Check(e.to_string()))?;
+        if let Err(e) = fetch::refresh_once(&conf, &http, SystemTime::now()).await {
+            if conf.current(SystemTime::now()).is_err() {
+                return Err(Error::Check(format!("no usable global configuration: {e}")));
+            }
+            tracing::warn!(error = %e, "registry unreachable; serving from the cached configuration");
+        }
+        let current = conf.current(SystemTime::now()).map_err(|e| Error::Check(e.to_string()))?;
+        let timestamping = match args.timestamping {
+            Some(addr) => addr,
+            None => timestamping_from_conf(&current)?,
+        };
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let refresher = tokio::spawn(fetch::run(Arc::clone(&conf), FetchConfig::default(), SystemTime::now, stopped));
+
+        let log_config = LogConfig {
+            dir: data_dir.join("log"),
+            batch_interval: Duration::from_millis(args.batch_interval_ms.max(100)),
+            max_timestamping_failure: Duration::from_secs(args.max_timestamping_failure),
+            timestamping: Some(timestamping),
+        };
+        let log = Arc::new(MessageLog::open(log_config, wrapper).map_err(|e| Error::Check(format!("message log: {e}")))?);
+        let metrics = prometheus::Registry::new();
+        let signing = Arc::new(BatchSigner::new(signing_key, BatchConfig::default()).map_err(Error::hsm("batch signer".to_owned()))?);
+        let trust = Trust::new(Arc::clone(&conf), id);
+        let keys = GatewayKeys { tls, signing };
+        let gateway = RunningGateway::start(config, trust, keys, Arc::clone(&log), metrics).await.map_err(|e| Error::Check(e.to_string()))?;
+        println!("client interface on http://{}", gateway.client_addr());
+        println!("peer interface on {}", gateway.peer_addr());
+        crate::registry::shutdown_signal().await;
+        gateway.shutdown().await;
+        let _ = stop.send(true);
+        let _ = refresher.await;
+        Ok(())
+    })
+}
+
+fn timestamping_from_conf(conf: &backbone_registry::GlobalConf) -> Result<SocketAddr, Error> {
+    let service = conf
+        .timestamping_services
+        .first()
+        .ok_or_else(|| Error::Usage("the global configuration approves no timestamping service; give --timestamping HOST:PORT".into()))?;
+    let url = &service.aggregator_url;
+    let authority = url.strip_prefix("http://").and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    authority
+        .parse()
+        .map_err(|_| Error::Usage(format!("timestamping service {}: aggregator URL {url:?} is not http://IP:PORT/...; give --timestamping", service.name)))
+}
