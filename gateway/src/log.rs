@@ -485,6 +485,11 @@ impl MessageLog {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // The stamper holds the store only weakly, except during a stamp; stop it from starting
+        // another. (Call `shutdown` first to wait for a stamp in flight.)
+        if let Some(stamper) = self.stamper.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+            stamper.abort();
+        }
         // Closing the queue ends the commit thread after the appends already queued; joining it
         // releases its hold on the store, so the directory can be opened again at once.
         drop(self.queue.take());

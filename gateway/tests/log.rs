@@ -337,9 +337,8 @@ async fn refuses_new_exchanges_while_timestamping_fails_too_long_then_recovers()
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
     let metrics = LogMetrics::register(&registry).unwrap();
-    let log =
-        MessageLog::open_with_metrics(config(dir.path(), Some(link.addr)), keys.wrapper.clone(), metrics.clone())
-            .unwrap();
+    let log = MessageLog::open_with_metrics(config(dir.path(), Some(link.addr)), keys.wrapper.clone(), metrics.clone())
+        .unwrap();
     log.spawn_stamper();
     log.append(vec![record(0, Kind::Request, Some("EE49002124277"))]).await.unwrap();
     eventually(Duration::from_secs(10), "first stamp", || log.status().unstamped == 0).await;

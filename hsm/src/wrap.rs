@@ -110,11 +110,7 @@ pub fn parse(wrapped: &[u8]) -> Result<WrappedParts<'_>, Error> {
     };
     let max = MAX_KEY_LEN + TAG_LEN;
     if sealed.len() <= TAG_LEN || sealed.len() > max {
-        return Err(decode(format!(
-            "{} bytes of ciphertext and tag, expected {} to {max}",
-            sealed.len(),
-            TAG_LEN + 1
-        )));
+        return Err(decode(format!("{} bytes of ciphertext and tag, expected {} to {max}", sealed.len(), TAG_LEN + 1)));
     }
     Ok(WrappedParts { iv, sealed })
 }

@@ -46,10 +46,8 @@ impl BodyKey {
         sealed.extend_from_slice(body);
         let (_, in_out) = sealed.split_at_mut(NONCE_LEN);
         let aad = seq.to_be_bytes();
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), in_out)
-            .ok()?;
+        let tag =
+            self.key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), in_out).ok()?;
         sealed.extend_from_slice(tag.as_ref());
         Some(sealed)
     }

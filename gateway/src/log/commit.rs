@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::record::{Hash, Record};
 use super::store::Row;
-use super::{LogError, NewRecord, Shared, Kind};
+use super::{Kind, LogError, NewRecord, Shared};
 
 /// Most records one synced write takes. A group this large writes a few megabytes.
 pub const MAX_GROUP_RECORDS: usize = 4096;
@@ -97,7 +97,12 @@ fn write_group(
     }
     let rows: Vec<Row<'_>> = encoded
         .iter()
-        .map(|(seq, bytes, body, subject)| Row { seq: *seq, encoded: bytes, sealed_body: body, subject: subject.as_deref() })
+        .map(|(seq, bytes, body, subject)| Row {
+            seq: *seq,
+            encoded: bytes,
+            sealed_body: body,
+            subject: subject.as_deref(),
+        })
         .collect();
     shared.store.append(&rows).map_err(|e| e.to_string())?;
     shared.metrics.commit_batch_records.observe(rows.len() as f64);

@@ -141,8 +141,11 @@ impl Record {
                 return Err((what, len, MAX_TEXT_LEN));
             }
         }
-        let blobs =
-            [("descriptor", &self.descriptor), ("signature", &self.signature), ("signer_certificate", &self.signer_certificate)];
+        let blobs = [
+            ("descriptor", &self.descriptor),
+            ("signature", &self.signature),
+            ("signer_certificate", &self.signer_certificate),
+        ];
         for (what, blob) in blobs {
             if blob.len() > MAX_BLOB_LEN {
                 return Err((what, blob.len(), MAX_BLOB_LEN));

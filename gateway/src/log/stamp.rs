@@ -61,6 +61,12 @@ impl Stamper {
         Stamper { stop, task }
     }
 
+    /// Stops the task without waiting (a stamp in flight finishes on its blocking thread).
+    pub(crate) fn abort(self) {
+        let _ = self.stop.send(true);
+        self.task.abort();
+    }
+
     /// Stops the task and waits for a stamp in flight to finish.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(true);
@@ -121,8 +127,8 @@ impl Shared {
         }
         let (root, proofs) = batch::build(first_seq, &hashes);
         let imprint = batch::imprint(&root);
-        let ksi_signature = client::sign(addr, &imprint, 0)
-            .map_err(|e| LogError::Timestamping { addr, reason: e.to_string() })?;
+        let ksi_signature =
+            client::sign(addr, &imprint, 0).map_err(|e| LogError::Timestamping { addr, reason: e.to_string() })?;
         check_signature(&ksi_signature, &root).map_err(|reason| LogError::Timestamping { addr, reason })?;
         let batch = Batch { first_seq, count, root, stamped_at_ms: now_ms(), ksi_signature };
         self.store.put_batch(&batch, &proofs)?;

@@ -71,7 +71,9 @@ pub enum VerifyError {
     },
     /// The record's `prev_hash` is not the hash of the record before it: it or its predecessor
     /// was changed.
-    #[error("record {seq}: prev_hash {found} is not the hash of the record before it ({expected})")]
+    #[error(
+        "record {seq}: prev_hash {found} is not the hash of the record before it ({expected}); one of the two was changed"
+    )]
     BrokenLink {
         /// The record.
         seq: u64,
@@ -121,7 +123,8 @@ pub enum VerifyError {
 pub fn verify(bundle: &Bundle, expected_prev: Option<Hash>) -> Result<Report, VerifyError> {
     let batches: HashMap<u64, &Batch> = bundle.batches.iter().map(|b| (b.first_seq, b)).collect();
     let mut checked_batches: HashSet<u64> = HashSet::new();
-    let mut report = Report { first_seq: None, records: 0, stamped: 0, unstamped: Vec::new(), batches: 0, last_hash: None };
+    let mut report =
+        Report { first_seq: None, records: 0, stamped: 0, unstamped: Vec::new(), batches: 0, last_hash: None };
     let mut previous: Option<(u64, Hash)> = None;
     for (position, audit) in bundle.records.iter().enumerate() {
         let record = Record::decode(&audit.encoded).map_err(|source| VerifyError::Malformed {
@@ -154,8 +157,11 @@ pub fn verify(bundle: &Bundle, expected_prev: Option<Hash>) -> Result<Report, Ve
                 check_proof(seq, &hash, proof, batch)?;
                 if checked_batches.insert(batch.first_seq) {
                     let end = batch.first_seq.saturating_add(batch.count);
-                    check_signature(&batch.ksi_signature, &batch.root)
-                        .map_err(|reason| VerifyError::BadTimestamp { batch: batch.first_seq, end, reason })?;
+                    check_signature(&batch.ksi_signature, &batch.root).map_err(|reason| VerifyError::BadTimestamp {
+                        batch: batch.first_seq,
+                        end,
+                        reason,
+                    })?;
                     report.batches += 1;
                 }
                 report.stamped += 1;

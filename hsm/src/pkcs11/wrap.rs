@@ -13,8 +13,8 @@ use zeroize::Zeroizing;
 
 use super::keys::{self, Half};
 use super::pool::{Failure, Lease, Token};
-use crate::wrap::{self, IV_LEN, TAG_LEN, Wrapper};
 use crate::Error;
+use crate::wrap::{self, IV_LEN, TAG_LEN, Wrapper};
 
 /// Wraps and unwraps with one secret key on a PKCS#11 token, borrowing a session from the store's
 /// pool for each call. The key handle is found once per pool generation and cached.
@@ -48,7 +48,11 @@ impl Pkcs11Wrapper {
         let found = keys::find(session, &self.label, Half::Secret)
             .map_err(|e| self.token.failure(&e, "find wrapping key", session, lease))?;
         let handle = found.ok_or_else(|| {
-            Failure::Fatal(Error::NoSuchKey { label: self.label.clone(), kind: Half::Secret.kind(), store: self.store() })
+            Failure::Fatal(Error::NoSuchKey {
+                label: self.label.clone(),
+                kind: Half::Secret.kind(),
+                store: self.store(),
+            })
         })?;
         *cached = Some((lease.generation, handle));
         Ok(handle)
