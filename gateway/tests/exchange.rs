@@ -265,3 +265,90 @@ async fn an_expired_configuration_or_a_revoked_certificate_stops_every_exchange(
     assert!(ready.text().await.unwrap().contains("global configuration"));
     assert_eq!(backbone.pharmacy.log.status().records, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_metadata_services_answer() {
+    use backbone_gateway::usage::UsageAnswer;
+    use backbone_timestamping_verify::imprint::Imprint;
+    use backbone_timestamping_verify::signature::Signature;
+    use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
+    use base64::Engine as _;
+
+    let mut backbone = Backbone::start(Duration::from_secs(600)).await;
+    backbone.start_gateways().await;
+    backbone.grant(PATIENTS, DISPENSING, "GET", "/**");
+    let find_usage = "EE/GOV/70000001/ehr/findUsage";
+
+    // Two accesses to one person (one an emergency), one to another person.
+    call(&backbone, &format!("/r1/{PATIENTS}/Patient/1"), &HEALTH, None).await;
+    let emergency = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", PERSON), ("X-Backbone-Purpose-Of-Use", "ETREAT"), ("X-Road-UserId", "EE47101010033")];
+    call(&backbone, &format!("/r1/{PATIENTS}/Patient/2"), &emergency, None).await;
+    let other = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", OTHER_PERSON), ("X-Backbone-Purpose-Of-Use", "TREAT")];
+    call(&backbone, &format!("/r1/{PATIENTS}/Patient/3"), &other, None).await;
+
+    // findUsage needs an access right, like any service, and the health context.
+    let asking = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT")];
+    let (_, headers, body) = call(&backbone, &format!("/r1/{find_usage}"), &asking, None).await;
+    assert_eq!(error_type(&headers, &body), "Server.ServerProxy.AccessDenied");
+    let (_, headers, body) = call(&backbone, &format!("/r1/{find_usage}"), &[("X-Road-Client", DISPENSING)], None).await;
+    assert_eq!(error_type(&headers, &body), "Client.MissingHealthContext");
+    backbone.grant(find_usage, DISPENSING, "GET", "/");
+    backbone.hospital.log.stamp_now().await.unwrap();
+
+    let (status, _, body) = call(&backbone, &format!("/r1/{find_usage}?offset=0&limit=10"), &asking, None).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: UsageAnswer = serde_json::from_value(body).unwrap();
+    assert_eq!(answer.data_subject, PERSON);
+    assert_eq!(answer.entries.len(), 2, "{answer:?}");
+    let (newest, oldest) = (&answer.entries[0], &answer.entries[1]);
+    assert!(newest.time_ms >= oldest.time_ms);
+    assert!(newest.emergency && !oldest.emergency);
+    assert_eq!(newest.purpose_of_use.as_deref(), Some("ETREAT"));
+    assert_eq!(newest.user_id.as_deref(), Some("EE47101010033"));
+    assert_eq!((newest.client.as_str(), newest.member.as_str(), newest.service.as_str()), (DISPENSING, "EE/COM/10000001", PATIENTS));
+    assert_eq!(newest.side, "provider");
+
+    // Each entry's proof checks offline: record hash → audit path → batch root → KSI signature.
+    for entry in &answer.entries {
+        let proof = entry.proof.as_ref().expect("stamped");
+        let hex = |s: &str| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect::<Vec<u8>>();
+        let mut node: [u8; 32] = hex(&entry.record.hash).try_into().unwrap();
+        let path: Vec<[u8; 32]> = proof.path.iter().map(|p| hex(p).try_into().unwrap()).collect();
+        node = backbone_hsm::batch::merkle::root_from_path(&backbone_hsm::batch::merkle::leaf_hash(&node), proof.leaf_index, proof.batch_count, &path).unwrap();
+        assert_eq!(backbone_gateway::usage::hex(&node), proof.root);
+        let signature = Signature::decode(&base64::engine::general_purpose::STANDARD.decode(&proof.ksi_signature).unwrap()).unwrap();
+        let mut imprint = vec![1u8];
+        imprint.extend_from_slice(&node);
+        let imprint = Imprint::from_bytes(&imprint).unwrap();
+        let context = Context { document_hash: Some(&imprint), ..Context::default() };
+        assert_eq!(verify::verify(&signature, Policy::Internal, &context).outcome, Outcome::Ok);
+    }
+
+    // The question itself is an access to the person's data and is logged as one: it is now the
+    // newest entry, so the page after it starts with the emergency access.
+    let (_, _, body) = call(&backbone, &format!("/r1/{find_usage}?offset=0&limit=1"), &asking, None).await;
+    let page: UsageAnswer = serde_json::from_value(body).unwrap();
+    assert_eq!((page.entries.len(), page.entries[0].service.as_str(), page.entries[0].purpose_of_use.as_deref()), (1, find_usage, Some("PATRQT")));
+    let (_, _, body) = call(&backbone, &format!("/r1/{find_usage}?offset=2&limit=1"), &asking, None).await;
+    let page: UsageAnswer = serde_json::from_value(body).unwrap();
+    assert_eq!(page.entries.len(), 1);
+    assert_eq!(page.entries[0].message_id, newest.message_id);
+    let asking_other = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", OTHER_PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT")];
+    let (_, _, body) = call(&backbone, &format!("/r1/{find_usage}"), &asking_other, None).await;
+    let theirs: UsageAnswer = serde_json::from_value(body).unwrap();
+    assert!(theirs.entries.iter().all(|e| e.message_id != newest.message_id && e.message_id != oldest.message_id));
+    assert_eq!(theirs.entries.iter().filter(|e| e.service == PATIENTS).count(), 1);
+
+    // The metadata services.
+    let (status, _, body) = call(&backbone, "/listClients", &[], None).await;
+    assert_eq!(status, 200);
+    let clients = body["member"].as_array().unwrap();
+    assert!(clients.iter().any(|c| c["id"]["subsystem_code"] == "dispensing" && c["id"]["object_type"] == "SUBSYSTEM"));
+    let (status, _, body) = call(&backbone, "/r1/EE/GOV/70000001/ehr/listMethods", &[("X-Road-Client", DISPENSING)], None).await;
+    assert_eq!(status, 200, "{body}");
+    let codes: Vec<&str> = body["service"].as_array().unwrap().iter().map(|s| s["service_code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["patients", "ping"]);
+    let (_, _, body) = call(&backbone, "/r1/EE/GOV/70000001/ehr/allowedMethods", &[("X-Road-Client", DISPENSING)], None).await;
+    let codes: Vec<&str> = body["service"].as_array().unwrap().iter().map(|s| s["service_code"].as_str().unwrap()).collect();
+    assert_eq!(codes, ["patients"], "ping is not granted");
+}

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
-use backbone_gateway::log::{LogConfig, MessageLog};
+use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::rights::RightsStore;
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::{BatchConfig, BatchSigner};
@@ -270,8 +270,10 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
             max_timestamping_failure: Duration::from_secs(args.max_timestamping_failure),
             timestamping: Some(timestamping),
         };
-        let log = Arc::new(MessageLog::open(log_config, wrapper).map_err(|e| Error::Check(format!("message log: {e}")))?);
         let metrics = prometheus::Registry::new();
+        let log_metrics = LogMetrics::register(&metrics).map_err(|e| Error::Check(format!("metrics: {e}")))?;
+        let log = Arc::new(MessageLog::open_with_metrics(log_config, wrapper, log_metrics).map_err(|e| Error::Check(format!("message log: {e}")))?);
+        log.spawn_stamper();
         let signing = Arc::new(BatchSigner::new(signing_key, BatchConfig::default()).map_err(Error::hsm("batch signer".to_owned()))?);
         let trust = Trust::new(Arc::clone(&conf), id);
         let keys = GatewayKeys { tls, signing };
@@ -280,6 +282,9 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
         println!("peer interface on {}", gateway.peer_addr());
         crate::registry::shutdown_signal().await;
         gateway.shutdown().await;
+        if let Err(e) = log.shutdown().await {
+            tracing::warn!(error = %e, "the last records stay unstamped until the next start");
+        }
         let _ = stop.send(true);
         let _ = refresher.await;
         Ok(())

@@ -189,6 +189,7 @@ impl Backbone {
                 timestamping: Some(timestamping),
             };
             let log = Arc::new(MessageLog::open(log_config, wrapper).unwrap());
+            log.spawn_stamper();
             agencies.push(Agency { gateway_id, keys, tls, signing, conf, log, gateway: None, peer_port, dir: agency_dir });
         }
         let pharmacy = agencies.pop().unwrap();
