@@ -188,11 +188,17 @@ impl Round {
         let client = self.clients.intern(request.client_id)?;
         let metadata = usize::try_from(client).ok().and_then(|c| self.clients.metadata.get(c));
         let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
-        self.scratch.clear();
-        self.scratch.extend_from_slice(request.hash.as_bytes());
-        self.scratch.extend_from_slice(metadata.raw());
-        self.scratch.push(level);
-        self.bottom.hashes.push(sha256(&mut self.scratch));
+        let digest = match one_block(request.hash.as_bytes(), metadata.raw(), level) {
+            Some(digest) => digest,
+            None => {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(request.hash.as_bytes());
+                self.scratch.extend_from_slice(metadata.raw());
+                self.scratch.push(level);
+                sha256(&mut self.scratch)
+            }
+        };
+        self.bottom.hashes.push(digest);
         self.bottom.levels.push(level);
         self.leaves.push(Leaf { hash: request.hash, level: request.level, client });
         Ok(self.leaves.len() - 1)
@@ -419,6 +425,29 @@ fn node(left: &[u8; 32], right: &[u8; 32], level: u8) -> [u8; 32] {
     digest(&state)
 }
 
+/// SHA-256 of `imprint || metadata || level` when it fits in one block (55 bytes or fewer: a
+/// SHA-256 imprint and a client id of up to about a dozen bytes), built on the stack.
+fn one_block(imprint: &[u8], metadata: &[u8], level: u8) -> Option<[u8; 32]> {
+    let len = imprint.len() + metadata.len() + 1;
+    if len > 55 {
+        return None;
+    }
+    let mut block = [[0u8; 64]; 1];
+    let [bytes] = &mut block;
+    let (head, rest) = bytes.split_at_mut(imprint.len());
+    head.copy_from_slice(imprint);
+    let (middle, rest) = rest.split_at_mut(metadata.len());
+    middle.copy_from_slice(metadata);
+    let (last, rest) = rest.split_first_mut()?;
+    *last = level;
+    let (marker, _) = rest.split_first_mut()?;
+    *marker = 0x80;
+    bytes[56..].copy_from_slice(&(len as u64 * 8).to_be_bytes());
+    let mut state = SHA256_IV;
+    compress256(&mut state, &block);
+    Some(digest(&state))
+}
+
 /// SHA-256 of `input`, padding it in place (the buffer is the caller's, reused per leaf).
 fn sha256(input: &mut Vec<u8>) -> [u8; 32] {
     let bits = (input.len() as u64).wrapping_mul(8);
@@ -506,6 +535,15 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let mut buffer = data.clone();
             assert_eq!(Imprint::new(ALGORITHM, &sha256(&mut buffer)).unwrap(), ALGORITHM.hash(&[&data]).unwrap(), "{len} bytes");
+        }
+        for metadata_len in 0..40usize {
+            let metadata: Vec<u8> = (0..metadata_len).map(|i| i as u8).collect();
+            let imprint = ALGORITHM.hash(&[b"x"]).unwrap();
+            let expected = ALGORITHM.hash(&[imprint.as_bytes(), &metadata, &[3]]).unwrap();
+            match one_block(imprint.as_bytes(), &metadata, 3) {
+                Some(digest) => assert_eq!(Imprint::new(ALGORITHM, &digest).unwrap(), expected),
+                None => assert!(33 + metadata_len + 1 > 55),
+            }
         }
         let (left, right) = ([7u8; 32], [9u8; 32]);
         let expected = ALGORITHM.hash(&[&[1], &left, &[1], &right, &[5]]).unwrap();
