@@ -230,7 +230,8 @@ pub(crate) struct StampState {
     pub(crate) failing_since: Option<SystemTime>,
     pub(crate) last_error: Option<String>,
     pub(crate) last_success: Option<SystemTime>,
-    /// When the oldest unstamped record was committed (or logged, after a restart).
+    /// When the oldest unstamped record was committed (for records left from before the log
+    /// opened: when it opened).
     pub(crate) oldest_unstamped: Option<SystemTime>,
 }
 
@@ -298,8 +299,11 @@ impl MessageLog {
         let stamped_through = store.stamped_through()?.min(next_seq);
         let mut state = StampState::default();
         if stamped_through < next_seq {
-            // Records left unstamped by the last run: their wait began when they were logged.
-            state.oldest_unstamped = Some(logged_at(&store, stamped_through).unwrap_or_else(SystemTime::now));
+            // Records left unstamped by the last run. Their wait is counted from now: they could
+            // not be stamped while the gateway was down, and the first stamp covers them within
+            // one interval; counting from when they were logged would refuse every exchange
+            // after a long stop until then.
+            state.oldest_unstamped = Some(SystemTime::now());
         }
         metrics.unstamped_records.set(i64::try_from(next_seq - stamped_through).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
@@ -619,12 +623,6 @@ fn check_lengths(new: &NewRecord) -> Result<(), LogError> {
         }
     }
     Ok(())
-}
-
-fn logged_at(store: &Store, seq: u64) -> Option<SystemTime> {
-    let bytes = store.record(seq).ok()??;
-    let record = Record::decode(&bytes).ok()?;
-    SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(record.logged_at_ms))
 }
 
 fn corrupt(seq: u64, reason: impl ToString) -> LogError {

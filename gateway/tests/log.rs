@@ -376,6 +376,27 @@ async fn refuses_new_exchanges_while_timestamping_fails_too_long_then_recovers()
     service.running.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_left_unstamped_by_a_stop_are_stamped_after_restart() {
+    let service = Timestamping::start().await;
+    let keys = new_keys();
+    let dir = tempfile::tempdir().unwrap();
+    // Logged while no timestamping service was configured (or before a crash).
+    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
+    for n in 0..5 {
+        log.append(vec![record(n, Kind::Request, None)]).await.unwrap();
+    }
+    drop(log);
+    let log = MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
+    assert_eq!(log.status().unstamped, 5);
+    log.check_accepting().unwrap();
+    log.spawn_stamper();
+    eventually(Duration::from_secs(10), "backlog stamped", || log.status().unstamped == 0).await;
+    assert_eq!(verify::verify(&log.export(0, 5).unwrap(), None).unwrap().stamped, 5);
+    log.shutdown().await.unwrap();
+    service.running.shutdown().await;
+}
+
 /// A timestamping service in-process on 127.0.0.1:0, with software keys and a RocksDB calendar.
 struct Timestamping {
     addr: SocketAddr,
