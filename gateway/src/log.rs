@@ -507,7 +507,7 @@ impl Drop for Inner {
 
 impl Shared {
     /// Called by the commit thread after a durable write.
-    pub(crate) fn committed(&self, next_seq: u64, _records: usize) {
+    pub(crate) fn committed(&self, next_seq: u64) {
         self.committed.store(next_seq, Ordering::Release);
         let unstamped = next_seq.saturating_sub(self.stamped_through.load(Ordering::Acquire));
         self.metrics.unstamped_records.set(i64::try_from(unstamped).unwrap_or(i64::MAX));

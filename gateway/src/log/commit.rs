@@ -52,7 +52,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, q
             Ok((next, hash, seqs)) => {
                 next_seq = next;
                 last_hash = hash;
-                shared.committed(next_seq, count);
+                shared.committed(next_seq);
                 for (pending, seqs) in group.into_iter().zip(seqs) {
                     shared.metrics.append_duration.observe(pending.queued.elapsed().as_secs_f64());
                     let _ = pending.reply.send(Ok(seqs));
