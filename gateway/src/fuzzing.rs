@@ -31,3 +31,16 @@ pub fn signed_message(data: &[u8]) {
         assert_eq!(response.encode().ok().as_deref(), Some(data), "response descriptors are canonical");
     }
 }
+
+/// The exchange envelope as a provider or client gateway receives it: the envelope, then the
+/// descriptor and the batch signature inside it; and a `findUsage` query.
+pub fn envelope(data: &[u8]) {
+    if let Ok(envelope) = crate::wire::decode(data) {
+        let _ = crate::signed::RequestDescriptor::decode(envelope.descriptor);
+        let _ = crate::signed::ResponseDescriptor::decode(envelope.descriptor);
+        let _ = backbone_hsm::batch::BatchSignature::from_bytes(envelope.signature);
+        let again = crate::wire::encode(envelope.descriptor, envelope.signature, envelope.body);
+        assert_eq!(again.ok().as_deref(), Some(data), "envelopes are canonical");
+    }
+    let _ = crate::meta::usage_paging(Some(&String::from_utf8_lossy(data)));
+}

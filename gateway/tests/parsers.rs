@@ -87,4 +87,14 @@ fn signed_messages() {
             fuzzing::signed_message(&input);
         }
     }
+    // The same descriptors in exchange envelopes, with a signature and a body.
+    for seed in [
+        backbone_gateway::wire::encode(&request.encode().unwrap(), &[1; 300], b"{}").unwrap(),
+        backbone_gateway::wire::encode(&response.encode().unwrap(), b"", b"ok").unwrap(),
+        b"offset=10&limit=20".to_vec(),
+    ] {
+        for input in near_misses(&seed, &mut rng) {
+            fuzzing::envelope(&input);
+        }
+    }
 }
