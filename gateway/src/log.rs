@@ -39,6 +39,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
+pub mod archive;
 pub mod batch;
 pub mod body;
 pub mod record;

@@ -21,7 +21,7 @@ pub struct Bundle {
 }
 
 /// One record as stored: its canonical bytes (not re-encoded) and its proof.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditRecord {
     /// The canonical encoding, as stored and hashed.
     pub encoded: Vec<u8>,
