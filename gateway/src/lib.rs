@@ -16,11 +16,13 @@
 //! HTTP/2 connections), [`access`] and [`rights`] (access rights, deny by default, stored),
 //! [`replay`] (the replay window), [`meta`] and [`usage`] (the services the gateway answers
 //! itself: `listClients`, `listMethods`, `allowedMethods`, `findUsage`), [`log`] (the message
-//! log: hash-linked, encrypted, batch-timestamped, indexed by data subject).
+//! log: hash-linked, encrypted, batch-timestamped, indexed by data subject), [`admin`] (the
+//! HTTPS admin API for access rights and status).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod access;
+pub mod admin;
 pub mod conf;
 pub mod fault;
 pub mod log;

@@ -221,6 +221,11 @@ impl RunningGateway {
         Ok(RunningGateway { inner, client_addr, peer_addr, stop, tasks })
     }
 
+    /// This gateway's id.
+    pub fn id(&self) -> &GatewayId {
+        self.inner.trust.own()
+    }
+
     /// Where information systems connect.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr

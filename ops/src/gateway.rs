@@ -20,7 +20,9 @@ use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::rights::RightsStore;
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::{BatchConfig, BatchSigner};
-use backbone_hsm::cert::{Subject, csr_pem};
+use backbone_gateway::admin::client::{AdminClient, ClientError};
+use backbone_gateway::admin::{AdminServer, Admins, certificate_der};
+use backbone_hsm::cert::{CertificateAuthority, Subject, Validity, csr_pem};
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::anchor::Anchor;
 use backbone_registry::client::fetch::{self, FetchConfig};
@@ -41,6 +43,11 @@ pub const LOG_KEY_LABEL: &str = "gateway-log-key";
 pub const RIGHTS_FILE: &str = "access-rights.json";
 /// The cached global configuration in the data directory.
 pub const CONF_CACHE_FILE: &str = "globalconf.cache";
+/// The administrators' certificates, in the data directory.
+pub const ADMINS_DIR: &str = "admins";
+/// The admin API's certificate (the gateway's TLS certificate), written at start for
+/// administrators to pin.
+pub const ADMIN_CERT_FILE: &str = "admin-api-cert.pem";
 
 /// `backbone gateway ...`
 #[derive(Debug, Args)]
@@ -52,6 +59,20 @@ pub struct GatewayArgs {
     /// File holding the token's user PIN. Default: the configured hsm.pin_file or hsm.pin_env.
     #[arg(long, global = true, value_name = "FILE")]
     pub pin_file: Option<PathBuf>,
+    /// Send grant, revoke or rights to the admin API of a running gateway at HOST:PORT instead
+    /// of editing its rights file. Needs --admin-key, --admin-cert and --gateway-cert.
+    #[arg(long, global = true, value_name = "HOST:PORT", requires_all = ["admin_key", "admin_cert", "gateway_cert"])]
+    pub admin: Option<SocketAddr>,
+    /// Label of the administrator's key in the key store.
+    #[arg(long, global = true, value_name = "LABEL")]
+    pub admin_key: Option<String>,
+    /// The administrator's certificate (PEM), from `admin-cert`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub admin_cert: Option<PathBuf>,
+    /// The gateway's admin API certificate (DATA_DIR/admin-api-cert.pem of the gateway), the
+    /// only server certificate accepted.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub gateway_cert: Option<PathBuf>,
     /// The verb.
     #[command(subcommand)]
     pub command: GatewayCommand,
@@ -74,6 +95,27 @@ pub enum GatewayCommand {
     Revoke(GrantArgs),
     /// List the grants.
     Rights,
+    /// Make an administrator's key in the key store (if missing) and a self-signed certificate
+    /// for it, to be added to gateways with `add-admin`.
+    AdminCert {
+        /// The administrator's name, e.g. mari.maasikas.
+        #[arg(long)]
+        name: String,
+        /// Label of the administrator's key in the key store.
+        #[arg(long, default_value = "gateway-admin")]
+        key: String,
+        /// Where to write the certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Let the holder of CERT use this gateway's admin API as NAME (DATA_DIR/admins/NAME.pem;
+    /// delete the file to lock them out).
+    AddAdmin {
+        /// The administrator's name: letters, digits, '.', '-', '_'.
+        name: String,
+        /// Their certificate (PEM), from `admin-cert`.
+        cert: PathBuf,
+    },
 }
 
 /// Flags of `backbone gateway serve`.
@@ -111,6 +153,9 @@ pub struct ServeArgs {
     /// Seconds a peer gateway or a local service has to answer.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
+    /// Where the HTTPS admin API listens (administrators in DATA_DIR/admins).
+    #[arg(long, default_value = "127.0.0.1:8244")]
+    pub admin_listen: SocketAddr,
 }
 
 /// A grant on the command line.
@@ -141,6 +186,8 @@ impl GatewayCommand {
             GatewayCommand::Grant(_) => "gateway grant",
             GatewayCommand::Revoke(_) => "gateway revoke",
             GatewayCommand::Rights => "gateway rights",
+            GatewayCommand::AdminCert { .. } => "gateway admin-cert",
+            GatewayCommand::AddAdmin { .. } => "gateway add-admin",
         }
     }
 }
@@ -151,6 +198,10 @@ impl GatewayCommand {
 ///
 /// Bad ids, grants and configuration exit 64; key store, storage and network failures exit 1.
 pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
+    if let Some(address) = args.admin {
+        let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+        return remote(&args, keys.as_ref(), address);
+    }
     match &args.command {
         GatewayCommand::Init { id } => {
             let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
@@ -180,7 +231,85 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
             }
             Ok(())
         }
+        GatewayCommand::AdminCert { name, key, out } => {
+            let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+            admin_cert(keys.as_ref(), name, key, out)
+        }
+        GatewayCommand::AddAdmin { name, cert } => add_admin(&args.data_dir, name, cert),
     }
+}
+
+/// A verb sent to a running gateway's admin API.
+fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Result<(), Error> {
+    let (Some(label), Some(cert), Some(gateway_cert)) = (&args.admin_key, &args.admin_cert, &args.gateway_cert) else {
+        return Err(Error::Usage("--admin needs --admin-key, --admin-cert and --gateway-cert".into()));
+    };
+    let key = keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())))?;
+    let read_cert = |path: &Path| -> Result<Vec<u8>, Error> {
+        let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+        certificate_der(&bytes).ok_or_else(|| Error::Usage(format!("{}: not a certificate", path.display())))
+    };
+    let client = AdminClient::new(address, key, read_cert(cert)?, read_cert(gateway_cert)?).map_err(|e| Error::Check(e.to_string()))?;
+    let runtime = tokio::runtime::Runtime::new().map_err(Error::io("start the runtime for", "gateway admin"))?;
+    let failed = |e: ClientError| match e {
+        ClientError::Refused { .. } => Error::Usage(e.to_string()),
+        ClientError::Failed(_) => Error::Check(e.to_string()),
+    };
+    runtime.block_on(async {
+        match &args.command {
+            GatewayCommand::Grant(grant) => {
+                let changed = client.grant(&parse_grant(grant)?).await.map_err(failed)?;
+                println!("{}", if changed { "granted" } else { "already granted" });
+            }
+            GatewayCommand::Revoke(grant) => {
+                let changed = client.revoke(&parse_grant(grant)?).await.map_err(failed)?;
+                println!("{}", if changed { "revoked" } else { "no such grant" });
+            }
+            GatewayCommand::Rights => {
+                for grant in client.rights().await.map_err(failed)? {
+                    println!("{}\t{:?}\t{}\t{}", grant.service, grant.grantee, grant.method, grant.path);
+                }
+            }
+            _ => return Err(Error::Usage("only grant, revoke and rights go to the admin API".into())),
+        }
+        Ok(())
+    })
+}
+
+fn admin_cert(keys: &dyn KeyStore, name: &str, label: &str, out: &Path) -> Result<(), Error> {
+    let key = key_or_generate(keys, label)?;
+    let now = SystemTime::now();
+    let validity = Validity { not_before: now - Duration::from_secs(300), not_after: now + Duration::from_secs(2 * 365 * 86_400), serial: random_serial() };
+    let subject = Subject { common_name: name.to_owned(), ..Subject::default() };
+    let cert = CertificateAuthority::self_signed(key.as_ref(), &subject, &validity).map_err(Error::hsm("cannot make the certificate".to_owned()))?;
+    std::fs::write(out, backbone_hsm::cert::pem("CERTIFICATE", cert.certificate_der())).map_err(Error::io("write", out))?;
+    println!("wrote {} (key '{label}' in {})", out.display(), keys.describe());
+    Ok(())
+}
+
+fn random_serial() -> Vec<u8> {
+    use ring::rand::SecureRandom as _;
+    let mut serial = vec![0u8; 16];
+    let _ = ring::rand::SystemRandom::new().fill(&mut serial);
+    if let Some(first) = serial.first_mut() {
+        *first &= 0x7f;
+        *first |= 0x01;
+    }
+    serial
+}
+
+fn add_admin(data_dir: &Path, name: &str, cert: &Path) -> Result<(), Error> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) || name.starts_with('.') {
+        return Err(Error::Usage(format!("administrator name {name:?}: 1–64 letters, digits, '.', '-' or '_', not starting with '.'")));
+    }
+    let bytes = std::fs::read(cert).map_err(Error::io("read", cert))?;
+    let der = certificate_der(&bytes).ok_or_else(|| Error::Usage(format!("{}: not a certificate", cert.display())))?;
+    let dir = data_dir.join(ADMINS_DIR);
+    std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    let path = dir.join(format!("{name}.pem"));
+    std::fs::write(&path, backbone_hsm::cert::pem("CERTIFICATE", &der)).map_err(Error::io("write", &path))?;
+    println!("administrator {name} may use the admin API ({})", path.display());
+    Ok(())
 }
 
 fn rights(data_dir: &Path) -> Result<RightsStore, Error> {
@@ -274,13 +403,34 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
         let log_metrics = LogMetrics::register(&metrics).map_err(|e| Error::Check(format!("metrics: {e}")))?;
         let log = Arc::new(MessageLog::open_with_metrics(log_config, wrapper, log_metrics).map_err(|e| Error::Check(format!("message log: {e}")))?);
         log.spawn_stamper();
-        let signing = Arc::new(BatchSigner::new(signing_key, BatchConfig::default()).map_err(Error::hsm("batch signer".to_owned()))?);
+        let hsm_metrics = backbone_hsm::Metrics::register(&metrics).map_err(|e| Error::Check(format!("metrics: {e}")))?;
+        let signing = Arc::new(
+            BatchSigner::with_metrics(signing_key, BatchConfig::default(), &hsm_metrics).map_err(Error::hsm("batch signer".to_owned()))?,
+        );
         let trust = Trust::new(Arc::clone(&conf), id);
         let keys = GatewayKeys { tls, signing };
+        let admin_key = Arc::clone(&keys.tls);
         let gateway = RunningGateway::start(config, trust, keys, Arc::clone(&log), metrics).await.map_err(|e| Error::Check(e.to_string()))?;
-        println!("client interface on http://{}", gateway.client_addr());
-        println!("peer interface on {}", gateway.peer_addr());
+        let own_cert = current
+            .gateway(gateway.id())
+            .and_then(|g| g.tls_certificate.as_ref())
+            .map(|c| c.der().to_vec())
+            .ok_or_else(|| Error::Check("this gateway has no TLS certificate in the global configuration".into()))?;
+        let cert_path = data_dir.join(ADMIN_CERT_FILE);
+        std::fs::write(&cert_path, backbone_hsm::cert::pem("CERTIFICATE", &own_cert)).map_err(Error::io("write", &cert_path))?;
+        let admin_listener = tokio::net::TcpListener::bind(args.admin_listen).await.map_err(|source| Error::Admin { addr: args.admin_listen, source })?;
+        let admin = AdminServer::spawn(admin_listener, admin_key, own_cert, Admins::new(data_dir.join(ADMINS_DIR)), Arc::clone(gateway.rights()), Arc::clone(&log), Arc::clone(&conf))
+            .map_err(Error::Check)?;
+        // A closed standard output (a supervisor that stopped reading) must not stop the gateway.
+        let say = |line: String| {
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "{line}");
+        };
+        say(format!("client interface on http://{}", gateway.client_addr()));
+        say(format!("peer interface on {}", gateway.peer_addr()));
+        say(format!("admin API on {} (certificate {})", admin.local_addr(), cert_path.display()));
         crate::registry::shutdown_signal().await;
+        admin.shutdown().await;
         gateway.shutdown().await;
         if let Err(e) = log.shutdown().await {
             tracing::warn!(error = %e, "the last records stay unstamped until the next start");

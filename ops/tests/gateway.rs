@@ -58,13 +58,14 @@ impl Agency {
         String::from_utf8(stdout).unwrap()
     }
 
-    fn serve(&self, dir: &Path, timestamping: &str, services: &[String]) -> Killed {
+    fn serve(&self, dir: &Path, timestamping: &str, services: &[String]) -> (Killed, String) {
         let mut cmd = command(dir);
         cmd.env("BACKBONE_HSM__KEY_DIR", &self.keys)
             .args(["gateway", "--data-dir"])
             .arg(&self.data)
             .args(["serve", "--id", self.id, "--anchor", "reg/anchor.json", "--timestamping", timestamping, "--batch-interval-ms", "300"])
-            .args(["--client-listen", &format!("127.0.0.1:{}", self.client_port), "--peer-listen", &format!("127.0.0.1:{}", self.peer_port)]);
+            .args(["--client-listen", &format!("127.0.0.1:{}", self.client_port), "--peer-listen", &format!("127.0.0.1:{}", self.peer_port)])
+            .args(["--admin-listen", "127.0.0.1:0"]);
         for service in services {
             cmd.args(["--service", service]);
         }
@@ -74,7 +75,9 @@ impl Agency {
         assert!(first.starts_with("client interface on"), "{first}");
         let second = lines.next().expect("the gateway printed one line").unwrap();
         assert!(second.starts_with("peer interface on"), "{second}");
-        Killed(child)
+        let third = lines.next().expect("the gateway printed two lines").unwrap();
+        let admin = third.strip_prefix("admin API on ").and_then(|rest| rest.split(' ').next()).expect(&third).to_owned();
+        (Killed(child), admin)
     }
 
     /// Opens the log of a stopped gateway, as an auditor with the key store would.
@@ -209,9 +212,18 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let hospital_services = [format!("{PATIENTS}=http://{service}/fhir")];
-    hospital.run(dir, &["grant", PATIENTS, "--client", DISPENSING, "--method", "GET", "--path", "/Patient/*"]);
-    let mut hospital_gw = hospital.serve(dir, &ts_addr, &hospital_services);
-    let mut pharmacy_gw = pharmacy.serve(dir, &ts_addr, &[]);
+    // An administrator of the hospital's gateway grants the pharmacy access over the admin API.
+    let admin_cert = dir.join("mari.pem");
+    hospital.run(dir, &["admin-cert", "--name", "mari", "--key", "admin-mari", "--out", admin_cert.to_str().unwrap()]);
+    hospital.run(dir, &["add-admin", "mari", admin_cert.to_str().unwrap()]);
+    let (mut hospital_gw, admin_addr) = hospital.serve(dir, &ts_addr, &hospital_services);
+    let gateway_cert = hospital.data.join("admin-api-cert.pem");
+    let remote = ["--admin", &admin_addr, "--admin-key", "admin-mari", "--admin-cert", admin_cert.to_str().unwrap(), "--gateway-cert", gateway_cert.to_str().unwrap()];
+    let out = hospital.run(dir, &[&remote[..], &["grant", PATIENTS, "--client", DISPENSING, "--method", "GET", "--path", "/Patient/*"]].concat());
+    assert_eq!(out.trim(), "granted");
+    let out = hospital.run(dir, &[&remote[..], &["rights"]].concat());
+    assert!(out.contains(PATIENTS) && out.contains("/Patient/*"), "{out}");
+    let (mut pharmacy_gw, _) = pharmacy.serve(dir, &ts_addr, &[]);
     // The hospital's gateway takes the grant made before it started; the first exchange may
     // race the pharmacy's first configuration download.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -253,7 +265,7 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
     wait_for_more(100);
     hospital_gw.0.kill().unwrap();
     hospital_gw.0.wait().unwrap();
-    hospital_gw = hospital.serve(dir, &ts_addr, &hospital_services);
+    hospital_gw = hospital.serve(dir, &ts_addr, &hospital_services).0;
     wait_for_more(100);
     pharmacy_gw.0.kill().unwrap();
     pharmacy_gw.0.wait().unwrap();
