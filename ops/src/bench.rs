@@ -39,6 +39,8 @@ use tokio::net::TcpStream;
 
 use crate::Error;
 
+pub mod exchange;
+
 /// `backbone bench ...`
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -53,6 +55,20 @@ pub enum BenchCommand {
     /// Signing requests per second over HTTP (KSI aggregator PDUs), with latency, beside the
     /// in-process `Handle::sign` rate and an HTTP echo of the same PDUs.
     Timestamping(TimestampingBenchArgs),
+    /// Exchanges per second and latency through two gateways (client → gateway A → gateway B →
+    /// service), beside the service called directly and a plain two-hop TLS proxy chain; then
+    /// checks that both message logs hold, stamp and verify every exchange.
+    Exchange(exchange::ExchangeBenchArgs),
+}
+
+impl BenchCommand {
+    /// `bench verb`, for logs and traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            BenchCommand::Timestamping(_) => "bench timestamping",
+            BenchCommand::Exchange(_) => "bench exchange",
+        }
+    }
 }
 
 /// Flags of `backbone bench timestamping`.
@@ -111,6 +127,7 @@ struct Phase {
 pub fn run(args: &BenchArgs) -> Result<(), Error> {
     match &args.command {
         BenchCommand::Timestamping(t) => run_timestamping(t),
+        BenchCommand::Exchange(e) => exchange::run(e),
     }
 }
 

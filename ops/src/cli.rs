@@ -73,7 +73,7 @@ impl Command {
             },
             Command::Registry(args) => args.command.name(),
             Command::Gateway(args) => args.command.name(),
-            Command::Bench(_) => "bench timestamping",
+            Command::Bench(args) => args.command.name(),
         }
     }
 }

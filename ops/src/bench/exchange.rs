@@ -1,0 +1,382 @@
+//! `backbone bench exchange`: exchanges per second and latency through two gateways, beside two
+//! baselines measured in the same run on the same box.
+//!
+//! ```text
+//!  (a) load ─────────────────────────────────────────────────────────────▶ echo
+//!  (b) load ─▶ proxy 1 ══ HTTP/2, TLS 1.3 ══▶ proxy 2 ──────────────────▶ echo
+//!  (c) load ─▶ gateway A (sign, log) ══ HTTP/2, TLS 1.3 ══▶ gateway B (check, rights, sign, log) ─▶ echo
+//!      then (a) and (c) again at half of (c)'s rate, open loop: the latency the gateways add
+//!      then both message logs: every exchange logged on each side, stamped, verified offline
+//! ```
+//!
+//! Everything runs in this process on 127.0.0.1, on one tokio runtime: the load generator, the
+//! echo service, the proxies, both gateways, their message logs (RocksDB, fsynced) and the
+//! timestamping service compete for the same cores, as on any one-box test. The exchanges are
+//! X-Road REST r1 POSTs from `EE/COM/10000001/dispensing` to the hospital's `ping` service, which
+//! carries no health data; `--health` calls the `patients` service instead, with a data subject
+//! and a purpose of use, which the gateways also sign, log and index. Not part of the test suite
+//! beyond one smoke run.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backbone_gateway::log::MessageLog;
+use backbone_gateway::log::verify;
+use clap::Args;
+use hyper::body::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+
+use self::backbone::{Backbone, KeyBackend};
+use self::load::{Load, Measured, Target};
+use crate::Error;
+
+mod backbone;
+mod load;
+mod proxy;
+
+/// Target rate through the gateways, exchanges per second.
+const TARGET_RATE: f64 = 5000.0;
+/// Target share of the plain proxy chain's rate.
+const TARGET_SHARE: f64 = 0.40;
+/// Target p99 latency the gateways add at half their rate, milliseconds.
+const TARGET_ADDED_P99_MS: f64 = 10.0;
+/// Records exported and verified at a time when the logs are checked.
+const VERIFY_CHUNK: u64 = 20_000;
+
+/// Flags of `backbone bench exchange`.
+#[derive(Debug, Args)]
+pub struct ExchangeBenchArgs {
+    /// Concurrent HTTP/1.1 keep-alive connections, each with one request in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub connections: u32,
+    /// Seconds each phase loads for (five phases, plus a warm-up of up to a second before each
+    /// target).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub seconds: u64,
+    /// Bytes of each request body and of each answer.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=1 << 20))]
+    pub body_bytes: u64,
+    /// Where the agencies' keys live. Default: softhsm when /usr/lib/softhsm/libsofthsm2.so
+    /// exists (a fresh token per agency, in the token directory SOFTHSM2_CONF names, deleted at
+    /// the end), else software.
+    #[arg(long, value_enum)]
+    pub hsm: Option<KeyBackend>,
+    /// Call the health-data service, with X-Backbone-Data-Subject and X-Backbone-Purpose-Of-Use.
+    /// Default: a service without health data.
+    #[arg(long)]
+    pub health: bool,
+    /// Tokio worker threads for everything. Default: one per core.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `backbone bench exchange`.
+///
+/// # Errors
+///
+/// A part of the backbone that cannot start, a phase with no successful exchange, or message
+/// logs that do not hold, stamp and verify every exchange.
+pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
+    let backend = args.hsm.unwrap_or(if std::path::Path::new(backbone::SOFTHSM_MODULE).exists() { KeyBackend::Softhsm } else { KeyBackend::Software });
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        builder.worker_threads(threads.max(1));
+    }
+    let runtime = builder.enable_all().build().map_err(|e| Error::Check(format!("cannot start the runtime: {e}")))?;
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let report = runtime.block_on(async {
+        let body_bytes = usize::try_from(args.body_bytes).map_err(|_| Error::Usage("--body-bytes is too large".into()))?;
+        let echo = proxy::echo(Bytes::from(vec![b'x'; body_bytes])).await?;
+        let backbone = Backbone::start(backend, echo.addr).await?;
+        let measured = measure(args, body_bytes, &echo, &backbone).await;
+        let logs = match &measured {
+            Ok(m) => check_logs(&backbone, m.gateway_exchanges).await,
+            Err(_) => Ok(Vec::new()),
+        };
+        backbone.stop().await;
+        let measured = measured?;
+        Ok::<_, Error>(Report::new(args, backend, threads, measured, logs?))
+    })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Check(format!("report: {e}")))?);
+    } else {
+        print!("{}", report.table());
+    }
+    report.check()
+}
+
+/// What the five phases measured.
+struct Phases {
+    direct: Measured,
+    chain: Measured,
+    gateways: Measured,
+    half_rate: f64,
+    direct_at_half: Measured,
+    gateways_at_half: Measured,
+    /// Exchanges the gateways answered with success, warm-up included.
+    gateway_exchanges: u64,
+}
+
+async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Server, backbone: &Backbone) -> Result<Phases, Error> {
+    let body = Bytes::from(vec![b'{'; body_bytes]);
+    let direct = Arc::new(Target { addr: echo.addr, path: "/ping/bench".into(), headers: Vec::new(), body: body.clone(), answer_len: body_bytes });
+    let (first, _second) = proxy::chain(
+        echo.addr,
+        (Arc::clone(&backbone.hospital.tls), backbone.hospital.tls_certificate.clone()),
+        (Arc::clone(&backbone.pharmacy.tls), backbone.pharmacy.tls_certificate.clone()),
+    )
+    .await?;
+    let chain = Arc::new(Target { addr: first.addr, path: "/ping/bench".into(), headers: Vec::new(), body: body.clone(), answer_len: body_bytes });
+    let gateways = Arc::new(gateway_target(args.health, backbone, body, body_bytes)?);
+
+    let full = Duration::from_secs(args.seconds);
+    let warm_up = Load { connections: args.connections, duration: full.min(Duration::from_secs(1)) / 2 + Duration::from_millis(250), rate: None };
+    let closed = Load { connections: args.connections, duration: full, rate: None };
+    let mut gateway_exchanges = 0;
+
+    let direct_max = phase("direct", &direct, warm_up, closed).await?.1;
+    let chain_max = phase("proxy chain", &chain, warm_up, closed).await?.1;
+    let (warmed, gateways_max) = phase("gateways", &gateways, warm_up, closed).await?;
+    gateway_exchanges += warmed + gateways_max.ok;
+
+    let half_rate = gateways_max.rate() / 2.0;
+    let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
+    let direct_at_half = load::drive(&direct, open).await;
+    let gateways_at_half = load::drive(&gateways, open).await;
+    gateway_exchanges += gateways_at_half.ok;
+    Ok(Phases { direct: direct_max, chain: chain_max, gateways: gateways_max, half_rate, direct_at_half, gateways_at_half, gateway_exchanges })
+}
+
+/// A warm-up, then the measured run; the warm-up's successes are returned beside it.
+async fn phase(name: &str, target: &Arc<Target>, warm_up: Load, run: Load) -> Result<(u64, Measured), Error> {
+    let warmed = load::drive(target, warm_up).await;
+    if warmed.ok == 0 {
+        let why = warmed.first_error.unwrap_or_else(|| "no answer".into());
+        return Err(Error::Check(format!("{name}: no exchange succeeded in the warm-up: {why}")));
+    }
+    Ok((warmed.ok, load::drive(target, run).await))
+}
+
+/// The r1 request to the pharmacy's gateway.
+fn gateway_target(health: bool, backbone: &Backbone, body: Bytes, answer_len: usize) -> Result<Target, Error> {
+    let service = if health { backbone::PATIENTS } else { backbone::PING };
+    let path = format!("/r1/{service}/bench");
+    let mut headers = vec![("x-road-client", backbone::CLIENT)];
+    if health {
+        headers.push(("x-backbone-data-subject", "EE38001085718"));
+        headers.push(("x-backbone-purpose-of-use", "TREAT"));
+    }
+    let headers = headers
+        .into_iter()
+        .map(|(name, value)| Ok((HeaderName::from_static(name), HeaderValue::from_str(value).map_err(|_| Error::Unreachable("header values are ASCII"))?)))
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(Target { addr: backbone.pharmacy.gateway.client_addr(), path, headers, body, answer_len })
+}
+
+/// What one side's message log holds after the run.
+#[derive(Debug, serde::Serialize)]
+struct LogCheck {
+    side: &'static str,
+    records: u64,
+    exchanges: u64,
+    unstamped: u64,
+    stamped: u64,
+    batches: u64,
+    verified: bool,
+}
+
+/// Stamps what is left in both logs and verifies them offline, in chunks.
+async fn check_logs(backbone: &Backbone, exchanges: u64) -> Result<Vec<LogCheck>, Error> {
+    let mut checks = Vec::new();
+    for (side, log) in [("pharmacy (client side)", &backbone.pharmacy.log), ("hospital (provider side)", &backbone.hospital.log)] {
+        checks.push(check_log(side, log, exchanges).await?);
+    }
+    Ok(checks)
+}
+
+async fn check_log(side: &'static str, log: &MessageLog, exchanges: u64) -> Result<LogCheck, Error> {
+    let failed = |e: backbone_gateway::log::LogError| Error::Check(format!("{side} message log: {e}"));
+    // The stamper may be stamping meanwhile; a few rounds at most.
+    for _ in 0..5 {
+        if log.status().unstamped == 0 {
+            break;
+        }
+        log.stamp_now().await.map_err(failed)?;
+    }
+    let status = log.status();
+    let mut stamped = 0;
+    let mut batches = HashSet::new();
+    let mut previous = None;
+    let mut from = 0;
+    while from < status.records {
+        let to = status.records.min(from + VERIFY_CHUNK);
+        let bundle = log.export(from, to).map_err(failed)?;
+        batches.extend(bundle.batches.iter().map(|b| b.first_seq));
+        let report = verify::verify(&bundle, previous).map_err(|e| Error::Check(format!("{side} message log does not verify: {e}")))?;
+        stamped += report.stamped;
+        previous = report.last_hash;
+        from = to;
+    }
+    let batches = batches.len() as u64;
+    Ok(LogCheck { side, records: status.records, exchanges, unstamped: status.unstamped, stamped, batches, verified: true })
+}
+
+/// One row of the report.
+#[derive(Debug, serde::Serialize)]
+struct Row {
+    phase: &'static str,
+    offered_per_second: Option<f64>,
+    exchanges_per_second: f64,
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// The whole report, as printed or as JSON.
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    hsm: KeyBackend,
+    service: &'static str,
+    health_headers: bool,
+    connections: u32,
+    seconds: u64,
+    body_bytes: u64,
+    threads: usize,
+    phases: Vec<Row>,
+    gateways_to_proxy_chain: f64,
+    half_rate: f64,
+    added_p50_ms: f64,
+    added_p99_ms: f64,
+    logs: Vec<LogCheck>,
+    rate_target_met: bool,
+    share_target_met: bool,
+    latency_target_met: bool,
+}
+
+// === impl Report ===
+
+impl Report {
+    fn new(args: &ExchangeBenchArgs, hsm: KeyBackend, threads: usize, phases: Phases, logs: Vec<LogCheck>) -> Report {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let row = |phase, offered, m: &Measured| Row {
+            phase,
+            offered_per_second: offered,
+            exchanges_per_second: m.rate(),
+            ok: m.ok,
+            errors: m.errors,
+            first_error: m.first_error.clone(),
+            p50_ms: ms(m.quantile(0.50)),
+            p90_ms: ms(m.quantile(0.90)),
+            p99_ms: ms(m.quantile(0.99)),
+            max_ms: ms(m.max()),
+        };
+        let share = phases.gateways.rate() / phases.chain.rate().max(f64::EPSILON);
+        let added_p50_ms = ms(phases.gateways_at_half.quantile(0.50)) - ms(phases.direct_at_half.quantile(0.50));
+        let added_p99_ms = ms(phases.gateways_at_half.quantile(0.99)) - ms(phases.direct_at_half.quantile(0.99));
+        let half = Some(phases.half_rate);
+        Report {
+            hsm,
+            service: if args.health { backbone::PATIENTS } else { backbone::PING },
+            health_headers: args.health,
+            connections: args.connections,
+            seconds: args.seconds,
+            body_bytes: args.body_bytes,
+            threads,
+            phases: vec![
+                row("(a) direct to the service", None, &phases.direct),
+                row("(b) proxy chain, 2 hops, TLS", None, &phases.chain),
+                row("(c) gateways A -> B", None, &phases.gateways),
+                row("(a) direct, half of (c)", half, &phases.direct_at_half),
+                row("(c) gateways, half of (c)", half, &phases.gateways_at_half),
+            ],
+            gateways_to_proxy_chain: share,
+            half_rate: phases.half_rate,
+            added_p50_ms,
+            added_p99_ms,
+            rate_target_met: phases.gateways.rate() >= TARGET_RATE,
+            share_target_met: share >= TARGET_SHARE,
+            latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
+            logs,
+        }
+    }
+
+    fn table(&self) -> String {
+        let mut out = format!(
+            "{} keys; service {}{}; {} connections, {} s per phase, {}-byte bodies, {} worker threads\n",
+            match self.hsm {
+                KeyBackend::Softhsm => "SoftHSM2",
+                KeyBackend::Software => "software",
+            },
+            self.service,
+            if self.health_headers { " with data subject and purpose of use" } else { " (no health data)" },
+            self.connections,
+            self.seconds,
+            self.body_bytes,
+            self.threads,
+        );
+        out.push_str(&format!(
+            "{:<30} {:>9} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
+            "phase", "offered/s", "exchanges/s", "ok", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        ));
+        for row in &self.phases {
+            let offered = row.offered_per_second.map_or_else(|| "max".to_owned(), |r| format!("{r:.0}"));
+            out.push_str(&format!(
+                "{:<30} {:>9} {:>11.0} {:>9} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+                row.phase, offered, row.exchanges_per_second, row.ok, row.errors, row.p50_ms, row.p90_ms, row.p99_ms, row.max_ms
+            ));
+            if let Some(error) = &row.first_error {
+                out.push_str(&format!("    first error: {error}\n"));
+            }
+        }
+        out.push_str(&format!("(c)/(b): {:.1} %\n", self.gateways_to_proxy_chain * 100.0));
+        out.push_str(&format!(
+            "added by the gateways at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms\n",
+            self.half_rate, self.added_p50_ms, self.added_p99_ms
+        ));
+        for log in &self.logs {
+            out.push_str(&format!(
+                "message log, {}: {} records for {} exchanges (2 each: {}), {} unstamped after a final stamp, {} stamped in {} batches, verified offline\n",
+                log.side,
+                log.records,
+                log.exchanges,
+                if log.records == 2 * log.exchanges { "yes" } else { "NO" },
+                log.unstamped,
+                log.stamped,
+                log.batches,
+            ));
+        }
+        let met = |ok: bool| if ok { "met" } else { "NOT met" };
+        out.push_str(&format!(
+            "targets: >= {TARGET_RATE:.0} exchanges/s {}; >= {:.0} % of the proxy chain {}; p99 added <= {TARGET_ADDED_P99_MS:.0} ms at half rate {}\n",
+            met(self.rate_target_met),
+            TARGET_SHARE * 100.0,
+            met(self.share_target_met),
+            met(self.latency_target_met),
+        ));
+        out
+    }
+
+    /// Fails when a phase had no success or the logs do not hold every exchange, stamped.
+    fn check(&self) -> Result<(), Error> {
+        if let Some(row) = self.phases.iter().find(|r| r.ok == 0) {
+            return Err(Error::Check(format!("phase {} had no successful exchange: {}", row.phase, row.first_error.as_deref().unwrap_or("no answer"))));
+        }
+        for log in &self.logs {
+            if log.records != 2 * log.exchanges || log.unstamped != 0 || log.stamped != log.records {
+                return Err(Error::Check(format!(
+                    "{} message log: {} records for {} exchanges, {} unstamped, {} stamped",
+                    log.side, log.records, log.exchanges, log.unstamped, log.stamped
+                )));
+            }
+        }
+        Ok(())
+    }
+}

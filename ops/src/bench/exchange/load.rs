@@ -1,0 +1,221 @@
+//! The load generator of `backbone bench exchange`: N hyper HTTP/1.1 keep-alive connections, each
+//! sending one POST at a time, either as fast as answers come back (closed loop) or on a fixed
+//! schedule (open loop, for latency at a given rate).
+//!
+//! ```text
+//!  connection i: POST body ─▶ target ─▶ 200 + body read whole ─▶ next (now, or at its slot)
+//!  latency: from the request's slot (open loop) or its send (closed loop) to its whole answer
+//! ```
+//!
+//! In the open loop, connection i sends at `start + (k·N + i)/rate`; a late answer delays the
+//! next request, and the delay counts in that request's latency, so queueing is not hidden
+//! (no coordinated omission). A request sent on time counts from its send, so that the timer's
+//! millisecond granularity does not count as latency.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Where and what to send.
+#[derive(Debug)]
+pub struct Target {
+    /// The server.
+    pub addr: SocketAddr,
+    /// The request path.
+    pub path: String,
+    /// Extra request headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The request body.
+    pub body: Bytes,
+    /// The answer's body length every success must have.
+    pub answer_len: usize,
+}
+
+/// How to load.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Concurrent connections.
+    pub connections: u32,
+    /// How long to send for.
+    pub duration: Duration,
+    /// Requests per second in total; `None` for as fast as the answers allow.
+    pub rate: Option<f64>,
+}
+
+/// What a run measured.
+#[derive(Debug, Default)]
+pub struct Measured {
+    /// Requests answered 200 with a body of the expected length.
+    pub ok: u64,
+    /// Requests answered otherwise, or lost with their connection.
+    pub errors: u64,
+    /// The first error, for the report.
+    pub first_error: Option<String>,
+    /// From the first send to the last answer.
+    pub elapsed: Duration,
+    /// The latency of each success, sorted.
+    pub latencies: Vec<Duration>,
+}
+
+// === impl Measured ===
+
+impl Measured {
+    /// Successes per second.
+    pub fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// The latency at quantile `q` (nearest rank, so a quantile is an observed value).
+    pub fn quantile(&self, q: f64) -> Duration {
+        let n = self.latencies.len();
+        if n == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
+        self.latencies.get(rank).copied().unwrap_or_default()
+    }
+
+    /// The slowest success.
+    pub fn max(&self) -> Duration {
+        self.latencies.last().copied().unwrap_or_default()
+    }
+
+    fn merge(&mut self, other: Measured) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+        self.latencies.extend(other.latencies);
+    }
+
+    fn fail(&mut self, why: String) {
+        self.errors += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(why);
+        }
+    }
+}
+
+/// Loads `target` as `load` says and gathers what every connection measured.
+pub async fn drive(target: &Arc<Target>, load: Load) -> Measured {
+    let start = Instant::now();
+    let connections = load.connections.max(1);
+    let tasks: Vec<_> = (0..connections)
+        .map(|i| {
+            let target = Arc::clone(target);
+            // Connection i's requests are N / rate apart, offset by i / rate.
+            let schedule = load.rate.filter(|r| *r > 0.0).map(|rate| {
+                let gap = Duration::from_secs_f64(f64::from(connections) / rate);
+                (start + Duration::from_secs_f64(f64::from(i) / rate), gap)
+            });
+            tokio::spawn(connection(target, start + load.duration, schedule))
+        })
+        .collect();
+    let mut total = Measured::default();
+    for task in tasks {
+        match task.await {
+            Ok(measured) => total.merge(measured),
+            Err(e) => total.fail(format!("load task ended: {e}")),
+        }
+    }
+    total.elapsed = start.elapsed();
+    total.latencies.sort_unstable();
+    total
+}
+
+/// One connection's requests until `deadline`; reconnects once after an error.
+async fn connection(target: Arc<Target>, deadline: Instant, schedule: Option<(Instant, Duration)>) -> Measured {
+    let mut measured = Measured::default();
+    let mut sender = None;
+    let mut slot = schedule.map(|(first, _)| first);
+    loop {
+        let began = match slot {
+            Some(at) => {
+                if at >= deadline {
+                    break;
+                }
+                if Instant::now() < at {
+                    // On time: the timer's own lateness (up to a millisecond) is not the
+                    // server's, so the latency counts from the send.
+                    tokio::time::sleep_until(at.into()).await;
+                    Instant::now()
+                } else {
+                    // Behind: the wait since the slot is queueing, and counts.
+                    at
+                }
+            }
+            None => Instant::now(),
+        };
+        if slot.is_none() && began >= deadline {
+            break;
+        }
+        if let (Some(at), Some((_, gap))) = (slot, schedule) {
+            slot = Some(at + gap);
+        }
+        if sender.is_none() {
+            match connect(target.addr).await {
+                Ok(s) => sender = Some(s),
+                Err(why) => {
+                    measured.fail(why);
+                    break;
+                }
+            }
+        }
+        let Some(open) = sender.as_mut() else { break };
+        match exchange(open, &target).await {
+            Ok(()) => {
+                measured.ok += 1;
+                measured.latencies.push(began.elapsed());
+            }
+            Err(why) => {
+                measured.fail(why);
+                sender = None;
+            }
+        }
+    }
+    measured
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// One POST and its whole answer.
+async fn exchange(sender: &mut SendRequest<Full<Bytes>>, target: &Target) -> Result<(), String> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(target.path.as_str())
+        .header(hyper::header::HOST, target.addr.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json");
+    for (name, value) in &target.headers {
+        request = request.header(name, value);
+    }
+    let request = request.body(Full::new(target.body.clone())).map_err(|e| format!("request: {e}"))?;
+    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| format!("answer body: {e}"))?.to_bytes();
+    if status != StatusCode::OK {
+        let start = String::from_utf8_lossy(body.get(..body.len().min(300)).unwrap_or_default()).into_owned();
+        return Err(format!("HTTP {status}: {start}"));
+    }
+    if body.len() != target.answer_len {
+        return Err(format!("answer of {} bytes, expected {}", body.len(), target.answer_len));
+    }
+    Ok(())
+}

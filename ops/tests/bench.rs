@@ -1,0 +1,37 @@
+//! `backbone bench exchange` as a real process, briefly: it must start the backbone, load each
+//! phase, find every exchange in both message logs, and report a positive rate for each phase.
+//! The benchmark itself is run by hand (BENCHMARKS.md), not here.
+// Helpers outside #[test] functions: a test fixture that fails loudly is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod common;
+
+use common::command;
+
+#[test]
+fn bench_exchange_reports_a_rate_for_every_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bench = command(dir.path());
+    bench.args(["bench", "exchange", "--seconds", "1", "--connections", "2", "--json"]);
+    // SoftHSM2 tokens go where the test environment points (see .cargo/config.toml); without a
+    // token directory, software keys.
+    match std::env::var_os("SOFTHSM2_CONF").filter(|c| std::path::Path::new(c).exists()) {
+        Some(conf) => bench.env("SOFTHSM2_CONF", conf),
+        None => bench.args(["--hsm", "software"]),
+    };
+    let output = bench.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {:?}\nstdout:\n{stdout}\nstderr:\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 5);
+    for phase in phases {
+        assert!(phase["exchanges_per_second"].as_f64().unwrap() > 0.0, "{phase}");
+        assert_eq!(phase["errors"].as_u64(), Some(0), "{phase}");
+    }
+    for log in report["logs"].as_array().unwrap() {
+        assert_eq!(log["records"].as_u64().unwrap(), 2 * log["exchanges"].as_u64().unwrap(), "{log}");
+        assert_eq!(log["unstamped"].as_u64(), Some(0), "{log}");
+        assert!(log["batches"].as_u64().unwrap() > 0, "{log}");
+    }
+}
