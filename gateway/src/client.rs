@@ -10,7 +10,7 @@
 //! ```
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use backbone_hsm::batch::BatchSignature;
 use base64::Engine as _;
@@ -287,7 +287,7 @@ struct CheckedResponse {
 }
 
 fn check_response(
-    _inner: &Inner,
+    inner: &Inner,
     conf: &backbone_registry::GlobalConf,
     target: &Target,
     message_id: &str,
@@ -307,7 +307,9 @@ fn check_response(
     }
     let signature = BatchSignature::from_bytes(envelope.signature).map_err(|e| format!("the response signature: {e}"))?;
     let provider = target.service.provider().member();
-    let certificate = verify_by_member(conf, provider, envelope.descriptor, &signature)
+    let certificate = inner
+        .verifier
+        .verify_by_member(conf, provider, envelope.descriptor, &signature)
         .ok_or_else(|| format!("the response is not signed by a valid signing key of {provider}"))?;
     let body_start = bytes.len() - envelope.body.len();
     Ok(CheckedResponse {
@@ -319,28 +321,9 @@ fn check_response(
     })
 }
 
-/// The certificate of the first of `member`'s signing keys that verifies `signature` over
-/// `message`.
-pub(crate) fn verify_by_member(
-    conf: &backbone_registry::GlobalConf,
-    member: &backbone_registry::id::MemberId,
-    message: &[u8],
-    signature: &BatchSignature,
-) -> Option<Vec<u8>> {
-    conf::signing_keys(conf, member, SystemTime::now())
-        .into_iter()
-        .find(|k| signature.verify(message, &k.key).is_ok())
-        .map(|k| k.certificate)
-}
-
 /// This gateway's member's signing certificate for the key it signs with.
 pub(crate) fn own_signing_certificate(inner: &Inner, conf: &backbone_registry::GlobalConf) -> Vec<u8> {
-    let key = inner.keys.signing.public_key();
-    conf::signing_keys(conf, inner.trust.own().owner(), SystemTime::now())
-        .into_iter()
-        .find(|k| k.key.spki_der() == key.spki_der())
-        .map(|k| k.certificate)
-        .unwrap_or_default()
+    inner.verifier.certificate_of(conf, inner.trust.own().owner(), inner.keys.signing.public_key()).unwrap_or_default()
 }
 
 /// A provider gateway's fault, passed on with its type; anything unreadable becomes a

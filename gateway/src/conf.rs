@@ -9,11 +9,10 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use backbone_hsm::PublicKey;
 use backbone_hsm::tls::Pins;
 use backbone_registry::GlobalConf;
 use backbone_registry::client::ConfClient;
-use backbone_registry::id::{ClientId, GatewayId, GroupId, MemberId, ServiceId};
+use backbone_registry::id::{ClientId, GatewayId, GroupId, ServiceId};
 use backbone_registry::model::{Gateway, Service};
 
 /// The configuration as one gateway sees it.
@@ -27,15 +26,6 @@ pub struct Trust {
 /// provider gateway accepts from clients. A client gateway pins exactly its one peer instead.
 #[derive(Clone, Debug)]
 pub struct RegisteredGateways(Arc<ConfClient>);
-
-/// A member's signing key, as certified in the configuration.
-#[derive(Clone, Debug)]
-pub struct SigningKey {
-    /// The certificate, DER.
-    pub certificate: Vec<u8>,
-    /// Its public key.
-    pub key: PublicKey,
-}
 
 // === impl Trust ===
 
@@ -94,31 +84,6 @@ pub fn is_registered(conf: &GlobalConf, client: &ClientId) -> bool {
 pub fn groups_of(conf: &GlobalConf, client: &ClientId) -> Vec<GroupId> {
     let member = ClientId::Member(client.member().clone());
     conf.global_groups.iter().filter(|g| g.members.iter().any(|m| m == client || m == &member)).map(|g| g.id.clone()).collect()
-}
-
-/// The signing keys certified for `member` and valid at `at` (revoked certificates are not in
-/// the configuration at all).
-pub fn signing_keys(conf: &GlobalConf, member: &MemberId, at: SystemTime) -> Vec<SigningKey> {
-    conf.signing_certificates
-        .iter()
-        .filter(|c| &c.member == member)
-        .filter_map(|c| {
-            let der = c.certificate.der();
-            let key = certificate_key(der, at)?;
-            Some(SigningKey { certificate: der.to_vec(), key })
-        })
-        .collect()
-}
-
-/// The public key of a DER certificate valid at `at`.
-pub fn certificate_key(der: &[u8], at: SystemTime) -> Option<PublicKey> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
-    let at = x509_parser::time::ASN1Time::from_timestamp(i64::try_from(secs).ok()?).ok()?;
-    if !cert.validity().is_valid_at(at) {
-        return None;
-    }
-    PublicKey::from_spki_der(cert.public_key().raw).ok()
 }
 
 // === impl RegisteredGateways ===

@@ -14,7 +14,7 @@
 //! errors), [`signed`] and [`wire`] (what gateways sign and exchange), [`conf`] (what the signed
 //! global configuration says about peers, keys, services and groups), [`peers`] (pinned, pooled
 //! HTTP/2 connections), [`access`] and [`rights`] (access rights, deny by default, stored),
-//! [`replay`] (the replay window), [`meta`] and [`usage`] (the services the gateway answers
+//! [`replay`] (the replay window), [`verifier`] (peer signatures, each batch root verified once), [`meta`] and [`usage`] (the services the gateway answers
 //! itself: `listClients`, `listMethods`, `allowedMethods`, `findUsage`), [`log`] (the message
 //! log: hash-linked, encrypted, batch-timestamped, indexed by data subject), [`admin`] (the
 //! HTTPS admin API for access rights and status).
@@ -34,6 +34,7 @@ pub mod rights;
 pub mod service;
 pub mod signed;
 pub mod usage;
+pub mod verifier;
 pub mod wire;
 
 mod client;

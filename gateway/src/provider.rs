@@ -23,7 +23,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response};
 
-use crate::client::{own_signing_certificate, read_limited, verify_by_member};
+use crate::client::{own_signing_certificate, read_limited};
 use crate::conf;
 use crate::fault::{Code, Fault};
 use crate::log::{Kind, NewRecord, Side};
@@ -91,7 +91,9 @@ async fn exchange(inner: &Inner, certificate: &[u8], request: Request<Incoming>)
         ));
     }
     let signature = BatchSignature::from_bytes(envelope.signature).map_err(|e| refuse(Code::InvalidSignatureValue, format!("signature: {e}")))?;
-    let client_certificate = verify_by_member(&conf, client.member(), envelope.descriptor, &signature)
+    let client_certificate = inner
+        .verifier
+        .verify_by_member(&conf, client.member(), envelope.descriptor, &signature)
         .ok_or_else(|| refuse(Code::InvalidSignatureValue, format!("the request is not signed by a valid signing key of {}", client.member())))?;
     inner
         .replay

@@ -131,6 +131,7 @@ pub(crate) struct Inner {
     pub(crate) http: reqwest::Client,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) registry: Registry,
+    pub(crate) verifier: crate::verifier::Verifier,
 }
 
 /// The gateway's Prometheus metrics.
@@ -208,6 +209,7 @@ impl RunningGateway {
             http,
             metrics,
             registry: metrics_registry,
+            verifier: crate::verifier::Verifier::new(),
         });
         let (stop, stopped) = watch::channel(false);
         let pins = Arc::new(RegisteredGateways::new(Arc::clone(inner.trust.client())));
