@@ -46,6 +46,8 @@ pub enum Command {
     Registry(crate::registry::RegistryArgs),
     /// Run an agency's gateway (security server) and manage its access rights.
     Gateway(crate::gateway::GatewayArgs),
+    /// Export a gateway's message log as archives for auditors, and verify them offline.
+    Audit(crate::audit::AuditArgs),
     /// Load a service and report its rate and latency beside baselines (not a test).
     Bench(crate::bench::BenchArgs),
 }
@@ -73,6 +75,7 @@ impl Command {
             },
             Command::Registry(args) => args.command.name(),
             Command::Gateway(args) => args.command.name(),
+            Command::Audit(args) => args.command.name(),
             Command::Bench(args) => args.command.name(),
         }
     }
@@ -157,6 +160,7 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         Command::Ksi(args) => crate::ksi::run(args),
         Command::Registry(args) => crate::registry::run(args, &settings, env),
         Command::Gateway(args) => crate::gateway::run(args, &settings, env),
+        Command::Audit(args) => crate::audit::run(args, &settings, env),
         Command::Bench(args) => crate::bench::run(&args),
     }
 }

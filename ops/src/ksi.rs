@@ -465,7 +465,8 @@ fn report(args: &VerifyArgs, result: Option<(&Signature, &Verdict)>, message: &s
     }
 }
 
-fn certificate_record(bytes: &[u8]) -> Result<CertificateRecord, String> {
+/// A calendar signing certificate (DER or PEM) as a record the key-based policy trusts.
+pub(crate) fn certificate_record(bytes: &[u8]) -> Result<CertificateRecord, String> {
     let der = match openssl::x509::X509::from_der(bytes) {
         Ok(_) => bytes.to_vec(),
         Err(_) => openssl::x509::X509::from_pem(bytes)

@@ -21,6 +21,7 @@ pub mod admin;
 pub mod config;
 pub mod telemetry;
 // The command line and its commands.
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod demo;
