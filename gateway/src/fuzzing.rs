@@ -44,3 +44,20 @@ pub fn envelope(data: &[u8]) {
     }
     let _ = crate::meta::usage_paging(Some(&String::from_utf8_lossy(data)));
 }
+
+/// An audit archive as `backbone audit verify` reads it: decoded without judging the digest, then
+/// every check run (internal KSI policy); an archive whose digest matches encodes to the same bytes.
+pub fn audit_archive(data: &[u8]) {
+    use crate::log::archive::{Archive, check};
+    if let Ok(unverified) = Archive::decode_unverified(data) {
+        let options = check::Options {
+            previous: None,
+            ksi_policy: backbone_timestamping_verify::verify::Policy::Internal,
+            ksi_context: backbone_timestamping_verify::verify::Context::default(),
+        };
+        let _ = check::check(&unverified, &options, &mut |_, _| {});
+        if unverified.digest_matches {
+            assert_eq!(unverified.archive.encode().ok().as_deref(), Some(data), "archives are canonical");
+        }
+    }
+}

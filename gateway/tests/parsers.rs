@@ -98,3 +98,54 @@ fn signed_messages() {
         }
     }
 }
+
+#[test]
+fn audit_archives() {
+    use backbone_gateway::log::archive::Archive;
+    use backbone_gateway::log::batch::{Batch, RecordProof};
+    use backbone_gateway::log::record::{Kind, Record, Side, record_hash};
+    use backbone_gateway::log::verify::AuditRecord;
+
+    let request = Record {
+        seq: 7,
+        prev_hash: [3; 32],
+        side: Side::Client,
+        kind: Kind::Request,
+        emergency: false,
+        logged_at_ms: 1_795_687_200_000,
+        message_id: "id-1".into(),
+        client: "EE/COM/10000001/dispensing".into(),
+        service: "EE/GOV/70000001/ehr/patients".into(),
+        user_id: None,
+        data_subject: Some("EE38001085718".into()),
+        purpose_of_use: Some("TREAT".into()),
+        descriptor: b"BBRQ\x01".to_vec(),
+        signature: vec![1; 40],
+        signer_certificate: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        body_len: 0,
+        body_sha256: [0; 32],
+    };
+    let first = request.encode().unwrap();
+    let response = Record { seq: 8, prev_hash: record_hash(&first), kind: Kind::Response, descriptor: b"BBRS\x01".to_vec(), ..request.clone() };
+    let second = response.encode().unwrap();
+    let proof = |leaf_index| Some(RecordProof { batch: 6, leaf_index, batch_count: 3, path: vec![[9; 32]; 2] });
+    let archive = Archive {
+        gateway: "EE/COM/10000001/gw1".into(),
+        from_ms: 1_795_687_200_000,
+        to_ms: 1_795_687_260_000,
+        first_seq: 7,
+        end_seq: 9,
+        prev_hash: [3; 32],
+        last_hash: record_hash(&second),
+        exported_at_ms: 1_795_687_300_000,
+        certificates: vec![request.signer_certificate.clone()],
+        batches: vec![Batch { first_seq: 6, count: 3, root: [5; 32], stamped_at_ms: 1, ksi_signature: vec![0x08, 0x00, 0x00] }],
+        records: vec![AuditRecord { encoded: first, proof: proof(1) }, AuditRecord { encoded: second, proof: proof(2) }],
+    };
+    let mut rng = Rng(0xa4c1);
+    for seed in [archive.encode().unwrap(), Archive::default().encode().unwrap()] {
+        for input in near_misses(&seed, &mut rng) {
+            fuzzing::audit_archive(&input);
+        }
+    }
+}
