@@ -133,6 +133,7 @@ texts! {
     SideProvider => "andmete hoidja", "data holder";
     ProofDownload => "Laadi tõend alla (.ksig)", "Download the proof (.ksig)";
     ProofJson => "Kogu tõend (JSON)", "The whole proof (JSON)";
+    CalendarCertificate => "Laadi alla ajatempliteenuse sertifikaat (calendar.der)", "Download the timestamping service's certificate (calendar.der)";
     ProofHowTo => "Tõendit saab kontrollida ka ise, ilma portaalita:", "You can also check the proof yourself, without this portal:";
     MessageId => "Sõnumi tunnus", "Message id";
     ReportAccess => "Teata kahtlasest kasutusest", "Report a suspicious access";

@@ -161,8 +161,9 @@ fn entry_card(lang: Lang, entry: &Entry) -> String {
     )
 }
 
-/// One access with its integrity and proofs.
-pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity]) -> String {
+/// One access with its integrity and proofs; `key_based` when the portal can hand out the
+/// calendar certificate for `backbone ksi verify --cert`.
+pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool) -> String {
     let overall = crate::proof::overall(integrity);
     let status = integrity_text(lang, &overall);
     let mut proofs = String::new();
@@ -170,12 +171,14 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity]) -> String {
         let side = if logged.side == "client" { lang.t(T::SideClient) } else { lang.t(T::SideProvider) };
         let download = match &logged.proof {
             Some(proof) => format!(
-                r#"<a href="/entries/{key}/proof/{i}.ksig" download id="proof-{i}">{label}</a><br><a href="/entries/{key}/proof/{i}.json" download>{json}</a><p>{howto}</p><pre>backbone ksi verify access.ksig --hash {imprint}</pre>"#,
+                r#"<a href="/entries/{key}/proof/{i}.ksig" download id="proof-{i}">{label}</a><br><a href="/entries/{key}/proof/{i}.json" download>{json}</a><p>{howto}</p><pre>backbone ksi verify access.ksig --hash {imprint} {trust}</pre>{certificate}"#,
                 key = escape(&entry.key),
                 label = lang.t(T::ProofDownload),
                 json = lang.t(T::ProofJson),
                 howto = lang.t(T::ProofHowTo),
                 imprint = escape(&crate::proof::imprint_hex(proof)),
+                trust = if key_based { "--cert calendar.der" } else { "--policy internal" },
+                certificate = if key_based { format!(r#"<a href="/calendar-certificate.der" download>{}</a>"#, lang.t(T::CalendarCertificate)) } else { String::new() },
             ),
             None => String::new(),
         };

@@ -117,6 +117,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/export.fhir.json", get(export_fhir))
         .route("/lang", get(switch_language))
         .route("/static/portal.css", get(stylesheet))
+        .route("/calendar-certificate.der", get(calendar_certificate))
         .route("/live", get(|| async { "live\n" }))
         .fallback(not_found)
         .layer(axum::middleware::map_response(security_headers))
@@ -343,7 +344,8 @@ async fn entry(State(portal): State<Arc<Portal>>, Path(key): Path<String>, heade
         Err(response) => return response,
     };
     let integrity: Vec<_> = entry.records.iter().map(|r| proof::check(&r.record, r.proof.as_ref(), &portal.trust)).collect();
-    ctx.page(StatusCode::OK, ctx.lang.t(T::EntryTitle), pages::entry(ctx.lang, &entry, &integrity))
+    let key_based = !portal.trust.certificates.is_empty();
+    ctx.page(StatusCode::OK, ctx.lang.t(T::EntryTitle), pages::entry(ctx.lang, &entry, &integrity, key_based))
 }
 
 async fn proof_file(State(portal): State<Arc<Portal>>, Path((key, file)): Path<(String, String)>, headers: HeaderMap, uri: Uri) -> Response {
@@ -497,6 +499,14 @@ async fn switch_language(RawQuery(query): RawQuery) -> Response {
     // Only a path on this site: never `//host` or `/\host`, which browsers treat as another site.
     let back = query.back.filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.starts_with("/\\") && !b.chars().any(char::is_control)).unwrap_or_else(|| "/".into());
     with_cookie(redirect(&back), &session::set_cookie(LANG_COOKIE, lang.code(), Some(365 * 24 * 3600)))
+}
+
+/// The calendar signing certificate the portal trusts, for `backbone ksi verify --cert`: public.
+async fn calendar_certificate(State(portal): State<Arc<Portal>>) -> Response {
+    match portal.trust.certificates.first() {
+        Some(record) => ([(header::CONTENT_TYPE, "application/pkix-cert"), (header::CONTENT_DISPOSITION, "attachment; filename=\"calendar.der\"")], record.certificate.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn stylesheet() -> Response {
