@@ -462,7 +462,7 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     let (whole, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut fields = whole.splitn(3, ':').map(str::parse::<u32>);
     let (Some(Ok(hour)), Some(Ok(minute)), Some(Ok(second))) = (fields.next(), fields.next(), fields.next()) else { return Err(bad()) };
-    if !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
         return Err(bad());
     }
     if !fraction.bytes().all(|b| b.is_ascii_digit()) {
@@ -532,7 +532,7 @@ mod tests {
         assert_eq!(parse_time("2026-11-26T10:00:00Z"), Ok(1_795_687_200_000));
         assert_eq!(parse_time("2026-11-26T12:00:00.25+02:00"), Ok(1_795_687_200_250));
         assert_eq!(parse_time("2024-02-29T00:00:00-01:30"), parse_time("2024-02-29T01:30:00Z"));
-        for bad in ["2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-26", "yesterday", "2026-11-26T10:00:00", "1969-12-31T23:59:59Z"] {
+        for bad in ["4294967295-01-01T00:00:00Z", "2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-26", "yesterday", "2026-11-26T10:00:00", "1969-12-31T23:59:59Z"] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
         assert_eq!(rfc3339(1_795_687_200_250), "2026-11-26T10:00:00.250Z");
