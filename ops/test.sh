@@ -5,6 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ops/env.sh
 backbone_install_packages "${BACKBONE_PACKAGES[@]}"
+# The portal's browser test: Debian's chromium driven through chromedriver, and axe-core from npm
+# (injected into the pages under test, never served). npm comes with Node.js where Node.js is
+# installed, so Debian's npm is only added when there is none.
+backbone_install_packages chromium chromium-driver
+command -v npm >/dev/null || backbone_install_packages nodejs npm
+npm install --prefix portal/tests/browser --no-audit --no-fund --loglevel=error
 
 backbone_fresh_softhsm
 

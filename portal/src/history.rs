@@ -244,6 +244,11 @@ pub fn merge(conf: &GlobalConf, own_client: &str, answers: Vec<(String, UsageAns
         }
     }
     let mut entries: Vec<Entry> = merged.into_values().collect();
+    // Agencies answer in any order: keep each entry's records in one order, so that a proof's
+    // index names the same record on every page.
+    for entry in &mut entries {
+        entry.records.sort_by(|a, b| (&a.agency, &a.side, a.record.seq).cmp(&(&b.agency, &b.side, b.record.seq)));
+    }
     entries.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then_with(|| a.key.cmp(&b.key)));
     entries
 }
