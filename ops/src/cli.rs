@@ -36,7 +36,8 @@ pub enum Command {
     },
     /// Manage and test keys in the configured key store (software keys or a PKCS#11 HSM).
     Hsm(HsmArgs),
-    /// Run the demonstration with what is built today: agency keys, batch signatures, CSRs.
+    /// Run a whole e-health backbone on this machine: registry, timestamping, agencies' gateways
+    /// and FHIR services, realistic traffic, and a summary of what to verify.
     Demo(demo::DemoArgs),
     /// Run the keyless timestamping service (KSI format).
     Timestamping(crate::timestamping::TimestampingArgs),

@@ -1,281 +1,342 @@
-//! `backbone demo`: the demonstration, limited honestly to what is built today.
-//!
-//! It gives each demo agency (hospital, family doctor, pharmacy, Health Insurance Fund) a signing
-//! key, batch-signs sample messages with it, verifies every proof, writes the messages, proofs,
-//! public keys and a certificate request per agency into the data directory, serves the metrics of
-//! the run on an admin listener and checks them, and says which components are not built yet.
+//! `backbone demo`: a whole national e-health backbone on this machine, in one process. The
+//! registry, the timestamping service, and the gateways of a hospital, a family doctor, a
+//! pharmacy, the Health Insurance Fund and the citizen portal start on 127.0.0.1; each agency's
+//! FHIR R4 service serves synthetic people; realistic traffic runs through the gateways; and the
+//! summary says what was exchanged, logged and timestamped, and which commands verify it offline.
 //!
 //! ```text
-//!  data dir ─▶ key store ─▶ one key per agency ─▶ BatchSigner ─▶ proofs ─▶ verify ─▶ files
-//!                                                      │
-//!                                          hsm metrics ─▶ admin listener ─▶ /metrics, /ready
+//!  seed ─▶ data (citizens, ICD-10/ATC/LOINC records) ─▶ fhir services
+//!  keys (SoftHSM2 tokens or DIR/keys) ─▶ network: timestamping · registry ─▶ 5 gateways
+//!  traffic (referral, e-prescription, dispensing, claim, one emergency) ─▶ logs ─▶ stamps
+//!  summary: exchanges.json · a KSI signature · an audit archive · commands · URLs
+//!  Ctrl-C ─▶ gateways, logs, services, registry, timestamping stop in that order
 //! ```
+//!
+//! Everything lives under one data directory; a second run reuses its keys, records and logs.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
-use backbone_hsm::batch::{BatchConfig, BatchSignature, BatchSigner};
-use backbone_hsm::cert::{self, Subject};
-use backbone_hsm::config::Config as StoreConfig;
-use backbone_hsm::{KeyStore, KeyType, Metrics};
-use clap::{Args, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use backbone_gateway::log::archive::{self, Selection};
+use backbone_gateway::usage::{UsageAnswer, hex, rfc3339};
+use clap::Args;
 
 use crate::config::{Env, Settings};
-use crate::{Error, admin, hsm};
+use crate::Error;
+
+pub mod data;
+pub mod fhir;
+pub mod keys;
+pub mod network;
+pub mod traffic;
+
+use self::data::Citizen;
+use self::keys::{KeyChoice, Keys};
+use self::network::{Agency, Network, Ports, Role};
+use self::traffic::Traffic;
+
+/// The default first port: registry 7400, timestamping 7401, gateways' client ports 7410–7414,
+/// peer ports 7420–7424, FHIR services 7430–7433 (ops/prometheus.yml scrapes these).
+pub const DEFAULT_BASE_PORT: u16 = 7400;
 
 /// Flags of `backbone demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Directory for the demo's keys and output; created if missing, reused (keys included) if
-    /// present.
+    /// Directory for everything the demo keeps (keys, registry, calendar, message logs, files it
+    /// writes); created if missing, reused if present. Default: backbone-demo.
     #[arg(long, default_value = "backbone-demo", value_name = "DIR")]
     pub data_dir: PathBuf,
-    /// Which key store holds the agencies' keys: "data-dir" (software keys in DIR/keys) or
-    /// "config" (the configured [hsm] store, e.g. a PKCS#11 token).
-    #[arg(long, value_enum, default_value_t = KeyStoreChoice::DataDir)]
-    pub key_store: KeyStoreChoice,
-    /// Sample messages batch-signed per agency (each becomes a message and a proof file).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub messages: u32,
-    /// Address of the demo's admin listener (/metrics, /live, /ready). Port 0 picks a free port,
-    /// so the demo never clashes with a running service.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub admin_listen: SocketAddr,
-    /// PIN file for a PKCS#11 store chosen with --key-store config. Default: the configured
-    /// hsm.pin_file or hsm.pin_env.
-    #[arg(long, value_name = "FILE")]
-    pub pin_file: Option<PathBuf>,
+    /// First port: registry at PORT, timestamping PORT+1, gateways' client ports (HTTP, /metrics)
+    /// PORT+10.., their peer ports PORT+20.., FHIR services PORT+30... 0 picks free ports (a later
+    /// run keeps the peer ports registered by the first).
+    #[arg(long, default_value_t = DEFAULT_BASE_PORT, value_name = "PORT")]
+    pub base_port: u16,
+    /// Where keys live: auto (SoftHSM2 tokens when installed and SOFTHSM2_CONF is set, as
+    /// ops/demo.sh does; software keys otherwise), software, softhsm.
+    #[arg(long, value_enum, default_value_t = KeyChoice::Auto)]
+    pub keys: KeyChoice,
+    /// Synthetic citizens.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    pub citizens: u32,
+    /// Seed of the synthetic data: the same seed gives the same people and records.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// People who go through the scenario first (referral, e-prescription, dispensing, claim):
+    /// four exchanges each, plus one emergency access.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub scenarios: u32,
+    /// After the first scenarios, this many more people go through it (eight at a time), for
+    /// load. Default: none.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub traffic: u32,
+    /// Seconds between calendar publications (hourly in production).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub publication_interval: u64,
+    /// Milliseconds between timestamping batches of each message log.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub batch_interval_ms: u64,
+    /// Stop after the traffic and the summary instead of running until Ctrl-C.
+    #[arg(long)]
+    pub exit_after_traffic: bool,
 }
-
-/// Where the demo keeps the agencies' keys.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum KeyStoreChoice {
-    /// Software keys in the data directory.
-    DataDir,
-    /// The store of the `[hsm]` configuration.
-    Config,
-}
-
-/// One demo agency: fictional, and its messages hold no personal data.
-struct Agency {
-    /// Short name: file names and key labels.
-    slug: &'static str,
-    /// The member name (O in the CSR).
-    name: &'static str,
-    /// Member class and code (X-Road identifiers; CN is the code).
-    class: &'static str,
-    code: &'static str,
-    /// What its sample messages are.
-    message: &'static str,
-}
-
-const AGENCIES: [Agency; 4] = [
-    Agency { slug: "hospital", name: "Demo Central Hospital", class: "GOV", code: "70000001", message: "referral" },
-    Agency { slug: "family-doctor", name: "Demo Family Practice", class: "COM", code: "10000002", message: "e-prescription" },
-    Agency { slug: "pharmacy", name: "Demo Pharmacy", class: "COM", code: "10000003", message: "dispensing" },
-    Agency { slug: "health-insurance-fund", name: "Demo Health Insurance Fund", class: "GOV", code: "70000004", message: "reimbursement" },
-];
-
-/// Components built but not yet part of the demo, with the command that runs them alone.
-const NOT_IN_DEMO: [(&str, &str); 2] = [
-    ("registry", "built (`backbone registry init|serve|add-…`), but this demo does not register its agencies or send it these CSRs"),
-    ("timestamping", "built (`backbone timestamping serve`, `backbone ksi sign|verify`), but this demo does not timestamp its messages"),
-];
-
-/// Components of the design that do not exist yet, printed at the end of every run.
-const NOT_BUILT: [(&str, &str); 2] = [
-    ("gateway", "no messages exchanged between agencies over mTLS, no message logs (only its protocol layer exists)"),
-    ("portal", "no citizen view of who accessed which record"),
-];
 
 /// Runs the demo.
 ///
 /// # Errors
 ///
-/// Store, file and admin listener failures; [`Error::Check`] when a proof does not verify.
+/// Key store, storage and listener failures; [`Error::Check`] when an exchange fails or a check
+/// of the summary does not hold.
 pub fn run(args: &DemoArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
     tracing::info!(version = crate::telemetry::VERSION, config = %settings.summary(), "backbone demo starting");
     let dir = &args.data_dir;
     std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
-    for sub in ["messages", "signatures", "public-keys", "csr"] {
-        std::fs::create_dir_all(dir.join(sub)).map_err(Error::io("create directory", dir.join(sub)))?;
-    }
-    let store_config = match args.key_store {
-        KeyStoreChoice::DataDir => StoreConfig::Software { key_dir: dir.join("keys") },
-        KeyStoreChoice::Config => settings.hsm.store.clone(),
-    };
-    let pin = hsm::pin_source(args.pin_file.as_deref(), settings);
-    let store = hsm::open_store(&store_config, &pin, env)?;
-    println!("Backbone demo, data directory {}", dir.display());
-    println!("key store: {}", store.describe());
-    if args.key_store == KeyStoreChoice::DataDir {
-        println!("  (software keys for development; `--key-store config` uses the configured [hsm] store, e.g. a PKCS#11 token)");
-    }
+    let keys = Keys::choose(args.keys, dir, env)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::Check(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(demo(args, store))
+    runtime.block_on(demo(args, &keys))
 }
 
-async fn demo(args: &DemoArgs, store: Arc<dyn KeyStore>) -> Result<(), Error> {
-    let registry = prometheus::Registry::new();
-    let metrics = Metrics::register(&registry).map_err(|e| Error::Check(format!("cannot register hsm metrics: {e}")))?;
-    let readiness = admin::Readiness::new();
-    let keys_ready = readiness.gate("agency keys");
-    let server = admin::serve(args.admin_listen, registry, readiness).await?;
-    let admin_addr = server.local_addr();
-    println!("admin listener: http://{admin_addr} (/metrics, /live, /ready)");
-    let before = http_get(admin_addr, "/ready").await?;
-
-    let mut rows = Vec::new();
-    for agency in &AGENCIES {
-        rows.push(agency_run(args, store.as_ref(), agency, &metrics).await?);
+async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
+    let dir = &args.data_dir;
+    let signal = crate::registry::shutdown_signal();
+    tokio::pin!(signal);
+    say(format!("Backbone demo, data directory {}", dir.display()));
+    say(format!("keys: {}", keys.describe()));
+    let people = data::citizens(args.seed, usize::try_from(args.citizens).unwrap_or(1000)).map_err(|e| Error::Check(e.to_string()))?;
+    let settings = network::Settings {
+        dir,
+        ports: Ports { base: args.base_port },
+        publication_interval: args.publication_interval,
+        batch_interval: Duration::from_millis(args.batch_interval_ms),
+    };
+    let network = Network::start(&settings, keys, &people).await?;
+    say(format!(
+        "registry {} ({}), timestamping http://{} (publications every {} s)",
+        network.conf_url,
+        if network.fresh { "initialised now" } else { "reused" },
+        network.timestamping,
+        args.publication_interval
+    ));
+    for node in &network.nodes {
+        let service = node.service.as_ref().map_or_else(|| "no service".to_owned(), |s| format!("FHIR {}", s.base_url()));
+        say(format!(
+            "  {:<22} {:<25} gateway http://{} (peer {}), {service}",
+            node.agency.slug,
+            node.agency.client(),
+            node.gateway.client_addr(),
+            node.gateway.peer_addr()
+        ));
     }
-    keys_ready.open();
+    say(format!("{} synthetic citizens from seed {}", people.len(), args.seed));
 
-    let after = http_get(admin_addr, "/ready").await?;
-    let scraped = http_get(admin_addr, "/metrics").await?;
-    let batches = metric_value(&scraped.1, "backbone_hsm_batch_size_messages_count");
-    server.shutdown().await?;
-
-    println!();
-    println!("{:<28} {:<36} {:>8} {:>8} {:>9}  certificate request", "agency", "key", "messages", "batches", "verified");
-    for row in &rows {
-        println!("{:<28} {:<36} {:>8} {:>8} {:>9}  {}", row.name, row.key, row.messages, row.batches, row.verified, row.csr.display());
+    let traffic = Traffic::new(&network)?;
+    let scenario: Vec<Citizen> = with_conditions(&people).take(usize::try_from(args.scenarios).unwrap_or(10)).collect();
+    let more: Vec<Citizen> = with_conditions(&people).cycle().skip(scenario.len()).take(usize::try_from(args.traffic).unwrap_or(0)).collect();
+    let planned = (scenario.len() + more.len()) as u64 * traffic::EXCHANGES_PER_PERSON + 1;
+    let progress = progress(traffic.clone(), planned);
+    let today = rfc3339(unix_ms()).get(..10).unwrap_or("2026-01-01").to_owned();
+    let mut interrupted = tokio::select! {
+        () = traffic.run(scenario.clone(), true, &today) => false,
+        () = &mut signal => true,
+    };
+    if !interrupted && !more.is_empty() {
+        interrupted = tokio::select! {
+            () = traffic.run(more, false, &today) => false,
+            () = &mut signal => true,
+        };
     }
-    println!();
-    println!(
-        "admin listener check: /ready answered {} before the keys were ready and {} after; /metrics counted {} batch signature(s)",
-        before.0,
-        after.0,
-        batches.map_or_else(|| "no".to_owned(), |b| format!("{b}")),
+    progress.abort();
+    let _ = progress.await;
+    eprintln!(
+        "\rtraffic: {}/{planned} exchanges, {} failed{}",
+        traffic.done.load(Ordering::Relaxed),
+        traffic.failed.load(Ordering::Relaxed),
+        if interrupted { " (interrupted)" } else { "" }
     );
-    if before.0 != 503 || after.0 != 200 || batches.is_none_or(|b| b < 1.0) {
-        return Err(Error::Check("the admin listener did not report the demo's state".to_owned()));
+    let outcome = summary(args, &network, &traffic, &people, scenario.first()).await;
+    if outcome.is_ok() && !interrupted && !args.exit_after_traffic {
+        say("press Ctrl-C to stop".to_owned());
+        (&mut signal).await;
     }
-    println!("files: messages/, signatures/ (batch proofs, format in hsm/docs/batch-format.md), public-keys/, csr/ under {}", args.data_dir.display());
-    println!();
-    println!("Shown here: hsm (key stores, batch signing, CSRs) and ops (this binary, configuration, admin listener, telemetry).");
-    println!("Built, not yet in this demo:");
-    for (component, state) in NOT_IN_DEMO {
-        println!("  {component:<13} {state}");
+    say("stopping: gateways, message logs, services, registry, timestamping".to_owned());
+    network.shutdown().await;
+    say("stopped".to_owned());
+    outcome
+}
+
+/// People with at least one diagnosis, in order.
+fn with_conditions(people: &[Citizen]) -> impl Iterator<Item = Citizen> + Clone + '_ {
+    people.iter().filter(|p| !p.conditions.is_empty()).cloned()
+}
+
+/// Prints the progress line on standard error every half second, when it is a terminal.
+fn progress(traffic: Traffic, planned: u64) -> tokio::task::JoinHandle<()> {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stderr().is_terminal();
+    tokio::spawn(async move {
+        if !terminal {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let done = traffic.done.load(Ordering::Relaxed);
+            let failed = traffic.failed.load(Ordering::Relaxed);
+            eprint!("\rtraffic: {done}/{planned} exchanges, {failed} failed   ");
+        }
+    })
+}
+
+/// Stamps the logs, writes the files an auditor can check, and prints the summary.
+async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, people: &[Citizen], person: Option<&Citizen>) -> Result<(), Error> {
+    let dir = &args.data_dir;
+    let exchanges = traffic.exchanges();
+    let failed = exchanges.iter().filter(|e| !(200..300).contains(&e.status)).count();
+    let path = dir.join("exchanges.json");
+    let json = serde_json::to_vec_pretty(&exchanges).map_err(|e| Error::Check(e.to_string()))?;
+    std::fs::write(&path, json).map_err(Error::io("write", &path))?;
+    // Portal view before stamping, so that its own findUsage calls are stamped too.
+    let portal = match person {
+        Some(person) => Some(portal_view(network, person, other_person(people, &exchanges)).await?),
+        None => None,
+    };
+    for node in &network.nodes {
+        if let Err(e) = node.log.stamp_now().await {
+            tracing::warn!(agency = node.agency.slug, error = %e, "stamping now failed; the stamper retries");
+        }
     }
-    println!("Not built yet, so this demo does not show them:");
-    for (component, missing) in NOT_BUILT {
-        println!("  {component:<13} {missing}");
+
+    say(String::new());
+    say(format!("== summary: {} exchanges made, {failed} failed (each one listed in {})", exchanges.len(), path.display()));
+    for node in &network.nodes {
+        let status = node.log.status();
+        say(format!(
+            "  {:<22} message log: {} records, {} timestamped, {} waiting",
+            node.agency.slug,
+            status.records,
+            status.records.saturating_sub(status.unstamped),
+            status.unstamped
+        ));
+    }
+    let publications = network.ts_handle.publications().map_err(|e| Error::Check(format!("publications: {e}")))?;
+    match publications.last() {
+        Some(p) => say(format!("latest publication ({}): {}", rfc3339(p.time.saturating_mul(1000)), p.to_publication_string())),
+        None => say(format!("no publication yet: the first is at the next multiple of {} s of the clock", args.publication_interval)),
+    }
+    let cert = network.calendar_cert.display();
+    let me = "backbone";
+    let (signature, root) = proof_file(network, person, dir)?;
+    say("verify offline (these files stay valid after the demo stops):".to_owned());
+    say(format!("  {me} ksi verify {} --hash 01{root} --cert {cert}", signature.display()));
+    let bundle = audit_file(network, dir)?;
+    say(format!("  {me} audit verify {} --cert {cert}", bundle.display()));
+    if let (Some(person), Some((agencies, entries, other))) = (person, portal) {
+        say(format!(
+            "portal: not part of the demo yet; its gateway ({}, http://{}) may call findUsage at every agency. For {} {} ({}): {entries} accesses at {agencies} agencies; another person: {other}",
+            Agency::of(Role::Portal).client(),
+            network.node(Role::Portal).map(|n| n.gateway.client_addr().to_string()).unwrap_or_default(),
+            person.given,
+            person.family,
+            person.subject,
+        ));
+        say(format!("  test person to sign in as, once the portal runs: {} ({} {})", person.subject, person.given, person.family));
+    }
+    say("metrics (Prometheus; ops/prometheus.yml, ops/grafana/backbone.json):".to_owned());
+    for node in &network.nodes {
+        say(format!("  http://{}/metrics  ({})", node.gateway.client_addr(), node.agency.slug));
+    }
+    if failed > 0 {
+        return Err(Error::Check(format!("{failed} of {} exchanges failed (see {})", exchanges.len(), path.display())));
     }
     Ok(())
 }
 
-struct Row {
-    name: &'static str,
-    key: String,
-    messages: u32,
-    batches: usize,
-    verified: u32,
-    csr: PathBuf,
+/// Writes the KSI signature of the batch holding one of `person`'s logged accesses at the
+/// hospital: (file, batch root hex).
+fn proof_file(network: &Network, person: Option<&Citizen>, dir: &Path) -> Result<(PathBuf, String), Error> {
+    let node = network.node(Role::Hospital).ok_or(Error::Unreachable("no hospital"))?;
+    let subject = person.map(|p| p.subject.as_str()).unwrap_or_default();
+    let entries = node.log.find_usage(subject, 0, 100).map_err(|e| Error::Check(format!("hospital log: {e}")))?;
+    let (seq, stamp) = entries
+        .iter()
+        .find_map(|e| e.stamp.as_ref().map(|s| (e.seq, s)))
+        .ok_or_else(|| Error::Check("no stamped record at the hospital yet (is the timestamping service answering?)".into()))?;
+    let proofs = dir.join("proofs");
+    std::fs::create_dir_all(&proofs).map_err(Error::io("create directory", &proofs))?;
+    let path = proofs.join(format!("hospital-record-{seq}.ksig"));
+    std::fs::write(&path, &stamp.batch.ksi_signature).map_err(Error::io("write", &path))?;
+    Ok((path, hex(&stamp.batch.root)))
 }
 
-async fn agency_run(args: &DemoArgs, store: &dyn KeyStore, agency: &Agency, metrics: &Metrics) -> Result<Row, Error> {
-    let dir = &args.data_dir;
-    let label = format!("demo-{}", agency.slug);
-    let (public_key, fresh) = match store.public_key(&label) {
-        Ok(public_key) => (public_key, false),
-        Err(backbone_hsm::Error::NoSuchKey { .. }) => {
-            let generated = store
-                .generate(&label, KeyType::EcP256)
-                .map_err(Error::hsm(format!("cannot generate the key of {}", agency.name)))?;
-            (generated, true)
+/// Writes an audit archive of the hospital's whole log (the stamped part).
+fn audit_file(network: &Network, dir: &Path) -> Result<PathBuf, Error> {
+    let node = network.node(Role::Hospital).ok_or(Error::Unreachable("no hospital"))?;
+    let now = unix_ms();
+    let selection = Selection { from_ms: 0, to_ms: now.saturating_add(1), after: None };
+    let export = archive::export(&node.log, &node.agency.gateway_id(), selection, now).map_err(|e| Error::Check(format!("audit export: {e}")))?;
+    let bytes = export.archive.encode().map_err(|e| Error::Check(format!("audit archive: {e}")))?;
+    let audit = dir.join("audit");
+    std::fs::create_dir_all(&audit).map_err(Error::io("create directory", &audit))?;
+    let path = audit.join("hospital.bbar");
+    std::fs::write(&path, bytes).map_err(Error::io("write", &path))?;
+    Ok(path)
+}
+
+/// Someone the traffic did not touch.
+fn other_person<'a>(people: &'a [Citizen], exchanges: &[traffic::Exchange]) -> Option<&'a Citizen> {
+    people.iter().rev().find(|p| !exchanges.iter().any(|e| e.data_subject == p.subject))
+}
+
+/// What the portal will show: `person`'s accesses gathered by findUsage through the portal's
+/// gateway from every agency, and how many another person gets (0). Each answer must be about the
+/// person asked for only: (agencies that answered with entries, entries, entries for the other).
+async fn portal_view(network: &Network, person: &Citizen, other: Option<&Citizen>) -> Result<(usize, usize, usize), Error> {
+    let portal = network.node(Role::Portal).ok_or(Error::Unreachable("no portal gateway"))?;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Check(e.to_string()))?;
+    let count = |subject: String| {
+        let http = http.clone();
+        async move {
+            let (mut agencies, mut entries) = (0, 0);
+            for node in network.nodes.iter().filter(|n| n.agency.role != Role::Portal) {
+                let url = format!("http://{}/r1/{}/{}?limit=500", portal.gateway.client_addr(), node.agency.client(), backbone_gateway::meta::FIND_USAGE);
+                let response = http
+                    .get(&url)
+                    .header("X-Road-Client", portal.agency.client())
+                    .header("X-Backbone-Data-Subject", &subject)
+                    .header("X-Backbone-Purpose-Of-Use", "PATRQT")
+                    .send()
+                    .await
+                    .map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
+                let status = response.status();
+                let body = response.bytes().await.map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
+                let answer: UsageAnswer = serde_json::from_slice(&body).map_err(|e| Error::Check(format!("findUsage at {} ({status}): {e}", node.agency.slug)))?;
+                if answer.data_subject != subject {
+                    return Err(Error::Check(format!("findUsage at {} answered about another person", node.agency.slug)));
+                }
+                agencies += usize::from(!answer.entries.is_empty());
+                entries += answer.entries.len();
+            }
+            Ok::<_, Error>((agencies, entries))
         }
-        Err(e) => return Err(Error::hsm(format!("cannot read the key of {}", agency.name))(e)),
     };
-    write(&dir.join("public-keys").join(format!("{}.pem", agency.slug)), public_key.to_pem().as_bytes())?;
-    let signer = store.signer(&label, None).map_err(Error::hsm(format!("cannot use the key of {}", agency.name)))?;
-
-    let subject = Subject {
-        common_name: agency.code.to_owned(),
-        organization: Some(agency.name.to_owned()),
-        organizational_unit: None,
-        country: None,
-        serial_number: Some(format!("DEMO/{}", agency.class)),
-        email: None,
+    let (agencies, entries) = count(person.subject.clone()).await?;
+    let other = match other {
+        Some(other) => count(other.subject.clone()).await?.1,
+        None => 0,
     };
-    let csr = cert::csr_pem(signer.as_ref(), &subject).map_err(Error::hsm(format!("cannot make the CSR of {}", agency.name)))?;
-    let csr_path = PathBuf::from("csr").join(format!("{}.csr.pem", agency.slug));
-    write(&dir.join(&csr_path), csr.as_bytes())?;
-
-    let batch = BatchSigner::with_metrics(signer, BatchConfig::default(), metrics)
-        .map_err(Error::hsm(format!("cannot start the batch signer of {}", agency.name)))?;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 1..=args.messages {
-        let batch = batch.clone();
-        let message = sample_message(agency, n);
-        tasks.spawn(async move {
-            let proof = batch.sign(message.as_bytes()).await;
-            (n, message, proof)
-        });
-    }
-    let mut roots = std::collections::BTreeSet::new();
-    let mut verified = 0;
-    while let Some(joined) = tasks.join_next().await {
-        let (n, message, proof) = joined.map_err(|e| Error::Check(format!("a signing task failed: {e}")))?;
-        let proof = proof.map_err(Error::hsm(format!("batch signing for {} failed", agency.name)))?;
-        let stem = format!("{}-{n:04}", agency.slug);
-        let bytes = proof.to_bytes();
-        // Verify what is on disk, as an auditor would.
-        let decoded = BatchSignature::from_bytes(&bytes).map_err(Error::hsm(format!("proof {stem} does not decode")))?;
-        decoded.verify(message.as_bytes(), &public_key).map_err(Error::hsm(format!("proof {stem} does not verify")))?;
-        write(&dir.join("messages").join(format!("{stem}.json")), message.as_bytes())?;
-        write(&dir.join("signatures").join(format!("{stem}.batchsig")), &bytes)?;
-        roots.insert(*decoded.root());
-        verified += 1;
-    }
-    batch.shutdown();
-    tracing::info!(agency = agency.slug, messages = args.messages, elapsed_ms = started.elapsed().as_millis() as u64, "signed");
-    Ok(Row {
-        name: agency.name,
-        key: format!("{label} ({})", if fresh { "new" } else { "reused" }),
-        messages: args.messages,
-        batches: roots.len(),
-        verified,
-        csr: csr_path,
-    })
+    Ok((agencies, entries, other))
 }
 
-/// A synthetic message; the patient is a pseudonym that names no one.
-fn sample_message(agency: &Agency, n: u32) -> String {
-    format!(
-        "{{\"resourceType\":\"Communication\",\"category\":\"{}\",\"sender\":\"{}/{}\",\"subject\":\"pseudonym-demo-{n:04}\",\"sequence\":{n}}}\n",
-        agency.message, agency.class, agency.code
-    )
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn write(path: &Path, contents: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, contents).map_err(Error::io("write", path))
-}
-
-/// A minimal HTTP/1.1 GET against our own admin listener: (status, body).
-async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Error> {
-    let fail = |e: std::io::Error| Error::Admin { addr, source: e };
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(fail)?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.map_err(fail)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.map_err(fail)?;
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Ok((status, body))
-}
-
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| line.starts_with(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .reduce(|a, b| a + b)
+/// A line on standard output; a closed output (a supervisor that stopped reading) must not stop
+/// the demo.
+fn say(line: String) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

@@ -121,17 +121,27 @@ fn selftest_keygen_and_csr_on_a_softhsm_token() {
     let verified = backbone_hsm::cert::verify_csr(&pem.contents).unwrap();
     assert_eq!(verified.subject.common_name, "gw1");
 
-    // The demo can keep the agencies' keys on the configured token.
+    // The demo keeps every component's keys on SoftHSM2 tokens of its own when SOFTHSM2_CONF
+    // names a configuration, as ops/demo.sh arranges (here: a token directory of its own).
     let data = dir.path().join("demo");
-    let (code, out, err) = token.backbone(
-        dir.path(),
-        &["--config", env_cfg, "demo", "--key-store", "config", "--data-dir", data.to_str().unwrap()],
-        &[("GW_PIN", USER_PIN)],
-    );
-    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(out.contains(&format!("key store: PKCS#11 token '{}'", token.label)), "{out}");
-    assert!(out.contains("demo-pharmacy (new)"), "{out}");
-    assert!(!data.join("keys").exists(), "software keys were written although the token was chosen");
+    let demo_tokens = dir.path().join("demo-tokens");
+    std::fs::create_dir_all(&demo_tokens).unwrap();
+    let demo_conf = dir.path().join("demo-softhsm2.conf");
+    std::fs::write(&demo_conf, format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", demo_tokens.display())).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_backbone"))
+        .current_dir(dir.path())
+        .args(["demo", "--data-dir", data.to_str().unwrap(), "--base-port", "0", "--citizens", "50", "--scenarios", "1", "--exit-after-traffic"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("SOFTHSM2_CONF", &demo_conf)
+        .output()
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("keys: SoftHSM2 tokens demo-"), "{out}");
+    assert!(out.contains("5 exchanges made, 0 failed"), "{out}");
+    assert!(!data.join("keys").exists(), "software keys were written although SoftHSM2 was available");
+    assert!(std::fs::read_dir(&demo_tokens).unwrap().count() >= 7, "one token per component");
 
     // A wrong PIN is the operator's to fix: exit 64, and the PIN is not printed.
     let (code, _, err) = token.backbone(dir.path(), &["--config", env_cfg, "hsm", "list"], &[("GW_PIN", "wrong-9q7z")]);
