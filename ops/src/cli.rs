@@ -47,6 +47,8 @@ pub enum Command {
     Registry(crate::registry::RegistryArgs),
     /// Run an agency's gateway (security server) and manage its access rights.
     Gateway(crate::gateway::GatewayArgs),
+    /// Run the citizen portal: who accessed my health data, when and why, with proof.
+    Portal(crate::portal::PortalArgs),
     /// Export a gateway's message log as archives for auditors, and verify them offline.
     Audit(crate::audit::AuditArgs),
     /// Load a service and report its rate and latency beside baselines (not a test).
@@ -76,6 +78,7 @@ impl Command {
             },
             Command::Registry(args) => args.command.name(),
             Command::Gateway(args) => args.command.name(),
+            Command::Portal(args) => args.command.name(),
             Command::Audit(args) => args.command.name(),
             Command::Bench(args) => args.command.name(),
         }
@@ -161,6 +164,7 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         Command::Ksi(args) => crate::ksi::run(args),
         Command::Registry(args) => crate::registry::run(args, &settings, env),
         Command::Gateway(args) => crate::gateway::run(args, &settings, env),
+        Command::Portal(args) => crate::portal::run(args),
         Command::Audit(args) => crate::audit::run(args, &settings, env),
         Command::Bench(args) => crate::bench::run(&args),
     }

@@ -28,6 +28,7 @@ pub mod demo;
 pub mod gateway;
 pub mod hsm;
 pub mod ksi;
+pub mod portal;
 pub mod registry;
 pub mod timestamping;
 
