@@ -34,6 +34,7 @@ use crate::Error;
 mod backbone;
 mod load;
 mod proxy;
+mod timings;
 
 /// Target rate through the gateways, exchanges per second.
 const TARGET_RATE: f64 = 5000.0;
@@ -119,6 +120,10 @@ struct Phases {
     gateways_at_half: Measured,
     /// Exchanges the gateways answered with success, warm-up included.
     gateway_exchanges: u64,
+    /// The gateways' histograms over phase (c) at the maximum rate.
+    timings: Vec<timings::Timing>,
+    /// CPU time per kind of thread over the same phase.
+    threads: Vec<timings::ThreadTime>,
 }
 
 async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Server, backbone: &Backbone) -> Result<Phases, Error> {
@@ -138,27 +143,47 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     let closed = Load { connections: args.connections, duration: full, rate: None };
     let mut gateway_exchanges = 0;
 
-    let direct_max = phase("direct", &direct, warm_up, closed).await?.1;
-    let chain_max = phase("proxy chain", &chain, warm_up, closed).await?.1;
-    let (warmed, gateways_max) = phase("gateways", &gateways, warm_up, closed).await?;
-    gateway_exchanges += warmed + gateways_max.ok;
+    let direct_max = phase("direct", &direct, warm_up, closed).await?;
+    let chain_max = phase("proxy chain", &chain, warm_up, closed).await?;
+    let registries = [("pharmacy", &backbone.pharmacy.metrics), ("hospital", &backbone.hospital.metrics)];
+    gateway_exchanges += warm("gateways", &gateways, warm_up).await?;
+    let before = timings::Snapshot::take(&registries);
+    let gateways_max = load::drive(&gateways, closed).await;
+    let after = timings::Snapshot::take(&registries);
+    gateway_exchanges += gateways_max.ok;
 
     let half_rate = gateways_max.rate() / 2.0;
     let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
     let direct_at_half = load::drive(&direct, open).await;
     let gateways_at_half = load::drive(&gateways, open).await;
     gateway_exchanges += gateways_at_half.ok;
-    Ok(Phases { direct: direct_max, chain: chain_max, gateways: gateways_max, half_rate, direct_at_half, gateways_at_half, gateway_exchanges })
+    Ok(Phases {
+        direct: direct_max,
+        chain: chain_max,
+        gateways: gateways_max,
+        half_rate,
+        direct_at_half,
+        gateways_at_half,
+        gateway_exchanges,
+        timings: before.timings(&after),
+        threads: before.threads(&after),
+    })
 }
 
-/// A warm-up, then the measured run; the warm-up's successes are returned beside it.
-async fn phase(name: &str, target: &Arc<Target>, warm_up: Load, run: Load) -> Result<(u64, Measured), Error> {
+/// A warm-up, then the measured run.
+async fn phase(name: &str, target: &Arc<Target>, warm_up: Load, run: Load) -> Result<Measured, Error> {
+    warm(name, target, warm_up).await?;
+    Ok(load::drive(target, run).await)
+}
+
+/// Loads `target` briefly (connections, pools and caches filled); returns the successes.
+async fn warm(name: &str, target: &Arc<Target>, warm_up: Load) -> Result<u64, Error> {
     let warmed = load::drive(target, warm_up).await;
     if warmed.ok == 0 {
         let why = warmed.first_error.unwrap_or_else(|| "no answer".into());
         return Err(Error::Check(format!("{name}: no exchange succeeded in the warm-up: {why}")));
     }
-    Ok((warmed.ok, load::drive(target, run).await))
+    Ok(warmed.ok)
 }
 
 /// The r1 request to the pharmacy's gateway.
@@ -256,6 +281,8 @@ struct Report {
     added_p50_ms: f64,
     added_p99_ms: f64,
     logs: Vec<LogCheck>,
+    gateway_timings: Vec<timings::Timing>,
+    gateway_threads: Vec<timings::ThreadTime>,
     rate_target_met: bool,
     share_target_met: bool,
     latency_target_met: bool,
@@ -305,6 +332,8 @@ impl Report {
             share_target_met: share >= TARGET_SHARE,
             latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
             logs,
+            gateway_timings: phases.timings,
+            gateway_threads: phases.threads,
         }
     }
 
@@ -353,6 +382,20 @@ impl Report {
                 log.batches,
             ));
         }
+        out.push_str("where the time of (c) at the maximum rate goes, from the gateways' own metrics:\n");
+        for t in &self.gateway_timings {
+            out.push_str(&format!(
+                "  {:<9} {:<72} {:>9} x mean {:>8.3} {:<2} ({})\n",
+                t.agency, t.metric, t.count, t.mean, t.unit, t.meaning
+            ));
+        }
+        out.push_str("  CPU by thread (cores):");
+        for t in &self.gateway_threads {
+            if t.cores >= 0.005 {
+                out.push_str(&format!(" {} x{} {:.2};", t.name, t.threads, t.cores));
+            }
+        }
+        out.push('\n');
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         out.push_str(&format!(
             "targets: >= {TARGET_RATE:.0} exchanges/s {}; >= {:.0} % of the proxy chain {}; p99 added <= {TARGET_ADDED_P99_MS:.0} ms at half rate {}\n",

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
-use backbone_gateway::log::{DEFAULT_BATCH_INTERVAL, DEFAULT_MAX_TIMESTAMPING_FAILURE, LogConfig, MessageLog};
+use backbone_gateway::log::{DEFAULT_BATCH_INTERVAL, DEFAULT_MAX_TIMESTAMPING_FAILURE, LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::{BatchConfig, BatchSigner};
 use backbone_hsm::cert::{Subject, csr_pem};
@@ -81,6 +81,8 @@ pub struct Agency {
     pub log: Arc<MessageLog>,
     /// Its running gateway.
     pub gateway: RunningGateway,
+    /// The metrics of its gateway, message log and batch signer.
+    pub metrics: prometheus::Registry,
 }
 
 /// The running backbone.
@@ -198,6 +200,7 @@ struct PreparedAgency {
     signing: Arc<BatchSigner>,
     conf: Arc<ConfClient>,
     log: Arc<MessageLog>,
+    metrics: prometheus::Registry,
     peer_port: u16,
     dir: PathBuf,
 }
@@ -235,7 +238,12 @@ impl PreparedAgency {
         registry
             .issue_signing_certificate("bench", now, &parse(member)?, csr.as_bytes())
             .map_err(registry_failed("cannot issue a signing certificate"))?;
-        let signing = Arc::new(BatchSigner::new(signing_key, BatchConfig::default()).map_err(Error::hsm("batch signer"))?);
+        let metrics = prometheus::Registry::new();
+        let metrics_failed = |e: prometheus::Error| Error::Check(format!("{name}'s metrics: {e}"));
+        let hsm_metrics = backbone_hsm::Metrics::register(&metrics).map_err(metrics_failed)?;
+        let log_metrics = LogMetrics::register(&metrics).map_err(metrics_failed)?;
+        let signing =
+            Arc::new(BatchSigner::with_metrics(signing_key, BatchConfig::default(), &hsm_metrics).map_err(Error::hsm("batch signer"))?);
         let dir = dir.join(name);
         let log_config = LogConfig {
             dir: dir.join("log"),
@@ -243,10 +251,12 @@ impl PreparedAgency {
             max_timestamping_failure: DEFAULT_MAX_TIMESTAMPING_FAILURE,
             timestamping: Some(timestamping),
         };
-        let log = Arc::new(MessageLog::open(log_config, wrapper).map_err(|e| Error::Check(format!("{name}'s message log: {e}")))?);
+        let log = Arc::new(
+            MessageLog::open_with_metrics(log_config, wrapper, log_metrics).map_err(|e| Error::Check(format!("{name}'s message log: {e}")))?,
+        );
         log.spawn_stamper();
         let conf = Arc::new(ConfClient::new(anchor.clone(), ClientConfig::default()));
-        Ok(PreparedAgency { gateway_id, tls, tls_certificate, signing, conf, log, peer_port, dir })
+        Ok(PreparedAgency { gateway_id, tls, tls_certificate, signing, conf, log, metrics, peer_port, dir })
     }
 
     async fn start(self, services: BTreeMap<String, String>) -> Result<Agency, Error> {
@@ -257,10 +267,10 @@ impl PreparedAgency {
         config.services = services;
         let trust = Trust::new(Arc::clone(&self.conf), parse(&self.gateway_id)?);
         let keys = GatewayKeys { tls: Arc::clone(&self.tls), signing: self.signing };
-        let gateway = RunningGateway::start(config, trust, keys, Arc::clone(&self.log), prometheus::Registry::new())
+        let gateway = RunningGateway::start(config, trust, keys, Arc::clone(&self.log), self.metrics.clone())
             .await
             .map_err(|e| Error::Check(format!("gateway {}: {e}", self.gateway_id)))?;
-        Ok(Agency { tls: self.tls, tls_certificate: self.tls_certificate, log: self.log, gateway })
+        Ok(Agency { tls: self.tls, tls_certificate: self.tls_certificate, log: self.log, gateway, metrics: self.metrics })
     }
 }
 

@@ -1,0 +1,137 @@
+//! Where the time of the gateway phase goes: the gateways' own histograms (whole exchange per
+//! side, batch-signer wait and batch size, message-log append and group size) and the CPU time
+//! of each kind of thread, each as the difference between a snapshot before and after the phase.
+//!
+//! ```text
+//!  snapshot ─▶ phase (c) ─▶ snapshot ─▶ Δ sum / Δ count per histogram · Δ CPU ticks per thread name
+//! ```
+//!
+//! Thread CPU comes from `/proc/self/task/*/stat` (Linux; elsewhere the list is empty), in clock
+//! ticks of 1/100 s, the value of `USER_HZ` on every Linux architecture the backbone runs on.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// Clock ticks per second in `/proc/*/stat`.
+const USER_HZ: f64 = 100.0;
+
+/// The histograms worth reading, with what each one means.
+const HISTOGRAMS: &[(&str, &str)] = &[
+    ("backbone_gateway_exchange_seconds", "whole exchange inside the gateway"),
+    ("backbone_hsm_batch_wait_seconds", "wait for a batch signature"),
+    ("backbone_hsm_batch_size_messages", "messages per batch signature"),
+    ("backbone_gateway_log_append_duration_seconds", "message-log append until durable"),
+    ("backbone_gateway_log_commit_batch_records", "records per synced log write"),
+];
+
+/// Histogram sums and counts, and CPU time per thread name, at one moment.
+#[derive(Debug)]
+pub struct Snapshot {
+    histograms: BTreeMap<(String, String), (f64, u64)>,
+    threads: BTreeMap<String, u64>,
+    at: Instant,
+}
+
+/// One histogram over the phase.
+#[derive(Debug, serde::Serialize)]
+pub struct Timing {
+    /// The agency whose gateway recorded it.
+    pub agency: String,
+    /// The metric and its labels.
+    pub metric: String,
+    /// What it measures.
+    pub meaning: &'static str,
+    /// Observations in the phase.
+    pub count: u64,
+    /// Their mean: milliseconds for a time, else the quantity itself.
+    pub mean: f64,
+    /// `ms` or empty.
+    pub unit: &'static str,
+}
+
+/// One kind of thread over the phase.
+#[derive(Debug, serde::Serialize)]
+pub struct ThreadTime {
+    /// The thread name without its trailing number.
+    pub name: String,
+    /// Threads of that name.
+    pub threads: usize,
+    /// CPU time used, in cores (1.0 is one core busy for the whole phase).
+    pub cores: f64,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Reads every agency's registry and the threads' CPU time now.
+    pub fn take(agencies: &[(&str, &prometheus::Registry)]) -> Snapshot {
+        let mut histograms = BTreeMap::new();
+        for (agency, registry) in agencies {
+            for family in registry.gather() {
+                if !HISTOGRAMS.iter().any(|(name, _)| *name == family.name()) {
+                    continue;
+                }
+                for metric in family.get_metric() {
+                    let labels: Vec<String> = metric.get_label().iter().map(|l| format!("{}={}", l.name(), l.value())).collect();
+                    let key = format!("{}{{{}}}", family.name(), labels.join(","));
+                    let histogram = metric.get_histogram();
+                    histograms.insert(((*agency).to_owned(), key), (histogram.get_sample_sum(), histogram.get_sample_count()));
+                }
+            }
+        }
+        Snapshot { histograms, threads: thread_ticks(), at: Instant::now() }
+    }
+
+    /// The histograms' means between `self` and `later`, for those observed in between.
+    pub fn timings(&self, later: &Snapshot) -> Vec<Timing> {
+        let mut out = Vec::new();
+        for ((agency, key), (sum, count)) in &later.histograms {
+            let (sum_before, count_before) = self.histograms.get(&(agency.clone(), key.clone())).copied().unwrap_or_default();
+            let count = count.saturating_sub(count_before);
+            if count == 0 {
+                continue;
+            }
+            let name = key.split('{').next().unwrap_or_default();
+            let meaning = HISTOGRAMS.iter().find(|(n, _)| *n == name).map_or("", |(_, m)| *m);
+            let seconds = name.ends_with("_seconds");
+            let mean = (sum - sum_before) / count as f64 * if seconds { 1000.0 } else { 1.0 };
+            out.push(Timing { agency: agency.clone(), metric: key.clone(), meaning, count, mean, unit: if seconds { "ms" } else { "" } });
+        }
+        out
+    }
+
+    /// CPU time per kind of thread between `self` and `later`, busiest first.
+    pub fn threads(&self, later: &Snapshot) -> Vec<ThreadTime> {
+        let elapsed = later.at.duration_since(self.at).as_secs_f64().max(f64::EPSILON);
+        let mut kinds: BTreeMap<String, (usize, u64)> = BTreeMap::new();
+        for (thread, ticks) in &later.threads {
+            let used = ticks.saturating_sub(self.threads.get(thread).copied().unwrap_or(0));
+            let name = thread.split_once('#').map_or(thread.as_str(), |(n, _)| n);
+            let name = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_owned();
+            let kind = kinds.entry(name).or_default();
+            kind.0 += 1;
+            kind.1 += used;
+        }
+        let mut out: Vec<ThreadTime> =
+            kinds.into_iter().map(|(name, (threads, ticks))| ThreadTime { name, threads, cores: ticks as f64 / USER_HZ / elapsed }).collect();
+        out.sort_by(|a, b| b.cores.total_cmp(&a.cores));
+        out
+    }
+}
+
+/// User plus system clock ticks of each live thread, keyed `name#tid`.
+fn thread_ticks() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        // `tid (name) state ...`: the name may hold spaces and parentheses, so split at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = stat.get(open + 1..close).unwrap_or_default();
+        let fields: Vec<&str> = stat.get(close + 1..).unwrap_or_default().split_whitespace().collect();
+        // After the name: state is field 3 of stat(5), utime 14 and stime 15.
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        out.insert(format!("{name}#{}", task.file_name().to_string_lossy()), ticks(11) + ticks(12));
+    }
+    out
+}
