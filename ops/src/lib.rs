@@ -9,7 +9,8 @@
 //!                      │ (exit 64 on any problem)                 │
 //!                      ▼                                          ├─ hsm keygen|list|pubkey|csr|selftest
 //!                config::keys (every key)                         ├─ config check|keys
-//!                                                                 └─ demo ─▶ admin::serve (/metrics /live /ready)
+//!                                                                 ├─ registry · timestamping · ksi · gateway · audit · portal · bench
+//!                                                                 └─ demo ─▶ a whole backbone in one process
 //! ```
 //!
 //! Start at [`cli::run`]; services reuse [`admin::serve`] and [`config::load`].
