@@ -125,6 +125,9 @@ texts! {
     AccessedBy => "Kasutas", "Used by";
     Integrity => "Kirje terviklus", "Record integrity";
     Verified => "Kontrollitud: kirje on asutuse logis muutmata kujul ja ajatempel on kehtiv.", "Verified: the record is unchanged in the institution's log and its timestamp is valid.";
+    VerifiedShort => "Kontrollitud", "Verified";
+    NotStampedShort => "Ajatempel puudub veel", "Not timestamped yet";
+    FailedShort => "Kontroll ebaõnnestus", "Check failed";
     NotStamped => "Kirjele pole veel ajatemplit antud. Proovi mõne sekundi pärast uuesti.", "The record has no timestamp yet. Try again in a few seconds.";
     VerifyFailed => "Kontroll ei õnnestunud. Sellest võib teatada.", "The check failed. You can report this.";
     LoggedBy => "Logis", "Logged by";

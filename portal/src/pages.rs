@@ -185,7 +185,7 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
         proofs.push_str(&format!(
             "<tr><td>{}</td><td>{side}</td><td>{}</td><td>{download}</td></tr>",
             escape(&logged.agency_name),
-            integrity_text(lang, each)
+            integrity_short(lang, each)
         ));
     }
     format!(
@@ -228,6 +228,16 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
         key = escape(&entry.key),
         report = lang.t(T::ReportAccess),
     )
+}
+
+fn integrity_short(lang: Lang, integrity: &Integrity) -> String {
+    match integrity {
+        Integrity::Verified { .. } => format!(r#"<span class="status-ok"><span aria-hidden="true">✔ </span>{}</span>"#, lang.t(T::VerifiedShort)),
+        Integrity::NotStamped => format!(r#"<span class="status-wait"><span aria-hidden="true">⏳ </span>{}</span>"#, lang.t(T::NotStampedShort)),
+        Integrity::Failed(reason) => {
+            format!(r#"<span class="status-bad"><span aria-hidden="true">✖ </span>{}</span> <span class="hint">({})</span>"#, lang.t(T::FailedShort), escape(reason))
+        }
+    }
 }
 
 fn integrity_text(lang: Lang, integrity: &Integrity) -> String {
