@@ -77,11 +77,14 @@ impl Page<'_> {
             ),
             None => String::new(),
         };
+        let current = |path: &str| if self.here.split('?').next() == Some(path) { r#" aria-current="page""# } else { "" };
         let nav = match &self.signed_in {
             Some(_) => format!(
-                r#"<nav aria-label="{label}"><ul><li><a href="/history">{history}</a></li><li><a href="/reports">{reports}</a></li></ul></nav>"#,
+                r#"<div class="bar"><nav aria-label="{label}"><ul><li><a href="/history"{on_history}>{history}</a></li><li><a href="/reports"{on_reports}>{reports}</a></li></ul></nav><div class="account">{account}</div></div>"#,
                 label = lang.t(T::MainMenu),
+                on_history = current("/history"),
                 history = lang.t(T::NavHistory),
+                on_reports = current("/reports"),
                 reports = lang.t(T::NavReports),
             ),
             None => String::new(),
@@ -102,7 +105,7 @@ impl Page<'_> {
 <p class="brand"><a href="/">{portal}</a></p>
 {switch}
 </div>
-<div class="bar">{nav}<div class="account">{account}</div></div>
+{nav}
 </header>
 <main id="main" tabindex="-1">
 <h1>{title}</h1>

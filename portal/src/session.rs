@@ -20,6 +20,8 @@ use crate::oidc::client::{PendingLogin, Person};
 pub const COOKIE: &str = "portal_session";
 /// The language cookie's name.
 pub const LANG_COOKIE: &str = "portal_lang";
+/// The longest a session lasts however busy it is: a working day.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(8 * 3600);
 /// Most sessions held; past it, expired ones are dropped and then the oldest.
 pub const MAX_SESSIONS: usize = 100_000;
 
@@ -36,6 +38,7 @@ pub struct Session {
     pub login: Option<PendingLogin>,
     /// The access history last gathered, and when.
     pub history: Option<(Instant, Arc<History>)>,
+    created: Instant,
     last_seen: Instant,
 }
 
@@ -60,14 +63,14 @@ pub struct Sessions {
 // === impl Sessions ===
 
 impl Sessions {
-    /// Sessions ending after `idle` without a request.
+    /// Sessions ending after `idle` without a request, or after [`MAX_LIFETIME`].
     pub fn new(idle: Duration) -> Sessions {
         Sessions { idle, held: Mutex::new(HashMap::new()) }
     }
 
     /// A new anonymous session.
     pub fn create(&self) -> Session {
-        let session = Session { id: random_token(), csrf: random_token(), person: None, login: None, history: None, last_seen: Instant::now() };
+        let session = Session { id: random_token(), csrf: random_token(), person: None, login: None, history: None, created: Instant::now(), last_seen: Instant::now() };
         let mut held = self.held();
         if held.len() >= MAX_SESSIONS {
             held.retain(|_, s| s.last_seen.elapsed() < self.idle);
@@ -84,7 +87,7 @@ impl Sessions {
     pub fn lookup(&self, id: &str) -> Lookup {
         let mut held = self.held();
         match held.get_mut(id) {
-            Some(session) if session.last_seen.elapsed() < self.idle => {
+            Some(session) if session.last_seen.elapsed() < self.idle && session.created.elapsed() < MAX_LIFETIME => {
                 session.last_seen = Instant::now();
                 Lookup::Active(session.clone())
             }
