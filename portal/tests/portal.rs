@@ -2,8 +2,8 @@
 //! provider (PKCE, state, nonce), sessions and their expiry, CSRF, the security headers; the
 //! access history gathered with findUsage over the backbone, merged, filtered and paged, with an
 //! agency that does not answer; an entry's proof checked and verified again by the real
-//! `backbone ksi verify`; reports that survive a restart; exports; and every route tried for
-//! another person's record.
+//! `backbone ksi verify`; reports that survive a restart; exports; every route tried for
+//! another person's record; and the test provider's token endpoint as a relying party meets it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
@@ -225,5 +225,131 @@ async fn history_entries_proofs_reports_exports_and_privacy() {
     let mut nobody = Browser::new();
     for path in [format!("/entries/{key}"), "/export.csv".to_owned(), "/reports".to_owned()] {
         assert_eq!(nobody.get(&format!("{}{path}", portal.url)).await.status, 303, "{path}");
+    }
+}
+
+/// The test OpenID provider over HTTP: discovery and keys, the authorization request checked
+/// before anyone picks a person, and the token endpoint refusing a wrong PKCE verifier, a wrong
+/// secret, another redirect URI and a code used twice.
+mod provider_over_http {
+    use std::sync::Arc;
+
+    use backbone_portal::oidc::client::check_claims;
+    use backbone_portal::oidc::jws::{self, JwkSet, b64};
+    use backbone_portal::oidc::provider::{self, Provider, RegisteredClient};
+    use sha2::{Digest, Sha256};
+
+    const REDIRECT: &str = "http://localhost:1/oidc/callback";
+
+    async fn provider() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let client = RegisteredClient { id: "portal".into(), secret: "s3cret".into(), redirect_uris: vec![REDIRECT.into()] };
+        let app = provider::router(Arc::new(Provider::new(&url, vec![client]).unwrap()));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn http() -> reqwest::Client {
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+    }
+
+    /// Authorizes `person` with a PKCE challenge of `verifier`; the code.
+    async fn code(url: &str, verifier: &str, person: &str) -> String {
+        let challenge = b64(&Sha256::digest(verifier.as_bytes()));
+        let query = serde_urlencoded::to_string([
+            ("response_type", "code"),
+            ("client_id", "portal"),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("state", "st"),
+            ("nonce", "nn"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ])
+        .unwrap();
+        let page = http().get(format!("{url}/authorize?{query}")).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("form-action 'self' http://localhost:1"), "{csp}");
+        let body = page.text().await.unwrap();
+        let request = body.split("name=\"request\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+        let back = http()
+            .post(format!("{url}/authorize"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string([("request", request.as_str()), ("person", person)]).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(back.status(), 303);
+        let location = back.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with(REDIRECT) && location.contains("state=st"), "{location}");
+        location.split("code=").nth(1).unwrap().split('&').next().unwrap().to_owned()
+    }
+
+    async fn token(url: &str, form: &[(&str, &str)], secret: &str) -> (u16, serde_json::Value) {
+        let basic = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("portal:{secret}"));
+        let response = http()
+            .post(format!("{url}/token"))
+            .header("authorization", format!("Basic {basic}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, serde_json::from_slice(&response.bytes().await.unwrap()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_token_endpoint_checks_pkce_secret_redirect_and_single_use() {
+        let url = provider().await;
+        let discovery: serde_json::Value = serde_json::from_slice(&http().get(format!("{url}/.well-known/openid-configuration")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+        assert_eq!(discovery["issuer"], url);
+        assert_eq!(discovery["code_challenge_methods_supported"][0], "S256");
+        let keys: JwkSet = serde_json::from_slice(&http().get(format!("{url}/jwks")).send().await.unwrap().bytes().await.unwrap()).unwrap();
+
+        let verifier = "v".repeat(64);
+        let exchange = |code: String, verifier: String, redirect: &'static str| {
+            move || vec![("grant_type", "authorization_code".to_owned()), ("code", code.clone()), ("redirect_uri", redirect.to_owned()), ("code_verifier", verifier.clone())]
+        };
+        let as_refs = |form: &Vec<(&'static str, String)>| form.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+
+        // A wrong verifier, a wrong secret, another redirect URI: refused, and the code is spent.
+        for (verifier_sent, secret, redirect, error) in [
+            ("w".repeat(64), "s3cret", REDIRECT, "invalid_grant"),
+            (verifier.clone(), "wrong", REDIRECT, "invalid_client"),
+            (verifier.clone(), "s3cret", "http://localhost:2/cb", "invalid_grant"),
+        ] {
+            let code = code(&url, &verifier, "38001085718").await;
+            let form = as_refs(&exchange(code, verifier_sent, redirect)());
+            let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let (status, answer) = token(&url, &pairs, secret).await;
+            assert!(status == 400 || status == 401, "{status}");
+            assert_eq!(answer["error"], error);
+        }
+
+        // The right exchange gives an ID token the portal accepts, once.
+        let code = code(&url, &verifier, "49002124277").await;
+        let form = as_refs(&exchange(code, verifier.clone(), REDIRECT)());
+        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, answer) = token(&url, &pairs, "s3cret").await;
+        assert_eq!(status, 200, "{answer}");
+        let claims = jws::verify(answer["id_token"].as_str().unwrap(), &keys).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let person = check_claims(&claims, &url, "portal", "nn", now).unwrap();
+        assert_eq!((person.subject.as_str(), person.name().as_str()), ("EE49002124277", "Mari-Liis Männik"));
+        assert!(check_claims(&claims, &url, "portal", "other-nonce", now).is_err());
+        let (status, answer) = token(&url, &pairs, "s3cret").await;
+        assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_grant")), "a code works once");
+
+        // A bad authorization request never shows the picker to an unregistered redirect URI, and
+        // one without PKCE goes back with an error.
+        let unregistered = http().get(format!("{url}/authorize?response_type=code&client_id=portal&redirect_uri=http%3A%2F%2Fevil%2Fcb&scope=openid&state=s&nonce=n")).send().await.unwrap();
+        assert_eq!(unregistered.status(), 400);
+        let query = serde_urlencoded::to_string([("response_type", "code"), ("client_id", "portal"), ("redirect_uri", REDIRECT), ("scope", "openid"), ("state", "s"), ("nonce", "n")]).unwrap();
+        let no_pkce = http().get(format!("{url}/authorize?{query}")).send().await.unwrap();
+        assert_eq!(no_pkce.status(), 303);
+        assert!(no_pkce.headers()["location"].to_str().unwrap().contains("error=invalid_request"));
     }
 }
