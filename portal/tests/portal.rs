@@ -7,6 +7,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod common;
+#[path = "common/webdriver.rs"]
+mod webdriver;
+// The browser test (chromium, axe-core, screenshots) lives in its own file.
+#[path = "browser/scenario.rs"]
+mod browser;
 
 use std::time::Duration;
 

@@ -5,18 +5,16 @@
 //! by the test from `portal/tests/browser/node_modules` (installed by `ops/test.sh`), never
 //! served by the portal. Screenshots of the main pages are saved under
 //! `$CARGO_TARGET_DIR/portal-screenshots/`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-
-mod common;
-#[path = "common/webdriver.rs"]
-mod webdriver;
+//!
+//! Compiled into the `portal` test binary (see `tests/portal.rs`) so that the suite links one
+//! binary fewer.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Backbone, PERSON, PHARMACIST};
-use webdriver::{Driver, Session};
+use crate::common::{self, Backbone, PERSON, PHARMACIST};
+use crate::webdriver::{Driver, Session};
 
 fn axe_source() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/axe-core/axe.min.js");
