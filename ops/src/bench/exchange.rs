@@ -67,6 +67,18 @@ pub struct ExchangeBenchArgs {
     /// Default: a service without health data.
     #[arg(long)]
     pub health: bool,
+    /// Worker threads of each gateway's batch signer (each makes one token signature at a time).
+    /// Default: the gateway's default (`backbone_hsm::batch::DEFAULT_WORKERS`, 2).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub signer_workers: Option<u32>,
+    /// Microseconds a batch signer worker waits for more requests before it signs. Default: the
+    /// gateway's default (`backbone_hsm::batch::DEFAULT_MAX_LINGER`, 0: sign at once).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub signer_linger_us: Option<u64>,
+    /// Milliseconds between message-log timestamping batches. Default: the gateway's default
+    /// (`backbone_gateway::log::DEFAULT_BATCH_INTERVAL`, 2,000).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub batch_interval_ms: Option<u64>,
     /// Tokio worker threads for everything. Default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
@@ -92,7 +104,7 @@ pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
     let report = runtime.block_on(async {
         let body_bytes = usize::try_from(args.body_bytes).map_err(|_| Error::Usage("--body-bytes is too large".into()))?;
         let echo = proxy::echo(Bytes::from(vec![b'x'; body_bytes])).await?;
-        let backbone = Backbone::start(backend, echo.addr).await?;
+        let backbone = Backbone::start(setup(args, backend), echo.addr).await?;
         let measured = measure(args, body_bytes, &echo, &backbone).await;
         let logs = match &measured {
             Ok(m) => check_logs(&backbone, m.gateway_exchanges).await,
@@ -108,6 +120,19 @@ pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
         print!("{}", report.table());
     }
     report.check()
+}
+
+/// The gateways' setup the flags ask for.
+fn setup(args: &ExchangeBenchArgs, keys: KeyBackend) -> backbone::Setup {
+    let mut signing = backbone_hsm::batch::BatchConfig::default();
+    if let Some(workers) = args.signer_workers {
+        signing.workers = workers as usize;
+    }
+    if let Some(linger) = args.signer_linger_us {
+        signing.max_linger = Duration::from_micros(linger);
+    }
+    let batch_interval = args.batch_interval_ms.map_or(backbone_gateway::log::DEFAULT_BATCH_INTERVAL, Duration::from_millis);
+    backbone::Setup { keys, signing, batch_interval }
 }
 
 /// What the five phases measured.
@@ -275,6 +300,9 @@ struct Report {
     seconds: u64,
     body_bytes: u64,
     threads: usize,
+    signer_workers: usize,
+    signer_linger_us: u128,
+    batch_interval_ms: u128,
     phases: Vec<Row>,
     gateways_to_proxy_chain: f64,
     half_rate: f64,
@@ -292,6 +320,7 @@ struct Report {
 
 impl Report {
     fn new(args: &ExchangeBenchArgs, hsm: KeyBackend, threads: usize, phases: Phases, logs: Vec<LogCheck>) -> Report {
+        let setup = setup(args, hsm);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let row = |phase, offered, m: &Measured| Row {
             phase,
@@ -317,6 +346,9 @@ impl Report {
             seconds: args.seconds,
             body_bytes: args.body_bytes,
             threads,
+            signer_workers: setup.signing.workers,
+            signer_linger_us: setup.signing.max_linger.as_micros(),
+            batch_interval_ms: setup.batch_interval.as_millis(),
             phases: vec![
                 row("(a) direct to the service", None, &phases.direct),
                 row("(b) proxy chain, 2 hops, TLS", None, &phases.chain),
@@ -339,7 +371,8 @@ impl Report {
 
     fn table(&self) -> String {
         let mut out = format!(
-            "{} keys; service {}{}; {} connections, {} s per phase, {}-byte bodies, {} worker threads\n",
+            "{} keys; service {}{}; {} connections, {} s per phase, {}-byte bodies, {} worker threads; \
+             batch signer: {} workers, {} us linger; log stamped every {} ms\n",
             match self.hsm {
                 KeyBackend::Softhsm => "SoftHSM2",
                 KeyBackend::Software => "software",
@@ -350,6 +383,9 @@ impl Report {
             self.seconds,
             self.body_bytes,
             self.threads,
+            self.signer_workers,
+            self.signer_linger_us,
+            self.batch_interval_ms,
         );
         out.push_str(&format!(
             "{:<30} {:>9} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}\n",

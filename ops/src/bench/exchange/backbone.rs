@@ -2,7 +2,7 @@
 //! registry (memory store, software keys), a timestamping service (software keys, RocksDB
 //! calendar), and two agencies — a hospital that provides a service and a pharmacy that calls it —
 //! each with its keys in a SoftHSM2 token or a software key store, its message log (RocksDB,
-//! stamped every [`DEFAULT_BATCH_INTERVAL`]) and its gateway. The hospital's service is the
+//! stamped every [`Setup::batch_interval`]) and its gateway. The hospital's service is the
 //! benchmark's echo service.
 //!
 //! ```text
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
-use backbone_gateway::log::{DEFAULT_BATCH_INTERVAL, DEFAULT_MAX_TIMESTAMPING_FAILURE, LogConfig, LogMetrics, MessageLog};
+use backbone_gateway::log::{DEFAULT_MAX_TIMESTAMPING_FAILURE, LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::{BatchConfig, BatchSigner};
 use backbone_hsm::cert::{Subject, csr_pem};
@@ -71,6 +71,17 @@ pub enum KeyBackend {
     Software,
 }
 
+/// How the agencies' gateways are set up.
+#[derive(Clone, Copy, Debug)]
+pub struct Setup {
+    /// Where their keys live.
+    pub keys: KeyBackend,
+    /// How their batch signers gather signatures.
+    pub signing: BatchConfig,
+    /// How often their message logs are stamped.
+    pub batch_interval: Duration,
+}
+
 /// One agency's keys, log and gateway.
 pub struct Agency {
     /// Its gateway's TLS key.
@@ -100,19 +111,19 @@ pub struct Backbone {
 // === impl Backbone ===
 
 impl Backbone {
-    /// Starts everything with the agencies' keys in `backend`, the service at `service` behind
+    /// Starts everything set up as `setup` says, the service at `service` behind
     /// the hospital's gateway (as both [`PATIENTS`] and [`PING`]), and grants the pharmacy's
     /// [`CLIENT`] every method and path on both.
     ///
     /// # Errors
     ///
     /// Any part that cannot be created or started, named.
-    pub async fn start(backend: KeyBackend, service: SocketAddr) -> Result<Backbone, Error> {
+    pub async fn start(setup: Setup, service: SocketAddr) -> Result<Backbone, Error> {
         let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let dir = std::env::temp_dir().join(format!("backbone-bench-exchange-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         let mut tokens = Vec::new();
-        match Self::start_in(&dir, backend, service, &mut tokens).await {
+        match Self::start_in(&dir, setup, service, &mut tokens).await {
             Ok(backbone) => Ok(backbone),
             Err(e) => {
                 cleanup(&dir, &tokens);
@@ -121,7 +132,7 @@ impl Backbone {
         }
     }
 
-    async fn start_in(dir: &Path, backend: KeyBackend, service: SocketAddr, tokens: &mut Vec<String>) -> Result<Backbone, Error> {
+    async fn start_in(dir: &Path, setup: Setup, service: SocketAddr, tokens: &mut Vec<String>) -> Result<Backbone, Error> {
         let (timestamping_addr, timestamping, timestamping_server) = start_timestamping(dir).await?;
         let registry_keys = SoftwareKeyStore::open(dir.join("registry-keys")).map_err(Error::hsm("cannot open the registry's key store"))?;
         let ca = generated(&registry_keys, "ca")?;
@@ -136,8 +147,8 @@ impl Backbone {
 
         let mut prepared = Vec::new();
         for (member, name) in [(HOSPITAL, "hospital"), (PHARMACY, "pharmacy")] {
-            let keys = agency_keys(backend, dir, name, tokens)?;
-            prepared.push(PreparedAgency::new(&registry, &anchor, keys, member, name, dir, timestamping_addr, now)?);
+            let keys = agency_keys(setup.keys, dir, name, tokens)?;
+            prepared.push(PreparedAgency::new(&registry, &anchor, keys, (member, name), dir, timestamping_addr, setup, now)?);
         }
         let encoded = registry.generate(now, CONF_VALIDITY).map_err(registry_failed("cannot generate the global configuration"))?.encode();
         for agency in &prepared {
@@ -211,10 +222,10 @@ impl PreparedAgency {
         registry: &Registry,
         anchor: &Anchor,
         keys: Arc<dyn KeyStore>,
-        member: &str,
-        name: &str,
+        (member, name): (&str, &str),
         dir: &Path,
         timestamping: SocketAddr,
+        setup: Setup,
         now: SystemTime,
     ) -> Result<Self, Error> {
         let tls = generated(keys.as_ref(), "gateway-tls")?;
@@ -243,12 +254,12 @@ impl PreparedAgency {
         let hsm_metrics = backbone_hsm::Metrics::register(&metrics).map_err(metrics_failed)?;
         let log_metrics = LogMetrics::register(&metrics).map_err(metrics_failed)?;
         let signing =
-            Arc::new(BatchSigner::with_metrics(signing_key, BatchConfig::default(), &hsm_metrics).map_err(Error::hsm("batch signer"))?);
+            Arc::new(BatchSigner::with_metrics(signing_key, setup.signing, &hsm_metrics).map_err(Error::hsm("batch signer"))?);
         let dir = dir.join(name);
         let log_config = LogConfig {
             dir: dir.join("log"),
-            batch_interval: DEFAULT_BATCH_INTERVAL,
-            max_timestamping_failure: DEFAULT_MAX_TIMESTAMPING_FAILURE,
+            batch_interval: setup.batch_interval,
+            max_timestamping_failure: DEFAULT_MAX_TIMESTAMPING_FAILURE.max(setup.batch_interval),
             timestamping: Some(timestamping),
         };
         let log = Arc::new(
