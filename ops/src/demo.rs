@@ -1,15 +1,16 @@
 //! `backbone demo`: a whole national e-health backbone on this machine, in one process. The
 //! registry, the timestamping service, and the gateways of a hospital, a family doctor, a
-//! pharmacy, the Health Insurance Fund and the citizen portal start on 127.0.0.1; each agency's
-//! FHIR R4 service serves synthetic people; realistic traffic runs through the gateways; and the
-//! summary says what was exchanged, logged and timestamped, and which commands verify it offline.
+//! pharmacy, the Health Insurance Fund and the citizen portal's member start on 127.0.0.1; each
+//! agency's FHIR R4 service serves synthetic people; the citizen portal runs behind its member's
+//! gateway; realistic traffic runs through the gateways; and the summary says what was exchanged,
+//! logged and timestamped, which commands verify it offline, and whom to sign in as at the portal.
 //!
 //! ```text
 //!  seed ─▶ data (citizens, ICD-10/ATC/LOINC records) ─▶ fhir services
-//!  keys (SoftHSM2 tokens or DIR/keys) ─▶ network: timestamping · registry ─▶ 5 gateways
+//!  keys (SoftHSM2 tokens or DIR/keys) ─▶ network: timestamping · registry ─▶ 5 gateways ─▶ portal
 //!  traffic (referral, e-prescription, dispensing, claim, one emergency) ─▶ logs ─▶ stamps
-//!  summary: exchanges.json · a KSI signature · an audit archive · commands · URLs
-//!  Ctrl-C ─▶ gateways, logs, services, registry, timestamping stop in that order
+//!  summary: exchanges.json · a KSI signature · an audit archive · commands · URLs · sign-in
+//!  Ctrl-C ─▶ portal, gateways, logs, services, registry, timestamping stop in that order
 //! ```
 //!
 //! Everything lives under one data directory; a second run reuses its keys, records and logs.
@@ -20,6 +21,7 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::log::archive::{self, Selection};
 use backbone_gateway::usage::{UsageAnswer, hex, rfc3339};
+use backbone_portal::oidc::provider::TestPerson;
 use clap::Args;
 
 use crate::config::{Env, Settings};
@@ -29,6 +31,7 @@ pub mod data;
 pub mod fhir;
 pub mod keys;
 pub mod network;
+pub mod portal;
 pub mod traffic;
 
 use self::data::Citizen;
@@ -37,7 +40,8 @@ use self::network::{Agency, Network, Ports, Role};
 use self::traffic::Traffic;
 
 /// The default first port: registry 7400, timestamping 7401, gateways' client ports 7410–7414,
-/// peer ports 7420–7424, FHIR services 7430–7433 (ops/prometheus.yml scrapes these).
+/// peer ports 7420–7424, FHIR services 7430–7433 (ops/prometheus.yml scrapes these), the citizen
+/// portal 7440 and its test OpenID provider 7441.
 pub const DEFAULT_BASE_PORT: u16 = 7400;
 
 /// Flags of `backbone demo`.
@@ -48,8 +52,9 @@ pub struct DemoArgs {
     #[arg(long, default_value = "backbone-demo", value_name = "DIR")]
     pub data_dir: PathBuf,
     /// First port: registry at PORT, timestamping PORT+1, gateways' client ports (HTTP, /metrics)
-    /// PORT+10.., their peer ports PORT+20.., FHIR services PORT+30... 0 picks free ports (a later
-    /// run keeps the peer ports registered by the first).
+    /// PORT+10.., their peer ports PORT+20.., FHIR services PORT+30.., the citizen portal PORT+40
+    /// and its test OpenID provider PORT+41. 0 picks free ports (a later run keeps the peer ports
+    /// registered by the first).
     #[arg(long, default_value_t = DEFAULT_BASE_PORT, value_name = "PORT")]
     pub base_port: u16,
     /// Where keys live: auto (SoftHSM2 tokens when installed and SOFTHSM2_CONF is set, as
@@ -106,11 +111,13 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
     say(format!("Backbone demo, data directory {}", dir.display()));
     say(format!("keys: {}", keys.describe()));
     let people = data::citizens(args.seed, usize::try_from(args.citizens).unwrap_or(1000)).map_err(|e| Error::Check(e.to_string()))?;
+    let scenario: Vec<Citizen> = with_conditions(&people).take(usize::try_from(args.scenarios).unwrap_or(10)).collect();
     let settings = network::Settings {
         dir,
         ports: Ports { base: args.base_port },
         publication_interval: args.publication_interval,
         batch_interval: Duration::from_millis(args.batch_interval_ms),
+        portal_persons: portal::persons(scenario.first()),
     };
     let network = Network::start(&settings, keys, &people).await?;
     say(format!(
@@ -130,10 +137,10 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
             node.gateway.peer_addr()
         ));
     }
+    say(format!("  citizen portal         {} (test OpenID provider {})", network.portal.url, network.portal.provider_url));
     say(format!("{} synthetic citizens from seed {}", people.len(), args.seed));
 
     let traffic = Traffic::new(&network)?;
-    let scenario: Vec<Citizen> = with_conditions(&people).take(usize::try_from(args.scenarios).unwrap_or(10)).collect();
     let more: Vec<Citizen> = with_conditions(&people).cycle().skip(scenario.len()).take(usize::try_from(args.traffic).unwrap_or(0)).collect();
     let planned = (scenario.len() + more.len()) as u64 * traffic::EXCHANGES_PER_PERSON + 1;
     let progress = progress(traffic.clone(), planned);
@@ -156,12 +163,12 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
         traffic.failed.load(Ordering::Relaxed),
         if interrupted { " (interrupted)" } else { "" }
     );
-    let outcome = summary(args, &network, &traffic, &people, scenario.first()).await;
+    let outcome = summary(args, &network, &traffic, scenario.first()).await;
     if outcome.is_ok() && !interrupted && !args.exit_after_traffic {
         say("press Ctrl-C to stop".to_owned());
         (&mut signal).await;
     }
-    say("stopping: gateways, message logs, services, registry, timestamping".to_owned());
+    say("stopping: portal, gateways, message logs, services, registry, timestamping".to_owned());
     network.shutdown().await;
     say("stopped".to_owned());
     outcome
@@ -191,7 +198,7 @@ fn progress(traffic: Traffic, planned: u64) -> tokio::task::JoinHandle<()> {
 }
 
 /// Stamps the logs, writes the files an auditor can check, and prints the summary.
-async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, people: &[Citizen], person: Option<&Citizen>) -> Result<(), Error> {
+async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: Option<&Citizen>) -> Result<(), Error> {
     let dir = &args.data_dir;
     let exchanges = traffic.exchanges();
     let failed = exchanges.iter().filter(|e| !(200..300).contains(&e.status)).count();
@@ -199,8 +206,9 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, people: 
     let json = serde_json::to_vec_pretty(&exchanges).map_err(|e| Error::Check(e.to_string()))?;
     std::fs::write(&path, json).map_err(Error::io("write", &path))?;
     // Portal view before stamping, so that its own findUsage calls are stamped too.
+    let other = other_person(&network.portal.persons, &exchanges);
     let portal = match person {
-        Some(person) => Some(portal_view(network, person, other_person(people, &exchanges)).await?),
+        Some(person) => Some(portal_view(network, person, other.map(|p| format!("EE{}", p.code))).await?),
         None => None,
     };
     for node in &network.nodes {
@@ -233,16 +241,22 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, people: 
     say(format!("  {me} ksi verify {} --hash 01{root} --cert {cert}", signature.display()));
     let bundle = audit_file(network, dir)?;
     say(format!("  {me} audit verify {} --cert {cert}", bundle.display()));
-    if let (Some(person), Some((agencies, entries, other))) = (person, portal) {
+    say(format!(
+        "portal: {} ({} behind its gateway http://{}; reports and view log in {})",
+        network.portal.url,
+        Agency::of(Role::Portal).client(),
+        network.node(Role::Portal).map(|n| n.gateway.client_addr().to_string()).unwrap_or_default(),
+        dir.join(Agency::of(Role::Portal).slug).display(),
+    ));
+    if let (Some(person), Some((agencies, entries, others))) = (person, portal) {
+        let emergencies = exchanges.iter().filter(|e| e.data_subject == person.subject && e.step == "emergency access").count();
         say(format!(
-            "portal: not part of the demo yet; its gateway ({}, http://{}) may call findUsage at every agency. For {} {} ({}): {entries} accesses at {agencies} agencies; another person: {other}",
-            Agency::of(Role::Portal).client(),
-            network.node(Role::Portal).map(|n| n.gateway.client_addr().to_string()).unwrap_or_default(),
-            person.given,
-            person.family,
-            person.subject,
+            "  sign in through the test OpenID provider as {} {} ({}): {entries} accesses at {agencies} agencies, {emergencies} in an emergency",
+            person.given, person.family, person.subject,
         ));
-        say(format!("  test person to sign in as, once the portal runs: {} ({} {})", person.subject, person.given, person.family));
+        if let Some(other) = other {
+            say(format!("  another test person, {} {} (EE{}): {others} accesses", other.given_name, other.family_name, other.code));
+        }
     }
     say("metrics (Prometheus; ops/prometheus.yml, ops/grafana/backbone.json):".to_owned());
     for node in &network.nodes {
@@ -285,15 +299,15 @@ fn audit_file(network: &Network, dir: &Path) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-/// Someone the traffic did not touch.
-fn other_person<'a>(people: &'a [Citizen], exchanges: &[traffic::Exchange]) -> Option<&'a Citizen> {
-    people.iter().rev().find(|p| !exchanges.iter().any(|e| e.data_subject == p.subject))
+/// A test person of the portal's provider whom the traffic did not touch.
+fn other_person<'a>(persons: &'a [TestPerson], exchanges: &[traffic::Exchange]) -> Option<&'a TestPerson> {
+    persons.iter().find(|p| !exchanges.iter().any(|e| e.data_subject.strip_prefix("EE") == Some(&*p.code)))
 }
 
 /// What the portal will show: `person`'s accesses gathered by findUsage through the portal's
 /// gateway from every agency, and how many another person gets (0). Each answer must be about the
 /// person asked for only: (agencies that answered with entries, entries, entries for the other).
-async fn portal_view(network: &Network, person: &Citizen, other: Option<&Citizen>) -> Result<(usize, usize, usize), Error> {
+async fn portal_view(network: &Network, person: &Citizen, other: Option<String>) -> Result<(usize, usize, usize), Error> {
     let portal = network.node(Role::Portal).ok_or(Error::Unreachable("no portal gateway"))?;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Check(e.to_string()))?;
     let count = |subject: String| {
@@ -324,7 +338,7 @@ async fn portal_view(network: &Network, person: &Citizen, other: Option<&Citizen
     };
     let (agencies, entries) = count(person.subject.clone()).await?;
     let other = match other {
-        Some(other) => count(other.subject.clone()).await?.1,
+        Some(other) => count(other).await?.1,
         None => 0,
     };
     Ok((agencies, entries, other))

@@ -2,7 +2,8 @@
 //! signed global configuration served over HTTP), the timestamping service (`DIR/timestamping`),
 //! and one gateway per agency (`DIR/<agency>/`: message log, access rights, configuration cache),
 //! each fetching the configuration from the registry like a real one, with the agency's FHIR
-//! service behind it.
+//! service behind it; last, the citizen portal behind the portal member's gateway
+//! ([`super::portal`]).
 //!
 //! ```text
 //!  registry ── GET /globalconf ──▶ ConfClient ─▶ gateway (client port: /r1, /metrics)
@@ -42,9 +43,12 @@ use backbone_timestamping::service as ts_service;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use backbone_portal::oidc::provider::TestPerson;
+
 use super::data::Citizen;
 use super::fhir::{self, FhirService};
 use super::keys::Keys;
+use super::portal::{self, DemoPortal};
 use crate::Error;
 use crate::gateway::{CONF_CACHE_FILE, LOG_KEY_LABEL, RIGHTS_FILE, SIGNING_KEY_LABEL, TLS_KEY_LABEL};
 
@@ -109,7 +113,8 @@ pub const GRANTS: [(Role, Role, &str, &str); 5] = [
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
     /// The first port: registry; +1 timestamping; +10.. gateways' client ports; +20.. peer
-    /// ports; +30.. FHIR services. 0 for any free ports.
+    /// ports; +30.. FHIR services; +40 the citizen portal, +41 its test OpenID provider. 0 for
+    /// any free ports.
     pub base: u16,
 }
 
@@ -124,6 +129,8 @@ pub struct Settings<'a> {
     pub publication_interval: u64,
     /// How often each message log is stamped.
     pub batch_interval: Duration,
+    /// Whom the portal's test OpenID provider lets sign in, the first preselected.
+    pub portal_persons: Vec<TestPerson>,
 }
 
 /// A running agency.
@@ -139,6 +146,8 @@ pub struct Node {
     pub log: Arc<MessageLog>,
     /// Its FHIR service (none for the portal).
     pub service: Option<FhirService>,
+    /// Its global configuration, refreshed from the registry.
+    pub conf: Arc<ConfClient>,
     signing: Arc<BatchSigner>,
 }
 
@@ -157,6 +166,8 @@ pub struct Network {
     pub calendar_cert: PathBuf,
     /// Whether the registry was created in this run.
     pub fresh: bool,
+    /// The citizen portal and its test OpenID provider.
+    pub portal: DemoPortal,
     conf_server: Server,
     ts: ts_service::Running,
     ts_stop: watch::Sender<bool>,
@@ -302,15 +313,29 @@ impl Network {
             let signing = Arc::new(BatchSigner::with_metrics(signing_key, BatchConfig::default(), &hsm_metrics).map_err(Error::hsm("batch signer".to_owned()))?);
             let tls = store.signer(TLS_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open the TLS key of {}", agency.name)))?;
             let keys = GatewayKeys { tls, signing: Arc::clone(&signing) };
-            let trust = Trust::new(conf, gateway_id);
+            let trust = Trust::new(Arc::clone(&conf), gateway_id);
             let gateway = RunningGateway::start(config, trust, keys, Arc::clone(&log), metrics)
                 .await
                 .map_err(|e| Error::Check(format!("gateway of {}: {e}", agency.name)))?;
-            nodes.push(Node { agency, dir: agency_dir, gateway, log, service, signing });
+            nodes.push(Node { agency, dir: agency_dir, gateway, log, service, conf, signing });
         }
         grant_all(&nodes)?;
+
+        // The citizen portal, behind the portal member's gateway.
+        let portal_node = nodes.iter().find(|n| n.agency.role == Role::Portal).ok_or(Error::Unreachable("no portal gateway"))?;
+        let portal_settings = portal::Settings {
+            listen: port(40),
+            provider_listen: port(41),
+            dir: &portal_node.dir,
+            client: portal_node.agency.client(),
+            gateway: portal_node.gateway.client_addr(),
+            certificate: ts.handle.certificate().clone(),
+            persons: settings.portal_persons.clone(),
+        };
+        let portal = DemoPortal::start(portal_settings, Arc::clone(&portal_node.conf)).await?;
         Ok(Network {
             nodes,
+            portal,
             conf_url,
             timestamping,
             ts_handle: ts.handle.clone(),
@@ -330,9 +355,11 @@ impl Network {
         self.nodes.iter().find(|n| n.agency.role == role)
     }
 
-    /// Stops every component: gateways first (their logs stamp what is left), then the
-    /// services, the registry's server and the timestamping service.
+    /// Stops every component: the portal first (it calls the gateways), then the gateways
+    /// (their logs stamp what is left), the services, the registry's server and the
+    /// timestamping service.
     pub async fn shutdown(self) {
+        self.portal.shutdown().await;
         for node in self.nodes {
             node.gateway.shutdown().await;
             if let Err(e) = node.log.shutdown().await {
@@ -371,6 +398,9 @@ fn register(registry: &Registry, agency: &Agency, keys: &dyn KeyStore, dir: &Pat
     ensure(registry.add_subsystem(ACTOR, now, agency.client().parse().map_err(parse)?))?;
     if agency.role != Role::Portal {
         ensure(registry.add_service(ACTOR, now, agency.fhir_service().parse().map_err(parse)?, "FHIR R4 JSON health records", true))?;
+        // Catalogued so that the citizen portal finds every agency to ask.
+        let find_usage = format!("{}/{}", agency.client(), backbone_gateway::meta::FIND_USAGE);
+        ensure(registry.add_service(ACTOR, now, find_usage.parse().map_err(parse)?, "who used a person's data", true))?;
     }
     let gateway_id = agency.gateway_id().parse().map_err(parse)?;
     let peer_port = if peer_port == 0 { free_port()? } else { peer_port };

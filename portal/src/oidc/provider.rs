@@ -9,6 +9,7 @@
 //!
 //! Never expose it to real users: anyone can sign in as any test person.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -37,25 +38,26 @@ pub const ID_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 /// Most pending requests and codes kept: the rest are refused until some expire.
 pub const MAX_PENDING: usize = 10_000;
 
-/// A test person.
+/// A test person. Borrowed text for the built-in [`TEST_PERSONS`], owned for persons made at
+/// run time (the demo offers its synthetic people).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TestPerson {
     /// The Estonian personal code (without the `EE`).
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     /// The given name.
-    pub given_name: &'static str,
+    pub given_name: Cow<'static, str>,
     /// The family name.
-    pub family_name: &'static str,
+    pub family_name: Cow<'static, str>,
     /// The date of birth, `YYYY-MM-DD`.
-    pub date_of_birth: &'static str,
+    pub date_of_birth: Cow<'static, str>,
 }
 
 /// The test persons, each with a valid personal code.
 pub const TEST_PERSONS: [TestPerson; 4] = [
-    TestPerson { code: "38001085718", given_name: "Jaan", family_name: "Tamm", date_of_birth: "1980-01-08" },
-    TestPerson { code: "49002124277", given_name: "Mari-Liis", family_name: "Männik", date_of_birth: "1990-02-12" },
-    TestPerson { code: "60703150006", given_name: "Õie", family_name: "Kask", date_of_birth: "2007-03-15" },
-    TestPerson { code: "35106070018", given_name: "Ülo", family_name: "Saar", date_of_birth: "1951-06-07" },
+    TestPerson { code: Cow::Borrowed("38001085718"), given_name: Cow::Borrowed("Jaan"), family_name: Cow::Borrowed("Tamm"), date_of_birth: Cow::Borrowed("1980-01-08") },
+    TestPerson { code: Cow::Borrowed("49002124277"), given_name: Cow::Borrowed("Mari-Liis"), family_name: Cow::Borrowed("Männik"), date_of_birth: Cow::Borrowed("1990-02-12") },
+    TestPerson { code: Cow::Borrowed("60703150006"), given_name: Cow::Borrowed("Õie"), family_name: Cow::Borrowed("Kask"), date_of_birth: Cow::Borrowed("2007-03-15") },
+    TestPerson { code: Cow::Borrowed("35106070018"), given_name: Cow::Borrowed("Ülo"), family_name: Cow::Borrowed("Saar"), date_of_birth: Cow::Borrowed("1951-06-07") },
 ];
 
 /// A client registered with the provider.
@@ -74,6 +76,7 @@ pub struct RegisteredClient {
 pub struct Provider {
     issuer: String,
     clients: Vec<RegisteredClient>,
+    persons: Vec<TestPerson>,
     key: SigningKey,
     requests: Mutex<HashMap<String, (Instant, AuthRequest)>>,
     codes: Mutex<HashMap<String, (Instant, Grant)>>,
@@ -122,7 +125,7 @@ struct TokenRequest {
 
 impl Provider {
     /// A provider at `issuer` (its public base URL, no trailing `/`) for `clients`, with a fresh
-    /// signing key.
+    /// signing key, offering [`TEST_PERSONS`].
     ///
     /// # Errors
     ///
@@ -131,10 +134,23 @@ impl Provider {
         Ok(Provider {
             issuer: issuer.trim_end_matches('/').to_owned(),
             clients,
+            persons: TEST_PERSONS.to_vec(),
             key: SigningKey::generate()?,
             requests: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The same provider offering `persons` instead, in that order (the first is preselected).
+    /// Each code must be a valid personal code, or the portal refuses the ID token.
+    pub fn with_persons(mut self, persons: Vec<TestPerson>) -> Provider {
+        self.persons = persons;
+        self
+    }
+
+    /// The persons one may sign in as.
+    pub fn persons(&self) -> &[TestPerson] {
+        &self.persons
     }
 
     /// The issuer URL.
@@ -230,7 +246,7 @@ async fn authorize(State(provider): State<Arc<Provider>>, RawQuery(query): RawQu
             (header::CONTENT_SECURITY_POLICY, format!("default-src 'none'; style-src 'self'; form-action 'self' {origin}; frame-ancestors 'none'; base-uri 'none'")),
             (header::CACHE_CONTROL, "no-store".to_owned()),
         ],
-        picker_page(lang, &id),
+        picker_page(lang, &id, &provider.persons),
     )
         .into_response()
 }
@@ -243,7 +259,7 @@ async fn pick(State(provider): State<Arc<Provider>>, body: Bytes) -> Response {
     };
     let redirect = request.redirect_uri.clone().unwrap_or_default();
     let state = request.state.clone().unwrap_or_default();
-    let person = pick.person.as_deref().and_then(|code| TEST_PERSONS.iter().find(|p| p.code == code));
+    let person = pick.person.as_deref().and_then(|code| provider.persons.iter().find(|p| p.code == code));
     let Some(person) = person.filter(|_| pick.cancel.is_none()) else {
         return redirect_to(&redirect, &[("error", "access_denied"), ("state", &state)]);
     };
@@ -351,7 +367,7 @@ fn origin(url: &str) -> String {
     format!("{scheme}://{authority}")
 }
 
-fn picker_page(lang: Lang, request: &str) -> String {
+fn picker_page(lang: Lang, request: &str, persons: &[TestPerson]) -> String {
     let (title, intro, legend, go, cancel, born) = match lang {
         Lang::Et => (
             "Riigi autentimisteenus (testversioon)",
@@ -371,14 +387,14 @@ fn picker_page(lang: Lang, request: &str) -> String {
         ),
     };
     let mut options = String::new();
-    for (i, person) in TEST_PERSONS.iter().enumerate() {
+    for (i, person) in persons.iter().enumerate() {
         let checked = if i == 0 { " checked" } else { "" };
         options.push_str(&format!(
             "<div class=\"choice\"><input type=\"radio\" name=\"person\" id=\"person-{code}\" value=\"{code}\"{checked}><label for=\"person-{code}\">{given} {family} <span class=\"hint\">({born} {dob}, EE{code})</span></label></div>\n",
-            code = escape(person.code),
-            given = escape(person.given_name),
-            family = escape(person.family_name),
-            dob = escape(person.date_of_birth),
+            code = escape(&person.code),
+            given = escape(&person.given_name),
+            family = escape(&person.family_name),
+            dob = escape(&person.date_of_birth),
         ));
     }
     format!(
