@@ -125,8 +125,9 @@ async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, 
 
     let method = request.method().as_str().to_owned();
     let end_to_end = descriptor_headers(request.headers());
-    let body = read_limited(request.into_body(), inner.config.max_body)
+    let body = tokio::time::timeout(inner.config.timeout, read_limited(request.into_body(), inner.config.max_body))
         .await
+        .map_err(|_| refuse(Fault::client(Code::Timeout, format!("the request body did not arrive within {:?}", inner.config.timeout), &message_id)))?
         .map_err(|too_large| refuse(body_fault(too_large, inner.config.max_body, &message_id)))?;
 
     let descriptor = request_descriptor(&message_id, &headers, &target, method, health.as_ref(), &body, end_to_end);

@@ -67,7 +67,8 @@ async fn exchange(inner: &Inner, certificate: &[u8], request: Request<Incoming>)
     let peer = conf::gateway_by_certificate(&conf, certificate)
         .cloned()
         .ok_or_else(|| early(refusal(Code::SslAuthenticationFailed, "the client gateway's TLS certificate is no longer registered", "")))?;
-    let bytes = read_limited(request.into_body(), inner.config.max_body + ENVELOPE_OVERHEAD).await.map_err(|too_large| {
+    let reading = tokio::time::timeout(inner.config.timeout, read_limited(request.into_body(), inner.config.max_body + ENVELOPE_OVERHEAD));
+    let bytes = reading.await.map_err(|_| early(refusal(Code::Timeout, "the request did not arrive in time", "")))?.map_err(|too_large| {
         early(if too_large {
             refusal(Code::RequestTooLarge, format!("the body is over the limit of {} bytes", inner.config.max_body), "")
         } else {

@@ -42,6 +42,8 @@ pub const DEFAULT_MAX_BODY: usize = 10 << 20;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A peer that has not finished its TLS handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An information system must send its request head within this (slow clients are dropped).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most header bytes accepted from an information system.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -341,7 +343,11 @@ async fn serve_clients(inner: Arc<Inner>, listener: TcpListener, mut stopped: wa
                 async move { Ok::<_, Infallible>(crate::client::handle(inner, request).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(MAX_HEADER_BYTES.max(8192) * 2);
+            builder
+                .http1()
+                .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
                 tracing::debug!(%peer, %error, "client connection ended");
             }
