@@ -249,10 +249,14 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: 
         dir.join(Agency::of(Role::Portal).slug).display(),
     ));
     if let (Some(person), Some((agencies, entries, others))) = (person, portal) {
-        let emergencies = exchanges.iter().filter(|e| e.data_subject == person.subject && e.step == "emergency access").count();
+        let accesses = exchanges.iter().filter(|e| e.data_subject == person.subject);
+        let emergencies = accesses.clone().filter(|e| e.purpose_of_use == "ETREAT").count();
         say(format!(
-            "  sign in through the test OpenID provider as {} {} ({}): {entries} accesses at {agencies} agencies, {emergencies} in an emergency",
-            person.given, person.family, person.subject,
+            "  sign in through the test OpenID provider as {} {} ({}): {} accesses, {emergencies} in an emergency ({entries} log records at {agencies} agencies)",
+            person.given,
+            person.family,
+            person.subject,
+            accesses.count(),
         ));
         if let Some(other) = other {
             say(format!("  another test person, {} {} (EE{}): {others} accesses", other.given_name, other.family_name, other.code));
