@@ -235,7 +235,7 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: 
         None => say(format!("no publication yet: the first is at the next multiple of {} s of the clock", args.publication_interval)),
     }
     let cert = network.calendar_cert.display();
-    let me = "backbone";
+    let me = command_name();
     let (signature, root) = proof_file(network, person, dir)?;
     say("verify offline (these files stay valid after the demo stops):".to_owned());
     say(format!("  {me} ksi verify {} --hash 01{root} --cert {cert}", signature.display()));
@@ -357,4 +357,15 @@ fn unix_ms() -> u64 {
 fn say(line: String) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+/// How to call this binary in the printed commands: `backbone` when that name on PATH is this
+/// binary, else its full path (as when `ops/demo.sh` runs it from the build directory).
+fn command_name() -> String {
+    let Ok(exe) = std::env::current_exe() else { return "backbone".to_owned() };
+    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|d| d.join("backbone")).find(|c| c.is_file());
+    match on_path {
+        Some(found) if std::fs::canonicalize(&found).ok() == std::fs::canonicalize(&exe).ok() => "backbone".to_owned(),
+        _ => exe.display().to_string(),
+    }
 }

@@ -242,11 +242,15 @@ fn demo_exchanges_are_logged_on_both_sides_stamped_shown_in_the_portal_and_verif
     assert!(out.contains("stopping: portal, gateways") && out.ends_with("stopped\n"), "{out}");
 
     // Every command the summary prints succeeds, run as printed.
-    let commands: Vec<&str> = out.lines().map(str::trim).filter(|l| l.starts_with("backbone ")).collect();
+    let commands: Vec<&str> = out.lines().map(str::trim).filter(|l| l.contains(" ksi verify ") || l.contains(" audit verify ")).collect();
     assert_eq!(commands.len(), 2, "{out}");
     for command in commands {
-        let words: Vec<&str> = command.split_whitespace().skip(1).collect();
-        let (code, stdout, stderr) = backbone(dir.path(), &words);
+        // Run exactly as printed: the program named (the binary's path, as it is not on PATH
+        // here) with its arguments.
+        let mut words = command.split_whitespace();
+        let program = words.next().unwrap();
+        let Output { status, stdout, stderr } = Command::new(program).args(words).current_dir(dir.path()).output().unwrap();
+        let (code, stdout, stderr) = (status.code().unwrap(), String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap());
         assert_eq!(code, 0, "{command}\nstdout:\n{stdout}\nstderr:\n{stderr}");
         assert!(stdout.contains("OK"), "{command}: {stdout}");
     }
