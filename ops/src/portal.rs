@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use backbone_portal::history::{self, BackboneConfig};
 use backbone_portal::oidc::client::OidcConfig;
 use backbone_portal::oidc::provider::{self, Provider, RegisteredClient};
+use backbone_portal::oidc::transport::{self, DEFAULT_CA_FILE};
 use backbone_portal::proof::Trust;
 use backbone_portal::server::{self, Portal, PortalConfig};
 use backbone_registry::anchor::Anchor;
@@ -63,9 +64,14 @@ pub struct ServeArgs {
     /// The address citizens use, for the OpenID redirect URI. Default: http://localhost:PORT.
     #[arg(long, value_name = "URL")]
     pub public_url: Option<String>,
-    /// The OpenID provider's issuer URL (plain HTTP only in this version).
+    /// The OpenID provider's issuer URL, e.g. https://tara.ria.ee/oidc. Plain http:// only to a
+    /// loopback host (127.0.0.1, ::1, localhost).
     #[arg(long, value_name = "URL", required_unless_present = "dev_oidc")]
     pub oidc_issuer: Option<String>,
+    /// The CA certificates (PEM) trusted for an https OpenID provider. Default: the system bundle,
+    /// /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CA_FILE)]
+    pub oidc_ca_file: PathBuf,
     /// The portal's client id at the provider.
     #[arg(long, default_value = "portal")]
     pub oidc_client_id: String,
@@ -109,6 +115,13 @@ pub fn run(args: PortalArgs) -> Result<(), Error> {
 }
 
 fn serve(args: &ServeArgs) -> Result<(), Error> {
+    // The provider settings are checked before anything is fetched or bound.
+    if let Some(issuer) = &args.oidc_issuer {
+        transport::check_url(issuer).map_err(|e| Error::Usage(format!("--oidc-issuer: {e}")))?;
+        if transport::is_https(issuer) {
+            transport::Transport::new(Some(&args.oidc_ca_file), Duration::from_secs(args.timeout.max(1))).map_err(|e| Error::Usage(format!("--oidc-ca-file: {e}")))?;
+        }
+    }
     let anchor_bytes = std::fs::read(&args.anchor).map_err(Error::io("read", &args.anchor))?;
     let anchor = Anchor::decode(&anchor_bytes).map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
     let client: backbone_registry::id::SubsystemId = args.client.parse().map_err(|e: backbone_registry::Error| Error::Usage(format!("--client: {e}")))?;
@@ -132,13 +145,14 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
             let secret = backbone_portal::session::random_token();
             let registered = RegisteredClient { id: args.oidc_client_id.clone(), secret: secret.clone(), redirect_uris: vec![redirect_uri.clone()] };
             let provider = Provider::new(&issuer, vec![registered]).map_err(Error::Check)?;
-            (OidcConfig { issuer, client_id: args.oidc_client_id.clone(), client_secret: secret, redirect_uri }, Some((listener, port, provider)))
+            let oidc = OidcConfig { issuer, client_id: args.oidc_client_id.clone(), client_secret: secret, redirect_uri, ca_file: args.oidc_ca_file.clone() };
+            (oidc, Some((listener, port, provider)))
         }
         None => {
             let issuer = args.oidc_issuer.clone().ok_or_else(|| Error::Usage("--oidc-issuer or --dev-oidc is needed".into()))?;
             let path = args.oidc_client_secret_file.clone().ok_or_else(|| Error::Usage("--oidc-client-secret-file is needed".into()))?;
             let secret = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?.trim().to_owned();
-            (OidcConfig { issuer, client_id: args.oidc_client_id.clone(), client_secret: secret, redirect_uri }, None)
+            (OidcConfig { issuer, client_id: args.oidc_client_id.clone(), client_secret: secret, redirect_uri, ca_file: args.oidc_ca_file.clone() }, None)
         }
     };
     let config = PortalConfig {

@@ -22,6 +22,14 @@ pub enum Error {
         /// What was wrong.
         reason: String,
     },
+    /// The OpenID provider could not be reached at `url`, or its answer could not be read.
+    #[error("openid provider at {url}: {source}")]
+    Provider {
+        /// The URL asked.
+        url: String,
+        /// What failed.
+        source: crate::oidc::transport::TransportError,
+    },
     /// An ID token failed a check (signature, issuer, audience, expiry, nonce, claims).
     #[error("id token refused: {0}")]
     IdToken(String),

@@ -21,6 +21,7 @@ use std::time::Duration;
 use backbone_portal::history::{self, BackboneConfig};
 use backbone_portal::oidc::client::OidcConfig;
 use backbone_portal::oidc::provider::{self, Provider, RegisteredClient, TestPerson};
+use backbone_portal::oidc::transport::DEFAULT_CA_FILE;
 use backbone_portal::proof::Trust;
 use backbone_portal::server::{self, Portal, PortalConfig};
 use backbone_registry::client::ConfClient;
@@ -98,7 +99,7 @@ impl DemoPortal {
                 limit: history::DEFAULT_LIMIT,
                 timeout: FIND_USAGE_TIMEOUT,
             },
-            oidc: OidcConfig { issuer: provider_url.clone(), client_id: CLIENT_ID.into(), client_secret: secret, redirect_uri },
+            oidc: OidcConfig { issuer: provider_url.clone(), client_id: CLIENT_ID.into(), client_secret: secret, redirect_uri, ca_file: DEFAULT_CA_FILE.into() },
             data_dir: settings.dir.to_path_buf(),
             idle_timeout: server::DEFAULT_IDLE_TIMEOUT,
             history_cache: server::DEFAULT_HISTORY_CACHE,

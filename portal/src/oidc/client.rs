@@ -2,7 +2,12 @@
 //! at the token endpoint, and every check on the ID token — ES256 signature under the provider's
 //! published keys, issuer, audience, expiry, nonce, and a subject that is an Estonian personal
 //! code (`EE` + 11 digits with a correct check digit) with the name claims.
+//!
+//! The provider is reached through [`Transport`]: `https://`, checked against the CA certificates
+//! of [`OidcConfig::ca_file`], or plain HTTP to a loopback host only. The issuer is checked when
+//! the client is made, the endpoints named by the discovery document when it is fetched.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,17 +17,17 @@ use tokio::sync::RwLock;
 use crate::Error;
 use crate::i18n::Lang;
 use crate::oidc::jws::{self, JwkSet, b64};
+use crate::oidc::transport::{self, Reply, Transport, TransportError};
 use crate::session::{constant_time_eq, random_token};
 
 /// Clock skew tolerated on `exp`, `iat` and `nbf`.
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
-/// Largest answer read from the provider.
-pub const MAX_RESPONSE: usize = 64 * 1024;
 
 /// How the portal is registered with its provider.
 #[derive(Clone, Debug)]
 pub struct OidcConfig {
-    /// The provider's issuer URL (discovery is at `{issuer}/.well-known/openid-configuration`).
+    /// The provider's issuer URL (discovery is at `{issuer}/.well-known/openid-configuration`):
+    /// `https://`, or `http://` to a loopback host (the test provider).
     pub issuer: String,
     /// The portal's client id.
     pub client_id: String,
@@ -30,6 +35,9 @@ pub struct OidcConfig {
     pub client_secret: String,
     /// The portal's redirect URI, `{public url}/oidc/callback`.
     pub redirect_uri: String,
+    /// The CA certificates (a PEM bundle) trusted for an `https` provider, usually
+    /// [`transport::DEFAULT_CA_FILE`]. Read only when the issuer is `https`.
+    pub ca_file: PathBuf,
 }
 
 /// A person the provider authenticated.
@@ -73,7 +81,7 @@ struct Metadata {
 #[derive(Debug)]
 pub struct OidcClient {
     config: OidcConfig,
-    http: reqwest::Client,
+    http: Transport,
     metadata: RwLock<Option<Metadata>>,
     keys: RwLock<JwkSet>,
 }
@@ -81,13 +89,17 @@ pub struct OidcClient {
 // === impl OidcClient ===
 
 impl OidcClient {
-    /// A client; nothing is fetched until the first sign-in.
+    /// A client; nothing is fetched until the first sign-in. Each request to the provider must
+    /// be answered within `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an issuer that is neither `https` nor plain HTTP to a loopback
+    /// host (key `portal.oidc.issuer`), or a CA file that cannot be used.
     pub fn new(config: OidcConfig, timeout: Duration) -> Result<OidcClient, Error> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config { key: "portal.oidc", reason: format!("http client: {e}") })?;
+        transport::check_url(&config.issuer).map_err(|e| Error::Config { key: "portal.oidc.issuer", reason: e.to_string() })?;
+        let ca_file = transport::is_https(&config.issuer).then_some(config.ca_file.as_path());
+        let http = Transport::new(ca_file, timeout)?;
         Ok(OidcClient { config, http, metadata: RwLock::new(None), keys: RwLock::new(JwkSet::default()) })
     }
 
@@ -144,17 +156,9 @@ impl OidcClient {
             crate::html::query_value(&self.config.client_id),
             crate::html::query_value(&self.config.client_secret)
         ));
-        let response = self
-            .http
-            .post(&metadata.token_endpoint)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("authorization", format!("Basic {basic}"))
-            .body(form)
-            .send()
-            .await
-            .map_err(|e| self.oidc(format!("token endpoint: {e}")))?;
-        let status = response.status();
-        let body = read_limited(response).await.map_err(|e| self.oidc(format!("token endpoint: {e}")))?;
+        let url = &metadata.token_endpoint;
+        let response = self.http.post_form(url, &[(http::header::AUTHORIZATION, format!("Basic {basic}"))], form).await?;
+        let Reply { status, body, .. } = not_redirected(url, response)?;
         let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.oidc(format!("token endpoint answered {status} that is not JSON: {e}")))?;
         let Some(id_token) = answer["id_token"].as_str().filter(|_| status.is_success()) else {
             return Err(self.oidc(format!("token endpoint answered {status}: {}", answer["error"].as_str().unwrap_or("no id_token"))));
@@ -184,17 +188,21 @@ impl OidcClient {
         if metadata.issuer.trim_end_matches('/') != self.config.issuer.trim_end_matches('/') {
             return Err(self.oidc(format!("discovery names issuer {:?}", metadata.issuer)));
         }
+        // The browser is sent to the first, the portal calls the others: all must be https, or
+        // plain HTTP on this host.
+        for endpoint in [&metadata.authorization_endpoint, &metadata.token_endpoint, &metadata.jwks_uri] {
+            transport::check_url(endpoint)?;
+        }
         *self.metadata.write().await = Some(metadata.clone());
         Ok(metadata)
     }
 
     async fn json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, Error> {
-        let response = self.http.get(url).send().await.map_err(|e| self.oidc(format!("{url}: {e}")))?;
-        if !response.status().is_success() {
-            return Err(self.oidc(format!("{url} answered {}", response.status())));
+        let response = not_redirected(url, self.http.get(url).await?)?;
+        if !response.status.is_success() {
+            return Err(self.oidc(format!("{url} answered {}", response.status)));
         }
-        let body = read_limited(response).await.map_err(|e| self.oidc(format!("{url}: {e}")))?;
-        serde_json::from_slice(&body).map_err(|e| self.oidc(format!("{url}: {e}")))
+        serde_json::from_slice(&response.body).map_err(|e| self.oidc(format!("{url}: {e}")))
     }
 
     fn oidc(&self, reason: String) -> Error {
@@ -202,15 +210,14 @@ impl OidcClient {
     }
 }
 
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > MAX_RESPONSE {
-            return Err(format!("answer is longer than {MAX_RESPONSE} bytes"));
-        }
-        body.extend_from_slice(&chunk);
+/// The reply, unless it is a redirect: OpenID Connect endpoints are called where the discovery
+/// document says, never elsewhere.
+fn not_redirected(url: &str, reply: Reply) -> Result<Reply, Error> {
+    if !reply.status.is_redirection() {
+        return Ok(reply);
     }
-    Ok(body)
+    let location = reply.headers.get(http::header::LOCATION).map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned()).unwrap_or_default();
+    Err(Error::Provider { url: url.to_owned(), source: TransportError::Redirected { status: reply.status, location } })
 }
 
 /// The checks on a signed ID token's claims (OpenID Connect Core §3.1.3.7).

@@ -24,6 +24,7 @@ use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_portal::history::BackboneConfig;
 use backbone_portal::oidc::client::OidcConfig;
 use backbone_portal::oidc::provider::{self, Provider, RegisteredClient};
+use backbone_portal::oidc::transport::DEFAULT_CA_FILE;
 use backbone_portal::server::{self, Portal, PortalConfig};
 use backbone_registry::Registry;
 use backbone_registry::anchor::Anchor;
@@ -259,7 +260,7 @@ pub async fn start_portal(
     tokio::spawn(async move { axum::serve(provider_listener, app).await });
     let config = PortalConfig {
         backbone: BackboneConfig { gateway, client: PORTAL.into(), limit: 500, timeout: Duration::from_secs(5) },
-        oidc: OidcConfig { issuer: provider_url.clone(), client_id: "portal".into(), client_secret: "portal-secret".into(), redirect_uri },
+        oidc: OidcConfig { issuer: provider_url.clone(), client_id: "portal".into(), client_secret: "portal-secret".into(), redirect_uri, ca_file: DEFAULT_CA_FILE.into() },
         data_dir: data_dir.clone(),
         idle_timeout: idle,
         history_cache: Duration::from_secs(2),
