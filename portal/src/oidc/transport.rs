@@ -154,10 +154,11 @@ impl Transport {
             request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         }
         for (name, value) in headers {
-            let value = HeaderValue::from_str(value).map_err(|_| failed(TransportError::BadUrl))?;
+            let value = HeaderValue::from_str(value).map_err(|_| Error::Unreachable("a request header to the provider does not encode"))?;
             request = request.header(name, value);
         }
-        let request = request.body(Full::new(Bytes::from(form.unwrap_or_default()))).map_err(|_| failed(TransportError::BadUrl))?;
+        // The path and host come from a parsed URL, the headers were checked above.
+        let request = request.body(Full::new(Bytes::from(form.unwrap_or_default()))).map_err(|_| Error::Unreachable("a request to the provider does not build"))?;
         match tokio::time::timeout(self.timeout, self.exchange(&target, request)).await {
             Ok(reply) => reply.map_err(failed),
             Err(_) => Err(failed(TransportError::Timeout(self.timeout))),
