@@ -227,7 +227,7 @@ fn gateway_target(health: bool, backbone: &Backbone, body: Bytes, answer_len: us
     Ok(Target { addr: backbone.pharmacy.gateway.client_addr(), path, headers, body, answer_len })
 }
 
-/// What one side's message log holds after the run.
+/// What one side's message log holds after the run; it verified offline, or the run failed.
 #[derive(Debug, serde::Serialize)]
 struct LogCheck {
     side: &'static str,
@@ -236,7 +236,6 @@ struct LogCheck {
     unstamped: u64,
     stamped: u64,
     batches: u64,
-    verified: bool,
 }
 
 /// Stamps what is left in both logs and verifies them offline, in chunks.
@@ -272,7 +271,7 @@ async fn check_log(side: &'static str, log: &MessageLog, exchanges: u64) -> Resu
         from = to;
     }
     let batches = batches.len() as u64;
-    Ok(LogCheck { side, records: status.records, exchanges, unstamped: status.unstamped, stamped, batches, verified: true })
+    Ok(LogCheck { side, records: status.records, exchanges, unstamped: status.unstamped, stamped, batches })
 }
 
 /// One row of the report.
