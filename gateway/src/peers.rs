@@ -72,6 +72,9 @@ type PoolKey = (String, Vec<u8>, Vec<u8>);
 pub struct Peers {
     signer: Arc<dyn Signer>,
     pool: Mutex<HashMap<PoolKey, Vec<SendRequest<Full<Bytes>>>>>,
+    /// One connect at a time per peer: a burst of requests to a peer with no connection yet
+    /// opens [`CONNECTIONS_PER_PEER`] connections, not one per request.
+    connecting: Mutex<HashMap<PoolKey, Arc<Mutex<()>>>>,
     next: AtomicUsize,
 }
 
@@ -80,7 +83,7 @@ pub struct Peers {
 impl Peers {
     /// A pool that authenticates with the TLS key `signer`.
     pub fn new(signer: Arc<dyn Signer>) -> Self {
-        Peers { signer, pool: Mutex::new(HashMap::new()), next: AtomicUsize::new(0) }
+        Peers { signer, pool: Mutex::new(HashMap::new()), connecting: Mutex::new(HashMap::new()), next: AtomicUsize::new(0) }
     }
 
     /// Sends `request` to the peer at `address` that must present exactly `peer_certificate`,
@@ -103,32 +106,47 @@ impl Peers {
     /// Drops every pooled connection.
     pub async fn clear(&self) {
         self.pool.lock().await.clear();
+        self.connecting.lock().await.clear();
     }
 
     async fn sender(&self, address: &str, peer_certificate: &[u8], own_certificate: &[u8]) -> Result<SendRequest<Full<Bytes>>, PeerError> {
         let key = (address.to_owned(), peer_certificate.to_vec(), own_certificate.to_vec());
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut pool = self.pool.lock().await;
-            if let Some(senders) = pool.get_mut(&key) {
-                senders.retain(|s| !s.is_closed());
-                if senders.len() >= CONNECTIONS_PER_PEER
-                    && let Some(sender) = senders.get(turn % senders.len())
-                {
-                    return Ok(sender.clone());
-                }
-            }
+        if let Some(sender) = self.pooled(&key, turn, CONNECTIONS_PER_PEER).await {
+            return Ok(sender);
         }
-        // Connect outside the lock: a slow peer must not stall exchanges with the others.
-        let sender = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(address, peer_certificate, own_certificate))
+        // Connect outside the pool's lock (a slow peer must not stall exchanges with the others),
+        // one connect at a time per peer; whoever waited takes what the connect before it pooled.
+        let gate = Arc::clone(self.connecting.lock().await.entry(key.clone()).or_default());
+        let _connecting = gate.lock().await;
+        if let Some(sender) = self.pooled(&key, turn, CONNECTIONS_PER_PEER).await {
+            return Ok(sender);
+        }
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(address, peer_certificate, own_certificate))
             .await
-            .map_err(|_| PeerError::Timeout(address.to_owned()))??;
+            .map_err(|_| PeerError::Timeout(address.to_owned()))?;
+        let sender = match connected {
+            Ok(sender) => sender,
+            // A pooled connection, if one is still open, serves while the new one fails.
+            Err(error) => return self.pooled(&key, turn, 1).await.ok_or(error),
+        };
         let mut pool = self.pool.lock().await;
         let senders = pool.entry(key).or_default();
         if senders.len() < CONNECTIONS_PER_PEER {
             senders.push(sender.clone());
         }
         Ok(sender)
+    }
+
+    /// A pooled open connection, if at least `enough` are open.
+    async fn pooled(&self, key: &PoolKey, turn: usize, enough: usize) -> Option<SendRequest<Full<Bytes>>> {
+        let mut pool = self.pool.lock().await;
+        let senders = pool.get_mut(key)?;
+        senders.retain(|s| !s.is_closed());
+        if senders.len() < enough {
+            return None;
+        }
+        senders.get(turn % senders.len()).cloned()
     }
 
     async fn connect(&self, address: &str, peer_certificate: &[u8], own_certificate: &[u8]) -> Result<SendRequest<Full<Bytes>>, PeerError> {

@@ -69,6 +69,14 @@ pub struct GatewayConfig {
     pub replay_window: Duration,
 }
 
+/// How a gateway's batch signer should gather messages: one worker, so that under load the
+/// queue grows while the token signs and batches grow with it. Measured with `backbone bench
+/// exchange` (BENCHMARKS.md): two workers made batches of two messages on average and a higher
+/// tail latency; one worker gave the best rate and p99 of the settings tried.
+pub fn signer_config() -> backbone_hsm::batch::BatchConfig {
+    backbone_hsm::batch::BatchConfig { workers: 1, ..backbone_hsm::batch::BatchConfig::default() }
+}
+
 /// The keys a gateway uses, all in the key store.
 #[derive(Clone, Debug)]
 pub struct GatewayKeys {

@@ -19,7 +19,7 @@ use backbone_gateway::conf::Trust;
 use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::rights::RightsStore;
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
-use backbone_hsm::batch::{BatchConfig, BatchSigner};
+use backbone_hsm::batch::BatchSigner;
 use backbone_gateway::admin::client::{AdminClient, ClientError};
 use backbone_gateway::admin::{AdminServer, Admins, certificate_der};
 use backbone_hsm::cert::{CertificateAuthority, Subject, Validity, csr_pem};
@@ -405,7 +405,7 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
         log.spawn_stamper();
         let hsm_metrics = backbone_hsm::Metrics::register(&metrics).map_err(|e| Error::Check(format!("metrics: {e}")))?;
         let signing = Arc::new(
-            BatchSigner::with_metrics(signing_key, BatchConfig::default(), &hsm_metrics).map_err(Error::hsm("batch signer".to_owned()))?,
+            BatchSigner::with_metrics(signing_key, backbone_gateway::service::signer_config(), &hsm_metrics).map_err(Error::hsm("batch signer".to_owned()))?,
         );
         let trust = Trust::new(Arc::clone(&conf), id);
         let keys = GatewayKeys { tls, signing };

@@ -68,7 +68,7 @@ pub struct ExchangeBenchArgs {
     #[arg(long)]
     pub health: bool,
     /// Worker threads of each gateway's batch signer (each makes one token signature at a time).
-    /// Default: the gateway's default (`backbone_hsm::batch::DEFAULT_WORKERS`, 2).
+    /// Default: the gateway's own setting (`backbone_gateway::service::signer_config`, one worker).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub signer_workers: Option<u32>,
     /// Microseconds a batch signer worker waits for more requests before it signs. Default: the
@@ -124,7 +124,7 @@ pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
 
 /// The gateways' setup the flags ask for.
 fn setup(args: &ExchangeBenchArgs, keys: KeyBackend) -> backbone::Setup {
-    let mut signing = backbone_hsm::batch::BatchConfig::default();
+    let mut signing = backbone_gateway::service::signer_config();
     if let Some(workers) = args.signer_workers {
         signing.workers = workers as usize;
     }

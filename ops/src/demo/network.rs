@@ -25,7 +25,7 @@ use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
 use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
-use backbone_hsm::batch::{BatchConfig, BatchSigner};
+use backbone_hsm::batch::BatchSigner;
 use backbone_hsm::cert::{Subject, csr_pem};
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::Registry;
@@ -310,7 +310,7 @@ impl Network {
             let log = Arc::new(MessageLog::open_with_metrics(log_config, wrapper, log_metrics).map_err(|e| Error::Check(format!("message log of {}: {e}", agency.name)))?);
             log.spawn_stamper();
             let signing_key = store.signer(SIGNING_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open the signing key of {}", agency.name)))?;
-            let signing = Arc::new(BatchSigner::with_metrics(signing_key, BatchConfig::default(), &hsm_metrics).map_err(Error::hsm("batch signer".to_owned()))?);
+            let signing = Arc::new(BatchSigner::with_metrics(signing_key, backbone_gateway::service::signer_config(), &hsm_metrics).map_err(Error::hsm("batch signer".to_owned()))?);
             let tls = store.signer(TLS_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open the TLS key of {}", agency.name)))?;
             let keys = GatewayKeys { tls, signing: Arc::clone(&signing) };
             let trust = Trust::new(Arc::clone(&conf), gateway_id);
