@@ -460,60 +460,24 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
         (clock, sign * (hours * 3600 + minutes * 60))
     };
     let (whole, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut fields = whole.splitn(3, ':').map(str::parse::<u32>);
+    let mut fields = whole.splitn(3, ':').map(str::parse::<u8>);
     let (Some(Ok(hour)), Some(Ok(minute)), Some(Ok(second))) = (fields.next(), fields.next(), fields.next()) else { return Err(bad()) };
-    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || day == 0 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    if !(1970..=9999).contains(&year) || second > 60 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    let millis: i64 = format!("{fraction:0<3}").get(..3).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let days = days_from_civil(i64::from(year), month, day);
-    let secs = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second) - offset_secs;
-    u64::try_from(secs * 1000 + millis).map_err(|_| format!("{text:?} is before 1970"))
+    let millis: u16 = format!("{fraction:0<3}").get(..3).and_then(|f| f.parse().ok()).unwrap_or(0);
+    // A leap second (:60) counts as the last instant of its minute.
+    let time = time::Time::from_hms_milli(hour, minute, second.min(59), millis).map_err(|_| bad())?;
+    let month = u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok()).ok_or_else(bad)?;
+    let date = time::Date::from_calendar_date(i32::try_from(year).map_err(|_| bad())?, month, u8::try_from(day).map_err(|_| bad())?).map_err(|_| bad())?;
+    let offset = time::UtcOffset::from_whole_seconds(i32::try_from(offset_secs).map_err(|_| bad())?).map_err(|_| bad())?;
+    let at = time::PrimitiveDateTime::new(date, time).assume_offset(offset);
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| format!("{text:?} is before 1970"))
 }
 
 /// RFC 3339 in UTC, with milliseconds.
 pub fn rfc3339(ms: u64) -> String {
-    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z", rest / 3600, rest % 3600 / 60, rest % 60, ms % 1000)
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// The date of a day since 1970-01-01 (the inverse of [`days_from_civil`]).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+    backbone_gateway::usage::rfc3339(ms)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -81,11 +81,9 @@ pub fn day_start(s: &str) -> Option<i64> {
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => 31,
+    match (i32::try_from(year), u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok())) {
+        (Ok(year), Some(month)) => u32::from(month.length(year)),
+        _ => 0,
     }
 }
 
@@ -96,29 +94,25 @@ fn last_sunday(year: i64, month: u32) -> i64 {
     last - (last + 4).rem_euclid(7)
 }
 
-/// Howard Hinnant's days_from_civil.
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// Days since 1970-01-01 of a date (the `time` crate's calendar); 0 for a date it cannot hold.
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let date = (|| {
+        let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()
+    })();
+    date.map_or(0, |d| i64::from(d.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY)
 }
 
-/// Howard Hinnant's civil_from_days.
+/// The date of a day since 1970-01-01 (the `time` crate's calendar); 1970-01-01 for a day it
+/// cannot hold.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day).unwrap_or(1))
+    i32::try_from(days + UNIX_EPOCH_JULIAN_DAY)
+        .ok()
+        .and_then(|jd| time::Date::from_julian_day(jd).ok())
+        .map_or((1970, 1, 1), |d| (i64::from(d.year()), u32::from(u8::from(d.month())), u32::from(d.day())))
 }
 
 #[cfg(test)]

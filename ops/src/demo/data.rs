@@ -205,11 +205,9 @@ pub fn personal_code(female: bool, year: u32, month: u32, day: u32, serial: u32)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
+    match (i32::try_from(year), u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok())) {
+        (Ok(year), Some(month)) => u32::from(month.length(year)),
+        _ => 28,
     }
 }
 
