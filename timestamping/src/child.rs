@@ -169,10 +169,19 @@ impl Handle {
     /// the parent failed the round, [`Error::ShuttingDown`].
     pub async fn sign(&self, request: Request) -> Result<Signature, Arc<Error>> {
         Round::check(&self.shared.config.limits, &request, service::now()).map_err(Arc::new)?;
-        let (reply, answer) = oneshot::channel();
-        self.submit.send(Submission { request, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
-        let (round, index) = answer.await.map_err(|_| Arc::new(Error::ShuttingDown))??;
+        let (round, index) = service::submit_one(&self.submit, request).await?;
         round.signature(index).map_err(Arc::new)
+    }
+
+    /// Signs `requests` in the next round, all in one submission, as
+    /// [`service::Handle::sign_all`]; returns once the parent has answered that round.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShuttingDown`] for all of them; otherwise each answer carries its own refusal or
+    /// the round's failure ([`Error::Parent`] when the parent failed it).
+    pub async fn sign_all(&self, requests: Vec<Request>) -> Result<Vec<service::Placed>, Arc<Error>> {
+        service::submit(&self.submit, requests).await
     }
 
     /// The parent this child sends its rounds to.
@@ -213,10 +222,7 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                 receive.close();
             },
             submission = receive.recv(), if open => match submission {
-                Some(Submission { request, reply }) => match round.push(request, service::now()) {
-                    Ok(_) => waiting.push(reply),
-                    Err(e) => { let _ = reply.send(Err(Arc::new(e))); }
-                },
+                Some(submission) => service::accept(&mut round, submission, &mut waiting),
                 None => open = false,
             },
             _ = ticker.tick() => {

@@ -45,8 +45,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
 use backbone_timestamping_verify::pdu::{
-    AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, ExtenderRequest, ExtenderResponse, Header,
-    TAG_AGGREGATOR_RESPONSE, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
+    self, AggregationResponse, AggregatorRequest, ExtenderRequest, ExtenderResponse, Header, TAG_AGGREGATOR_RESPONSE,
+    Payload, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
 };
 use backbone_timestamping_verify::publication::PublicationData;
 use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::child;
 use crate::error::{Error, ParentError};
 use crate::round::Request;
-use crate::service::Handle;
+use crate::service::{Handle, Placed};
 use crate::tsa::{self, FailureInfo, store::TokenStore};
 
 /// The largest request body: a full PDU of [`backbone_timestamping_verify::pdu::MAX_PAYLOADS`]
@@ -110,6 +110,18 @@ impl Backend {
         match self {
             Backend::Calendar(handle) => handle.sign(request).await,
             Backend::Child(handle) => handle.sign(request).await,
+        }
+    }
+
+    /// Signs `requests` in the backend's next round, in one submission.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::sign_all`] and [`child::Handle::sign_all`].
+    pub async fn sign_all(&self, requests: Vec<Request>) -> Result<Vec<Placed>, Arc<Error>> {
+        match self {
+            Backend::Calendar(handle) => handle.sign_all(requests).await,
+            Backend::Child(handle) => handle.sign_all(requests).await,
         }
     }
 
@@ -476,21 +488,44 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
     }
     let client_id: KsiString = state.auth.login_id.as_str().into();
-    let tasks: Vec<_> = request
+    // One submission for the whole PDU; a payload whose level does not fit a byte is refused
+    // here and never submitted.
+    let levels: Vec<Option<u8>> = request.payloads.iter().map(|p| p.level.map_or(Some(0), |l| u8::try_from(l).ok())).collect();
+    let requests: Vec<Request> = request
         .payloads
         .iter()
-        .map(|payload| {
-            let handle = state.backend.clone();
-            let payload = payload.clone();
-            let client_id = client_id.clone();
-            tokio::spawn(async move { answer_payload(&handle, payload, client_id).await })
-        })
+        .zip(&levels)
+        .filter_map(|(p, level)| level.map(|level| Request { hash: p.hash.clone(), level, client_id: client_id.clone() }))
         .collect();
-    let mut payloads = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        match task.await {
-            Ok(p) => payloads.push(p),
-            Err(_) => return pdu_response(error_pdu(STATUS_INTERNAL_ERROR, "request task failed"), StatusCode::INTERNAL_SERVER_ERROR),
+    let submitted = requests.len();
+    let mut placed = match state.backend.sign_all(requests).await {
+        Ok(placed) => placed.into_iter(),
+        // Shutting down: every request is answered with the error, as a failed round's are.
+        Err(e) => vec![Err(e); submitted].into_iter(),
+    };
+    // Each answer is written straight into the response: the request's own chain encoded, the
+    // round's calendar chain and record copied from its one encoding.
+    let mut payloads = Encoder::with_capacity(request.payloads.len() * 2048);
+    for (payload, level) in request.payloads.iter().zip(levels) {
+        let answer = match level {
+            None => Err(Arc::new(Error::Request("input level above 255".to_owned()))),
+            Some(_) => placed.next().unwrap_or_else(|| Err(Arc::new(Error::Unreachable("a request without its answer")))),
+        };
+        let written = match answer {
+            Ok((round, index)) => {
+                let mut failure = None;
+                let encoded = AggregationResponse::encode_signed(payload.request_id, &mut payloads, |e| {
+                    round.encode_signature(index, e).map_err(|error| {
+                        failure = Some(error);
+                        backbone_timestamping_verify::Error::Unreachable("a signed round could not write a signature")
+                    })
+                });
+                encoded.map_err(|e| failure.unwrap_or(Error::Ksi(e)))
+            }
+            Err(e) => refusal(payload.request_id, &e).encode(&mut payloads).map_err(Error::Ksi),
+        };
+        if let Err(e) = written {
+            return pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR);
         }
     }
     let header = Header {
@@ -498,46 +533,35 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         instance_id: request.header.as_ref().and_then(|h| h.instance_id),
         message_id: request.header.as_ref().and_then(|h| h.message_id),
     };
-    match AggregatorResponse::new(header, payloads).encode(&state.auth.key, HashAlgorithm::Sha256) {
+    match pdu::seal::<AggregationResponse>(&header, &payloads.finish(), &state.auth.key, HashAlgorithm::Sha256) {
         Ok(bytes) => pdu_response(bytes, StatusCode::OK),
         Err(e) => pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
     }
 }
 
-async fn answer_payload(handle: &Backend, payload: AggregationRequest, client_id: KsiString) -> AggregationResponse {
-    let mut response = AggregationResponse {
-        request_id: payload.request_id,
-        status: 0,
-        error_message: None,
+/// The response payload of a request that was refused or whose round failed.
+fn refusal(request_id: u64, error: &Error) -> AggregationResponse {
+    AggregationResponse {
+        request_id,
+        status: status_of(error),
+        error_message: Some(error.to_string().as_str().into()),
         aggregation_chains: Vec::new(),
         calendar_chain: None,
         publication_record: None,
         calendar_auth_record: None,
         rfc3161_record: None,
-    };
-    let Some(level) = payload.level.map_or(Some(0), |l| u8::try_from(l).ok()) else {
-        response.status = STATUS_INVALID_PAYLOAD;
-        response.error_message = Some("input level above 255".into());
-        return response;
-    };
-    match handle.sign(Request { hash: payload.hash, level, client_id }).await {
-        Ok(signature) => {
-            response.aggregation_chains = signature.aggregation_chains().to_vec();
-            response.calendar_chain = signature.calendar_chain().cloned();
-            response.calendar_auth_record = signature.calendar_auth_record().cloned();
-        }
-        Err(e) => {
-            response.status = match e.as_ref() {
-                Error::Request(_) => STATUS_INVALID_PAYLOAD,
-                Error::Pushback { .. } => STATUS_TOO_MANY_REQUESTS,
-                Error::Parent { source: ParentError::Timeout(_), .. } => STATUS_UPSTREAM_TIMEOUT,
-                Error::Parent { .. } => STATUS_UPSTREAM_ERROR,
-                _ => STATUS_INTERNAL_ERROR,
-            };
-            response.error_message = Some(e.to_string().as_str().into());
-        }
     }
-    response
+}
+
+/// The KSI status of a request's failure.
+fn status_of(error: &Error) -> u64 {
+    match error {
+        Error::Request(_) => STATUS_INVALID_PAYLOAD,
+        Error::Pushback { .. } => STATUS_TOO_MANY_REQUESTS,
+        Error::Parent { source: ParentError::Timeout(_), .. } => STATUS_UPSTREAM_TIMEOUT,
+        Error::Parent { .. } => STATUS_UPSTREAM_ERROR,
+        _ => STATUS_INTERNAL_ERROR,
+    }
 }
 
 /// An error-only response PDU (`tag`: aggregator or extender response): no header and no MAC,

@@ -34,7 +34,9 @@ use backbone_timestamping_verify::imprint::{AlgorithmStatus, HashAlgorithm, Impr
 use backbone_timestamping_verify::signature::{
     AggregationChain, AggregationLink, Anchor, CalendarChain, Metadata, Sibling, Side, Signature,
 };
-use backbone_timestamping_verify::tlv::KsiString;
+use backbone_timestamping_verify::signature::records::TAG_PUBLICATION_RECORD;
+use backbone_timestamping_verify::signature::aggregation::{TAG_AGGREGATION_CHAIN, TAG_METADATA};
+use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
 use sha2::block_api::compress256;
 
 use crate::error::Error;
@@ -102,6 +104,10 @@ pub struct SignedRound {
     time: u64,
     above: Vec<AggregationChain>,
     calendar: (CalendarChain, Anchor),
+    /// What every request's signature shares, encoded once: the chains above, the calendar
+    /// chain and its record. `None` if they do not encode (cannot happen: each is far below
+    /// the TLV size limit).
+    shared: Option<Vec<u8>>,
 }
 
 impl Default for Limits {
@@ -357,6 +363,69 @@ impl ClosedRound {
     pub fn chains(&self) -> Result<Vec<AggregationChain>, Error> {
         (0..self.len()).map(|i| self.chain(i)).collect()
     }
+
+    /// Writes request `index`'s aggregation chain straight from the tree: the bytes of
+    /// [`ClosedRound::chain`]'s chain with aggregation time `time` and `prefix` (the chain
+    /// index of the aggregators above) before its own chain index, without building it.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClosedRound::chain`].
+    pub fn encode_chain(&self, index: usize, time: u64, prefix: &[u64], out: &mut Encoder) -> Result<(), Error> {
+        let leaf = self.leaves.get(index).ok_or(Error::Unreachable("chain asked for a request not in the round"))?;
+        let metadata = usize::try_from(leaf.client).ok().and_then(|c| self.clients.get(c));
+        let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
+        let links = self.links(index)?;
+        // The chain index bit of each link, the first (metadata, on the left) lowest.
+        if links.len() + 1 > 63 {
+            return Err(Error::Unreachable("round tree deeper than 63 links"));
+        }
+        let shape = links.iter().rev().fold(1u64, |acc, (side, ..)| (acc << 1) | u64::from(*side == Side::Left));
+        let shape = (shape << 1) | 1;
+        out.nested(TAG_AGGREGATION_CHAIN, Flags::NONE, |e| {
+            e.u64(TAG_TIME, time)?;
+            prefix.iter().chain([&shape]).try_for_each(|i| e.u64(TAG_INDEX, *i))?;
+            e.imprint(TAG_INPUT_HASH, &leaf.hash)?;
+            e.u64(TAG_ALGORITHM, u64::from(ALGORITHM.id()))?;
+            e.nested(Side::Left.tag(), Flags::NONE, |e| {
+                if leaf.level != 0 {
+                    e.u64(TAG_LEVEL_CORRECTION, u64::from(leaf.level))?;
+                }
+                e.element(TAG_METADATA, Flags::NONE, metadata.raw())
+            })?;
+            links.iter().try_for_each(|(side, correction, sibling)| {
+                e.nested(side.tag(), Flags::NONE, |e| {
+                    if *correction != 0 {
+                        e.u64(TAG_LEVEL_CORRECTION, u64::from(*correction))?;
+                    }
+                    let mut imprint = [0u8; 33];
+                    let (id, digest) = imprint.split_at_mut(1);
+                    id.copy_from_slice(&[ALGORITHM.id()]);
+                    digest.copy_from_slice(*sibling);
+                    e.element(TAG_SIBLING_HASH, Flags::NONE, &imprint)
+                })
+            })
+        })?;
+        Ok(())
+    }
+
+    /// The links of request `index`'s chain above its leaf: side, level correction, sibling.
+    fn links(&self, index: usize) -> Result<Vec<(Side, u8, &[u8; 32])>, Error> {
+        let mut links = Vec::with_capacity(self.layers.len());
+        let mut position = index;
+        for pair in self.layers.windows(2) {
+            let [below, above] = pair else { return Err(Error::Unreachable("layer window")) };
+            if let Some(sibling) = below.hashes.get(position ^ 1) {
+                let level = below.levels.get(position).ok_or(Error::Unreachable("node without a level"))?;
+                let parent = above.levels.get(position / 2).ok_or(Error::Unreachable("node without a parent"))?;
+                let correction = parent.checked_sub(*level).and_then(|d| d.checked_sub(1));
+                let correction = correction.ok_or(Error::Unreachable("parent level not above its child's"))?;
+                links.push((if position % 2 == 0 { Side::Left } else { Side::Right }, correction, sibling));
+            }
+            position /= 2;
+        }
+        Ok(links)
+    }
 }
 
 // === impl SignedRound ===
@@ -365,14 +434,15 @@ impl SignedRound {
     /// A round whose root is a calendar leaf: `calendar` is its chain to the signed root.
     pub fn in_calendar(round: ClosedRound, calendar: (CalendarChain, Anchor)) -> Self {
         let time = round.time;
-        SignedRound { time, round, above: Vec::new(), calendar }
+        SignedRound::under_parent(round, time, Vec::new(), calendar)
     }
 
     /// A round whose root was aggregated by a parent: `above` are the parent's chains from this
     /// round's root up (lowest first, already continuing at this round's root level),
     /// `calendar` the parent's calendar chain and record, `time` the parent's aggregation time.
     pub fn under_parent(round: ClosedRound, time: u64, above: Vec<AggregationChain>, calendar: (CalendarChain, Anchor)) -> Self {
-        SignedRound { round, time, above, calendar }
+        let shared = encode_shared(&above, &calendar).ok();
+        SignedRound { round, time, above, calendar, shared }
     }
 
     /// The closed round.
@@ -389,6 +459,42 @@ impl SignedRound {
     /// [`Error::Unreachable`] for an index past the round; [`Error::Ksi`] if the signature
     /// cannot be assembled.
     pub fn signature(&self, index: usize) -> Result<Signature, Error> {
+        let mut chains = Vec::with_capacity(1 + self.above.len());
+        chains.push(self.own_chain(index)?);
+        chains.extend(self.above.iter().cloned());
+        Ok(Signature::new(None, chains, Some(self.calendar.clone()))?)
+    }
+
+    /// Writes request `index`'s signature parts into `out`: its aggregation chains, calendar
+    /// chain and record, the same bytes as encoding [`SignedRound::signature`]'s parts (a KSI
+    /// aggregator response payload carries them so), with only the request's own chain encoded
+    /// here and the rest copied from the round's single encoding.
+    ///
+    /// # Errors
+    ///
+    /// As [`SignedRound::signature`].
+    pub fn encode_signature(&self, index: usize, out: &mut Encoder) -> Result<(), Error> {
+        let shared = self.shared.as_deref().ok_or(Error::Unreachable("the round's calendar chain and record did not encode"))?;
+        let prefix = self.above.first().map(|c| c.chain_index.as_slice()).unwrap_or_default();
+        // A signature lists its chains longest chain index first (a stable sort). The own chain
+        // extends the lowest chain above, so the order is already that one unless a parent
+        // sent its chains out of order; then the signature is built and sorted as usual.
+        let lengths = std::iter::once(prefix.len() + 1).chain(self.above.iter().map(|c| c.chain_index.len()));
+        let sorted = lengths.clone().zip(lengths.skip(1)).all(|(a, b)| a >= b);
+        if !sorted {
+            let signature = self.signature(index)?;
+            signature.aggregation_chains().iter().try_for_each(|c| c.encode(out))?;
+            out.raw(&encode_shared(&[], &self.calendar)?);
+            return Ok(());
+        }
+        self.round.encode_chain(index, self.time, prefix, out)?;
+        out.raw(shared);
+        Ok(())
+    }
+
+    /// Request `index`'s chain in this round, re-timed to the aggregation time and with the
+    /// chain index of the aggregators above prefixed.
+    fn own_chain(&self, index: usize) -> Result<AggregationChain, Error> {
         let mut own = self.round.chain(index)?;
         own.aggregation_time = self.time;
         if let Some(parent) = self.above.first() {
@@ -396,12 +502,31 @@ impl SignedRound {
             chain_index.append(&mut own.chain_index);
             own.chain_index = chain_index;
         }
-        let mut chains = Vec::with_capacity(1 + self.above.len());
-        chains.push(own);
-        chains.extend(self.above.iter().cloned());
-        Ok(Signature::new(None, chains, Some(self.calendar.clone()))?)
+        Ok(own)
     }
 }
+
+/// The chains above a round, its calendar chain and its record, as a signature encodes them.
+fn encode_shared(above: &[AggregationChain], (chain, anchor): &(CalendarChain, Anchor)) -> Result<Vec<u8>, Error> {
+    let mut out = Encoder::new();
+    above.iter().try_for_each(|c| c.encode(&mut out))?;
+    chain.encode(&mut out)?;
+    match anchor {
+        Anchor::None => {}
+        Anchor::CalendarAuth(record) => record.encode(&mut out)?,
+        Anchor::Publication(record) => record.encode(&mut out, TAG_PUBLICATION_RECORD)?,
+    }
+    Ok(out.finish())
+}
+
+// Aggregation chain element tags (KSI Data Formats, "Aggregation hash chain"), for
+// `ClosedRound::encode_chain`, which writes what `AggregationChain::encode` would.
+const TAG_TIME: u16 = 0x02;
+const TAG_INDEX: u16 = 0x03;
+const TAG_INPUT_HASH: u16 = 0x05;
+const TAG_ALGORITHM: u16 = 0x06;
+const TAG_LEVEL_CORRECTION: u16 = 0x01;
+const TAG_SIBLING_HASH: u16 = 0x02;
 
 /// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
 const SHA256_IV: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
@@ -548,6 +673,77 @@ mod tests {
         let (left, right) = ([7u8; 32], [9u8; 32]);
         let expected = ALGORITHM.hash(&[&[1], &left, &[1], &right, &[5]]).unwrap();
         assert_eq!(Imprint::new(ALGORITHM, &node(&left, &right, 5)).unwrap(), expected);
+    }
+
+    /// A calendar chain and record for tests: their content is not checked here, only encoded.
+    fn calendar_part(time: u64, root: &Imprint) -> (CalendarChain, Anchor) {
+        use backbone_timestamping_verify::publication::PublicationData;
+        use backbone_timestamping_verify::signature::{CalendarAuthRecord, CalendarLink, SignatureData};
+        let links = (0..31u32).map(|i| CalendarLink { side: if i % 3 == 0 { Side::Left } else { Side::Right }, sibling: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap() });
+        let chain = CalendarChain { publication_time: time, aggregation_time: None, input_hash: root.clone(), links: links.collect(), unknown: Vec::new() };
+        let signature = SignatureData {
+            signature_type: "1.2.840.10045.4.3.2".into(),
+            signature_value: vec![0x30; 71],
+            certificate_id: vec![1, 2, 3, 4],
+            certificate_repository_uri: None,
+            unknown: Vec::new(),
+        };
+        let record = CalendarAuthRecord::new(PublicationData::new(time, ALGORITHM.hash(&[b"calendar root"]).unwrap()), signature).unwrap();
+        (chain, Anchor::CalendarAuth(record))
+    }
+
+    /// The signature parts as a response payload carried them before they were written from
+    /// the round's one encoding.
+    fn parts_of(signature: &Signature) -> Vec<u8> {
+        let mut out = Encoder::new();
+        for c in signature.aggregation_chains() {
+            c.encode(&mut out).unwrap();
+        }
+        signature.calendar_chain().unwrap().encode(&mut out).unwrap();
+        signature.calendar_auth_record().unwrap().encode(&mut out).unwrap();
+        out.finish()
+    }
+
+    #[test]
+    fn encoded_signature_parts_are_the_signatures() {
+        let time = 1_764_115_200;
+        let mut round = Round::new(Limits::default());
+        for i in 0..37 {
+            round.push(request(i, (i % 4) as u8), time).unwrap();
+        }
+        let closed = round.close(time).unwrap();
+        let root = closed.root().unwrap();
+        let level = closed.root_level().unwrap();
+        let signed = SignedRound::in_calendar(closed, calendar_part(time, &root));
+        for i in [0, 1, 17, 36] {
+            let mut out = Encoder::new();
+            signed.encode_signature(i, &mut out).unwrap();
+            assert_eq!(out.finish(), parts_of(&signed.signature(i).unwrap()), "request {i}");
+        }
+
+        // Under two parents: their chains lowest first, as a parent answers, and out of order.
+        let parent = |index: Vec<u64>, hash: &Imprint, level: u64| AggregationChain {
+            aggregation_time: time + 1,
+            chain_index: index,
+            input_data: None,
+            input_hash: hash.clone(),
+            algorithm: ALGORITHM,
+            links: vec![AggregationLink { side: Side::Left, level_correction: level, sibling: Sibling::Hash(hash.clone()), unknown: Vec::new() }],
+            unknown: Vec::new(),
+        };
+        let above = vec![parent(vec![3, 5, 2], &root, u64::from(level)), parent(vec![3, 5], &root, 0), parent(vec![3], &root, 0)];
+        for above in [above.clone(), above.into_iter().rev().collect()] {
+            let mut round = Round::new(Limits::default());
+            for i in 0..5 {
+                round.push(request(i, 0), time).unwrap();
+            }
+            let signed = SignedRound::under_parent(round.close(time).unwrap(), time + 1, above, calendar_part(time + 1, &root));
+            for i in 0..5 {
+                let mut out = Encoder::new();
+                signed.encode_signature(i, &mut out).unwrap();
+                assert_eq!(out.finish(), parts_of(&signed.signature(i).unwrap()), "request {i}");
+            }
+        }
     }
 
     #[test]

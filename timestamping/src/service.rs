@@ -3,10 +3,16 @@
 //! boundary, and only then answers each request with its signature.
 //!
 //! ```text
-//!  sign(request) ─mpsc─▶ driver task ─ tick ─▶ Round::close ─▶ Calendar::append (synced)
+//!  sign(requests) ─mpsc─▶ driver task ─ tick ─▶ Round::close ─▶ Calendar::append (synced)
 //!        ▲                                                         │
-//!        └──── oneshot: SignedRound, index ◀── CalendarSigner::sign ◀───┘   (+ publish at boundaries)
-//!   the caller's task reads its own chain out of the round: SignedRound::signature(index)
+//!        └──── oneshot: SignedRound, indexes ◀── CalendarSigner::sign ◀───┘  (+ publish at boundaries)
+//!   the caller's task reads its own chains out of the round: SignedRound::signature(index)
+//! ```
+//!
+//! A caller with several requests (a PDU's) submits them together: one queue entry and one
+//! answer for all of them, each request still its own leaf.
+//!
+//! ```text
 //! ```
 //!
 //! Stages and what a crash loses: *accepted* (in memory: lost, the client had no answer),
@@ -31,7 +37,8 @@ use crate::round::{Limits, Request, Round, SignedRound};
 pub const DEFAULT_ROUND: Duration = Duration::from_secs(1);
 /// The publication interval unless configured otherwise: hourly, as the design asks.
 pub const DEFAULT_PUBLICATION_INTERVAL: u64 = 3600;
-/// Requests queued towards the driver before callers wait: a few rounds' worth at the sized load.
+/// Submissions (one request, or a PDU's requests) queued towards the driver before callers
+/// wait: a few rounds' worth at the sized load.
 pub const DEFAULT_QUEUE: usize = 65_536;
 
 /// The service's settings.
@@ -77,15 +84,27 @@ struct Shared {
     publications_file: Option<PublicationsFileSigner>,
 }
 
-/// A request on its way to the driver, and where its answer goes.
+/// Requests on their way to the driver, and where their answers go.
 #[derive(Debug)]
 pub(crate) struct Submission {
-    pub(crate) request: Request,
+    pub(crate) requests: Vec<Request>,
     pub(crate) reply: Reply,
 }
 
-/// The answer to one request: its round and its position in it, or the round's failure.
-pub(crate) type Reply = oneshot::Sender<Result<(Arc<SignedRound>, usize), Arc<Error>>>;
+/// The answer to one request: its signed round and its position in it, or why it was refused
+/// or its round failed. Read the signature with [`SignedRound::signature`] or
+/// [`SignedRound::encode_signature`].
+pub type Placed = Result<(Arc<SignedRound>, usize), Arc<Error>>;
+
+/// The answers to one submission, in the order of its requests.
+pub(crate) type Reply = oneshot::Sender<Vec<Placed>>;
+
+/// A submission in the open round: each request's position, or why the round refused it.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    reply: Reply,
+    positions: Vec<Result<usize, Arc<Error>>>,
+}
 
 /// Starts the driver on the current tokio runtime.
 ///
@@ -151,10 +170,19 @@ impl Handle {
     /// and the round's failure (shared by every request of the round).
     pub async fn sign(&self, request: Request) -> Result<Signature, Arc<Error>> {
         Round::check(&self.shared.config.limits, &request, now()).map_err(Arc::new)?;
-        let (reply, answer) = oneshot::channel();
-        self.submit.send(Submission { request, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
-        let (round, index) = answer.await.map_err(|_| Arc::new(Error::ShuttingDown))??;
+        let (round, index) = submit_one(&self.submit, request).await?;
         round.signature(index).map_err(Arc::new)
+    }
+
+    /// Signs `requests` in the next round, all in one submission; returns once their leaves are
+    /// committed and signed, with one answer per request in their order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShuttingDown`] for all of them; otherwise each answer carries its own refusal
+    /// ([`Error::Request`], [`Error::Pushback`]) or the round's failure.
+    pub async fn sign_all(&self, requests: Vec<Request>) -> Result<Vec<Placed>, Arc<Error>> {
+        submit(&self.submit, requests).await
     }
 
     /// The certificate of the calendar signing key, with its id.
@@ -230,10 +258,7 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                 receive.close();
             },
             submission = receive.recv(), if open => match submission {
-                Some(Submission { request, reply }) => match round.push(request, now()) {
-                    Ok(_) => waiting.push(reply),
-                    Err(e) => { let _ = reply.send(Err(Arc::new(e))); }
-                },
+                Some(submission) => accept(&mut round, submission, &mut waiting),
                 None => open = false,
             },
             _ = ticker.tick() => {
@@ -298,28 +323,56 @@ fn write_publications_file(shared: &Shared, publications: &[PublicationData]) {
     }
 }
 
-/// Sends each waiting request its round and position, or the round's failure.
-pub(crate) fn answer(replies: Vec<Reply>, outcome: Result<Option<Arc<SignedRound>>, Error>) {
-    match outcome {
-        Ok(Some(round)) => {
-            for (index, reply) in replies.into_iter().enumerate() {
-                let _ = reply.send(Ok((Arc::clone(&round), index)));
-            }
-        }
-        Ok(None) => {
-            // An empty round has no one waiting; should one be, it is not left hanging.
-            let e = Arc::new(Error::Unreachable("a request waited on a round without requests"));
-            for reply in replies {
-                let _ = reply.send(Err(Arc::clone(&e)));
-            }
-        }
+/// Queues `requests` as one submission and waits for their answers.
+pub(crate) async fn submit(queue: &mpsc::Sender<Submission>, requests: Vec<Request>) -> Result<Vec<Placed>, Arc<Error>> {
+    let (reply, answer) = oneshot::channel();
+    queue.send(Submission { requests, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
+    answer.await.map_err(|_| Arc::new(Error::ShuttingDown))
+}
+
+/// Queues one request and waits for its round and position.
+pub(crate) async fn submit_one(queue: &mpsc::Sender<Submission>, request: Request) -> Placed {
+    let placed = submit(queue, vec![request]).await?;
+    placed.into_iter().next().unwrap_or_else(|| Err(Arc::new(Error::Unreachable("a submission answered without its request"))))
+}
+
+/// Pushes a submission's requests into the open round. Unless the round refused all of them,
+/// the submission waits for the round; otherwise it is answered now.
+pub(crate) fn accept(round: &mut Round, submission: Submission, waiting: &mut Vec<Waiting>) {
+    let Submission { requests, reply } = submission;
+    let at = now();
+    let positions: Vec<_> = requests.into_iter().map(|r| round.push(r, at).map_err(Arc::new)).collect();
+    if positions.iter().any(Result::is_ok) {
+        waiting.push(Waiting { reply, positions });
+    } else {
+        let _ = reply.send(positions.into_iter().filter_map(Result::err).map(Err).collect());
+    }
+}
+
+/// Sends each waiting submission its round and positions, or the round's failure; a request
+/// the round refused keeps its own refusal.
+pub(crate) fn answer(waiting: Vec<Waiting>, outcome: Result<Option<Arc<SignedRound>>, Error>) {
+    let placed: Result<Arc<SignedRound>, Arc<Error>> = match outcome {
+        Ok(Some(round)) => Ok(round),
+        // An empty round has no one waiting; should one be, it is not left hanging.
+        Ok(None) => Err(Arc::new(Error::Unreachable("a request waited on a round without requests"))),
         Err(e) => {
             tracing::error!(error = %e, "round failed; its requests are answered with the error");
-            let e = Arc::new(e);
-            for reply in replies {
-                let _ = reply.send(Err(Arc::clone(&e)));
-            }
+            Err(Arc::new(e))
         }
+    };
+    for Waiting { reply, positions } in waiting {
+        let answers = positions
+            .into_iter()
+            .map(|position| {
+                let index = position?;
+                match &placed {
+                    Ok(round) => Ok((Arc::clone(round), index)),
+                    Err(e) => Err(Arc::clone(e)),
+                }
+            })
+            .collect();
+        let _ = reply.send(answers);
     }
 }
 

@@ -380,6 +380,11 @@ impl Encoder {
         Encoder::default()
     }
 
+    /// An empty encoder with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Encoder { buf: Vec::with_capacity(capacity) }
+    }
+
     /// The bytes written so far.
     pub fn finish(self) -> Vec<u8> {
         self.buf
@@ -391,54 +396,45 @@ impl Encoder {
     ///
     /// [`Error::Encode`] if the tag exceeds [`MAX_TAG`] or the value [`MAX_VALUE_LEN`].
     pub fn element(&mut self, tag: u16, flags: Flags, value: &[u8]) -> Result<(), Error> {
-        let mut first = 0u8;
-        if flags.non_critical {
-            first |= FLAG_NON_CRITICAL;
-        }
-        if flags.forward {
-            first |= FLAG_FORWARD;
-        }
-        if tag > MAX_TAG {
-            return Err(Error::Encode {
-                what: "TLV element",
-                why: "tag exceeds 0x1fff",
-            });
-        }
-        let len = u16::try_from(value.len()).map_err(|_| Error::Encode {
-            what: "TLV element",
-            why: "value exceeds 65535 bytes",
-        })?;
-        let [tag_high, tag_low] = tag.to_be_bytes();
-        if tag <= TLV8_MAX_TAG && value.len() <= TLV8_MAX_LEN {
-            let [_, len_low] = len.to_be_bytes();
-            self.buf.extend_from_slice(&[first | tag_low, len_low]);
-        } else {
-            let [len_high, len_low] = len.to_be_bytes();
-            self.buf.extend_from_slice(&[
-                first | FLAG_TLV16 | tag_high,
-                tag_low,
-                len_high,
-                len_low,
-            ]);
-        }
+        let header = header(tag, flags, value.len())?;
+        self.buf.extend_from_slice(header.as_bytes());
         self.buf.extend_from_slice(value);
         Ok(())
     }
 
-    /// Writes an element whose value is built by `build` on a fresh encoder.
+    /// Writes an element whose value is built by `build`, in place: the value is written after
+    /// a provisional header, which is then completed (and widened from TLV8 to TLV16 if the
+    /// value turns out longer than 255 bytes). The bytes are those of [`Encoder::element`].
     ///
     /// # Errors
     ///
-    /// Whatever `build` returns, or [`Error::Encode`] as for [`Encoder::element`].
+    /// Whatever `build` returns, or [`Error::Encode`] as for [`Encoder::element`]; nothing is
+    /// left written on error.
     pub fn nested(
         &mut self,
         tag: u16,
         flags: Flags,
         build: impl FnOnce(&mut Encoder) -> Result<(), Error>,
     ) -> Result<(), Error> {
-        let mut inner = Encoder::new();
-        build(&mut inner)?;
-        self.element(tag, flags, &inner.buf)
+        let start = self.buf.len();
+        let provisional = header(tag, flags, 0)?.len;
+        self.buf.resize(start + provisional, 0);
+        let built = build(self).and_then(|()| {
+            let len = self.buf.len() - start - provisional;
+            let header = header(tag, flags, len)?;
+            if header.len > provisional {
+                let at = start + provisional;
+                self.buf.splice(at..at, std::iter::repeat_n(0, header.len - provisional));
+            }
+            let slot = self.buf.get_mut(start..start + header.len);
+            let slot = slot.ok_or(Error::Unreachable("TLV header slot past the buffer"))?;
+            slot.copy_from_slice(header.as_bytes());
+            Ok(())
+        });
+        if built.is_err() {
+            self.buf.truncate(start);
+        }
+        built
     }
 
     /// Writes an unsigned integer in the fewest bytes (zero is an empty value).
@@ -487,6 +483,46 @@ impl Encoder {
         tlvs.iter()
             .try_for_each(|t| self.element(t.tag, t.flags, &t.value))
     }
+}
+
+/// An element header: TLV8 (2 bytes) when the tag and length allow it, TLV16 (4) otherwise.
+struct ElementHeader {
+    bytes: [u8; 4],
+    len: usize,
+}
+
+impl ElementHeader {
+    fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.len).unwrap_or(&self.bytes)
+    }
+}
+
+/// The header of an element with `tag`, `flags` and a value of `len` bytes.
+fn header(tag: u16, flags: Flags, len: usize) -> Result<ElementHeader, Error> {
+    let mut first = 0u8;
+    if flags.non_critical {
+        first |= FLAG_NON_CRITICAL;
+    }
+    if flags.forward {
+        first |= FLAG_FORWARD;
+    }
+    if tag > MAX_TAG {
+        return Err(Error::Encode {
+            what: "TLV element",
+            why: "tag exceeds 0x1fff",
+        });
+    }
+    let len16 = u16::try_from(len).map_err(|_| Error::Encode {
+        what: "TLV element",
+        why: "value exceeds 65535 bytes",
+    })?;
+    let [tag_high, tag_low] = tag.to_be_bytes();
+    let [len_high, len_low] = len16.to_be_bytes();
+    Ok(if tag <= TLV8_MAX_TAG && len <= TLV8_MAX_LEN {
+        ElementHeader { bytes: [first | tag_low, len_low, 0, 0], len: 2 }
+    } else {
+        ElementHeader { bytes: [first | FLAG_TLV16 | tag_high, tag_low, len_high, len_low], len: 4 }
+    })
 }
 
 // === decoding helpers shared by the record modules ===
@@ -547,6 +583,35 @@ pub(crate) fn push_limited<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An element built in place has the bytes of one built apart and written whole, at every
+    /// length around the TLV8 limit, for short and long tags, and nothing stays on error.
+    #[test]
+    fn nested_in_place_is_element() {
+        let flags = Flags { non_critical: true, forward: false };
+        for tag in [0x02u16, 0x1f, 0x20, 0x801] {
+            for len in [0usize, 1, 254, 255, 256, 257, 1000, 65_535] {
+                let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let mut whole = Encoder::new();
+                whole.raw(b"before");
+                whole.element(tag, flags, &value).unwrap();
+                let mut in_place = Encoder::new();
+                in_place.raw(b"before");
+                in_place
+                    .nested(tag, flags, |e| {
+                        e.raw(&value);
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(in_place.finish(), whole.finish(), "tag {tag:#x}, {len} bytes");
+            }
+        }
+        let mut e = Encoder::new();
+        e.raw(b"kept");
+        assert!(e.nested(0x02, Flags::NONE, |e| e.element(0x03, Flags::NONE, &[0; 65_536])).is_err());
+        assert!(e.nested(0x02, Flags::NONE, |e| { e.raw(&[0; 65_536]); Ok(()) }).is_err());
+        assert_eq!(e.finish(), b"kept");
+    }
 
     #[test]
     fn tlv8_and_tlv16_headers() {
