@@ -8,90 +8,33 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backbone_gateway::log::archive::Archive;
 use backbone_gateway::log::record::Record;
+use common::backbone::{self, Agency, DISPENSING, PATIENTS, exchange, ok, wait_for_exchange};
 use common::{Killed, command};
 
-const HOSPITAL_GW: &str = "EE/GOV/70000001/gw1";
-const PHARMACY_GW: &str = "EE/COM/10000001/gw1";
-const PATIENTS: &str = "EE/GOV/70000001/ehr/patients";
-const DISPENSING: &str = "EE/COM/10000001/dispensing";
-const PERSON: &str = "EE38001085718";
 /// The calendar's signing certificate, for the key-based KSI policy.
 const CALENDAR_CERT: &str = "ts/calendar-cert.der";
-
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let Output { status, stdout, stderr } = command(dir).args(args).output().unwrap();
-    assert!(status.success(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
-    String::from_utf8(stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
 
-/// A gateway's directory and key directory.
-struct Agency {
-    id: &'static str,
-    data: PathBuf,
-    keys: PathBuf,
-    client_port: u16,
-    peer_port: u16,
-}
-
-impl Agency {
-    fn new(dir: &Path, name: &str, id: &'static str) -> Agency {
-        Agency { id, data: dir.join(name), keys: dir.join(format!("{name}-keys")), client_port: free_port(), peer_port: free_port() }
-    }
-
-    fn gateway(&self, dir: &Path, args: &[&str]) -> String {
-        let Output { status, stdout, stderr } =
-            command(dir).env("BACKBONE_HSM__KEY_DIR", &self.keys).args(["gateway", "--data-dir"]).arg(&self.data).args(args).output().unwrap();
-        assert!(status.success(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
-        String::from_utf8(stdout).unwrap()
-    }
-
-    /// `backbone audit export --data-dir DATA ARGS` with this agency's keys: exit code, stdout,
-    /// stderr.
-    fn export(&self, dir: &Path, args: &[&str]) -> (i32, String, String) {
-        let Output { status, stdout, stderr } = command(dir)
-            .env("BACKBONE_HSM__KEY_DIR", &self.keys)
-            .args(["audit", "export", "--data-dir"])
-            .arg(&self.data)
-            .args(args)
-            .output()
-            .unwrap();
-        (status.code().unwrap(), String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
-    }
-
-    fn serve(&self, dir: &Path, timestamping: &str, services: &[String]) -> Killed {
-        let mut cmd = command(dir);
-        cmd.env("BACKBONE_HSM__KEY_DIR", &self.keys)
-            .args(["gateway", "--data-dir"])
-            .arg(&self.data)
-            .args(["serve", "--id", self.id, "--anchor", "reg/anchor.json", "--timestamping", timestamping, "--batch-interval-ms", "200"])
-            .args(["--client-listen", &format!("127.0.0.1:{}", self.client_port), "--peer-listen", &format!("127.0.0.1:{}", self.peer_port)])
-            .args(["--admin-listen", "127.0.0.1:0"]);
-        for service in services {
-            cmd.args(["--service", service]);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let first = lines.next().expect("the gateway printed nothing").unwrap();
-        assert!(first.starts_with("client interface on"), "{first}");
-        // Keep reading what it prints, so that its later lines never meet a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Killed(child)
-    }
+/// `backbone audit export --data-dir DATA ARGS` with `agency`'s keys: exit code, stdout, stderr.
+fn export(agency: &Agency, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let Output { status, stdout, stderr } = command(dir)
+        .env("BACKBONE_HSM__KEY_DIR", &agency.keys)
+        .args(["audit", "export", "--data-dir"])
+        .arg(&agency.data)
+        .args(args)
+        .output()
+        .unwrap();
+    (status.code().unwrap(), String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
 }
 
 /// Stops a gateway as an operator does (SIGTERM: it stamps what is left and exits).
@@ -148,20 +91,6 @@ fn patient_service() -> SocketAddr {
     addr
 }
 
-/// One exchange through the pharmacy's gateway; the status, or `None` when the connection failed.
-fn exchange(client_port: u16, message_id: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", client_port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    let request = format!(
-        "GET /r1/{PATIENTS}/Patient/4711 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Road-Client: {DISPENSING}\r\nX-Road-Id: {message_id}\r\n\
-         X-Backbone-Data-Subject: {PERSON}\r\nX-Backbone-Purpose-Of-Use: TREAT\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    std::str::from_utf8(response.get(9..12)?).ok()?.parse().ok()
-}
-
 /// `backbone audit verify ARGS --json`: exit code and the result object.
 fn verify(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     let Output { status, stdout, stderr } = command(dir).args(["audit", "verify", "--cert", CALENDAR_CERT, "--json"]).args(args).output().unwrap();
@@ -187,60 +116,13 @@ fn assert_named(failures: &[String], prefix: &str, reason: &str) {
 fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let mut timestamping = Killed(
-        command(dir).args(["timestamping", "serve", "--listen", "127.0.0.1:0", "--data-dir", "ts"]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(timestamping.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let ts_addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let network = backbone::start(dir);
+    let (hospital, pharmacy, ts_addr) = (&network.hospital, &network.pharmacy, &network.timestamping);
     let service = patient_service();
-
-    let hospital = Agency::new(dir, "hospital", HOSPITAL_GW);
-    let pharmacy = Agency::new(dir, "pharmacy", PHARMACY_GW);
-    let conf_port = free_port();
-    ok(dir, &["registry", "--data-dir", "reg", "init", "--instance", "EE", "--url", &format!("http://127.0.0.1:{conf_port}/globalconf")]);
-    for args in [
-        &["add-member-class", "GOV", "government agencies"][..],
-        &["add-member-class", "COM", "companies"],
-        &["add-member", "EE/GOV/70000001", "North Estonia Medical Centre"],
-        &["add-member", "EE/COM/10000001", "Town Pharmacy"],
-        &["add-subsystem", "EE/GOV/70000001/ehr"],
-        &["add-subsystem", DISPENSING],
-        &["add-service", PATIENTS, "patient records", "--personal-health-data"],
-    ] {
-        ok(dir, &[&["registry", "--data-dir", "reg"][..], args].concat());
-    }
-    for agency in [&hospital, &pharmacy] {
-        ok(dir, &["registry", "--data-dir", "reg", "add-gateway", agency.id, &format!("127.0.0.1:{}", agency.peer_port)]);
-        agency.gateway(dir, &["init", "--id", agency.id]);
-        ok(dir, &["registry", "--data-dir", "reg", "issue-tls-cert", agency.id, agency.data.join("tls-csr.pem").to_str().unwrap()]);
-        let member = agency.id.rsplit_once('/').unwrap().0;
-        ok(dir, &["registry", "--data-dir", "reg", "issue-signing-cert", member, agency.data.join("signing-csr.pem").to_str().unwrap()]);
-    }
-    let _registry = Killed(
-        command(dir)
-            .args(["registry", "--data-dir", "reg", "serve", "--regenerate-every", "1"])
-            .args(["--listen", &format!("127.0.0.1:{conf_port}"), "--admin-listen", &format!("127.0.0.1:{}", free_port())])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", conf_port)).is_err() {
-        assert!(Instant::now() < deadline, "the registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    hospital.gateway(dir, &["grant", PATIENTS, "--client", DISPENSING, "--method", "GET", "--path", "/Patient/*"]);
-    let mut hospital_gw = hospital.serve(dir, &ts_addr, &[format!("{PATIENTS}=http://{service}/fhir")]);
-    let mut pharmacy_gw = pharmacy.serve(dir, &ts_addr, &[]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut attempt = 0;
-    while exchange(pharmacy.client_port, &format!("warm-up-{attempt}")) != Some(200) {
-        attempt += 1;
-        assert!(Instant::now() < deadline, "no exchange succeeded within 10 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    hospital.run(dir, &["grant", PATIENTS, "--client", DISPENSING, "--method", "GET", "--path", "/Patient/*"]);
+    let mut hospital_gw = hospital.serve(dir, ts_addr, &[format!("{PATIENTS}=http://{service}/fhir")], 200).0;
+    let mut pharmacy_gw = pharmacy.serve(dir, ts_addr, &[], 200).0;
+    wait_for_exchange(pharmacy.client_port);
 
     // Two stretches of exchanges, each stamped in its own batches, with a time between them
     // (a stamp waits for the timestamping service's one-second round).
@@ -258,17 +140,17 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     }
 
     // While a gateway runs, its log cannot be exported, and the operator is told why.
-    let (code, _, stderr) = pharmacy.export(dir, &["--out", "busy.bbar"]);
+    let (code, _, stderr) = export(pharmacy, dir, &["--out", "busy.bbar"]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("stop the gateway"), "{stderr}");
     stop(&mut pharmacy_gw);
     stop(&mut hospital_gw);
 
     // Two consecutive ranges: up to `between`, and from there on (chained with --after).
-    let (code, out, stderr) = pharmacy.export(dir, &["--to", &between.to_string(), "--out", "first.bbar"]);
+    let (code, out, stderr) = export(pharmacy, dir, &["--to", &between.to_string(), "--out", "first.bbar"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(out.contains("wrote first.bbar: gateway EE/COM/10000001/gw1, records 0.."), "{out}");
-    let (code, _, stderr) = pharmacy.export(dir, &["--after", "first.bbar", "--out", "second.bbar"]);
+    let (code, _, stderr) = export(pharmacy, dir, &["--after", "first.bbar", "--out", "second.bbar"]);
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("not timestamped"), "{stderr}");
     let first = Archive::decode(&std::fs::read(dir.join("first.bbar")).unwrap()).unwrap();
@@ -279,7 +161,7 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     assert!(first.records.len() >= 10 && second.records.len() == 12, "{} and {}", first.records.len(), second.records.len());
     assert!(second.batches.len() >= 2, "{} batches", second.batches.len());
     // The same cut by time alone: --from the first range's end starts where --after does.
-    let (code, _, stderr) = pharmacy.export(dir, &["--from", &between.to_string(), "--out", "by-time.bbar"]);
+    let (code, _, stderr) = export(pharmacy, dir, &["--from", &between.to_string(), "--out", "by-time.bbar"]);
     assert_eq!(code, 0, "{stderr}");
     let by_time = Archive::decode(&std::fs::read(dir.join("by-time.bbar")).unwrap()).unwrap();
     assert_eq!((by_time.first_seq, by_time.end_seq), (second.first_seq, second.end_seq));
@@ -295,7 +177,7 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     assert_eq!(result["responses_bound"], 6);
     assert_eq!(result["signatures_verified"], 12);
     // The provider's side: requests signed by the pharmacy, responses by the hospital.
-    let (code, _, stderr) = hospital.export(dir, &["--out", "hospital.bbar"]);
+    let (code, _, stderr) = export(hospital, dir, &["--out", "hospital.bbar"]);
     assert_eq!(code, 0, "{stderr}");
     let (code, result) = verify(dir, &["hospital.bbar"]);
     assert_eq!(code, 0, "{result}");

@@ -2,6 +2,8 @@
 // Test fixtures: failing loudly is the point.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod backbone;
+
 use std::path::Path;
 use std::process::{Child, Command};
 

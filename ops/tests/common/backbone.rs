@@ -1,0 +1,168 @@
+//! Two agencies' gateways as real processes, with a registry and a timestamping service: the
+//! set-up the gateway and audit process tests share.
+#![allow(clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Killed, command};
+
+pub const HOSPITAL_GW: &str = "EE/GOV/70000001/gw1";
+pub const PHARMACY_GW: &str = "EE/COM/10000001/gw1";
+pub const PATIENTS: &str = "EE/GOV/70000001/ehr/patients";
+pub const DISPENSING: &str = "EE/COM/10000001/dispensing";
+pub const PERSON: &str = "EE38001085718";
+
+/// `backbone ARGS` in `dir`, which must succeed; its standard output.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let Output { status, stdout, stderr } = command(dir).args(args).output().unwrap();
+    assert!(status.success(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
+    String::from_utf8(stdout).unwrap()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A gateway's directory, key directory and ports.
+pub struct Agency {
+    pub id: &'static str,
+    pub data: PathBuf,
+    pub keys: PathBuf,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl Agency {
+    fn new(dir: &Path, name: &str, id: &'static str) -> Agency {
+        Agency { id, data: dir.join(name), keys: dir.join(format!("{name}-keys")), client_port: free_port(), peer_port: free_port() }
+    }
+
+    /// `backbone gateway --data-dir DATA ARGS` with this agency's keys, which must succeed.
+    pub fn run(&self, dir: &Path, args: &[&str]) -> String {
+        let Output { status, stdout, stderr } =
+            command(dir).env("BACKBONE_HSM__KEY_DIR", &self.keys).args(["gateway", "--data-dir"]).arg(&self.data).args(args).output().unwrap();
+        assert!(status.success(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
+        String::from_utf8(stdout).unwrap()
+    }
+
+    /// Starts `backbone gateway serve` stamping every `batch_interval_ms`; the process and its
+    /// admin API's address.
+    pub fn serve(&self, dir: &Path, timestamping: &str, services: &[String], batch_interval_ms: u32) -> (Killed, String) {
+        let mut cmd = command(dir);
+        cmd.env("BACKBONE_HSM__KEY_DIR", &self.keys)
+            .args(["gateway", "--data-dir"])
+            .arg(&self.data)
+            .args(["serve", "--id", self.id, "--anchor", "reg/anchor.json", "--timestamping", timestamping])
+            .args(["--batch-interval-ms", &batch_interval_ms.to_string()])
+            .args(["--client-listen", &format!("127.0.0.1:{}", self.client_port), "--peer-listen", &format!("127.0.0.1:{}", self.peer_port)])
+            .args(["--admin-listen", "127.0.0.1:0"]);
+        for service in services {
+            cmd.args(["--service", service]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut line = |expected: &str| {
+            let line = lines.next().unwrap_or_else(|| panic!("the gateway stopped before printing {expected:?}")).unwrap();
+            assert!(line.starts_with(expected), "{line}");
+            line
+        };
+        line("client interface on");
+        line("peer interface on");
+        let third = line("admin API on");
+        let admin = third.strip_prefix("admin API on ").and_then(|rest| rest.split(' ').next()).expect(&third).to_owned();
+        // Keep reading what it prints, so that its later lines never meet a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        (Killed(child), admin)
+    }
+}
+
+/// The running registry and timestamping service and the two registered agencies.
+pub struct Network {
+    pub timestamping: String,
+    pub hospital: Agency,
+    pub pharmacy: Agency,
+    _timestamping: Killed,
+    _registry: Killed,
+}
+
+/// Starts the timestamping service; registers a hospital (provider of [`PATIENTS`], health
+/// data) and a pharmacy (client [`DISPENSING`]) with their gateways, keys and certificates;
+/// starts the registry serving the configuration and waits for it.
+pub fn start(dir: &Path) -> Network {
+    let mut timestamping = Killed(
+        command(dir).args(["timestamping", "serve", "--listen", "127.0.0.1:0", "--data-dir", "ts"]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(timestamping.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let ts_addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+
+    let hospital = Agency::new(dir, "hospital", HOSPITAL_GW);
+    let pharmacy = Agency::new(dir, "pharmacy", PHARMACY_GW);
+    let conf_port = free_port();
+    ok(dir, &["registry", "--data-dir", "reg", "init", "--instance", "EE", "--url", &format!("http://127.0.0.1:{conf_port}/globalconf")]);
+    for args in [
+        &["add-member-class", "GOV", "government agencies"][..],
+        &["add-member-class", "COM", "companies"],
+        &["add-member", "EE/GOV/70000001", "North Estonia Medical Centre"],
+        &["add-member", "EE/COM/10000001", "Town Pharmacy"],
+        &["add-subsystem", "EE/GOV/70000001/ehr"],
+        &["add-subsystem", DISPENSING],
+        &["add-service", PATIENTS, "patient records", "--personal-health-data"],
+    ] {
+        ok(dir, &[&["registry", "--data-dir", "reg"][..], args].concat());
+    }
+    for agency in [&hospital, &pharmacy] {
+        ok(dir, &["registry", "--data-dir", "reg", "add-gateway", agency.id, &format!("127.0.0.1:{}", agency.peer_port)]);
+        agency.run(dir, &["init", "--id", agency.id]);
+        ok(dir, &["registry", "--data-dir", "reg", "issue-tls-cert", agency.id, agency.data.join("tls-csr.pem").to_str().unwrap()]);
+        let member = agency.id.rsplit_once('/').unwrap().0;
+        ok(dir, &["registry", "--data-dir", "reg", "issue-signing-cert", member, agency.data.join("signing-csr.pem").to_str().unwrap()]);
+    }
+    let registry = Killed(
+        command(dir)
+            .args(["registry", "--data-dir", "reg", "serve", "--regenerate-every", "1"])
+            .args(["--listen", &format!("127.0.0.1:{conf_port}"), "--admin-listen", &format!("127.0.0.1:{}", free_port())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", conf_port)).is_err() {
+        assert!(Instant::now() < deadline, "the registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Network { timestamping: ts_addr, hospital, pharmacy, _timestamping: timestamping, _registry: registry }
+}
+
+/// One exchange through the pharmacy's gateway about [`PERSON`]; the status, or `None` when the
+/// connection failed.
+pub fn exchange(client_port: u16, message_id: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", client_port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    let request = format!(
+        "GET /r1/{PATIENTS}/Patient/4711 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Road-Client: {DISPENSING}\r\nX-Road-Id: {message_id}\r\n\
+         X-Backbone-Data-Subject: {PERSON}\r\nX-Backbone-Purpose-Of-Use: TREAT\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    std::str::from_utf8(response.get(9..12)?).ok()?.parse().ok()
+}
+
+/// Waits until an exchange succeeds (the pharmacy's gateway may not have its first
+/// configuration yet).
+pub fn wait_for_exchange(client_port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    while exchange(client_port, &format!("warm-up-{attempt}")) != Some(200) {
+        attempt += 1;
+        assert!(Instant::now() < deadline, "no exchange succeeded within 10 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
