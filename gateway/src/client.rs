@@ -125,12 +125,12 @@ async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, 
 
     let method = request.method().as_str().to_owned();
     let end_to_end = descriptor_headers(request.headers());
-    let body = tokio::time::timeout(inner.config.timeout, read_limited(request.into_body(), inner.config.max_body))
+    let request_body = tokio::time::timeout(inner.config.timeout, read_limited(request.into_body(), inner.config.max_body))
         .await
         .map_err(|_| refuse(Fault::client(Code::Timeout, format!("the request body did not arrive within {:?}", inner.config.timeout), &message_id)))?
         .map_err(|too_large| refuse(body_fault(too_large, inner.config.max_body, &message_id)))?;
 
-    let descriptor = request_descriptor(&message_id, &headers, &target, method, health.as_ref(), &body, end_to_end);
+    let descriptor = request_descriptor(&message_id, &headers, &target, method, health.as_ref(), &request_body, end_to_end);
     let encoded = descriptor.encode().map_err(|e| refuse(Fault::client(Code::BadRequest, e.to_string(), &message_id)))?;
     let request_hash = descriptor.request_hash().map_err(|e| refuse(Fault::client(Code::BadRequest, e.to_string(), &message_id)))?;
     let signature = inner
@@ -141,7 +141,7 @@ async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, 
         .map_err(|e| refuse(Fault::client_proxy(Code::InternalError, format!("signing failed: {e}"), &message_id)))?;
     let signature_bytes = signature.to_bytes();
     let envelope =
-        wire::encode(&encoded, &signature_bytes, &body).map_err(|e| refuse(Fault::client_proxy(Code::InternalError, e.to_string(), &message_id)))?;
+        wire::encode(&encoded, &signature_bytes, &request_body).map_err(|e| refuse(Fault::client_proxy(Code::InternalError, e.to_string(), &message_id)))?;
 
     let mut outgoing = Request::builder()
         .method(Method::POST)
@@ -192,7 +192,7 @@ async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, 
             descriptor: encoded,
             signature: signature_bytes,
             signer_certificate: own_signing_certificate,
-            body: body.to_vec(),
+            body: request_body.to_vec(),
             logged_at_ms: now,
         },
         NewRecord {

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backbone_gateway::peers::Peers;
-use backbone_gateway::signed::{RequestDescriptor, sha512};
+use backbone_gateway::log::Kind;
+use backbone_gateway::signed::{RequestDescriptor, ResponseDescriptor, sha512};
 use backbone_gateway::wire;
 use common::{Backbone, DISPENSING, OTHER_PERSON, PATIENTS, PERSON, PING};
 use http_body_util::{BodyExt, Full};
@@ -88,6 +89,21 @@ async fn a_health_request_crosses_both_gateways_signed_checked_and_logged_on_bot
         let usage = agency.log.find_usage(PERSON, 0, 10).unwrap();
         assert_eq!(usage.len(), 2, "two health exchanges about this person");
         assert!(agency.log.find_usage(OTHER_PERSON, 0, 10).unwrap().is_empty());
+        // Each record keeps its own body: the one its signed descriptor digests.
+        let mut bodies = Vec::new();
+        for seq in 0..6 {
+            let logged = agency.log.record(seq).unwrap().unwrap();
+            let digest = match logged.record.kind {
+                Kind::Request => RequestDescriptor::decode(&logged.record.descriptor).unwrap().body_digest,
+                Kind::Response => ResponseDescriptor::decode(&logged.record.descriptor).unwrap().body_digest,
+            };
+            assert_eq!(digest, sha512(&logged.body), "record {seq} ({:?}) holds the body its descriptor signs", logged.record.kind);
+            bodies.push((logged.record.kind, logged.body));
+        }
+        assert!(
+            bodies.contains(&(Kind::Request, b"{\"resourceType\":\"Parameters\"}".to_vec())),
+            "the request body is logged as the client sent it"
+        );
     }
 }
 
