@@ -134,7 +134,7 @@ async fn exchange(inner: &Inner, certificate: &[u8], request: Request<Incoming>)
 
     let answered = match (meta, base) {
         (Some(meta), _) => answer_meta(inner, &conf, meta, &service, &client, &groups, &descriptor),
-        (None, Some(base)) => call_service(inner, base, &descriptor, envelope.body).await,
+        (None, Some(base)) => call_service(inner, base, &descriptor, bytes.slice_ref(envelope.body)).await,
         (None, None) => Err((Code::UnknownService, format!("service {service} is not served by this gateway"))),
     };
     let (status, headers, body) = answered.map_err(|(code, why)| refuse(code, why))?;
@@ -174,20 +174,20 @@ async fn exchange(inner: &Inner, certificate: &[u8], request: Request<Incoming>)
 }
 
 /// Calls the local service with the request as the information system sent it, plus the
-/// protocol headers a provider information system expects.
+/// protocol headers a provider information system expects. The body is passed on without a copy.
 async fn call_service(
     inner: &Inner,
     base: &str,
     descriptor: &RequestDescriptor,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<(u16, Vec<(String, String)>, Bytes), (Code, String)> {
     let mut url = format!("{base}{}", descriptor.path);
     if let Some(query) = &descriptor.query {
         url.push('?');
         url.push_str(query);
     }
-    let method = reqwest::Method::from_bytes(descriptor.method.as_bytes()).map_err(|_| (Code::BadRequest, "not an HTTP method".to_owned()))?;
-    let mut call = inner.http.request(method, &url).body(body.to_vec());
+    let method = Method::from_bytes(descriptor.method.as_bytes()).map_err(|_| (Code::BadRequest, "not an HTTP method".to_owned()))?;
+    let mut call = Request::builder().method(method).uri(url.as_str());
     for (name, value) in &descriptor.headers {
         call = call.header(name.as_str(), value.as_str());
     }
@@ -205,23 +205,23 @@ async fn call_service(
             call = call.header(name, value);
         }
     }
-    let response = call.send().await.map_err(|e| {
-        if e.is_timeout() {
-            (Code::Timeout, format!("the service did not answer within {:?}", inner.config.timeout))
-        } else {
-            (Code::ServiceFailed, format!("the service could not be called: {e}"))
-        }
-    })?;
-    let status = response.status().as_u16();
-    let headers = crate::client::descriptor_headers(response.headers());
-    let body = read_limited(reqwest::Body::from(response), inner.config.max_body).await.map_err(|too_large| {
-        if too_large {
-            (Code::ServiceFailed, format!("the service's response is over the limit of {} bytes", inner.config.max_body))
-        } else {
-            (Code::ServiceFailed, "the service's response could not be read".to_owned())
-        }
-    })?;
-    Ok((status, headers, body))
+    let call = call.body(Full::new(body)).map_err(|e| (Code::ServiceFailed, format!("the service could not be called: {e}")))?;
+    let timeout = inner.config.timeout;
+    let answered = tokio::time::timeout(timeout, async {
+        let response = inner.http.request(call).await.map_err(|e| (Code::ServiceFailed, format!("the service could not be called: {e}")))?;
+        let status = response.status().as_u16();
+        let headers = crate::client::descriptor_headers(response.headers());
+        let body = read_limited(response.into_body(), inner.config.max_body).await.map_err(|too_large| {
+            if too_large {
+                (Code::ServiceFailed, format!("the service's response is over the limit of {} bytes", inner.config.max_body))
+            } else {
+                (Code::ServiceFailed, "the service's response could not be read".to_owned())
+            }
+        })?;
+        Ok((status, headers, body))
+    })
+    .await;
+    answered.map_err(|_| (Code::Timeout, format!("the service did not answer within {timeout:?}")))?
 }
 
 /// Answers a metaservice: status, headers, body.

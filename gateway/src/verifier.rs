@@ -11,8 +11,8 @@
 //! the clock on every use, and which certificates count is decided by the configuration current
 //! at the call, so a revoked certificate stops verifying with the next configuration.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use backbone_hsm::PublicKey;
@@ -30,7 +30,7 @@ const MAX_ROOTS: usize = 16_384;
 #[derive(Debug, Default)]
 pub struct Verifier {
     certificates: Mutex<HashMap<[u8; 32], Option<CertificateKey>>>,
-    roots: Mutex<HashSet<[u8; 32]>>,
+    roots: Mutex<HashMap<[u8; 32], Arc<OnceLock<bool>>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -93,19 +93,29 @@ impl Verifier {
         hasher.update(to_be_signed(signature.tree_size(), signature.root()));
         hasher.update(signature.signature());
         let id: [u8; 32] = hasher.finalize().into();
-        if self.roots.lock().is_ok_and(|roots| roots.contains(&id)) {
-            return true;
-        }
-        if signature.verify_root(key).is_err() {
-            return false;
-        }
-        if let Ok(mut roots) = self.roots.lock() {
-            if roots.len() >= MAX_ROOTS {
-                roots.clear();
+        // The messages of one batch arrive together, so several tasks may ask for the same root
+        // at once: they share one verification (the first computes it, the others wait for it).
+        let Ok(mut roots) = self.roots.lock() else { return signature.verify_root(key).is_ok() };
+        let cell = match roots.get(&id) {
+            Some(cell) => Arc::clone(cell),
+            None => {
+                if roots.len() >= MAX_ROOTS {
+                    roots.clear();
+                }
+                let cell = Arc::new(OnceLock::new());
+                roots.insert(id, Arc::clone(&cell));
+                cell
             }
-            roots.insert(id);
+        };
+        drop(roots);
+        let verified = *cell.get_or_init(|| signature.verify_root(key).is_ok());
+        if !verified {
+            // Only verified roots are remembered: a forgery cannot fill the memory for long.
+            if let Ok(mut roots) = self.roots.lock() {
+                roots.remove(&id);
+            }
         }
-        true
+        verified
     }
 }
 

@@ -78,6 +78,10 @@ pub struct BatchConfig {
     pub max_batch: usize,
     /// How long a worker that has a request waits for more before it signs; zero signs at once.
     pub max_linger: Duration,
+    /// Linger only under load: when the worker's previous batch held more than one request. A
+    /// lone caller at low load is then never delayed, while under load batches grow, and with
+    /// them the messages per token signature (and per verification at the other end).
+    pub linger_under_load: bool,
     /// Worker threads, each making one token signature at a time; at least 1.
     pub workers: usize,
 }
@@ -103,7 +107,7 @@ struct Shared {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_batch: DEFAULT_MAX_BATCH, max_linger: DEFAULT_MAX_LINGER, workers: DEFAULT_WORKERS }
+        BatchConfig { max_batch: DEFAULT_MAX_BATCH, max_linger: DEFAULT_MAX_LINGER, linger_under_load: false, workers: DEFAULT_WORKERS }
     }
 }
 
@@ -203,6 +207,7 @@ impl BatchSigner {
                 jobs: Arc::clone(&receiver),
                 max_batch: config.max_batch,
                 max_linger: config.max_linger,
+                linger_under_load: config.linger_under_load,
                 batch_size: metrics.map(|m| m.batch_size.with_label_values(&[label.as_str()])),
                 rng: SystemRandom::new(),
             };

@@ -138,7 +138,7 @@ async fn many_concurrent_callers_share_few_roots() {
 #[tokio::test]
 async fn linger_gathers_one_batch() {
     let (_dir, signer) = signer(KeyType::EcP256);
-    let config = BatchConfig { max_batch: 10, max_linger: Duration::from_millis(200), workers: 1 };
+    let config = BatchConfig { max_batch: 10, max_linger: Duration::from_millis(200), workers: 1, ..BatchConfig::default() };
     let batch = BatchSigner::new(signer, config).unwrap();
     let tasks: Vec<_> = (0..10u8)
         .map(|i| {
@@ -155,10 +155,38 @@ async fn linger_gathers_one_batch() {
     assert_eq!(roots.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lingering_under_load_only_never_delays_a_lone_caller() {
+    let (_dir, signer) = signer(KeyType::EcP256);
+    let config = BatchConfig { max_batch: 32, max_linger: Duration::from_secs(1), linger_under_load: true, workers: 1 };
+    let batch = BatchSigner::new(signer, config).unwrap();
+    // Alone: signed at once, not after the linger.
+    for i in 0..3u8 {
+        let started = std::time::Instant::now();
+        let proof = batch.sign(&[i]).await.unwrap();
+        assert_eq!(proof.tree_size(), 1);
+        assert!(started.elapsed() < Duration::from_millis(700), "a lone caller waited {:?}", started.elapsed());
+    }
+    // In company: once a batch held more than one request, the worker lingers and the batches grow.
+    let mut largest = 0;
+    for round in 0..5u8 {
+        let tasks: Vec<_> = (0..32u8)
+            .map(|i| {
+                let batch = batch.clone();
+                tokio::spawn(async move { batch.sign(&[round, i]).await.unwrap().tree_size() })
+            })
+            .collect();
+        for task in tasks {
+            largest = largest.max(task.await.unwrap());
+        }
+    }
+    assert!(largest >= 16, "batches under load stayed at {largest}");
+}
+
 #[tokio::test]
 async fn every_tampering_is_refused() {
     let (_dir, signer) = signer(KeyType::EcP256);
-    let config = BatchConfig { max_batch: 13, max_linger: Duration::from_millis(200), workers: 1 };
+    let config = BatchConfig { max_batch: 13, max_linger: Duration::from_millis(200), workers: 1, ..BatchConfig::default() };
     let batch = BatchSigner::new(signer.clone(), config).unwrap();
     let tasks: Vec<_> = (0..13u8)
         .map(|i| {

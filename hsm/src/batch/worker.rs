@@ -52,6 +52,7 @@ pub(super) struct Worker {
     pub(super) jobs: Arc<Mutex<Receiver<Job>>>,
     pub(super) max_batch: usize,
     pub(super) max_linger: Duration,
+    pub(super) linger_under_load: bool,
     pub(super) batch_size: Option<Histogram>,
     pub(super) rng: SystemRandom,
 }
@@ -62,8 +63,12 @@ impl Worker {
     /// Signs batches until told to stop or until every [`BatchSigner`](super::BatchSigner) handle
     /// is gone and the queue is empty.
     pub(super) fn run(self) {
+        let mut busy = !self.linger_under_load;
         loop {
-            let (batch, last) = self.gather();
+            let (batch, last) = self.gather(busy);
+            // With `linger_under_load`, lingering waits only when requests come in company: after
+            // a batch of one (low load) the next request is signed at once.
+            busy = !self.linger_under_load || batch.len() > 1;
             if !batch.is_empty() {
                 self.sign(batch);
             }
@@ -75,8 +80,9 @@ impl Worker {
     }
 
     /// Waits for a request, then takes the requests queued behind it: up to `max_batch`, waiting
-    /// up to `max_linger` for more. The flag is true when the worker must exit after this batch.
-    fn gather(&self) -> (Vec<Request>, bool) {
+    /// up to `max_linger` for more when `busy`.
+    /// The flag is true when the worker must exit after this batch.
+    fn gather(&self, busy: bool) -> (Vec<Request>, bool) {
         // A worker that panicked cannot have left the receiver half-changed.
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = Vec::new();
@@ -84,9 +90,10 @@ impl Worker {
             Ok(Job::Sign(request)) => batch.push(request),
             Ok(Job::Stop) | Err(_) => return (batch, true),
         }
-        let deadline = Instant::now() + self.max_linger;
+        let linger = if busy { self.max_linger } else { Duration::ZERO };
+        let deadline = Instant::now() + linger;
         while batch.len() < self.max_batch {
-            let job = if self.max_linger.is_zero() {
+            let job = if linger.is_zero() {
                 jobs.try_recv().map_err(|e| e == TryRecvError::Disconnected)
             } else {
                 let left = deadline.saturating_duration_since(Instant::now());

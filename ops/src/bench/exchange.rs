@@ -149,6 +149,11 @@ struct Phases {
     timings: Vec<timings::Timing>,
     /// CPU time per kind of thread over the same phase.
     threads: Vec<timings::ThreadTime>,
+    /// Microseconds of CPU (every thread of the process: load generator, proxies, echo) per
+    /// exchange of phase (b): a figure that other load on the machine does not move much.
+    chain_cpu_us: f64,
+    /// The same for phase (c): load generator, both gateways, logs, signers, stamping, echo.
+    gateways_cpu_us: f64,
 }
 
 async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Server, backbone: &Backbone) -> Result<Phases, Error> {
@@ -169,13 +174,17 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     let mut gateway_exchanges = 0;
 
     let direct_max = phase("direct", &direct, warm_up, closed).await?;
-    let chain_max = phase("proxy chain", &chain, warm_up, closed).await?;
     let registries = [("pharmacy", &backbone.pharmacy.metrics), ("hospital", &backbone.hospital.metrics)];
+    warm("proxy chain", &chain, warm_up).await?;
+    let chain_before = timings::Snapshot::take(&[]);
+    let chain_max = load::drive(&chain, closed).await;
+    let chain_cpu_us = chain_before.cpu_seconds(&timings::Snapshot::take(&[])) * 1e6 / (chain_max.ok.max(1) as f64);
     gateway_exchanges += warm("gateways", &gateways, warm_up).await?;
     let before = timings::Snapshot::take(&registries);
     let gateways_max = load::drive(&gateways, closed).await;
     let after = timings::Snapshot::take(&registries);
     gateway_exchanges += gateways_max.ok;
+    let gateways_cpu_us = before.cpu_seconds(&after) * 1e6 / (gateways_max.ok.max(1) as f64);
 
     let half_rate = gateways_max.rate() / 2.0;
     let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
@@ -192,6 +201,8 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         gateway_exchanges,
         timings: before.timings(&after),
         threads: before.threads(&after),
+        chain_cpu_us,
+        gateways_cpu_us,
     })
 }
 
@@ -310,6 +321,8 @@ struct Report {
     logs: Vec<LogCheck>,
     gateway_timings: Vec<timings::Timing>,
     gateway_threads: Vec<timings::ThreadTime>,
+    chain_cpu_us: f64,
+    gateways_cpu_us: f64,
     rate_target_met: bool,
     share_target_met: bool,
     latency_target_met: bool,
@@ -365,6 +378,8 @@ impl Report {
             logs,
             gateway_timings: phases.timings,
             gateway_threads: phases.threads,
+            chain_cpu_us: phases.chain_cpu_us,
+            gateways_cpu_us: phases.gateways_cpu_us,
         }
     }
 
@@ -431,6 +446,10 @@ impl Report {
             }
         }
         out.push('\n');
+        out.push_str(&format!(
+            "  CPU per exchange, whole process (load generator and echo included): (b) {:.0} us, (c) {:.0} us\n",
+            self.chain_cpu_us, self.gateways_cpu_us
+        ));
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         out.push_str(&format!(
             "targets: >= {TARGET_RATE:.0} exchanges/s {}; >= {:.0} % of the proxy chain {}; p99 added <= {TARGET_ADDED_P99_MS:.0} ms at half rate {}\n",

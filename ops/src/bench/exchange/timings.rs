@@ -100,6 +100,13 @@ impl Snapshot {
         out
     }
 
+    /// CPU seconds all of the process's threads used between `self` and `later` (threads that
+    /// ended in between are not counted).
+    pub fn cpu_seconds(&self, later: &Snapshot) -> f64 {
+        let ticks: u64 = later.threads.iter().map(|(thread, ticks)| ticks.saturating_sub(self.threads.get(thread).copied().unwrap_or(0))).sum();
+        ticks as f64 / USER_HZ
+    }
+
     /// CPU time per kind of thread between `self` and `later`, busiest first.
     pub fn threads(&self, later: &Snapshot) -> Vec<ThreadTime> {
         let elapsed = later.at.duration_since(self.at).as_secs_f64().max(f64::EPSILON);
