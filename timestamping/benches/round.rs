@@ -5,6 +5,10 @@
 //! and level, one block; then n − 1 inner nodes over two imprints and a level, two blocks, as
 //! a 64-byte input is), so hashing alone caps a round at about 2/3 of the raw rate.
 //!
+//! `{n}-leaves` is a round as the service runs it, sized from the round before (it reserves
+//! room for that many requests and their tree, so it never reallocates as it fills);
+//! `{n}-leaves-unsized` starts empty and grows, as the service's first round does.
+//!
 //! `round/chains` reads every request's aggregation chain out of a closed round, the work the
 //! service spreads over the answering tasks (one chain per answer).
 //!
@@ -47,7 +51,23 @@ fn bench(c: &mut Criterion) {
         group.warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(if n > 10_000 { 10 } else { 3 }));
         group.sample_size(10);
+        // As the service runs: each round reserves room for as many requests as the round
+        // before had, and fills it.
         group.bench_function(format!("{n}-leaves"), |b| {
+            b.iter_batched(
+                || batch.clone(),
+                |requests| {
+                    let mut round = Round::with_capacity(Limits::default(), requests.len());
+                    for request in requests {
+                        round.push(request, AT).unwrap();
+                    }
+                    black_box(round.close(AT).unwrap())
+                },
+                BatchSize::LargeInput,
+            );
+        });
+        // A round that starts empty and grows its arrays as it fills (the first round).
+        group.bench_function(format!("{n}-leaves-unsized"), |b| {
             b.iter_batched(
                 || batch.clone(),
                 |requests| {

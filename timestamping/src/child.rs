@@ -229,7 +229,8 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                 if round.is_empty() {
                     continue;
                 }
-                let closing = std::mem::replace(&mut round, Round::new(shared.config.limits));
+                let next = Round::with_capacity(shared.config.limits, round.len());
+                let closing = std::mem::replace(&mut round, next);
                 let replies = std::mem::take(&mut waiting);
                 let worker = Arc::clone(&shared);
                 // The parent answers after its own round: meanwhile this one keeps filling.

@@ -15,10 +15,13 @@
 //!         x1 at the client's level L1 (first link: level correction L1, metadata sibling)
 //! ```
 //!
-//! Only the tree's hashes are computed during the round: each request's leaf hash as it is
-//! accepted, the inner nodes when the round closes, into one flat array of 32-byte digests and
-//! one of levels per layer; no per-leaf allocation, no TLV. Each client's metadata is encoded
-//! once per round.
+//! Only the tree's hashes are computed during the round, and most of them while it fills: each
+//! request's leaf hash as it is accepted, and with it every inner node whose two children are
+//! then complete (the left subtrees), while those children are still in the cache; closing the
+//! round only finishes the right edge, at most one node per layer. The tree is one flat array of
+//! 32-byte digests and one of levels per layer; no per-leaf allocation, no TLV. Each client's
+//! metadata is encoded once per round, and which client sent a request is kept per run of
+//! requests from the same client, not per request.
 //! [`ClosedRound::chain`] builds one request's chain (a few dozen small allocations) when that
 //! request is answered, on the answering task, so that the chains of a large round are built in
 //! parallel and never all at once.
@@ -71,14 +74,16 @@ pub struct Limits {
     pub max_requests: usize,
 }
 
-/// The requests of an open round, each one's leaf hash already computed.
+/// The requests of an open round, each one's leaf hash and the complete left subtrees already
+/// computed.
 #[derive(Debug)]
 pub struct Round {
     limits: Limits,
-    leaves: Vec<Leaf>,
+    leaves: Leaves,
     clients: Clients,
-    /// The tree's bottom layer, one node per request, hashed as each request is accepted.
-    bottom: Layer,
+    /// The tree so far: layer 0 holds one node per request; every complete pair of nodes of a
+    /// layer already has its parent in the layer above (so layer j + 1 holds ⌊len(j) / 2⌋).
+    layers: Vec<Layer>,
     /// The leaf hash's input, reused for every request.
     scratch: Vec<u8>,
 }
@@ -89,7 +94,7 @@ pub struct ClosedRound {
     /// The round time: the calendar second its root becomes the leaf of (for a child
     /// aggregator, its own clock's second; the parent's time replaces it in the signatures).
     pub time: u64,
-    leaves: Vec<Leaf>,
+    leaves: Leaves,
     clients: Vec<Metadata>,
     /// Layer 0 holds one node per request, the last layer the root; empty without requests.
     layers: Vec<Layer>,
@@ -116,21 +121,24 @@ impl Default for Limits {
     }
 }
 
-/// One accepted request: its hash and level, and which of the round's clients sent it.
-#[derive(Debug)]
-struct Leaf {
-    hash: Imprint,
-    level: u8,
-    client: u32,
+/// The accepted requests: each one's hash, and which of the round's clients sent it. A
+/// request's level is its leaf's level in the tree, less one.
+#[derive(Debug, Default)]
+struct Leaves {
+    hashes: Vec<Imprint>,
+    /// `(first request, client)` for each run of consecutive requests from one client (a PDU's
+    /// requests come together), in order.
+    runs: Vec<(usize, u32)>,
 }
 
 /// The distinct client ids of a round, each with its metadata encoded once.
 #[derive(Debug, Default)]
 struct Clients {
     metadata: Vec<Metadata>,
+    ids: Vec<KsiString>,
     index: HashMap<KsiString, u32>,
     /// The last client interned: most requests in a row come from the same one.
-    last: Option<(KsiString, u32)>,
+    last: Option<u32>,
 }
 
 /// One layer of the tree: the SHA-256 digests of its nodes and their levels.
@@ -145,17 +153,28 @@ struct Layer {
 impl Round {
     /// An empty round.
     pub fn new(limits: Limits) -> Self {
-        Round { limits, leaves: Vec::new(), clients: Clients::default(), bottom: Layer::default(), scratch: Vec::new() }
+        Round { limits, leaves: Leaves::default(), clients: Clients::default(), layers: Vec::new(), scratch: Vec::new() }
+    }
+
+    /// An empty round with room for `requests` requests and their tree, so that it does not
+    /// reallocate and copy its arrays as it fills: the service sizes each round from the one
+    /// before (at most `limits.max_requests`).
+    pub fn with_capacity(limits: Limits, requests: usize) -> Self {
+        let requests = requests.min(limits.max_requests);
+        let depth = usize::BITS - requests.leading_zeros();
+        let layers = (0..depth).map(|d| Layer::with_capacity((requests >> d).max(1))).collect();
+        let leaves = Leaves { hashes: Vec::with_capacity(requests), runs: Vec::new() };
+        Round { limits, leaves, clients: Clients::default(), layers, scratch: Vec::new() }
     }
 
     /// Requests accepted so far.
     pub fn len(&self) -> usize {
-        self.leaves.len()
+        self.leaves.hashes.len()
     }
 
     /// Whether no request was accepted.
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.leaves.hashes.is_empty()
     }
 
     /// Checks a request without accepting it; `at` is the current time, for the hash
@@ -178,8 +197,8 @@ impl Round {
         Ok(())
     }
 
-    /// Accepts a request, computes its leaf hash `H(hash || metadata || level + 1)`, and
-    /// returns its position in the round.
+    /// Accepts a request, computes its leaf hash `H(hash || metadata || level + 1)` and the
+    /// inner nodes it completes, and returns its position in the round.
     ///
     /// # Errors
     ///
@@ -187,13 +206,17 @@ impl Round {
     /// client id too long to encode as metadata.
     pub fn push(&mut self, request: Request, at: u64) -> Result<usize, Error> {
         Round::check(&self.limits, &request, at)?;
-        if self.leaves.len() >= self.limits.max_requests {
-            return Err(Error::Pushback { round: at, pending: self.leaves.len() });
+        let index = self.len();
+        if index >= self.limits.max_requests {
+            return Err(Error::Pushback { round: at, pending: index });
         }
-        let level = request.level.checked_add(1).ok_or(Error::Unreachable("input level 255 passed the check"))?;
+        let Some(level) = request.level.checked_add(1) else {
+            return Err(Error::Unreachable("input level 255 passed the check"));
+        };
         let client = self.clients.intern(request.client_id)?;
-        let metadata = usize::try_from(client).ok().and_then(|c| self.clients.metadata.get(c));
-        let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
+        let Some(metadata) = usize::try_from(client).ok().and_then(|c| self.clients.metadata.get(c)) else {
+            return Err(Error::Unreachable("request without its client's metadata"));
+        };
         let digest = match one_block(request.hash.as_bytes(), metadata.raw(), level) {
             Some(digest) => digest,
             None => {
@@ -204,30 +227,62 @@ impl Round {
                 sha256(&mut self.scratch)
             }
         };
-        self.bottom.hashes.push(digest);
-        self.bottom.levels.push(level);
-        self.leaves.push(Leaf { hash: request.hash, level: request.level, client });
-        Ok(self.leaves.len() - 1)
+        if self.leaves.runs.last().is_none_or(|(_, last)| *last != client) {
+            self.leaves.runs.push((index, client));
+        }
+        self.leaves.hashes.push(request.hash);
+        self.grow(digest, level)?;
+        Ok(index)
     }
 
-    /// Closes the round as second `time` and builds the rest of its tree: n − 1 SHA-256
-    /// computations over the leaf hashes computed as the requests came, and nothing else.
+    /// Closes the round as second `time` and finishes its tree: the right edge, where a layer's
+    /// odd last node is carried up or completes a pair, at most one SHA-256 computation per
+    /// layer; the rest was hashed as the requests came.
     ///
     /// # Errors
     ///
     /// [`Error::Unreachable`] if a level passes 255 (the limits keep it far below).
     pub fn close(self, time: u64) -> Result<ClosedRound, Error> {
-        let Round { leaves, clients, bottom, .. } = self;
-        let clients = clients.metadata;
-        if leaves.is_empty() {
-            return Ok(ClosedRound { time, leaves, clients, layers: Vec::new() });
+        let Round { leaves, clients, mut layers, .. } = self;
+        let mut depth = 0;
+        while let Some(n) = layers.get(depth).map(|l| l.hashes.len()).filter(|n| *n > 1) {
+            if layers.len() == depth + 1 {
+                layers.push(Layer::default());
+            }
+            let (below, above) = layers.split_at_mut(depth + 1);
+            let (Some(below), Some(above)) = (below.last(), above.first_mut()) else {
+                return Err(Error::Unreachable("round layer without the layer above"));
+            };
+            if above.hashes.len() < n.div_ceil(2) {
+                let (digest, level) = below.last_parent()?;
+                above.hashes.push(digest);
+                above.levels.push(level);
+            }
+            depth += 1;
         }
-        let mut layers = vec![bottom];
-        while let Some(top) = layers.last().filter(|l| l.hashes.len() > 1) {
-            let next = top.parents()?;
-            layers.push(next);
+        // Layers reserved above the root stay empty: the root's layer is the last one.
+        let root = layers.get(depth).is_some_and(|l| !l.hashes.is_empty());
+        layers.truncate(if root { depth + 1 } else { 0 });
+        Ok(ClosedRound { time, leaves, clients: clients.metadata, layers })
+    }
+
+    /// Adds a leaf to the bottom layer, and the parent of every pair it completes, up the tree.
+    fn grow(&mut self, mut digest: [u8; 32], mut level: u8) -> Result<(), Error> {
+        for depth in 0..u8::MAX as usize {
+            if self.layers.len() == depth {
+                self.layers.push(Layer::default());
+            }
+            let Some(layer) = self.layers.get_mut(depth) else {
+                return Err(Error::Unreachable("round layer missing"));
+            };
+            layer.hashes.push(digest);
+            layer.levels.push(level);
+            if layer.hashes.len() % 2 == 1 {
+                return Ok(());
+            }
+            (digest, level) = layer.last_parent()?;
         }
-        Ok(ClosedRound { time, leaves, clients, layers })
+        Err(Error::Unreachable("round tree deeper than 255 layers"))
     }
 }
 
@@ -236,48 +291,71 @@ impl Round {
 impl Clients {
     /// The index of `client_id`'s metadata, encoding it on its first request in the round.
     fn intern(&mut self, client_id: KsiString) -> Result<u32, Error> {
-        if let Some((last, index)) = &self.last
-            && *last == client_id
+        if let Some(last) = self.last
+            && usize::try_from(last).ok().and_then(|l| self.ids.get(l)).is_some_and(|id| same(&id.0, &client_id.0))
         {
-            return Ok(*index);
+            return Ok(last);
         }
         let index = match self.index.get(&client_id) {
             Some(index) => *index,
             None => {
-                let index = u32::try_from(self.metadata.len()).map_err(|_| Error::Unreachable("more than 2^32 clients in a round"))?;
+                let Ok(index) = u32::try_from(self.metadata.len()) else {
+                    return Err(Error::Unreachable("more than 2^32 clients in a round"));
+                };
                 self.metadata.push(Metadata::new(client_id.clone(), None, None, None)?);
-                self.index.insert(client_id.clone(), index);
+                self.ids.push(client_id.clone());
+                self.index.insert(client_id, index);
                 index
             }
         };
-        self.last = Some((client_id, index));
+        self.last = Some(index);
         Ok(index)
+    }
+}
+
+/// Whether two short byte strings are equal, compared inline (a client id is a few bytes; a
+/// call to `memcmp` per request cost more than the comparison).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
+}
+
+// === impl Leaves ===
+
+impl Leaves {
+    /// Request `index`'s hash and the index of the client that sent it.
+    fn get(&self, index: usize) -> Option<(&Imprint, u32)> {
+        let hash = self.hashes.get(index)?;
+        let run = self.runs.partition_point(|(first, _)| *first <= index).checked_sub(1)?;
+        let (_, client) = self.runs.get(run)?;
+        Some((hash, *client))
     }
 }
 
 // === impl Layer ===
 
 impl Layer {
-    /// The layer above: adjacent nodes paired as `H(left || right || level)`, an odd last node
-    /// carried up unchanged.
-    fn parents(&self) -> Result<Layer, Error> {
-        let n = self.hashes.len().div_ceil(2);
-        let mut above = Layer { hashes: Vec::with_capacity(n), levels: Vec::with_capacity(n) };
-        for (pair, levels) in self.hashes.chunks(2).zip(self.levels.chunks(2)) {
-            match (pair, levels) {
-                ([left, right], [left_level, right_level]) => {
-                    let level = (*left_level).max(*right_level).checked_add(1).ok_or(Error::Unreachable("round level above 255"))?;
-                    above.hashes.push(node(left, right, level));
-                    above.levels.push(level);
-                }
-                ([carried], [level]) => {
-                    above.hashes.push(*carried);
-                    above.levels.push(*level);
-                }
-                _ => return Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
-            }
+    fn with_capacity(nodes: usize) -> Self {
+        Layer { hashes: Vec::with_capacity(nodes), levels: Vec::with_capacity(nodes) }
+    }
+
+    /// The parent of this layer's last node: `H(left || right || level)` over the last pair when
+    /// the layer has an even number of nodes, the last node carried up unchanged when odd.
+    fn last_parent(&self) -> Result<([u8; 32], u8), Error> {
+        if self.hashes.len() % 2 == 1 {
+            return match (self.hashes.last(), self.levels.last()) {
+                (Some(carried), Some(level)) => Ok((*carried, *level)),
+                _ => Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
+            };
         }
-        Ok(above)
+        match (self.hashes.as_slice(), self.levels.as_slice()) {
+            ([.., left, right], [.., left_level, right_level]) => {
+                let Some(level) = (*left_level).max(*right_level).checked_add(1) else {
+                    return Err(Error::Unreachable("round level above 255"));
+                };
+                Ok((node(left, right, level), level))
+            }
+            _ => Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
+        }
     }
 }
 
@@ -286,12 +364,12 @@ impl Layer {
 impl ClosedRound {
     /// Requests in the round.
     pub fn len(&self) -> usize {
-        self.leaves.len()
+        self.leaves.hashes.len()
     }
 
     /// Whether the round had no request.
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.leaves.hashes.is_empty()
     }
 
     /// The round root; `None` for a round without requests.
@@ -312,13 +390,11 @@ impl ClosedRound {
     ///
     /// [`Error::Unreachable`] for an index past the round.
     pub fn chain(&self, index: usize) -> Result<AggregationChain, Error> {
-        let leaf = self.leaves.get(index).ok_or(Error::Unreachable("chain asked for a request not in the round"))?;
-        let metadata = usize::try_from(leaf.client).ok().and_then(|c| self.clients.get(c));
-        let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
+        let (hash, level, metadata) = self.leaf(index)?;
         let mut links = Vec::with_capacity(self.layers.len());
         links.push(AggregationLink {
             side: Side::Left,
-            level_correction: u64::from(leaf.level),
+            level_correction: u64::from(level),
             sibling: Sibling::Metadata(metadata.clone()),
             unknown: Vec::new(),
         });
@@ -327,10 +403,10 @@ impl ClosedRound {
             let [below, above] = pair else { return Err(Error::Unreachable("layer window")) };
             let sibling = below.hashes.get(position ^ 1);
             if let Some(sibling) = sibling {
-                let level = below.levels.get(position).ok_or(Error::Unreachable("node without a level"))?;
-                let parent = above.levels.get(position / 2).ok_or(Error::Unreachable("node without a parent"))?;
+                let level = below.levels.get(position).ok_or_else(|| Error::Unreachable("node without a level"))?;
+                let parent = above.levels.get(position / 2).ok_or_else(|| Error::Unreachable("node without a parent"))?;
                 let correction = parent.checked_sub(*level).and_then(|d| d.checked_sub(1));
-                let correction = correction.ok_or(Error::Unreachable("parent level not above its child's"))?;
+                let correction = correction.ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
                 links.push(AggregationLink {
                     side: if position % 2 == 0 { Side::Left } else { Side::Right },
                     level_correction: u64::from(correction),
@@ -344,12 +420,12 @@ impl ClosedRound {
             aggregation_time: self.time,
             chain_index: Vec::new(),
             input_data: None,
-            input_hash: leaf.hash.clone(),
+            input_hash: hash.clone(),
             algorithm: ALGORITHM,
             links,
             unknown: Vec::new(),
         };
-        let shape = chain::aggregation_shape(&chain).ok_or(Error::Unreachable("round tree deeper than 63 links"))?;
+        let shape = chain::aggregation_shape(&chain).ok_or_else(|| Error::Unreachable("round tree deeper than 63 links"))?;
         chain.chain_index = vec![shape];
         Ok(chain)
     }
@@ -372,9 +448,7 @@ impl ClosedRound {
     ///
     /// As [`ClosedRound::chain`].
     pub fn encode_chain(&self, index: usize, time: u64, prefix: &[u64], out: &mut Encoder) -> Result<(), Error> {
-        let leaf = self.leaves.get(index).ok_or(Error::Unreachable("chain asked for a request not in the round"))?;
-        let metadata = usize::try_from(leaf.client).ok().and_then(|c| self.clients.get(c));
-        let metadata = metadata.ok_or(Error::Unreachable("request without its client's metadata"))?;
+        let (hash, level, metadata) = self.leaf(index)?;
         let links = self.links(index)?;
         // The chain index bit of each link, the first (metadata, on the left) lowest.
         if links.len() + 1 > 63 {
@@ -385,11 +459,11 @@ impl ClosedRound {
         out.nested(TAG_AGGREGATION_CHAIN, Flags::NONE, |e| {
             e.u64(TAG_TIME, time)?;
             prefix.iter().chain([&shape]).try_for_each(|i| e.u64(TAG_INDEX, *i))?;
-            e.imprint(TAG_INPUT_HASH, &leaf.hash)?;
+            e.imprint(TAG_INPUT_HASH, hash)?;
             e.u64(TAG_ALGORITHM, u64::from(ALGORITHM.id()))?;
             e.nested(Side::Left.tag(), Flags::NONE, |e| {
-                if leaf.level != 0 {
-                    e.u64(TAG_LEVEL_CORRECTION, u64::from(leaf.level))?;
+                if level != 0 {
+                    e.u64(TAG_LEVEL_CORRECTION, u64::from(level))?;
                 }
                 e.element(TAG_METADATA, Flags::NONE, metadata.raw())
             })?;
@@ -409,6 +483,19 @@ impl ClosedRound {
         Ok(())
     }
 
+    /// Request `index`'s hash, its level (its leaf's, less one) and its client's metadata.
+    fn leaf(&self, index: usize) -> Result<(&Imprint, u8, &Metadata), Error> {
+        let Some((hash, client)) = self.leaves.get(index) else {
+            return Err(Error::Unreachable("chain asked for a request not in the round"));
+        };
+        let level = self.layers.first().and_then(|l| l.levels.get(index)).and_then(|l| l.checked_sub(1));
+        let metadata = usize::try_from(client).ok().and_then(|c| self.clients.get(c));
+        match (level, metadata) {
+            (Some(level), Some(metadata)) => Ok((hash, level, metadata)),
+            _ => Err(Error::Unreachable("request without its leaf or its client's metadata")),
+        }
+    }
+
     /// The links of request `index`'s chain above its leaf: side, level correction, sibling.
     fn links(&self, index: usize) -> Result<Vec<(Side, u8, &[u8; 32])>, Error> {
         let mut links = Vec::with_capacity(self.layers.len());
@@ -416,10 +503,10 @@ impl ClosedRound {
         for pair in self.layers.windows(2) {
             let [below, above] = pair else { return Err(Error::Unreachable("layer window")) };
             if let Some(sibling) = below.hashes.get(position ^ 1) {
-                let level = below.levels.get(position).ok_or(Error::Unreachable("node without a level"))?;
-                let parent = above.levels.get(position / 2).ok_or(Error::Unreachable("node without a parent"))?;
+                let level = below.levels.get(position).ok_or_else(|| Error::Unreachable("node without a level"))?;
+                let parent = above.levels.get(position / 2).ok_or_else(|| Error::Unreachable("node without a parent"))?;
                 let correction = parent.checked_sub(*level).and_then(|d| d.checked_sub(1));
-                let correction = correction.ok_or(Error::Unreachable("parent level not above its child's"))?;
+                let correction = correction.ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
                 links.push((if position % 2 == 0 { Side::Left } else { Side::Right }, correction, sibling));
             }
             position /= 2;
@@ -474,7 +561,7 @@ impl SignedRound {
     ///
     /// As [`SignedRound::signature`].
     pub fn encode_signature(&self, index: usize, out: &mut Encoder) -> Result<(), Error> {
-        let shared = self.shared.as_deref().ok_or(Error::Unreachable("the round's calendar chain and record did not encode"))?;
+        let shared = self.shared.as_deref().ok_or_else(|| Error::Unreachable("the round's calendar chain and record did not encode"))?;
         let prefix = self.above.first().map(|c| c.chain_index.as_slice()).unwrap_or_default();
         // A signature lists its chains longest chain index first (a stable sort). The own chain
         // extends the lowest chain above, so the order is already that one unless a parent
@@ -654,6 +741,60 @@ mod tests {
         }
     }
 
+    /// The tree as the round built it before it was hashed while filling: every layer from the
+    /// one below once all leaves were in, pairs hashed, an odd last node carried up.
+    fn layered(bottom: Layer) -> Vec<Layer> {
+        let mut layers = vec![bottom];
+        while let Some(top) = layers.last().filter(|l| l.hashes.len() > 1) {
+            let mut above = Layer::default();
+            for (pair, levels) in top.hashes.chunks(2).zip(top.levels.chunks(2)) {
+                match (pair, levels) {
+                    ([left, right], [l, r]) => {
+                        let level = l.max(r) + 1;
+                        let digest = ALGORITHM.hash(&[&[1], left, &[1], right, &[level]]).unwrap();
+                        above.hashes.push(digest.digest().try_into().unwrap());
+                        above.levels.push(level);
+                    }
+                    ([carried], [level]) => {
+                        above.hashes.push(*carried);
+                        above.levels.push(*level);
+                    }
+                    _ => unreachable!(),
+                }
+            }
+            layers.push(above);
+        }
+        layers
+    }
+
+    #[test]
+    fn tree_hashed_while_filling_is_the_layered_tree() {
+        for (n, capacity) in [1u32, 2, 3, 4, 5, 7, 8, 9, 255, 256, 257, 1000, 1023, 1025, 4097].into_iter().zip([0, 1, 2, 9, 5, 3, 8, 10, 4096].into_iter().cycle()) {
+            let mut round = Round::with_capacity(Limits::default(), capacity);
+            let mut bottom = Layer::default();
+            for i in 0..n {
+                let mut r = request(i, (i * 5 % 7) as u8);
+                r.client_id = ["anon", "hospital", "a client id too long for one block"][(i / 3 % 3) as usize].into();
+                let metadata = Metadata::new(r.client_id.clone(), None, None, None).unwrap();
+                let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
+                bottom.hashes.push(leaf.digest().try_into().unwrap());
+                bottom.levels.push(r.level + 1);
+                round.push(r, 0).unwrap();
+            }
+            let closed = round.close(7).unwrap();
+            let expected = layered(bottom);
+            assert_eq!(closed.layers.len(), expected.len(), "n {n}");
+            for (depth, (got, want)) in closed.layers.iter().zip(&expected).enumerate() {
+                assert_eq!((&got.hashes, &got.levels), (&want.hashes, &want.levels), "n {n} layer {depth}");
+            }
+            for i in 0..n as usize {
+                let c = closed.chain(i).unwrap();
+                assert_eq!(c.links.first().unwrap().level_correction, u64::from(i as u32 * 5 % 7), "n {n} request {i}");
+                assert_eq!(chain::aggregate(&c, &c.input_hash, 0).unwrap().0, closed.root().unwrap(), "n {n} request {i}");
+            }
+        }
+    }
+
     #[test]
     fn hand_padded_sha256_is_sha256() {
         for len in 0..200usize {
@@ -756,5 +897,7 @@ mod tests {
         let sha1 = Request { hash: HashAlgorithm::Sha1.hash(&[b"x"]).unwrap(), level: 0, client_id: "a".into() };
         assert!(Round::check(&limits, &sha1, 1_764_115_200).is_err());
         assert!(Round::new(limits).close(5).unwrap().root().is_none());
+        let empty = Round::with_capacity(Limits::default(), 1000).close(5).unwrap();
+        assert!(empty.root().is_none() && empty.root_level().is_none() && empty.layers.is_empty());
     }
 }

@@ -270,12 +270,18 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                     tracing::warn!(time, head, "clock not past the calendar head; round kept open");
                     continue;
                 }
-                let closing = std::mem::replace(&mut round, Round::new(shared.config.limits));
+                // The next round has room for as many requests as this one: at a steady rate it
+                // never reallocates as it fills.
+                let next = Round::with_capacity(shared.config.limits, round.len());
+                let closing = std::mem::replace(&mut round, next);
                 let replies = std::mem::take(&mut waiting);
                 let worker = Arc::clone(&shared);
+                let started = std::time::Instant::now();
                 let outcome = tokio::task::spawn_blocking(move || close(&worker, closing, time)).await;
                 let outcome = outcome.unwrap_or_else(|_| Err(Error::Unreachable("round task panicked")));
+                let closed = started.elapsed();
                 answer(replies, outcome);
+                tracing::debug!(time, closed_ms = closed.as_secs_f64() * 1e3, answered_ms = started.elapsed().as_secs_f64() * 1e3, "round answered");
             }
         }
     }
@@ -289,7 +295,10 @@ fn close(shared: &Shared, round: Round, time: u64) -> Result<Option<Arc<SignedRo
     let due = time - time % interval;
     let last_published = calendar.publications()?.last().map(|p| p.time);
     let publish = due > 0 && last_published.is_none_or(|p| due > p);
+    let started = std::time::Instant::now();
+    let requests = round.len();
     let closed = round.close(time)?;
+    let tree = started.elapsed();
     let root = closed.root();
     if publish && calendar.head().is_none_or(|h| due > h) && (due < time || root.is_none()) {
         calendar.append(due, None)?;
@@ -297,9 +306,13 @@ fn close(shared: &Shared, round: Round, time: u64) -> Result<Option<Arc<SignedRo
     let signed = match &root {
         Some(root) => {
             let calendar_root = calendar.append(time, Some(root))?;
+            let committed = started.elapsed();
             let chain = calendar.chain(time, time)?;
             let record = shared.signer.sign(PublicationData::new(time, calendar_root))?;
-            Some(Arc::new(SignedRound::in_calendar(closed, (chain, Anchor::CalendarAuth(record)))))
+            let signed = SignedRound::in_calendar(closed, (chain, Anchor::CalendarAuth(record)));
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            tracing::debug!(time, requests, tree_ms = ms(tree), committed_ms = ms(committed), signed_ms = ms(started.elapsed()), "round closed");
+            Some(Arc::new(signed))
         }
         None => None,
     };
