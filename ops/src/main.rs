@@ -9,6 +9,13 @@ use backbone_ops::config::Env;
 use backbone_ops::{EXIT_USAGE, report};
 use clap::Parser;
 
+/// The process's allocator. Every exchange through a gateway allocates on each hop (headers,
+/// descriptors, bodies, records, TLS and HTTP/2 frames) across several threads; mimalloc
+/// (`MiMalloc` is a safe wrapper) spends less of the CPU on it than the system allocator, see
+/// BENCHMARKS.md, "Exchanges through two gateways".
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
