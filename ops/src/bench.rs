@@ -119,6 +119,8 @@ struct Phase {
     latencies: Vec<Duration>,
     /// Bytes of the last response PDU, for the echo baseline.
     last_response: Option<Vec<u8>>,
+    /// When each call was sent and answered.
+    timeline: Vec<(Instant, Instant)>,
 }
 
 /// Runs one `backbone bench` command.
@@ -214,6 +216,47 @@ fn report(name: &str, per_call: u32, phase: &Phase) {
         at(0.50),
         at(0.99),
         phase.latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+    );
+    bursts(phase);
+}
+
+/// The answers arrive in one burst per round: how long each burst lasts (first to last answer),
+/// and where the calls slower than 1.2 s were sent and answered within their bursts.
+fn bursts(phase: &Phase) {
+    let mut answered: Vec<Instant> = phase.timeline.iter().map(|(_, a)| *a).collect();
+    answered.sort_unstable();
+    let mut starts = Vec::new();
+    let mut lengths = Vec::new();
+    let mut first = None;
+    let mut last = None;
+    for at in &answered {
+        if last.is_none_or(|l: Instant| at.duration_since(l) > Duration::from_millis(100)) {
+            if let (Some(f), Some(l)) = (first, last) {
+                lengths.push(l.duration_since(f));
+            }
+            first = Some(*at);
+            starts.push(*at);
+        }
+        last = Some(*at);
+    }
+    if let (Some(f), Some(l)) = (first, last) {
+        lengths.push(l.duration_since(f));
+    }
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let offset = |t: Instant| starts.iter().rev().find(|s| **s <= t).map_or(Duration::ZERO, |s| t.duration_since(*s));
+    let slow: Vec<_> = phase.timeline.iter().filter(|(s, a)| a.duration_since(*s) > Duration::from_millis(1200)).collect();
+    let mean = |f: &dyn Fn(&(Instant, Instant)) -> Duration| slow.iter().map(|c| ms(f(c))).sum::<f64>() / slow.len().max(1) as f64;
+    let mut sorted = lengths.clone();
+    sorted.sort_unstable();
+    println!(
+        "  {} answer bursts, first→last answer p50 {:.0} ms max {:.0} ms (each: {:?}); {} calls over 1.2 s: sent {:.0} ms into a burst, answered {:.0} ms into one (mean)",
+        lengths.len(),
+        sorted.get(sorted.len() / 2).map_or(0.0, |d| ms(*d)),
+        sorted.last().map_or(0.0, |d| ms(*d)),
+        lengths.iter().map(|d| ms(*d) as u64).collect::<Vec<_>>(),
+        slow.len(),
+        mean(&|(s, _)| offset(*s)),
+        mean(&|(_, a)| offset(*a)),
     );
 }
 
@@ -337,6 +380,7 @@ async fn drive_pdus(client: &Arc<Client>, addr: SocketAddr, connections: u32, lo
                             phase.failed += failed;
                             phase.calls += 1;
                             phase.latencies.push(took);
+                            phase.timeline.push((sent, sent + took));
                             phase.last_response = Some(body);
                         }
                         Err(e) => {
@@ -376,7 +420,9 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
                     match signed {
                         Ok(_) => {
                             phase.signed += 1;
-                            phase.latencies.push(sent.elapsed());
+                            let took = sent.elapsed();
+                            phase.latencies.push(took);
+                            phase.timeline.push((sent, sent + took));
                         }
                         Err(_) => phase.failed += 1,
                     }
@@ -396,6 +442,7 @@ async fn gather(tasks: Vec<tokio::task::JoinHandle<Phase>>, start: Instant) -> P
             total.failed += phase.failed;
             total.calls += phase.calls;
             total.latencies.extend(phase.latencies);
+            total.timeline.extend(phase.timeline);
             if phase.last_response.is_some() {
                 total.last_response = phase.last_response;
             }

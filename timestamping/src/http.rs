@@ -125,6 +125,24 @@ impl Backend {
         }
     }
 
+    /// Signs `requests` like [`Backend::sign_all`] and turns their answers into `T` with
+    /// `respond`: on the calendar's answering thread, in the order the submissions came
+    /// ([`Handle::sign_all_with`]), or here once a child's parent has answered.
+    ///
+    /// # Errors
+    ///
+    /// As [`Handle::sign_all_with`] and [`child::Handle::sign_all`].
+    pub async fn sign_all_with<T, F>(&self, requests: Vec<Request>, respond: F) -> Result<T, Arc<Error>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Vec<Placed>) -> T + Send + 'static,
+    {
+        match self {
+            Backend::Calendar(handle) => handle.sign_all_with(requests, respond).await,
+            Backend::Child(handle) => handle.sign_all(requests).await.map(respond),
+        }
+    }
+
     /// The calendar, for the routes that read it; `None` in a child aggregator.
     pub fn calendar(&self) -> Option<&Handle> {
         match self {
@@ -488,54 +506,75 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
     }
     let client_id: KsiString = state.auth.login_id.as_str().into();
+    let answers = PduAnswers::new(&state, &request);
     // One submission for the whole PDU; a payload whose level does not fit a byte is refused
     // here and never submitted.
-    let levels: Vec<Option<u8>> = request.payloads.iter().map(|p| p.level.map_or(Some(0), |l| u8::try_from(l).ok())).collect();
     let requests: Vec<Request> = request
         .payloads
         .iter()
-        .zip(&levels)
-        .filter_map(|(p, level)| level.map(|level| Request { hash: p.hash.clone(), level, client_id: client_id.clone() }))
+        .zip(&answers.requests)
+        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: p.hash.clone(), level, client_id: client_id.clone() }))
         .collect();
     let submitted = requests.len();
-    let mut placed = match state.backend.sign_all(requests).await {
-        Ok(placed) => placed.into_iter(),
+    // The response is written where the round is answered, in the order the PDUs came.
+    match state.backend.sign_all_with(requests, move |placed| answers.respond(placed)).await {
+        Ok(response) => response,
         // Shutting down: every request is answered with the error, as a failed round's are.
-        Err(e) => vec![Err(e); submitted].into_iter(),
-    };
-    // Each answer is written straight into the response: the request's own chain encoded, the
-    // round's calendar chain and record copied from its one encoding.
-    let mut payloads = Encoder::with_capacity(request.payloads.len() * 2048);
-    for (payload, level) in request.payloads.iter().zip(levels) {
-        let answer = match level {
-            None => Err(Arc::new(Error::Request("input level above 255".to_owned()))),
-            Some(_) => placed.next().unwrap_or_else(|| Err(Arc::new(Error::Unreachable("a request without its answer")))),
-        };
-        let written = match answer {
-            Ok((round, index)) => {
-                let mut failure = None;
-                let encoded = AggregationResponse::encode_signed(payload.request_id, &mut payloads, |e| {
-                    round.encode_signature(index, e).map_err(|error| {
-                        failure = Some(error);
-                        backbone_timestamping_verify::Error::Unreachable("a signed round could not write a signature")
-                    })
-                });
-                encoded.map_err(|e| failure.unwrap_or(Error::Ksi(e)))
-            }
-            Err(e) => refusal(payload.request_id, &e).encode(&mut payloads).map_err(Error::Ksi),
-        };
-        if let Err(e) = written {
-            return pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR);
-        }
+        Err(e) => PduAnswers::new(&state, &request).respond(vec![Err(e); submitted]),
     }
-    let header = Header {
-        login_id: client_id,
-        instance_id: request.header.as_ref().and_then(|h| h.instance_id),
-        message_id: request.header.as_ref().and_then(|h| h.message_id),
-    };
-    match pdu::seal::<AggregationResponse>(&header, &payloads.finish(), &state.auth.key, HashAlgorithm::Sha256) {
-        Ok(bytes) => pdu_response(bytes, StatusCode::OK),
-        Err(e) => pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
+}
+
+/// What an aggregator response PDU needs besides the answers: each payload's request id and
+/// level (`None`: above 255, refused here), the header and the key.
+struct PduAnswers {
+    state: Arc<AppState>,
+    requests: Vec<(u64, Option<u8>)>,
+    header: Header,
+}
+
+impl PduAnswers {
+    fn new(state: &Arc<AppState>, request: &AggregatorRequest) -> Self {
+        let requests = request.payloads.iter().map(|p| (p.request_id, p.level.map_or(Some(0), |l| u8::try_from(l).ok()))).collect();
+        let header = Header {
+            login_id: state.auth.login_id.as_str().into(),
+            instance_id: request.header.as_ref().and_then(|h| h.instance_id),
+            message_id: request.header.as_ref().and_then(|h| h.message_id),
+        };
+        PduAnswers { state: Arc::clone(state), requests, header }
+    }
+
+    /// The response PDU: each answer written straight into it, the request's own chain encoded,
+    /// the round's calendar chain and record copied from its one encoding; then sealed.
+    fn respond(self, placed: Vec<Placed>) -> Response {
+        let error_pdu = |status, message: &str| error_pdu(TAG_AGGREGATOR_RESPONSE, status, message);
+        let mut placed = placed.into_iter();
+        let mut payloads = Encoder::with_capacity(self.requests.len() * 2048);
+        for (request_id, level) in self.requests {
+            let answer = match level {
+                None => Err(Arc::new(Error::Request("input level above 255".to_owned()))),
+                Some(_) => placed.next().unwrap_or_else(|| Err(Arc::new(Error::Unreachable("a request without its answer")))),
+            };
+            let written = match answer {
+                Ok((round, index)) => {
+                    let mut failure = None;
+                    let encoded = AggregationResponse::encode_signed(request_id, &mut payloads, |e| {
+                        round.encode_signature(index, e).map_err(|error| {
+                            failure = Some(error);
+                            backbone_timestamping_verify::Error::Unreachable("a signed round could not write a signature")
+                        })
+                    });
+                    encoded.map_err(|e| failure.unwrap_or(Error::Ksi(e)))
+                }
+                Err(e) => refusal(request_id, &e).encode(&mut payloads).map_err(Error::Ksi),
+            };
+            if let Err(e) = written {
+                return pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR);
+            }
+        }
+        match pdu::seal::<AggregationResponse>(&self.header, &payloads.finish(), &self.state.auth.key, HashAlgorithm::Sha256) {
+            Ok(bytes) => pdu_response(bytes, StatusCode::OK),
+            Err(e) => pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
+        }
     }
 }
 

@@ -12,6 +12,12 @@
 //! A caller with several requests (a PDU's) submits them together: one queue entry and one
 //! answer for all of them, each request still its own leaf.
 //!
+//! Once a round is committed and signed, its submissions are answered on one blocking thread in
+//! the order they came, while the next round fills; a caller may have its whole response written
+//! there ([`Handle::sign_all_with`]), so that the clients that asked first, and waited longest,
+//! are answered first instead of all answers being written at once in whatever order the async
+//! workers pick them up.
+//!
 //! ```text
 //! ```
 //!
@@ -85,7 +91,6 @@ struct Shared {
 }
 
 /// Requests on their way to the driver, and where their answers go.
-#[derive(Debug)]
 pub(crate) struct Submission {
     pub(crate) requests: Vec<Request>,
     pub(crate) reply: Reply,
@@ -96,14 +101,26 @@ pub(crate) struct Submission {
 /// [`SignedRound::encode_signature`].
 pub type Placed = Result<(Arc<SignedRound>, usize), Arc<Error>>;
 
-/// The answers to one submission, in the order of its requests.
-pub(crate) type Reply = oneshot::Sender<Vec<Placed>>;
+/// What receives the answers to one submission, in the order of its requests: called once,
+/// on the thread that answers the round.
+pub(crate) type Reply = Box<dyn FnOnce(Vec<Placed>) + Send>;
 
 /// A submission in the open round: each request's position, or why the round refused it.
-#[derive(Debug)]
 pub(crate) struct Waiting {
     reply: Reply,
     positions: Vec<Result<usize, Arc<Error>>>,
+}
+
+impl std::fmt::Debug for Submission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Submission").field("requests", &self.requests.len()).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Waiting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiting").field("positions", &self.positions).finish_non_exhaustive()
+    }
 }
 
 /// Starts the driver on the current tokio runtime.
@@ -185,6 +202,23 @@ impl Handle {
         submit(&self.submit, requests).await
     }
 
+    /// Signs `requests` like [`Handle::sign_all`] and turns their answers into `T` with
+    /// `respond` before returning it. `respond` runs on the thread that answers the round (not
+    /// an async worker), once the round is committed and signed, for each submission in the
+    /// order they came: a caller that writes its whole response there gets it in turn, the
+    /// first to ask first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ShuttingDown`] if the service stopped before answering; `respond` did not run.
+    pub async fn sign_all_with<T, F>(&self, requests: Vec<Request>, respond: F) -> Result<T, Arc<Error>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Vec<Placed>) -> T + Send + 'static,
+    {
+        submit_with(&self.submit, requests, respond).await
+    }
+
     /// The certificate of the calendar signing key, with its id.
     pub fn certificate(&self) -> &backbone_timestamping_verify::publications_file::CertificateRecord {
         self.shared.signer.certificate()
@@ -248,6 +282,7 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = Round::new(shared.config.limits);
     let mut waiting = Vec::new();
+    let mut answering = tokio::task::JoinSet::new();
     let mut open = true;
     let mut stopping = false;
     while open || !waiting.is_empty() {
@@ -280,11 +315,19 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                 let outcome = tokio::task::spawn_blocking(move || close(&worker, closing, time)).await;
                 let outcome = outcome.unwrap_or_else(|_| Err(Error::Unreachable("round task panicked")));
                 let closed = started.elapsed();
-                answer(replies, outcome);
-                tracing::debug!(time, closed_ms = closed.as_secs_f64() * 1e3, answered_ms = started.elapsed().as_secs_f64() * 1e3, "round answered");
-            }
+                // Answered in the order the submissions came, off the async threads, while the
+                // next round fills: a submission's reply may encode its whole response, and the
+                // clients that asked first, and so waited longest, get theirs first.
+                answering.spawn_blocking(move || {
+                    answer(replies, outcome);
+                    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                    tracing::debug!(time, closed_ms = ms(closed), answered_ms = ms(started.elapsed()), "round answered");
+                });
+            },
+            Some(_) = answering.join_next(), if !answering.is_empty() => {},
         }
     }
+    while answering.join_next().await.is_some() {}
 }
 
 /// Closes the round as second `time`: tree, calendar commit, publication, signature. `None` for
@@ -338,7 +381,19 @@ fn write_publications_file(shared: &Shared, publications: &[PublicationData]) {
 
 /// Queues `requests` as one submission and waits for their answers.
 pub(crate) async fn submit(queue: &mpsc::Sender<Submission>, requests: Vec<Request>) -> Result<Vec<Placed>, Arc<Error>> {
-    let (reply, answer) = oneshot::channel();
+    submit_with(queue, requests, |placed| placed).await
+}
+
+/// Queues `requests` as one submission and waits for `respond`'s result over their answers.
+pub(crate) async fn submit_with<T, F>(queue: &mpsc::Sender<Submission>, requests: Vec<Request>, respond: F) -> Result<T, Arc<Error>>
+where
+    T: Send + 'static,
+    F: FnOnce(Vec<Placed>) -> T + Send + 'static,
+{
+    let (sender, answer) = oneshot::channel();
+    let reply: Reply = Box::new(move |placed| {
+        let _ = sender.send(respond(placed));
+    });
     queue.send(Submission { requests, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
     answer.await.map_err(|_| Arc::new(Error::ShuttingDown))
 }
@@ -358,7 +413,7 @@ pub(crate) fn accept(round: &mut Round, submission: Submission, waiting: &mut Ve
     if positions.iter().any(Result::is_ok) {
         waiting.push(Waiting { reply, positions });
     } else {
-        let _ = reply.send(positions.into_iter().filter_map(Result::err).map(Err).collect());
+        reply(positions.into_iter().filter_map(Result::err).map(Err).collect());
     }
 }
 
@@ -385,7 +440,7 @@ pub(crate) fn answer(waiting: Vec<Waiting>, outcome: Result<Option<Arc<SignedRou
                 }
             })
             .collect();
-        let _ = reply.send(answers);
+        reply(answers);
     }
 }
 
