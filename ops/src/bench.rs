@@ -405,6 +405,8 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
             let handle = handle.clone();
+            // One client id per caller, shared by its requests, as the HTTP layer shares one.
+            let client_id: Arc<str> = Arc::from("bench");
             tokio::spawn(async move {
                 let mut phase = Phase::default();
                 let mut n = 0u64;
@@ -415,7 +417,7 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
                     n += 1;
                     let Ok(hash) = Imprint::new(HashAlgorithm::Sha256, &digest) else { break };
                     let sent = Instant::now();
-                    let signed = handle.sign(Request { hash, level: 0, client_id: "bench".into() }).await;
+                    let signed = handle.sign(Request { hash, level: 0, client_id: Arc::clone(&client_id) }).await;
                     phase.calls += 1;
                     match signed {
                         Ok(_) => {

@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use backbone_timestamping::round::{ALGORITHM, Limits, Request, Round};
@@ -27,9 +28,11 @@ use sha2::{Digest, Sha256};
 /// A round time well inside SHA-256's trusted period.
 const AT: u64 = 1_790_000_000;
 
+/// `n` requests from one client, sharing its id as the requests of one PDU do.
 fn requests(n: u32) -> Vec<Request> {
+    let client_id: Arc<str> = Arc::from("anon");
     (0..n)
-        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level: 0, client_id: "anon".into() })
+        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level: 0, client_id: Arc::clone(&client_id) })
         .collect()
 }
 

@@ -49,7 +49,7 @@ use backbone_timestamping_verify::pdu::{
     Payload, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
 };
 use backbone_timestamping_verify::publication::PublicationData;
-use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
+use backbone_timestamping_verify::tlv::{Encoder, Flags};
 use serde::{Deserialize, Serialize};
 
 use crate::child;
@@ -224,12 +224,31 @@ struct AppState {
     backend: Backend,
     auth: PduAuth,
     tsa: Option<Arc<TsaFront>>,
+    /// The client ids put in requests, made once and shared by every request that carries one.
+    clients: ClientIds,
+}
+
+/// The client id of each kind of request.
+#[derive(Debug)]
+struct ClientIds {
+    /// Aggregator PDUs: the login id they are authenticated with.
+    pdu: Arc<str>,
+    /// [`JSON_CLIENT_ID`].
+    json: Arc<str>,
+    /// [`TSA_CLIENT_ID`].
+    tsa: Arc<str>,
 }
 
 impl AppState {
     /// The calendar, or the 404 a child aggregator answers on calendar routes.
     fn calendar(&self) -> Result<&Handle, Response> {
         self.backend.calendar().ok_or_else(|| problem(StatusCode::NOT_FOUND, NO_CALENDAR.to_owned()))
+    }
+}
+
+impl ClientIds {
+    fn new(auth: &PduAuth) -> Self {
+        ClientIds { pdu: auth.login_id.as_str().into(), json: JSON_CLIENT_ID.into(), tsa: TSA_CLIENT_ID.into() }
     }
 }
 
@@ -257,7 +276,7 @@ pub fn router_with_tsa(backend: impl Into<Backend>, auth: PduAuth, tsa: Option<A
         .route("/tsa/certificate.pem", get(tsa_certificate))
         .route("/tsa/{file}", get(tsa_proof))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Arc::new(AppState { backend, auth, tsa }))
+        .with_state(Arc::new(AppState { backend, clients: ClientIds::new(&auth), auth, tsa }))
 }
 
 async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -282,7 +301,7 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         Ok(hash) => hash,
         Err(_) => return tsa_failure("cannot hash the token"),
     };
-    let signature = match state.backend.sign(Request { hash, level: 0, client_id: TSA_CLIENT_ID.into() }).await {
+    let signature = match state.backend.sign(Request { hash, level: 0, client_id: Arc::clone(&state.clients.tsa) }).await {
         Ok(signature) => signature,
         Err(e) => {
             tracing::warn!(serial = %token.serial, error = %e, "time-stamp token not anchored in the calendar; not answered");
@@ -348,7 +367,7 @@ async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         Ok(hash) => hash,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("hash is not a hex imprint: {e}")),
     };
-    let request = Request { hash, level: request.level, client_id: JSON_CLIENT_ID.into() };
+    let request = Request { hash, level: request.level, client_id: Arc::clone(&state.clients.json) };
     match state.backend.sign(request).await {
         Ok(signature) => match signature.encode() {
             Ok(bytes) => {
@@ -505,7 +524,6 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         let message = format!("{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}", request.payloads.len());
         return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
     }
-    let client_id: KsiString = state.auth.login_id.as_str().into();
     let answers = PduAnswers::new(&state, &request);
     // One submission for the whole PDU; a payload whose level does not fit a byte is refused
     // here and never submitted.
@@ -513,7 +531,7 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .payloads
         .iter()
         .zip(&answers.requests)
-        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: p.hash.clone(), level, client_id: client_id.clone() }))
+        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: p.hash.clone(), level, client_id: Arc::clone(&state.clients.pdu) }))
         .collect();
     let submitted = requests.len();
     // The response is written where the round is answered, in the order the PDUs came.

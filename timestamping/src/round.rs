@@ -31,6 +31,7 @@
 //! which has had no answer, must ask again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use backbone_timestamping_verify::chain;
 use backbone_timestamping_verify::imprint::{AlgorithmStatus, HashAlgorithm, Imprint};
@@ -61,8 +62,9 @@ pub struct Request {
     pub hash: Imprint,
     /// The level of `hash` in the client's tree (0 for a document hash).
     pub level: u8,
-    /// Who asked; embedded in the chain as metadata.
-    pub client_id: KsiString,
+    /// Who asked; embedded in the chain as metadata. Shared: the requests of one PDU, or of
+    /// one client, hold the same id, so accepting a request neither copies nor frees it.
+    pub client_id: Arc<str>,
 }
 
 /// Limits of a round.
@@ -135,8 +137,8 @@ struct Leaves {
 #[derive(Debug, Default)]
 struct Clients {
     metadata: Vec<Metadata>,
-    ids: Vec<KsiString>,
-    index: HashMap<KsiString, u32>,
+    ids: Vec<Arc<str>>,
+    index: HashMap<Arc<str>, u32>,
     /// The last client interned: most requests in a row come from the same one.
     last: Option<u32>,
 }
@@ -290,9 +292,12 @@ impl Round {
 
 impl Clients {
     /// The index of `client_id`'s metadata, encoding it on its first request in the round.
-    fn intern(&mut self, client_id: KsiString) -> Result<u32, Error> {
+    fn intern(&mut self, client_id: Arc<str>) -> Result<u32, Error> {
         if let Some(last) = self.last
-            && usize::try_from(last).ok().and_then(|l| self.ids.get(l)).is_some_and(|id| same(&id.0, &client_id.0))
+            && usize::try_from(last)
+                .ok()
+                .and_then(|l| self.ids.get(l))
+                .is_some_and(|id| Arc::ptr_eq(id, &client_id) || same(id.as_bytes(), client_id.as_bytes()))
         {
             return Ok(last);
         }
@@ -302,8 +307,8 @@ impl Clients {
                 let Ok(index) = u32::try_from(self.metadata.len()) else {
                     return Err(Error::Unreachable("more than 2^32 clients in a round"));
                 };
-                self.metadata.push(Metadata::new(client_id.clone(), None, None, None)?);
-                self.ids.push(client_id.clone());
+                self.metadata.push(Metadata::new(KsiString::from(&*client_id), None, None, None)?);
+                self.ids.push(Arc::clone(&client_id));
                 self.index.insert(client_id, index);
                 index
             }
@@ -726,7 +731,7 @@ mod tests {
             for i in 0..n {
                 let mut r = request(i, (i * 7 % 5) as u8);
                 r.client_id = if i % 4 == 0 { "hospital".into() } else { "anon".into() };
-                let metadata = Metadata::new(r.client_id.clone(), None, None, None).unwrap();
+                let metadata = Metadata::new(KsiString::from(&*r.client_id), None, None, None).unwrap();
                 let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
                 nodes.push((leaf, r.level + 1));
                 round.push(r, 0).unwrap();
@@ -775,7 +780,7 @@ mod tests {
             for i in 0..n {
                 let mut r = request(i, (i * 5 % 7) as u8);
                 r.client_id = ["anon", "hospital", "a client id too long for one block"][(i / 3 % 3) as usize].into();
-                let metadata = Metadata::new(r.client_id.clone(), None, None, None).unwrap();
+                let metadata = Metadata::new(KsiString::from(&*r.client_id), None, None, None).unwrap();
                 let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
                 bottom.hashes.push(leaf.digest().try_into().unwrap());
                 bottom.levels.push(r.level + 1);
