@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  load ─HTTP/1.1─▶ proxy 1 ══ HTTP/2, TLS 1.3 (mutual, pinned, the gateways' keys and
-//!                              certificates), 2 pooled connections ══▶ proxy 2 ─HTTP/1.1 (reqwest)─▶ echo
+//!                              certificates), 2 pooled connections ══▶ proxy 2 ─HTTP/1.1 (hyper, pooled)─▶ echo
 //! ```
 //!
 //! Each proxy reads the whole request body before forwarding it and the whole answer before
@@ -20,11 +20,16 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls::pki_types::ServerName;
 
 use crate::Error;
+
+/// Pooled HTTP/1.1 connections to the echo service.
+type LocalClient = Client<HttpConnector, Full<Bytes>>;
 
 /// HTTP/2 connections proxy 1 keeps to proxy 2, as a gateway keeps to a peer
 /// (`backbone_gateway::peers::CONNECTIONS_PER_PEER`).
@@ -118,9 +123,12 @@ pub async fn chain(echo: SocketAddr, server: (Arc<dyn Signer>, Vec<u8>), client:
     Ok((Server { addr, task }, second))
 }
 
-/// Proxy 2: HTTP/2 over TLS in, HTTP/1.1 to `echo` through a pooled reqwest client out.
+/// Proxy 2: HTTP/2 over TLS in, HTTP/1.1 to `echo` out through pooled hyper connections (the
+/// client the gateways call their local services with).
 async fn second_proxy(echo: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> Result<Server, Error> {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build().map_err(|e| Error::Check(format!("proxy 2 client: {e}")))?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let http: LocalClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
     let listener = listen().await?;
     let addr = local(&listener)?;
     let task = tokio::spawn(async move {
@@ -146,21 +154,21 @@ async fn second_proxy(echo: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> 
     Ok(Server { addr, task })
 }
 
-async fn forward_to_service(http: &reqwest::Client, echo: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn forward_to_service(http: &LocalClient, echo: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_REQUEST) };
     let url = format!("http://{echo}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-    let mut forward = http.request(parts.method, url).body(body);
+    let mut forward = Request::builder().method(parts.method).uri(url);
     for (name, value) in &parts.headers {
         forward = forward.header(name, value);
     }
-    let Ok(answer) = forward.send().await else { return status(StatusCode::BAD_GATEWAY) };
-    let code = answer.status();
-    let headers = answer.headers().clone();
-    let Ok(body) = answer.bytes().await else { return status(StatusCode::BAD_GATEWAY) };
+    let Ok(forward) = forward.body(Full::new(body)) else { return status(StatusCode::BAD_REQUEST) };
+    let Ok(answer) = http.request(forward).await else { return status(StatusCode::BAD_GATEWAY) };
+    let (parts, body) = answer.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_GATEWAY) };
     let mut response = Response::new(Full::new(body));
-    *response.status_mut() = code;
-    if let Some(kind) = headers.get(hyper::header::CONTENT_TYPE) {
+    *response.status_mut() = parts.status;
+    if let Some(kind) = parts.headers.get(hyper::header::CONTENT_TYPE) {
         response.headers_mut().insert(hyper::header::CONTENT_TYPE, kind.clone());
     }
     response
