@@ -27,7 +27,7 @@ use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
 use backbone_timestamping::http::{self, PduAuth};
-use backbone_timestamping::round::Request;
+use backbone_timestamping::round::{ClientId, Request};
 use backbone_timestamping::service::{self, Config, Handle};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
 use backbone_timestamping::http::MAX_REQUESTS_PER_PDU;
@@ -405,8 +405,7 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
     let tasks: Vec<_> = (0..callers)
         .map(|c| {
             let handle = handle.clone();
-            // One client id per caller, shared by its requests, as the HTTP layer shares one.
-            let client_id: Arc<str> = Arc::from("bench");
+            let client_id = ClientId::from("bench");
             tokio::spawn(async move {
                 let mut phase = Phase::default();
                 let mut n = 0u64;
@@ -417,7 +416,7 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
                     n += 1;
                     let Ok(hash) = Imprint::new(HashAlgorithm::Sha256, &digest) else { break };
                     let sent = Instant::now();
-                    let signed = handle.sign(Request { hash, level: 0, client_id: Arc::clone(&client_id) }).await;
+                    let signed = handle.sign(Request { hash, level: 0, client_id: client_id.clone() }).await;
                     phase.calls += 1;
                     match signed {
                         Ok(_) => {

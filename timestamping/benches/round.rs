@@ -17,10 +17,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::time::Duration;
 
-use backbone_timestamping::round::{ALGORITHM, Limits, Request, Round};
+use backbone_timestamping::round::{ALGORITHM, ClientId, Limits, Request, Round};
 use backbone_timestamping_verify::imprint::HashAlgorithm;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use sha2::{Digest, Sha256};
@@ -28,11 +27,11 @@ use sha2::{Digest, Sha256};
 /// A round time well inside SHA-256's trusted period.
 const AT: u64 = 1_790_000_000;
 
-/// `n` requests from one client, sharing its id as the requests of one PDU do.
+/// `n` requests from one client, as the requests of one PDU are.
 fn requests(n: u32) -> Vec<Request> {
-    let client_id: Arc<str> = Arc::from("anon");
+    let client_id = ClientId::from("anon");
     (0..n)
-        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level: 0, client_id: Arc::clone(&client_id) })
+        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level: 0, client_id: client_id.clone() })
         .collect()
 }
 

@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::child;
 use crate::error::{Error, ParentError};
-use crate::round::Request;
+use crate::round::{ClientId, Request};
 use crate::service::{Handle, Placed};
 use crate::tsa::{self, FailureInfo, store::TokenStore};
 
@@ -224,7 +224,7 @@ struct AppState {
     backend: Backend,
     auth: PduAuth,
     tsa: Option<Arc<TsaFront>>,
-    /// The client ids put in requests, made once and shared by every request that carries one.
+    /// The client ids put in requests, made once per router and cloned into each request.
     clients: ClientIds,
 }
 
@@ -232,11 +232,11 @@ struct AppState {
 #[derive(Debug)]
 struct ClientIds {
     /// Aggregator PDUs: the login id they are authenticated with.
-    pdu: Arc<str>,
+    pdu: ClientId,
     /// [`JSON_CLIENT_ID`].
-    json: Arc<str>,
+    json: ClientId,
     /// [`TSA_CLIENT_ID`].
-    tsa: Arc<str>,
+    tsa: ClientId,
 }
 
 impl AppState {
@@ -301,7 +301,7 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         Ok(hash) => hash,
         Err(_) => return tsa_failure("cannot hash the token"),
     };
-    let signature = match state.backend.sign(Request { hash, level: 0, client_id: Arc::clone(&state.clients.tsa) }).await {
+    let signature = match state.backend.sign(Request { hash, level: 0, client_id: state.clients.tsa.clone() }).await {
         Ok(signature) => signature,
         Err(e) => {
             tracing::warn!(serial = %token.serial, error = %e, "time-stamp token not anchored in the calendar; not answered");
@@ -367,7 +367,7 @@ async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         Ok(hash) => hash,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("hash is not a hex imprint: {e}")),
     };
-    let request = Request { hash, level: request.level, client_id: Arc::clone(&state.clients.json) };
+    let request = Request { hash, level: request.level, client_id: state.clients.json.clone() };
     match state.backend.sign(request).await {
         Ok(signature) => match signature.encode() {
             Ok(bytes) => {
@@ -531,7 +531,7 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .payloads
         .iter()
         .zip(&answers.requests)
-        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: p.hash.clone(), level, client_id: Arc::clone(&state.clients.pdu) }))
+        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: p.hash.clone(), level, client_id: state.clients.pdu.clone() }))
         .collect();
     let submitted = requests.len();
     // The response is written where the round is answered, in the order the PDUs came.

@@ -31,7 +31,6 @@
 //! which has had no answer, must ask again.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use backbone_timestamping_verify::chain;
 use backbone_timestamping_verify::imprint::{AlgorithmStatus, HashAlgorithm, Imprint};
@@ -44,6 +43,10 @@ use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
 use sha2::block_api::compress256;
 
 use crate::error::Error;
+
+mod client_id;
+
+pub use self::client_id::ClientId;
 
 /// The highest input level a client may claim unless configured otherwise: a client's own
 /// aggregation tree of up to 2^32 hashes. With [`DEFAULT_MAX_ROUND_REQUESTS`] the round root
@@ -62,9 +65,9 @@ pub struct Request {
     pub hash: Imprint,
     /// The level of `hash` in the client's tree (0 for a document hash).
     pub level: u8,
-    /// Who asked; embedded in the chain as metadata. Shared: the requests of one PDU, or of
-    /// one client, hold the same id, so accepting a request neither copies nor frees it.
-    pub client_id: Arc<str>,
+    /// Who asked; embedded in the chain as metadata. Inline when short, so that accepting a
+    /// request neither frees a string nor updates a shared count.
+    pub client_id: ClientId,
 }
 
 /// Limits of a round.
@@ -137,8 +140,8 @@ struct Leaves {
 #[derive(Debug, Default)]
 struct Clients {
     metadata: Vec<Metadata>,
-    ids: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, u32>,
+    ids: Vec<ClientId>,
+    index: HashMap<ClientId, u32>,
     /// The last client interned: most requests in a row come from the same one.
     last: Option<u32>,
 }
@@ -292,12 +295,9 @@ impl Round {
 
 impl Clients {
     /// The index of `client_id`'s metadata, encoding it on its first request in the round.
-    fn intern(&mut self, client_id: Arc<str>) -> Result<u32, Error> {
+    fn intern(&mut self, client_id: ClientId) -> Result<u32, Error> {
         if let Some(last) = self.last
-            && usize::try_from(last)
-                .ok()
-                .and_then(|l| self.ids.get(l))
-                .is_some_and(|id| Arc::ptr_eq(id, &client_id) || same(id.as_bytes(), client_id.as_bytes()))
+            && usize::try_from(last).ok().and_then(|l| self.ids.get(l)).is_some_and(|id| same(id.as_bytes(), client_id.as_bytes()))
         {
             return Ok(last);
         }
@@ -307,8 +307,8 @@ impl Clients {
                 let Ok(index) = u32::try_from(self.metadata.len()) else {
                     return Err(Error::Unreachable("more than 2^32 clients in a round"));
                 };
-                self.metadata.push(Metadata::new(KsiString::from(&*client_id), None, None, None)?);
-                self.ids.push(Arc::clone(&client_id));
+                self.metadata.push(Metadata::new(KsiString(client_id.as_bytes().to_vec()), None, None, None)?);
+                self.ids.push(client_id.clone());
                 self.index.insert(client_id, index);
                 index
             }
@@ -731,7 +731,7 @@ mod tests {
             for i in 0..n {
                 let mut r = request(i, (i * 7 % 5) as u8);
                 r.client_id = if i % 4 == 0 { "hospital".into() } else { "anon".into() };
-                let metadata = Metadata::new(KsiString::from(&*r.client_id), None, None, None).unwrap();
+                let metadata = Metadata::new(KsiString::from(r.client_id.as_str()), None, None, None).unwrap();
                 let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
                 nodes.push((leaf, r.level + 1));
                 round.push(r, 0).unwrap();
@@ -780,7 +780,7 @@ mod tests {
             for i in 0..n {
                 let mut r = request(i, (i * 5 % 7) as u8);
                 r.client_id = ["anon", "hospital", "a client id too long for one block"][(i / 3 % 3) as usize].into();
-                let metadata = Metadata::new(KsiString::from(&*r.client_id), None, None, None).unwrap();
+                let metadata = Metadata::new(KsiString::from(r.client_id.as_str()), None, None, None).unwrap();
                 let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
                 bottom.hashes.push(leaf.digest().try_into().unwrap());
                 bottom.levels.push(r.level + 1);
