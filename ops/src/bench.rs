@@ -27,7 +27,7 @@ use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
 use backbone_timestamping::http::{self, PduAuth};
-use backbone_timestamping::round::{ClientId, Request};
+use backbone_timestamping::round::{ClientId, InputHash, Request};
 use backbone_timestamping::service::{self, Config, Handle};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
 use backbone_timestamping::http::MAX_REQUESTS_PER_PDU;
@@ -414,7 +414,7 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
                     digest[..8].copy_from_slice(&c.to_be_bytes());
                     digest[8..16].copy_from_slice(&n.to_be_bytes());
                     n += 1;
-                    let Ok(hash) = Imprint::new(HashAlgorithm::Sha256, &digest) else { break };
+                    let Ok(hash) = InputHash::new(HashAlgorithm::Sha256, &digest) else { break };
                     let sent = Instant::now();
                     let signed = handle.sign(Request { hash, level: 0, client_id: client_id.clone() }).await;
                     phase.calls += 1;

@@ -31,7 +31,7 @@ const AT: u64 = 1_790_000_000;
 fn requests(n: u32) -> Vec<Request> {
     let client_id = ClientId::from("anon");
     (0..n)
-        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level: 0, client_id: client_id.clone() })
+        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level: 0, client_id: client_id.clone() })
         .collect()
 }
 

@@ -43,7 +43,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
+use backbone_timestamping_verify::imprint::HashAlgorithm;
 use backbone_timestamping_verify::pdu::{
     self, AggregationResponse, AggregatorRequest, ExtenderRequest, ExtenderResponse, Header, TAG_AGGREGATOR_RESPONSE,
     Payload, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
@@ -54,7 +54,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::child;
 use crate::error::{Error, ParentError};
-use crate::round::{ClientId, Request};
+use crate::round::{ClientId, InputHash, Request};
 use crate::service::{Handle, Placed};
 use crate::tsa::{self, FailureInfo, store::TokenStore};
 
@@ -301,7 +301,7 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         Ok(hash) => hash,
         Err(_) => return tsa_failure("cannot hash the token"),
     };
-    let signature = match state.backend.sign(Request { hash, level: 0, client_id: state.clients.tsa.clone() }).await {
+    let signature = match state.backend.sign(Request { hash: InputHash::from(&hash), level: 0, client_id: state.clients.tsa.clone() }).await {
         Ok(signature) => signature,
         Err(e) => {
             tracing::warn!(serial = %token.serial, error = %e, "time-stamp token not anchored in the calendar; not answered");
@@ -363,7 +363,7 @@ async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
         Ok(r) => r,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body is not a sign request: {e}")),
     };
-    let hash = match hex_decode(&request.hash).and_then(|b| Imprint::from_bytes(&b).map_err(|e| e.to_string())) {
+    let hash = match hex_decode(&request.hash).and_then(|b| InputHash::from_bytes(&b).map_err(|e| e.to_string())) {
         Ok(hash) => hash,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("hash is not a hex imprint: {e}")),
     };
@@ -531,7 +531,7 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .payloads
         .iter()
         .zip(&answers.requests)
-        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: p.hash.clone(), level, client_id: state.clients.pdu.clone() }))
+        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: InputHash::from(&p.hash), level, client_id: state.clients.pdu.clone() }))
         .collect();
     let submitted = requests.len();
     // The response is written where the round is answered, in the order the PDUs came.

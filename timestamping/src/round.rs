@@ -19,9 +19,11 @@
 //! request's leaf hash as it is accepted, and with it every inner node whose two children are
 //! then complete (the left subtrees), while those children are still in the cache; closing the
 //! round only finishes the right edge, at most one node per layer. The tree is one flat array of
-//! 32-byte digests and one of levels per layer; no per-leaf allocation, no TLV. Each client's
-//! metadata is encoded once per round, and which client sent a request is kept per run of
-//! requests from the same client, not per request.
+//! 32-byte digests and one of levels per layer; no per-leaf allocation, no TLV. A request
+//! carries its hash inline ([`InputHash`]), and the round copies its imprint into one flat
+//! array of imprint bytes, so that accepting a request follows no pointer and frees nothing.
+//! Each client's metadata is encoded once per round, and which client sent a request is kept
+//! per run of requests from the same client, not per request.
 //! [`ClosedRound::chain`] builds one request's chain (a few dozen small allocations) when that
 //! request is answered, on the answering task, so that the chains of a large round are built in
 //! parallel and never all at once.
@@ -45,8 +47,10 @@ use sha2::block_api::compress256;
 use crate::error::Error;
 
 mod client_id;
+mod input_hash;
 
 pub use self::client_id::ClientId;
+pub use self::input_hash::InputHash;
 
 /// The highest input level a client may claim unless configured otherwise: a client's own
 /// aggregation tree of up to 2^32 hashes. With [`DEFAULT_MAX_ROUND_REQUESTS`] the round root
@@ -61,8 +65,9 @@ pub const ALGORITHM: HashAlgorithm = HashAlgorithm::Sha256;
 /// One client's request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
-    /// The hash to sign, or the root of the client's own aggregation tree.
-    pub hash: Imprint,
+    /// The hash to sign, or the root of the client's own aggregation tree. Inline, so that a
+    /// request is one block of memory and accepting it frees nothing.
+    pub hash: InputHash,
     /// The level of `hash` in the client's tree (0 for a document hash).
     pub level: u8,
     /// Who asked; embedded in the chain as metadata. Inline when short, so that accepting a
@@ -130,7 +135,15 @@ impl Default for Limits {
 /// request's level is its leaf's level in the tree, less one.
 #[derive(Debug, Default)]
 struct Leaves {
-    hashes: Vec<Imprint>,
+    /// Requests accepted.
+    len: usize,
+    /// Every request's imprint, one after the other, in order (33 bytes per SHA-256 request:
+    /// no per-request allocation, pointer or padding).
+    imprints: Vec<u8>,
+    /// `(first request, its first byte in imprints, imprint length)` for each run of
+    /// consecutive requests whose imprints have one length (most rounds have one run), in
+    /// order.
+    widths: Vec<(usize, usize, usize)>,
     /// `(first request, client)` for each run of consecutive requests from one client (a PDU's
     /// requests come together), in order.
     runs: Vec<(usize, u32)>,
@@ -168,18 +181,19 @@ impl Round {
         let requests = requests.min(limits.max_requests);
         let depth = usize::BITS - requests.leading_zeros();
         let layers = (0..depth).map(|d| Layer::with_capacity((requests >> d).max(1))).collect();
-        let leaves = Leaves { hashes: Vec::with_capacity(requests), runs: Vec::new() };
+        let imprints = Vec::with_capacity(requests.saturating_mul(1 + ALGORITHM.digest_len()));
+        let leaves = Leaves { len: 0, imprints, widths: Vec::new(), runs: Vec::new() };
         Round { limits, leaves, clients: Clients::default(), layers, scratch: Vec::new() }
     }
 
     /// Requests accepted so far.
     pub fn len(&self) -> usize {
-        self.leaves.hashes.len()
+        self.leaves.len
     }
 
     /// Whether no request was accepted.
     pub fn is_empty(&self) -> bool {
-        self.leaves.hashes.is_empty()
+        self.leaves.len == 0
     }
 
     /// Checks a request without accepting it; `at` is the current time, for the hash
@@ -235,7 +249,7 @@ impl Round {
         if self.leaves.runs.last().is_none_or(|(_, last)| *last != client) {
             self.leaves.runs.push((index, client));
         }
-        self.leaves.hashes.push(request.hash);
+        self.leaves.push(index, request.hash.as_bytes());
         self.grow(digest, level)?;
         Ok(index)
     }
@@ -327,9 +341,28 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 // === impl Leaves ===
 
 impl Leaves {
-    /// Request `index`'s hash and the index of the client that sent it.
-    fn get(&self, index: usize) -> Option<(&Imprint, u32)> {
-        let hash = self.hashes.get(index)?;
+    /// Appends request `index`'s imprint.
+    fn push(&mut self, index: usize, imprint: &[u8]) {
+        if self.widths.last().is_none_or(|(.., width)| *width != imprint.len()) {
+            self.widths.push((index, self.imprints.len(), imprint.len()));
+        }
+        // A SHA-256 imprint is copied as a fixed 33 bytes, not through a call to `memcpy`.
+        match <&[u8; 33]>::try_from(imprint) {
+            Ok(sha256) => self.imprints.extend_from_slice(sha256),
+            Err(_) => self.imprints.extend_from_slice(imprint),
+        }
+        self.len += 1;
+    }
+
+    /// Request `index`'s imprint and the index of the client that sent it.
+    fn get(&self, index: usize) -> Option<(&[u8], u32)> {
+        if index >= self.len {
+            return None;
+        }
+        let width = self.widths.partition_point(|(first, ..)| *first <= index).checked_sub(1)?;
+        let (first, start, width) = self.widths.get(width)?;
+        let start = start.checked_add(index.checked_sub(*first)?.checked_mul(*width)?)?;
+        let hash = self.imprints.get(start..start.checked_add(*width)?)?;
         let run = self.runs.partition_point(|(first, _)| *first <= index).checked_sub(1)?;
         let (_, client) = self.runs.get(run)?;
         Some((hash, *client))
@@ -369,12 +402,12 @@ impl Layer {
 impl ClosedRound {
     /// Requests in the round.
     pub fn len(&self) -> usize {
-        self.leaves.hashes.len()
+        self.leaves.len
     }
 
     /// Whether the round had no request.
     pub fn is_empty(&self) -> bool {
-        self.leaves.hashes.is_empty()
+        self.leaves.len == 0
     }
 
     /// The round root; `None` for a round without requests.
@@ -425,7 +458,7 @@ impl ClosedRound {
             aggregation_time: self.time,
             chain_index: Vec::new(),
             input_data: None,
-            input_hash: hash.clone(),
+            input_hash: Imprint::from_bytes(hash).map_err(|_| Error::Unreachable("round imprint that does not read back"))?,
             algorithm: ALGORITHM,
             links,
             unknown: Vec::new(),
@@ -464,7 +497,7 @@ impl ClosedRound {
         out.nested(TAG_AGGREGATION_CHAIN, Flags::NONE, |e| {
             e.u64(TAG_TIME, time)?;
             prefix.iter().chain([&shape]).try_for_each(|i| e.u64(TAG_INDEX, *i))?;
-            e.imprint(TAG_INPUT_HASH, hash)?;
+            e.element(TAG_INPUT_HASH, Flags::NONE, hash)?;
             e.u64(TAG_ALGORITHM, u64::from(ALGORITHM.id()))?;
             e.nested(Side::Left.tag(), Flags::NONE, |e| {
                 if level != 0 {
@@ -489,7 +522,7 @@ impl ClosedRound {
     }
 
     /// Request `index`'s hash, its level (its leaf's, less one) and its client's metadata.
-    fn leaf(&self, index: usize) -> Result<(&Imprint, u8, &Metadata), Error> {
+    fn leaf(&self, index: usize) -> Result<(&[u8], u8, &Metadata), Error> {
         let Some((hash, client)) = self.leaves.get(index) else {
             return Err(Error::Unreachable("chain asked for a request not in the round"));
         };
@@ -691,7 +724,7 @@ mod tests {
     use super::*;
 
     fn request(i: u32, level: u8) -> Request {
-        Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(), level, client_id: "anon".into() }
+        Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level, client_id: "anon".into() }
     }
 
     #[test]
@@ -899,7 +932,7 @@ mod tests {
         assert!(matches!(round.push(request(0, 3), 0), Err(Error::Request(_))));
         round.push(request(0, 2), 0).unwrap();
         assert!(matches!(round.push(request(1, 0), 0), Err(Error::Pushback { .. })));
-        let sha1 = Request { hash: HashAlgorithm::Sha1.hash(&[b"x"]).unwrap(), level: 0, client_id: "a".into() };
+        let sha1 = Request { hash: HashAlgorithm::Sha1.hash(&[b"x"]).unwrap().into(), level: 0, client_id: "a".into() };
         assert!(Round::check(&limits, &sha1, 1_764_115_200).is_err());
         assert!(Round::new(limits).close(5).unwrap().root().is_none());
         let empty = Round::with_capacity(Limits::default(), 1000).close(5).unwrap();
