@@ -131,7 +131,9 @@ async fn openssl_ts_round_trip_tampering_and_rejections() {
     let token = tsa::token_of_reply(&reply).unwrap();
     let request = tsa::request::parse(&std::fs::read(dir.join("req.tsq")).unwrap(), &tsa::Config::default().policy).unwrap();
     let nonce = find(&reply, &request.nonce_der.unwrap()).expect("the nonce is echoed");
-    let gen_time = find(&reply, &[0x18, 0x13]).or_else(|| find(&reply, &[0x18, 0x14])).or_else(|| find(&reply, &[0x18, 0x12])).expect("genTime");
+    // GeneralizedTime "YYYYMMDDHHMMSS[.f[f[f]]]Z": DER drops the fraction's trailing zeros, so 15 to
+    // 19 bytes long, starting with the century.
+    let gen_time = (15u8..=19).find_map(|len| find(&reply, &[0x18, len, b'2', b'0'])).expect("genTime");
     for offset in [reply.len() - 1, gen_time + 2 + 4, nonce + 5] {
         let mut tampered = reply.clone();
         tampered[offset] ^= 0x01;
