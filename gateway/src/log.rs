@@ -7,7 +7,7 @@
 //!  append(records) ─▶ commit thread ─(group commit, one synced write)─▶ RocksDB ─▶ ack
 //!                                                                          │
 //!  stamper, every batch_interval: unstamped records ─▶ Merkle root ─▶ timestamping service
-//!                     ◀── KSI signature ── batch + each record's proof (one synced write)
+//!                     ◀── KSI signature ── batch + its record hashes (one synced write)
 //!
 //!  find_usage(person) ─▶ subjects index (newest first) ─▶ records + proofs
 //!  export(range) ─▶ verify::verify (offline: hash links, proofs, KSI signatures)
@@ -18,8 +18,9 @@
 //! - **Appended**: `append` returns only after the records are in RocksDB's fsynced write-ahead
 //!   log. An exchange is acknowledged to its caller only after that. A crash before the return
 //!   loses the records, and the caller never saw an acknowledgement.
-//! - **Stamped**: a batch's KSI signature and every record's proof are written in one synced
-//!   write. A crash before it leaves the records unstamped; the next stamper run covers them.
+//! - **Stamped**: a batch's KSI signature and its records' hashes are written in one synced
+//!   write; a record's proof is rebuilt from them when it is read. A crash before the write
+//!   leaves the records unstamped; the next stamper run covers them.
 //!
 //! Fail closed: when stamping has failed for longer than
 //! [`LogConfig::max_timestamping_failure`] (or the oldest unstamped record has waited that long),
@@ -222,6 +223,8 @@ pub(crate) struct Shared {
     pub(crate) stamping: Mutex<StampState>,
     /// One stamping run at a time (the stamper's and `stamp_now`'s).
     pub(crate) stamp_run: tokio::sync::Mutex<()>,
+    /// The latest committed records' hashes, for the stamper.
+    pub(crate) recent: Mutex<stamp::RecentHashes>,
     pub(crate) opened: SystemTime,
 }
 
@@ -316,6 +319,7 @@ impl MessageLog {
             stamped_through: AtomicU64::new(stamped_through),
             stamping: Mutex::new(state),
             stamp_run: tokio::sync::Mutex::new(()),
+            recent: Mutex::new(stamp::RecentHashes::starting_at(next_seq)),
             opened: SystemTime::now(),
         });
         let (queue, receiver) = mpsc::channel();
@@ -384,6 +388,7 @@ impl MessageLog {
         let shared = &self.inner.shared;
         let seqs = shared.store.by_subject(data_subject, offset, limit.min(MAX_USAGE_LIMIT))?;
         let mut out = Vec::with_capacity(seqs.len());
+        let mut proofs = store::ProofCache::default();
         for seq in seqs {
             let bytes = shared.store.record(seq)?.ok_or_else(|| corrupt(seq, "indexed but missing"))?;
             let record = Record::decode(&bytes).map_err(|e| corrupt(seq, e))?;
@@ -401,7 +406,7 @@ impl MessageLog {
                 emergency: record.emergency,
                 message_id: record.message_id,
                 record_hash: record::record_hash(&bytes),
-                stamp: shared.stamp_of(seq)?,
+                stamp: shared.stamp_of(seq, &mut proofs)?,
             });
         }
         Ok(out)
@@ -425,7 +430,7 @@ impl MessageLog {
         if record::body_hash(&body) != record.body_sha256 {
             return Err(corrupt(seq, "body does not match body_sha256"));
         }
-        let stamp = shared.stamp_of(seq)?;
+        let stamp = shared.stamp_of(seq, &mut store::ProofCache::default())?;
         Ok(Some(LoggedRecord { hash: record::record_hash(&bytes), record, body, stamp }))
     }
 
@@ -438,8 +443,10 @@ impl MessageLog {
     pub fn export(&self, from: u64, to: u64) -> Result<verify::Bundle, LogError> {
         let store = &self.inner.shared.store;
         let mut records = Vec::new();
+        let mut proofs = store::ProofCache::default();
         for (seq, encoded) in store.records(from, to)? {
-            records.push(verify::AuditRecord { encoded, proof: store.proof(seq)? });
+            let proof = store.stamp(seq, &mut proofs)?.map(|(_, proof)| proof);
+            records.push(verify::AuditRecord { encoded, proof });
         }
         Ok(verify::Bundle { records, batches: store.batches(from, to)? })
     }
@@ -561,10 +568,8 @@ impl Shared {
         }
     }
 
-    fn stamp_of(&self, seq: u64) -> Result<Option<Stamp>, LogError> {
-        let Some(proof) = self.store.proof(seq)? else { return Ok(None) };
-        let batch = self.store.batch(proof.batch)?.ok_or_else(|| corrupt(seq, "proof names a missing batch"))?;
-        Ok(Some(Stamp { batch, proof }))
+    fn stamp_of(&self, seq: u64, cache: &mut store::ProofCache) -> Result<Option<Stamp>, LogError> {
+        Ok(self.store.stamp(seq, cache)?.map(|(batch, proof)| Stamp { batch, proof }))
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use backbone_gateway::log::batch;
-use backbone_gateway::log::store::{CF_BODIES, CF_RECORDS, COLUMN_FAMILIES};
+use backbone_gateway::log::store::{CF_BATCH_HASHES, CF_BODIES, CF_RECORDS, COLUMN_FAMILIES};
 use backbone_gateway::log::verify::{self, VerifyError};
 use backbone_gateway::log::{Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side};
 use backbone_hsm::software::SoftwareKeyStore;
@@ -326,6 +326,19 @@ async fn batches_are_stamped_and_every_record_proof_verifies() {
     log.append(vec![record(30, Kind::Request, None)]).await.unwrap();
     log.shutdown().await.unwrap();
     assert_eq!(log.status().unstamped, 0);
+    drop(log);
+
+    // Proofs are rebuilt from each batch's stored record hashes, after a reopen too; a changed
+    // hash is a corrupt log, not a wrong proof.
+    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
+    assert_eq!(verify::verify(&log.export(0, 31).unwrap(), None).unwrap().stamped, 31);
+    drop(log);
+    edit_value(dir.path(), CF_BATCH_HASHES, 0, |value| value[0] ^= 1);
+    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
+    let err = log.record(0).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { seq: 0, .. }), "{err}");
+    assert!(err.to_string().contains("do not lead to its root"), "{err}");
+    assert!(matches!(log.export(0, 31), Err(LogError::Corrupt { .. })));
     service.running.shutdown().await;
 }
 

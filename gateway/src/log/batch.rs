@@ -161,6 +161,11 @@ pub fn imprint(root: &Hash) -> [u8; 33] {
     imprint
 }
 
+/// The root of the tree over record hashes `hashes` (in sequence order).
+pub fn root(hashes: &[Hash]) -> Hash {
+    merkle::Tree::new(hashes.iter().map(|h| merkle::leaf_hash(h)).collect()).root()
+}
+
 /// Builds the tree over record hashes `hashes` (in sequence order from `first_seq`); returns the
 /// root and each record's proof.
 pub fn build(first_seq: u64, hashes: &[Hash]) -> (Hash, Vec<RecordProof>) {
@@ -193,6 +198,7 @@ mod tests {
         for size in 1..=17u64 {
             let hashes: Vec<Hash> = (0..size).map(|i| [i as u8; 32]).collect();
             let (root, proofs) = build(100, &hashes);
+            assert_eq!(super::root(&hashes), root);
             for (proof, hash) in proofs.iter().zip(&hashes) {
                 let decoded = RecordProof::decode(&proof.encode()).unwrap();
                 assert_eq!(&decoded, proof);

@@ -12,8 +12,8 @@
 //! next one. The head (next sequence number, last hash) advances only after the write succeeds:
 //! a failed write leaves no gap and no broken link, and every append in it gets the error.
 
-use std::sync::Arc;
 use std::sync::mpsc::Receiver;
+use std::sync::{Arc, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::oneshot;
@@ -49,7 +49,10 @@ pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, q
             group.push(more);
         }
         match write_group(&shared, next_seq, last_hash, &mut group) {
-            Ok((next, hash, seqs)) => {
+            Ok((next, hash, seqs, hashes)) => {
+                // The hashes first: the stamper takes records up to `committed` and finds
+                // theirs here (or reads them back).
+                shared.recent.lock().unwrap_or_else(PoisonError::into_inner).push(next_seq, &hashes);
                 next_seq = next;
                 last_hash = hash;
                 shared.committed(next_seq);
@@ -69,14 +72,16 @@ pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, q
     }
 }
 
-/// Encodes, seals and writes one group; returns the new head and each append's numbers.
+/// Encodes, seals and writes one group; returns the new head, each append's numbers and the
+/// records' hashes.
 fn write_group(
     shared: &Shared,
     mut seq: u64,
     mut prev_hash: Hash,
     group: &mut [Pending],
-) -> Result<(u64, Hash, Vec<Vec<u64>>), String> {
+) -> Result<(u64, Hash, Vec<Vec<u64>>, Vec<Hash>), String> {
     let mut encoded = Vec::new();
+    let mut hashes = Vec::new();
     let mut seqs = Vec::with_capacity(group.len());
     for pending in group {
         let mut mine = Vec::with_capacity(pending.records.len());
@@ -85,6 +90,7 @@ fn write_group(
             let record = into_record(seq, prev_hash, prepared);
             let bytes = record.encode().map_err(|(what, len, max)| format!("{what} is {len} bytes, over {max}"))?;
             prev_hash = super::record::record_hash(&bytes);
+            hashes.push(prev_hash);
             let subject = match record.kind {
                 Kind::Request => record.data_subject,
                 Kind::Response => None,
@@ -107,7 +113,7 @@ fn write_group(
     shared.store.append(&rows).map_err(|e| e.to_string())?;
     shared.metrics.commit_batch_records.observe(rows.len() as f64);
     shared.metrics.records_appended.inc_by(rows.len() as u64);
-    Ok((seq, prev_hash, seqs))
+    Ok((seq, prev_hash, seqs, hashes))
 }
 
 fn into_record(seq: u64, prev_hash: Hash, prepared: Prepared) -> Record {

@@ -1,11 +1,12 @@
 //! Batch timestamping: every interval, the unstamped records' hashes become one Merkle tree whose
-//! root the timestamping service signs; the batch and every record's proof are stored in one
-//! synced write.
+//! root the timestamping service signs; the batch and its record hashes are stored in one synced
+//! write, and a record's proof is rebuilt from them when it is read.
 //!
 //! ```text
-//!  tick ─▶ records stamped_through .. committed ─▶ leaf_hash(record_hash) ─▶ root
+//!  tick ─▶ hashes of records stamped_through .. committed (kept by the commit thread; read back
+//!          from the store after a restart or a long outage) ─▶ leaf_hash(record_hash) ─▶ root
 //!       ─▶ POST /sign (imprint 0x01 ‖ root, level 0) ─▶ KSI signature, checked to cover the root
-//!       ─▶ batch + proofs + stamped_through (one synced write)
+//!       ─▶ batch + record hashes + stamped_through (one synced write)
 //! ```
 //!
 //! A failure leaves the records unstamped for the next tick and starts (or continues) the
@@ -112,8 +113,26 @@ impl Shared {
         }
     }
 
-    /// Builds, signs and stores one batch (blocking: RocksDB reads, the HTTP call, a synced write).
+    /// Builds, signs and stores one batch (blocking: maybe RocksDB reads, the HTTP call, a synced
+    /// write).
     fn stamp_batch(&self, addr: SocketAddr, first_seq: u64, count: u64) -> Result<Batch, LogError> {
+        let hashes = match self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(first_seq, count) {
+            Some(hashes) => hashes,
+            None => self.stored_hashes(first_seq, count)?,
+        };
+        let root = batch::root(&hashes);
+        let imprint = batch::imprint(&root);
+        let ksi_signature =
+            client::sign(addr, &imprint, 0).map_err(|e| LogError::Timestamping { addr, reason: e.to_string() })?;
+        check_signature(&ksi_signature, &root).map_err(|reason| LogError::Timestamping { addr, reason })?;
+        let batch = Batch { first_seq, count, root, stamped_at_ms: now_ms(), ksi_signature };
+        self.store.put_batch(&batch, &hashes)?;
+        self.recent.lock().unwrap_or_else(PoisonError::into_inner).forget_below(first_seq + count);
+        Ok(batch)
+    }
+
+    /// The hashes of records `first_seq .. first_seq + count`, read back from the store.
+    fn stored_hashes(&self, first_seq: u64, count: u64) -> Result<Vec<record::Hash>, LogError> {
         let stored = self.store.records(first_seq, first_seq + count)?;
         let mut hashes = Vec::with_capacity(stored.len());
         for (expected, (seq, encoded)) in (first_seq..).zip(&stored) {
@@ -125,14 +144,7 @@ impl Shared {
         if hashes.len() as u64 != count {
             return Err(LogError::Corrupt { seq: first_seq + hashes.len() as u64, reason: "missing".to_owned() });
         }
-        let (root, proofs) = batch::build(first_seq, &hashes);
-        let imprint = batch::imprint(&root);
-        let ksi_signature =
-            client::sign(addr, &imprint, 0).map_err(|e| LogError::Timestamping { addr, reason: e.to_string() })?;
-        check_signature(&ksi_signature, &root).map_err(|reason| LogError::Timestamping { addr, reason })?;
-        let batch = Batch { first_seq, count, root, stamped_at_ms: now_ms(), ksi_signature };
-        self.store.put_batch(&batch, &proofs)?;
-        Ok(batch)
+        Ok(hashes)
     }
 
     fn stamp_succeeded(&self, through: u64) {
@@ -176,4 +188,83 @@ pub(crate) fn check_signature(bytes: &[u8], root: &record::Hash) -> Result<(), S
         return Err(format!("KSI signature does not verify for the batch root: {verdict}"));
     }
     Ok(())
+}
+
+/// The hashes of the latest committed records, which the commit thread computes anyway, kept for
+/// the stamper so that it need not read the records back. Holds one contiguous run of at most
+/// [`RecentHashes::CAPACITY`]; when full, it starts over at the newest records, and the stamper
+/// reads older ones from the store.
+#[derive(Debug)]
+pub(crate) struct RecentHashes {
+    first_seq: u64,
+    hashes: std::collections::VecDeque<record::Hash>,
+}
+
+impl RecentHashes {
+    /// Most hashes kept: 12.8 MB, four full batches.
+    pub(crate) const CAPACITY: usize = 4 * MAX_BATCH_RECORDS as usize;
+
+    /// Empty, to be continued at `next_seq` (records before it are read from the store).
+    pub(crate) fn starting_at(next_seq: u64) -> Self {
+        RecentHashes { first_seq: next_seq, hashes: std::collections::VecDeque::new() }
+    }
+
+    /// Adds the hashes of the committed records `first_seq ..`.
+    pub(crate) fn push(&mut self, first_seq: u64, hashes: &[record::Hash]) {
+        let end = self.first_seq + self.hashes.len() as u64;
+        if first_seq != end || self.hashes.len() + hashes.len() > Self::CAPACITY {
+            self.hashes.clear();
+            self.first_seq = first_seq;
+        }
+        self.hashes.extend(hashes.iter().copied());
+    }
+
+    /// The hashes of `first_seq .. first_seq + count`, when all are held.
+    fn get(&self, first_seq: u64, count: u64) -> Option<Vec<record::Hash>> {
+        let start = usize::try_from(first_seq.checked_sub(self.first_seq)?).ok()?;
+        let end = start.checked_add(usize::try_from(count).ok()?)?;
+        (end <= self.hashes.len()).then(|| self.hashes.range(start..end).copied().collect())
+    }
+
+    /// Drops the hashes of records below `seq` (stamped).
+    fn forget_below(&mut self, seq: u64) {
+        let drop = seq.saturating_sub(self.first_seq).min(self.hashes.len() as u64);
+        self.hashes.drain(..drop as usize);
+        self.first_seq += drop;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recent_hashes_serve_only_a_run_they_hold_whole() {
+        let hash = |i: u64| [i as u8; 32];
+        let mut recent = RecentHashes::starting_at(10);
+        assert_eq!(recent.get(0, 1), None, "records from before the start are read from the store");
+        recent.push(10, &[hash(10), hash(11), hash(12)]);
+        assert_eq!(recent.get(10, 3), Some(vec![hash(10), hash(11), hash(12)]));
+        assert_eq!(recent.get(11, 2), Some(vec![hash(11), hash(12)]));
+        assert_eq!(recent.get(11, 3), None, "13 is not committed");
+        recent.forget_below(12);
+        assert_eq!(recent.get(11, 1), None);
+        assert_eq!(recent.get(12, 1), Some(vec![hash(12)]));
+        // A gap (which the commit thread never makes) starts the run over rather than misplace hashes.
+        recent.push(20, &[hash(20)]);
+        assert_eq!(recent.get(12, 1), None);
+        assert_eq!(recent.get(20, 1), Some(vec![hash(20)]));
+    }
+
+    #[test]
+    fn recent_hashes_start_over_when_full() {
+        let mut recent = RecentHashes::starting_at(0);
+        let full = vec![[1; 32]; RecentHashes::CAPACITY];
+        recent.push(0, &full);
+        assert!(recent.get(0, 1).is_some());
+        let seq = RecentHashes::CAPACITY as u64;
+        recent.push(seq, &[[2; 32]]);
+        assert_eq!(recent.get(0, 1), None, "the oldest run is dropped, to be read from the store");
+        assert_eq!(recent.get(seq, 1), Some(vec![[2; 32]]));
+    }
 }

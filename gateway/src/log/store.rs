@@ -6,8 +6,12 @@
 //!  bodies         seq:u64                                  nonce ‖ AES-256-GCM ciphertext ‖ tag (body.rs)
 //!  subjects       len:u16 ‖ data subject ‖ !seq:u64        empty (request records only; !seq
 //!                                                          = u64::MAX - seq, so newest first)
-//!  proofs         seq:u64                                  record proof (batch.rs)
+//!  proofs         seq:u64                                  record proof (batch.rs); written by
+//!                                                          earlier versions, read when present
 //!  batches        first_seq:u64                            batch with its KSI signature (batch.rs)
+//!  batch_hashes   first_seq:u64                            the batch's record hashes, 32 bytes
+//!                                                          each, in sequence order: a record's
+//!                                                          proof is rebuilt from them
 //!  meta           "data_key"                               the data key, wrapped by the HSM key
 //!                 "stamped_through"                        u64: records below it are stamped
 //! ```
@@ -19,9 +23,11 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use super::LogError;
+use backbone_hsm::batch::merkle;
+
 use super::batch::{Batch, RecordProof};
 use super::record::{self, Hash, Record};
 
@@ -31,14 +37,16 @@ pub const CF_RECORDS: &str = "records";
 pub const CF_BODIES: &str = "bodies";
 /// Column family of the data-subject index.
 pub const CF_SUBJECTS: &str = "subjects";
-/// Column family of the records' proofs.
+/// Column family of the records' proofs, one per record, as earlier versions wrote them.
 pub const CF_PROOFS: &str = "proofs";
 /// Column family of the timestamped batches.
 pub const CF_BATCHES: &str = "batches";
+/// Column family of each batch's record hashes (its Merkle tree's leaves, before leaf hashing).
+pub const CF_BATCH_HASHES: &str = "batch_hashes";
 /// Column family of the log's own settings.
 pub const CF_META: &str = "meta";
 /// Every column family, for tools that open the directory themselves.
-pub const COLUMN_FAMILIES: [&str; 6] = [CF_RECORDS, CF_BODIES, CF_SUBJECTS, CF_PROOFS, CF_BATCHES, CF_META];
+pub const COLUMN_FAMILIES: [&str; 7] = [CF_RECORDS, CF_BODIES, CF_SUBJECTS, CF_PROOFS, CF_BATCHES, CF_BATCH_HASHES, CF_META];
 
 const KEY_DATA_KEY: &[u8] = b"data_key";
 const KEY_STAMPED_THROUGH: &[u8] = b"stamped_through";
@@ -66,7 +74,23 @@ impl Store {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = COLUMN_FAMILIES.into_iter().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        // Flushes and compactions run below the proxies' priority: on a busy gateway they would
+        // otherwise take a core from the exchanges waiting on the log for a quarter second at a
+        // time. (The setting holds for every database in the process that uses the default
+        // environment.)
+        let mut env = rocksdb::Env::new().map_err(|e| storage(dir, e))?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        options.set_env(&env);
+        let families = COLUMN_FAMILIES.into_iter().map(|name| {
+            let mut family = Options::default();
+            // Sealed bodies and hashes do not compress: compressing them only costs the flush
+            // thread time.
+            if name == CF_BODIES || name == CF_PROOFS || name == CF_BATCH_HASHES {
+                family.set_compression_type(DBCompressionType::None);
+            }
+            ColumnFamilyDescriptor::new(name, family)
+        });
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| storage(dir, e))?;
         Ok(Store { db, dir: dir.to_owned() })
     }
@@ -137,11 +161,39 @@ impl Store {
         Ok(out)
     }
 
-    pub(crate) fn proof(&self, seq: u64) -> Result<Option<RecordProof>, LogError> {
-        let Some(bytes) = self.db.get_cf(self.cf(CF_PROOFS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))? else {
+    /// The record's proof and its batch, once stamped; `cache` keeps the last batch's tree, so
+    /// that consecutive records of one batch build it once.
+    pub(crate) fn stamp(&self, seq: u64, cache: &mut ProofCache) -> Result<Option<(Batch, RecordProof)>, LogError> {
+        if let Some((batch, tree)) = &cache.last
+            && batch.covers(seq)
+        {
+            return Ok(Some((batch.clone(), proof_from(batch, tree, seq))));
+        }
+        if let Some(bytes) = self.db.get_cf(self.cf(CF_PROOFS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))? {
+            let proof = RecordProof::decode(&bytes).map_err(|e| self.corrupt(seq, format!("proof: {e}")))?;
+            let batch = self.batch(proof.batch)?.ok_or_else(|| self.corrupt(seq, "proof names a missing batch"))?;
+            return Ok(Some((batch, proof)));
+        }
+        let Some(batch) = self.batches(seq, seq.saturating_add(1))?.into_iter().find(|b| b.covers(seq)) else {
             return Ok(None);
         };
-        RecordProof::decode(&bytes).map(Some).map_err(|e| self.corrupt(seq, format!("proof: {e}")))
+        let key = batch.first_seq.to_be_bytes();
+        let bytes = self
+            .db
+            .get_cf(self.cf(CF_BATCH_HASHES)?, key)
+            .map_err(|e| self.storage(e))?
+            .ok_or_else(|| self.corrupt(seq, format!("batch {} has no record hashes", batch.first_seq)))?;
+        let hashes = decode_hashes(&bytes).ok_or_else(|| self.corrupt(seq, format!("batch {} record hashes", batch.first_seq)))?;
+        if hashes.len() as u64 != batch.count {
+            return Err(self.corrupt(seq, format!("batch {} holds {} record hashes for {} records", batch.first_seq, hashes.len(), batch.count)));
+        }
+        let tree = merkle::Tree::new(hashes.iter().map(|h| merkle::leaf_hash(h)).collect());
+        if tree.root() != batch.root {
+            return Err(self.corrupt(seq, format!("batch {}: its record hashes do not lead to its root", batch.first_seq)));
+        }
+        let proof = proof_from(&batch, &tree, seq);
+        cache.last = Some((batch.clone(), tree));
+        Ok(Some((batch, proof)))
     }
 
     pub(crate) fn batch(&self, first_seq: u64) -> Result<Option<Batch>, LogError> {
@@ -181,14 +233,11 @@ impl Store {
         }
     }
 
-    /// Stores a stamped batch, its records' proofs and the new stamped-through mark in one
-    /// synced write.
-    pub(crate) fn put_batch(&self, batch: &Batch, proofs: &[RecordProof]) -> Result<(), LogError> {
-        let proofs_cf = self.cf(CF_PROOFS)?;
+    /// Stores a stamped batch, its record hashes and the new stamped-through mark in one synced
+    /// write.
+    pub(crate) fn put_batch(&self, batch: &Batch, record_hashes: &[Hash]) -> Result<(), LogError> {
         let mut write = WriteBatch::default();
-        for (i, proof) in (batch.first_seq..).zip(proofs) {
-            write.put_cf(proofs_cf, i.to_be_bytes(), proof.encode());
-        }
+        write.put_cf(self.cf(CF_BATCH_HASHES)?, batch.first_seq.to_be_bytes(), record_hashes.as_flattened());
         write.put_cf(self.cf(CF_BATCHES)?, batch.first_seq.to_be_bytes(), batch.encode());
         let through = batch.first_seq.saturating_add(batch.count);
         write.put_cf(self.cf(CF_META)?, KEY_STAMPED_THROUGH, through.to_be_bytes());
@@ -237,6 +286,24 @@ impl Store {
 
 fn storage(dir: &Path, error: rocksdb::Error) -> LogError {
     LogError::Storage { dir: dir.to_owned(), reason: error.into_string() }
+}
+
+/// The last batch whose tree [`Store::stamp`] built.
+#[derive(Default)]
+pub(crate) struct ProofCache {
+    last: Option<(Batch, merkle::Tree)>,
+}
+
+/// `seq`'s proof in `batch`, whose tree is `tree` (`batch` covers `seq`).
+fn proof_from(batch: &Batch, tree: &merkle::Tree, seq: u64) -> RecordProof {
+    let leaf_index = seq - batch.first_seq;
+    let path = usize::try_from(leaf_index).ok().and_then(|i| tree.audit_path(i)).unwrap_or_default();
+    RecordProof { batch: batch.first_seq, leaf_index, batch_count: batch.count, path }
+}
+
+fn decode_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
+    let (chunks, rest) = bytes.as_chunks::<32>();
+    rest.is_empty().then(|| chunks.to_vec())
 }
 
 fn seq_key(bytes: &[u8]) -> Option<u64> {

@@ -149,6 +149,8 @@ struct Phases {
     timings: Vec<timings::Timing>,
     /// CPU time per kind of thread over the same phase.
     threads: Vec<timings::ThreadTime>,
+    /// The gateways' histograms over phase (c) at half the rate.
+    timings_at_half: Vec<timings::Timing>,
     /// Microseconds of CPU (every thread of the process: load generator, proxies, echo) per
     /// exchange of phase (b): a figure that other load on the machine does not move much.
     chain_cpu_us: f64,
@@ -189,7 +191,9 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     let half_rate = gateways_max.rate() / 2.0;
     let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
     let direct_at_half = load::drive(&direct, open).await;
+    let half_before = timings::Snapshot::take(&registries);
     let gateways_at_half = load::drive(&gateways, open).await;
+    let half_after = timings::Snapshot::take(&registries);
     gateway_exchanges += gateways_at_half.ok;
     Ok(Phases {
         direct: direct_max,
@@ -201,6 +205,7 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         gateway_exchanges,
         timings: before.timings(&after),
         threads: before.threads(&after),
+        timings_at_half: half_before.timings(&half_after),
         chain_cpu_us,
         gateways_cpu_us,
     })
@@ -321,6 +326,7 @@ struct Report {
     logs: Vec<LogCheck>,
     gateway_timings: Vec<timings::Timing>,
     gateway_threads: Vec<timings::ThreadTime>,
+    gateway_timings_at_half: Vec<timings::Timing>,
     chain_cpu_us: f64,
     gateways_cpu_us: f64,
     rate_target_met: bool,
@@ -378,6 +384,7 @@ impl Report {
             logs,
             gateway_timings: phases.timings,
             gateway_threads: phases.threads,
+            gateway_timings_at_half: phases.timings_at_half,
             chain_cpu_us: phases.chain_cpu_us,
             gateways_cpu_us: phases.gateways_cpu_us,
         }
@@ -433,12 +440,7 @@ impl Report {
             ));
         }
         out.push_str("where the time of (c) at the maximum rate goes, from the gateways' own metrics:\n");
-        for t in &self.gateway_timings {
-            out.push_str(&format!(
-                "  {:<9} {:<72} {:>9} x mean {:>8.3} {:<2} ({})\n",
-                t.agency, t.metric, t.count, t.mean, t.unit, t.meaning
-            ));
-        }
+        timing_lines(&mut out, &self.gateway_timings);
         out.push_str("  CPU by thread (cores):");
         for t in &self.gateway_threads {
             if t.cores >= 0.005 {
@@ -450,6 +452,8 @@ impl Report {
             "  CPU per exchange, whole process (load generator and echo included): (b) {:.0} us, (c) {:.0} us\n",
             self.chain_cpu_us, self.gateways_cpu_us
         ));
+        out.push_str(&format!("and at half the rate ({:.0}/s):\n", self.half_rate));
+        timing_lines(&mut out, &self.gateway_timings_at_half);
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         out.push_str(&format!(
             "targets: >= {TARGET_RATE:.0} exchanges/s {}; >= {:.0} % of the proxy chain {}; p99 added <= {TARGET_ADDED_P99_MS:.0} ms at half rate {}\n",
@@ -475,5 +479,16 @@ impl Report {
             }
         }
         Ok(())
+    }
+}
+
+/// One line per histogram: count, mean, and the bucket bound that holds the 99th percentile.
+fn timing_lines(out: &mut String, timings: &[timings::Timing]) {
+    for t in timings {
+        let p99 = t.p99_at_most.map_or_else(|| "over the last bucket".to_owned(), |v| format!("p99 <= {v}"));
+        out.push_str(&format!(
+            "  {:<9} {:<72} {:>9} x mean {:>8.3} {:<2} {:<14} ({})\n",
+            t.agency, t.metric, t.count, t.mean, t.unit, p99, t.meaning
+        ));
     }
 }

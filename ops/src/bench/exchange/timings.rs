@@ -1,9 +1,10 @@
-//! Where the time of the gateway phase goes: the gateways' own histograms (whole exchange per
+//! Where the time of a gateway phase goes: the gateways' own histograms (whole exchange per
 //! side, batch-signer wait and batch size, message-log append and group size) and the CPU time
 //! of each kind of thread, each as the difference between a snapshot before and after the phase.
 //!
 //! ```text
 //!  snapshot ─▶ phase (c) ─▶ snapshot ─▶ Δ sum / Δ count per histogram · Δ CPU ticks per thread name
+//!                                       Δ bucket counts ─▶ the bucket bound under which 99 % fell
 //! ```
 //!
 //! Thread CPU comes from `/proc/self/task/*/stat` (Linux; elsewhere the list is empty), in clock
@@ -27,9 +28,18 @@ const HISTOGRAMS: &[(&str, &str)] = &[
 /// Histogram sums and counts, and CPU time per thread name, at one moment.
 #[derive(Debug)]
 pub struct Snapshot {
-    histograms: BTreeMap<(String, String), (f64, u64)>,
+    histograms: BTreeMap<(String, String), Histogram>,
     threads: BTreeMap<String, u64>,
     at: Instant,
+}
+
+/// One histogram's cumulative state.
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    sum: f64,
+    count: u64,
+    /// (upper bound, cumulative count) per bucket, in increasing order.
+    buckets: Vec<(f64, u64)>,
 }
 
 /// One histogram over the phase.
@@ -45,6 +55,9 @@ pub struct Timing {
     pub count: u64,
     /// Their mean: milliseconds for a time, else the quantity itself.
     pub mean: f64,
+    /// The upper bound of the bucket that holds the 99th percentile, in the same unit; `None`
+    /// when it lies above the last bucket.
+    pub p99_at_most: Option<f64>,
     /// `ms` or empty.
     pub unit: &'static str,
 }
@@ -75,7 +88,9 @@ impl Snapshot {
                     let labels: Vec<String> = metric.get_label().iter().map(|l| format!("{}={}", l.name(), l.value())).collect();
                     let key = format!("{}{{{}}}", family.name(), labels.join(","));
                     let histogram = metric.get_histogram();
-                    histograms.insert(((*agency).to_owned(), key), (histogram.get_sample_sum(), histogram.get_sample_count()));
+                    let buckets = histogram.get_bucket().iter().map(|b| (b.upper_bound(), b.cumulative_count())).collect();
+                    let state = Histogram { sum: histogram.get_sample_sum(), count: histogram.get_sample_count(), buckets };
+                    histograms.insert(((*agency).to_owned(), key), state);
                 }
             }
         }
@@ -85,17 +100,23 @@ impl Snapshot {
     /// The histograms' means between `self` and `later`, for those observed in between.
     pub fn timings(&self, later: &Snapshot) -> Vec<Timing> {
         let mut out = Vec::new();
-        for ((agency, key), (sum, count)) in &later.histograms {
-            let (sum_before, count_before) = self.histograms.get(&(agency.clone(), key.clone())).copied().unwrap_or_default();
-            let count = count.saturating_sub(count_before);
+        for ((agency, key), now) in &later.histograms {
+            let before = self.histograms.get(&(agency.clone(), key.clone())).cloned().unwrap_or_default();
+            let count = now.count.saturating_sub(before.count);
             if count == 0 {
                 continue;
             }
             let name = key.split('{').next().unwrap_or_default();
             let meaning = HISTOGRAMS.iter().find(|(n, _)| *n == name).map_or("", |(_, m)| *m);
             let seconds = name.ends_with("_seconds");
-            let mean = (sum - sum_before) / count as f64 * if seconds { 1000.0 } else { 1.0 };
-            out.push(Timing { agency: agency.clone(), metric: key.clone(), meaning, count, mean, unit: if seconds { "ms" } else { "" } });
+            let scale = if seconds { 1000.0 } else { 1.0 };
+            let mean = (now.sum - before.sum) / count as f64 * scale;
+            // The first bucket whose count over the phase reaches 99 % of the observations.
+            let p99_at_most = now.buckets.iter().find_map(|(bound, cumulative)| {
+                let earlier = before.buckets.iter().find(|(b, _)| b == bound).map_or(0, |(_, c)| *c);
+                (cumulative.saturating_sub(earlier) * 100 >= count * 99).then_some(bound * scale)
+            });
+            out.push(Timing { agency: agency.clone(), metric: key.clone(), meaning, count, mean, p99_at_most, unit: if seconds { "ms" } else { "" } });
         }
         out
     }
