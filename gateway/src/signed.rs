@@ -21,7 +21,6 @@
 //! Decoding is written by hand because the format is ours and small; every length is checked
 //! before it is used, and the decoder never panics (fuzz target `signed_message`).
 
-use sha2::{Digest, Sha512};
 
 /// Magic of a request descriptor.
 pub const REQUEST_MAGIC: [u8; 4] = *b"BBRQ";
@@ -127,8 +126,15 @@ pub struct EncodeError {
 }
 
 /// SHA-512 of `bytes`.
+///
+/// Computed with ring (OpenSSL's assembly): each exchange hashes every body on both gateways,
+/// and in profiles of `backbone bench exchange` the `sha2` crate's SHA-512 was the largest hash
+/// cost of an exchange.
 pub fn sha512(bytes: &[u8]) -> Digest512 {
-    Sha512::digest(bytes).into()
+    let digest = ring::digest::digest(&ring::digest::SHA512, bytes);
+    let mut out = [0; DIGEST_LEN];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 // === impl RequestDescriptor ===
@@ -191,10 +197,11 @@ impl RequestDescriptor {
     ///
     /// As [`RequestDescriptor::encode`].
     pub fn request_hash(&self) -> Result<Digest512, EncodeError> {
-        let mut hasher = Sha512::new();
-        hasher.update(sha512(&self.encode()?));
-        hasher.update(self.body_digest);
-        Ok(hasher.finalize().into())
+        let mut both = [0; 2 * DIGEST_LEN];
+        let (descriptor, body) = both.split_at_mut(DIGEST_LEN);
+        descriptor.copy_from_slice(&sha512(&self.encode()?));
+        body.copy_from_slice(&self.body_digest);
+        Ok(sha512(&both))
     }
 }
 
