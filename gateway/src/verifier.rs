@@ -12,6 +12,7 @@
 //! at the call, so a revoked certificate stops verifying with the next configuration.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -31,6 +32,8 @@ const MAX_ROOTS: usize = 16_384;
 pub struct Verifier {
     certificates: Mutex<HashMap<[u8; 32], Option<CertificateKey>>>,
     roots: Mutex<HashMap<[u8; 32], Arc<OnceLock<bool>>>>,
+    /// Root signatures verified with the public key (not answered from memory).
+    root_verifications: AtomicU64,
 }
 
 #[derive(Clone, Debug)]
@@ -46,6 +49,12 @@ impl Verifier {
     /// An empty verifier.
     pub fn new() -> Self {
         Verifier::default()
+    }
+
+    /// How many root signatures this verifier has checked with a public key; the other messages
+    /// of their batches were answered from memory.
+    pub fn root_verifications(&self) -> u64 {
+        self.root_verifications.load(Ordering::Relaxed)
     }
 
     /// The DER of the first of `member`'s signing certificates in `conf` that is valid now and
@@ -108,7 +117,10 @@ impl Verifier {
             }
         };
         drop(roots);
-        let verified = *cell.get_or_init(|| signature.verify_root(key).is_ok());
+        let verified = *cell.get_or_init(|| {
+            self.root_verifications.fetch_add(1, Ordering::Relaxed);
+            signature.verify_root(key).is_ok()
+        });
         if !verified {
             // Only verified roots are remembered: a forgery cannot fill the memory for long.
             if let Ok(mut roots) = self.roots.lock() {
@@ -124,4 +136,81 @@ fn parse(der: &[u8]) -> Option<CertificateKey> {
     let key = PublicKey::from_spki_der(cert.public_key().raw).ok()?;
     let validity = cert.validity();
     Some(CertificateKey { key, not_before: validity.not_before.timestamp(), not_after: validity.not_after.timestamp() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Barrier};
+    use std::time::Duration;
+
+    use backbone_hsm::batch::{BatchConfig, BatchSigner};
+    use backbone_hsm::software::SoftwareKeyStore;
+    use backbone_hsm::{KeyStore, KeyType};
+
+    use super::*;
+
+    /// Eight messages signed together: the worker lingers long enough to take them in one batch.
+    fn one_batch() -> (PublicKey, Vec<(Vec<u8>, BatchSignature)>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SoftwareKeyStore::open(dir.path().join("keys")).unwrap();
+        store.generate("member-signing", KeyType::EcP256).unwrap();
+        let signer = store.signer("member-signing", None).unwrap();
+        let config = BatchConfig { max_linger: Duration::from_millis(300), linger_under_load: false, workers: 1, ..BatchConfig::default() };
+        let batch = BatchSigner::new(signer, config).unwrap();
+        let start = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8u8)
+            .map(|n| {
+                let (batch, start) = (batch.clone(), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    let message = vec![n; 100];
+                    start.wait();
+                    let signature = batch.sign_blocking(&message).unwrap();
+                    (message, signature)
+                })
+            })
+            .collect();
+        let signed: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        (batch.public_key().clone(), signed, dir)
+    }
+
+    #[test]
+    fn a_batch_root_is_verified_once_when_its_messages_arrive_together() {
+        let (key, signed, _dir) = one_batch();
+        let roots: HashMap<[u8; 32], usize> = signed.iter().fold(HashMap::new(), |mut roots, (_, s)| {
+            *roots.entry(*s.root()).or_default() += 1;
+            roots
+        });
+        assert!(roots.values().any(|&n| n > 1), "the messages were signed in batches of one: {roots:?}");
+
+        let verifier = Arc::new(Verifier::new());
+        let start = Arc::new(Barrier::new(signed.len()));
+        let threads: Vec<_> = signed
+            .iter()
+            .cloned()
+            .map(|(message, signature)| {
+                let (verifier, start, key) = (Arc::clone(&verifier), Arc::clone(&start), key.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    signature.verify_chain(&message).is_ok() && verifier.root_verified(&key, &signature)
+                })
+            })
+            .collect();
+        assert!(threads.into_iter().all(|t| t.join().unwrap()), "every message verifies");
+        assert_eq!(verifier.root_verifications(), roots.len() as u64, "one ECDSA verification per root");
+
+        // A forged root signature fails, and is not remembered as if it had been checked.
+        let (message, genuine) = &signed[0];
+        let mut bytes = genuine.to_bytes();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let forged = BatchSignature::from_bytes(&bytes).unwrap();
+        assert!(forged.verify_chain(message).is_ok(), "the chain is untouched: only the root signature is");
+        let before = verifier.root_verifications();
+        assert!(!verifier.root_verified(&key, &forged));
+        assert!(!verifier.root_verified(&key, &forged));
+        assert_eq!(verifier.root_verifications(), before + 2, "a failed root is checked again every time");
+        assert!(verifier.root_verified(&key, genuine));
+        assert_eq!(verifier.root_verifications(), before + 2, "the genuine root is still remembered");
+    }
 }
