@@ -55,7 +55,7 @@ mod stamp;
 pub use self::batch::{Batch, RecordProof};
 pub use self::error::LogError;
 pub use self::metrics::LogMetrics;
-pub use self::record::{Hash, Kind, Record, Side};
+pub use self::record::{Hash, Kind, Record, Side, SignerCertificate};
 
 use self::body::{BodyKey, DATA_KEY_LEN};
 use self::commit::{Pending, Prepared};
@@ -135,6 +135,8 @@ pub struct LoggedRecord {
     pub hash: Hash,
     /// The body in plaintext, checked against `record.body_sha256`.
     pub body: Vec<u8>,
+    /// DER of the signer certificate the record names, checked against its SHA-256.
+    pub signer_certificate: Vec<u8>,
     /// The timestamp proof, once the record's batch is stamped.
     pub stamp: Option<Stamp>,
 }
@@ -358,7 +360,8 @@ impl MessageLog {
         for new in records {
             check_lengths(&new)?;
             let body_sha256 = record::body_hash(&new.body);
-            prepared.push(Prepared { new, body_sha256 });
+            let certificate_sha256 = record::body_hash(&new.signer_certificate);
+            prepared.push(Prepared { new, body_sha256, certificate_sha256 });
         }
         let (reply, answer) = oneshot::channel();
         let queue = self.inner.queue.as_ref().ok_or_else(|| self.closed())?;
@@ -430,8 +433,9 @@ impl MessageLog {
         if record::body_hash(&body) != record.body_sha256 {
             return Err(corrupt(seq, "body does not match body_sha256"));
         }
+        let signer_certificate = shared.signer_certificate(seq, &record.signer_certificate)?;
         let stamp = shared.stamp_of(seq, &mut store::ProofCache::default())?;
-        Ok(Some(LoggedRecord { hash: record::record_hash(&bytes), record, body, stamp }))
+        Ok(Some(LoggedRecord { hash: record::record_hash(&bytes), record, body, signer_certificate, stamp }))
     }
 
     /// The encoded records `from .. to` with their proofs, and the batches that cover them: the
@@ -449,6 +453,16 @@ impl MessageLog {
             records.push(verify::AuditRecord { encoded, proof });
         }
         Ok(verify::Bundle { records, batches: store.batches(from, to)? })
+    }
+
+    /// The DER of the signer certificate that record `seq` names (`named`, from the record).
+    ///
+    /// # Errors
+    ///
+    /// [`LogError::Corrupt`] when it is not stored or does not match its hash;
+    /// [`LogError::Storage`].
+    pub fn signer_certificate(&self, seq: u64, named: &SignerCertificate) -> Result<Vec<u8>, LogError> {
+        self.inner.shared.signer_certificate(seq, named)
     }
 
     /// The log's state.
@@ -565,6 +579,20 @@ impl Shared {
             last_error: state.last_error.clone(),
             lag: state.oldest_unstamped.and_then(|t| SystemTime::now().duration_since(t).ok()),
             accepting,
+        }
+    }
+
+    /// The DER of the certificate record `seq` names, checked against the name.
+    pub(crate) fn signer_certificate(&self, seq: u64, named: &SignerCertificate) -> Result<Vec<u8>, LogError> {
+        match named {
+            SignerCertificate::Der(der) => Ok(der.clone()),
+            SignerCertificate::Sha256(hash) => {
+                let der = self.store.certificate(hash)?.ok_or_else(|| corrupt(seq, "its signer certificate is not stored"))?;
+                if record::body_hash(&der) != *hash {
+                    return Err(corrupt(seq, "the stored signer certificate does not match the record's hash of it"));
+                }
+                Ok(der)
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use backbone_gateway::log::batch;
 use backbone_gateway::log::store::{CF_BATCH_HASHES, CF_BODIES, CF_RECORDS, COLUMN_FAMILIES};
 use backbone_gateway::log::verify::{self, VerifyError};
-use backbone_gateway::log::{Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side};
+use backbone_gateway::log::{Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side, SignerCertificate};
 use backbone_hsm::software::SoftwareKeyStore;
 use backbone_hsm::{KeyStore, KeyType, Signer, Wrapper};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
@@ -23,6 +23,7 @@ use backbone_timestamping::calendar::{Calendar, CalendarStore};
 use backbone_timestamping::client;
 use backbone_timestamping::http::{self, PduAuth};
 use backbone_timestamping::service::{self, Running};
+use sha2::{Digest, Sha256};
 
 const BODY_MARKER: &[u8] = b"diagnosis: J45.901 asthma, uncontrolled";
 
@@ -95,7 +96,12 @@ async fn appended_records_read_back_decrypted_and_linked() {
     assert_eq!(request.record.message_id, "msg-0001");
     assert_eq!(request.record.descriptor, expected.descriptor);
     assert_eq!(request.record.signature, expected.signature);
-    assert_eq!(request.record.signer_certificate, expected.signer_certificate);
+    assert_eq!(request.signer_certificate, expected.signer_certificate);
+    assert_eq!(
+        request.record.signer_certificate,
+        SignerCertificate::Sha256(Sha256::digest(&expected.signer_certificate).into()),
+        "records name their certificate by hash"
+    );
     assert_eq!((request.record.side, request.record.kind), (Side::Provider, Kind::Request));
     assert_eq!(request.record.prev_hash, [0; 32]);
     assert_eq!(response.record.prev_hash, request.hash, "each record links to the one before");

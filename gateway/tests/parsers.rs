@@ -103,8 +103,11 @@ fn signed_messages() {
 fn audit_archives() {
     use backbone_gateway::log::archive::Archive;
     use backbone_gateway::log::batch::{Batch, RecordProof};
-    use backbone_gateway::log::record::{Kind, Record, Side, record_hash};
+    use backbone_gateway::log::record::{Kind, Record, Side, SignerCertificate, record_hash};
     use backbone_gateway::log::verify::AuditRecord;
+    use sha2::{Digest, Sha256};
+
+    const CERTIFICATE: &[u8] = &[0x30, 0x03, 0x02, 0x01, 0x00];
 
     let request = Record {
         seq: 7,
@@ -121,7 +124,7 @@ fn audit_archives() {
         purpose_of_use: Some("TREAT".into()),
         descriptor: b"BBRQ\x01".to_vec(),
         signature: vec![1; 40],
-        signer_certificate: vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        signer_certificate: SignerCertificate::Sha256(Sha256::digest(CERTIFICATE).into()),
         body_len: 0,
         body_sha256: [0; 32],
     };
@@ -138,7 +141,7 @@ fn audit_archives() {
         prev_hash: [3; 32],
         last_hash: record_hash(&second),
         exported_at_ms: 1_795_687_300_000,
-        certificates: vec![request.signer_certificate.clone()],
+        certificates: vec![CERTIFICATE.to_vec()],
         batches: vec![Batch { first_seq: 6, count: 3, root: [5; 32], stamped_at_ms: 1, ksi_signature: vec![0x08, 0x00, 0x00] }],
         records: vec![AuditRecord { encoded: first, proof: proof(1) }, AuditRecord { encoded: second, proof: proof(2) }],
     };

@@ -230,6 +230,16 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     let found = failures(dir, "forged.bbar", &forged.encode().unwrap(), &[]);
     assert_named(&found, &format!("record {} (message id {})", s + 4, record.message_id), "descriptor signature: ");
 
+    // A signer certificate swapped for another one in the archive (the records name theirs by
+    // SHA-256): every record it signed is named.
+    let mut recertified = second.clone();
+    let mut other = recertified.certificates[0].clone();
+    let last = other.len() - 1;
+    other[last] ^= 1;
+    recertified.certificates[0] = other;
+    let found = failures(dir, "recertified.bbar", &recertified.encode().unwrap(), &[]);
+    assert_named(&found, "record ", "its signer certificate is not among the archive's certificates");
+
     // Chained to the wrong previous archive: one that ends earlier, and one whose last record was
     // changed and resealed.
     let mut shorter = first.clone();

@@ -406,9 +406,10 @@ pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at
                 size += batch.ksi_signature.len() as u64 + 68;
                 archive.batches.push(batch.clone());
             }
-            if certificates.insert(record.signer_certificate.clone()) {
-                size += record.signer_certificate.len() as u64 + 4;
-                archive.certificates.push(record.signer_certificate);
+            if certificates.insert(record.signer_certificate.sha256()) {
+                let der = log.signer_certificate(record.seq, &record.signer_certificate)?;
+                size += der.len() as u64 + 4;
+                archive.certificates.push(der);
             }
             size += audit.encoded.len() as u64 + 8 + 32 * proof.path.len() as u64 + 26;
             if archive.records.len() >= MAX_RECORDS || size > MAX_ARCHIVE_LEN {

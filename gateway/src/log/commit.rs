@@ -12,13 +12,14 @@
 //! next one. The head (next sequence number, last hash) advances only after the write succeeds:
 //! a failed write leaves no gap and no broken link, and every append in it gets the error.
 
+use std::collections::HashSet;
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use tokio::sync::oneshot;
 
-use super::record::{Hash, Record};
+use super::record::{Hash, Record, SignerCertificate};
 use super::store::Row;
 use super::{Kind, LogError, NewRecord, Shared};
 
@@ -32,14 +33,18 @@ pub(crate) struct Pending {
     pub(crate) queued: Instant,
 }
 
-/// A record whose body hash the caller's task already computed.
+/// A record whose body and certificate hashes the caller's task already computed.
 pub(crate) struct Prepared {
     pub(crate) new: NewRecord,
     pub(crate) body_sha256: Hash,
+    pub(crate) certificate_sha256: Hash,
 }
 
 /// The commit thread's loop: runs until every sender is dropped.
 pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, queue: Receiver<Pending>) {
+    // Certificates written since the thread started: each is written with the first record that
+    // names it (again after a restart, which rewrites the same value), never looked up.
+    let mut stored = HashSet::new();
     while let Ok(first) = queue.recv() {
         let mut count = first.records.len();
         let mut group = vec![first];
@@ -48,7 +53,7 @@ pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, q
             count += more.records.len();
             group.push(more);
         }
-        match write_group(&shared, next_seq, last_hash, &mut group) {
+        match write_group(&shared, next_seq, last_hash, &mut group, &mut stored) {
             Ok((next, hash, seqs, hashes)) => {
                 // The hashes first: the stamper takes records up to `committed` and finds
                 // theirs here (or reads them back).
@@ -79,14 +84,19 @@ fn write_group(
     mut seq: u64,
     mut prev_hash: Hash,
     group: &mut [Pending],
+    stored: &mut HashSet<Hash>,
 ) -> Result<(u64, Hash, Vec<Vec<u64>>, Vec<Hash>), String> {
     let mut encoded = Vec::new();
     let mut hashes = Vec::new();
+    let mut new_certificates = HashSet::new();
     let mut seqs = Vec::with_capacity(group.len());
     for pending in group {
         let mut mine = Vec::with_capacity(pending.records.len());
         for prepared in std::mem::take(&mut pending.records) {
             let body = shared.key.seal(seq, &prepared.new.body).ok_or("the system random source failed")?;
+            let certificate = (!stored.contains(&prepared.certificate_sha256)
+                && new_certificates.insert(prepared.certificate_sha256))
+            .then(|| (prepared.certificate_sha256, prepared.new.signer_certificate.clone()));
             let record = into_record(seq, prev_hash, prepared);
             let bytes = record.encode().map_err(|(what, len, max)| format!("{what} is {len} bytes, over {max}"))?;
             prev_hash = super::record::record_hash(&bytes);
@@ -95,7 +105,7 @@ fn write_group(
                 Kind::Request => record.data_subject,
                 Kind::Response => None,
             };
-            encoded.push((seq, bytes, body, subject));
+            encoded.push((seq, bytes, body, subject, certificate));
             mine.push(seq);
             seq = seq.checked_add(1).ok_or("sequence numbers exhausted")?;
         }
@@ -103,14 +113,16 @@ fn write_group(
     }
     let rows: Vec<Row<'_>> = encoded
         .iter()
-        .map(|(seq, bytes, body, subject)| Row {
+        .map(|(seq, bytes, body, subject, certificate)| Row {
             seq: *seq,
             encoded: bytes,
             sealed_body: body,
             subject: subject.as_deref(),
+            certificate: certificate.as_ref().map(|(hash, der)| (hash, der.as_slice())),
         })
         .collect();
     shared.store.append(&rows).map_err(|e| e.to_string())?;
+    stored.extend(new_certificates);
     shared.metrics.commit_batch_records.observe(rows.len() as f64);
     shared.metrics.records_appended.inc_by(rows.len() as u64);
     Ok((seq, prev_hash, seqs, hashes))
@@ -133,7 +145,7 @@ fn into_record(seq: u64, prev_hash: Hash, prepared: Prepared) -> Record {
         purpose_of_use: new.purpose_of_use,
         descriptor: new.descriptor,
         signature: new.signature,
-        signer_certificate: new.signer_certificate,
+        signer_certificate: SignerCertificate::Sha256(prepared.certificate_sha256),
         body_len: new.body.len() as u64,
         body_sha256: prepared.body_sha256,
     }

@@ -2,11 +2,13 @@
 //! values out. The format is specified in `gateway/docs/message-log.md`.
 //!
 //! ```text
-//!  record      = "BBLR" ‖ 0x01 ‖ seq:u64 ‖ prev_hash:[32] ‖ side:u8 ‖ kind:u8 ‖ emergency:u8
+//!  record      = "BBLR" ‖ version:u8 ‖ seq:u64 ‖ prev_hash:[32] ‖ side:u8 ‖ kind:u8 ‖ emergency:u8
 //!                ‖ logged_at_ms:u64 ‖ str message_id ‖ str client ‖ str service
 //!                ‖ opt user_id ‖ opt data_subject ‖ opt purpose_of_use
-//!                ‖ bytes descriptor ‖ bytes signature ‖ bytes signer_certificate
+//!                ‖ bytes descriptor ‖ bytes signature ‖ signer
 //!                ‖ body_len:u64 ‖ body_sha256:[32]
+//!  signer      = version 0x02: signer_certificate_sha256:[32] (the log and archives keep each
+//!                certificate once, by that hash);  version 0x01: bytes signer_certificate (DER)
 //!  str, bytes  = len:u32 ‖ that many bytes          (integers big-endian)
 //!  opt         = 0x00 | 0x01 ‖ str
 //!  record_hash = SHA-256(record); the first record's prev_hash is 32 zero bytes
@@ -20,8 +22,12 @@ pub type Hash = [u8; 32];
 /// The first bytes of every encoded record.
 pub const MAGIC: &[u8; 4] = b"BBLR";
 
-/// The record format version this code writes and reads.
-pub const VERSION: u8 = 0x01;
+/// The record format version this code writes: the signer certificate by its SHA-256.
+pub const VERSION: u8 = 0x02;
+
+/// The first record format version, with the signer certificate's DER in every record; still
+/// read.
+pub const VERSION_1: u8 = 0x01;
 
 /// The `prev_hash` of the first record of a log.
 pub const GENESIS: Hash = [0; 32];
@@ -83,12 +89,32 @@ pub struct Record {
     pub descriptor: Vec<u8>,
     /// The member's batch signature over the descriptor.
     pub signature: Vec<u8>,
-    /// DER of the member signing certificate that verifies the signature.
-    pub signer_certificate: Vec<u8>,
+    /// The member signing certificate that verifies the signature.
+    pub signer_certificate: SignerCertificate,
     /// Length of the body plaintext.
     pub body_len: u64,
     /// SHA-256 of the body plaintext.
     pub body_sha256: Hash,
+}
+
+/// The member signing certificate of a record: by its SHA-256 (what this code writes), or its DER
+/// (records of format version 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignerCertificate {
+    /// SHA-256 of the certificate's DER; the DER is stored once beside the records.
+    Sha256(Hash),
+    /// The certificate's DER, in the record itself (version 1 records).
+    Der(Vec<u8>),
+}
+
+impl SignerCertificate {
+    /// SHA-256 of the certificate's DER: the key it is stored and looked up by.
+    pub fn sha256(&self) -> Hash {
+        match self {
+            SignerCertificate::Sha256(hash) => *hash,
+            SignerCertificate::Der(der) => Sha256::digest(der).into(),
+        }
+    }
 }
 
 /// Why bytes did not decode as a record.
@@ -141,21 +167,23 @@ impl Record {
                 return Err((what, len, MAX_TEXT_LEN));
             }
         }
-        let blobs = [
-            ("descriptor", &self.descriptor),
-            ("signature", &self.signature),
-            ("signer_certificate", &self.signer_certificate),
-        ];
+        let der = match &self.signer_certificate {
+            SignerCertificate::Der(der) => der.as_slice(),
+            SignerCertificate::Sha256(_) => &[],
+        };
+        let blobs = [("descriptor", &self.descriptor[..]), ("signature", &self.signature[..]), ("signer_certificate", der)];
         for (what, blob) in blobs {
             if blob.len() > MAX_BLOB_LEN {
                 return Err((what, blob.len(), MAX_BLOB_LEN));
             }
         }
-        let mut out = Vec::with_capacity(
-            160 + self.descriptor.len() + self.signature.len() + self.signer_certificate.len() + self.message_id.len(),
-        );
+        let mut out =
+            Vec::with_capacity(160 + self.descriptor.len() + self.signature.len() + der.len() + self.message_id.len());
         out.extend_from_slice(MAGIC);
-        out.push(VERSION);
+        out.push(match self.signer_certificate {
+            SignerCertificate::Sha256(_) => VERSION,
+            SignerCertificate::Der(_) => VERSION_1,
+        });
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.prev_hash);
         out.push(side_code(self.side));
@@ -176,7 +204,10 @@ impl Record {
         }
         put_bytes(&mut out, &self.descriptor);
         put_bytes(&mut out, &self.signature);
-        put_bytes(&mut out, &self.signer_certificate);
+        match &self.signer_certificate {
+            SignerCertificate::Sha256(hash) => out.extend_from_slice(hash),
+            SignerCertificate::Der(der) => put_bytes(&mut out, der),
+        }
         out.extend_from_slice(&self.body_len.to_be_bytes());
         out.extend_from_slice(&self.body_sha256);
         Ok(out)
@@ -193,8 +224,8 @@ impl Record {
             return Err(invalid("magic", "not a message log record"));
         }
         let version = r.u8("version")?;
-        if version != VERSION {
-            return Err(invalid("version", format!("{version:#04x}, expected {VERSION:#04x}")));
+        if version != VERSION && version != VERSION_1 {
+            return Err(invalid("version", format!("{version:#04x}, expected {VERSION:#04x} or {VERSION_1:#04x}")));
         }
         let seq = r.u64("seq")?;
         let prev_hash = r.hash("prev_hash")?;
@@ -222,7 +253,11 @@ impl Record {
         let purpose_of_use = r.optional_text("purpose_of_use")?;
         let descriptor = r.blob("descriptor")?;
         let signature = r.blob("signature")?;
-        let signer_certificate = r.blob("signer_certificate")?;
+        let signer_certificate = if version == VERSION {
+            SignerCertificate::Sha256(r.hash("signer_certificate_sha256")?)
+        } else {
+            SignerCertificate::Der(r.blob("signer_certificate")?)
+        };
         let body_len = r.u64("body_len")?;
         let body_sha256 = r.hash("body_sha256")?;
         if !r.bytes.is_empty() {
@@ -367,7 +402,7 @@ mod tests {
             purpose_of_use: None,
             descriptor: b"BBRQ...".to_vec(),
             signature: vec![1, 2, 3],
-            signer_certificate: vec![0x30, 0x82],
+            signer_certificate: SignerCertificate::Sha256([9; 32]),
             body_len: 5,
             body_sha256: body_hash(b"hello"),
         }
@@ -384,6 +419,27 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert_eq!(Record::decode(&longer), Err(DecodeError::Trailing(1)));
+    }
+
+    #[test]
+    fn version_1_records_with_the_certificate_inside_still_read_and_hash_as_stored() {
+        let mut record = sample(42);
+        record.signer_certificate = SignerCertificate::Der(vec![0x30, 0x82, 0x01]);
+        let bytes = record.encode().unwrap();
+        assert_eq!(bytes[4], VERSION_1);
+        assert_eq!(Record::decode(&bytes).unwrap(), record);
+        for cut in 0..bytes.len() {
+            assert!(Record::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        assert_eq!(record.signer_certificate.sha256(), <[u8; 32]>::from(Sha256::digest([0x30, 0x82, 0x01])));
+        // The same record by reference is another record, with another hash.
+        let by_hash = Record { signer_certificate: SignerCertificate::Sha256(record.signer_certificate.sha256()), ..record };
+        let v2 = by_hash.encode().unwrap();
+        assert_eq!(v2[4], VERSION);
+        assert_ne!(record_hash(&v2), record_hash(&bytes));
+        let mut unknown = v2.clone();
+        unknown[4] = 0x03;
+        assert!(matches!(Record::decode(&unknown), Err(DecodeError::Invalid { field: "version", .. })));
     }
 
     #[test]
@@ -408,6 +464,9 @@ mod tests {
         variants.push(v);
         let mut v = base.clone();
         v.body_sha256[31] ^= 1;
+        variants.push(v);
+        let mut v = base.clone();
+        v.signer_certificate = SignerCertificate::Sha256([8; 32]);
         variants.push(v);
         for v in variants {
             assert_ne!(record_hash(&v.encode().unwrap()), hash, "{v:?}");

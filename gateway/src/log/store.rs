@@ -12,6 +12,8 @@
 //!  batch_hashes   first_seq:u64                            the batch's record hashes, 32 bytes
 //!                                                          each, in sequence order: a record's
 //!                                                          proof is rebuilt from them
+//!  certificates   sha256:[32]                              a signer certificate's DER, which
+//!                                                          records name by that hash
 //!  meta           "data_key"                               the data key, wrapped by the HSM key
 //!                 "stamped_through"                        u64: records below it are stamped
 //! ```
@@ -43,10 +45,13 @@ pub const CF_PROOFS: &str = "proofs";
 pub const CF_BATCHES: &str = "batches";
 /// Column family of each batch's record hashes (its Merkle tree's leaves, before leaf hashing).
 pub const CF_BATCH_HASHES: &str = "batch_hashes";
+/// Column family of the signer certificates records name by SHA-256.
+pub const CF_CERTIFICATES: &str = "certificates";
 /// Column family of the log's own settings.
 pub const CF_META: &str = "meta";
 /// Every column family, for tools that open the directory themselves.
-pub const COLUMN_FAMILIES: [&str; 7] = [CF_RECORDS, CF_BODIES, CF_SUBJECTS, CF_PROOFS, CF_BATCHES, CF_BATCH_HASHES, CF_META];
+pub const COLUMN_FAMILIES: [&str; 8] =
+    [CF_RECORDS, CF_BODIES, CF_SUBJECTS, CF_PROOFS, CF_BATCHES, CF_BATCH_HASHES, CF_CERTIFICATES, CF_META];
 
 const KEY_DATA_KEY: &[u8] = b"data_key";
 const KEY_STAMPED_THROUGH: &[u8] = b"stamped_through";
@@ -64,6 +69,8 @@ pub(crate) struct Row<'a> {
     pub(crate) sealed_body: &'a [u8],
     /// Set for request records with a data subject.
     pub(crate) subject: Option<&'a str>,
+    /// The signer certificate (SHA-256, DER), when this write must store it.
+    pub(crate) certificate: Option<(&'a Hash, &'a [u8])>,
 }
 
 // === impl Store ===
@@ -129,8 +136,12 @@ impl Store {
     /// Writes `rows` in one synced write.
     pub(crate) fn append(&self, rows: &[Row<'_>]) -> Result<(), LogError> {
         let (records, bodies, subjects) = (self.cf(CF_RECORDS)?, self.cf(CF_BODIES)?, self.cf(CF_SUBJECTS)?);
+        let certificates = self.cf(CF_CERTIFICATES)?;
         let mut batch = WriteBatch::default();
         for row in rows {
+            if let Some((hash, der)) = row.certificate {
+                batch.put_cf(certificates, hash, der);
+            }
             let key = row.seq.to_be_bytes();
             batch.put_cf(records, key, row.encoded);
             batch.put_cf(bodies, key, row.sealed_body);
@@ -143,6 +154,11 @@ impl Store {
 
     pub(crate) fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
         self.db.get_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))
+    }
+
+    /// The DER of the signer certificate whose SHA-256 is `hash`.
+    pub(crate) fn certificate(&self, hash: &Hash) -> Result<Option<Vec<u8>>, LogError> {
+        self.db.get_cf(self.cf(CF_CERTIFICATES)?, hash).map_err(|e| self.storage(e))
     }
 
     pub(crate) fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {

@@ -103,7 +103,10 @@ pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn 
         run.check_previous(archive, previous);
     }
     let batches = run.check_batches(archive, options);
-    let certificates: HashSet<&[u8]> = archive.certificates.iter().map(Vec::as_slice).collect();
+    // Records name their signer certificate by SHA-256 (version 1 records carry the DER, which
+    // must be among the archive's certificates too).
+    let certificates: HashMap<Hash, &[u8]> =
+        archive.certificates.iter().map(|der| (<[u8; 32]>::from(Sha256::digest(der)), der.as_slice())).collect();
     let mut signers = Signers::default();
     let mut requests: HashMap<(String, String), Digest512> = HashMap::new();
     let mut expected = archive.first_seq;
@@ -135,10 +138,11 @@ pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn 
                     ));
                 }
                 run.check_proof(&at, &record, &hash, audit.proof.as_ref(), &batches);
-                if !certificates.contains(record.signer_certificate.as_slice()) {
+                let certificate = certificates.get(&record.signer_certificate.sha256()).copied();
+                if certificate.is_none() {
                     run.fail(at.clone(), "its signer certificate is not among the archive's certificates");
                 }
-                run.check_descriptor(&at, &record, &mut signers, &mut requests);
+                run.check_descriptor(&at, &record, certificate, &mut signers, &mut requests);
                 expected = record.seq.saturating_add(1);
             }
         }
@@ -194,7 +198,7 @@ type Batches<'a> = HashMap<u64, (&'a Batch, bool)>;
 /// Signing certificates seen, and batch root signatures already verified.
 #[derive(Default)]
 struct Signers {
-    certificates: HashMap<Vec<u8>, Result<Signer, String>>,
+    certificates: HashMap<Hash, Result<Signer, String>>,
     verified_roots: HashSet<Hash>,
 }
 
@@ -292,6 +296,7 @@ impl Run {
         &mut self,
         at: &Location,
         record: &Record,
+        certificate: Option<&[u8]>,
         signers: &mut Signers,
         requests: &mut HashMap<(String, String), Digest512>,
     ) {
@@ -323,7 +328,9 @@ impl Run {
         if let Some(field) = mismatch {
             self.fail(at.clone(), format!("the record's {field} is not the signed descriptor's"));
         }
-        match signers.check(record, signing_member) {
+        // A certificate missing from the archive was reported above.
+        let Some(certificate) = certificate else { return };
+        match signers.check(record, certificate, signing_member) {
             Ok(()) => self.report.signatures_verified += 1,
             Err(reason) => self.fail(at.clone(), format!("descriptor signature: {reason}")),
         }
@@ -335,11 +342,12 @@ impl Run {
 impl Signers {
     /// Checks the record's batch signature over its descriptor with its signer certificate, which
     /// must name `member` and be valid when the record was logged.
-    fn check(&mut self, record: &Record, member: &str) -> Result<(), String> {
+    fn check(&mut self, record: &Record, certificate: &[u8], member: &str) -> Result<(), String> {
+        let certificate_sha256 = record.signer_certificate.sha256();
         let signer = self
             .certificates
-            .entry(record.signer_certificate.clone())
-            .or_insert_with(|| Signer::parse(&record.signer_certificate))
+            .entry(certificate_sha256)
+            .or_insert_with(|| Signer::parse(certificate))
             .as_ref()
             .map_err(Clone::clone)?;
         if signer.member != member {
@@ -357,7 +365,7 @@ impl Signers {
         root_id.update(backbone_hsm::batch::to_be_signed(signature.tree_size(), signature.root()));
         root_id.update([signature.algorithm().code()]);
         root_id.update(signature.signature());
-        root_id.update(Sha256::digest(&record.signer_certificate));
+        root_id.update(certificate_sha256);
         let root_id: Hash = root_id.finalize().into();
         if !self.verified_roots.contains(&root_id) {
             signature.verify_root(&signer.key).map_err(|e| e.to_string())?;
