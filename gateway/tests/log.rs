@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use backbone_gateway::log::batch;
-use backbone_gateway::log::store::{CF_BATCH_HASHES, CF_BODIES, CF_RECORDS, COLUMN_FAMILIES};
+use backbone_gateway::log::store::{CF_BATCH_HASHES, CF_BATCHES, CF_BODIES, CF_PROOFS, CF_RECORDS, COLUMN_FAMILIES};
 use backbone_gateway::log::verify::{self, VerifyError};
-use backbone_gateway::log::{Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side, SignerCertificate};
+use backbone_gateway::log::{Batch, Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side, SignerCertificate};
 use backbone_hsm::software::SoftwareKeyStore;
 use backbone_hsm::{KeyStore, KeyType, Signer, Wrapper};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
@@ -393,6 +393,36 @@ async fn refuses_new_exchanges_while_timestamping_fails_too_long_then_recovers()
     assert_eq!(verify::verify(&log.export(0, 3).unwrap(), None).unwrap().stamped, 3);
     log.shutdown().await.unwrap();
     service.running.shutdown().await;
+}
+
+#[tokio::test]
+async fn proofs_stored_per_record_by_earlier_versions_are_still_read() {
+    let keys = new_keys();
+    let dir = tempfile::tempdir().unwrap();
+    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
+    for n in 0..3 {
+        log.append(vec![record(n, Kind::Request, None)]).await.unwrap();
+    }
+    let hashes: Vec<_> = (0..3).map(|seq| log.record(seq).unwrap().unwrap().hash).collect();
+    drop(log);
+    // A stamped batch as earlier versions stored it: the batch, and a proof per record (no
+    // record hashes for the batch).
+    let (root, proofs) = batch::build(0, &hashes);
+    let stamped = Batch { first_seq: 0, count: 3, root, stamped_at_ms: 1, ksi_signature: vec![0x08, 0x00, 0x00] };
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), COLUMN_FAMILIES).unwrap();
+        for (seq, proof) in (0u64..).zip(&proofs) {
+            db.put_cf(db.cf_handle(CF_PROOFS).unwrap(), seq.to_be_bytes(), proof.encode()).unwrap();
+        }
+        db.put_cf(db.cf_handle(CF_BATCHES).unwrap(), 0u64.to_be_bytes(), stamped.encode()).unwrap();
+    }
+    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
+    for (seq, proof) in (0u64..).zip(&proofs) {
+        let stamp = log.record(seq).unwrap().unwrap().stamp.expect("the stored proof is read");
+        assert_eq!((&stamp.proof, &stamp.batch), (proof, &stamped));
+    }
+    let bundle = log.export(0, 3).unwrap();
+    assert!(bundle.records.iter().map(|r| r.proof.as_ref()).eq(proofs.iter().map(Some)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
