@@ -89,10 +89,18 @@ impl Store {
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
         options.set_env(&env);
-        // A flush writes a 64 MiB table; written back only at its end, it queues every WAL sync
-        // behind it for tens of milliseconds. Syncing it a megabyte at a time keeps the
-        // appends' syncs short.
+        // A flush writes a 64 MiB table, which, written at full speed and synced only at its
+        // end, would sit in the disk's queue in front of the appends' WAL syncs. Flushes and
+        // compactions write at most 64 MiB/s (several times what a busy gateway logs), synced a
+        // megabyte at a time.
         options.set_bytes_per_sync(1 << 20);
+        options.set_ratelimiter(64 << 20, 100_000, 10);
+        // The small column families (batches, meta, certificates) fill their memtables slowly and
+        // would keep every write-ahead log file alive until 4 GiB of them, all replayed at the
+        // next start; past 512 MiB they are flushed and the old files go.
+        options.set_max_total_wal_size(512 << 20);
+        // Obsolete files are deleted by a background thread, not by the write that finds them.
+        options.set_avoid_unnecessary_blocking_io(true);
         let families = COLUMN_FAMILIES.into_iter().map(|name| {
             let mut family = Options::default();
             // Sealed bodies and hashes do not compress: compressing them only costs the flush

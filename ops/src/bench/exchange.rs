@@ -42,6 +42,8 @@ const TARGET_RATE: f64 = 5000.0;
 const TARGET_SHARE: f64 = 0.40;
 /// Target p99 latency the gateways add at half their rate, milliseconds.
 const TARGET_ADDED_P99_MS: f64 = 10.0;
+/// The windows the half-rate run is cut into to see whether its slowest exchanges bunch.
+const TAIL_WINDOW: Duration = Duration::from_millis(100);
 /// Records exported and verified at a time when the logs are checked.
 const VERIFY_CHUNK: u64 = 20_000;
 
@@ -323,6 +325,8 @@ struct Report {
     half_rate: f64,
     added_p50_ms: f64,
     added_p99_ms: f64,
+    /// When the slowest 1 % of phase (c) at half rate began: bunched (stalls) or spread.
+    tail_at_half: load::Tail,
     logs: Vec<LogCheck>,
     gateway_timings: Vec<timings::Timing>,
     gateway_threads: Vec<timings::ThreadTime>,
@@ -378,6 +382,7 @@ impl Report {
             half_rate: phases.half_rate,
             added_p50_ms,
             added_p99_ms,
+            tail_at_half: phases.gateways_at_half.tail(0.99, TAIL_WINDOW),
             rate_target_met: phases.gateways.rate() >= TARGET_RATE,
             share_target_met: share >= TARGET_SHARE,
             latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
@@ -426,6 +431,17 @@ impl Report {
         out.push_str(&format!(
             "added by the gateways at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms\n",
             self.half_rate, self.added_p50_ms, self.added_p99_ms
+        ));
+        let tail = &self.tail_at_half;
+        out.push_str(&format!(
+            "slowest 1 % at half rate ({} exchanges, >= {:.2} ms) began in {} of {} {}-ms windows; the busiest, at {:.1} s, held {}\n",
+            tail.slow,
+            tail.from.as_secs_f64() * 1000.0,
+            tail.windows_with_slow,
+            tail.windows,
+            tail.window.as_millis(),
+            tail.busiest.1.as_secs_f64(),
+            tail.busiest.0
         ));
         for log in &self.logs {
             out.push_str(&format!(

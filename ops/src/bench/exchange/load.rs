@@ -63,6 +63,26 @@ pub struct Measured {
     pub elapsed: Duration,
     /// The latency of each success, sorted.
     pub latencies: Vec<Duration>,
+    /// Each success's start (since the run began) and latency, in the order they began.
+    pub timeline: Vec<(Duration, Duration)>,
+}
+
+/// How the slowest exchanges of a run lie in time: bunched into a few moments (a stall) or
+/// spread over the run (queueing).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Tail {
+    /// The latency from which an exchange counts as slow (the quantile asked for).
+    pub from: Duration,
+    /// Slow exchanges.
+    pub slow: usize,
+    /// The windows the run was cut into, and the length of each.
+    pub windows: usize,
+    /// Window length.
+    pub window: Duration,
+    /// Windows in which at least one slow exchange began.
+    pub windows_with_slow: usize,
+    /// The most slow exchanges that began in one window, and when that window began.
+    pub busiest: (usize, Duration),
 }
 
 // === impl Measured ===
@@ -88,6 +108,23 @@ impl Measured {
         self.latencies.last().copied().unwrap_or_default()
     }
 
+    /// Where in time the exchanges at or above quantile `q` began, in windows of `window`.
+    pub fn tail(&self, q: f64, window: Duration) -> Tail {
+        let from = self.quantile(q);
+        let width = window.as_micros().max(1);
+        let windows = usize::try_from(self.elapsed.as_micros() / width).unwrap_or(usize::MAX).saturating_add(1);
+        let mut counts = std::collections::BTreeMap::<u128, usize>::new();
+        for (began, latency) in &self.timeline {
+            if *latency >= from && from > Duration::ZERO {
+                *counts.entry(began.as_micros() / width).or_default() += 1;
+            }
+        }
+        let busiest = counts.iter().max_by_key(|(_, n)| **n).map_or((0, Duration::ZERO), |(w, n)| {
+            (*n, Duration::from_micros(u64::try_from(w * width).unwrap_or(u64::MAX)))
+        });
+        Tail { from, slow: counts.values().sum(), windows, window, windows_with_slow: counts.len(), busiest }
+    }
+
     fn merge(&mut self, other: Measured) {
         self.ok += other.ok;
         self.errors += other.errors;
@@ -95,6 +132,7 @@ impl Measured {
             self.first_error = other.first_error;
         }
         self.latencies.extend(other.latencies);
+        self.timeline.extend(other.timeline);
     }
 
     fn fail(&mut self, why: String) {
@@ -117,7 +155,7 @@ pub async fn drive(target: &Arc<Target>, load: Load) -> Measured {
                 let gap = Duration::from_secs_f64(f64::from(connections) / rate);
                 (start + Duration::from_secs_f64(f64::from(i) / rate), gap)
             });
-            tokio::spawn(connection(target, start + load.duration, schedule))
+            tokio::spawn(connection(target, start, start + load.duration, schedule))
         })
         .collect();
     let mut total = Measured::default();
@@ -129,11 +167,12 @@ pub async fn drive(target: &Arc<Target>, load: Load) -> Measured {
     }
     total.elapsed = start.elapsed();
     total.latencies.sort_unstable();
+    total.timeline.sort_unstable();
     total
 }
 
 /// One connection's requests until `deadline`; reconnects once after an error.
-async fn connection(target: Arc<Target>, deadline: Instant, schedule: Option<(Instant, Duration)>) -> Measured {
+async fn connection(target: Arc<Target>, start: Instant, deadline: Instant, schedule: Option<(Instant, Duration)>) -> Measured {
     let mut measured = Measured::default();
     let mut sender = None;
     let mut slot = schedule.map(|(first, _)| first);
@@ -173,8 +212,10 @@ async fn connection(target: Arc<Target>, deadline: Instant, schedule: Option<(In
         let Some(open) = sender.as_mut() else { break };
         match exchange(open, &target).await {
             Ok(()) => {
+                let latency = began.elapsed();
                 measured.ok += 1;
-                measured.latencies.push(began.elapsed());
+                measured.latencies.push(latency);
+                measured.timeline.push((began.saturating_duration_since(start), latency));
             }
             Err(why) => {
                 measured.fail(why);
