@@ -360,7 +360,7 @@ impl MessageLog {
         for new in records {
             check_lengths(&new)?;
             let body_sha256 = record::body_hash(&new.body);
-            let certificate_sha256 = record::body_hash(&new.signer_certificate);
+            let certificate_sha256 = record::certificate_hash(&new.signer_certificate);
             prepared.push(Prepared { new, body_sha256, certificate_sha256 });
         }
         let (reply, answer) = oneshot::channel();
@@ -588,7 +588,7 @@ impl Shared {
             SignerCertificate::Der(der) => Ok(der.clone()),
             SignerCertificate::Sha256(hash) => {
                 let der = self.store.certificate(hash)?.ok_or_else(|| corrupt(seq, "its signer certificate is not stored"))?;
-                if record::body_hash(&der) != *hash {
+                if record::certificate_hash(&der) != *hash {
                     return Err(corrupt(seq, "the stored signer certificate does not match the record's hash of it"));
                 }
                 Ok(der)

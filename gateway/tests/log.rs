@@ -39,6 +39,15 @@ fn new_keys() -> Keys {
     Keys { wrapper: store.wrapper("message-log").unwrap(), _dir: dir }
 }
 
+/// A log without timestamping in `dir`, holding `n` request records about `subject`.
+async fn log_with_requests(dir: &Path, keys: &Keys, n: u64, subject: Option<&str>) -> MessageLog {
+    let log = MessageLog::open(config(dir, None), keys.wrapper.clone()).unwrap();
+    for n in 0..n {
+        log.append(vec![record(n, Kind::Request, subject)]).await.unwrap();
+    }
+    log
+}
+
 fn config(dir: &Path, timestamping: Option<SocketAddr>) -> LogConfig {
     LogConfig {
         dir: dir.to_owned(),
@@ -139,10 +148,7 @@ async fn bodies_are_not_stored_in_plaintext() {
 async fn the_chain_continues_across_reopen_and_verifies() {
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
-    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    for n in 0..3 {
-        log.append(vec![record(n, Kind::Request, None)]).await.unwrap();
-    }
+    let log = log_with_requests(dir.path(), &keys, 3, None).await;
     let last_before = log.record(2).unwrap().unwrap().hash;
     drop(log);
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
@@ -171,10 +177,7 @@ async fn the_chain_continues_across_reopen_and_verifies() {
 async fn tampering_with_stored_records_is_detected() {
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
-    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    for n in 0..5 {
-        log.append(vec![record(n, Kind::Request, Some("EE49002124277"))]).await.unwrap();
-    }
+    let log = log_with_requests(dir.path(), &keys, 5, Some("EE49002124277")).await;
     drop(log);
     // An operator with access to the disk rewrites who asked for record 2, and a body.
     edit_value(dir.path(), CF_RECORDS, 2, |value| replace(value, b"hospital-ehr", b"hospital-xyz"));
@@ -399,10 +402,7 @@ async fn refuses_new_exchanges_while_timestamping_fails_too_long_then_recovers()
 async fn proofs_stored_per_record_by_earlier_versions_are_still_read() {
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
-    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    for n in 0..3 {
-        log.append(vec![record(n, Kind::Request, None)]).await.unwrap();
-    }
+    let log = log_with_requests(dir.path(), &keys, 3, None).await;
     let hashes: Vec<_> = (0..3).map(|seq| log.record(seq).unwrap().unwrap().hash).collect();
     drop(log);
     // A stamped batch as earlier versions stored it: the batch, and a proof per record (no
@@ -431,10 +431,7 @@ async fn records_left_unstamped_by_a_stop_are_stamped_after_restart() {
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
     // Logged while no timestamping service was configured (or before a crash).
-    let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    for n in 0..5 {
-        log.append(vec![record(n, Kind::Request, None)]).await.unwrap();
-    }
+    let log = log_with_requests(dir.path(), &keys, 5, None).await;
     drop(log);
     let log = MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
     assert_eq!(log.status().unstamped, 5);

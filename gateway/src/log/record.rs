@@ -112,7 +112,7 @@ impl SignerCertificate {
     pub fn sha256(&self) -> Hash {
         match self {
             SignerCertificate::Sha256(hash) => *hash,
-            SignerCertificate::Der(der) => Sha256::digest(der).into(),
+            SignerCertificate::Der(der) => certificate_hash(der),
         }
     }
 }
@@ -293,6 +293,12 @@ pub fn record_hash(encoded: &[u8]) -> Hash {
 /// SHA-256 of a body's plaintext.
 pub fn body_hash(body: &[u8]) -> Hash {
     Sha256::digest(body).into()
+}
+
+/// SHA-256 of a signer certificate's DER: how version 2 records name it, and the key it is
+/// stored and looked up by.
+pub fn certificate_hash(der: &[u8]) -> Hash {
+    Sha256::digest(der).into()
 }
 
 fn side_code(side: Side) -> u8 {

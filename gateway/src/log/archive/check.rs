@@ -106,7 +106,7 @@ pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn 
     // Records name their signer certificate by SHA-256 (version 1 records carry the DER, which
     // must be among the archive's certificates too).
     let certificates: HashMap<Hash, &[u8]> =
-        archive.certificates.iter().map(|der| (<[u8; 32]>::from(Sha256::digest(der)), der.as_slice())).collect();
+        archive.certificates.iter().map(|der| (record::certificate_hash(der), der.as_slice())).collect();
     let mut signers = Signers::default();
     let mut requests: HashMap<(String, String), Digest512> = HashMap::new();
     let mut expected = archive.first_seq;
