@@ -101,6 +101,10 @@ struct Shared {
     workers: usize,
     stopped: AtomicBool,
     wait: Option<Histogram>,
+    /// Joined when the last handle goes: each worker holds the signer, and a token signer must be
+    /// closed before the process exits. A worker still closing its token sessions while the main
+    /// thread runs the PKCS#11 module's exit handlers crashes the process (seen with SoftHSM2).
+    threads: Vec<thread::JoinHandle<()>>,
 }
 
 // === impl BatchConfig ===
@@ -121,6 +125,24 @@ impl BatchConfig {
             return Ok(());
         };
         Err(Error::Config { key, value: value.to_string(), reason: "must be at least 1".to_owned() })
+    }
+}
+
+// === impl Shared ===
+
+impl Drop for Shared {
+    /// The last handle is gone: the workers sign what is queued, then stop, and are waited for, so
+    /// that the signer they hold is dropped before this returns.
+    fn drop(&mut self) {
+        for _ in 0..self.workers {
+            // Fails only when the workers have exited already.
+            let _ = self.jobs.send(Job::Stop);
+        }
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                tracing::error!(label = self.signer.label(), "a batch signer thread panicked");
+            }
+        }
     }
 }
 
@@ -201,6 +223,7 @@ impl BatchSigner {
         let label = signer.label().to_owned();
         let (jobs, receiver) = mpsc::channel();
         let receiver = Arc::new(Mutex::new(receiver));
+        let mut threads = Vec::with_capacity(config.workers);
         for n in 0..config.workers {
             let worker = Worker {
                 signer: Arc::clone(&signer),
@@ -212,17 +235,23 @@ impl BatchSigner {
                 rng: SystemRandom::new(),
             };
             // Token calls block, so workers are threads of their own rather than tokio tasks.
-            let spawned = thread::Builder::new().name(format!("batch-sign-{n}")).spawn(move || worker.run());
-            if let Err(error) = spawned {
-                tracing::error!(label, %error, "cannot start a batch signer thread");
-                // Dropping `jobs` on return stops the workers already started.
-                return Err(Error::BatchSignerStopped { label });
+            match thread::Builder::new().name(format!("batch-sign-{n}")).spawn(move || worker.run()) {
+                Ok(handle) => threads.push(handle),
+                Err(error) => {
+                    tracing::error!(label, %error, "cannot start a batch signer thread");
+                    // Dropping `jobs` stops the workers already started; wait for them to go.
+                    drop(jobs);
+                    for handle in threads {
+                        let _ = handle.join();
+                    }
+                    return Err(Error::BatchSignerStopped { label });
+                }
             }
         }
         tracing::debug!(label, ?config, "batch signer started");
         let wait = metrics.map(|m| m.batch_wait.with_label_values(&[label.as_str()]));
         let stopped = AtomicBool::new(false);
-        Ok(BatchSigner { shared: Arc::new(Shared { jobs, signer, workers: config.workers, stopped, wait }) })
+        Ok(BatchSigner { shared: Arc::new(Shared { jobs, signer, workers: config.workers, stopped, wait, threads }) })
     }
 
     fn submit(&self, message: &[u8]) -> Result<oneshot::Receiver<Answer>, Error> {
