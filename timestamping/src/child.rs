@@ -41,7 +41,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::client::{self, ClientError};
 use crate::error::{Error, ParentError};
-use crate::round::{ClosedRound, Limits, Request, Round, SignedRound};
+use crate::round::{ClosedRound, Limits, Recycler, Request, Round, SignedRound};
 use crate::service::{self, Submission};
 
 /// How long a child waits for its parent's answer unless configured otherwise: the parent
@@ -211,7 +211,9 @@ impl Running {
 async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut stopped: oneshot::Receiver<()>) {
     let mut ticker = tokio::time::interval(shared.config.round);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut round = Round::new(shared.config.limits);
+    // Each round fills the arrays of the round before last, answered by then.
+    let recycler = Recycler::new();
+    let mut round = Round::recycled(shared.config.limits, 0, &recycler);
     let mut waiting = Vec::new();
     let mut out = JoinSet::new();
     let (mut open, mut stopping) = (true, false);
@@ -229,7 +231,7 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                 if round.is_empty() {
                     continue;
                 }
-                let next = Round::with_capacity(shared.config.limits, round.len());
+                let next = Round::recycled(shared.config.limits, round.len(), &recycler);
                 let closing = std::mem::replace(&mut round, next);
                 let replies = std::mem::take(&mut waiting);
                 let worker = Arc::clone(&shared);

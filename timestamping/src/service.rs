@@ -37,7 +37,7 @@ use crate::authority::CalendarSigner;
 use crate::calendar::{Calendar, CalendarStore};
 use crate::error::Error;
 use crate::publications_file::PublicationsFileSigner;
-use crate::round::{Limits, Request, Round, SignedRound};
+use crate::round::{Limits, Recycler, Request, Round, SignedRound};
 
 /// The round length unless configured otherwise: one calendar leaf per second, as in KSI.
 pub const DEFAULT_ROUND: Duration = Duration::from_secs(1);
@@ -280,7 +280,9 @@ impl Running {
 async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut stopped: oneshot::Receiver<()>) {
     let mut ticker = tokio::time::interval(shared.config.round);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut round = Round::new(shared.config.limits);
+    // Each round fills the arrays of the round before last, answered by then.
+    let recycler = Recycler::new();
+    let mut round = Round::recycled(shared.config.limits, 0, &recycler);
     let mut waiting = Vec::new();
     let mut answering = tokio::task::JoinSet::new();
     let mut open = true;
@@ -307,7 +309,7 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
                 }
                 // The next round has room for as many requests as this one: at a steady rate it
                 // never reallocates as it fills.
-                let next = Round::with_capacity(shared.config.limits, round.len());
+                let next = Round::recycled(shared.config.limits, round.len(), &recycler);
                 let closing = std::mem::replace(&mut round, next);
                 let replies = std::mem::take(&mut waiting);
                 let worker = Arc::clone(&shared);
