@@ -194,6 +194,9 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
     let direct_at_half = load::drive(&direct, open).await;
     let half_before = timings::Snapshot::take(&registries);
+    // Logged with its wall-clock time, to line the report's windows up with other logs (the
+    // message logs' RocksDB LOG files, for one).
+    tracing::info!(rate = half_rate, "half-rate phase through the gateways begins");
     let gateways_at_half = load::drive(&gateways, open).await;
     let half_after = timings::Snapshot::take(&registries);
     gateway_exchanges += gateways_at_half.ok;
@@ -443,6 +446,8 @@ impl Report {
             tail.busiest.1.as_secs_f64(),
             tail.busiest.0
         ));
+        let top: Vec<String> = tail.top.iter().map(|(n, at)| format!("{n} at {:.1} s", at.as_secs_f64())).collect();
+        out.push_str(&format!("  windows with the most: {}\n", top.join(", ")));
         for log in &self.logs {
             out.push_str(&format!(
                 "message log, {}: {} records for {} exchanges (2 each: {}), {} unstamped after a final stamp, {} stamped in {} batches, verified offline\n",

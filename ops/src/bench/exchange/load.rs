@@ -83,6 +83,8 @@ pub struct Tail {
     pub windows_with_slow: usize,
     /// The most slow exchanges that began in one window, and when that window began.
     pub busiest: (usize, Duration),
+    /// The five windows with the most slow exchanges, as `busiest`, most first.
+    pub top: Vec<(usize, Duration)>,
 }
 
 // === impl Measured ===
@@ -119,10 +121,13 @@ impl Measured {
                 *counts.entry(began.as_micros() / width).or_default() += 1;
             }
         }
-        let busiest = counts.iter().max_by_key(|(_, n)| **n).map_or((0, Duration::ZERO), |(w, n)| {
-            (*n, Duration::from_micros(u64::try_from(w * width).unwrap_or(u64::MAX)))
-        });
-        Tail { from, slow: counts.values().sum(), windows, window, windows_with_slow: counts.len(), busiest }
+        let at = |w: u128| Duration::from_micros(u64::try_from(w * width).unwrap_or(u64::MAX));
+        let mut top: Vec<_> = counts.iter().map(|(w, n)| (*n, at(*w))).collect();
+        // Most first; of equal counts, the earlier window first.
+        top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        top.truncate(5);
+        let busiest = top.first().copied().unwrap_or((0, Duration::ZERO));
+        Tail { from, slow: counts.values().sum(), windows, window, windows_with_slow: counts.len(), busiest, top }
     }
 
     fn merge(&mut self, other: Measured) {
