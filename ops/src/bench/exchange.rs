@@ -158,6 +158,22 @@ struct Phases {
     chain_cpu_us: f64,
     /// The same for phase (c): load generator, both gateways, logs, signers, stamping, echo.
     gateways_cpu_us: f64,
+    /// The machine's CPU time the hypervisor gave to other guests.
+    steal: Steal,
+}
+
+/// The share of the machine's CPU time the hypervisor gave to other guests (`/proc/stat`), by
+/// phase, and in the half-rate phase's windows; `None` where it cannot be read.
+#[derive(Debug, Default, serde::Serialize)]
+struct Steal {
+    chain: Option<f64>,
+    gateways: Option<f64>,
+    gateways_at_half: Option<f64>,
+    /// Each 100-ms window of phase (c) at half rate, in order.
+    #[serde(skip)]
+    windows_at_half: Vec<Option<f64>>,
+    /// The windows of `Tail::top`, in its order.
+    top_windows_at_half: Vec<Option<f64>>,
 }
 
 async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Server, backbone: &Backbone) -> Result<Phases, Error> {
@@ -182,7 +198,8 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     warm("proxy chain", &chain, warm_up).await?;
     let chain_before = timings::Snapshot::take(&[]);
     let chain_max = load::drive(&chain, closed).await;
-    let chain_cpu_us = chain_before.cpu_seconds(&timings::Snapshot::take(&[])) * 1e6 / (chain_max.ok.max(1) as f64);
+    let chain_after = timings::Snapshot::take(&[]);
+    let chain_cpu_us = chain_before.cpu_seconds(&chain_after) * 1e6 / (chain_max.ok.max(1) as f64);
     gateway_exchanges += warm("gateways", &gateways, warm_up).await?;
     let before = timings::Snapshot::take(&registries);
     let gateways_max = load::drive(&gateways, closed).await;
@@ -197,8 +214,17 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     // Logged with its wall-clock time, to line the report's windows up with other logs (the
     // message logs' RocksDB LOG files, for one).
     tracing::info!(rate = half_rate, "half-rate phase through the gateways begins");
+    let sampler = tokio::spawn(timings::steal_per_window(TAIL_WINDOW, full + TAIL_WINDOW));
     let gateways_at_half = load::drive(&gateways, open).await;
     let half_after = timings::Snapshot::take(&registries);
+    let windows_at_half = sampler.await.unwrap_or_default();
+    let steal = Steal {
+        chain: chain_before.steal(&chain_after),
+        gateways: before.steal(&after),
+        gateways_at_half: half_before.steal(&half_after),
+        windows_at_half,
+        top_windows_at_half: Vec::new(),
+    };
     gateway_exchanges += gateways_at_half.ok;
     Ok(Phases {
         direct: direct_max,
@@ -213,6 +239,7 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         timings_at_half: half_before.timings(&half_after),
         chain_cpu_us,
         gateways_cpu_us,
+        steal,
     })
 }
 
@@ -336,6 +363,8 @@ struct Report {
     gateway_timings_at_half: Vec<timings::Timing>,
     chain_cpu_us: f64,
     gateways_cpu_us: f64,
+    /// CPU taken by the hypervisor for other guests, by phase and in the slowest windows.
+    steal: Steal,
     rate_target_met: bool,
     share_target_met: bool,
     latency_target_met: bool,
@@ -363,6 +392,11 @@ impl Report {
         let added_p50_ms = ms(phases.gateways_at_half.quantile(0.50)) - ms(phases.direct_at_half.quantile(0.50));
         let added_p99_ms = ms(phases.gateways_at_half.quantile(0.99)) - ms(phases.direct_at_half.quantile(0.99));
         let half = Some(phases.half_rate);
+        let tail = phases.gateways_at_half.tail(0.99, TAIL_WINDOW);
+        let mut steal = phases.steal;
+        let window_us = TAIL_WINDOW.as_micros().max(1);
+        steal.top_windows_at_half =
+            tail.top.iter().map(|(_, at)| usize::try_from(at.as_micros() / window_us).ok().and_then(|w| steal.windows_at_half.get(w).copied().flatten())).collect();
         Report {
             hsm,
             service: if args.health { backbone::PATIENTS } else { backbone::PING },
@@ -385,7 +419,7 @@ impl Report {
             half_rate: phases.half_rate,
             added_p50_ms,
             added_p99_ms,
-            tail_at_half: phases.gateways_at_half.tail(0.99, TAIL_WINDOW),
+            tail_at_half: tail.clone(),
             rate_target_met: phases.gateways.rate() >= TARGET_RATE,
             share_target_met: share >= TARGET_SHARE,
             latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
@@ -395,6 +429,7 @@ impl Report {
             gateway_timings_at_half: phases.timings_at_half,
             chain_cpu_us: phases.chain_cpu_us,
             gateways_cpu_us: phases.gateways_cpu_us,
+            steal,
         }
     }
 
@@ -446,8 +481,20 @@ impl Report {
             tail.busiest.1.as_secs_f64(),
             tail.busiest.0
         ));
-        let top: Vec<String> = tail.top.iter().map(|(n, at)| format!("{n} at {:.1} s", at.as_secs_f64())).collect();
+        let pct = |share: Option<f64>| share.map_or_else(|| "?".to_owned(), |s| format!("{:.0} %", s * 100.0));
+        let top: Vec<String> = tail
+            .top
+            .iter()
+            .zip(self.steal.top_windows_at_half.iter().copied().chain(std::iter::repeat(None)))
+            .map(|((n, at), steal)| format!("{n} at {:.1} s (steal {})", at.as_secs_f64(), pct(steal)))
+            .collect();
         out.push_str(&format!("  windows with the most: {}\n", top.join(", ")));
+        out.push_str(&format!(
+            "CPU taken by the hypervisor for other guests (steal): (b) {}, (c) {}, (c) at half rate {}\n",
+            pct(self.steal.chain),
+            pct(self.steal.gateways),
+            pct(self.steal.gateways_at_half)
+        ));
         for log in &self.logs {
             out.push_str(&format!(
                 "message log, {}: {} records for {} exchanges (2 each: {}), {} unstamped after a final stamp, {} stamped in {} batches, verified offline\n",

@@ -9,6 +9,10 @@
 //!
 //! Thread CPU comes from `/proc/self/task/*/stat` (Linux; elsewhere the list is empty), in clock
 //! ticks of 1/100 s, the value of `USER_HZ` on every Linux architecture the backbone runs on.
+//!
+//! On a virtual machine, the hypervisor may run other guests on this machine's CPUs: the time
+//! taken so ("steal", from `/proc/stat`) is reported beside each phase and in the windows where
+//! the slowest exchanges bunched, since no change to the code can win it back.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -30,7 +34,16 @@ const HISTOGRAMS: &[(&str, &str)] = &[
 pub struct Snapshot {
     histograms: BTreeMap<(String, String), Histogram>,
     threads: BTreeMap<String, u64>,
+    cpu: Option<CpuClock>,
     at: Instant,
+}
+
+/// The machine's CPU time, summed over its CPUs, in clock ticks (`/proc/stat`, line `cpu`): all
+/// of it, and the part the hypervisor gave to other guests.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuClock {
+    steal: u64,
+    total: u64,
 }
 
 /// One histogram's cumulative state.
@@ -94,7 +107,13 @@ impl Snapshot {
                 }
             }
         }
-        Snapshot { histograms, threads: thread_ticks(), at: Instant::now() }
+        Snapshot { histograms, threads: thread_ticks(), cpu: CpuClock::now(), at: Instant::now() }
+    }
+
+    /// The share of the machine's CPU time taken by the hypervisor between `self` and `later`;
+    /// `None` without `/proc/stat`.
+    pub fn steal(&self, later: &Snapshot) -> Option<f64> {
+        self.cpu.zip(later.cpu).and_then(|(a, b)| a.steal_share(&b))
     }
 
     /// The histograms' means between `self` and `later`, for those observed in between.
@@ -147,6 +166,49 @@ impl Snapshot {
     }
 }
 
+// === impl CpuClock ===
+
+impl CpuClock {
+    /// The clock now; `None` where `/proc/stat` cannot be read or parsed.
+    pub fn now() -> Option<CpuClock> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        CpuClock::parse(&stat)
+    }
+
+    /// From the text of `/proc/stat`: user, nice, system, idle, iowait, irq, softirq and steal
+    /// ticks (guest time is already inside user).
+    fn parse(stat: &str) -> Option<CpuClock> {
+        let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+        let ticks: Vec<u64> = line.split_whitespace().skip(1).take(8).map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        let steal = *ticks.get(7)?;
+        Some(CpuClock { steal, total: ticks.iter().sum() })
+    }
+
+    /// The share of the CPU time from `self` to `later` that was stolen; `None` if no time passed.
+    pub fn steal_share(&self, later: &CpuClock) -> Option<f64> {
+        let total = later.total.checked_sub(self.total).filter(|t| *t > 0)?;
+        Some(later.steal.saturating_sub(self.steal) as f64 / total as f64)
+    }
+}
+
+/// The share of CPU time stolen in each `window` from now for `duration`, in order (`None` for
+/// a window where `/proc/stat` could not be read).
+pub async fn steal_per_window(window: std::time::Duration, duration: std::time::Duration) -> Vec<Option<f64>> {
+    let windows = (duration.as_micros() / window.as_micros().max(1)) as usize + 1;
+    let mut ticks = tokio::time::interval(window);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    ticks.tick().await;
+    let mut last = CpuClock::now();
+    let mut out = Vec::with_capacity(windows);
+    while out.len() < windows {
+        ticks.tick().await;
+        let now = CpuClock::now();
+        out.push(last.zip(now).and_then(|(a, b)| a.steal_share(&b)));
+        last = now;
+    }
+    out
+}
+
 /// User plus system clock ticks of each live thread, keyed `name#tid`.
 fn thread_ticks() -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -162,4 +224,19 @@ fn thread_ticks() -> BTreeMap<String, u64> {
         out.insert(format!("{name}#{}", task.file_name().to_string_lossy()), ticks(11) + ticks(12));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_read_from_proc_stat() {
+        let before = CpuClock::parse("cpu  100 5 50 800 10 0 5 30 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n").unwrap();
+        let after = CpuClock::parse("cpu  150 5 70 900 10 0 5 50 0 0\n").unwrap();
+        assert_eq!((before.steal, before.total), (30, 1000));
+        assert_eq!(before.steal_share(&after), Some(20.0 / 190.0));
+        assert_eq!(after.steal_share(&after), None);
+        assert!(CpuClock::parse("cpu0 1 2 3\n").is_none() && CpuClock::parse("cpu  1 2 x 4 5 6 7 8\n").is_none());
+    }
 }
