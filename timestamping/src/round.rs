@@ -665,7 +665,7 @@ impl Recycler {
         Recycler::default()
     }
 
-    /// Bytes of arrays held for the next round (for tests and metrics).
+    /// Bytes of arrays held for the next round.
     pub fn spare_bytes(&self) -> usize {
         self.lock().as_ref().map_or(0, Arrays::bytes)
     }

@@ -419,7 +419,7 @@ impl Report {
             half_rate: phases.half_rate,
             added_p50_ms,
             added_p99_ms,
-            tail_at_half: tail.clone(),
+            tail_at_half: tail,
             rate_target_met: phases.gateways.rate() >= TARGET_RATE,
             share_target_met: share >= TARGET_SHARE,
             latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
