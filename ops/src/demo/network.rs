@@ -478,7 +478,23 @@ fn local(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Error> {
     listener.local_addr().map_err(Error::io("read the address of", "a listener"))
 }
 
+/// A port free now for a gateway's registered peer address, below Linux's default range of
+/// ephemeral ports (32768–60999). The address is kept in the registry and listened on again by
+/// later runs over the same directory; a port from the ephemeral range (what binding port 0
+/// gives) may meanwhile be handed by the kernel to any other program's outgoing connection.
 fn free_port() -> Result<u16, Error> {
+    const FIRST: u16 = 20_000;
+    const PORTS: u16 = 12_000;
+    // Where to start looking: differs between processes and runs, so that demos started at
+    // once rarely try the same ports.
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) ^ std::process::id();
+    let start = (seed % u32::from(PORTS)) as u16;
+    for i in 0..PORTS {
+        let port = FIRST + (start + i) % PORTS;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     let listener = StdListener::bind("127.0.0.1:0").map_err(Error::io("bind", "127.0.0.1:0"))?;
     Ok(listener.local_addr().map_err(Error::io("bind", "127.0.0.1:0"))?.port())
 }
