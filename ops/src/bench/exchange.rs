@@ -472,14 +472,12 @@ impl Report {
         ));
         let tail = &self.tail_at_half;
         out.push_str(&format!(
-            "slowest 1 % at half rate ({} exchanges, >= {:.2} ms) began in {} of {} {}-ms windows; the busiest, at {:.1} s, held {}\n",
+            "slowest 1 % at half rate ({} exchanges, >= {:.2} ms) began in {} of {} {}-ms windows\n",
             tail.slow,
             tail.from.as_secs_f64() * 1000.0,
             tail.windows_with_slow,
             tail.windows,
             tail.window.as_millis(),
-            tail.busiest.1.as_secs_f64(),
-            tail.busiest.0
         ));
         let pct = |share: Option<f64>| share.map_or_else(|| "?".to_owned(), |s| format!("{:.0} %", s * 100.0));
         let top: Vec<String> = tail
@@ -488,7 +486,7 @@ impl Report {
             .zip(self.steal.top_windows_at_half.iter().copied().chain(std::iter::repeat(None)))
             .map(|((n, at), steal)| format!("{n} at {:.1} s (steal {})", at.as_secs_f64(), pct(steal)))
             .collect();
-        out.push_str(&format!("  windows with the most: {}\n", top.join(", ")));
+        out.push_str(&format!("  windows with the most, busiest first: {}\n", top.join(", ")));
         out.push_str(&format!(
             "CPU taken by the hypervisor for other guests (steal): (b) {}, (c) {}, (c) at half rate {}\n",
             pct(self.steal.chain),

@@ -403,7 +403,7 @@ fn register(registry: &Registry, agency: &Agency, keys: &dyn KeyStore, dir: &Pat
         ensure(registry.add_service(ACTOR, now, find_usage.parse().map_err(parse)?, "who used a person's data", true))?;
     }
     let gateway_id = agency.gateway_id().parse().map_err(parse)?;
-    let peer_port = if peer_port == 0 { free_port()? } else { peer_port };
+    let peer_port = if peer_port == 0 { free_port().map_err(Error::io("bind", "127.0.0.1:0"))? } else { peer_port };
     let added = registry.add_gateway(ACTOR, now, gateway_id, &format!("127.0.0.1:{peer_port}"));
     let tls_csr = csr_pem(tls.as_ref(), &Subject { common_name: agency.gateway_id(), ..Subject::default() }).map_err(Error::hsm("CSR".to_owned()))?;
     let signing_csr = csr_pem(signing.as_ref(), &Subject { common_name: agency.member.to_owned(), ..Subject::default() }).map_err(Error::hsm("CSR".to_owned()))?;
@@ -478,25 +478,29 @@ fn local(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Error> {
     listener.local_addr().map_err(Error::io("read the address of", "a listener"))
 }
 
-/// A port free now for a gateway's registered peer address, below Linux's default range of
-/// ephemeral ports (32768–60999). The address is kept in the registry and listened on again by
-/// later runs over the same directory; a port from the ephemeral range (what binding port 0
-/// gives) may meanwhile be handed by the kernel to any other program's outgoing connection.
-fn free_port() -> Result<u16, Error> {
-    const FIRST: u16 = 20_000;
-    const PORTS: u16 = 12_000;
-    // Where to start looking: differs between processes and runs, so that demos started at
+/// A TCP port free now on 127.0.0.1, below Linux's default range of ephemeral ports
+/// (32768–60999), for a server started (or restarted) on it later: a gateway's registered peer
+/// address, which later runs over the same directory listen on again, or a test's server
+/// restarted after `kill -9`. A port from the ephemeral range (what binding port 0 gives) may
+/// meanwhile be handed by the kernel to any other program's outgoing connection.
+///
+/// # Errors
+///
+/// When not even port 0 can be bound.
+pub fn free_port() -> std::io::Result<u16> {
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    /// Calls of one process start 997 ports apart, so that they do not return the same port.
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Where to start looking differs between processes and runs, so that programs started at
     // once rarely try the same ports.
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) ^ std::process::id();
-    let start = (seed % u32::from(PORTS)) as u16;
-    for i in 0..PORTS {
-        let port = FIRST + (start + i) % PORTS;
-        if StdListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
+    let start = seed.wrapping_add(CALLS.fetch_add(997, std::sync::atomic::Ordering::Relaxed)) % PORTS;
+    let mut below = (0..PORTS).filter_map(|i| u16::try_from(FIRST + (start + i) % PORTS).ok());
+    if let Some(port) = below.find(|port| StdListener::bind(("127.0.0.1", *port)).is_ok()) {
+        return Ok(port);
     }
-    let listener = StdListener::bind("127.0.0.1:0").map_err(Error::io("bind", "127.0.0.1:0"))?;
-    Ok(listener.local_addr().map_err(Error::io("bind", "127.0.0.1:0"))?.port())
+    Ok(StdListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> (watch::Sender<bool>, JoinHandle<()>) {

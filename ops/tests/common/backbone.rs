@@ -3,7 +3,7 @@
 #![allow(clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -23,18 +23,10 @@ pub fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(stdout).unwrap()
 }
 
-/// A TCP port free now on 127.0.0.1, below Linux's ephemeral range (32768–60999): the tests
-/// start (and, after `kill -9`, restart) servers on it seconds later, and a port from that range
-/// (what binding port 0 gives) may meanwhile be handed to any program's outgoing connection.
+/// A TCP port free now on 127.0.0.1, for a server started (and restarted after `kill -9`)
+/// later: the demo's choice, below the kernel's ephemeral range.
 pub fn free_port() -> u16 {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) ^ std::process::id();
-    // Calls of one process start 997 ports apart, so that they do not return the same port.
-    let start = seed.wrapping_add(NEXT.fetch_add(997, std::sync::atomic::Ordering::Relaxed)) % 12_000;
-    (0..12_000u32)
-        .map(|i| 20_000 + ((start + i) % 12_000) as u16)
-        .find(|port| TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .unwrap_or_else(|| TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port())
+    backbone_ops::demo::network::free_port().unwrap()
 }
 
 /// A gateway's directory, key directory and ports.
