@@ -60,9 +60,10 @@ fn build(iters: u64, requests: &[Request], start: impl Fn() -> Round) -> Duratio
         for chunk in requests.chunks(SUBMISSION) {
             let submission = chunk.to_vec();
             let timer = Instant::now();
-            for request in submission {
+            for request in &submission {
                 round.push(request, AT).unwrap();
             }
+            drop(submission);
             total += timer.elapsed();
         }
         let timer = Instant::now();
@@ -107,7 +108,7 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| build(iters, &batch, || Round::new(Limits::default())));
         });
         let mut round = Round::new(Limits::default());
-        for request in batch.clone() {
+        for request in &batch {
             round.push(request, AT).unwrap();
         }
         let closed = round.close(AT).unwrap();

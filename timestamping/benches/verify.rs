@@ -48,9 +48,9 @@ fn service_signature() -> (Vec<u8>, Imprint) {
     let signer = CalendarSigner::new(key, &certificate).unwrap();
     let mut round = Round::new(Limits::default());
     let document = ALGORITHM.hash(&[b"referral 2026-11-26 patient 4711"]).unwrap();
-    round.push(Request { hash: InputHash::from(&document), level: 0, client_id: "anon".into() }, AT).unwrap();
+    round.push(&Request { hash: InputHash::from(&document), level: 0, client_id: "anon".into() }, AT).unwrap();
     for i in 1..ROUND {
-        round.push(Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level: 0, client_id: "anon".into() }, AT).unwrap();
+        round.push(&Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level: 0, client_id: "anon".into() }, AT).unwrap();
     }
     let closed = round.close(AT).unwrap();
     let store: Box<dyn CalendarStore> = Box::new(MemoryStore::new());

@@ -411,7 +411,7 @@ pub(crate) async fn submit_one(queue: &mpsc::Sender<Submission>, request: Reques
 pub(crate) fn accept(round: &mut Round, submission: Submission, waiting: &mut Vec<Waiting>) {
     let Submission { requests, reply } = submission;
     let at = now();
-    let positions: Vec<_> = requests.into_iter().map(|r| round.push(r, at).map_err(Arc::new)).collect();
+    let positions: Vec<_> = requests.iter().map(|r| round.push(r, at).map_err(Arc::new)).collect();
     if positions.iter().any(Result::is_ok) {
         waiting.push(Waiting { reply, positions });
     } else {
