@@ -18,11 +18,11 @@
 //! Only the tree's hashes are computed during the round, and most of them while it fills: every
 //! 64 requests, their leaf hashes and every inner node whose two children are then complete (the
 //! left subtrees), in one pass while those children are still in the cache; closing the round
-//! hashes the last few requests and finishes the right edge, at most one node per layer. The tree is one flat array of
-//! 32-byte digests and one of levels per layer; no per-leaf allocation, no TLV. A request
-//! carries its hash inline ([`InputHash`]), and the round copies its imprint into one flat
-//! array of imprint bytes, so that accepting a request follows no pointer and frees nothing.
-//! Each client's metadata is encoded once per round, and which client sent a request is kept
+//! hashes the last few requests and finishes the right edge, at most one node per layer. The
+//! tree is one flat array of 32-byte digests and one of levels per layer; no per-leaf
+//! allocation, no TLV. A request carries its hash inline ([`InputHash`]), and the round copies
+//! its imprint into one flat array of imprint bytes, so that accepting a request follows no
+//! pointer and frees nothing. Each client's metadata is encoded once per round, and which client sent a request is kept
 //! per run of requests from the same client, not per request.
 //! [`ClosedRound::chain`] builds one request's chain (a few dozen small allocations) when that
 //! request is answered, on the answering task, so that the chains of a large round are built in
