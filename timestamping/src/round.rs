@@ -397,10 +397,8 @@ impl Round {
                 let ([left, right], [left_level, right_level]) = (pair, pair_levels) else {
                     return Err(Error::Unreachable("a pair of nodes that is not two"));
                 };
-                let Some(level) = (*left_level).max(*right_level).checked_add(1) else {
-                    return Err(Error::Unreachable("round level above 255"));
-                };
-                above.hashes.push(node(left, right, level));
+                let (digest, level) = parent(left, right, *left_level, *right_level)?;
+                above.hashes.push(digest);
                 above.levels.push(level);
             }
         }
@@ -548,12 +546,7 @@ impl Layer {
             };
         }
         match (self.hashes.as_slice(), self.levels.as_slice()) {
-            ([.., left, right], [.., left_level, right_level]) => {
-                let Some(level) = (*left_level).max(*right_level).checked_add(1) else {
-                    return Err(Error::Unreachable("round level above 255"));
-                };
-                Ok((node(left, right, level), level))
-            }
+            ([.., left, right], [.., left_level, right_level]) => parent(left, right, *left_level, *right_level),
             _ => Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
         }
     }
@@ -868,6 +861,14 @@ const TAG_SIBLING_HASH: u16 = 0x02;
 
 /// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
 const SHA256_IV: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+
+/// The parent of two nodes: its hash and its level, one above the higher child's.
+fn parent(left: &[u8; 32], right: &[u8; 32], left_level: u8, right_level: u8) -> Result<([u8; 32], u8), Error> {
+    let Some(level) = left_level.max(right_level).checked_add(1) else {
+        return Err(Error::Unreachable("round level above 255"));
+    };
+    Ok((node(left, right, level), level))
+}
 
 /// `SHA-256(0x01 || left || 0x01 || right || level)`: an inner node over two SHA-256 imprints,
 /// 67 bytes in two blocks, padded by hand and compressed directly (no hasher state to buffer
