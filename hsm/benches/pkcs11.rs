@@ -1,6 +1,8 @@
 //! Signatures per second through `Pkcs11Signer` against raw cryptoki calls on the same SoftHSM2
-//! token, on one thread and on two. The difference is the signer's overhead: session pool, key
-//! handle cache, hashing, DER encoding of ECDSA signatures and recovery bookkeeping.
+//! token, on one thread and on two. The raw calls sign with the token object (`raw`) and with a
+//! session copy of it (`raw-session-copy`, what the signer signs with). The difference between
+//! `raw-session-copy` and `signer` is the signer's overhead: session pool, key handle cache,
+//! hashing, DER encoding of ECDSA signatures and recovery bookkeeping.
 //!
 //! `cargo bench -p backbone-hsm --bench pkcs11`
 // A benchmark: failing loudly is fine.
@@ -130,6 +132,9 @@ fn bench(c: &mut Criterion) {
             let template = [Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label.as_bytes().to_vec())];
             session.find_objects(&template).unwrap()[0]
         };
+        // The signer signs with a session copy of the key; the raw calls sign with the token
+        // object, and with such a copy, to show what the copy saves.
+        let copy = raw[0].lock().unwrap().copy_object(key, &[Attribute::Token(false)]).unwrap();
         let input = raw_input(case.algorithm);
         let signature = signer.sign(MESSAGE).unwrap();
         signer.public_key().verify(case.algorithm, MESSAGE, &signature).unwrap();
@@ -147,12 +152,24 @@ fn bench(c: &mut Criterion) {
             let session = raw[0].lock().unwrap();
             b.iter(|| black_box(raw_sign(&session, key, case.algorithm, &input)));
         });
+        group.bench_function("raw-session-copy/1-thread", |b| {
+            let session = raw[0].lock().unwrap();
+            b.iter(|| black_box(raw_sign(&session, copy, case.algorithm, &input)));
+        });
         group.bench_function("signer/1-thread", |b| b.iter(|| black_box(signer.sign(MESSAGE).unwrap())));
         group.bench_function("raw/2-threads", |b| {
             b.iter_custom(|iters| {
                 two_threads(iters, |t| {
                     let session = raw[t].lock().unwrap();
                     black_box(raw_sign(&session, key, case.algorithm, &input));
+                })
+            });
+        });
+        group.bench_function("raw-session-copy/2-threads", |b| {
+            b.iter_custom(|iters| {
+                two_threads(iters, |t| {
+                    let session = raw[t].lock().unwrap();
+                    black_box(raw_sign(&session, copy, case.algorithm, &input));
                 })
             });
         });

@@ -227,7 +227,7 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
         let mut keys = self.token.run(|session, lease| {
-            let template = [Attribute::Class(ObjectClass::PRIVATE_KEY)];
+            let template = [Attribute::Token(true), Attribute::Class(ObjectClass::PRIVATE_KEY)];
             let handles = session.find_objects(&template);
             let handles = handles.map_err(|e| self.token.failure(&e, "list keys", session, lease))?;
             let mut keys = Vec::with_capacity(handles.len());

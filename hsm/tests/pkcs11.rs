@@ -205,6 +205,57 @@ fn private_keys_are_sensitive_and_not_extractable() {
     }
 }
 
+/// The signer signs with a session copy of its key: the copy is as sensitive as the token
+/// object, is not listed or found as a key of its own, and goes with the signer.
+#[test]
+fn signs_with_a_session_copy_of_the_key_and_destroys_it_with_the_signer() {
+    let _module = softhsm::shared();
+    let token = softhsm::token("session-copy");
+    let store = open(&token);
+    let public = store.generate("k", KeyType::EcP256).unwrap();
+    let session = raw_session(&token.label);
+    login(&session);
+    let copies = || {
+        let template = [
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(b"k".to_vec()),
+        ];
+        session.find_objects(&template).unwrap()
+    };
+    assert!(copies().is_empty());
+
+    let signer = store.signer("k", None).unwrap();
+    for message in [&b"referral 42"[..], b"referral 43"] {
+        let signature = signer.sign(message).unwrap();
+        public.verify(SignatureAlgorithm::EcdsaP256Sha256, message, &signature).unwrap();
+    }
+    let [copy] = copies()[..] else { panic!("one session copy expected, found {:?}", copies()) };
+    let attributes = session
+        .get_attributes(copy, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Private])
+        .unwrap();
+    assert_eq!(attributes, [Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Private(true)]);
+    match session.get_attributes(copy, &[AttributeType::Value]) {
+        Ok(values) => assert!(values.is_empty(), "{values:?}"),
+        Err(e) => assert!(matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)), "{e}"),
+    }
+    // The copy is neither listed nor taken for the key: one key, and its label still taken.
+    let labels: Vec<_> = store.keys().unwrap().into_iter().map(|k| k.label).collect();
+    assert_eq!(labels, ["k"]);
+    assert!(matches!(store.generate("k", KeyType::EcP256), Err(Error::KeyExists { .. })));
+    // A second signer of the same key keeps a copy of its own.
+    let second = store.signer("k", None).unwrap();
+    second.sign(b"x").unwrap();
+    assert_eq!(copies().len(), 2);
+
+    drop(signer);
+    drop(second);
+    assert!(copies().is_empty(), "{:?}", copies());
+    // The token object is untouched: a new signer signs.
+    let signature = store.signer("k", None).unwrap().sign(b"after").unwrap();
+    public.verify(SignatureAlgorithm::EcdsaP256Sha256, b"after", &signature).unwrap();
+}
+
 #[test]
 fn two_stores_on_one_token_share_the_module_and_login() {
     let _module = softhsm::shared();

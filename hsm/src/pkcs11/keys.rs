@@ -61,13 +61,15 @@ pub(crate) fn generation_mechanism(key_type: KeyType) -> MechanismType {
     }
 }
 
-/// Finds the object of `half` labelled `label`: `Ok(None)` when there is none.
+/// Finds the token object of `half` labelled `label`: `Ok(None)` when there is none. Session
+/// objects (the signers' working copies of private keys) are not matched.
 ///
 /// Private objects are invisible, not refused, when the login was lost: a private key that is not
 /// found on a session that is no longer logged in is reported as `CKR_USER_NOT_LOGGED_IN`, so that
 /// the caller logs in again rather than report the key missing.
 pub(crate) fn find(session: &Session, label: &str, half: Half) -> cryptoki::error::Result<Option<ObjectHandle>> {
-    let template = [Attribute::Class(half.class()), Attribute::Label(label.as_bytes().to_vec())];
+    let template =
+        [Attribute::Token(true), Attribute::Class(half.class()), Attribute::Label(label.as_bytes().to_vec())];
     let found = session.find_objects(&template)?.into_iter().next();
     if found.is_none() && half != Half::Public {
         let state = session.get_session_info()?.session_state();

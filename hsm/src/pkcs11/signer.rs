@@ -6,7 +6,7 @@ use std::time::Instant;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::ObjectHandle;
+use cryptoki::object::{Attribute, ObjectHandle};
 use cryptoki::session::Session;
 use prometheus::{Histogram, IntCounter};
 use sha2::{Digest, Sha256};
@@ -26,14 +26,31 @@ const SHA256_DIGEST_INFO: [u8; 19] =
 /// Messages are hashed in this process (SHA-256) and only the digest goes to the token, except for
 /// Ed25519, where the token signs the whole message as RFC 8032 requires. The key handle is found
 /// once per pool generation and cached.
+///
+/// The signer signs with a session copy of the private key (`C_CopyObject` with `CKA_TOKEN`
+/// false), made once per pool generation on a pooled session and destroyed with the signer: the
+/// copy never leaves the token, and it is as sensitive and non-extractable as the original. It is
+/// there for speed: SoftHSM2 re-reads a token object's file from disk (open, lock, read) for every
+/// attribute it looks up, which made `C_SignInit` cost more than the signature; a session object
+/// lives in the token's memory. A token that refuses the copy (`CKA_COPYABLE` false, or no
+/// `C_CopyObject`) is signed with through the token object itself.
 pub struct Pkcs11Signer {
     token: Arc<Token>,
     label: String,
     algorithm: SignatureAlgorithm,
     public_key: PublicKey,
-    /// The private key's handle and the pool generation it was found in.
-    key: Mutex<Option<(u64, ObjectHandle)>>,
+    /// The private key to sign with and the pool generation it was found in.
+    key: Mutex<Option<CachedKey>>,
     metrics: Option<SignerMetrics>,
+}
+
+/// A signer's key handle in one pool generation.
+#[derive(Clone, Copy)]
+struct CachedKey {
+    generation: u64,
+    handle: ObjectHandle,
+    /// Whether `handle` is the signer's session copy, destroyed with the signer.
+    copy: bool,
 }
 
 /// The metric children of one signer, resolved once so that signing does no label lookups.
@@ -97,25 +114,60 @@ impl Pkcs11Signer {
         signed.map_err(|e| self.token.failure(&e, "sign", session, lease))?
     }
 
-    /// The private key's handle in `lease`'s generation: cached, or found by label.
+    /// The private key's handle in `lease`'s generation: cached, or found by label and copied
+    /// into a session object.
     fn key_handle(&self, session: &Session, lease: &Lease) -> Result<ObjectHandle, Failure> {
         let mut cached = self.key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((generation, handle)) = *cached
-            && generation == lease.generation
+        if let Some(key) = *cached
+            && key.generation == lease.generation
         {
-            return Ok(handle);
+            return Ok(key.handle);
         }
         let found = keys::find(session, &self.label, Half::Private)
             .map_err(|e| self.token.failure(&e, "find key", session, lease))?;
-        let handle = found.ok_or_else(|| {
+        let original = found.ok_or_else(|| {
             Failure::Fatal(Error::NoSuchKey {
                 label: self.label.clone(),
                 kind: Half::Private.kind(),
                 store: format!("PKCS#11 token '{}'", self.token.label),
             })
         })?;
-        *cached = Some((lease.generation, handle));
-        Ok(handle)
+        let key = match session.copy_object(original, &[Attribute::Token(false)]) {
+            Ok(handle) => CachedKey { generation: lease.generation, handle, copy: true },
+            Err(e) => {
+                tracing::info!(
+                    token = %self.token.label,
+                    label = %self.label,
+                    reason = %super::rv::describe(&e),
+                    "the token keeps no session copy of the key; signing with the token object",
+                );
+                CachedKey { generation: lease.generation, handle: original, copy: false }
+            }
+        };
+        *cached = Some(key);
+        Ok(key.handle)
+    }
+}
+
+impl Drop for Pkcs11Signer {
+    /// Destroys the session copy of the key, if it is of the pool's current generation (older
+    /// copies went with their sessions).
+    fn drop(&mut self) {
+        let cached = self.key.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        let Some(CachedKey { generation, handle, copy: true }) = cached else {
+            return;
+        };
+        let destroyed = self.token.run(|session, lease| {
+            if lease.generation == generation
+                && let Err(e) = session.destroy_object(handle)
+            {
+                tracing::debug!(label = %self.label, reason = %super::rv::describe(&e), "destroying the session copy of a key");
+            }
+            Ok(())
+        });
+        if let Err(error) = destroyed {
+            tracing::debug!(label = %self.label, %error, "the session copy of a key was left to its session");
+        }
     }
 }
 
