@@ -160,6 +160,19 @@ struct Phases {
     gateways_cpu_us: f64,
     /// The machine's CPU time the hypervisor gave to other guests.
     steal: Steal,
+    /// Snapshots at the edges of the half-rate phase's windows (`timings::sample_windows`).
+    samples_at_half: Vec<timings::Snapshot>,
+}
+
+/// What the gateways' histograms and the threads say about one window of the half-rate phase.
+#[derive(Debug, serde::Serialize)]
+struct WindowDetail {
+    /// Where the window begins, in seconds from the phase's start.
+    at_s: f64,
+    /// The histograms observed in the window.
+    timings: Vec<timings::Timing>,
+    /// CPU per kind of thread in the window.
+    threads: Vec<timings::ThreadTime>,
 }
 
 /// The share of the machine's CPU time the hypervisor gave to other guests (`/proc/stat`), by
@@ -214,10 +227,12 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     // Logged with its wall-clock time, to line the report's windows up with other logs (the
     // message logs' RocksDB LOG files, for one).
     tracing::info!(rate = half_rate, "half-rate phase through the gateways begins");
-    let sampler = tokio::spawn(timings::steal_per_window(TAIL_WINDOW, full + TAIL_WINDOW));
+    let agencies = registries.iter().map(|(agency, registry)| ((*agency).to_owned(), (*registry).clone())).collect();
+    let sampler = tokio::spawn(timings::sample_windows(agencies, TAIL_WINDOW, full + TAIL_WINDOW));
     let gateways_at_half = load::drive(&gateways, open).await;
     let half_after = timings::Snapshot::take(&registries);
-    let windows_at_half = sampler.await.unwrap_or_default();
+    let samples_at_half = sampler.await.unwrap_or_default();
+    let windows_at_half = samples_at_half.windows(2).map(|w| w[0].steal(&w[1])).collect();
     let steal = Steal {
         chain: chain_before.steal(&chain_after),
         gateways: before.steal(&after),
@@ -240,6 +255,7 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         chain_cpu_us,
         gateways_cpu_us,
         steal,
+        samples_at_half,
     })
 }
 
@@ -365,6 +381,9 @@ struct Report {
     gateways_cpu_us: f64,
     /// CPU taken by the hypervisor for other guests, by phase and in the slowest windows.
     steal: Steal,
+    /// The gateways' histograms and the threads' CPU in the windows of the half-rate phase
+    /// that held the most of its slowest 1 %, busiest first.
+    slow_windows: Vec<WindowDetail>,
     rate_target_met: bool,
     share_target_met: bool,
     latency_target_met: bool,
@@ -395,8 +414,18 @@ impl Report {
         let tail = phases.gateways_at_half.tail(0.99, TAIL_WINDOW);
         let mut steal = phases.steal;
         let window_us = TAIL_WINDOW.as_micros().max(1);
+        let top_windows: Vec<Option<usize>> = tail.top.iter().map(|(_, at)| usize::try_from(at.as_micros() / window_us).ok()).collect();
         steal.top_windows_at_half =
-            tail.top.iter().map(|(_, at)| usize::try_from(at.as_micros() / window_us).ok().and_then(|w| steal.windows_at_half.get(w).copied().flatten())).collect();
+            top_windows.iter().map(|w| w.and_then(|w| steal.windows_at_half.get(w).copied().flatten())).collect();
+        let samples = &phases.samples_at_half;
+        let slow_windows = top_windows
+            .iter()
+            .filter_map(|w| {
+                let w = (*w)?;
+                let (start, end) = (samples.get(w)?, samples.get(w + 1)?);
+                Some(WindowDetail { at_s: w as f64 * TAIL_WINDOW.as_secs_f64(), timings: start.timings(end), threads: start.threads(end) })
+            })
+            .collect();
         Report {
             hsm,
             service: if args.health { backbone::PATIENTS } else { backbone::PING },
@@ -430,6 +459,7 @@ impl Report {
             chain_cpu_us: phases.chain_cpu_us,
             gateways_cpu_us: phases.gateways_cpu_us,
             steal,
+            slow_windows,
         }
     }
 
@@ -487,6 +517,16 @@ impl Report {
             .map(|((n, at), steal)| format!("{n} at {:.1} s (steal {})", at.as_secs_f64(), pct(steal)))
             .collect();
         out.push_str(&format!("  windows with the most, busiest first: {}\n", top.join(", ")));
+        for window in &self.slow_windows {
+            let means: Vec<String> = window
+                .timings
+                .iter()
+                .map(|t| format!("{} {} {:.1}{}{}", t.agency, t.short, t.mean, if t.unit.is_empty() { "" } else { " " }, t.unit))
+                .collect();
+            let threads: Vec<String> =
+                window.threads.iter().filter(|t| t.cores >= 0.05).map(|t| format!("{} {:.2}", t.name, t.cores)).collect();
+            out.push_str(&format!("    at {:.1} s, means: {}; CPU (cores): {}\n", window.at_s, means.join(", "), threads.join(", ")));
+        }
         out.push_str(&format!(
             "CPU taken by the hypervisor for other guests (steal): (b) {}, (c) {}, (c) at half rate {}\n",
             pct(self.steal.chain),

@@ -21,12 +21,12 @@ use std::time::Instant;
 const USER_HZ: f64 = 100.0;
 
 /// The histograms worth reading, with what each one means.
-const HISTOGRAMS: &[(&str, &str)] = &[
-    ("backbone_gateway_exchange_seconds", "whole exchange inside the gateway"),
-    ("backbone_hsm_batch_wait_seconds", "wait for a batch signature"),
-    ("backbone_hsm_batch_size_messages", "messages per batch signature"),
-    ("backbone_gateway_log_append_duration_seconds", "message-log append until durable"),
-    ("backbone_gateway_log_commit_batch_records", "records per synced log write"),
+const HISTOGRAMS: &[(&str, &str, &str)] = &[
+    ("backbone_gateway_exchange_seconds", "whole exchange inside the gateway", "exchange"),
+    ("backbone_hsm_batch_wait_seconds", "wait for a batch signature", "signature wait"),
+    ("backbone_hsm_batch_size_messages", "messages per batch signature", "per signature"),
+    ("backbone_gateway_log_append_duration_seconds", "message-log append until durable", "log append"),
+    ("backbone_gateway_log_commit_batch_records", "records per synced log write", "per log write"),
 ];
 
 /// Histogram sums and counts, and CPU time per thread name, at one moment.
@@ -64,6 +64,8 @@ pub struct Timing {
     pub metric: String,
     /// What it measures.
     pub meaning: &'static str,
+    /// The same in a word or two.
+    pub short: &'static str,
     /// Observations in the phase.
     pub count: u64,
     /// Their mean: milliseconds for a time, else the quantity itself.
@@ -94,7 +96,7 @@ impl Snapshot {
         let mut histograms = BTreeMap::new();
         for (agency, registry) in agencies {
             for family in registry.gather() {
-                if !HISTOGRAMS.iter().any(|(name, _)| *name == family.name()) {
+                if !HISTOGRAMS.iter().any(|(name, ..)| *name == family.name()) {
                     continue;
                 }
                 for metric in family.get_metric() {
@@ -126,7 +128,7 @@ impl Snapshot {
                 continue;
             }
             let name = key.split('{').next().unwrap_or_default();
-            let meaning = HISTOGRAMS.iter().find(|(n, _)| *n == name).map_or("", |(_, m)| *m);
+            let (meaning, short) = HISTOGRAMS.iter().find(|(n, ..)| *n == name).map_or(("", ""), |(_, m, s)| (*m, *s));
             let seconds = name.ends_with("_seconds");
             let scale = if seconds { 1000.0 } else { 1.0 };
             let mean = (now.sum - before.sum) / count as f64 * scale;
@@ -135,7 +137,7 @@ impl Snapshot {
                 let earlier = before.buckets.iter().find(|(b, _)| b == bound).map_or(0, |(_, c)| *c);
                 (cumulative.saturating_sub(earlier) * 100 >= count * 99).then_some(bound * scale)
             });
-            out.push(Timing { agency: agency.clone(), metric: key.clone(), meaning, count, mean, p99_at_most, unit: if seconds { "ms" } else { "" } });
+            out.push(Timing { agency: agency.clone(), metric: key.clone(), meaning, short, count, mean, p99_at_most, unit: if seconds { "ms" } else { "" } });
         }
         out
     }
@@ -191,20 +193,25 @@ impl CpuClock {
     }
 }
 
-/// The share of CPU time stolen in each `window` from now for `duration`, in order (`None` for
-/// a window where `/proc/stat` could not be read).
-pub async fn steal_per_window(window: std::time::Duration, duration: std::time::Duration) -> Vec<Option<f64>> {
+/// Snapshots of the agencies' histograms, the threads' CPU time and the machine's clock at the
+/// start of each `window` from now for `duration`, and one at the end: window `i` lies between
+/// snapshots `i` and `i + 1`. Each snapshot reads the registries and `/proc`, well under a
+/// millisecond of CPU, ten times a second at the default window.
+pub async fn sample_windows(
+    agencies: Vec<(String, prometheus::Registry)>,
+    window: std::time::Duration,
+    duration: std::time::Duration,
+) -> Vec<Snapshot> {
     let windows = (duration.as_micros() / window.as_micros().max(1)) as usize + 1;
+    let agencies: Vec<(&str, &prometheus::Registry)> = agencies.iter().map(|(a, r)| (a.as_str(), r)).collect();
     let mut ticks = tokio::time::interval(window);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     ticks.tick().await;
-    let mut last = CpuClock::now();
-    let mut out = Vec::with_capacity(windows);
-    while out.len() < windows {
+    let mut out = Vec::with_capacity(windows + 1);
+    out.push(Snapshot::take(&agencies));
+    while out.len() <= windows {
         ticks.tick().await;
-        let now = CpuClock::now();
-        out.push(last.zip(now).and_then(|(a, b)| a.steal_share(&b)));
-        last = now;
+        out.push(Snapshot::take(&agencies));
     }
     out
 }
