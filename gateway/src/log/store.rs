@@ -107,6 +107,12 @@ impl Store {
             // thread time.
             if name == CF_BODIES || name == CF_PROOFS || name == CF_BATCH_HASHES {
                 family.set_compression_type(DBCompressionType::None);
+            } else {
+                // Records and indexes compress, but only when compacted below level 0: a flush
+                // then writes its table as it is (compressing it took the flush thread's time
+                // when the exchanges need the cores), and the compaction that merges it down
+                // has nothing to decompress. Level 0 holds a few memtables' worth.
+                family.set_compression_per_level(&[DBCompressionType::None, DBCompressionType::Lz4]);
             }
             ColumnFamilyDescriptor::new(name, family)
         });
