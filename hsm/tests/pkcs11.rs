@@ -17,6 +17,7 @@ use backbone_hsm::pkcs11::Pkcs11KeyStore;
 use backbone_hsm::{Error, KeyStore, KeyType, Metrics, Pin, SignatureAlgorithm, Signer};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
@@ -254,6 +255,44 @@ fn signs_with_a_session_copy_of_the_key_and_destroys_it_with_the_signer() {
     // The token object is untouched: a new signer signs.
     let signature = store.signer("k", None).unwrap().sign(b"after").unwrap();
     public.verify(SignatureAlgorithm::EcdsaP256Sha256, b"after", &signature).unwrap();
+}
+
+/// A key the token will not copy (`CKA_COPYABLE` false) is signed with through the token object.
+#[test]
+fn a_key_that_cannot_be_copied_signs_through_the_token_object() {
+    let _module = softhsm::shared();
+    let token = softhsm::token("no-copy");
+    let store = open(&token);
+    let session = raw_session(&token.label);
+    login(&session);
+    let label = b"fixed".to_vec();
+    let p256 = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+    let public = [
+        Attribute::Token(true),
+        Attribute::Label(label.clone()),
+        Attribute::EcParams(p256),
+        Attribute::Verify(true),
+    ];
+    let private = [
+        Attribute::Token(true),
+        Attribute::Label(label.clone()),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Sign(true),
+        Attribute::Copyable(false),
+    ];
+    session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private).unwrap();
+
+    let signer = store.signer("fixed", None).unwrap();
+    let signature = signer.sign(b"referral 42").unwrap();
+    signer.public_key().verify(SignatureAlgorithm::EcdsaP256Sha256, b"referral 42", &signature).unwrap();
+    let copies = session
+        .find_objects(&[Attribute::Token(false), Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label)])
+        .unwrap();
+    assert!(copies.is_empty(), "{copies:?}");
+    drop(signer);
+    // Dropping the signer leaves the token object alone.
+    store.signer("fixed", None).unwrap().sign(b"again").unwrap();
 }
 
 #[test]

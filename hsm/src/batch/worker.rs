@@ -92,6 +92,7 @@ impl Worker {
     /// long linger from outliving a full batch by more than a millisecond.
     /// The flag is true when the worker must exit after this batch.
     fn gather(&self, busy: bool) -> (Vec<Request>, bool) {
+        // A worker that panicked cannot have left the receiver half-changed.
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         let mut batch = Vec::new();
         match jobs.recv() {
@@ -116,6 +117,8 @@ impl Worker {
         }
     }
 
+    /// Signs one batch and answers its callers: each gets the signed batch and its index, or the
+    /// error.
     fn sign(&self, batch: Vec<Request>) {
         if let Some(histogram) = &self.batch_size {
             histogram.observe(batch.len() as f64);
