@@ -384,6 +384,9 @@ struct Report {
     /// The gateways' histograms and the threads' CPU in the windows of the half-rate phase
     /// that held the most of its slowest 1 %, busiest first.
     slow_windows: Vec<WindowDetail>,
+    /// The half-rate phase's window snapshots, and the milliseconds they took all together.
+    window_snapshots: usize,
+    window_sampling_ms: f64,
     rate_target_met: bool,
     share_target_met: bool,
     latency_target_met: bool,
@@ -418,6 +421,7 @@ impl Report {
         steal.top_windows_at_half =
             top_windows.iter().map(|w| w.and_then(|w| steal.windows_at_half.get(w).copied().flatten())).collect();
         let samples = &phases.samples_at_half;
+        let window_sampling_ms = samples.iter().map(|s| s.took().as_secs_f64() * 1000.0).sum();
         let slow_windows = top_windows
             .iter()
             .filter_map(|w| {
@@ -460,6 +464,8 @@ impl Report {
             gateways_cpu_us: phases.gateways_cpu_us,
             steal,
             slow_windows,
+            window_snapshots: phases.samples_at_half.len(),
+            window_sampling_ms,
         }
     }
 
@@ -527,6 +533,12 @@ impl Report {
                 window.threads.iter().filter(|t| t.cores >= 0.05).map(|t| format!("{} {:.2}", t.name, t.cores)).collect();
             out.push_str(&format!("    at {:.1} s, means: {}; CPU (cores): {}\n", window.at_s, means.join(", "), threads.join(", ")));
         }
+        out.push_str(&format!(
+            "  (the {} window snapshots took {:.1} ms in all, {:.2} % of one core over the phase)\n",
+            self.window_snapshots,
+            self.window_sampling_ms,
+            self.window_sampling_ms / (self.seconds as f64 * 1000.0).max(1.0) * 100.0
+        ));
         out.push_str(&format!(
             "CPU taken by the hypervisor for other guests (steal): (b) {}, (c) {}, (c) at half rate {}\n",
             pct(self.steal.chain),

@@ -36,6 +36,8 @@ pub struct Snapshot {
     threads: BTreeMap<String, u64>,
     cpu: Option<CpuClock>,
     at: Instant,
+    /// How long taking this snapshot took.
+    took: std::time::Duration,
 }
 
 /// The machine's CPU time, summed over its CPUs, in clock ticks (`/proc/stat`, line `cpu`): all
@@ -93,6 +95,7 @@ pub struct ThreadTime {
 impl Snapshot {
     /// Reads every agency's registry and the threads' CPU time now.
     pub fn take(agencies: &[(&str, &prometheus::Registry)]) -> Snapshot {
+        let started = Instant::now();
         let mut histograms = BTreeMap::new();
         for (agency, registry) in agencies {
             for family in registry.gather() {
@@ -109,7 +112,13 @@ impl Snapshot {
                 }
             }
         }
-        Snapshot { histograms, threads: thread_ticks(), cpu: CpuClock::now(), at: Instant::now() }
+        let (threads, cpu) = (thread_ticks(), CpuClock::now());
+        Snapshot { histograms, threads, cpu, at: Instant::now(), took: started.elapsed() }
+    }
+
+    /// How long taking this snapshot took (on a runtime thread, during the phase it measures).
+    pub fn took(&self) -> std::time::Duration {
+        self.took
     }
 
     /// The share of the machine's CPU time taken by the hypervisor between `self` and `later`;
@@ -195,8 +204,8 @@ impl CpuClock {
 
 /// Snapshots of the agencies' histograms, the threads' CPU time and the machine's clock at the
 /// start of each `window` from now for `duration`, and one at the end: window `i` lies between
-/// snapshots `i` and `i + 1`. Each snapshot reads the registries and `/proc`, well under a
-/// millisecond of CPU, ten times a second at the default window.
+/// snapshots `i` and `i + 1`. Each snapshot reads the registries and `/proc` on a runtime
+/// thread; the report prints how long they took in all.
 pub async fn sample_windows(
     agencies: Vec<(String, prometheus::Registry)>,
     window: std::time::Duration,
