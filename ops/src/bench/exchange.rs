@@ -87,6 +87,10 @@ pub struct ExchangeBenchArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write each exchange of phase (c) at half rate to this file, one CSV line each:
+    /// when it began and how long it took, in microseconds since the phase began.
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 /// Runs `backbone bench exchange`.
@@ -114,6 +118,9 @@ pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
         };
         backbone.stop().await;
         let measured = measured?;
+        if let Some(path) = &args.timeline {
+            write_timeline(path, &measured.gateways_at_half)?;
+        }
         Ok::<_, Error>(Report::new(args, backend, threads, measured, logs?))
     })?;
     if args.json {
@@ -122,6 +129,16 @@ pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
         print!("{}", report.table());
     }
     report.check()
+}
+
+/// `measured`'s timeline as CSV: `began_us,latency_us`, in the order the exchanges began.
+fn write_timeline(path: &std::path::Path, measured: &Measured) -> Result<(), Error> {
+    use std::fmt::Write as _;
+    let mut csv = String::from("began_us,latency_us\n");
+    for (began, latency) in &measured.timeline {
+        let _ = writeln!(csv, "{},{}", began.as_micros(), latency.as_micros());
+    }
+    std::fs::write(path, csv).map_err(|e| Error::Check(format!("cannot write the timeline to {}: {e}", path.display())))
 }
 
 /// The gateways' setup the flags ask for.
