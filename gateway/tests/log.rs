@@ -443,6 +443,49 @@ async fn records_left_unstamped_by_a_stop_are_stamped_after_restart() {
     service.running.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_record_hashes_a_crash_lost_proves_its_records_from_them() {
+    // The batch's record hashes are written without the write-ahead log; a copy taken right
+    // after the stamp, while the log is open, is what a crash would leave: the batch, but no
+    // hashes.
+    let service = Timestamping::start().await;
+    let keys = new_keys();
+    let dir = tempfile::tempdir().unwrap();
+    let log = MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
+    for n in 0..6 {
+        log.append(vec![record(n, Kind::Request, Some("EE49002124277"))]).await.unwrap();
+    }
+    assert_eq!(log.stamp_now().await.unwrap().len(), 1);
+    let crashed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), crashed.path());
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), crashed.path(), COLUMN_FAMILIES).unwrap();
+        assert!(db.get_cf(db.cf_handle(CF_BATCHES).unwrap(), 0u64.to_be_bytes()).unwrap().is_some(), "the batch is durable");
+        assert!(db.get_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes()).unwrap().is_none(), "its hashes were not");
+    }
+    let recovered = MessageLog::open(config(crashed.path(), None), keys.wrapper.clone()).unwrap();
+    assert_eq!(recovered.status().unstamped, 0);
+    let report = verify::verify(&recovered.export(0, 6).unwrap(), None).unwrap();
+    assert_eq!((report.records, report.stamped), (6, 6));
+    assert!(recovered.find_usage("EE49002124277", 0, 10).unwrap().iter().all(|e| e.stamp.is_some()));
+    drop(recovered);
+    // The recomputed hashes were stored again, and the log closed with them on disk.
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), crashed.path(), COLUMN_FAMILIES).unwrap();
+    assert_eq!(db.get_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes()).unwrap().map(|v| v.len()), Some(6 * 32));
+    drop(db);
+    // A record missing from a batch whose hashes are gone is a corrupt log, not a wrong proof.
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), crashed.path(), COLUMN_FAMILIES).unwrap();
+        db.delete_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes()).unwrap();
+        db.delete_cf(db.cf_handle(CF_RECORDS).unwrap(), 3u64.to_be_bytes()).unwrap();
+    }
+    let damaged = MessageLog::open(config(crashed.path(), None), keys.wrapper.clone()).unwrap();
+    let err = damaged.record(0).unwrap_err();
+    assert!(matches!(err, LogError::Corrupt { seq: 3, .. }), "{err}");
+    log.shutdown().await.unwrap();
+    service.running.shutdown().await;
+}
+
 /// A timestamping service in-process on 127.0.0.1:0, with software keys and a RocksDB calendar.
 struct Timestamping {
     addr: SocketAddr,

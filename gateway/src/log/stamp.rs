@@ -1,12 +1,12 @@
 //! Batch timestamping: every interval, the unstamped records' hashes become one Merkle tree whose
-//! root the timestamping service signs; the batch and its record hashes are stored in one synced
-//! write, and a record's proof is rebuilt from them when it is read.
+//! root the timestamping service signs; the batch is stored in one synced write, its record hashes
+//! beside it, and a record's proof is rebuilt from them when it is read.
 //!
 //! ```text
 //!  tick ─▶ hashes of records stamped_through .. committed (kept by the commit thread; read back
 //!          from the store after a restart or a long outage) ─▶ leaf_hash(record_hash) ─▶ root
 //!       ─▶ POST /sign (imprint 0x01 ‖ root, level 0) ─▶ KSI signature, checked to cover the root
-//!       ─▶ batch + record hashes + stamped_through (one synced write)
+//!       ─▶ record hashes (memtable only), then batch + stamped_through (one synced write)
 //! ```
 //!
 //! A failure leaves the records unstamped for the next tick and starts (or continues) the
@@ -118,7 +118,7 @@ impl Shared {
     fn stamp_batch(&self, addr: SocketAddr, first_seq: u64, count: u64) -> Result<Batch, LogError> {
         let hashes = match self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(first_seq, count) {
             Some(hashes) => hashes,
-            None => self.stored_hashes(first_seq, count)?,
+            None => self.store.record_hashes(first_seq, count)?,
         };
         let root = batch::root(&hashes);
         let imprint = batch::imprint(&root);
@@ -129,22 +129,6 @@ impl Shared {
         self.store.put_batch(&batch, &hashes)?;
         self.recent.lock().unwrap_or_else(PoisonError::into_inner).forget_below(first_seq + count);
         Ok(batch)
-    }
-
-    /// The hashes of records `first_seq .. first_seq + count`, read back from the store.
-    fn stored_hashes(&self, first_seq: u64, count: u64) -> Result<Vec<record::Hash>, LogError> {
-        let stored = self.store.records(first_seq, first_seq + count)?;
-        let mut hashes = Vec::with_capacity(stored.len());
-        for (expected, (seq, encoded)) in (first_seq..).zip(&stored) {
-            if *seq != expected {
-                return Err(LogError::Corrupt { seq: expected, reason: "missing from the store".to_owned() });
-            }
-            hashes.push(record::record_hash(encoded));
-        }
-        if hashes.len() as u64 != count {
-            return Err(LogError::Corrupt { seq: first_seq + hashes.len() as u64, reason: "missing".to_owned() });
-        }
-        Ok(hashes)
     }
 
     fn stamp_succeeded(&self, through: u64) {
