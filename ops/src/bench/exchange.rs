@@ -73,8 +73,8 @@ pub struct ExchangeBenchArgs {
     /// Default: the gateway's own setting (`backbone_gateway::service::signer_config`, one worker).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub signer_workers: Option<u32>,
-    /// Microseconds a batch signer worker waits for more requests before it signs. Default: the
-    /// gateway's default (`backbone_hsm::batch::DEFAULT_MAX_LINGER`, 0: sign at once).
+    /// Microseconds a batch signer worker waits for more requests before it signs, under load.
+    /// Default: the gateway's (`backbone_gateway::service::SIGNER_LINGER`, 500).
     #[arg(long, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     pub signer_linger_us: Option<u64>,
     /// Milliseconds between message-log timestamping batches. Default: the gateway's default
