@@ -12,7 +12,8 @@ use common::command;
 fn bench_exchange_reports_a_rate_for_every_phase() {
     let dir = tempfile::tempdir().unwrap();
     let mut bench = command(dir.path());
-    bench.args(["bench", "exchange", "--seconds", "1", "--connections", "2", "--json"]);
+    let timeline = dir.path().join("timeline.csv");
+    bench.args(["bench", "exchange", "--seconds", "1", "--connections", "2", "--json", "--timeline"]).arg(&timeline);
     // SoftHSM2 tokens go where the test environment points (see .cargo/config.toml); without a
     // token directory, software keys.
     match std::env::var_os("SOFTHSM2_CONF").filter(|c| std::path::Path::new(c).exists()) {
@@ -29,6 +30,21 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
         assert!(phase["exchanges_per_second"].as_f64().unwrap() > 0.0, "{phase}");
         assert_eq!(phase["errors"].as_u64(), Some(0), "{phase}");
     }
+    // The timeline holds each exchange of the last phase, (c) at half rate, in the order they
+    // began.
+    let csv = std::fs::read_to_string(&timeline).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("began_us,latency_us"));
+    let rows: Vec<(u64, u64)> = lines
+        .map(|line| {
+            let (began, latency) = line.split_once(',').unwrap();
+            (began.parse().unwrap(), latency.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(phases[4]["phase"].as_str(), Some("(c) gateways, half of (c)"));
+    assert_eq!(rows.len() as u64, phases[4]["ok"].as_u64().unwrap());
+    assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "in the order they began");
+    assert!(rows.iter().all(|&(began, latency)| began < 10_000_000 && latency > 0), "{rows:?}");
     for log in report["logs"].as_array().unwrap() {
         assert_eq!(log["records"].as_u64().unwrap(), 2 * log["exchanges"].as_u64().unwrap(), "{log}");
         assert_eq!(log["unstamped"].as_u64(), Some(0), "{log}");
