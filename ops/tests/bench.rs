@@ -45,6 +45,7 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
     assert_eq!(rows.len() as u64, phases[4]["ok"].as_u64().unwrap());
     assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "in the order they began");
     assert!(rows.iter().all(|&(began, latency)| began < 10_000_000 && latency > 0), "{rows:?}");
+    assert!(report["stalls_at_half"]["count"].as_u64().is_some(), "{}", report["stalls_at_half"]);
     for log in report["logs"].as_array().unwrap() {
         assert_eq!(log["records"].as_u64().unwrap(), 2 * log["exchanges"].as_u64().unwrap(), "{log}");
         assert_eq!(log["unstamped"].as_u64(), Some(0), "{log}");

@@ -42,6 +42,9 @@ const TARGET_RATE: f64 = 5000.0;
 const TARGET_SHARE: f64 = 0.40;
 /// Target p99 latency the gateways add at half their rate, milliseconds.
 const TARGET_ADDED_P99_MS: f64 = 10.0;
+/// The shortest pause in completions the report counts as a stall: at half rate about a dozen
+/// exchanges would normally complete in it.
+const STALL: Duration = Duration::from_millis(5);
 /// The windows the half-rate run is cut into to see whether its slowest exchanges bunch.
 const TAIL_WINDOW: Duration = Duration::from_millis(100);
 /// Records exported and verified at a time when the logs are checked.
@@ -390,6 +393,8 @@ struct Report {
     added_p99_ms: f64,
     /// When the slowest 1 % of phase (c) at half rate began: bunched (stalls) or spread.
     tail_at_half: load::Tail,
+    /// Moments of phase (c) at half rate when no exchange completed for [`STALL`] or longer.
+    stalls_at_half: load::Stalls,
     logs: Vec<LogCheck>,
     gateway_timings: Vec<timings::Timing>,
     gateway_threads: Vec<timings::ThreadTime>,
@@ -470,6 +475,7 @@ impl Report {
             added_p50_ms,
             added_p99_ms,
             tail_at_half: tail,
+            stalls_at_half: phases.gateways_at_half.stalls(STALL),
             rate_target_met: phases.gateways.rate() >= TARGET_RATE,
             share_target_met: share >= TARGET_SHARE,
             latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
@@ -550,6 +556,16 @@ impl Report {
                 window.threads.iter().filter(|t| t.cores >= 0.05).map(|t| format!("{} {:.2}", t.name, t.cores)).collect();
             out.push_str(&format!("    at {:.1} s, means: {}; CPU (cores): {}\n", window.at_s, means.join(", "), threads.join(", ")));
         }
+        let stalls = &self.stalls_at_half;
+        let longest: Vec<String> =
+            stalls.longest.iter().map(|(at, length)| format!("{:.1} ms at {:.3} s", length.as_secs_f64() * 1000.0, at.as_secs_f64())).collect();
+        out.push_str(&format!(
+            "  moments at half rate when no exchange completed for {} ms or more while some waited: {}{}{}\n",
+            stalls.from.as_millis(),
+            stalls.count,
+            if longest.is_empty() { "" } else { "; longest " },
+            longest.join(", ")
+        ));
         out.push_str(&format!(
             "  (the {} window snapshots took {:.1} ms in all, {:.2} % of one core over the phase)\n",
             self.window_snapshots,

@@ -86,6 +86,19 @@ pub struct Tail {
     pub top: Vec<(usize, Duration)>,
 }
 
+/// Moments when no exchange completed for a while although some were in flight: every exchange
+/// then waited on one thing (a stalled disk, a blocked thread, the hypervisor).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stalls {
+    /// The shortest pause that counts.
+    pub from: Duration,
+    /// How many pauses of at least `from` there were.
+    pub count: usize,
+    /// The longest pauses, longest first: when each began (since the run began) and how long it
+    /// lasted.
+    pub longest: Vec<(Duration, Duration)>,
+}
+
 // === impl Measured ===
 
 impl Measured {
@@ -126,6 +139,36 @@ impl Measured {
         top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         top.truncate(5);
         Tail { from, slow: counts.values().sum(), windows, window, windows_with_slow: counts.len(), top }
+    }
+
+    /// The pauses of at least `from` between one completion and the next, while an exchange
+    /// that began before the pause was still waiting (a gap between two bursts of an idle
+    /// schedule is not a stall).
+    pub fn stalls(&self, from: Duration) -> Stalls {
+        let mut spans: Vec<(Duration, Duration)> = self.timeline.iter().map(|(began, latency)| (*began, began.saturating_add(*latency))).collect();
+        spans.sort_unstable_by_key(|(_, ended)| *ended);
+        // The earliest start among the exchanges from each one on (in the order they ended): an
+        // exchange in flight across a pause began before it.
+        let mut earliest_from: Vec<Duration> = spans
+            .iter()
+            .rev()
+            .scan(Duration::MAX, |earliest, (began, _)| {
+                *earliest = (*earliest).min(*began);
+                Some(*earliest)
+            })
+            .collect();
+        earliest_from.reverse();
+        let mut pauses = Vec::new();
+        for (((_, ended), (_, next)), earliest_later) in spans.iter().zip(spans.iter().skip(1)).zip(earliest_from.iter().skip(1)) {
+            let pause = next.saturating_sub(*ended);
+            if pause >= from && earliest_later <= ended {
+                pauses.push((*ended, pause));
+            }
+        }
+        let count = pauses.len();
+        pauses.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        pauses.truncate(5);
+        Stalls { from, count, longest: pauses }
     }
 
     fn merge(&mut self, other: Measured) {
@@ -282,5 +325,25 @@ mod tests {
         assert_eq!(tail.from, ms(40));
         assert_eq!((tail.slow, tail.windows, tail.windows_with_slow), (5, 11, 3));
         assert_eq!(tail.top, vec![(3, ms(500)), (1, ms(200)), (1, ms(800))]);
+    }
+
+    #[test]
+    fn stalls_are_pauses_in_completions_while_exchanges_wait() {
+        let ms = Duration::from_millis;
+        let mut measured = Measured { elapsed: ms(1_000), ..Measured::default() };
+        // One exchange every 2 ms, each taking 2 ms; those that began at 300-328 ms all wait
+        // until 330 ms (a 30-ms stall after the completion at 300 ms); from 600 to 700 ms nothing
+        // is sent at all (a pause, not a stall).
+        measured.timeline = (0..500u64)
+            .filter(|i| !(300..350).contains(i))
+            .map(|i| {
+                let began = ms(i * 2);
+                let latency = if (150..165).contains(&i) { ms(330) - began } else { ms(2) };
+                (began, latency)
+            })
+            .collect();
+        let stalls = measured.stalls(ms(5));
+        assert_eq!((stalls.count, stalls.longest.clone()), (1, vec![(ms(300), ms(30))]), "{stalls:?}");
+        assert_eq!(measured.stalls(ms(31)).count, 0);
     }
 }
