@@ -20,9 +20,9 @@
 //! ```
 //!
 //! Integers are big-endian, so keys sort by number. Every write but the batch hashes is one synced
-//! write batch: when a write returns, it is in the fsynced write-ahead log. Committed records are never overwritten:
-//! only the commit thread writes `records`, `bodies` and `subjects`, always at new sequence
-//! numbers.
+//! write batch: when a write returns, it is in the fsynced write-ahead log. Committed records are
+//! never overwritten: only the commit thread writes `records`, `bodies` and `subjects`, always at
+//! new sequence numbers.
 
 use std::path::{Path, PathBuf};
 
@@ -328,7 +328,7 @@ impl Store {
             hashes.push(record::record_hash(encoded));
         }
         if hashes.len() as u64 != count {
-            return Err(self.corrupt(first_seq + hashes.len() as u64, "missing"));
+            return Err(self.corrupt(first_seq.saturating_add(hashes.len() as u64), "missing"));
         }
         Ok(hashes)
     }
