@@ -46,6 +46,13 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
     assert!(rows.windows(2).all(|w| w[0].0 <= w[1].0), "in the order they began");
     assert!(rows.iter().all(|&(began, latency)| began < 10_000_000 && latency > 0), "{rows:?}");
     assert!(report["stalls_at_half"]["count"].as_u64().is_some(), "{}", report["stalls_at_half"]);
+    // Every phase's CPU per exchange is measured; at half rate, so is each kind of thread's share,
+    // the gateways' own threads among them.
+    for field in ["chain_cpu_us", "gateways_cpu_us", "direct_at_half_cpu_us", "gateways_at_half_cpu_us"] {
+        assert!(report[field].as_f64().is_some_and(|us| us > 0.0), "{field}: {}", report[field]);
+    }
+    let threads: Vec<&str> = report["gateway_threads_at_half"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
+    assert!(threads.contains(&"message-log-com") && threads.contains(&"batch-sign"), "{threads:?}");
     for log in report["logs"].as_array().unwrap() {
         assert_eq!(log["records"].as_u64().unwrap(), 2 * log["exchanges"].as_u64().unwrap(), "{log}");
         assert_eq!(log["unstamped"].as_u64(), Some(0), "{log}");

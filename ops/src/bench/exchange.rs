@@ -173,11 +173,18 @@ struct Phases {
     threads: Vec<timings::ThreadTime>,
     /// The gateways' histograms over phase (c) at half the rate.
     timings_at_half: Vec<timings::Timing>,
+    /// CPU time per kind of thread over phase (c) at half the rate.
+    threads_at_half: Vec<timings::ThreadTime>,
     /// Microseconds of CPU (every thread of the process: load generator, proxies, echo) per
     /// exchange of phase (b): a figure that other load on the machine does not move much.
     chain_cpu_us: f64,
     /// The same for phase (c): load generator, both gateways, logs, signers, stamping, echo.
     gateways_cpu_us: f64,
+    /// The same for phases (a) and (c) at half rate. Per exchange, the gateways cost more at half
+    /// rate than at the maximum: a batch signature and a synced log write cost the same whatever
+    /// they carry, and at half rate each carries fewer exchanges.
+    direct_at_half_cpu_us: f64,
+    gateways_at_half_cpu_us: f64,
     /// The machine's CPU time the hypervisor gave to other guests.
     steal: Steal,
     /// Snapshots at the edges of the half-rate phase's windows (`timings::sample_windows`).
@@ -242,7 +249,10 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
 
     let half_rate = gateways_max.rate() / 2.0;
     let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
+    let direct_half_before = timings::Snapshot::take(&[]);
     let direct_at_half = load::drive(&direct, open).await;
+    let direct_half_after = timings::Snapshot::take(&[]);
+    let direct_at_half_cpu_us = direct_half_before.cpu_seconds(&direct_half_after) * 1e6 / (direct_at_half.ok.max(1) as f64);
     let half_before = timings::Snapshot::take(&registries);
     // Logged with its wall-clock time, to line the report's windows up with other logs (the
     // message logs' RocksDB LOG files, for one).
@@ -261,6 +271,7 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         top_windows_at_half: Vec::new(),
     };
     gateway_exchanges += gateways_at_half.ok;
+    let gateways_at_half_cpu_us = half_before.cpu_seconds(&half_after) * 1e6 / (gateways_at_half.ok.max(1) as f64);
     Ok(Phases {
         direct: direct_max,
         chain: chain_max,
@@ -272,8 +283,11 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         timings: before.timings(&after),
         threads: before.threads(&after),
         timings_at_half: half_before.timings(&half_after),
+        threads_at_half: half_before.threads(&half_after),
         chain_cpu_us,
         gateways_cpu_us,
+        direct_at_half_cpu_us,
+        gateways_at_half_cpu_us,
         steal,
         samples_at_half,
     })
@@ -399,8 +413,11 @@ struct Report {
     gateway_timings: Vec<timings::Timing>,
     gateway_threads: Vec<timings::ThreadTime>,
     gateway_timings_at_half: Vec<timings::Timing>,
+    gateway_threads_at_half: Vec<timings::ThreadTime>,
     chain_cpu_us: f64,
     gateways_cpu_us: f64,
+    direct_at_half_cpu_us: f64,
+    gateways_at_half_cpu_us: f64,
     /// CPU taken by the hypervisor for other guests, by phase and in the slowest windows.
     steal: Steal,
     /// The gateways' histograms and the threads' CPU in the windows of the half-rate phase
@@ -483,8 +500,11 @@ impl Report {
             gateway_timings: phases.timings,
             gateway_threads: phases.threads,
             gateway_timings_at_half: phases.timings_at_half,
+            gateway_threads_at_half: phases.threads_at_half,
             chain_cpu_us: phases.chain_cpu_us,
             gateways_cpu_us: phases.gateways_cpu_us,
+            direct_at_half_cpu_us: phases.direct_at_half_cpu_us,
+            gateways_at_half_cpu_us: phases.gateways_at_half_cpu_us,
             steal,
             slow_windows,
             window_snapshots: phases.samples_at_half.len(),
@@ -592,19 +612,20 @@ impl Report {
         }
         out.push_str("where the time of (c) at the maximum rate goes, from the gateways' own metrics:\n");
         timing_lines(&mut out, &self.gateway_timings);
-        out.push_str("  CPU by thread (cores):");
-        for t in &self.gateway_threads {
-            if t.cores >= 0.005 {
-                out.push_str(&format!(" {} x{} {:.2};", t.name, t.threads, t.cores));
-            }
-        }
-        out.push('\n');
+        thread_line(&mut out, &self.gateway_threads);
         out.push_str(&format!(
             "  CPU per exchange, whole process (load generator and echo included): (b) {:.0} us, (c) {:.0} us\n",
             self.chain_cpu_us, self.gateways_cpu_us
         ));
         out.push_str(&format!("and at half the rate ({:.0}/s):\n", self.half_rate));
         timing_lines(&mut out, &self.gateway_timings_at_half);
+        thread_line(&mut out, &self.gateway_threads_at_half);
+        out.push_str(&format!(
+            "  CPU per exchange, whole process: (a) {:.0} us, (c) {:.0} us ({:+.0} % of (c)'s at the maximum rate)\n",
+            self.direct_at_half_cpu_us,
+            self.gateways_at_half_cpu_us,
+            (self.gateways_at_half_cpu_us / self.gateways_cpu_us.max(f64::EPSILON) - 1.0) * 100.0
+        ));
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
         out.push_str(&format!(
             "targets: >= {TARGET_RATE:.0} exchanges/s {}; >= {:.0} % of the proxy chain {}; p99 added <= {TARGET_ADDED_P99_MS:.0} ms at half rate {}\n",
@@ -631,6 +652,17 @@ impl Report {
         }
         Ok(())
     }
+}
+
+/// The CPU each kind of thread took over a phase, in cores.
+fn thread_line(out: &mut String, threads: &[timings::ThreadTime]) {
+    out.push_str("  CPU by thread (cores):");
+    for t in threads {
+        if t.cores >= 0.005 {
+            out.push_str(&format!(" {} x{} {:.2};", t.name, t.threads, t.cores));
+        }
+    }
+    out.push('\n');
 }
 
 /// One line per histogram: count, mean, and the bucket bound that holds the 99th percentile.
