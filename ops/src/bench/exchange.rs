@@ -180,9 +180,9 @@ struct Phases {
     chain_cpu_us: f64,
     /// The same for phase (c): load generator, both gateways, logs, signers, stamping, echo.
     gateways_cpu_us: f64,
-    /// The same for phases (a) and (c) at half rate. Per exchange, the gateways cost more at half
-    /// rate than at the maximum: a batch signature and a synced log write cost the same whatever
-    /// they carry, and at half rate each carries fewer exchanges.
+    /// The same for phases (a) and (c) at half rate. Both cost more per exchange at half rate than
+    /// at the maximum: at half the load each request wakes threads that were parked instead of
+    /// finding them busy.
     direct_at_half_cpu_us: f64,
     gateways_at_half_cpu_us: f64,
     /// The machine's CPU time the hypervisor gave to other guests.
@@ -621,7 +621,7 @@ impl Report {
         timing_lines(&mut out, &self.gateway_timings_at_half);
         thread_line(&mut out, &self.gateway_threads_at_half);
         out.push_str(&format!(
-            "  CPU per exchange, whole process: (a) {:.0} us, (c) {:.0} us ({:+.0} % of (c)'s at the maximum rate)\n",
+            "  CPU per exchange, whole process: (a) {:.0} us, (c) {:.0} us ({:+.0} % against (c) at the maximum rate)\n",
             self.direct_at_half_cpu_us,
             self.gateways_at_half_cpu_us,
             (self.gateways_at_half_cpu_us / self.gateways_cpu_us.max(f64::EPSILON) - 1.0) * 100.0
