@@ -210,6 +210,43 @@ struct Inner {
     queue: Option<Sender<Pending>>,
     writer: Option<JoinHandle<()>>,
     stamper: Mutex<Option<stamp::Stamper>>,
+    certificate_hashes: Mutex<CertificateHashes>,
+}
+
+/// The SHA-256 of the signer certificates the latest records named, by their DER.
+///
+/// A gateway's records name few certificates (its own signing certificate and its peers'), and
+/// every exchange names two of them in its records; comparing a certificate's bytes with one
+/// remembered costs a fraction of hashing it again.
+#[derive(Default)]
+struct CertificateHashes {
+    /// Most recently used last; at most [`CertificateHashes::MAX`].
+    known: Vec<(Vec<u8>, record::Hash)>,
+}
+
+impl std::fmt::Debug for CertificateHashes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateHashes").field("known", &self.known.len()).finish()
+    }
+}
+
+impl CertificateHashes {
+    const MAX: usize = 16;
+
+    fn hash(&mut self, der: &[u8]) -> record::Hash {
+        if let Some(at) = self.known.iter().rposition(|(known, _)| known.as_slice() == der) {
+            let entry = self.known.remove(at);
+            let hash = entry.1;
+            self.known.push(entry);
+            return hash;
+        }
+        let hash = record::certificate_hash(der);
+        if self.known.len() >= Self::MAX {
+            self.known.remove(0);
+        }
+        self.known.push((der.to_vec(), hash));
+        hash
+    }
 }
 
 /// What the commit thread, the stamper and readers share.
@@ -337,7 +374,13 @@ impl MessageLog {
             timestamping = ?shared.config.timestamping,
             "opened message log",
         );
-        let inner = Inner { shared, queue: Some(queue), writer: Some(writer), stamper: Mutex::new(None) };
+        let inner = Inner {
+            shared,
+            queue: Some(queue),
+            writer: Some(writer),
+            stamper: Mutex::new(None),
+            certificate_hashes: Mutex::default(),
+        };
         Ok(MessageLog { inner: Arc::new(inner) })
     }
 
@@ -360,7 +403,8 @@ impl MessageLog {
         for new in records {
             check_lengths(&new)?;
             let body_sha256 = record::body_hash(&new.body);
-            let certificate_sha256 = record::certificate_hash(&new.signer_certificate);
+            let certificate_sha256 =
+                self.inner.certificate_hashes.lock().unwrap_or_else(PoisonError::into_inner).hash(&new.signer_certificate);
             prepared.push(Prepared { new, body_sha256, certificate_sha256 });
         }
         let (reply, answer) = oneshot::channel();
@@ -661,4 +705,27 @@ fn check_lengths(new: &NewRecord) -> Result<(), LogError> {
 
 fn corrupt(seq: u64, reason: impl ToString) -> LogError {
     LogError::Corrupt { seq, reason: reason.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembered_certificate_hashes_are_the_hashes_of_the_bytes_given() {
+        let mut hashes = CertificateHashes::default();
+        let der = |n: u8| -> Vec<u8> { (0..600u16).map(|i| (i as u8) ^ n).collect() };
+        for round in 0..3 {
+            // More certificates than it keeps, so that the later rounds find some and hash others.
+            for n in 0..(CertificateHashes::MAX as u8 + 4) {
+                assert_eq!(hashes.hash(&der(n)), record::certificate_hash(&der(n)), "round {round}, certificate {n}");
+            }
+        }
+        assert_eq!(hashes.known.len(), CertificateHashes::MAX);
+        // One byte changed is another certificate, even when its first bytes are the same.
+        let mut changed = der(1);
+        *changed.last_mut().unwrap() ^= 0xff;
+        assert_ne!(hashes.hash(&changed), hashes.hash(&der(1)));
+        assert_eq!(hashes.hash(&changed), record::certificate_hash(&changed));
+    }
 }

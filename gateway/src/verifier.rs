@@ -19,6 +19,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use backbone_hsm::PublicKey;
 use backbone_hsm::batch::{BatchSignature, to_be_signed};
 use backbone_registry::GlobalConf;
+use backbone_registry::model::Certificate;
 use backbone_registry::id::MemberId;
 use sha2::{Digest, Sha256};
 
@@ -30,7 +31,7 @@ const MAX_ROOTS: usize = 16_384;
 /// The verifier; share one per gateway.
 #[derive(Debug, Default)]
 pub struct Verifier {
-    certificates: Mutex<HashMap<[u8; 32], Option<CertificateKey>>>,
+    certificates: Mutex<HashMap<[u8; 32], Option<Arc<CertificateKey>>>>,
     roots: Mutex<HashMap<[u8; 32], Arc<OnceLock<bool>>>>,
     /// Root signatures verified with the public key (not answered from memory).
     root_verifications: AtomicU64,
@@ -63,12 +64,11 @@ impl Verifier {
         signature.verify_chain(message).ok()?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok())?;
         conf.signing_certificates.iter().filter(|c| &c.member == member).find_map(|c| {
-            let der = c.certificate.der();
-            let key = self.certificate_key(der)?;
+            let key = self.certificate_key(&c.certificate)?;
             if now < key.not_before || now > key.not_after {
                 return None;
             }
-            self.root_verified(&key.key, signature).then(|| der.to_vec())
+            self.root_verified(&key.key, signature).then(|| c.certificate.der().to_vec())
         })
     }
 
@@ -78,16 +78,16 @@ impl Verifier {
         conf.signing_certificates
             .iter()
             .filter(|c| &c.member == member)
-            .find(|c| self.certificate_key(c.certificate.der()).is_some_and(|k| k.key.spki_der() == key.spki_der()))
+            .find(|c| self.certificate_key(&c.certificate).is_some_and(|k| k.key.spki_der() == key.spki_der()))
             .map(|c| c.certificate.der().to_vec())
     }
 
-    fn certificate_key(&self, der: &[u8]) -> Option<CertificateKey> {
-        let id: [u8; 32] = Sha256::digest(der).into();
+    fn certificate_key(&self, certificate: &Certificate) -> Option<Arc<CertificateKey>> {
+        let id = *certificate.sha256();
         if let Some(known) = self.certificates.lock().ok()?.get(&id) {
             return known.clone();
         }
-        let parsed = parse(der);
+        let parsed = parse(certificate.der()).map(Arc::new);
         let mut certificates = self.certificates.lock().ok()?;
         if certificates.len() >= MAX_CERTIFICATES {
             certificates.clear();

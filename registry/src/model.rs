@@ -152,8 +152,14 @@ pub struct Admin {
 }
 
 /// A DER certificate, base64 (standard alphabet, padded) in the configuration.
+///
+/// Its SHA-256 is computed once, when it is read: gateways name certificates by that hash for
+/// every message they check and log.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Certificate(Vec<u8>);
+pub struct Certificate {
+    der: Vec<u8>,
+    sha256: [u8; 32],
+}
 
 // === impl Certificate ===
 
@@ -165,23 +171,30 @@ impl Certificate {
     /// [`Error::Decode`] for bytes over [`backbone_hsm::cert::MAX_CERT_LEN`] or not a certificate.
     pub fn from_der(der: Vec<u8>) -> Result<Self, Error> {
         Self::check(&der)?;
-        Ok(Certificate(der))
+        use sha2::Digest;
+        let sha256 = sha2::Sha256::digest(&der).into();
+        Ok(Certificate { der, sha256 })
     }
 
     /// The DER bytes.
     pub fn der(&self) -> &[u8] {
-        &self.0
+        &self.der
+    }
+
+    /// SHA-256 of the DER.
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
     }
 
     /// SHA-256 of the DER, lower-case hex: how the store finds an administrator by the
     /// certificate presented in a TLS handshake.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
+        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// The serial number, lower-case hex without leading zero bytes.
     pub fn serial(&self) -> String {
-        match x509_parser::parse_x509_certificate(&self.0) {
+        match x509_parser::parse_x509_certificate(&self.der) {
             Ok((_, cert)) => serial_hex(cert.raw_serial()),
             Err(_) => String::new(), // checked in `from_der`, so never reached
         }
@@ -208,13 +221,13 @@ pub fn serial_hex(raw: &[u8]) -> String {
 
 impl fmt::Debug for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Certificate(serial {}, {} bytes)", self.serial(), self.0.len())
+        write!(f, "Certificate(serial {}, {} bytes)", self.serial(), self.der.len())
     }
 }
 
 impl Serialize for Certificate {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.der))
     }
 }
 
@@ -267,6 +280,30 @@ mod tests {
     fn certificates_must_parse() {
         assert!(Certificate::from_der(vec![0x30, 0x03, 0x02, 0x01, 0x01]).is_err());
         assert!(Certificate::from_der(vec![0; backbone_hsm::cert::MAX_CERT_LEN + 1]).is_err());
+    }
+
+    #[test]
+    fn a_certificate_carries_the_sha256_of_its_der_through_the_configuration() {
+        use backbone_hsm::cert::{CertificateAuthority, Subject, Validity};
+        use backbone_hsm::{KeyStore, KeyType};
+        use sha2::Digest;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store = backbone_hsm::software::SoftwareKeyStore::open(dir.path()).unwrap();
+        store.generate("ca", KeyType::EcP256).unwrap();
+        let signer = store.signer("ca", None).unwrap();
+        let now = std::time::SystemTime::now();
+        let validity = Validity { not_before: now, not_after: now + std::time::Duration::from_secs(3600), serial: vec![7] };
+        let subject = Subject { common_name: "test CA".into(), ..Subject::default() };
+        let der = CertificateAuthority::self_signed(signer.as_ref(), &subject, &validity).unwrap().certificate_der().to_vec();
+
+        let certificate = Certificate::from_der(der.clone()).unwrap();
+        let expected: [u8; 32] = sha2::Sha256::digest(&der).into();
+        assert_eq!(certificate.sha256(), &expected);
+        assert_eq!(certificate.fingerprint(), fingerprint(&der));
+        let read: Certificate = serde_json::from_str(&serde_json::to_string(&certificate).unwrap()).unwrap();
+        assert_eq!(read.der(), der.as_slice());
+        assert_eq!(read.sha256(), &expected);
     }
 }
 
