@@ -19,12 +19,14 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// How many independently locked parts the ids are spread over.
 ///
 /// A hash set that outgrows its table moves every entry to a table twice the size while its lock
-/// is held: in one set, a busy provider gateway holding about 57,000 ids stopped every exchange
-/// for 13–19 ms while the set rehashed them (seen in `backbone bench exchange`, exactly when the
-/// count of admitted requests passed 57,344), and the pause doubles with every doubling. Spread
-/// over 64 sets, each rehash moves a sixty-fourth of the ids and holds up only the requests that
-/// fall in that part; the parts' locks also keep concurrent requests from waiting on each other.
-const SHARDS: usize = 64;
+/// is held. In one set, a provider gateway holding about 57,000 ids stopped every exchange for
+/// 13–19 ms while the set rehashed them (seen in `backbone bench exchange`: the longest pause of
+/// the half-rate phase came exactly when the count of admitted requests passed 57,344, a table's
+/// 7/8), and the pause doubles with every doubling: a gateway answering 5,000 requests a second
+/// holds 3 million ids over two windows, whose rehash would stop it for most of a second. Spread
+/// over 256 sets, each rehash moves a 256th of the ids and holds up only the requests that fall in
+/// that part; the parts' locks also keep concurrent requests from waiting on each other.
+const SHARDS: usize = 256;
 
 /// Why a request counts as a replay.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
