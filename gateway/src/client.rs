@@ -156,6 +156,7 @@ async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, 
         .body(Full::new(Bytes::from(envelope)))
         .map_err(|e| refuse(Fault::client_proxy(Code::InternalError, e.to_string(), &message_id)))?;
     let peer_certificate = peer.tls_certificate.as_ref().map(|c| c.der().to_vec()).unwrap_or_default();
+    let sent = std::time::Instant::now();
     let answer = tokio::time::timeout(inner.config.timeout, async {
         let response = inner.peers.send(&peer.address, &peer_certificate, &own_certificate, outgoing).await?;
         let (parts, body) = response.into_parts();
@@ -165,6 +166,7 @@ async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, 
     .await
     .map_err(|_| refuse(Fault::client_proxy(Code::Timeout, format!("gateway {} did not answer within {:?}", peer.id, inner.config.timeout), &message_id)))?
     .map_err(|e| refuse(Fault::client_proxy(Code::NetworkError, format!("gateway {}: {e}", peer.id), &message_id)))?;
+    inner.metrics.peer_round_trip.observe(sent.elapsed().as_secs_f64());
     let (parts, body) = answer;
     let body = body.map_err(|too_large| {
         refuse(Fault::client_proxy(if too_large { Code::RequestTooLarge } else { Code::NetworkError }, "the provider gateway's answer could not be read", &message_id))

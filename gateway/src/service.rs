@@ -28,7 +28,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client as LocalClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -167,6 +167,10 @@ pub(crate) struct GatewayMetrics {
     pub(crate) exchanges: IntCounterVec,
     /// Exchange latency by side, seconds.
     pub(crate) latency: HistogramVec,
+    /// On the client side, from sending a request to the provider gateway until its answer has
+    /// been read, seconds: the provider's part of an exchange plus the network and HTTP/2
+    /// between the two.
+    pub(crate) peer_round_trip: Histogram,
 }
 
 // === impl GatewayConfig ===
@@ -317,9 +321,17 @@ impl GatewayMetrics {
                 .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
             &["side"],
         )?;
+        let peer_round_trip = Histogram::with_opts(
+            HistogramOpts::new(
+                "backbone_gateway_peer_round_trip_seconds",
+                "Client side: time from sending a request to the provider gateway until its answer has been read",
+            )
+            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+        )?;
         registry.register(Box::new(exchanges.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        Ok(GatewayMetrics { exchanges, latency })
+        registry.register(Box::new(peer_round_trip.clone()))?;
+        Ok(GatewayMetrics { exchanges, latency, peer_round_trip })
     }
 }
 

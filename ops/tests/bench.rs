@@ -51,6 +51,16 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
     for field in ["chain_cpu_us", "gateways_cpu_us", "direct_at_half_cpu_us", "gateways_at_half_cpu_us"] {
         assert!(report[field].as_f64().is_some_and(|us| us > 0.0), "{field}: {}", report[field]);
     }
+    // The client gateway times each round trip to the provider gateway, one per exchange, and
+    // the provider's part of it is inside.
+    let timing = |agency: &str, metric: &str| {
+        report["gateway_timings"].as_array().unwrap().iter().find(|t| t["agency"] == agency && t["metric"].as_str().unwrap().starts_with(metric)).cloned()
+    };
+    let round_trip = timing("pharmacy", "backbone_gateway_peer_round_trip_seconds").expect("the client gateway's peer round trips");
+    assert_eq!(round_trip["count"].as_u64(), phases[2]["ok"].as_u64(), "{round_trip}");
+    let provider = timing("hospital", "backbone_gateway_exchange_seconds").unwrap();
+    assert!(round_trip["mean"].as_f64().unwrap() > provider["mean"].as_f64().unwrap(), "{round_trip} {provider}");
+    assert!(timing("hospital", "backbone_gateway_peer_round_trip_seconds").is_none(), "the provider sends no requests");
     let threads: Vec<&str> = report["gateway_threads_at_half"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).collect();
     assert!(threads.contains(&"message-log-com") && threads.contains(&"batch-sign"), "{threads:?}");
     for log in report["logs"].as_array().unwrap() {

@@ -23,6 +23,7 @@ const USER_HZ: f64 = 100.0;
 /// The histograms worth reading, with what each one means.
 const HISTOGRAMS: &[(&str, &str, &str)] = &[
     ("backbone_gateway_exchange_seconds", "whole exchange inside the gateway", "exchange"),
+    ("backbone_gateway_peer_round_trip_seconds", "request sent to the provider gateway until its answer is read", "peer round trip"),
     ("backbone_hsm_batch_wait_seconds", "wait for a batch signature", "signature wait"),
     ("backbone_hsm_batch_size_messages", "messages per batch signature", "per signature"),
     ("backbone_gateway_log_append_duration_seconds", "message-log append until durable", "log append"),
