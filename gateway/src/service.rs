@@ -310,6 +310,9 @@ impl Inner {
 
 // === impl GatewayMetrics ===
 
+/// Histogram buckets of the gateway's latencies, seconds: half a millisecond to 30 seconds.
+const SECONDS_BUCKETS: [f64; 15] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
 impl GatewayMetrics {
     fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let exchanges = IntCounterVec::new(
@@ -318,7 +321,7 @@ impl GatewayMetrics {
         )?;
         let latency = HistogramVec::new(
             HistogramOpts::new("backbone_gateway_exchange_seconds", "Time from request received to response sent, by side")
-                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+                .buckets(SECONDS_BUCKETS.to_vec()),
             &["side"],
         )?;
         let peer_round_trip = Histogram::with_opts(
@@ -326,7 +329,7 @@ impl GatewayMetrics {
                 "backbone_gateway_peer_round_trip_seconds",
                 "Client side: time from sending a request to the provider gateway until its answer has been read",
             )
-            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+            .buckets(SECONDS_BUCKETS.to_vec()),
         )?;
         registry.register(Box::new(exchanges.clone()))?;
         registry.register(Box::new(latency.clone()))?;
