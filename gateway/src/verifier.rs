@@ -122,9 +122,9 @@ impl Verifier {
                 if roots.len() >= MAX_ROOTS {
                     // A full memory starts again in a table already sized for MAX_ROOTS, so that
                     // it never rehashes under the lock, and the old one is freed after the lock
-                    // is released. Timed alone, a map of this shape took 0.6–1.3 ms to rehash at
-                    // 14,336 roots and 0.6–0.8 ms to clear at 16,384, with every message check
-                    // waiting on the lock.
+                    // is released: rehashing or freeing 16,384 entries under it would hold up
+                    // every message check meanwhile (the replay guard's rehash did the same at a
+                    // larger size, see `replay::SHARDS`).
                     forgotten = Some(std::mem::replace(&mut *roots, HashMap::with_capacity(MAX_ROOTS)));
                 }
                 let cell = Arc::new(OnceLock::new());
