@@ -10,7 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . ops/env.sh
 backbone_install_packages "${BACKBONE_PACKAGES[@]}"
-cargo build --locked --bin backbone
+# The same build as ops/test.sh's (every crate and target, so the same features resolve): the test
+# command then reuses it instead of compiling RocksDB's C++ a second time.
+cargo build --workspace --all-targets --locked
 
 data_dir=backbone-demo
 previous=""

@@ -66,7 +66,7 @@ fn service_signature() -> (Vec<u8>, Imprint) {
 /// `signature-extended.ksig` of the pack's valid signatures: a KSI production signature (four
 /// aggregation chains, a calendar chain to a publication, a publication record).
 fn pack_signature() -> Option<(Vec<u8>, Imprint)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/ksi-test-pack/valid-signatures/signature-extended.ksig");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("verify/testdata/ksi-test-pack/valid-signatures/signature-extended.ksig");
     let bytes = std::fs::read(&path).ok()?;
     let hash = hex_decode("0111A700B0C8066C47ECBA05ED37BC14DCADB238552D86C659342D1D7E87B8772D").unwrap();
     Some((bytes, Imprint::from_bytes(&hash).unwrap()))

@@ -24,7 +24,7 @@
 //! use backbone_timestamping_verify::publication::PublicationData;
 //! use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 //!
-//! let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/ksi-test-pack");
+//! let pack = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/ksi-test-pack");
 //! let bytes = std::fs::read(format!("{pack}/valid-signatures/signature-extended.ksig"))?;
 //! let signature = Signature::decode(&bytes)?;
 //! let publication = PublicationData::from_publication_string(

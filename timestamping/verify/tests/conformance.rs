@@ -1,7 +1,7 @@
 //! The public KSI conformance pack (guardtime/libksi `test/resource/test_pack`), run as ordinary
 //! tests: one test per folder, every CSV row checked, all mismatches reported together.
 //!
-//! The pack lives in `shared/conformance/ksi-test-pack` beside the repository; its README
+//! The pack lives in `testdata/ksi-test-pack` in this crate; its README
 //! explains the columns. Publications files are judged at their own creation time (the default
 //! file's signing certificate has since expired), with `publications-file-trust-anchor.pem` and
 //! the row's `cert_file` as trust anchors and partial chains allowed. Extender responses are
@@ -28,11 +28,11 @@ use backbone_timestamping_verify::publications_file::{
 use backbone_timestamping_verify::signature::{CalendarChain, Signature};
 use backbone_timestamping_verify::verify::{self, Code, Context, Outcome, Policy};
 
-/// The conformance pack beside the checkout. The manifest directory is read when the test runs,
+/// The conformance pack in this crate's `testdata/`. The manifest directory is read when the test runs,
 /// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
 fn pack() -> PathBuf {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    manifest.join("../../../shared/conformance/ksi-test-pack")
+    manifest.join("testdata/ksi-test-pack")
 }
 const DEFAULT_PUBLICATIONS_FILE: &str =
     "policy-verification-signatures/resources/publications-file.bin";

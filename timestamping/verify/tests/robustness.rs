@@ -14,11 +14,11 @@ use backbone_timestamping_verify::fuzzing;
 use backbone_timestamping_verify::signature::Signature;
 use backbone_timestamping_verify::verify::{self, Context, Policy};
 
-/// The conformance pack beside the checkout. The manifest directory is read when the test runs,
+/// The conformance pack in this crate's `testdata/`. The manifest directory is read when the test runs,
 /// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
 fn pack() -> PathBuf {
     let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
-    manifest.join("../../../shared/conformance/ksi-test-pack")
+    manifest.join("testdata/ksi-test-pack")
 }
 const MUTATIONS_PER_FILE: usize = 200;
 
