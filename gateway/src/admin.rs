@@ -21,18 +21,15 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use backbone_hsm::Signer;
 use backbone_hsm::tls::{self, Pins};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use backbone_server::{Limits, Protocol, Server, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::access::{Grant, Grantee};
 use crate::log::MessageLog;
@@ -50,8 +47,6 @@ pub const STATUS_PATH: &str = "/admin/v1/status";
 pub const MAX_REQUEST_LEN: usize = 16 * 1024;
 /// Largest administrator certificate file read.
 const MAX_CERT_FILE: u64 = 64 * 1024;
-/// A client that has not finished its handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The error body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,8 +89,7 @@ pub struct Admins(PathBuf);
 #[derive(Debug)]
 pub struct AdminServer {
     local_addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: Server,
 }
 
 struct State {
@@ -170,11 +164,22 @@ impl AdminServer {
     ) -> Result<AdminServer, String> {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let config = tls::server_config(key, vec![certificate], Arc::new(admins.clone())).map_err(|e| e.to_string())?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let state = Arc::new(State { rights, log, conf });
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, acceptor, admins, state, stopped));
-        Ok(AdminServer { local_addr, stop, task })
+        let server = Server::spawn(listener, Transport::Tls(Arc::new(config)), Protocol::Http1, Limits::default(), move |connection| {
+            // The verifier admitted only an administrator's certificate; look up whose it is
+            // again (the file may have gone since).
+            let Some(actor) = connection.peer_certificate().and_then(|der| admins.name_of(der)) else {
+                tracing::warn!(remote = %connection.remote, "admin API connection without a registered administrator");
+                return None;
+            };
+            let (state, actor) = (Arc::clone(&state), Arc::new(actor));
+            Some(tower::service_fn(move |request: Request<Incoming>| {
+                let (state, actor) = (Arc::clone(&state), Arc::clone(&actor));
+                async move { Ok::<_, Infallible>(handle(&state, &actor, request).await) }
+            }))
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(AdminServer { local_addr, server })
     }
 
     /// Where it listens.
@@ -182,51 +187,9 @@ impl AdminServer {
         self.local_addr
     }
 
-    /// Stops accepting connections.
+    /// Stops accepting connections; requests in flight finish.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-    }
-}
-
-async fn accept_loop(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, admins: Admins, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stopped.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, admins, state) = (acceptor.clone(), admins.clone(), Arc::clone(&state));
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "admin API handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-            let Some(actor) = certificate.and_then(|der| admins.name_of(&der)) else {
-                tracing::warn!(%peer, "admin API connection without a registered administrator");
-                return;
-            };
-            let actor = Arc::new(actor);
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let (state, actor) = (Arc::clone(&state), Arc::clone(&actor));
-                async move { Ok::<_, Infallible>(handle(&state, &actor, request).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, %error, "admin API connection ended");
-            }
-        });
+        self.server.shutdown().await;
     }
 }
 

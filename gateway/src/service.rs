@@ -22,12 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use backbone_hsm::Signer;
 use backbone_hsm::batch::BatchSigner;
 use backbone_registry::id::GatewayId;
+use backbone_server::{Protocol, Server, Transport};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::Client as LocalClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -42,12 +43,6 @@ use crate::rights::RightsStore;
 pub const DEFAULT_MAX_BODY: usize = 10 << 20;
 /// The default time a peer gateway or a local service has to answer.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
-/// A peer that has not finished its TLS handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// An information system must send its request head within this (slow clients are dropped).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most header bytes accepted from an information system.
-pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// What a gateway needs to start.
 #[derive(Clone, Debug)]
@@ -69,6 +64,10 @@ pub struct GatewayConfig {
     pub timeout: Duration,
     /// The replay window.
     pub replay_window: Duration,
+    /// What the client and peer ports bound: handshake and request-head timeouts, connections,
+    /// requests in flight, header bytes (`backbone_server::limits`; the body limit is
+    /// `max_body`, enforced by the gateway itself so that it can answer with a fault).
+    pub limits: backbone_server::Limits,
 }
 
 /// How long the batch signer waits for company under load (see [`signer_config`]).
@@ -138,6 +137,7 @@ pub struct RunningGateway {
     inner: Arc<Inner>,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    servers: Vec<backbone_server::Server>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -187,6 +187,7 @@ impl GatewayConfig {
             max_body: DEFAULT_MAX_BODY,
             timeout: DEFAULT_TIMEOUT,
             replay_window: crate::replay::DEFAULT_WINDOW,
+            limits: backbone_server::Limits::default(),
         }
     }
 }
@@ -243,13 +244,34 @@ impl RunningGateway {
         let (stop, stopped) = watch::channel(false);
         let pins = Arc::new(RegisteredGateways::new(Arc::clone(inner.trust.client())));
         let tls = inner.peer_tls_config(pins)?;
-        let tasks = vec![
-            tokio::spawn(serve_clients(Arc::clone(&inner), client_listener, stopped.clone())),
-            tokio::spawn(serve_peers(Arc::clone(&inner), peer_listener, tls, stopped.clone())),
-            tokio::spawn(reload_rights(Arc::clone(&inner.rights), stopped)),
-        ];
+        let limits = inner.config.limits.clone();
+        let listen = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
+        let clients = {
+            let inner = Arc::clone(&inner);
+            let service = tower::service_fn(move |request: Request<Incoming>| {
+                let inner = Arc::clone(&inner);
+                async move { Ok::<_, Infallible>(crate::client::handle(inner, request).await) }
+            });
+            Server::spawn(client_listener, Transport::Plain, Protocol::Http1, limits.clone(), move |_| Some(service.clone()))
+                .map_err(listen(client_addr))?
+        };
+        let peers = {
+            let inner = Arc::clone(&inner);
+            Server::spawn(peer_listener, Transport::Tls(tls), Protocol::Http2, limits, move |connection| {
+                // The verifier admitted only a certificate registered for a gateway.
+                let certificate = Arc::new(connection.peer_certificate()?.to_vec());
+                let inner = Arc::clone(&inner);
+                Some(tower::service_fn(move |request: Request<Incoming>| {
+                    let inner = Arc::clone(&inner);
+                    let certificate = Arc::clone(&certificate);
+                    async move { Ok::<_, Infallible>(crate::provider::handle(inner, &certificate, request).await) }
+                }))
+            })
+            .map_err(listen(peer_addr))?
+        };
+        let tasks = vec![tokio::spawn(reload_rights(Arc::clone(&inner.rights), stopped))];
         tracing::info!(gateway = %inner.config.id, %client_addr, %peer_addr, "gateway serving");
-        Ok(RunningGateway { inner, client_addr, peer_addr, stop, tasks })
+        Ok(RunningGateway { inner, client_addr, peer_addr, servers: vec![clients, peers], stop, tasks })
     }
 
     /// This gateway's id.
@@ -272,8 +294,11 @@ impl RunningGateway {
         &self.inner.rights
     }
 
-    /// Stops accepting connections and waits for the listeners to close.
+    /// Stops accepting connections, lets the ones open finish what they serve, and returns.
     pub async fn shutdown(mut self) {
+        for server in self.servers.drain(..) {
+            server.shutdown().await;
+        }
         let _ = self.stop.send(true);
         for task in self.tasks.drain(..) {
             let _ = task.await;
@@ -285,11 +310,11 @@ impl RunningGateway {
 // === impl Inner ===
 
 impl Inner {
-    fn peer_tls_config(&self, pins: Arc<RegisteredGateways>) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+    fn peer_tls_config(&self, pins: Arc<RegisteredGateways>) -> Result<Arc<rustls::ServerConfig>, StartError> {
         let own = self.own_tls_certificate().map_err(StartError::Tls)?;
         let mut config = backbone_hsm::tls::server_config(Arc::clone(&self.keys.tls), vec![own], pins).map_err(|e| StartError::Tls(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        Ok(Arc::new(config))
     }
 
     /// This gateway's TLS certificate as registered in the current configuration.
@@ -357,83 +382,6 @@ async fn reload_rights(rights: Arc<RightsStore>, mut stopped: watch::Receiver<bo
             Ok(false) => {}
             Err(error) => tracing::error!(%error, "access rights file changed but cannot be read; the rights in force stay"),
         }
-    }
-}
-
-async fn serve_clients(inner: Arc<Inner>, listener: TcpListener, mut stopped: watch::Receiver<bool>) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stopped.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "client accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let inner = Arc::clone(&inner);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let inner = Arc::clone(&inner);
-                async move { Ok::<_, Infallible>(crate::client::handle(inner, request).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .max_buf_size(MAX_HEADER_BYTES.max(8192) * 2)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, %error, "client connection ended");
-            }
-        });
-    }
-}
-
-async fn serve_peers(inner: Arc<Inner>, listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, mut stopped: watch::Receiver<bool>) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = stopped.changed() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(error) => {
-                    tracing::warn!(%error, "peer accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let inner = Arc::clone(&inner);
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "peer TLS handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "peer TLS handshake timed out");
-                    return;
-                }
-            };
-            let Some(certificate) = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| Arc::new(c.as_ref().to_vec())) else {
-                return;
-            };
-            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                let inner = Arc::clone(&inner);
-                let certificate = Arc::clone(&certificate);
-                async move { Ok::<_, Infallible>(crate::provider::handle(inner, &certificate, request).await) }
-            });
-            let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, %error, "peer connection ended");
-            }
-        });
     }
 }
 

@@ -64,11 +64,10 @@ pub async fn serve(addr: SocketAddr, registry: Registry, readiness: Readiness) -
         .with_state(Arc::new(AdminState { registry, readiness }));
     let (shutdown, stop) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
-            })
-            .await
+        backbone_server::serve_router(listener, app, backbone_server::Limits::default(), async {
+            let _ = stop.await;
+        })
+        .await
     });
     tracing::info!(listen = %local_addr, "admin listener serving /metrics, /live and /ready");
     Ok(AdminServer { local_addr, shutdown: Some(shutdown), task: Some(task) })

@@ -133,7 +133,7 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
         }
         None => Trust::default(),
     };
-    std::fs::create_dir_all(&args.data_dir).map_err(Error::io("create", &args.data_dir))?;
+    backbone_hsm::private::create_dir(&args.data_dir).map_err(Error::io("create", &args.data_dir))?;
     let redirect_uri = format!("{public_url}/oidc/callback");
     let (oidc, dev_provider) = match args.dev_oidc {
         Some(addr) => {
@@ -182,7 +182,7 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
             let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::Check(format!("--dev-oidc: {e}")))?;
             println!("test OpenID provider on http://localhost:{port} (test persons only)");
             let app = provider::router(Arc::new(provider));
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            tokio::spawn(backbone_server::serve_router(listener, app, backbone_server::Limits::default(), std::future::pending()));
         }
         let portal = Arc::new(Portal::new(config, conf, trust).map_err(|e| Error::Check(e.to_string()))?);
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| Error::Check(format!("--listen {}: {e}", args.listen)))?;

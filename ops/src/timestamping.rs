@@ -161,7 +161,7 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
     let pin = args.pin_file.clone().map_or_else(|| settings.hsm.pin.clone(), PinSource::File);
     let store = hsm::open_store(&settings.hsm.store, &pin, env)?;
     let key = signer(store.as_ref(), &args.key_label)?;
-    std::fs::create_dir_all(&args.data_dir).map_err(Error::io("create directory", &args.data_dir))?;
+    backbone_hsm::private::create_dir(&args.data_dir).map_err(Error::io("create directory", &args.data_dir))?;
     let certificate = certificate(store.as_ref(), key.as_ref(), &args.ca_key_label, &args.data_dir)?;
     let calendar_signer = CalendarSigner::new(Arc::clone(&key), &certificate).map_err(failed("cannot use the calendar certificate"))?;
     let publications_key = signer(store.as_ref(), &args.publications_key_label)?;
@@ -221,8 +221,7 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
             publication_interval = args.publication_interval, key = %args.key_label, tsa_policy = %args.tsa_policy,
             tsa_serial_epoch = epoch, "timestamping service started");
         println!("listening on {local}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        backbone_server::serve_router(listener, app, backbone_server::Limits::default().with_max_body(http::MAX_BODY), shutdown_signal())
             .await
             .map_err(|source| Error::Check(format!("listener on {local} failed: {source}")))?;
         running.shutdown().await;
@@ -262,8 +261,7 @@ fn run_child(args: &ServeArgs, url: &str) -> Result<(), Error> {
         tracing::info!(listen = %local, parent = %running.handle.parent().url(), parent_login = %args.parent_login,
             round_seconds = args.round_seconds, "child aggregator started");
         println!("listening on {local}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+        backbone_server::serve_router(listener, app, backbone_server::Limits::default().with_max_body(http::MAX_BODY), shutdown_signal())
             .await
             .map_err(|source| Error::Check(format!("listener on {local} failed: {source}")))?;
         running.shutdown().await;

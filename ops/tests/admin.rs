@@ -108,3 +108,15 @@ async fn a_taken_address_is_an_error_naming_it() {
     assert_eq!(err.exit_code(), backbone_ops::EXIT_FAILURE);
     first.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
+    use backbone_server::{Limits, probe};
+    let server = admin::serve(loopback(), Registry::new(), Readiness::new()).await.unwrap();
+    let addr = server.local_addr();
+    // The listener's limits are the defaults; nothing it serves takes a body, so the
+    // declared-too-large one is refused before any route sees it.
+    probe::check_plain(addr, "/live", "/metrics", 413, &Limits::default()).await.unwrap();
+    assert_eq!(get(addr, "/live").await.0, 200, "still serving");
+    server.shutdown().await.unwrap();
+}

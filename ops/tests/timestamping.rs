@@ -467,3 +467,20 @@ fn child_aggregator_process_signs_through_its_parent_and_survives_its_restart() 
     let (code, out) = run(dir, &["ksi", "verify", "again.ksig", "--document", "prescription.txt", "--policy", "key", "--cert", cert]);
     assert_eq!(code, 0, "{out}");
 }
+
+/// The service's listener tried as an attacker would, against the real process with its default
+/// limits: a slow-loris connection is dropped within the head timeout, a body declared over the
+/// limit is refused before it is sent, and with every connection slot held a client waits and is
+/// served once they are released.
+#[test]
+fn the_listener_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
+    use backbone_server::{Limits, probe};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve(dir.path());
+    let limits = Limits::default().with_max_body(backbone_timestamping::http::MAX_BODY);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(probe::check_plain(addr, "/certificate", "/sign", 413, &limits)).unwrap();
+    assert_eq!(runtime.block_on(probe::get_status(addr, "/certificate", Duration::from_secs(10))).unwrap(), Some(200), "still serving");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

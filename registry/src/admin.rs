@@ -17,7 +17,7 @@ pub mod client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,11 +28,9 @@ use axum::routing::{get, post};
 use axum::Extension;
 use backbone_hsm::Signer;
 use backbone_hsm::tls::{self, Pins};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use backbone_server::{Limits, Protocol, Server, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
 use crate::model::Certificate;
@@ -46,8 +44,6 @@ pub const OPERATIONS_PATH: &str = "/admin/v1/operations";
 pub const AUDIT_PATH: &str = "/admin/v1/audit";
 /// The path of the configuration preview.
 pub const CONF_PREVIEW_PATH: &str = "/admin/v1/conf";
-/// A client that has not finished its TLS handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most audit entries one request returns.
 pub const MAX_AUDIT_PAGE: usize = 10_000;
 
@@ -56,8 +52,7 @@ pub const MAX_AUDIT_PAGE: usize = 10_000;
 pub struct AdminServer {
     local_addr: SocketAddr,
     certificate: Certificate,
-    shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    server: Server,
 }
 
 /// The administrator a connection authenticated as.
@@ -103,11 +98,26 @@ impl AdminServer {
         let chain = vec![certificate.der().to_vec(), registry.ca_certificate().der().to_vec()];
         let config = tls::server_config(key, chain, Arc::new(AdminPins(registry.clone())))
             .map_err(|e| Error::Refused(format!("admin API TLS: {e}")))?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let router = router(registry.clone());
-        let (shutdown, stop) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(listener, acceptor, registry, router, stop));
-        Ok(AdminServer { local_addr, certificate, shutdown, task })
+        // The router's own body limit (MAX_OPERATION_LEN) answers in the API's error form.
+        let router = backbone_server::layers::push_route_layers(router(registry.clone()), &Limits::default());
+        let server = Server::spawn(listener, Transport::Tls(Arc::new(config)), Protocol::Http1, Limits::default(), move |connection| {
+            // The verifier admitted only a registered certificate; look up whose it is.
+            let admin = match connection.peer_certificate().map(|der| registry.admin_for(der)) {
+                Some(Ok(Some(admin))) => admin,
+                other => {
+                    tracing::warn!(remote = %connection.remote, found = ?other.map(|r| r.map(|a| a.map(|a| a.name))), "admin API connection without a registered administrator");
+                    return None;
+                }
+            };
+            tracing::info!(remote = %connection.remote, admin = %admin.name, "admin API connection");
+            let actor = Actor(admin.name);
+            Some(router.clone().map_request(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(actor.clone());
+                request
+            }))
+        })
+        .map_err(|e| Error::Refused(format!("admin listener: {e}")))?;
+        Ok(AdminServer { local_addr, certificate, server })
     }
 
     /// Where it listens.
@@ -122,66 +132,7 @@ impl AdminServer {
 
     /// Stops accepting connections; requests in flight finish.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        let _ = self.task.await;
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    registry: Arc<Registry>,
-    router: Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = stop.changed() => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(%error, "admin API accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let registry = registry.clone();
-        let router = router.clone();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "admin API handshake refused");
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "admin API handshake timed out");
-                    return;
-                }
-            };
-            // The verifier admitted only a registered certificate; look up whose it is.
-            let certificate = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.as_ref().to_vec());
-            let admin = match certificate.map(|der| registry.admin_for(&der)) {
-                Some(Ok(Some(admin))) => admin,
-                other => {
-                    tracing::warn!(%peer, found = ?other.map(|r| r.map(|a| a.map(|a| a.name))), "admin API connection without a registered administrator");
-                    return;
-                }
-            };
-            tracing::info!(%peer, admin = %admin.name, "admin API connection");
-            let actor = Actor(admin.name);
-            let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(actor.clone());
-                router.clone().oneshot(request)
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(error) = builder.serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, %error, "admin API connection ended");
-            }
-        });
+        self.server.shutdown().await;
     }
 }
 

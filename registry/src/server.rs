@@ -13,6 +13,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use backbone_server::{Limits, Protocol, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -107,6 +108,15 @@ impl Server {
     ///
     /// A bad setting, or the first generation failing (store or HSM).
     pub async fn spawn(registry: Arc<Registry>, config: ServeConfig, listener: TcpListener) -> Result<Server, Error> {
+        Self::spawn_with_limits(registry, config, listener, Limits::default()).await
+    }
+
+    /// [`Server::spawn`] with other connection and request limits than the defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`Server::spawn`].
+    pub async fn spawn_with_limits(registry: Arc<Registry>, config: ServeConfig, listener: TcpListener, limits: Limits) -> Result<Server, Error> {
         config.check()?;
         let local_addr = listener.local_addr().map_err(|source| Error::Io { action: "bind", path: "listener".into(), source })?;
         let first = generate(&registry, &config).await?;
@@ -120,13 +130,12 @@ impl Server {
             .route(ARCHIVE_PATH, get(archived))
             .route(KEYLESS_PATH, get(keyless))
             .with_state(published.clone());
+        let app = backbone_server::layers::push_route_layers(app, &limits);
+        let server = backbone_server::Server::spawn(listener, Transport::Plain, Protocol::Http1, limits, move |_| Some(app.clone()))
+            .map_err(|source| Error::Io { action: "bind", path: "listener".into(), source })?;
         let serving = tokio::spawn(async move {
-            let stop = async move {
-                let _ = stop_serving.wait_for(|stop| *stop).await;
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
-                tracing::error!(error = %e, "configuration server stopped");
-            }
+            let _ = stop_serving.wait_for(|stop| *stop).await;
+            server.shutdown().await;
         });
         let regenerating = tokio::spawn(regenerate_loop(published.clone(), shutdown.subscribe()));
         tracing::info!(%local_addr, path = CONF_PATH, "serving the global configuration");

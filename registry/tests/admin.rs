@@ -197,3 +197,20 @@ fn garbage_bodies_are_answered_with_bad_request() {
         assert!(serde_json::from_slice::<Operation>(body).is_err(), "{}", String::from_utf8_lossy(body));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_drops_stalled_handshakes_and_makes_floods_wait() {
+    use backbone_server::{Limits, probe};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = registry(dir.path());
+    let alice = add_admin(&registry, "alice");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = AdminServer::spawn(registry.clone(), Arc::new(common::signer("admin-tls")), listener).await.unwrap();
+    // The API's limits are the defaults: 10 s for a handshake, 512 connections.
+    let limits = Limits::default();
+    probe::check_handshake(server.local_addr(), &limits).await.unwrap();
+    let api = client(&server, &alice);
+    let op = Operation::AddMemberClass { code: "GOV".into(), description: "government agencies".into() };
+    probe::check_flood(server.local_addr(), &limits, || async move { api.apply(&op).await.is_ok() }).await.unwrap();
+    server.shutdown().await;
+}

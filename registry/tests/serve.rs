@@ -110,3 +110,18 @@ fn serve_settings_are_checked() {
     let bad = ServeConfig { regenerate_every: Duration::from_secs(60), conf_validity: Duration::from_secs(60), timestamping_url: None };
     assert!(bad.check().unwrap_err().to_string().contains("registry.conf_validity (60 s) must be longer"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_server_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
+    use backbone_server::{Limits, probe};
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(RocksStore::open(dir.path().join("registry.db")).unwrap());
+    let now = SystemTime::now();
+    let registry = Registry::create(store, InstanceId::new("EE").unwrap(), Arc::new(common::signer("ca")), Arc::new(common::signer("conf")), "admin", now).unwrap();
+    let limits = Limits { head_timeout: Duration::from_secs(2), max_connections: 8, max_body: 1024, ..Limits::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = Server::spawn_with_limits(Arc::new(registry), ServeConfig::default(), listener, limits.clone()).await.unwrap();
+    probe::check_plain(server.local_addr(), "/globalconf", "/globalconf", 413, &limits).await.unwrap();
+    assert_eq!(probe::get_status(server.local_addr(), "/globalconf", PATIENCE).await.unwrap(), Some(200), "still serving");
+    server.shutdown().await;
+}

@@ -211,6 +211,12 @@ impl Backbone {
 
     /// Starts both gateways; the hospital serves [`PATIENTS`] and [`PING`] from the echo service.
     pub async fn start_gateways(&mut self) {
+        self.start_gateways_tuned(|_, _| {}).await;
+    }
+
+    /// [`Backbone::start_gateways`], with each gateway's configuration changed by `tune` (given
+    /// `"hospital"` or `"pharmacy"`) before it starts.
+    pub async fn start_gateways_tuned(&mut self, tune: impl Fn(&str, &mut GatewayConfig)) {
         let service = self.service;
         for (agency, services) in [
             (&mut self.hospital, BTreeMap::from([(PATIENTS.to_owned(), format!("http://{service}/fhir")), (PING.to_owned(), format!("http://{service}/ping"))])),
@@ -224,6 +230,7 @@ impl Backbone {
             );
             config.services = services;
             config.timeout = Duration::from_secs(10);
+            tune(if agency.dir.ends_with("hospital") { "hospital" } else { "pharmacy" }, &mut config);
             let trust = Trust::new(Arc::clone(&agency.conf), agency.gateway_id.parse().unwrap());
             let keys = GatewayKeys { tls: Arc::clone(&agency.tls), signing: Arc::clone(&agency.signing) };
             let running = RunningGateway::start(config, trust, keys, Arc::clone(&agency.log), prometheus::Registry::new()).await.unwrap();

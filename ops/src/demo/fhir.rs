@@ -112,7 +112,7 @@ impl FhirService {
             let until = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until).await {
+            if let Err(e) = backbone_server::serve_router(listener, app, backbone_server::Limits::default(), until).await {
                 tracing::error!(error = %e, "demo FHIR service stopped");
             }
         });

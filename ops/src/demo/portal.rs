@@ -114,7 +114,7 @@ impl DemoPortal {
         let app = provider::router(Arc::new(provider));
         let provider_stopped = until(stopped.clone());
         let provider_task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(provider_listener, app).with_graceful_shutdown(provider_stopped).await {
+            if let Err(e) = backbone_server::serve_router(provider_listener, app, backbone_server::Limits::default(), provider_stopped).await {
                 tracing::error!(error = %e, "test OpenID provider stopped");
             }
         });

@@ -267,8 +267,8 @@ pub async fn start_portal(
     };
     let trust = backbone_portal::proof::Trust { certificates, publications: None };
     let portal = Arc::new(Portal::new(config, conf, trust).unwrap());
-    let app = server::router(Arc::clone(&portal));
-    tokio::spawn(async move { axum::serve(portal_listener, app).await });
+    // Served as `backbone portal serve` serves it: the shared accept loop and its limits.
+    tokio::spawn(server::serve(portal_listener, Arc::clone(&portal), std::future::pending()));
     RunningPortal { url, provider_url, portal, data_dir }
 }
 
