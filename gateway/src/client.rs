@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use backbone_hsm::batch::BatchSignature;
+use backbone_registry::GlobalConf;
+use backbone_registry::model::Gateway;
 use base64::Engine as _;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -20,7 +22,8 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::conf;
-use crate::fault::{Code, Fault, FaultBody, X_ROAD_ERROR};
+use crate::error::{Error, REQUEST_BODY};
+use crate::fault::{Code, Fault, FaultBody, Origin, X_ROAD_ERROR};
 use crate::log::{Kind, NewRecord, Side};
 use crate::meta::{self, Meta};
 use crate::r1::{self, ClientHeaders, Target};
@@ -38,19 +41,21 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Res
         return operations(&inner, path);
     }
     let started = Instant::now();
-    let (service, response) = match exchange(&inner, request).await {
-        Ok((service, response)) => (service, response),
-        Err((service, fault)) => {
-            tracing::info!(kind = %fault.kind(), message = %fault.message, id = %fault.detail, "exchange refused");
-            let outcome = fault.kind();
-            inner.metrics.exchanges.with_label_values(&["client", &service, &outcome]).inc();
-            inner.metrics.latency.with_label_values(&["client"]).observe(started.elapsed().as_secs_f64());
-            return fault_response(&fault);
-        }
-    };
-    inner.metrics.exchanges.with_label_values(&["client", &service, "ok"]).inc();
+    let mut labels = Labels::default();
+    let result = exchange(&inner, request, &mut labels).await;
     inner.metrics.latency.with_label_values(&["client"]).observe(started.elapsed().as_secs_f64());
-    response
+    match result {
+        Ok(response) => {
+            inner.metrics.exchanges.with_label_values(&["client", labels.service(), "ok"]).inc();
+            response
+        }
+        Err(error) => {
+            let fault = error.fault(Side::Client, &labels.message_id);
+            tracing::info!(kind = %fault.kind(), message = %fault.message, id = %fault.detail, "exchange refused");
+            inner.metrics.exchanges.with_label_values(&["client", labels.service(), &fault.kind()]).inc();
+            fault_response(&fault)
+        }
+    }
 }
 
 fn operations(inner: &Inner, path: &str) -> Response<Full<Bytes>> {
@@ -72,175 +77,216 @@ fn operations(inner: &Inner, path: &str) -> Response<Full<Bytes>> {
         }
         "/listClients" => match inner.trust.current() {
             Ok(conf) => json(StatusCode::OK, &meta::list_clients(&conf)),
-            Err(e) => fault_response(&Fault::client_proxy(Code::OutdatedGlobalConf, format!("the gateway fails closed: {e}"), "")),
+            Err(e) => fault_response(&Error::OutdatedConf(e.to_string()).fault(Side::Client, "")),
         },
-        _ => fault_response(&Fault::client(Code::BadRequest, "not an X-Road REST r1 request: the path must start with /r1/", "")),
+        _ => fault_response(&Error::BadRequest("not an X-Road REST r1 request: the path must start with /r1/".into()).fault(Side::Client, "")),
     }
 }
 
-type Refusal = (String, Fault);
+/// What an exchange's fault and metrics are tagged with, filled in as it becomes known.
+#[derive(Debug, Default)]
+pub(crate) struct Labels {
+    /// The message id (`X-Road-Id`, or the one this gateway gave the message).
+    pub(crate) message_id: String,
+    /// The service called, once it is known to be in the global configuration (or a
+    /// metaservice): metric labels never name what a caller made up, so their number stays
+    /// bounded by the configuration.
+    pub(crate) service: Option<String>,
+}
 
-async fn exchange(inner: &Inner, request: Request<Incoming>) -> Result<(String, Response<Full<Bytes>>), Refusal> {
-    let target_text = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let early = |fault: Fault| (String::from("-"), fault);
-    let headers = r1::parse_headers(request.headers()).map_err(|e| early(e.fault("")))?;
-    let message_id = headers.id.clone().unwrap_or_else(r1::new_message_id);
-    let target = r1::parse_target(&target_text).map_err(|e| early(e.fault(&message_id)))?;
-    let service_name = target.service.to_string();
-    let refuse = |fault: Fault| (service_name.clone(), fault);
-
-    let conf = inner
-        .trust
-        .current()
-        .map_err(|e| refuse(Fault::client_proxy(Code::OutdatedGlobalConf, format!("the gateway fails closed: {e}"), &message_id)))?;
-    if headers.client.member() != inner.trust.own().owner() || !conf::is_registered(&conf, &headers.client) {
-        return Err(refuse(Fault::client(
-            Code::UnknownMember,
-            format!("client {} is not a registered member or subsystem served by this gateway", headers.client),
-            &message_id,
-        )));
+impl Labels {
+    /// The service's metric label: `unknown` until the service is known.
+    pub(crate) fn service(&self) -> &str {
+        self.service.as_deref().unwrap_or("unknown")
     }
-    let meta = Meta::of(target.service.code());
-    let personal_health_data = match (conf::service(&conf, &target.service), meta) {
+}
+
+/// The steps of an exchange on the client side; each step's errors are the caller's or this
+/// gateway's, as [`Error::fault`] decides.
+async fn exchange(inner: &Inner, request: Request<Incoming>, labels: &mut Labels) -> Result<Response<Full<Bytes>>, Error> {
+    let (parts, body) = request.into_parts();
+    let accepted = accept(inner, &parts, labels)?;
+    let body = read_body(inner, body).await?;
+    let signed = sign_request(inner, &accepted, &parts, body).await?;
+    let answer = send(inner, &accepted, &signed).await?;
+    let checked = check_response(inner, &accepted, &signed, &answer)?;
+    log_exchange(inner, &accepted, &signed, &checked).await?;
+    Ok(respond(&accepted, &signed, checked))
+}
+
+/// A request this gateway accepts to send: well formed, from a client it serves, to a known
+/// service, with its health context, while the configuration is current and the log accepts.
+struct Accepted {
+    conf: Arc<GlobalConf>,
+    headers: ClientHeaders,
+    message_id: String,
+    target: Target,
+    health: Option<(String, r1::PurposeOfUse)>,
+    peer: Gateway,
+    own_certificate: Vec<u8>,
+}
+
+fn accept(inner: &Inner, parts: &http::request::Parts, labels: &mut Labels) -> Result<Accepted, Error> {
+    let target_text = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let headers = r1::parse_headers(&parts.headers)?;
+    let message_id = headers.id.clone().unwrap_or_else(r1::new_message_id);
+    labels.message_id.clone_from(&message_id);
+    let target = r1::parse_target(target_text)?;
+
+    let conf = inner.trust.current().map_err(|e| Error::OutdatedConf(e.to_string()))?;
+    if headers.client.member() != inner.trust.own().owner() || !conf::is_registered(&conf, &headers.client) {
+        return Err(Error::UnknownClient(headers.client.to_string()));
+    }
+    let personal_health_data = match (conf::service(&conf, &target.service), Meta::of(target.service.code())) {
         (Some(entry), _) => entry.personal_health_data,
         (None, Some(meta)) => meta.personal_health_data(),
-        (None, None) => {
-            return Err(refuse(Fault::client(Code::UnknownService, format!("service {} is not in the global configuration", target.service), &message_id)));
-        }
+        (None, None) => return Err(Error::UnknownService { service: target.service.to_string(), why: "is not in the global configuration" }),
     };
+    labels.service = Some(target.service.to_string());
     let health = if personal_health_data {
-        let (subject, purpose) = headers.health_context().map_err(|e| refuse(e.fault(&message_id)))?;
+        let (subject, purpose) = headers.health_context()?;
         Some((subject.to_string(), purpose))
     } else {
         None
     };
-    inner
-        .log
-        .check_accepting()
-        .map_err(|e| refuse(Fault::client_proxy(Code::TimestampingFailed, format!("new exchanges are refused: {e}"), &message_id)))?;
-    let peer = conf::provider_gateways(&conf, &target.service).next().cloned().ok_or_else(|| {
-        refuse(Fault::client_proxy(Code::NetworkError, format!("no gateway with a TLS certificate serves {}", target.service.provider().member()), &message_id))
-    })?;
-    let own_certificate = inner.own_tls_certificate().map_err(|e| refuse(Fault::client_proxy(Code::InternalError, e, &message_id)))?;
+    if Meta::of(target.service.code()) == Some(Meta::FindUsage) {
+        crate::usage::check_names_the_person(headers.user_id.as_deref(), health.as_ref().map(|(subject, _)| subject.as_str()))?;
+    }
+    inner.log.check_accepting().map_err(|e| Error::NotAccepting(e.to_string()))?;
+    let peer = conf::provider_gateways(&conf, &target.service)
+        .next()
+        .cloned()
+        .ok_or_else(|| Error::Network(format!("no gateway with a TLS certificate serves {}", target.service.provider().member())))?;
+    let own_certificate = inner.own_tls_certificate().map_err(Error::Internal)?;
+    Ok(Accepted { conf, headers, message_id, target, health, peer, own_certificate })
+}
 
-    let method = request.method().as_str().to_owned();
-    let end_to_end = descriptor_headers(request.headers());
-    let request_body = tokio::time::timeout(inner.config.timeout, read_limited(request.into_body(), inner.config.max_body))
+async fn read_body(inner: &Inner, body: Incoming) -> Result<Bytes, Error> {
+    let limit = inner.config.max_body;
+    if declared_over(&body, limit) {
+        linger(body, limit);
+        return Err(Error::TooLarge { limit });
+    }
+    let timeout = inner.config.timeout;
+    tokio::time::timeout(timeout, read_limited(body, inner.config.max_body))
         .await
-        .map_err(|_| refuse(Fault::client(Code::Timeout, format!("the request body did not arrive within {:?}", inner.config.timeout), &message_id)))?
-        .map_err(|too_large| refuse(body_fault(too_large, inner.config.max_body, &message_id)))?;
+        .map_err(|_| Error::Timeout { what: REQUEST_BODY.to_owned(), after: timeout })?
+        .map_err(|too_large| body_error(too_large, inner.config.max_body))
+}
 
-    let descriptor = request_descriptor(&message_id, &headers, &target, method, health.as_ref(), &request_body, end_to_end);
-    let encoded = descriptor.encode().map_err(|e| refuse(Fault::client(Code::BadRequest, e.to_string(), &message_id)))?;
-    let request_hash = descriptor.request_hash().map_err(|e| refuse(Fault::client(Code::BadRequest, e.to_string(), &message_id)))?;
-    let signature = inner
-        .keys
-        .signing
-        .sign(&encoded)
-        .await
-        .map_err(|e| refuse(Fault::client_proxy(Code::InternalError, format!("signing failed: {e}"), &message_id)))?;
-    let signature_bytes = signature.to_bytes();
-    let envelope =
-        wire::encode(&encoded, &signature_bytes, &request_body).map_err(|e| refuse(Fault::client_proxy(Code::InternalError, e.to_string(), &message_id)))?;
+/// The request as signed and sent.
+struct SignedRequest {
+    descriptor: RequestDescriptor,
+    encoded: Vec<u8>,
+    request_hash: crate::signed::Digest512,
+    signature: Vec<u8>,
+    body: Bytes,
+}
 
+async fn sign_request(inner: &Inner, accepted: &Accepted, parts: &http::request::Parts, body: Bytes) -> Result<SignedRequest, Error> {
+    let end_to_end = descriptor_headers(&parts.headers);
+    let method = parts.method.as_str().to_owned();
+    let descriptor = request_descriptor(&accepted.message_id, &accepted.headers, &accepted.target, method, accepted.health.as_ref(), &body, end_to_end);
+    let encoded = descriptor.encode().map_err(|e| Error::BadRequest(e.to_string()))?;
+    let request_hash = descriptor.request_hash().map_err(|e| Error::BadRequest(e.to_string()))?;
+    let signature = inner.keys.signing.sign(&encoded).await.map_err(|e| Error::Signing(e.to_string()))?;
+    Ok(SignedRequest { descriptor, encoded, request_hash, signature: signature.to_bytes(), body })
+}
+
+/// The provider gateway's answer (not a fault): its body, read within the limit.
+struct Answer {
+    body: Bytes,
+}
+
+async fn send(inner: &Inner, accepted: &Accepted, signed: &SignedRequest) -> Result<Answer, Error> {
+    let envelope = wire::encode(&signed.encoded, &signed.signature, &signed.body).map_err(|e| Error::Internal(e.to_string()))?;
+    let peer = &accepted.peer;
     let mut outgoing = Request::builder()
         .method(Method::POST)
         .uri(format!("https://{}{}", peer.address, wire::EXCHANGE_PATH))
         .header(hyper::header::CONTENT_TYPE, wire::CONTENT_TYPE);
     for name in ["traceparent", "tracestate"] {
-        if let Some((_, value)) = descriptor.headers.iter().find(|(n, _)| n == name) {
+        if let Some((_, value)) = signed.descriptor.headers.iter().find(|(n, _)| n == name) {
             outgoing = outgoing.header(name, value.as_str());
         }
     }
-    let outgoing = outgoing
-        .body(Full::new(Bytes::from(envelope)))
-        .map_err(|e| refuse(Fault::client_proxy(Code::InternalError, e.to_string(), &message_id)))?;
+    let outgoing = outgoing.body(Full::new(Bytes::from(envelope))).map_err(|e| Error::Internal(e.to_string()))?;
     let peer_certificate = peer.tls_certificate.as_ref().map(|c| c.der().to_vec()).unwrap_or_default();
-    let sent = std::time::Instant::now();
-    let answer = tokio::time::timeout(inner.config.timeout, async {
-        let response = inner.peers.send(&peer.address, &peer_certificate, &own_certificate, outgoing).await?;
+    let sent = Instant::now();
+    let timeout = inner.config.timeout;
+    let answer = tokio::time::timeout(timeout, async {
+        let response = inner.peers.send(&peer.address, &peer_certificate, &accepted.own_certificate, outgoing).await?;
         let (parts, body) = response.into_parts();
         let body = read_limited(body, inner.config.max_body + ENVELOPE_OVERHEAD).await;
         Ok::<_, crate::peers::PeerError>((parts, body))
     })
     .await
-    .map_err(|_| refuse(Fault::client_proxy(Code::Timeout, format!("gateway {} did not answer within {:?}", peer.id, inner.config.timeout), &message_id)))?
-    .map_err(|e| refuse(Fault::client_proxy(Code::NetworkError, format!("gateway {}: {e}", peer.id), &message_id)))?;
+    .map_err(|_| Error::Timeout { what: format!("the answer of gateway {}", peer.id), after: timeout })?
+    .map_err(|e| Error::Network(format!("gateway {}: {e}", peer.id)))?;
     inner.metrics.peer_round_trip.observe(sent.elapsed().as_secs_f64());
     let (parts, body) = answer;
     let body = body.map_err(|too_large| {
-        refuse(Fault::client_proxy(if too_large { Code::RequestTooLarge } else { Code::NetworkError }, "the provider gateway's answer could not be read", &message_id))
+        if too_large { Error::AnswerTooLarge } else { Error::Network("the provider gateway's answer could not be read".to_owned()) }
     })?;
-
     if parts.headers.contains_key(X_ROAD_ERROR) {
-        return Err(refuse(passed_on(parts.status, &body, &message_id)));
+        return Err(passed_on(parts.status, &body));
     }
-    let checked = check_response(inner, &conf, &target, &message_id, &request_hash, &body)
-        .map_err(|why| refuse(Fault::client_proxy(Code::InvalidSignatureValue, why, &message_id)))?;
+    Ok(Answer { body })
+}
 
+async fn log_exchange(inner: &Inner, accepted: &Accepted, signed: &SignedRequest, checked: &CheckedResponse) -> Result<(), Error> {
     let now = now_ms();
-    let own_signing_certificate = own_signing_certificate(inner, &conf);
+    let descriptor = &signed.descriptor;
+    let emergency = accepted.health.as_ref().is_some_and(|(_, p)| p.is_emergency());
+    let record = |kind: Kind, descriptor_bytes: Vec<u8>, signature: Vec<u8>, signer_certificate: Vec<u8>, body: Vec<u8>| NewRecord {
+        side: Side::Client,
+        kind,
+        message_id: accepted.message_id.clone(),
+        client: descriptor.client.clone(),
+        service: descriptor.service.clone(),
+        user_id: descriptor.user_id.clone(),
+        data_subject: descriptor.data_subject.clone(),
+        purpose_of_use: descriptor.purpose_of_use.clone(),
+        emergency,
+        descriptor: descriptor_bytes,
+        signature,
+        signer_certificate,
+        body,
+        logged_at_ms: now,
+    };
     let records = vec![
-        NewRecord {
-            side: Side::Client,
-            kind: Kind::Request,
-            message_id: message_id.clone(),
-            client: descriptor.client.clone(),
-            service: descriptor.service.clone(),
-            user_id: descriptor.user_id.clone(),
-            data_subject: descriptor.data_subject.clone(),
-            purpose_of_use: descriptor.purpose_of_use.clone(),
-            emergency: health.as_ref().is_some_and(|(_, p)| p.is_emergency()),
-            descriptor: encoded,
-            signature: signature_bytes,
-            signer_certificate: own_signing_certificate,
-            body: request_body.to_vec(),
-            logged_at_ms: now,
-        },
-        NewRecord {
-            side: Side::Client,
-            kind: Kind::Response,
-            message_id: message_id.clone(),
-            client: descriptor.client.clone(),
-            service: descriptor.service.clone(),
-            user_id: descriptor.user_id.clone(),
-            data_subject: descriptor.data_subject.clone(),
-            purpose_of_use: descriptor.purpose_of_use.clone(),
-            emergency: health.as_ref().is_some_and(|(_, p)| p.is_emergency()),
-            descriptor: checked.descriptor_bytes.clone(),
-            signature: checked.signature_bytes.clone(),
-            signer_certificate: checked.certificate.clone(),
-            body: checked.body.to_vec(),
-            logged_at_ms: now,
-        },
+        record(Kind::Request, signed.encoded.clone(), signed.signature.clone(), own_signing_certificate(inner, &accepted.conf), signed.body.to_vec()),
+        record(Kind::Response, checked.descriptor_bytes.clone(), checked.signature_bytes.clone(), checked.certificate.clone(), checked.body.to_vec()),
     ];
-    inner
-        .log
-        .append(records)
-        .await
-        .map_err(|e| refuse(Fault::client_proxy(Code::DatabaseError, format!("the exchange could not be logged: {e}"), &message_id)))?;
+    inner.log.append(records).await.map_err(|e| Error::Log(e.to_string()))?;
+    Ok(())
+}
 
-    let mut response = Response::new(Full::new(checked.body.clone()));
+/// The answer to the information system: the provider's status, headers and body, and the
+/// protocol's headers set by this gateway.
+fn respond(accepted: &Accepted, signed: &SignedRequest, checked: CheckedResponse) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(checked.body));
     *response.status_mut() = StatusCode::from_u16(checked.descriptor.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let out = response.headers_mut();
-    for (name, value) in &checked.descriptor.headers {
+    // The provider's signed headers pass, but for the reserved ones this gateway sets itself.
+    for (name, value) in checked.descriptor.headers.iter().filter(|(name, _)| !r1::is_reserved(name)) {
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             out.append(name, value);
         }
     }
     let protocol = [
-        (r1::X_ROAD_ID, message_id.clone()),
-        (r1::X_ROAD_CLIENT, descriptor.client.clone()),
-        (r1::X_ROAD_SERVICE, descriptor.service.clone()),
-        (r1::X_ROAD_REQUEST_ID, message_id.clone()),
-        (r1::X_ROAD_REQUEST_HASH, base64::engine::general_purpose::STANDARD.encode(request_hash)),
+        (r1::X_ROAD_ID, accepted.message_id.clone()),
+        (r1::X_ROAD_CLIENT, signed.descriptor.client.clone()),
+        (r1::X_ROAD_SERVICE, signed.descriptor.service.clone()),
+        (r1::X_ROAD_REQUEST_ID, accepted.message_id.clone()),
+        (r1::X_ROAD_REQUEST_HASH, base64::engine::general_purpose::STANDARD.encode(signed.request_hash)),
     ];
     for (name, value) in protocol {
         if let Ok(value) = HeaderValue::from_str(&value) {
             out.insert(HeaderName::from_static(name), value);
         }
     }
-    Ok((service_name, response))
+    response
 }
 
 /// The end-to-end request headers as the descriptor carries them: lower-case names, UTF-8 values
@@ -289,38 +335,32 @@ struct CheckedResponse {
     body: Bytes,
 }
 
-fn check_response(
-    inner: &Inner,
-    conf: &backbone_registry::GlobalConf,
-    target: &Target,
-    message_id: &str,
-    request_hash: &crate::signed::Digest512,
-    bytes: &Bytes,
-) -> Result<CheckedResponse, String> {
-    let envelope = wire::decode(bytes).map_err(|e| format!("the provider gateway's answer: {e}"))?;
-    let descriptor = ResponseDescriptor::decode(envelope.descriptor).map_err(|e| format!("the response descriptor: {e}"))?;
-    if descriptor.message_id != message_id {
-        return Err(format!("the response names message {:?}, not {message_id:?}", descriptor.message_id));
+fn check_response(inner: &Inner, accepted: &Accepted, signed: &SignedRequest, answer: &Answer) -> Result<CheckedResponse, Error> {
+    let bytes = &answer.body;
+    let envelope = wire::decode(bytes).map_err(|e| Error::Signature(format!("the provider gateway's answer: {e}")))?;
+    let descriptor = ResponseDescriptor::decode(envelope.descriptor).map_err(|e| Error::Signature(format!("the response descriptor: {e}")))?;
+    if descriptor.message_id != accepted.message_id {
+        return Err(Error::Signature(format!("the response names message {:?}, not {:?}", descriptor.message_id, accepted.message_id)));
     }
-    if &descriptor.request_hash != request_hash {
-        return Err("the response is not bound to this request (request hash differs)".into());
+    if descriptor.request_hash != signed.request_hash {
+        return Err(Error::Signature("the response is not bound to this request (request hash differs)".into()));
     }
     if descriptor.body_digest != sha512(envelope.body) {
-        return Err("the response body does not match its signed digest".into());
+        return Err(Error::Signature("the response body does not match its signed digest".into()));
     }
-    let signature = BatchSignature::from_bytes(envelope.signature).map_err(|e| format!("the response signature: {e}"))?;
-    let provider = target.service.provider().member();
+    let signature = BatchSignature::from_bytes(envelope.signature).map_err(|e| Error::Signature(format!("the response signature: {e}")))?;
+    let provider = accepted.target.service.provider().member();
     let certificate = inner
         .verifier
-        .verify_by_member(conf, provider, envelope.descriptor, &signature)
-        .ok_or_else(|| format!("the response is not signed by a valid signing key of {provider}"))?;
-    let body_start = bytes.len() - envelope.body.len();
+        .verify_by_member(&accepted.conf, provider, envelope.descriptor, &signature)
+        .ok_or_else(|| Error::Signature(format!("the response is not signed by a valid signing key of {provider}")))?;
+    let body = bytes.slice_ref(envelope.body);
     Ok(CheckedResponse {
         descriptor,
         descriptor_bytes: envelope.descriptor.to_vec(),
         signature_bytes: envelope.signature.to_vec(),
         certificate,
-        body: bytes.slice(body_start..),
+        body,
     })
 }
 
@@ -331,31 +371,60 @@ pub(crate) fn own_signing_certificate(inner: &Inner, conf: &backbone_registry::G
 
 /// A provider gateway's fault, passed on with its type; anything unreadable becomes a
 /// `NetworkError` of our own.
-fn passed_on(status: StatusCode, body: &[u8], message_id: &str) -> Fault {
+fn passed_on(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<FaultBody>(body) {
         Ok(body) if body.kind.starts_with("Server.ServerProxy.") || body.kind.starts_with("Client.") => {
             let code = Code::from_name(body.kind.rsplit('.').next().unwrap_or_default()).unwrap_or(Code::InternalError);
-            let origin = if body.kind.starts_with("Client.") { crate::fault::Origin::Client } else { crate::fault::Origin::ServerProxy };
-            Fault { origin, code, message: body.message, detail: message_id.to_owned() }
+            let origin = if body.kind.starts_with("Client.") { Origin::Client } else { Origin::ServerProxy };
+            Error::Remote(Fault { origin, code, message: body.message, detail: String::new() })
         }
-        _ => Fault::client_proxy(Code::NetworkError, format!("the provider gateway answered {status} without a valid error"), message_id),
+        _ => Error::Network(format!("the provider gateway answered {status} without a valid error")),
     }
 }
 
-fn body_fault(too_large: bool, limit: usize, message_id: &str) -> Fault {
-    if too_large {
-        Fault::client(Code::RequestTooLarge, format!("the body is over the limit of {limit} bytes"), message_id)
-    } else {
-        Fault::client(Code::BadRequest, "the request body could not be read", message_id)
-    }
+/// The error for a body that could not be read within `limit`.
+pub(crate) fn body_error(too_large: bool, limit: usize) -> Error {
+    if too_large { Error::TooLarge { limit } } else { Error::BadRequest("the request body could not be read".to_owned()) }
 }
 
-/// Reads a body up to `limit` bytes; `Err(true)` when it is longer, `Err(false)` when it breaks.
+/// Whether a body is declared (`Content-Length`) longer than `limit`.
+fn declared_over(body: &impl hyper::body::Body, limit: usize) -> bool {
+    body.size_hint().lower() > u64::try_from(limit).unwrap_or(u64::MAX)
+}
+
+/// How long a refused request body is read and thrown away (see [`linger`]).
+const LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads and throws away a refused body — at most twice `limit` bytes, for at most [`LINGER`] —
+/// while the refusal is sent, so that an HTTP/1.1 client still writing it reads the fault instead
+/// of a broken connection (hyper closes a connection whose request body was left unread).
+fn linger(body: Incoming, limit: usize) {
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+                if seen > limit.saturating_mul(2) {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
+}
+
+/// Reads a body up to `limit` bytes; `Err(true)` when it is (or is declared) longer, `Err(false)`
+/// when it breaks.
 pub(crate) async fn read_limited<B>(body: B, limit: usize) -> Result<Bytes, bool>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // A body declared longer than the limit is refused before a byte of it is read.
+    if declared_over(&body, limit) {
+        return Err(true);
+    }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(error) => Err(error.downcast_ref::<http_body_util::LengthLimitError>().is_some()),

@@ -24,6 +24,7 @@
 pub mod access;
 pub mod admin;
 pub mod conf;
+pub mod error;
 pub mod fault;
 pub mod log;
 pub mod meta;
@@ -42,3 +43,5 @@ mod provider;
 
 #[doc(hidden)]
 pub mod fuzzing;
+
+pub use crate::error::Error;

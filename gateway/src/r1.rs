@@ -10,10 +10,10 @@
 //! ```
 //!
 //! Every identifier part is percent-decoded on its own (PR-REST §4.2) and then checked against
-//! the X-Road identifier rules (`backbone_registry::id`). The rest of the path is kept exactly as
-//! sent (still percent-encoded) for the provider's service, but a segment that decodes to `.` or
-//! `..`, or that holds a control character or a backslash, is refused: the provider gateway
-//! appends the path to the service's base URL and must not be walked out of it (SSRF).
+//! the X-Road identifier rules (`backbone_registry::id`). The rest of the path goes to the
+//! provider's service under one rule on both sides ([`normalize_path`]): each segment decoded
+//! once, dot segments, empty segments and control characters refused, and re-encoded one way,
+//! so that access rights match what is forwarded and the service's base path cannot be left.
 //! Repeated X-Road headers are refused (HTTP parameter pollution).
 
 use std::fmt;
@@ -22,7 +22,7 @@ use std::str::FromStr;
 use backbone_registry::id::{ClientId, GatewayId, ServiceId, SubsystemId};
 use http::HeaderMap;
 use http::header::{self, HeaderName};
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 use crate::fault::{Code, Fault};
 
@@ -92,8 +92,8 @@ pub const PURPOSES_OF_USE: [&str; 58] = [
 pub struct Target {
     /// The service called.
     pub service: ServiceId,
-    /// The path after the service code, exactly as sent (percent-encoded), `""` or starting
-    /// with `/`.
+    /// The path after the service code, `""` or starting with `/`, normalised by
+    /// [`normalize_path`] (each segment decoded once and re-encoded one way).
     pub path: String,
     /// The query string without `?`, exactly as sent.
     pub query: Option<String>,
@@ -201,14 +201,62 @@ pub fn parse_target(path_and_query: &str) -> Result<Target, RequestError> {
     }
     let remainder = segments.next().map(|r| format!("/{r}")).unwrap_or_default();
     let service = service_id(&parts).map_err(|e| RequestError::InvalidService(e.to_string()))?;
-    for segment in remainder.split('/').skip(1) {
-        let decoded = decode(segment).ok_or_else(|| RequestError::InvalidPath(segment.to_owned()))?;
-        if decoded == "." || decoded == ".." || decoded.contains('\\') || decoded.chars().any(char::is_control) {
-            return Err(RequestError::InvalidPath(segment.to_owned()));
-        }
-    }
-    Ok(Target { service, path: remainder, query })
+    let path = normalize_path(&remainder)?;
+    Ok(Target { service, path, query })
 }
+
+/// The one path rule, applied by the client gateway to an information system's request and by
+/// the provider gateway, again, to every peer's signed request: each segment is percent-decoded
+/// once and refused if it is empty (but for one trailing empty segment: `/a/`), if splitting it
+/// on `/` or `\` yields `.` or `..` (so `..%2Fsecret` is refused and `c%2Fd` passes), if it holds
+/// a control character, or if it is not UTF-8. The result is the path re-encoded the one way
+/// ([`PATH_SEGMENT`]): access rights are matched against it, it is signed, and it is what the
+/// provider appends under its service's base path, so the three can never disagree.
+///
+/// # Errors
+///
+/// [`RequestError::InvalidPath`] naming the segment as sent.
+pub fn normalize_path(path: &str) -> Result<String, RequestError> {
+    if path.is_empty() {
+        return Ok(String::new());
+    }
+    let rest = path.strip_prefix('/').ok_or_else(|| RequestError::InvalidPath(path.chars().take(64).collect()))?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let last = segments.len().saturating_sub(1);
+    let mut normalized = String::with_capacity(path.len());
+    for (n, segment) in segments.iter().enumerate() {
+        let refused = || RequestError::InvalidPath(segment.chars().take(64).collect());
+        let decoded = decode(segment).ok_or_else(refused)?;
+        let dots = decoded.split(['/', '\\']).any(|part| part == "." || part == "..");
+        if (decoded.is_empty() && n != last) || dots || decoded.chars().any(char::is_control) {
+            return Err(refused());
+        }
+        normalized.push('/');
+        normalized.extend(utf8_percent_encode(&decoded, PATH_SEGMENT));
+    }
+    Ok(normalized)
+}
+
+/// What a path segment keeps unencoded: RFC 3986 `pchar` (unreserved, sub-delims, `:` and `@`).
+/// Everything else, `/`, `\`, `%`, `?` and `#` included, is percent-encoded.
+pub const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
 
 fn service_id(parts: &[String]) -> Result<ServiceId, backbone_registry::Error> {
     let joined = parts.get(..4).map(|p| p.join("/")).unwrap_or_default();
@@ -291,8 +339,31 @@ fn decoded_id<T: FromStr<Err = backbone_registry::Error>>(text: &str) -> Result<
     parts.join("/").parse::<T>().map_err(|e| e.to_string())
 }
 
-/// The headers passed on end to end: everything but the filtered ones, the headers named in
-/// `Connection`, and the protocol's own (`X-Road-*`, `X-Backbone-*`), which the gateways set.
+/// The protocol's own headers (PR-REST §4.3, §4.4), which only the gateways set.
+pub const PROTOCOL_HEADERS: [&str; 10] = [
+    X_ROAD_CLIENT,
+    X_ROAD_ID,
+    X_ROAD_USER_ID,
+    X_ROAD_ISSUE,
+    X_ROAD_SERVICE,
+    X_ROAD_REQUEST_ID,
+    X_ROAD_REQUEST_HASH,
+    X_ROAD_REPRESENTED_PARTY,
+    X_ROAD_SECURITY_SERVER,
+    crate::fault::X_ROAD_ERROR,
+];
+
+/// The one header rule, both sides: whether a header (lower-case name) never passes end to end —
+/// hop-by-hop and framing headers, `Host`, the protocol's own headers and every `X-Backbone-*`.
+/// Such a header is dropped from what an information system or a local service sends (the
+/// gateways set their own), and refused in a peer's signed request. Other `X-Road-*` extension
+/// headers, user-defined headers and `Authorization` pass unmodified (PR-REST §4.3, §4.7).
+pub fn is_reserved(name: &str) -> bool {
+    FILTERED.contains(&name) || PROTOCOL_HEADERS.contains(&name) || name.starts_with("x-backbone-")
+}
+
+/// The headers passed on end to end: everything but the reserved ones ([`is_reserved`]) and the
+/// headers named in `Connection`.
 pub fn end_to_end_headers(headers: &HeaderMap) -> Vec<(HeaderName, http::HeaderValue)> {
     let listed: Vec<String> = headers
         .get_all(header::CONNECTION)
@@ -305,7 +376,7 @@ pub fn end_to_end_headers(headers: &HeaderMap) -> Vec<(HeaderName, http::HeaderV
         .iter()
         .filter(|(name, _)| {
             let name = name.as_str();
-            !FILTERED.contains(&name) && !listed.iter().any(|l| l == name) && !name.starts_with("x-road-") && !name.starts_with("x-backbone-")
+            !is_reserved(name) && !listed.iter().any(|l| l == name)
         })
         .map(|(name, value)| (name.clone(), value.clone()))
         .collect()

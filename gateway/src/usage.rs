@@ -18,7 +18,23 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::log::{Side, UsageEntry};
+
+/// The rule both gateways apply to a `findUsage` request: it names the person it is for as both
+/// `X-Road-UserId` and data subject. This is the calling subsystem's claim (the citizen portal's,
+/// made credible by that subsystem's authenticated connection to its gateway and by its access
+/// right), not a proof of who signed in to the portal.
+///
+/// # Errors
+///
+/// [`Error::HealthContext`] when the two are missing or differ.
+pub fn check_names_the_person(user_id: Option<&str>, data_subject: Option<&str>) -> Result<(), Error> {
+    match (user_id, data_subject) {
+        (Some(user), Some(subject)) if user == subject => Ok(()),
+        _ => Err(Error::HealthContext("findUsage must name the person it is for as both X-Road-UserId and X-Backbone-Data-Subject".to_owned())),
+    }
+}
 
 /// The whole answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -303,9 +303,15 @@ async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_me
     call(&backbone, &format!("/r1/{PATIENTS}/Patient/3"), &other, None).await;
 
     // findUsage needs an access right, like any service, and the health context.
-    let asking = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT")];
+    let asking = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT"), ("X-Road-UserId", PERSON)];
     let (_, headers, body) = call(&backbone, &format!("/r1/{find_usage}"), &asking, None).await;
     assert_eq!(error_type(&headers, &body), "Server.ServerProxy.AccessDenied");
+    // It names the person it is for as both the user and the data subject.
+    let someone_else = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT"), ("X-Road-UserId", OTHER_PERSON)];
+    let (_, headers, body) = call(&backbone, &format!("/r1/{find_usage}"), &someone_else, None).await;
+    assert_eq!(error_type(&headers, &body), "Client.MissingHealthContext");
+    let (_, headers, body) = call(&backbone, &format!("/r1/{find_usage}"), &asking[..3], None).await;
+    assert_eq!(error_type(&headers, &body), "Client.MissingHealthContext");
     let (_, headers, body) = call(&backbone, &format!("/r1/{find_usage}"), &[("X-Road-Client", DISPENSING)], None).await;
     assert_eq!(error_type(&headers, &body), "Client.MissingHealthContext");
     backbone.grant(find_usage, DISPENSING, "GET", "/");
@@ -349,7 +355,7 @@ async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_me
     let page: UsageAnswer = serde_json::from_value(body).unwrap();
     assert_eq!(page.entries.len(), 1);
     assert_eq!(page.entries[0].message_id, newest.message_id);
-    let asking_other = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", OTHER_PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT")];
+    let asking_other = [("X-Road-Client", DISPENSING), ("X-Backbone-Data-Subject", OTHER_PERSON), ("X-Backbone-Purpose-Of-Use", "PATRQT"), ("X-Road-UserId", OTHER_PERSON)];
     let (_, _, body) = call(&backbone, &format!("/r1/{find_usage}"), &asking_other, None).await;
     let theirs: UsageAnswer = serde_json::from_value(body).unwrap();
     assert!(theirs.entries.iter().all(|e| e.message_id != newest.message_id && e.message_id != oldest.message_id));

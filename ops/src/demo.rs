@@ -95,7 +95,7 @@ pub struct DemoArgs {
 pub fn run(args: &DemoArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
     tracing::info!(version = crate::telemetry::VERSION, config = %settings.summary(), "backbone demo starting");
     let dir = &args.data_dir;
-    std::fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
+    backbone_hsm::private::create_dir(dir).map_err(Error::io("create directory", dir))?;
     let keys = Keys::choose(args.keys, dir, env)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -325,6 +325,7 @@ async fn portal_view(network: &Network, person: &Citizen, other: Option<String>)
                     .header("X-Road-Client", portal.agency.client())
                     .header("X-Backbone-Data-Subject", &subject)
                     .header("X-Backbone-Purpose-Of-Use", "PATRQT")
+                    .header("X-Road-UserId", &subject)
                     .send()
                     .await
                     .map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;

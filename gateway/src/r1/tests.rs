@@ -43,11 +43,45 @@ fn bad_targets_are_refused_with_their_reason() {
     assert!(matches!(parse_target("/r1/EE/GOV/1/ehr"), Err(RequestError::InvalidService(_))));
     assert!(matches!(parse_target("/r1/EE/GOV//ehr/x"), Err(RequestError::InvalidService(_))));
     assert!(matches!(parse_target("/r1/EE/GOV/1/ehr/%FF"), Err(RequestError::InvalidService(_))));
-    for traversal in ["/r1/EE/GOV/1/ehr/x/../admin", "/r1/EE/GOV/1/ehr/x/%2e%2E/admin", "/r1/EE/GOV/1/ehr/x/.", "/r1/EE/GOV/1/ehr/x/a%5Cb", "/r1/EE/GOV/1/ehr/x/a%00b"] {
+    for traversal in [
+        "/r1/EE/GOV/1/ehr/x/../admin",
+        "/r1/EE/GOV/1/ehr/x/%2e%2E/admin",
+        "/r1/EE/GOV/1/ehr/x/.",
+        "/r1/EE/GOV/1/ehr/x/allowed/..%2Fsecret",
+        "/r1/EE/GOV/1/ehr/x/allowed/..%2fsecret",
+        "/r1/EE/GOV/1/ehr/x/allowed/%2E%2E%5Csecret",
+        "/r1/EE/GOV/1/ehr/x/a%5C..",
+        "/r1/EE/GOV/1/ehr/x/a%2F.%2Fb",
+        "/r1/EE/GOV/1/ehr/x/a%00b",
+        "/r1/EE/GOV/1/ehr/x/a%0Ab",
+        "/r1/EE/GOV/1/ehr/x/a//b",
+        "/r1/EE/GOV/1/ehr/x/a%C0%AE",
+    ] {
         assert!(matches!(parse_target(traversal), Err(RequestError::InvalidPath(_))), "{traversal}");
     }
     let long = format!("/r1/EE/GOV/1/ehr/x?{}", "q".repeat(MAX_TARGET_LEN));
     assert!(matches!(parse_target(&long), Err(RequestError::TargetTooLong(_))));
+}
+
+#[test]
+fn one_path_rule_decodes_once_and_re_encodes_one_way() {
+    // PR-REST: an encoded slash inside a segment passes as it was sent.
+    assert_eq!(normalize_path("/c%2Fd").unwrap(), "/c%2Fd");
+    assert_eq!(normalize_path("/a%5Cb").unwrap(), "/a%5Cb");
+    // Equivalent spellings become one; what stays encoded is encoded the one way.
+    assert_eq!(normalize_path("/%50atient/%34711").unwrap(), "/Patient/4711");
+    assert_eq!(normalize_path("/a%20b/%e2%82%ac/%25").unwrap(), "/a%20b/%E2%82%AC/%25");
+    assert_eq!(normalize_path("/Patient/4711/$everything").unwrap(), "/Patient/4711/$everything");
+    // One trailing empty segment, and no path at all.
+    assert_eq!(normalize_path("/a/").unwrap(), "/a/");
+    assert_eq!(normalize_path("/").unwrap(), "/");
+    assert_eq!(normalize_path("").unwrap(), "");
+    // A path must start with '/': nothing can be glued onto the base path's last segment.
+    assert!(matches!(normalize_path("-admin/MedicationRequest"), Err(RequestError::InvalidPath(_))));
+    // Normalising twice changes nothing.
+    for path in ["/c%2Fd", "/a%20b/%E2%82%AC/%25", "/x/"] {
+        assert_eq!(normalize_path(&normalize_path(path).unwrap()).unwrap(), normalize_path(path).unwrap());
+    }
 }
 
 #[test]
@@ -110,9 +144,21 @@ fn hop_by_hop_and_protocol_headers_are_filtered() {
         ("Cache-Control", "no-cache"),
         ("X-Powered-By", "PHP/5.2.17"),
         ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("X-Road-Security-Server", "EE/GOV/1/gw"),
+        ("X-Road-Error", "Server.ServerProxy.AccessDenied"),
+        ("X-Backbone-Purpose-Of-Use", "TREAT"),
+        // PR-REST §4.3: extension headers, user-defined headers and Authorization pass.
+        ("X-Road-Custom-Extension", "1"),
+        ("Authorization", "Bearer abc"),
     ]);
     let kept: Vec<String> = end_to_end_headers(&map).into_iter().map(|(n, _)| n.to_string()).collect();
-    assert_eq!(kept, ["content-type", "accept", "cache-control", "x-powered-by", "traceparent"]);
+    assert_eq!(kept, ["content-type", "accept", "cache-control", "x-powered-by", "traceparent", "x-road-custom-extension", "authorization"]);
+    for reserved in ["x-road-client", "x-road-userid", "x-road-request-hash", "x-backbone-anything", "host", "content-length", "transfer-encoding", "connection"] {
+        assert!(is_reserved(reserved), "{reserved}");
+    }
+    for passing in ["x-road-custom-extension", "authorization", "accept"] {
+        assert!(!is_reserved(passing), "{passing}");
+    }
 }
 
 #[test]
