@@ -30,6 +30,8 @@ pub mod wrap;
 pub mod batch;
 pub mod cert;
 pub mod tls;
+// Files that hold keys or personal data.
+pub mod private;
 
 mod error;
 mod metrics;

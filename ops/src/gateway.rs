@@ -305,7 +305,7 @@ fn add_admin(data_dir: &Path, name: &str, cert: &Path) -> Result<(), Error> {
     let bytes = std::fs::read(cert).map_err(Error::io("read", cert))?;
     let der = certificate_der(&bytes).ok_or_else(|| Error::Usage(format!("{}: not a certificate", cert.display())))?;
     let dir = data_dir.join(ADMINS_DIR);
-    std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+    backbone_hsm::private::create_dir(&dir).map_err(Error::io("create", &dir))?;
     let path = dir.join(format!("{name}.pem"));
     std::fs::write(&path, backbone_hsm::cert::pem("CERTIFICATE", &der)).map_err(Error::io("write", &path))?;
     println!("administrator {name} may use the admin API ({})", path.display());
@@ -313,7 +313,7 @@ fn add_admin(data_dir: &Path, name: &str, cert: &Path) -> Result<(), Error> {
 }
 
 fn rights(data_dir: &Path) -> Result<RightsStore, Error> {
-    std::fs::create_dir_all(data_dir).map_err(Error::io("create", data_dir))?;
+    backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
     RightsStore::open(data_dir.join(RIGHTS_FILE)).map_err(|e| Error::Check(e.to_string()))
 }
 
@@ -337,7 +337,7 @@ fn key_or_generate(keys: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, 
 
 fn init(keys: &dyn KeyStore, data_dir: &Path, id: &str) -> Result<(), Error> {
     let gateway: backbone_registry::id::GatewayId = id.parse().map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
-    std::fs::create_dir_all(data_dir).map_err(Error::io("create", data_dir))?;
+    backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
     let tls = key_or_generate(keys, TLS_KEY_LABEL)?;
     let signing = key_or_generate(keys, SIGNING_KEY_LABEL)?;
     if keys.wrapper(LOG_KEY_LABEL).is_err() {
@@ -360,7 +360,7 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
     let id: backbone_registry::id::GatewayId = args.id.parse().map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
     let anchor_bytes = std::fs::read(&args.anchor).map_err(Error::io("read", &args.anchor))?;
     let anchor = Anchor::decode(&anchor_bytes).map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
-    std::fs::create_dir_all(data_dir).map_err(Error::io("create", data_dir))?;
+    backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
     let mut config = GatewayConfig::new(id.clone(), args.client_listen, args.peer_listen, data_dir.join(RIGHTS_FILE));
     for service in &args.services {
         let (service_id, url) = service.split_once('=').ok_or_else(|| Error::Usage(format!("--service {service:?} is not ID=URL")))?;

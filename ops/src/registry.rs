@@ -394,6 +394,7 @@ fn init(keys: &dyn KeyStore, data_dir: &Path, actor: &str, instance: &str, urls:
         keys.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}' in {}", keys.describe())))?;
     }
     let (ca, conf_key) = signers(keys)?;
+    backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
     let store = Arc::new(RocksStore::open(data_dir).map_err(|e| Error::Check(format!("registry store: {e}")))?);
     let registry = Registry::create(store, instance.clone(), ca, conf_key.clone(), actor, SystemTime::now()).map_err(refused)?;
     let anchor = Anchor::new(instance.clone(), conf_key.algorithm(), conf_key.public_key().clone(), urls).map_err(refused)?;

@@ -148,6 +148,7 @@ texts! {
     ReportSend => "Saada teade", "Send the report";
     ReportEmpty => "Palun kirjuta, miks see kasutus tundub kahtlane.", "Please write why this access looks suspicious.";
     ReportTooLong => "Tekst on liiga pikk (kuni 2000 märki).", "The text is too long (up to 2000 characters).";
+    ReportLimit => "Sul on juba 200 lahendamata teadet. Palun oota, kuni neid vaadatakse.", "You already have 200 open reports. Please wait until they are looked at.";
     ReportReceived => "Aitäh! Teade on kätte saadud.", "Thank you. Your report has been received.";
     ReportReference => "Teate number", "Report number";
     ReportsTitle => "Minu teated", "My reports";

@@ -72,7 +72,7 @@ impl ReportStore {
     /// [`Error::Storage`] when the folder cannot be created.
     pub fn open(dir: impl Into<PathBuf>) -> Result<ReportStore, Error> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(Error::storage("create", &dir))?;
+        backbone_hsm::private::create_dir(&dir).map_err(Error::storage("create", &dir))?;
         Ok(ReportStore { dir })
     }
 
@@ -94,7 +94,7 @@ impl ReportStore {
         let path = self.path(&report.id)?;
         let tmp = path.with_extension("tmp");
         let json = serde_json::to_vec_pretty(report).map_err(|_| Error::Unreachable("report does not encode"))?;
-        let mut file = File::create(&tmp).map_err(Error::storage("create", &tmp))?;
+        let mut file = backbone_hsm::private::create_file(&tmp).map_err(Error::storage("create", &tmp))?;
         file.write_all(&json).map_err(Error::storage("write", &tmp))?;
         file.sync_all().map_err(Error::storage("sync", &tmp))?;
         fs::rename(&tmp, &path).map_err(Error::storage("rename into place", &path))?;
@@ -133,6 +133,16 @@ impl ReportStore {
         }
         reports.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| a.id.cmp(&b.id)));
         Ok(reports)
+    }
+
+    /// How many of `subject`'s reports are open (not closed), to hold them to
+    /// [`MAX_PER_PERSON`].
+    ///
+    /// # Errors
+    ///
+    /// As [`ReportStore::for_subject`].
+    pub fn open_for_subject(&self, subject: &str) -> Result<usize, Error> {
+        Ok(self.for_subject(subject)?.iter().filter(|r| r.status != Status::Closed).count())
     }
 
     fn path(&self, id: &str) -> Result<PathBuf, Error> {
@@ -176,6 +186,9 @@ mod tests {
         let mine = store.for_subject("EE38001085718").unwrap();
         assert_eq!(mine.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["R-BBBBBBBB", a.as_str()]);
         assert_eq!(store.get("../../etc/passwd").unwrap(), None);
+        assert_eq!(store.open_for_subject("EE38001085718").unwrap(), 2);
+        store.put(&Report { status: Status::Closed, ..report("R-DDDDDDDD", "EE38001085718", 4) }).unwrap();
+        assert_eq!(store.open_for_subject("EE38001085718").unwrap(), 2, "closed reports do not count");
         assert_eq!(store.get("R-ZZZZZZZZ").unwrap(), None);
     }
 }

@@ -131,7 +131,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
 /// [`Error::Listen`] when the server fails.
 pub async fn serve(listener: tokio::net::TcpListener, portal: Arc<Portal>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    axum::serve(listener, router(portal)).with_graceful_shutdown(shutdown).await.map_err(|source| Error::Listen { addr, source })
+    backbone_server::serve_router(listener, router(portal), backbone_server::Limits::default(), shutdown).await.map_err(|source| Error::Listen { addr, source })
 }
 
 async fn security_headers(mut response: Response) -> Response {
@@ -406,7 +406,16 @@ async fn report_send(State(portal): State<Arc<Portal>>, Path(key): Path<String>,
     };
     let field = |name: &str| form.iter().find(|(n, _)| n == name).map(|(_, v)| v.replace("\r\n", "\n").trim().to_owned()).unwrap_or_default();
     let (reason, contact) = (field("reason"), field("contact"));
-    let error = if reason.is_empty() {
+    let sent = match portal.reports.open_for_subject(&subject) {
+        Ok(sent) => sent,
+        Err(e) => {
+            tracing::error!(error = %e, "reports cannot be counted");
+            return ctx.problem(StatusCode::SERVICE_UNAVAILABLE, T::ErrorTitle);
+        }
+    };
+    let error = if sent >= reports::MAX_PER_PERSON {
+        Some(T::ReportLimit)
+    } else if reason.is_empty() {
         Some(T::ReportEmpty)
     } else if reason.chars().count() > reports::MAX_REASON || contact.chars().count() > reports::MAX_CONTACT {
         Some(T::ReportTooLong)

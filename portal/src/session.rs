@@ -22,8 +22,13 @@ pub const COOKIE: &str = "portal_session";
 pub const LANG_COOKIE: &str = "portal_lang";
 /// The longest a session lasts however busy it is: a working day.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(8 * 3600);
-/// Most sessions held; past it, expired ones are dropped and then the oldest.
+/// Most signed-in sessions held; past it, expired ones are dropped and then the least recently
+/// used signed-in one.
 pub const MAX_SESSIONS: usize = 100_000;
+/// Most anonymous sessions (a visit, a pending sign-in) held; past it, expired ones are dropped
+/// and then the least recently used anonymous one. Kept apart from signed-in sessions, so that
+/// a flood of anonymous visits can never end a person's session.
+pub const MAX_ANONYMOUS: usize = 20_000;
 
 /// One browser's session.
 #[derive(Clone, Debug)]
@@ -57,7 +62,14 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct Sessions {
     idle: Duration,
-    held: Mutex<HashMap<String, Session>>,
+    held: Mutex<Held>,
+}
+
+/// Anonymous and signed-in sessions, each bounded on its own.
+#[derive(Debug, Default)]
+struct Held {
+    anonymous: HashMap<String, Session>,
+    signed_in: HashMap<String, Session>,
 }
 
 // === impl Sessions ===
@@ -65,63 +77,90 @@ pub struct Sessions {
 impl Sessions {
     /// Sessions ending after `idle` without a request, or after [`MAX_LIFETIME`].
     pub fn new(idle: Duration) -> Sessions {
-        Sessions { idle, held: Mutex::new(HashMap::new()) }
+        Sessions { idle, held: Mutex::new(Held::default()) }
     }
 
     /// A new anonymous session.
     pub fn create(&self) -> Session {
-        let session = Session { id: random_token(), csrf: random_token(), person: None, login: None, history: None, created: Instant::now(), last_seen: Instant::now() };
+        let session = new_session(None);
         let mut held = self.held();
-        if held.len() >= MAX_SESSIONS {
-            held.retain(|_, s| s.last_seen.elapsed() < self.idle);
-            while held.len() >= MAX_SESSIONS {
-                let Some(oldest) = held.values().min_by_key(|s| s.last_seen).map(|s| s.id.clone()) else { break };
-                held.remove(&oldest);
-            }
-        }
-        held.insert(session.id.clone(), session.clone());
+        make_room(&mut held.anonymous, MAX_ANONYMOUS, self.idle);
+        held.anonymous.insert(session.id.clone(), session.clone());
         session
     }
 
     /// The session `id` names, touched.
     pub fn lookup(&self, id: &str) -> Lookup {
         let mut held = self.held();
-        match held.get_mut(id) {
+        let held = &mut *held;
+        let pool = if held.signed_in.contains_key(id) { &mut held.signed_in } else { &mut held.anonymous };
+        match pool.get_mut(id) {
             Some(session) if session.last_seen.elapsed() < self.idle && session.created.elapsed() < MAX_LIFETIME => {
                 session.last_seen = Instant::now();
                 Lookup::Active(session.clone())
             }
             Some(_) => {
-                held.remove(id);
+                pool.remove(id);
                 Lookup::Expired
             }
             None => Lookup::Missing,
         }
     }
 
-    /// Changes the session `id` names, if it is still there.
+    /// Changes the session `id` names, if it is still there (who is signed in is changed only by
+    /// [`Sessions::sign_in`]).
     pub fn update(&self, id: &str, change: impl FnOnce(&mut Session)) {
-        if let Some(session) = self.held().get_mut(id) {
+        let mut held = self.held();
+        let held = &mut *held;
+        if let Some(session) = held.signed_in.get_mut(id).or_else(|| held.anonymous.get_mut(id)) {
+            let person = session.person.clone();
             change(session);
+            session.person = person;
         }
     }
 
     /// Signs `person` in: the old session ends and a new one, with new id and CSRF token, starts.
     pub fn sign_in(&self, old_id: &str, person: Person) -> Session {
-        self.remove(old_id);
-        let mut session = self.create();
-        session.person = Some(person);
-        self.update(&session.id, |s| s.person.clone_from(&session.person));
+        let session = new_session(Some(person));
+        let mut held = self.held();
+        held.anonymous.remove(old_id);
+        held.signed_in.remove(old_id);
+        make_room(&mut held.signed_in, MAX_SESSIONS, self.idle);
+        held.signed_in.insert(session.id.clone(), session.clone());
         session
     }
 
     /// Ends the session `id` names.
     pub fn remove(&self, id: &str) {
-        self.held().remove(id);
+        let mut held = self.held();
+        held.anonymous.remove(id);
+        held.signed_in.remove(id);
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    /// How many anonymous and signed-in sessions are held.
+    pub fn counts(&self) -> (usize, usize) {
+        let held = self.held();
+        (held.anonymous.len(), held.signed_in.len())
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn new_session(person: Option<Person>) -> Session {
+    Session { id: random_token(), csrf: random_token(), person, login: None, history: None, created: Instant::now(), last_seen: Instant::now() }
+}
+
+/// Below `max` sessions in `pool`: the idle ones dropped first, then the least recently used.
+fn make_room(pool: &mut HashMap<String, Session>, max: usize, idle: Duration) {
+    if pool.len() < max {
+        return;
+    }
+    pool.retain(|_, s| s.last_seen.elapsed() < idle);
+    while pool.len() >= max {
+        let Some(oldest) = pool.values().min_by_key(|s| s.last_seen).map(|s| s.id.clone()) else { break };
+        pool.remove(&oldest);
     }
 }
 
@@ -176,6 +215,25 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         assert!(matches!(sessions.lookup(&signed.id), Lookup::Expired));
         assert!(matches!(sessions.lookup(&signed.id), Lookup::Missing));
+    }
+
+    #[test]
+    fn a_flood_of_anonymous_visits_never_ends_a_signed_in_session() {
+        let sessions = Sessions::new(Duration::from_secs(600));
+        let first = sessions.create();
+        let signed = sessions.sign_in(&first.id, person());
+        for _ in 0..MAX_ANONYMOUS + 100 {
+            sessions.create();
+        }
+        assert_eq!(sessions.counts(), (MAX_ANONYMOUS, 1), "anonymous sessions are bounded on their own");
+        match sessions.lookup(&signed.id) {
+            Lookup::Active(s) => assert_eq!(s.person, Some(person())),
+            other => panic!("the signed-in session was evicted: {other:?}"),
+        }
+        // An update cannot sign anybody in.
+        let anonymous = sessions.create();
+        sessions.update(&anonymous.id, |s| s.person = Some(person()));
+        assert!(matches!(sessions.lookup(&anonymous.id), Lookup::Active(s) if s.person.is_none()));
     }
 
     #[test]

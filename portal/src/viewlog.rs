@@ -3,7 +3,7 @@
 //! is sent. The person is recorded as a keyed hash (HMAC-SHA256 with a key kept beside the log),
 //! so that the log can be archived without personal codes and still be searched for one person.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,7 +33,7 @@ impl ViewLog {
     ///
     /// [`Error::Storage`] when the files cannot be opened, [`Error::Damaged`] for a bad key.
     pub fn open(dir: &Path) -> Result<ViewLog, Error> {
-        std::fs::create_dir_all(dir).map_err(Error::storage("create", dir))?;
+        backbone_hsm::private::create_dir(dir).map_err(Error::storage("create", dir))?;
         let key_path = dir.join(KEY_FILE);
         let key = match std::fs::read(&key_path) {
             Ok(bytes) if bytes.len() == 32 => bytes,
@@ -41,14 +41,14 @@ impl ViewLog {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = vec![0u8; 32];
                 ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Unreachable("no randomness"))?;
-                let mut file = File::create(&key_path).map_err(Error::storage("create", &key_path))?;
+                let mut file = backbone_hsm::private::create_file(&key_path).map_err(Error::storage("create", &key_path))?;
                 file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(Error::storage("write", &key_path))?;
                 bytes
             }
             Err(e) => return Err(Error::Storage { action: "read", path: key_path, source: e }),
         };
         let path = dir.join(FILE);
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(Error::storage("open", &path))?;
+        let file = backbone_hsm::private::append_file(&path).map_err(Error::storage("open", &path))?;
         Ok(ViewLog { path, key: hmac::Key::new(hmac::HMAC_SHA256, &key), file: Mutex::new(file) })
     }
 

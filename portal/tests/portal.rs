@@ -189,6 +189,17 @@ async fn history_entries_proofs_reports_exports_and_privacy() {
     let reopened = backbone_portal::reports::ReportStore::open(data.path().join("reports")).unwrap();
     let stored = reopened.for_subject(PERSON).unwrap();
     assert_eq!((stored.len(), stored[0].entry.as_str()), (1, key.as_str()));
+    // A person holds at most MAX_PER_PERSON open reports: the store's bound is enforced.
+    for n in 1..backbone_portal::reports::MAX_PER_PERSON {
+        reopened.put(&backbone_portal::reports::Report { id: format!("R-{n:08}"), ..stored[0].clone() }).unwrap();
+    }
+    let over = browser.post(&format!("{}/entries/{key}/report", portal.url), &[("csrf", &csrf), ("reason", "one more")]).await;
+    assert_eq!(over.status, 400);
+    assert!(over.body.contains("200 open reports"), "{}", over.body);
+    assert_eq!(reopened.for_subject(PERSON).unwrap().len(), backbone_portal::reports::MAX_PER_PERSON, "nothing more was stored");
+    for n in 1..backbone_portal::reports::MAX_PER_PERSON {
+        std::fs::remove_file(data.path().join("reports").join(format!("R-{n:08}.json"))).unwrap();
+    }
 
     // Exports, with the filters.
     let csv = browser.get(&format!("{}/export.csv?emergency=1", portal.url)).await;
@@ -357,4 +368,41 @@ mod provider_over_http {
         assert_eq!(no_pkce.status(), 303);
         assert!(no_pkce.headers()["location"].to_str().unwrap().contains("error=invalid_request"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_listener_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
+    use backbone_server::{Limits, probe};
+    let backbone = Backbone::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let portal = backbone.portal(data.path().to_path_buf(), Duration::from_secs(60)).await;
+    let addr: std::net::SocketAddr = portal.url.replace("http://localhost", "127.0.0.1").parse().unwrap();
+    // The portal's limits are the defaults.
+    probe::check_plain(addr, "/live", "/logout", 413, &Limits::default()).await.unwrap();
+    assert_eq!(probe::get_status(addr, "/live", Duration::from_secs(10)).await.unwrap(), Some(200), "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_portals_files_are_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let backbone = Backbone::start().await;
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("portal");
+    let portal = backbone.portal(dir.clone(), Duration::from_secs(60)).await;
+    let mut browser = Browser::new();
+    browser.sign_in(&portal, "38001085718").await;
+    // The view log's key, the view log (keyed hashes of personal codes) and the reports.
+    let mut pending = vec![dir];
+    let mut seen = 0;
+    while let Some(path) = pending.pop() {
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        if path.is_dir() {
+            assert_eq!(mode, 0o700, "{}", path.display());
+            pending.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            assert_eq!(mode, 0o600, "{}", path.display());
+            seen += 1;
+        }
+    }
+    assert!(seen >= 2, "the view log and its key");
 }

@@ -188,6 +188,6 @@ fn secret_file(path: &Path, len: usize) -> Result<String, Error> {
     let mut bytes = vec![0u8; len];
     ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Check("no system randomness for the demo tokens".into()))?;
     let pin: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    std::fs::write(path, format!("{pin}\n")).map_err(Error::io("write", path))?;
+    backbone_hsm::private::write(path, format!("{pin}\n").as_bytes()).map_err(Error::io("write", path))?;
     Ok(pin)
 }

@@ -509,7 +509,7 @@ fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> (watch::Sender
         let until = async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until).await {
+        if let Err(e) = backbone_server::serve_router(listener, app, backbone_server::Limits::default(), until).await {
             tracing::error!(error = %e, "demo listener stopped");
         }
     });
@@ -517,7 +517,7 @@ fn serve(listener: tokio::net::TcpListener, app: axum::Router) -> (watch::Sender
 }
 
 fn mkdir(path: &Path) -> Result<(), Error> {
-    std::fs::create_dir_all(path).map_err(Error::io("create directory", path))
+    backbone_hsm::private::create_dir(path).map_err(Error::io("create directory", path))
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), Error> {
