@@ -1,9 +1,11 @@
 //! A small blocking client for the JSON API and the aggregator and extender PDUs, for the CLI, a
-//! child aggregator and tests: plain HTTP/1.1 over one TCP connection per call, bodies capped at
-//! [`MAX_RESPONSE`].
+//! child aggregator, a gateway's message log and tests: HTTP through reqwest's blocking client
+//! (pooled connections, chunked answers), bodies capped at [`MAX_RESPONSE`]. Call it from a
+//! thread that may block (`spawn_blocking` inside a runtime).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use backbone_timestamping_verify::imprint::HashAlgorithm;
@@ -25,13 +27,21 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The connection failed.
+    /// The connection failed, or the answer could not be read.
     #[error("timestamping service at {addr}: {source}")]
     Io {
         /// The service.
         addr: SocketAddr,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// The HTTP call failed (connection, timeout, protocol).
+    #[error("timestamping service at {addr}: {source}")]
+    Http {
+        /// The service.
+        addr: SocketAddr,
+        /// The HTTP client's error.
+        source: reqwest::Error,
     },
     /// The service answered with an error status.
     #[error("timestamping service at {addr} answered {status}: {body}")]
@@ -156,8 +166,7 @@ pub fn extend_pdu(
 /// # Errors
 ///
 /// [`ClientError::Refused`] with the KSI status of an error PDU or of the payload;
-/// [`ClientError::Io`] (a timeout is [`std::io::ErrorKind::WouldBlock`] or `TimedOut`),
-/// [`ClientError::Status`] for an HTTP error without a PDU, [`ClientError::Malformed`] for a
+/// [`ClientError::Http`] (connection refused, timed out), [`ClientError::Status`] for an HTTP error without a PDU, [`ClientError::Malformed`] for a
 /// wrong MAC or an answer without the request's id.
 pub fn aggregate(
     addr: SocketAddr,
@@ -212,7 +221,8 @@ pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: 
     Ok(body)
 }
 
-/// One HTTP/1.1 call; returns the status and the body, whatever the status.
+/// One HTTP call; returns the status and the body (at most [`MAX_RESPONSE`] bytes), whatever the
+/// status.
 fn exchange(
     addr: SocketAddr,
     method: &str,
@@ -221,31 +231,31 @@ fn exchange(
     body: &[u8],
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>), ClientError> {
-    let io = |source| ClientError::Io { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).map_err(io)?;
-    stream.write_all(body).map_err(io)?;
+    let http = |source| ClientError::Http { addr, source };
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| malformed(addr, e))?;
+    let response = shared()
+        .map_err(http)?
+        .request(method, format!("http://{addr}{path}"))
+        .header(reqwest::header::CONTENT_TYPE, content_type)
+        .body(body.to_vec())
+        .timeout(timeout)
+        .send()
+        .map_err(http)?;
+    let status = response.status().as_u16();
     let mut answer = Vec::new();
-    stream.take(MAX_RESPONSE).read_to_end(&mut answer).map_err(io)?;
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| malformed(addr, "no header end"))?;
-    let (head, rest) = answer.split_at(split);
-    let body = rest.get(4..).unwrap_or_default().to_vec();
-    let head = String::from_utf8_lossy(head);
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| malformed(addr, "no status line"))?;
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return Err(malformed(addr, "chunked answers are not supported"));
+    response.take(MAX_RESPONSE).read_to_end(&mut answer).map_err(|source| ClientError::Io { addr, source })?;
+    Ok((status, answer))
+}
+
+/// The one client every call shares (its pool keeps connections to the services called).
+fn shared() -> Result<&'static reqwest::blocking::Client, reqwest::Error> {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
     }
-    Ok((status, body))
+    // Services are named by address; no proxy from the environment stands between.
+    let client = reqwest::blocking::Client::builder().connect_timeout(DEFAULT_TIMEOUT).no_proxy().build()?;
+    Ok(CLIENT.get_or_init(|| client))
 }
 
 fn malformed(addr: SocketAddr, why: impl std::fmt::Display) -> ClientError {
