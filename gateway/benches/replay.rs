@@ -19,10 +19,19 @@ const CLIENT: &str = "EE/COM/10000001/pharmacy";
 
 fn main() {
     let bench = std::env::args().any(|arg| arg == "--bench");
-    let sizes: &[usize] = if bench { &[120_000, 3_000_000] } else { &[20_000] };
-    println!("{:<28} {:>10} {:>14} {:>16} {:>12}", "growing to", "ids", "ns per admit", "longest admit", "over 1 ms");
+    let sizes: &[usize] = if bench {
+        &[120_000, 3_000_000]
+    } else {
+        &[20_000]
+    };
+    println!(
+        "{:<28} {:>10} {:>14} {:>16} {:>12}",
+        "growing to", "ids", "ns per admit", "longest admit", "over 1 ms"
+    );
     for &count in sizes {
-        let ids: Vec<String> = (0..count as u128).map(|i| format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15))).collect();
+        let ids: Vec<String> = (0..count as u128)
+            .map(|i| format!("{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+            .collect();
         report("one HashSet (baseline)", count, grow_set(&ids));
         report("ReplayGuard", count, grow_guard(&ids));
     }
@@ -61,5 +70,8 @@ fn time_each(ids: &[String], mut admit: impl FnMut(&str)) -> Timings {
 
 fn report(name: &str, count: usize, (total, longest, over): Timings) {
     let per = total.as_secs_f64() * 1e9 / count as f64;
-    println!("{name:<28} {count:>10} {per:>14.0} {:>13.2} ms {over:>12}", longest.as_secs_f64() * 1e3);
+    println!(
+        "{name:<28} {count:>10} {per:>14.0} {:>13.2} ms {over:>12}",
+        longest.as_secs_f64() * 1e3
+    );
 }

@@ -55,7 +55,9 @@ pub enum GrantError {
     #[error("method {0:?} is not an upper-case HTTP method or '*'")]
     Method(String),
     /// The pattern is not `/`-rooted, too long, has `.`/`..` segments or too many `**`.
-    #[error("path pattern {0:?} must start with '/', be at most {MAX_PATTERN_LEN} bytes, have no '.' or '..' segments and at most {MAX_DOUBLE_STARS} '**'")]
+    #[error(
+        "path pattern {0:?} must start with '/', be at most {MAX_PATTERN_LEN} bytes, have no '.' or '..' segments and at most {MAX_DOUBLE_STARS} '**'"
+    )]
     Pattern(String),
 }
 
@@ -67,8 +69,16 @@ impl Grant {
     /// # Errors
     ///
     /// [`GrantError`] for a bad method or pattern.
-    pub fn new(service: ServiceId, grantee: Grantee, method: &str, path: &str) -> Result<Self, GrantError> {
-        let method_ok = method == "*" || (!method.is_empty() && method.len() <= 32 && method.bytes().all(|b| b.is_ascii_uppercase()));
+    pub fn new(
+        service: ServiceId,
+        grantee: Grantee,
+        method: &str,
+        path: &str,
+    ) -> Result<Self, GrantError> {
+        let method_ok = method == "*"
+            || (!method.is_empty()
+                && method.len() <= 32
+                && method.bytes().all(|b| b.is_ascii_uppercase()));
         if !method_ok {
             return Err(GrantError::Method(method.to_owned()));
         }
@@ -80,15 +90,29 @@ impl Grant {
         if !pattern_ok {
             return Err(GrantError::Pattern(path.to_owned()));
         }
-        Ok(Grant { service, grantee, method: method.to_owned(), path: path.to_owned() })
+        Ok(Grant {
+            service,
+            grantee,
+            method: method.to_owned(),
+            path: path.to_owned(),
+        })
     }
 
-    fn admits(&self, client: &ClientId, groups: &[GroupId], service: &ServiceId, method: &str, path: &str) -> bool {
+    fn admits(
+        &self,
+        client: &ClientId,
+        groups: &[GroupId],
+        service: &ServiceId,
+        method: &str,
+        path: &str,
+    ) -> bool {
         let who = match &self.grantee {
             Grantee::Client(c) => c == client,
             Grantee::Group(g) => groups.contains(g),
         };
-        who && &self.service == service && (self.method == "*" || self.method == method) && path_matches(&self.path, path)
+        who && &self.service == service
+            && (self.method == "*" || self.method == method)
+            && path_matches(&self.path, path)
     }
 }
 
@@ -117,9 +141,18 @@ impl AccessRights {
 
     /// Whether `client` (a member of `groups`) may call `method path` on `service`. An empty path
     /// is the service's root, `/`.
-    pub fn allows(&self, client: &ClientId, groups: &[GroupId], service: &ServiceId, method: &str, path: &str) -> bool {
+    pub fn allows(
+        &self,
+        client: &ClientId,
+        groups: &[GroupId],
+        service: &ServiceId,
+        method: &str,
+        path: &str,
+    ) -> bool {
         let path = if path.is_empty() { "/" } else { path };
-        self.grants.iter().any(|g| g.admits(client, groups, service, method, path))
+        self.grants
+            .iter()
+            .any(|g| g.admits(client, groups, service, method, path))
     }
 
     /// The services `client` may call at all (for `allowedMethods`).
@@ -153,8 +186,14 @@ pub fn path_matches(pattern: &str, path: &str) -> bool {
         let mut current = vec![false; width];
         for j in (0..width).rev() {
             let matched = match *segment {
-                "**" => next.get(j).copied().unwrap_or(false) || current.get(j + 1).copied().unwrap_or(false),
-                one => path.get(j).is_some_and(|p| one == "*" || one == *p) && next.get(j + 1).copied().unwrap_or(false),
+                "**" => {
+                    next.get(j).copied().unwrap_or(false)
+                        || current.get(j + 1).copied().unwrap_or(false)
+                }
+                one => {
+                    path.get(j).is_some_and(|p| one == "*" || one == *p)
+                        && next.get(j + 1).copied().unwrap_or(false)
+                }
             };
             if let Some(cell) = current.get_mut(j) {
                 *cell = matched;
@@ -185,14 +224,64 @@ mod tests {
         let mut rights = AccessRights::new();
         assert!(!rights.allows(&hospital, &[], &prescriptions, "GET", "/v1/prescriptions"));
 
-        rights.grant(Grant::new(prescriptions.clone(), Grantee::Client(hospital.clone()), "GET", "/v1/prescriptions/*").unwrap());
-        assert!(rights.allows(&hospital, &[], &prescriptions, "GET", "/v1/prescriptions/42"));
-        assert!(!rights.allows(&hospital, &[], &prescriptions, "GET", "/v1/prescriptions/42/items"), "* is one segment");
-        assert!(!rights.allows(&hospital, &[], &prescriptions, "DELETE", "/v1/prescriptions/42"), "another method");
-        assert!(!rights.allows(&other, &[], &prescriptions, "GET", "/v1/prescriptions/42"), "another client");
-        assert!(!rights.allows(&hospital, &[], &service("dispensations"), "GET", "/v1/prescriptions/42"), "another service");
+        rights.grant(
+            Grant::new(
+                prescriptions.clone(),
+                Grantee::Client(hospital.clone()),
+                "GET",
+                "/v1/prescriptions/*",
+            )
+            .unwrap(),
+        );
+        assert!(rights.allows(
+            &hospital,
+            &[],
+            &prescriptions,
+            "GET",
+            "/v1/prescriptions/42"
+        ));
+        assert!(
+            !rights.allows(
+                &hospital,
+                &[],
+                &prescriptions,
+                "GET",
+                "/v1/prescriptions/42/items"
+            ),
+            "* is one segment"
+        );
+        assert!(
+            !rights.allows(
+                &hospital,
+                &[],
+                &prescriptions,
+                "DELETE",
+                "/v1/prescriptions/42"
+            ),
+            "another method"
+        );
+        assert!(
+            !rights.allows(&other, &[], &prescriptions, "GET", "/v1/prescriptions/42"),
+            "another client"
+        );
+        assert!(
+            !rights.allows(
+                &hospital,
+                &[],
+                &service("dispensations"),
+                "GET",
+                "/v1/prescriptions/42"
+            ),
+            "another service"
+        );
         // A member-level client is not its subsystems.
-        assert!(!rights.allows(&client("EE/GOV/70000001"), &[], &prescriptions, "GET", "/v1/prescriptions/42"));
+        assert!(!rights.allows(
+            &client("EE/GOV/70000001"),
+            &[],
+            &prescriptions,
+            "GET",
+            "/v1/prescriptions/42"
+        ));
     }
 
     #[test]
@@ -201,10 +290,21 @@ mod tests {
         let ambulance = client("EE/GOV/70000009/ambulance");
         let summary = service("summary");
         let mut rights = AccessRights::new();
-        rights.grant(Grant::new(summary.clone(), Grantee::Group(emergency.clone()), "*", "/**").unwrap());
+        rights.grant(
+            Grant::new(
+                summary.clone(),
+                Grantee::Group(emergency.clone()),
+                "*",
+                "/**",
+            )
+            .unwrap(),
+        );
         assert!(rights.allows(&ambulance, &[emergency.clone()], &summary, "GET", ""));
         assert!(rights.allows(&ambulance, &[emergency.clone()], &summary, "POST", "/a/b/c"));
-        assert!(!rights.allows(&ambulance, &[], &summary, "GET", "/a"), "not in the group");
+        assert!(
+            !rights.allows(&ambulance, &[], &summary, "GET", "/a"),
+            "not in the group"
+        );
         assert_eq!(rights.services_for(&ambulance, &[emergency]).len(), 1);
     }
 
@@ -225,10 +325,22 @@ mod tests {
         }
         let s = service("x");
         let c = Grantee::Client(client("EE/GOV/1/a"));
-        assert!(matches!(Grant::new(s.clone(), c.clone(), "get", "/"), Err(GrantError::Method(_))));
-        assert!(matches!(Grant::new(s.clone(), c.clone(), "GET", "v1"), Err(GrantError::Pattern(_))));
-        assert!(matches!(Grant::new(s.clone(), c.clone(), "GET", "/v1/../admin"), Err(GrantError::Pattern(_))));
-        assert!(matches!(Grant::new(s, c, "GET", "/**/**/**/**"), Err(GrantError::Pattern(_))));
+        assert!(matches!(
+            Grant::new(s.clone(), c.clone(), "get", "/"),
+            Err(GrantError::Method(_))
+        ));
+        assert!(matches!(
+            Grant::new(s.clone(), c.clone(), "GET", "v1"),
+            Err(GrantError::Pattern(_))
+        ));
+        assert!(matches!(
+            Grant::new(s.clone(), c.clone(), "GET", "/v1/../admin"),
+            Err(GrantError::Pattern(_))
+        ));
+        assert!(matches!(
+            Grant::new(s, c, "GET", "/**/**/**/**"),
+            Err(GrantError::Pattern(_))
+        ));
         // The worst a caller can do against an allowed pattern: a long path, still quick.
         let long = "/a".repeat(2000);
         assert!(!path_matches("/**/b/**/c/**/d", &long));

@@ -24,10 +24,10 @@ use std::sync::Arc;
 
 use backbone_hsm::Signer;
 use backbone_hsm::tls::{self, Pins};
+use backbone_server::{Limits, Protocol, Server, Transport};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use backbone_server::{Limits, Protocol, Server, Transport};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -117,10 +117,14 @@ impl Admins {
         let entries = std::fs::read_dir(&self.0).ok()?;
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_none_or(|e| e != "pem") || entry.metadata().map_or(true, |m| m.len() > MAX_CERT_FILE) {
+            if path.extension().is_none_or(|e| e != "pem")
+                || entry.metadata().map_or(true, |m| m.len() > MAX_CERT_FILE)
+            {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&path) else { continue };
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
             if certificate_der(&bytes).is_some_and(|c| c == der) {
                 return path.file_stem().map(|s| s.to_string_lossy().into_owned());
             }
@@ -141,7 +145,9 @@ pub fn certificate_der(bytes: &[u8]) -> Option<Vec<u8>> {
         let (_, pem) = x509_parser::pem::parse_x509_pem(bytes).ok()?;
         return (pem.label == "CERTIFICATE").then_some(pem.contents);
     }
-    x509_parser::parse_x509_certificate(bytes).ok().map(|_| bytes.to_vec())
+    x509_parser::parse_x509_certificate(bytes)
+        .ok()
+        .map(|_| bytes.to_vec())
 }
 
 // === impl AdminServer ===
@@ -163,7 +169,8 @@ impl AdminServer {
         conf: Arc<backbone_registry::client::ConfClient>,
     ) -> Result<AdminServer, String> {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let config = tls::server_config(key, vec![certificate], Arc::new(admins.clone())).map_err(|e| e.to_string())?;
+        let config = tls::server_config(key, vec![certificate], Arc::new(admins.clone()))
+            .map_err(|e| e.to_string())?;
         let state = Arc::new(State { rights, log, conf });
         let server = Server::spawn(listener, Transport::Tls(Arc::new(config)), Protocol::Http1, Limits::default(), move |connection| {
             // The verifier admitted only an administrator's certificate; look up whose it is
@@ -218,7 +225,11 @@ async fn handle(state: &State, actor: &str, request: Request<Incoming>) -> Respo
                 Err(response) => return response,
             };
             let granting = path == GRANT_PATH;
-            let result = if granting { state.rights.grant(grant.clone()) } else { state.rights.revoke(&grant) };
+            let result = if granting {
+                state.rights.grant(grant.clone())
+            } else {
+                state.rights.revoke(&grant)
+            };
             match result {
                 Ok(changed) => {
                     let who = match &grant.grantee {
@@ -229,7 +240,11 @@ async fn handle(state: &State, actor: &str, request: Request<Incoming>) -> Respo
                     tracing::info!(admin = %actor, changed, "{verb} {} {} on {} to {who}", grant.method, grant.path, grant.service);
                     json(StatusCode::OK, &Changed { changed })
                 }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),
+                Err(e) => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    &e.to_string(),
+                ),
             }
         }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin API path"),
@@ -257,14 +272,30 @@ enum GranteeBody {
 async fn read_grant(body: Incoming) -> Result<Grant, Response<Full<Bytes>>> {
     let bytes = match Limited::new(body, MAX_REQUEST_LEN).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", &format!("requests are at most {MAX_REQUEST_LEN} bytes"))),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                &format!("requests are at most {MAX_REQUEST_LEN} bytes"),
+            ));
+        }
     };
     let bad = |message: String| error(StatusCode::BAD_REQUEST, "bad_request", &message);
-    let body: GrantBody = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a grant: {e}")))?;
-    let service = body.service.parse().map_err(|e: backbone_registry::Error| bad(e.to_string()))?;
+    let body: GrantBody =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a grant: {e}")))?;
+    let service = body
+        .service
+        .parse()
+        .map_err(|e: backbone_registry::Error| bad(e.to_string()))?;
     let grantee = match body.grantee {
-        GranteeBody::Client(c) => Grantee::Client(c.parse().map_err(|e: backbone_registry::Error| bad(e.to_string()))?),
-        GranteeBody::Group(g) => Grantee::Group(g.parse().map_err(|e: backbone_registry::Error| bad(e.to_string()))?),
+        GranteeBody::Client(c) => Grantee::Client(
+            c.parse()
+                .map_err(|e: backbone_registry::Error| bad(e.to_string()))?,
+        ),
+        GranteeBody::Group(g) => Grantee::Group(
+            g.parse()
+                .map_err(|e: backbone_registry::Error| bad(e.to_string()))?,
+        ),
     };
     Grant::new(service, grantee, &body.method, &body.path).map_err(|e| bad(e.to_string()))
 }
@@ -274,5 +305,11 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    json(status, &ApiError { code: code.to_owned(), message: message.to_owned() })
+    json(
+        status,
+        &ApiError {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    )
 }

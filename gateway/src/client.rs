@@ -43,16 +43,28 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Res
     let started = Instant::now();
     let mut labels = Labels::default();
     let result = exchange(&inner, request, &mut labels).await;
-    inner.metrics.latency.with_label_values(&["client"]).observe(started.elapsed().as_secs_f64());
+    inner
+        .metrics
+        .latency
+        .with_label_values(&["client"])
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
-            inner.metrics.exchanges.with_label_values(&["client", labels.service(), "ok"]).inc();
+            inner
+                .metrics
+                .exchanges
+                .with_label_values(&["client", labels.service(), "ok"])
+                .inc();
             response
         }
         Err(error) => {
             let fault = error.fault(Side::Client, &labels.message_id);
             tracing::info!(kind = %fault.kind(), message = %fault.message, id = %fault.detail, "exchange refused");
-            inner.metrics.exchanges.with_label_values(&["client", labels.service(), &fault.kind()]).inc();
+            inner
+                .metrics
+                .exchanges
+                .with_label_values(&["client", labels.service(), &fault.kind()])
+                .inc();
             fault_response(&fault)
         }
     }
@@ -63,23 +75,40 @@ fn operations(inner: &Inner, path: &str) -> Response<Full<Bytes>> {
         "/live" => text(StatusCode::OK, "live\n"),
         "/ready" => match inner.readiness() {
             Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
         },
         "/metrics" => {
             let mut out = String::new();
             let families = inner.registry.gather();
-            if prometheus::TextEncoder::new().encode_utf8(&families, &mut out).is_err() {
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "metrics cannot be encoded\n");
+            if prometheus::TextEncoder::new()
+                .encode_utf8(&families, &mut out)
+                .is_err()
+            {
+                return text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics cannot be encoded\n",
+                );
             }
             let mut response = text(StatusCode::OK, out);
-            response.headers_mut().insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
             response
         }
         "/listClients" => match inner.trust.current() {
             Ok(conf) => json(StatusCode::OK, &meta::list_clients(&conf)),
             Err(e) => fault_response(&Error::OutdatedConf(e.to_string()).fault(Side::Client, "")),
         },
-        _ => fault_response(&Error::BadRequest("not an X-Road REST r1 request: the path must start with /r1/".into()).fault(Side::Client, "")),
+        _ => fault_response(
+            &Error::BadRequest(
+                "not an X-Road REST r1 request: the path must start with /r1/".into(),
+            )
+            .fault(Side::Client, ""),
+        ),
     }
 }
 
@@ -103,7 +132,11 @@ impl Labels {
 
 /// The steps of an exchange on the client side; each step's errors are the caller's or this
 /// gateway's, as [`Error::fault`] decides.
-async fn exchange(inner: &Inner, request: Request<Incoming>, labels: &mut Labels) -> Result<Response<Full<Bytes>>, Error> {
+async fn exchange(
+    inner: &Inner,
+    request: Request<Incoming>,
+    labels: &mut Labels,
+) -> Result<Response<Full<Bytes>>, Error> {
     let (parts, body) = request.into_parts();
     let accepted = accept(inner, &parts, labels)?;
     let body = read_body(inner, body).await?;
@@ -126,21 +159,38 @@ struct Accepted {
     own_certificate: Vec<u8>,
 }
 
-fn accept(inner: &Inner, parts: &http::request::Parts, labels: &mut Labels) -> Result<Accepted, Error> {
+fn accept(
+    inner: &Inner,
+    parts: &http::request::Parts,
+    labels: &mut Labels,
+) -> Result<Accepted, Error> {
     let target_text = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let headers = r1::parse_headers(&parts.headers)?;
     let message_id = headers.id.clone().unwrap_or_else(r1::new_message_id);
     labels.message_id.clone_from(&message_id);
     let target = r1::parse_target(target_text)?;
 
-    let conf = inner.trust.current().map_err(|e| Error::OutdatedConf(e.to_string()))?;
-    if headers.client.member() != inner.trust.own().owner() || !conf::is_registered(&conf, &headers.client) {
+    let conf = inner
+        .trust
+        .current()
+        .map_err(|e| Error::OutdatedConf(e.to_string()))?;
+    if headers.client.member() != inner.trust.own().owner()
+        || !conf::is_registered(&conf, &headers.client)
+    {
         return Err(Error::UnknownClient(headers.client.to_string()));
     }
-    let personal_health_data = match (conf::service(&conf, &target.service), Meta::of(target.service.code())) {
+    let personal_health_data = match (
+        conf::service(&conf, &target.service),
+        Meta::of(target.service.code()),
+    ) {
         (Some(entry), _) => entry.personal_health_data,
         (None, Some(meta)) => meta.personal_health_data(),
-        (None, None) => return Err(Error::UnknownService { service: target.service.to_string(), why: "is not in the global configuration" }),
+        (None, None) => {
+            return Err(Error::UnknownService {
+                service: target.service.to_string(),
+                why: "is not in the global configuration",
+            });
+        }
     };
     labels.service = Some(target.service.to_string());
     let health = if personal_health_data {
@@ -150,15 +200,34 @@ fn accept(inner: &Inner, parts: &http::request::Parts, labels: &mut Labels) -> R
         None
     };
     if Meta::of(target.service.code()) == Some(Meta::FindUsage) {
-        crate::usage::check_names_the_person(headers.user_id.as_deref(), health.as_ref().map(|(subject, _)| subject.as_str()))?;
+        crate::usage::check_names_the_person(
+            headers.user_id.as_deref(),
+            health.as_ref().map(|(subject, _)| subject.as_str()),
+        )?;
     }
-    inner.log.check_accepting().map_err(|e| Error::NotAccepting(e.to_string()))?;
+    inner
+        .log
+        .check_accepting()
+        .map_err(|e| Error::NotAccepting(e.to_string()))?;
     let peer = conf::provider_gateways(&conf, &target.service)
         .next()
         .cloned()
-        .ok_or_else(|| Error::Network(format!("no gateway with a TLS certificate serves {}", target.service.provider().member())))?;
+        .ok_or_else(|| {
+            Error::Network(format!(
+                "no gateway with a TLS certificate serves {}",
+                target.service.provider().member()
+            ))
+        })?;
     let own_certificate = inner.own_tls_certificate().map_err(Error::Internal)?;
-    Ok(Accepted { conf, headers, message_id, target, health, peer, own_certificate })
+    Ok(Accepted {
+        conf,
+        headers,
+        message_id,
+        target,
+        health,
+        peer,
+        own_certificate,
+    })
 }
 
 async fn read_body(inner: &Inner, body: Incoming) -> Result<Bytes, Error> {
@@ -170,7 +239,10 @@ async fn read_body(inner: &Inner, body: Incoming) -> Result<Bytes, Error> {
     let timeout = inner.config.timeout;
     tokio::time::timeout(timeout, read_limited(body, inner.config.max_body))
         .await
-        .map_err(|_| Error::Timeout { what: REQUEST_BODY.to_owned(), after: timeout })?
+        .map_err(|_| Error::Timeout {
+            what: REQUEST_BODY.to_owned(),
+            after: timeout,
+        })?
         .map_err(|too_large| body_error(too_large, inner.config.max_body))
 }
 
@@ -183,14 +255,42 @@ struct SignedRequest {
     body: Bytes,
 }
 
-async fn sign_request(inner: &Inner, accepted: &Accepted, parts: &http::request::Parts, body: Bytes) -> Result<SignedRequest, Error> {
+async fn sign_request(
+    inner: &Inner,
+    accepted: &Accepted,
+    parts: &http::request::Parts,
+    body: Bytes,
+) -> Result<SignedRequest, Error> {
     let end_to_end = descriptor_headers(&parts.headers);
     let method = parts.method.as_str().to_owned();
-    let descriptor = request_descriptor(&accepted.message_id, &accepted.headers, &accepted.target, method, accepted.health.as_ref(), &body, end_to_end);
-    let encoded = descriptor.encode().map_err(|e| Error::BadRequest(e.to_string()))?;
-    let request_hash = descriptor.request_hash().map_err(|e| Error::BadRequest(e.to_string()))?;
-    let signature = inner.keys.signing.sign(&encoded).await.map_err(|e| Error::Signing(e.to_string()))?;
-    Ok(SignedRequest { descriptor, encoded, request_hash, signature: signature.to_bytes(), body })
+    let descriptor = request_descriptor(
+        &accepted.message_id,
+        &accepted.headers,
+        &accepted.target,
+        method,
+        accepted.health.as_ref(),
+        &body,
+        end_to_end,
+    );
+    let encoded = descriptor
+        .encode()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let request_hash = descriptor
+        .request_hash()
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let signature = inner
+        .keys
+        .signing
+        .sign(&encoded)
+        .await
+        .map_err(|e| Error::Signing(e.to_string()))?;
+    Ok(SignedRequest {
+        descriptor,
+        encoded,
+        request_hash,
+        signature: signature.to_bytes(),
+        body,
+    })
 }
 
 /// The provider gateway's answer (not a fault): its body, read within the limit.
@@ -199,7 +299,8 @@ struct Answer {
 }
 
 async fn send(inner: &Inner, accepted: &Accepted, signed: &SignedRequest) -> Result<Answer, Error> {
-    let envelope = wire::encode(&signed.encoded, &signed.signature, &signed.body).map_err(|e| Error::Internal(e.to_string()))?;
+    let envelope = wire::encode(&signed.encoded, &signed.signature, &signed.body)
+        .map_err(|e| Error::Internal(e.to_string()))?;
     let peer = &accepted.peer;
     let mut outgoing = Request::builder()
         .method(Method::POST)
@@ -210,23 +311,47 @@ async fn send(inner: &Inner, accepted: &Accepted, signed: &SignedRequest) -> Res
             outgoing = outgoing.header(name, value.as_str());
         }
     }
-    let outgoing = outgoing.body(Full::new(Bytes::from(envelope))).map_err(|e| Error::Internal(e.to_string()))?;
-    let peer_certificate = peer.tls_certificate.as_ref().map(|c| c.der().to_vec()).unwrap_or_default();
+    let outgoing = outgoing
+        .body(Full::new(Bytes::from(envelope)))
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    let peer_certificate = peer
+        .tls_certificate
+        .as_ref()
+        .map(|c| c.der().to_vec())
+        .unwrap_or_default();
     let sent = Instant::now();
     let timeout = inner.config.timeout;
     let answer = tokio::time::timeout(timeout, async {
-        let response = inner.peers.send(&peer.address, &peer_certificate, &accepted.own_certificate, outgoing).await?;
+        let response = inner
+            .peers
+            .send(
+                &peer.address,
+                &peer_certificate,
+                &accepted.own_certificate,
+                outgoing,
+            )
+            .await?;
         let (parts, body) = response.into_parts();
         let body = read_limited(body, inner.config.max_body + ENVELOPE_OVERHEAD).await;
         Ok::<_, crate::peers::PeerError>((parts, body))
     })
     .await
-    .map_err(|_| Error::Timeout { what: format!("the answer of gateway {}", peer.id), after: timeout })?
+    .map_err(|_| Error::Timeout {
+        what: format!("the answer of gateway {}", peer.id),
+        after: timeout,
+    })?
     .map_err(|e| Error::Network(format!("gateway {}: {e}", peer.id)))?;
-    inner.metrics.peer_round_trip.observe(sent.elapsed().as_secs_f64());
+    inner
+        .metrics
+        .peer_round_trip
+        .observe(sent.elapsed().as_secs_f64());
     let (parts, body) = answer;
     let body = body.map_err(|too_large| {
-        if too_large { Error::AnswerTooLarge } else { Error::Network("the provider gateway's answer could not be read".to_owned()) }
+        if too_large {
+            Error::AnswerTooLarge
+        } else {
+            Error::Network("the provider gateway's answer could not be read".to_owned())
+        }
     })?;
     if parts.headers.contains_key(X_ROAD_ERROR) {
         return Err(passed_on(parts.status, &body));
@@ -234,11 +359,23 @@ async fn send(inner: &Inner, accepted: &Accepted, signed: &SignedRequest) -> Res
     Ok(Answer { body })
 }
 
-async fn log_exchange(inner: &Inner, accepted: &Accepted, signed: &SignedRequest, checked: &CheckedResponse) -> Result<(), Error> {
+async fn log_exchange(
+    inner: &Inner,
+    accepted: &Accepted,
+    signed: &SignedRequest,
+    checked: &CheckedResponse,
+) -> Result<(), Error> {
     let now = now_ms();
     let descriptor = &signed.descriptor;
-    let emergency = accepted.health.as_ref().is_some_and(|(_, p)| p.is_emergency());
-    let record = |kind: Kind, descriptor_bytes: Vec<u8>, signature: Vec<u8>, signer_certificate: Vec<u8>, body: Vec<u8>| NewRecord {
+    let emergency = accepted
+        .health
+        .as_ref()
+        .is_some_and(|(_, p)| p.is_emergency());
+    let record = |kind: Kind,
+                  descriptor_bytes: Vec<u8>,
+                  signature: Vec<u8>,
+                  signer_certificate: Vec<u8>,
+                  body: Vec<u8>| NewRecord {
         side: Side::Client,
         kind,
         message_id: accepted.message_id.clone(),
@@ -255,22 +392,51 @@ async fn log_exchange(inner: &Inner, accepted: &Accepted, signed: &SignedRequest
         logged_at_ms: now,
     };
     let records = vec![
-        record(Kind::Request, signed.encoded.clone(), signed.signature.clone(), own_signing_certificate(inner, &accepted.conf), signed.body.to_vec()),
-        record(Kind::Response, checked.descriptor_bytes.clone(), checked.signature_bytes.clone(), checked.certificate.clone(), checked.body.to_vec()),
+        record(
+            Kind::Request,
+            signed.encoded.clone(),
+            signed.signature.clone(),
+            own_signing_certificate(inner, &accepted.conf),
+            signed.body.to_vec(),
+        ),
+        record(
+            Kind::Response,
+            checked.descriptor_bytes.clone(),
+            checked.signature_bytes.clone(),
+            checked.certificate.clone(),
+            checked.body.to_vec(),
+        ),
     ];
-    inner.log.append(records).await.map_err(|e| Error::Log(e.to_string()))?;
+    inner
+        .log
+        .append(records)
+        .await
+        .map_err(|e| Error::Log(e.to_string()))?;
     Ok(())
 }
 
 /// The answer to the information system: the provider's status, headers and body, and the
 /// protocol's headers set by this gateway.
-fn respond(accepted: &Accepted, signed: &SignedRequest, checked: CheckedResponse) -> Response<Full<Bytes>> {
+fn respond(
+    accepted: &Accepted,
+    signed: &SignedRequest,
+    checked: CheckedResponse,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(checked.body));
-    *response.status_mut() = StatusCode::from_u16(checked.descriptor.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *response.status_mut() =
+        StatusCode::from_u16(checked.descriptor.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let out = response.headers_mut();
     // The provider's signed headers pass, but for the reserved ones this gateway sets itself.
-    for (name, value) in checked.descriptor.headers.iter().filter(|(name, _)| !r1::is_reserved(name)) {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+    for (name, value) in checked
+        .descriptor
+        .headers
+        .iter()
+        .filter(|(name, _)| !r1::is_reserved(name))
+    {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             out.append(name, value);
         }
     }
@@ -279,7 +445,10 @@ fn respond(accepted: &Accepted, signed: &SignedRequest, checked: CheckedResponse
         (r1::X_ROAD_CLIENT, signed.descriptor.client.clone()),
         (r1::X_ROAD_SERVICE, signed.descriptor.service.clone()),
         (r1::X_ROAD_REQUEST_ID, accepted.message_id.clone()),
-        (r1::X_ROAD_REQUEST_HASH, base64::engine::general_purpose::STANDARD.encode(signed.request_hash)),
+        (
+            r1::X_ROAD_REQUEST_HASH,
+            base64::engine::general_purpose::STANDARD.encode(signed.request_hash),
+        ),
     ];
     for (name, value) in protocol {
         if let Ok(value) = HeaderValue::from_str(&value) {
@@ -295,7 +464,12 @@ pub(crate) fn descriptor_headers(headers: &hyper::HeaderMap) -> Vec<(String, Str
     r1::end_to_end_headers(headers)
         .into_iter()
         .filter(|(name, _)| !matches!(name.as_str(), "host" | "content-length"))
-        .filter_map(|(name, value)| value.to_str().ok().map(|v| (name.as_str().to_owned(), v.to_owned())))
+        .filter_map(|(name, value)| {
+            value
+                .to_str()
+                .ok()
+                .map(|v| (name.as_str().to_owned(), v.to_owned()))
+        })
         .take(crate::signed::MAX_HEADERS)
         .collect()
 }
@@ -319,8 +493,12 @@ fn request_descriptor(
         user_id: headers.user_id.clone(),
         issue: headers.issue.clone(),
         represented_party: headers.represented_party.clone(),
-        data_subject: health.map(|(s, _)| s.clone()).or_else(|| headers.data_subject.as_ref().map(ToString::to_string)),
-        purpose_of_use: health.map(|(_, p)| p.to_string()).or_else(|| headers.purpose_of_use.map(|p| p.to_string())),
+        data_subject: health
+            .map(|(s, _)| s.clone())
+            .or_else(|| headers.data_subject.as_ref().map(ToString::to_string)),
+        purpose_of_use: health
+            .map(|(_, p)| p.to_string())
+            .or_else(|| headers.purpose_of_use.map(|p| p.to_string())),
         created_at_ms: now_ms(),
         body_digest: sha512(body),
         headers: end_to_end,
@@ -335,25 +513,44 @@ struct CheckedResponse {
     body: Bytes,
 }
 
-fn check_response(inner: &Inner, accepted: &Accepted, signed: &SignedRequest, answer: &Answer) -> Result<CheckedResponse, Error> {
+fn check_response(
+    inner: &Inner,
+    accepted: &Accepted,
+    signed: &SignedRequest,
+    answer: &Answer,
+) -> Result<CheckedResponse, Error> {
     let bytes = &answer.body;
-    let envelope = wire::decode(bytes).map_err(|e| Error::Signature(format!("the provider gateway's answer: {e}")))?;
-    let descriptor = ResponseDescriptor::decode(envelope.descriptor).map_err(|e| Error::Signature(format!("the response descriptor: {e}")))?;
+    let envelope = wire::decode(bytes)
+        .map_err(|e| Error::Signature(format!("the provider gateway's answer: {e}")))?;
+    let descriptor = ResponseDescriptor::decode(envelope.descriptor)
+        .map_err(|e| Error::Signature(format!("the response descriptor: {e}")))?;
     if descriptor.message_id != accepted.message_id {
-        return Err(Error::Signature(format!("the response names message {:?}, not {:?}", descriptor.message_id, accepted.message_id)));
+        return Err(Error::Signature(format!(
+            "the response names message {:?}, not {:?}",
+            descriptor.message_id, accepted.message_id
+        )));
     }
     if descriptor.request_hash != signed.request_hash {
-        return Err(Error::Signature("the response is not bound to this request (request hash differs)".into()));
+        return Err(Error::Signature(
+            "the response is not bound to this request (request hash differs)".into(),
+        ));
     }
     if descriptor.body_digest != sha512(envelope.body) {
-        return Err(Error::Signature("the response body does not match its signed digest".into()));
+        return Err(Error::Signature(
+            "the response body does not match its signed digest".into(),
+        ));
     }
-    let signature = BatchSignature::from_bytes(envelope.signature).map_err(|e| Error::Signature(format!("the response signature: {e}")))?;
+    let signature = BatchSignature::from_bytes(envelope.signature)
+        .map_err(|e| Error::Signature(format!("the response signature: {e}")))?;
     let provider = accepted.target.service.provider().member();
     let certificate = inner
         .verifier
         .verify_by_member(&accepted.conf, provider, envelope.descriptor, &signature)
-        .ok_or_else(|| Error::Signature(format!("the response is not signed by a valid signing key of {provider}")))?;
+        .ok_or_else(|| {
+            Error::Signature(format!(
+                "the response is not signed by a valid signing key of {provider}"
+            ))
+        })?;
     let body = bytes.slice_ref(envelope.body);
     Ok(CheckedResponse {
         descriptor,
@@ -365,26 +562,54 @@ fn check_response(inner: &Inner, accepted: &Accepted, signed: &SignedRequest, an
 }
 
 /// This gateway's member's signing certificate for the key it signs with.
-pub(crate) fn own_signing_certificate(inner: &Inner, conf: &backbone_registry::GlobalConf) -> Vec<u8> {
-    inner.verifier.certificate_of(conf, inner.trust.own().owner(), inner.keys.signing.public_key()).unwrap_or_default()
+pub(crate) fn own_signing_certificate(
+    inner: &Inner,
+    conf: &backbone_registry::GlobalConf,
+) -> Vec<u8> {
+    inner
+        .verifier
+        .certificate_of(
+            conf,
+            inner.trust.own().owner(),
+            inner.keys.signing.public_key(),
+        )
+        .unwrap_or_default()
 }
 
 /// A provider gateway's fault, passed on with its type; anything unreadable becomes a
 /// `NetworkError` of our own.
 fn passed_on(status: StatusCode, body: &[u8]) -> Error {
     match serde_json::from_slice::<FaultBody>(body) {
-        Ok(body) if body.kind.starts_with("Server.ServerProxy.") || body.kind.starts_with("Client.") => {
-            let code = Code::from_name(body.kind.rsplit('.').next().unwrap_or_default()).unwrap_or(Code::InternalError);
-            let origin = if body.kind.starts_with("Client.") { Origin::Client } else { Origin::ServerProxy };
-            Error::Remote(Fault { origin, code, message: body.message, detail: String::new() })
+        Ok(body)
+            if body.kind.starts_with("Server.ServerProxy.") || body.kind.starts_with("Client.") =>
+        {
+            let code = Code::from_name(body.kind.rsplit('.').next().unwrap_or_default())
+                .unwrap_or(Code::InternalError);
+            let origin = if body.kind.starts_with("Client.") {
+                Origin::Client
+            } else {
+                Origin::ServerProxy
+            };
+            Error::Remote(Fault {
+                origin,
+                code,
+                message: body.message,
+                detail: String::new(),
+            })
         }
-        _ => Error::Network(format!("the provider gateway answered {status} without a valid error")),
+        _ => Error::Network(format!(
+            "the provider gateway answered {status} without a valid error"
+        )),
     }
 }
 
 /// The error for a body that could not be read within `limit`.
 pub(crate) fn body_error(too_large: bool, limit: usize) -> Error {
-    if too_large { Error::TooLarge { limit } } else { Error::BadRequest("the request body could not be read".to_owned()) }
+    if too_large {
+        Error::TooLarge { limit }
+    } else {
+        Error::BadRequest("the request body could not be read".to_owned())
+    }
 }
 
 /// Whether a body is declared (`Content-Length`) longer than `limit`.
@@ -427,6 +652,8 @@ where
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) => Err(error.downcast_ref::<http_body_util::LengthLimitError>().is_some()),
+        Err(error) => Err(error
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()),
     }
 }

@@ -57,14 +57,21 @@ impl Trust {
 
 /// The gateways that serve `service`: those owned by its provider's member, with a TLS
 /// certificate, in id order.
-pub fn provider_gateways<'c>(conf: &'c GlobalConf, service: &ServiceId) -> impl Iterator<Item = &'c Gateway> {
+pub fn provider_gateways<'c>(
+    conf: &'c GlobalConf,
+    service: &ServiceId,
+) -> impl Iterator<Item = &'c Gateway> {
     let owner = service.provider().member().clone();
-    conf.gateways.iter().filter(move |g| g.id.owner() == &owner && g.tls_certificate.is_some())
+    conf.gateways
+        .iter()
+        .filter(move |g| g.id.owner() == &owner && g.tls_certificate.is_some())
 }
 
 /// The registered gateway whose TLS certificate is exactly `der`.
 pub fn gateway_by_certificate<'c>(conf: &'c GlobalConf, der: &[u8]) -> Option<&'c Gateway> {
-    conf.gateways.iter().find(|g| g.tls_certificate.as_ref().is_some_and(|c| c.der() == der))
+    conf.gateways
+        .iter()
+        .find(|g| g.tls_certificate.as_ref().is_some_and(|c| c.der() == der))
 }
 
 /// The catalogue entry of `service`.
@@ -83,7 +90,11 @@ pub fn is_registered(conf: &GlobalConf, client: &ClientId) -> bool {
 /// The global groups `client` belongs to, itself or through its member.
 pub fn groups_of(conf: &GlobalConf, client: &ClientId) -> Vec<GroupId> {
     let member = ClientId::Member(client.member().clone());
-    conf.global_groups.iter().filter(|g| g.members.iter().any(|m| m == client || m == &member)).map(|g| g.id.clone()).collect()
+    conf.global_groups
+        .iter()
+        .filter(|g| g.members.iter().any(|m| m == client || m == &member))
+        .map(|g| g.id.clone())
+        .collect()
 }
 
 // === impl RegisteredGateways ===
@@ -97,6 +108,8 @@ impl RegisteredGateways {
 
 impl Pins for RegisteredGateways {
     fn is_pinned(&self, certificate: &[u8]) -> bool {
-        self.0.current(SystemTime::now()).is_ok_and(|conf| gateway_by_certificate(&conf, certificate).is_some())
+        self.0
+            .current(SystemTime::now())
+            .is_ok_and(|conf| gateway_by_certificate(&conf, certificate).is_some())
     }
 }

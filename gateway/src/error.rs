@@ -119,13 +119,19 @@ impl Error {
     /// provider's fault passed on keeps its type.
     pub fn fault(&self, side: Side, message_id: &str) -> Fault {
         if let Error::Remote(fault) = self {
-            return Fault { detail: message_id.to_owned(), ..fault.clone() };
+            return Fault {
+                detail: message_id.to_owned(),
+                ..fault.clone()
+            };
         }
         if let Error::Request(request) = self {
             let fault = request.fault(message_id);
             return match side {
                 Side::Client => fault,
-                Side::Provider => Fault { origin: Origin::ServerProxy, ..fault },
+                Side::Provider => Fault {
+                    origin: Origin::ServerProxy,
+                    ..fault
+                },
             };
         }
         let code = self.code();
@@ -134,7 +140,12 @@ impl Error {
             Side::Client if self.is_callers() => Origin::Client,
             Side::Client => Origin::ClientProxy,
         };
-        Fault { origin, code, message: self.to_string(), detail: message_id.to_owned() }
+        Fault {
+            origin,
+            code,
+            message: self.to_string(),
+            detail: message_id.to_owned(),
+        }
     }
 
     fn code(&self) -> Code {
@@ -184,20 +195,52 @@ mod tests {
 
     #[test]
     fn the_same_error_is_the_callers_on_the_client_side_and_the_providers_gateways_on_the_other() {
-        let unknown = Error::UnknownService { service: "EE/GOV/1/s/x".into(), why: "is not in the global configuration" };
-        assert_eq!(unknown.fault(Side::Client, "id").kind(), "Client.UnknownService");
-        assert_eq!(unknown.fault(Side::Provider, "id").kind(), "Server.ServerProxy.UnknownService");
+        let unknown = Error::UnknownService {
+            service: "EE/GOV/1/s/x".into(),
+            why: "is not in the global configuration",
+        };
+        assert_eq!(
+            unknown.fault(Side::Client, "id").kind(),
+            "Client.UnknownService"
+        );
+        assert_eq!(
+            unknown.fault(Side::Provider, "id").kind(),
+            "Server.ServerProxy.UnknownService"
+        );
         let expired = Error::OutdatedConf("expired".into());
-        assert_eq!(expired.fault(Side::Client, "id").kind(), "Server.ClientProxy.OutdatedGlobalConf");
-        let late_body = Error::Timeout { what: REQUEST_BODY.into(), after: Duration::from_secs(1) };
+        assert_eq!(
+            expired.fault(Side::Client, "id").kind(),
+            "Server.ClientProxy.OutdatedGlobalConf"
+        );
+        let late_body = Error::Timeout {
+            what: REQUEST_BODY.into(),
+            after: Duration::from_secs(1),
+        };
         assert_eq!(late_body.fault(Side::Client, "id").kind(), "Client.Timeout");
-        let late_peer = Error::Timeout { what: "gateway EE/GOV/1/gw".into(), after: Duration::from_secs(1) };
-        assert_eq!(late_peer.fault(Side::Client, "id").kind(), "Server.ClientProxy.Timeout");
+        let late_peer = Error::Timeout {
+            what: "gateway EE/GOV/1/gw".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(
+            late_peer.fault(Side::Client, "id").kind(),
+            "Server.ClientProxy.Timeout"
+        );
         let request = Error::Request(RequestError::MissingClient);
-        assert_eq!(request.fault(Side::Client, "id").kind(), "Client.InvalidClientIdentifier");
+        assert_eq!(
+            request.fault(Side::Client, "id").kind(),
+            "Client.InvalidClientIdentifier"
+        );
         let passed = Error::Remote(Fault::server_proxy(Code::AccessDenied, "no", "other"));
         let fault = passed.fault(Side::Client, "id");
-        assert_eq!((fault.kind().as_str(), fault.detail.as_str()), ("Server.ServerProxy.AccessDenied", "id"));
-        assert_eq!(Error::TooLarge { limit: 10 }.fault(Side::Client, "id").status(), http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            (fault.kind().as_str(), fault.detail.as_str()),
+            ("Server.ServerProxy.AccessDenied", "id")
+        );
+        assert_eq!(
+            Error::TooLarge { limit: 10 }
+                .fault(Side::Client, "id")
+                .status(),
+            http::StatusCode::PAYLOAD_TOO_LARGE
+        );
     }
 }

@@ -152,17 +152,32 @@ const ALL_CODES: [Code; 18] = [
 impl Fault {
     /// A fault of the caller's request.
     pub fn client(code: Code, message: impl Into<String>, detail: impl Into<String>) -> Self {
-        Fault { origin: Origin::Client, code, message: message.into(), detail: detail.into() }
+        Fault {
+            origin: Origin::Client,
+            code,
+            message: message.into(),
+            detail: detail.into(),
+        }
     }
 
     /// A fault of the caller's gateway.
     pub fn client_proxy(code: Code, message: impl Into<String>, detail: impl Into<String>) -> Self {
-        Fault { origin: Origin::ClientProxy, code, message: message.into(), detail: detail.into() }
+        Fault {
+            origin: Origin::ClientProxy,
+            code,
+            message: message.into(),
+            detail: detail.into(),
+        }
     }
 
     /// A fault of the provider's gateway.
     pub fn server_proxy(code: Code, message: impl Into<String>, detail: impl Into<String>) -> Self {
-        Fault { origin: Origin::ServerProxy, code, message: message.into(), detail: detail.into() }
+        Fault {
+            origin: Origin::ServerProxy,
+            code,
+            message: message.into(),
+            detail: detail.into(),
+        }
     }
 
     /// The full type, e.g. `Server.ClientProxy.OutdatedGlobalConf`.
@@ -187,7 +202,11 @@ impl Fault {
 
     /// The JSON body.
     pub fn body(&self) -> FaultBody {
-        FaultBody { kind: self.kind(), message: self.message.clone(), detail: self.detail.clone() }
+        FaultBody {
+            kind: self.kind(),
+            message: self.message.clone(),
+            detail: self.detail.clone(),
+        }
     }
 
     /// The whole response: status, `X-Road-Error`, `Content-Type`, JSON body.
@@ -196,7 +215,10 @@ impl Fault {
         let mut response = Response::new(body);
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json;charset=utf-8"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json;charset=utf-8"),
+        );
         if let Ok(value) = HeaderValue::from_str(&self.kind()) {
             headers.insert(X_ROAD_ERROR, value);
         }
@@ -218,16 +240,32 @@ mod tests {
 
     #[test]
     fn response_has_the_error_header_and_the_json_body_of_the_protocol() {
-        let fault = Fault::client(Code::BadRequest, "Error parsing the client's REST request", "018cbcae");
+        let fault = Fault::client(
+            Code::BadRequest,
+            "Error parsing the client's REST request",
+            "018cbcae",
+        );
         let response = fault.to_response();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
         assert_eq!(response.headers()[X_ROAD_ERROR], "Client.BadRequest");
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json;charset=utf-8");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/json;charset=utf-8"
+        );
         let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
-        assert_eq!(body, serde_json::json!({"type": "Client.BadRequest", "message": "Error parsing the client's REST request", "detail": "018cbcae"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"type": "Client.BadRequest", "message": "Error parsing the client's REST request", "detail": "018cbcae"})
+        );
 
         let conf = Fault::client_proxy(Code::OutdatedGlobalConf, "expired", "x");
-        assert_eq!((conf.kind().as_str(), conf.status()), ("Server.ClientProxy.OutdatedGlobalConf", StatusCode::INTERNAL_SERVER_ERROR));
+        assert_eq!(
+            (conf.kind().as_str(), conf.status()),
+            (
+                "Server.ClientProxy.OutdatedGlobalConf",
+                StatusCode::INTERNAL_SERVER_ERROR
+            )
+        );
         let denied = Fault::server_proxy(Code::AccessDenied, "no", "x");
         assert_eq!(denied.kind(), "Server.ServerProxy.AccessDenied");
     }

@@ -11,7 +11,10 @@ pub fn r1_request(data: &[u8]) {
     let mut headers = HeaderMap::new();
     for line in lines {
         if let Some((name, value)) = line.split_once(':')
-            && let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.trim().as_bytes()), HeaderValue::from_str(value.trim()))
+            && let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.trim().as_bytes()),
+                HeaderValue::from_str(value.trim()),
+            )
         {
             headers.append(name, value);
         }
@@ -25,10 +28,18 @@ pub fn r1_request(data: &[u8]) {
 /// Both descriptor decoders; what decodes must encode to the same bytes.
 pub fn signed_message(data: &[u8]) {
     if let Ok(request) = crate::signed::RequestDescriptor::decode(data) {
-        assert_eq!(request.encode().ok().as_deref(), Some(data), "request descriptors are canonical");
+        assert_eq!(
+            request.encode().ok().as_deref(),
+            Some(data),
+            "request descriptors are canonical"
+        );
     }
     if let Ok(response) = crate::signed::ResponseDescriptor::decode(data) {
-        assert_eq!(response.encode().ok().as_deref(), Some(data), "response descriptors are canonical");
+        assert_eq!(
+            response.encode().ok().as_deref(),
+            Some(data),
+            "response descriptors are canonical"
+        );
     }
 }
 
@@ -57,7 +68,11 @@ pub fn audit_archive(data: &[u8]) {
         };
         let _ = check::check(&unverified, &options, &mut |_, _| {});
         if unverified.digest_matches {
-            assert_eq!(unverified.archive.encode().ok().as_deref(), Some(data), "archives are canonical");
+            assert_eq!(
+                unverified.archive.encode().ok().as_deref(),
+                Some(data),
+                "archives are canonical"
+            );
         }
     }
 }

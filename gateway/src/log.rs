@@ -226,7 +226,9 @@ struct CertificateHashes {
 
 impl std::fmt::Debug for CertificateHashes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertificateHashes").field("known", &self.known.len()).finish()
+        f.debug_struct("CertificateHashes")
+            .field("known", &self.known.len())
+            .finish()
     }
 }
 
@@ -234,7 +236,11 @@ impl CertificateHashes {
     const MAX: usize = 16;
 
     fn hash(&mut self, der: &[u8]) -> record::Hash {
-        if let Some(at) = self.known.iter().rposition(|(known, _)| known.as_slice() == der) {
+        if let Some(at) = self
+            .known
+            .iter()
+            .rposition(|(known, _)| known.as_slice() == der)
+        {
             let entry = self.known.remove(at);
             let hash = entry.1;
             self.known.push(entry);
@@ -298,7 +304,11 @@ impl LogConfig {
             reason: reason.to_owned(),
         };
         if self.batch_interval.is_zero() {
-            return Err(bad("batch_interval", self.batch_interval, "must be above zero"));
+            return Err(bad(
+                "batch_interval",
+                self.batch_interval,
+                "must be above zero",
+            ));
         }
         if self.max_timestamping_failure < self.batch_interval {
             return Err(bad(
@@ -348,7 +358,9 @@ impl MessageLog {
             // after a long stop until then.
             state.oldest_unstamped = Some(SystemTime::now());
         }
-        metrics.unstamped_records.set(i64::try_from(next_seq - stamped_through).unwrap_or(i64::MAX));
+        metrics
+            .unstamped_records
+            .set(i64::try_from(next_seq - stamped_through).unwrap_or(i64::MAX));
         let shared = Arc::new(Shared {
             store,
             key,
@@ -366,7 +378,10 @@ impl MessageLog {
         let writer = std::thread::Builder::new()
             .name("message-log-commit".to_owned())
             .spawn(move || commit::run(for_writer, next_seq, last_hash, receiver))
-            .map_err(|e| LogError::Storage { dir: shared.config.dir.clone(), reason: format!("commit thread: {e}") })?;
+            .map_err(|e| LogError::Storage {
+                dir: shared.config.dir.clone(),
+                reason: format!("commit thread: {e}"),
+            })?;
         tracing::info!(
             dir = %shared.config.dir.display(),
             records = next_seq,
@@ -381,7 +396,9 @@ impl MessageLog {
             stamper: Mutex::new(None),
             certificate_hashes: Mutex::default(),
         };
-        Ok(MessageLog { inner: Arc::new(inner) })
+        Ok(MessageLog {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Appends `records` in order, and returns their sequence numbers once they are durable (in
@@ -403,13 +420,27 @@ impl MessageLog {
         for new in records {
             check_lengths(&new)?;
             let body_sha256 = record::body_hash(&new.body);
-            let certificate_sha256 =
-                self.inner.certificate_hashes.lock().unwrap_or_else(PoisonError::into_inner).hash(&new.signer_certificate);
-            prepared.push(Prepared { new, body_sha256, certificate_sha256 });
+            let certificate_sha256 = self
+                .inner
+                .certificate_hashes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .hash(&new.signer_certificate);
+            prepared.push(Prepared {
+                new,
+                body_sha256,
+                certificate_sha256,
+            });
         }
         let (reply, answer) = oneshot::channel();
         let queue = self.inner.queue.as_ref().ok_or_else(|| self.closed())?;
-        queue.send(Pending { records: prepared, reply, queued }).map_err(|_| self.closed())?;
+        queue
+            .send(Pending {
+                records: prepared,
+                reply,
+                queued,
+            })
+            .map_err(|_| self.closed())?;
         answer.await.map_err(|_| self.closed())?
     }
 
@@ -431,13 +462,23 @@ impl MessageLog {
     /// # Errors
     ///
     /// [`LogError::Storage`] or [`LogError::Corrupt`].
-    pub fn find_usage(&self, data_subject: &str, offset: usize, limit: usize) -> Result<Vec<UsageEntry>, LogError> {
+    pub fn find_usage(
+        &self,
+        data_subject: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<UsageEntry>, LogError> {
         let shared = &self.inner.shared;
-        let seqs = shared.store.by_subject(data_subject, offset, limit.min(MAX_USAGE_LIMIT))?;
+        let seqs = shared
+            .store
+            .by_subject(data_subject, offset, limit.min(MAX_USAGE_LIMIT))?;
         let mut out = Vec::with_capacity(seqs.len());
         let mut proofs = store::ProofCache::default();
         for seq in seqs {
-            let bytes = shared.store.record(seq)?.ok_or_else(|| corrupt(seq, "indexed but missing"))?;
+            let bytes = shared
+                .store
+                .record(seq)?
+                .ok_or_else(|| corrupt(seq, "indexed but missing"))?;
             let record = Record::decode(&bytes).map_err(|e| corrupt(seq, e))?;
             if record.seq != seq || record.data_subject.as_deref() != Some(data_subject) {
                 return Err(corrupt(seq, "the subject index does not match the record"));
@@ -467,19 +508,33 @@ impl MessageLog {
     /// its hash is not the recorded one; [`LogError::Storage`].
     pub fn record(&self, seq: u64) -> Result<Option<LoggedRecord>, LogError> {
         let shared = &self.inner.shared;
-        let Some(bytes) = shared.store.record(seq)? else { return Ok(None) };
+        let Some(bytes) = shared.store.record(seq)? else {
+            return Ok(None);
+        };
         let record = Record::decode(&bytes).map_err(|e| corrupt(seq, e))?;
         if record.seq != seq {
             return Err(corrupt(seq, format!("holds seq {}", record.seq)));
         }
-        let sealed = shared.store.body(seq)?.ok_or_else(|| corrupt(seq, "body is missing"))?;
-        let body = shared.key.open(seq, &sealed).map_err(|_| corrupt(seq, "body does not decrypt"))?;
+        let sealed = shared
+            .store
+            .body(seq)?
+            .ok_or_else(|| corrupt(seq, "body is missing"))?;
+        let body = shared
+            .key
+            .open(seq, &sealed)
+            .map_err(|_| corrupt(seq, "body does not decrypt"))?;
         if record::body_hash(&body) != record.body_sha256 {
             return Err(corrupt(seq, "body does not match body_sha256"));
         }
         let signer_certificate = shared.signer_certificate(seq, &record.signer_certificate)?;
         let stamp = shared.stamp_of(seq, &mut store::ProofCache::default())?;
-        Ok(Some(LoggedRecord { hash: record::record_hash(&bytes), record, body, signer_certificate, stamp }))
+        Ok(Some(LoggedRecord {
+            hash: record::record_hash(&bytes),
+            record,
+            body,
+            signer_certificate,
+            stamp,
+        }))
     }
 
     /// The encoded records `from .. to` with their proofs, and the batches that cover them: the
@@ -496,7 +551,10 @@ impl MessageLog {
             let proof = store.stamp(seq, &mut proofs)?.map(|(_, proof)| proof);
             records.push(verify::AuditRecord { encoded, proof });
         }
-        Ok(verify::Bundle { records, batches: store.batches(from, to)? })
+        Ok(verify::Bundle {
+            records,
+            batches: store.batches(from, to)?,
+        })
     }
 
     /// The DER of the signer certificate that record `seq` names (`named`, from the record).
@@ -505,7 +563,11 @@ impl MessageLog {
     ///
     /// [`LogError::Corrupt`] when it is not stored or does not match its hash;
     /// [`LogError::Storage`].
-    pub fn signer_certificate(&self, seq: u64, named: &SignerCertificate) -> Result<Vec<u8>, LogError> {
+    pub fn signer_certificate(
+        &self,
+        seq: u64,
+        named: &SignerCertificate,
+    ) -> Result<Vec<u8>, LogError> {
         self.inner.shared.signer_certificate(seq, named)
     }
 
@@ -528,7 +590,11 @@ impl MessageLog {
     /// Starts the background stamper on the current tokio runtime: every
     /// [`LogConfig::batch_interval`], stamp whatever is unstamped. Idempotent.
     pub fn spawn_stamper(&self) {
-        let mut stamper = self.inner.stamper.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stamper = self
+            .inner
+            .stamper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if stamper.is_none() {
             *stamper = Some(stamp::Stamper::spawn(&self.inner.shared));
         }
@@ -541,7 +607,12 @@ impl MessageLog {
     ///
     /// The final stamp's failure; the records stay unstamped for the next start.
     pub async fn shutdown(&self) -> Result<(), LogError> {
-        let stamper = self.inner.stamper.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let stamper = self
+            .inner
+            .stamper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(stamper) = stamper {
             stamper.stop().await;
         }
@@ -549,7 +620,9 @@ impl MessageLog {
     }
 
     fn closed(&self) -> LogError {
-        LogError::Closed { dir: self.inner.shared.config.dir.clone() }
+        LogError::Closed {
+            dir: self.inner.shared.config.dir.clone(),
+        }
     }
 }
 
@@ -557,7 +630,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The stamper holds the store only weakly, except during a stamp; stop it from starting
         // another. (Call `shutdown` first to wait for a stamp in flight.)
-        if let Some(stamper) = self.stamper.get_mut().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(stamper) = self
+            .stamper
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             stamper.abort();
         }
         // Closing the queue ends the commit thread after the appends already queued; joining it
@@ -576,7 +654,9 @@ impl Shared {
     pub(crate) fn committed(&self, next_seq: u64) {
         self.committed.store(next_seq, Ordering::Release);
         let unstamped = next_seq.saturating_sub(self.stamped_through.load(Ordering::Acquire));
-        self.metrics.unstamped_records.set(i64::try_from(unstamped).unwrap_or(i64::MAX));
+        self.metrics
+            .unstamped_records
+            .set(i64::try_from(unstamped).unwrap_or(i64::MAX));
         let mut state = self.stamping.lock().unwrap_or_else(PoisonError::into_inner);
         if state.oldest_unstamped.is_none() {
             state.oldest_unstamped = Some(SystemTime::now());
@@ -589,12 +669,20 @@ impl Shared {
         }
         let state = self.stamping.lock().unwrap_or_else(PoisonError::into_inner);
         let limit = self.config.max_timestamping_failure;
-        let too_long = |since: SystemTime| SystemTime::now().duration_since(since).is_ok_and(|d| d > limit);
+        let too_long = |since: SystemTime| {
+            SystemTime::now()
+                .duration_since(since)
+                .is_ok_and(|d| d > limit)
+        };
         let refusal = if let Some(since) = state.failing_since.filter(|s| too_long(*s)) {
-            let why = state.last_error.clone().unwrap_or_else(|| "unknown failure".to_owned());
+            let why = state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "unknown failure".to_owned());
             Some(LogError::TimestampingFailed { since, why })
         } else if let Some(since) = state.oldest_unstamped.filter(|s| too_long(*s)) {
-            let waiting = self.committed.load(Ordering::Acquire) - self.stamped_through.load(Ordering::Acquire);
+            let waiting = self.committed.load(Ordering::Acquire)
+                - self.stamped_through.load(Ordering::Acquire);
             let why = match &state.last_error {
                 Some(error) => format!("{waiting} records unstamped; last failure: {error}"),
                 None => format!("{waiting} records unstamped and no stamp has completed"),
@@ -612,8 +700,11 @@ impl Shared {
         let stamped = self.stamped_through.load(Ordering::Acquire).min(committed);
         let accepting = self.check_accepting().is_ok();
         let state = self.stamping.lock().unwrap_or_else(PoisonError::into_inner);
-        let since_stamp = SystemTime::now().duration_since(state.last_success.unwrap_or(self.opened));
-        self.metrics.seconds_since_last_stamp.set(since_stamp.map_or(0.0, |d| d.as_secs_f64()));
+        let since_stamp =
+            SystemTime::now().duration_since(state.last_success.unwrap_or(self.opened));
+        self.metrics
+            .seconds_since_last_stamp
+            .set(since_stamp.map_or(0.0, |d| d.as_secs_f64()));
         LogStatus {
             records: committed,
             last_seq: committed.checked_sub(1),
@@ -621,19 +712,31 @@ impl Shared {
             last_stamp: state.last_success,
             failing_since: state.failing_since,
             last_error: state.last_error.clone(),
-            lag: state.oldest_unstamped.and_then(|t| SystemTime::now().duration_since(t).ok()),
+            lag: state
+                .oldest_unstamped
+                .and_then(|t| SystemTime::now().duration_since(t).ok()),
             accepting,
         }
     }
 
     /// The DER of the certificate record `seq` names, checked against the name.
-    pub(crate) fn signer_certificate(&self, seq: u64, named: &SignerCertificate) -> Result<Vec<u8>, LogError> {
+    pub(crate) fn signer_certificate(
+        &self,
+        seq: u64,
+        named: &SignerCertificate,
+    ) -> Result<Vec<u8>, LogError> {
         match named {
             SignerCertificate::Der(der) => Ok(der.clone()),
             SignerCertificate::Sha256(hash) => {
-                let der = self.store.certificate(hash)?.ok_or_else(|| corrupt(seq, "its signer certificate is not stored"))?;
+                let der = self
+                    .store
+                    .certificate(hash)?
+                    .ok_or_else(|| corrupt(seq, "its signer certificate is not stored"))?;
                 if record::certificate_hash(&der) != *hash {
-                    return Err(corrupt(seq, "the stored signer certificate does not match the record's hash of it"));
+                    return Err(corrupt(
+                        seq,
+                        "the stored signer certificate does not match the record's hash of it",
+                    ));
                 }
                 Ok(der)
             }
@@ -641,7 +744,10 @@ impl Shared {
     }
 
     fn stamp_of(&self, seq: u64, cache: &mut store::ProofCache) -> Result<Option<Stamp>, LogError> {
-        Ok(self.store.stamp(seq, cache)?.map(|(batch, proof)| Stamp { batch, proof }))
+        Ok(self
+            .store
+            .stamp(seq, cache)?
+            .map(|(batch, proof)| Stamp { batch, proof }))
     }
 }
 
@@ -657,7 +763,10 @@ impl std::fmt::Debug for Shared {
 
 /// Creates the data key on first open, unwraps it later.
 fn data_key(store: &Store, config: &LogConfig, wrapper: &dyn Wrapper) -> Result<BodyKey, LogError> {
-    let hsm = |source| LogError::DataKey { dir: config.dir.clone(), source };
+    let hsm = |source| LogError::DataKey {
+        dir: config.dir.clone(),
+        source,
+    };
     let key = match store.data_key()? {
         Some(wrapped) => wrapper.unwrap(&wrapped).map_err(hsm)?,
         None => {
@@ -665,13 +774,20 @@ fn data_key(store: &Store, config: &LogConfig, wrapper: &dyn Wrapper) -> Result<
                 return Err(corrupt(0, "the log holds records but no data key"));
             }
             let mut key = Zeroizing::new(vec![0; DATA_KEY_LEN]);
-            SystemRandom::new().fill(&mut key).map_err(|_| LogError::Unreachable("system random source failed"))?;
+            SystemRandom::new()
+                .fill(&mut key)
+                .map_err(|_| LogError::Unreachable("system random source failed"))?;
             store.put_data_key(&wrapper.wrap(&key).map_err(hsm)?)?;
             tracing::info!(dir = %config.dir.display(), wrapping_key = wrapper.label(), "created message log data key");
             key
         }
     };
-    BodyKey::new(&key).ok_or_else(|| corrupt(0, format!("data key is {} bytes, expected {DATA_KEY_LEN}", key.len())))
+    BodyKey::new(&key).ok_or_else(|| {
+        corrupt(
+            0,
+            format!("data key is {} bytes, expected {DATA_KEY_LEN}", key.len()),
+        )
+    })
 }
 
 fn check_lengths(new: &NewRecord) -> Result<(), LogError> {
@@ -686,13 +802,21 @@ fn check_lengths(new: &NewRecord) -> Result<(), LogError> {
     for (what, text) in texts {
         let len = text.map_or(0, String::len);
         if len > record::MAX_TEXT_LEN {
-            return Err(LogError::TooLarge { what, len, max: record::MAX_TEXT_LEN });
+            return Err(LogError::TooLarge {
+                what,
+                len,
+                max: record::MAX_TEXT_LEN,
+            });
         }
     }
     let blobs = [
         ("descriptor", new.descriptor.len(), record::MAX_BLOB_LEN),
         ("signature", new.signature.len(), record::MAX_BLOB_LEN),
-        ("signer_certificate", new.signer_certificate.len(), record::MAX_BLOB_LEN),
+        (
+            "signer_certificate",
+            new.signer_certificate.len(),
+            record::MAX_BLOB_LEN,
+        ),
         ("body", new.body.len(), MAX_BODY_LEN),
     ];
     for (what, len, max) in blobs {
@@ -704,7 +828,10 @@ fn check_lengths(new: &NewRecord) -> Result<(), LogError> {
 }
 
 fn corrupt(seq: u64, reason: impl ToString) -> LogError {
-    LogError::Corrupt { seq, reason: reason.to_string() }
+    LogError::Corrupt {
+        seq,
+        reason: reason.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -718,7 +845,11 @@ mod tests {
         for round in 0..3 {
             // More certificates than it keeps, so that the later rounds find some and hash others.
             for n in 0..(CertificateHashes::MAX as u8 + 4) {
-                assert_eq!(hashes.hash(&der(n)), record::certificate_hash(&der(n)), "round {round}, certificate {n}");
+                assert_eq!(
+                    hashes.hash(&der(n)),
+                    record::certificate_hash(&der(n)),
+                    "round {round}, certificate {n}"
+                );
             }
         }
         assert_eq!(hashes.known.len(), CertificateHashes::MAX);

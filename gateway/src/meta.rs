@@ -137,7 +137,13 @@ pub fn service_json(id: &ServiceId) -> JsonId {
 
 /// `listClients`: every member and subsystem of the configuration.
 pub fn list_clients(conf: &GlobalConf) -> ClientList {
-    let name = |member: &backbone_registry::id::MemberId| conf.members.iter().find(|m| &m.id == member).map(|m| m.name.clone()).unwrap_or_default();
+    let name = |member: &backbone_registry::id::MemberId| {
+        conf.members
+            .iter()
+            .find(|m| &m.id == member)
+            .map(|m| m.name.clone())
+            .unwrap_or_default()
+    };
     let mut member: Vec<JsonClient> = conf
         .members
         .iter()
@@ -155,20 +161,41 @@ pub fn list_clients(conf: &GlobalConf) -> ClientList {
             name: m.name.clone(),
         })
         .collect();
-    member.extend(conf.subsystems.iter().map(|s| JsonClient { id: subsystem_json(&s.id), name: name(s.id.member()) }));
+    member.extend(conf.subsystems.iter().map(|s| JsonClient {
+        id: subsystem_json(&s.id),
+        name: name(s.id.member()),
+    }));
     ClientList { member }
 }
 
 /// `listMethods` of `subsystem`: its services in the catalogue.
 pub fn list_methods(conf: &GlobalConf, subsystem: &SubsystemId) -> MethodList {
-    MethodList { service: conf.services.iter().filter(|s| s.id.provider() == subsystem).map(|s| service_json(&s.id)).collect() }
+    MethodList {
+        service: conf
+            .services
+            .iter()
+            .filter(|s| s.id.provider() == subsystem)
+            .map(|s| service_json(&s.id))
+            .collect(),
+    }
 }
 
 /// `allowedMethods` of `subsystem` for `client`: the catalogued services it holds a right to.
-pub fn allowed_methods(conf: &GlobalConf, rights: &AccessRights, subsystem: &SubsystemId, client: &ClientId, groups: &[GroupId]) -> MethodList {
+pub fn allowed_methods(
+    conf: &GlobalConf,
+    rights: &AccessRights,
+    subsystem: &SubsystemId,
+    client: &ClientId,
+    groups: &[GroupId],
+) -> MethodList {
     let granted = rights.services_for(client, groups);
     MethodList {
-        service: conf.services.iter().filter(|s| s.id.provider() == subsystem && granted.contains(&s.id)).map(|s| service_json(&s.id)).collect(),
+        service: conf
+            .services
+            .iter()
+            .filter(|s| s.id.provider() == subsystem && granted.contains(&s.id))
+            .map(|s| service_json(&s.id))
+            .collect(),
     }
 }
 
@@ -179,13 +206,26 @@ pub fn allowed_methods(conf: &GlobalConf, rights: &AccessRights, subsystem: &Sub
 /// A message when a parameter is not a number or is unknown.
 pub fn usage_paging(query: Option<&str>) -> Result<(usize, usize), String> {
     let (mut offset, mut limit) = (0, DEFAULT_USAGE_LIMIT);
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let number = || value.parse::<usize>().map_err(|_| format!("{name}={value:?} is not a whole number"));
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("{name}={value:?} is not a whole number"))
+        };
         match name {
             "offset" => offset = number()?,
             "limit" => limit = number()?.clamp(1, MAX_USAGE_LIMIT),
-            _ => return Err(format!("unknown parameter {:?}; findUsage takes offset and limit", name.chars().take(40).collect::<String>())),
+            _ => {
+                return Err(format!(
+                    "unknown parameter {:?}; findUsage takes offset and limit",
+                    name.chars().take(40).collect::<String>()
+                ));
+            }
         }
     }
     Ok((offset, limit))

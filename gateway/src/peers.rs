@@ -83,7 +83,12 @@ pub struct Peers {
 impl Peers {
     /// A pool that authenticates with the TLS key `signer`.
     pub fn new(signer: Arc<dyn Signer>) -> Self {
-        Peers { signer, pool: Mutex::new(HashMap::new()), connecting: Mutex::new(HashMap::new()), next: AtomicUsize::new(0) }
+        Peers {
+            signer,
+            pool: Mutex::new(HashMap::new()),
+            connecting: Mutex::new(HashMap::new()),
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Sends `request` to the peer at `address` that must present exactly `peer_certificate`,
@@ -99,8 +104,16 @@ impl Peers {
         own_certificate: &[u8],
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, PeerError> {
-        let mut sender = self.sender(address, peer_certificate, own_certificate).await?;
-        sender.send_request(request).await.map_err(|source| PeerError::Http { address: address.to_owned(), source })
+        let mut sender = self
+            .sender(address, peer_certificate, own_certificate)
+            .await?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| PeerError::Http {
+                address: address.to_owned(),
+                source,
+            })
     }
 
     /// Drops every pooled connection.
@@ -109,8 +122,17 @@ impl Peers {
         self.connecting.lock().await.clear();
     }
 
-    async fn sender(&self, address: &str, peer_certificate: &[u8], own_certificate: &[u8]) -> Result<SendRequest<Full<Bytes>>, PeerError> {
-        let key = (address.to_owned(), peer_certificate.to_vec(), own_certificate.to_vec());
+    async fn sender(
+        &self,
+        address: &str,
+        peer_certificate: &[u8],
+        own_certificate: &[u8],
+    ) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+        let key = (
+            address.to_owned(),
+            peer_certificate.to_vec(),
+            own_certificate.to_vec(),
+        );
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         if let Some(sender) = self.pooled(&key, turn, CONNECTIONS_PER_PEER).await {
             return Ok(sender);
@@ -122,9 +144,12 @@ impl Peers {
         if let Some(sender) = self.pooled(&key, turn, CONNECTIONS_PER_PEER).await {
             return Ok(sender);
         }
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.connect(address, peer_certificate, own_certificate))
-            .await
-            .map_err(|_| PeerError::Timeout(address.to_owned()))?;
+        let connected = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.connect(address, peer_certificate, own_certificate),
+        )
+        .await
+        .map_err(|_| PeerError::Timeout(address.to_owned()))?;
         let sender = match connected {
             Ok(sender) => sender,
             // A pooled connection, if one is still open, serves while the new one fails.
@@ -139,7 +164,12 @@ impl Peers {
     }
 
     /// A pooled open connection, if at least `enough` are open.
-    async fn pooled(&self, key: &PoolKey, turn: usize, enough: usize) -> Option<SendRequest<Full<Bytes>>> {
+    async fn pooled(
+        &self,
+        key: &PoolKey,
+        turn: usize,
+        enough: usize,
+    ) -> Option<SendRequest<Full<Bytes>>> {
         let mut pool = self.pool.lock().await;
         let senders = pool.get_mut(key)?;
         senders.retain(|s| !s.is_closed());
@@ -149,28 +179,49 @@ impl Peers {
         senders.get(turn % senders.len()).cloned()
     }
 
-    async fn connect(&self, address: &str, peer_certificate: &[u8], own_certificate: &[u8]) -> Result<SendRequest<Full<Bytes>>, PeerError> {
+    async fn connect(
+        &self,
+        address: &str,
+        peer_certificate: &[u8],
+        own_certificate: &[u8],
+    ) -> Result<SendRequest<Full<Bytes>>, PeerError> {
         let pins = Arc::new(PinSet::new([peer_certificate.to_vec()]));
-        let mut config = tls::client_config(Arc::clone(&self.signer), vec![own_certificate.to_vec()], pins)
-            .map_err(|e| PeerError::Credentials(e.to_string()))?;
+        let mut config = tls::client_config(
+            Arc::clone(&self.signer),
+            vec![own_certificate.to_vec()],
+            pins,
+        )
+        .map_err(|e| PeerError::Credentials(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(address)
             .await
-            .map_err(|source| PeerError::Connect { address: address.to_owned(), source })?;
+            .map_err(|source| PeerError::Connect {
+                address: address.to_owned(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         // The pin identifies the peer; the name is only carried in the handshake.
         let name = match tcp.peer_addr() {
             Ok(peer) => ServerName::IpAddress(peer.ip().into()),
             Err(_) => return Err(PeerError::Address(address.to_owned())),
         };
-        let stream = connector.connect(name, tcp).await.map_err(|source| PeerError::Handshake { address: address.to_owned(), source })?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|source| PeerError::Handshake {
+                address: address.to_owned(),
+                source,
+            })?;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(4 << 20)
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| PeerError::Http { address: address.to_owned(), source })?;
+            .map_err(|source| PeerError::Http {
+                address: address.to_owned(),
+                source,
+            })?;
         let peer = address.to_owned();
         tokio::spawn(async move {
             if let Err(error) = connection.await {

@@ -79,12 +79,64 @@ const FILTERED: [&str; 14] = [
 
 /// The HL7 v3 PurposeOfUse codes (value set 2.16.840.1.113883.1.11.20448) a request may carry.
 pub const PURPOSES_OF_USE: [&str; 58] = [
-    "HMARKT", "HOPERAT", "CAREMGT", "DONAT", "FRAUD", "GOV", "HACCRED", "HCOMPL", "HDECD", "HDIRECT", "HDM", "HLEGAL",
-    "HOUTCOMS", "HPRGRP", "HQUALIMP", "HSYSADMIN", "LABELING", "METAMGT", "MEMADMIN", "MILCDM", "PATADMIN", "PATSFTY",
-    "PERFMSR", "RECORDMGT", "SYSDEV", "HTEST", "TRAIN", "HPAYMT", "CLMATTCH", "COVAUTH", "COVERAGE", "ELIGDTRM",
-    "ELIGVER", "ENROLLM", "MILDCRG", "REMITADV", "HRESCH", "BIORCH", "CLINTRCH", "CLINTRCHNPC", "CLINTRCHPC",
-    "PRECLINTRCH", "DSRCH", "POARCH", "TRANSRCH", "PATRQT", "FAMRQT", "PWATRNY", "SUPNWK", "PUBHLTH", "DISASTER",
-    "THREAT", "TREAT", "CLINTRL", "COC", "ETREAT", "BTG", "POPHLTH",
+    "HMARKT",
+    "HOPERAT",
+    "CAREMGT",
+    "DONAT",
+    "FRAUD",
+    "GOV",
+    "HACCRED",
+    "HCOMPL",
+    "HDECD",
+    "HDIRECT",
+    "HDM",
+    "HLEGAL",
+    "HOUTCOMS",
+    "HPRGRP",
+    "HQUALIMP",
+    "HSYSADMIN",
+    "LABELING",
+    "METAMGT",
+    "MEMADMIN",
+    "MILCDM",
+    "PATADMIN",
+    "PATSFTY",
+    "PERFMSR",
+    "RECORDMGT",
+    "SYSDEV",
+    "HTEST",
+    "TRAIN",
+    "HPAYMT",
+    "CLMATTCH",
+    "COVAUTH",
+    "COVERAGE",
+    "ELIGDTRM",
+    "ELIGVER",
+    "ENROLLM",
+    "MILDCRG",
+    "REMITADV",
+    "HRESCH",
+    "BIORCH",
+    "CLINTRCH",
+    "CLINTRCHNPC",
+    "CLINTRCHPC",
+    "PRECLINTRCH",
+    "DSRCH",
+    "POARCH",
+    "TRANSRCH",
+    "PATRQT",
+    "FAMRQT",
+    "PWATRNY",
+    "SUPNWK",
+    "PUBHLTH",
+    "DISASTER",
+    "THREAT",
+    "TREAT",
+    "CLINTRL",
+    "COC",
+    "ETREAT",
+    "BTG",
+    "POPHLTH",
 ];
 
 /// What the request line names.
@@ -141,7 +193,9 @@ pub enum RequestError {
     #[error("invalid service id in the path: {0}")]
     InvalidService(String),
     /// A segment of the path after the service id is not acceptable.
-    #[error("invalid path segment {0:?}: '.' and '..', control characters and backslashes are refused")]
+    #[error(
+        "invalid path segment {0:?}: '.' and '..', control characters and backslashes are refused"
+    )]
     InvalidPath(String),
     /// `X-Road-Client` is missing.
     #[error("the X-Road-Client header is mandatory")]
@@ -168,12 +222,15 @@ impl RequestError {
     /// The protocol error for this request, tagged with its message id.
     pub fn fault(&self, message_id: &str) -> Fault {
         let code = match self {
-            RequestError::MissingClient | RequestError::InvalidClient(_) => Code::InvalidClientIdentifier,
+            RequestError::MissingClient | RequestError::InvalidClient(_) => {
+                Code::InvalidClientIdentifier
+            }
             RequestError::InvalidService(_) => Code::InvalidServiceIdentifier,
             RequestError::MissingHealthContext(_) => Code::MissingHealthContext,
-            RequestError::TargetTooLong(_) | RequestError::NotR1 | RequestError::InvalidPath(_) | RequestError::InvalidHeader { .. } => {
-                Code::BadRequest
-            }
+            RequestError::TargetTooLong(_)
+            | RequestError::NotR1
+            | RequestError::InvalidPath(_)
+            | RequestError::InvalidHeader { .. } => Code::BadRequest,
         };
         Fault::client(code, self.to_string(), message_id)
     }
@@ -192,17 +249,31 @@ pub fn parse_target(path_and_query: &str) -> Result<Target, RequestError> {
         Some((path, query)) => (path, Some(query.to_owned())),
         None => (path_and_query, None),
     };
-    let rest = path.strip_prefix('/').and_then(|p| p.strip_prefix(PROTOCOL_VERSION)).and_then(|p| p.strip_prefix('/')).ok_or(RequestError::NotR1)?;
+    let rest = path
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(PROTOCOL_VERSION))
+        .and_then(|p| p.strip_prefix('/'))
+        .ok_or(RequestError::NotR1)?;
     let mut segments = rest.splitn(6, '/');
     let mut parts = Vec::with_capacity(5);
     for _ in 0..5 {
-        let raw = segments.next().ok_or_else(|| RequestError::InvalidService("expected INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE".to_owned()))?;
-        parts.push(decode(raw).ok_or_else(|| RequestError::InvalidService(format!("{raw:?} is not percent-encoded UTF-8")))?);
+        let raw = segments.next().ok_or_else(|| {
+            RequestError::InvalidService(
+                "expected INSTANCE/CLASS/MEMBER/SUBSYSTEM/SERVICECODE".to_owned(),
+            )
+        })?;
+        parts.push(decode(raw).ok_or_else(|| {
+            RequestError::InvalidService(format!("{raw:?} is not percent-encoded UTF-8"))
+        })?);
     }
     let remainder = segments.next().map(|r| format!("/{r}")).unwrap_or_default();
     let service = service_id(&parts).map_err(|e| RequestError::InvalidService(e.to_string()))?;
     let path = normalize_path(&remainder)?;
-    Ok(Target { service, path, query })
+    Ok(Target {
+        service,
+        path,
+        query,
+    })
 }
 
 /// The one path rule, applied by the client gateway to an information system's request and by
@@ -220,14 +291,18 @@ pub fn normalize_path(path: &str) -> Result<String, RequestError> {
     if path.is_empty() {
         return Ok(String::new());
     }
-    let rest = path.strip_prefix('/').ok_or_else(|| RequestError::InvalidPath(path.chars().take(64).collect()))?;
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| RequestError::InvalidPath(path.chars().take(64).collect()))?;
     let segments: Vec<&str> = rest.split('/').collect();
     let last = segments.len().saturating_sub(1);
     let mut normalized = String::with_capacity(path.len());
     for (n, segment) in segments.iter().enumerate() {
         let refused = || RequestError::InvalidPath(segment.chars().take(64).collect());
         let decoded = decode(segment).ok_or_else(refused)?;
-        let dots = decoded.split(['/', '\\']).any(|part| part == "." || part == "..");
+        let dots = decoded
+            .split(['/', '\\'])
+            .any(|part| part == "." || part == "..");
         if (decoded.is_empty() && n != last) || dots || decoded.chars().any(char::is_control) {
             return Err(refused());
         }
@@ -265,7 +340,10 @@ fn service_id(parts: &[String]) -> Result<ServiceId, backbone_registry::Error> {
 }
 
 fn decode(raw: &str) -> Option<String> {
-    percent_decode_str(raw).decode_utf8().ok().map(|s| s.into_owned())
+    percent_decode_str(raw)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
 }
 
 /// Parses the X-Road and health headers.
@@ -276,18 +354,38 @@ fn decode(raw: &str) -> Option<String> {
 pub fn parse_headers(headers: &HeaderMap) -> Result<ClientHeaders, RequestError> {
     let client = single(headers, X_ROAD_CLIENT)?.ok_or(RequestError::MissingClient)?;
     let client = decoded_id::<ClientId>(&client).map_err(RequestError::InvalidClient)?;
-    let security_server = match single(headers, X_ROAD_SECURITY_SERVER)? {
-        Some(text) => Some(decoded_id::<GatewayId>(&text).map_err(|reason| RequestError::InvalidHeader { name: "X-Road-Security-Server", reason })?),
-        None => None,
-    };
+    let security_server =
+        match single(headers, X_ROAD_SECURITY_SERVER)? {
+            Some(text) => Some(decoded_id::<GatewayId>(&text).map_err(|reason| {
+                RequestError::InvalidHeader {
+                    name: "X-Road-Security-Server",
+                    reason,
+                }
+            })?),
+            None => None,
+        };
     let data_subject = match single(headers, X_BACKBONE_DATA_SUBJECT)? {
-        Some(text) => Some(text.parse::<DataSubject>().map_err(|reason| RequestError::InvalidHeader { name: "X-Backbone-Data-Subject", reason })?),
+        Some(text) => {
+            Some(
+                text.parse::<DataSubject>()
+                    .map_err(|reason| RequestError::InvalidHeader {
+                        name: "X-Backbone-Data-Subject",
+                        reason,
+                    })?,
+            )
+        }
         None => None,
     };
-    let purpose_of_use = match single(headers, X_BACKBONE_PURPOSE_OF_USE)? {
-        Some(text) => Some(text.parse::<PurposeOfUse>().map_err(|reason| RequestError::InvalidHeader { name: "X-Backbone-Purpose-Of-Use", reason })?),
-        None => None,
-    };
+    let purpose_of_use =
+        match single(headers, X_BACKBONE_PURPOSE_OF_USE)? {
+            Some(text) => Some(text.parse::<PurposeOfUse>().map_err(|reason| {
+                RequestError::InvalidHeader {
+                    name: "X-Backbone-Purpose-Of-Use",
+                    reason,
+                }
+            })?),
+            None => None,
+        };
     Ok(ClientHeaders {
         client,
         id: single(headers, X_ROAD_ID)?,
@@ -303,15 +401,26 @@ pub fn parse_headers(headers: &HeaderMap) -> Result<ClientHeaders, RequestError>
 /// The value of a header that may appear at most once, as text within the length limit.
 fn single(headers: &HeaderMap, name: &'static str) -> Result<Option<String>, RequestError> {
     let mut values = headers.get_all(name).iter();
-    let Some(value) = values.next() else { return Ok(None) };
-    let invalid = |reason: &str| RequestError::InvalidHeader { name: display_name(name), reason: reason.to_owned() };
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |reason: &str| RequestError::InvalidHeader {
+        name: display_name(name),
+        reason: reason.to_owned(),
+    };
     if values.next().is_some() {
         return Err(invalid("given more than once"));
     }
     if value.len() > MAX_HEADER_VALUE_LEN {
-        return Err(invalid(&format!("{} bytes, over the limit of {MAX_HEADER_VALUE_LEN}", value.len())));
+        return Err(invalid(&format!(
+            "{} bytes, over the limit of {MAX_HEADER_VALUE_LEN}",
+            value.len()
+        )));
     }
-    let text = value.to_str().map_err(|_| invalid("not visible ASCII"))?.trim();
+    let text = value
+        .to_str()
+        .map_err(|_| invalid("not visible ASCII"))?
+        .trim();
     if text.is_empty() {
         return Err(invalid("empty"));
     }
@@ -418,13 +527,24 @@ impl FromStr for DataSubject {
     /// Two upper-case letters (the ISO 3166 country), then 1 to 32 letters, digits or `-`;
     /// for `EE`, an Estonian personal code with a correct check digit.
     fn from_str(s: &str) -> Result<Self, String> {
-        let country = s.get(..2).filter(|c| c.bytes().all(|b| b.is_ascii_uppercase())).ok_or("must start with a two-letter country code")?;
+        let country = s
+            .get(..2)
+            .filter(|c| c.bytes().all(|b| b.is_ascii_uppercase()))
+            .ok_or("must start with a two-letter country code")?;
         let code = s.get(2..).unwrap_or_default();
-        if code.is_empty() || code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err("the national identifier must be 1 to 32 letters, digits or '-'".to_owned());
+        if code.is_empty()
+            || code.len() > 32
+            || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(
+                "the national identifier must be 1 to 32 letters, digits or '-'".to_owned(),
+            );
         }
         if country == "EE" && !estonian_personal_code(code) {
-            return Err("not a valid Estonian personal code (11 digits with a correct check digit)".to_owned());
+            return Err(
+                "not a valid Estonian personal code (11 digits with a correct check digit)"
+                    .to_owned(),
+            );
         }
         Ok(DataSubject(s.to_owned()))
     }
@@ -442,7 +562,8 @@ fn estonian_personal_code(code: &str) -> bool {
     if digits.len() != 11 || code.len() != 11 {
         return false;
     }
-    let weighted = |weights: [u32; 10]| digits.iter().zip(weights).map(|(d, w)| d * w).sum::<u32>() % 11;
+    let weighted =
+        |weights: [u32; 10]| digits.iter().zip(weights).map(|(d, w)| d * w).sum::<u32>() % 11;
     let mut check = weighted([1, 2, 3, 4, 5, 6, 7, 8, 9, 1]);
     if check == 10 {
         check = weighted([3, 4, 5, 6, 7, 8, 9, 1, 2, 3]);
@@ -476,7 +597,12 @@ impl FromStr for PurposeOfUse {
             .iter()
             .find(|code| **code == s)
             .map(|code| PurposeOfUse(code))
-            .ok_or_else(|| format!("{:?} is not an HL7 v3 PurposeOfUse code (e.g. TREAT, ETREAT, HPAYMT, PUBHLTH)", s.chars().take(40).collect::<String>()))
+            .ok_or_else(|| {
+                format!(
+                    "{:?} is not an HL7 v3 PurposeOfUse code (e.g. TREAT, ETREAT, HPAYMT, PUBHLTH)",
+                    s.chars().take(40).collect::<String>()
+                )
+            })
     }
 }
 

@@ -64,7 +64,11 @@ impl RightsStore {
         let path = path.into();
         let stamp = stamp(&path);
         let rights = read(&path)?;
-        Ok(RightsStore { path, current: RwLock::new(Arc::new(rights)), writing: Mutex::new(stamp) })
+        Ok(RightsStore {
+            path,
+            current: RwLock::new(Arc::new(rights)),
+            writing: Mutex::new(stamp),
+        })
     }
 
     /// Reads the file again if another process (`backbone gateway grant`) changed it since it was
@@ -74,14 +78,20 @@ impl RightsStore {
     ///
     /// [`RightsError`] when the changed file cannot be read or parsed; the rights in force stay.
     pub fn reload_if_changed(&self) -> Result<bool, RightsError> {
-        let mut last = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = stamp(&self.path);
         if now == *last {
             return Ok(false);
         }
         let rights = read(&self.path)?;
         *last = now;
-        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let changed = **current != rights;
         *current = Arc::new(rights);
         Ok(changed)
@@ -89,7 +99,9 @@ impl RightsStore {
 
     /// The rights now in force.
     pub fn snapshot(&self) -> Arc<AccessRights> {
-        self.current.read().map_or_else(|p| Arc::clone(&p.into_inner()), |r| Arc::clone(&r))
+        self.current
+            .read()
+            .map_or_else(|p| Arc::clone(&p.into_inner()), |r| Arc::clone(&r))
     }
 
     /// Adds a grant durably; `false` if it was there already.
@@ -111,14 +123,23 @@ impl RightsStore {
     }
 
     fn change(&self, apply: impl FnOnce(&mut AccessRights) -> bool) -> Result<bool, RightsError> {
-        let mut last = self.writing.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut last = self
+            .writing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut rights = (*self.snapshot()).clone();
         if !apply(&mut rights) {
             return Ok(false);
         }
-        write_atomically(&self.path, &rights).map_err(|source| RightsError::Io { path: self.path.clone(), source })?;
+        write_atomically(&self.path, &rights).map_err(|source| RightsError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         *last = stamp(&self.path);
-        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *current = Arc::new(rights);
         Ok(true)
     }
@@ -130,11 +151,23 @@ fn read(path: &Path) -> Result<AccessRights, RightsError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => AccessRights::new(),
         Err(source) => return Err(RightsError::Io { path, source }),
         Ok(meta) if meta.len() > MAX_RIGHTS_FILE => {
-            return Err(RightsError::Damaged { path, why: format!("{} bytes is over the limit of {MAX_RIGHTS_FILE}", meta.len()) });
+            return Err(RightsError::Damaged {
+                path,
+                why: format!(
+                    "{} bytes is over the limit of {MAX_RIGHTS_FILE}",
+                    meta.len()
+                ),
+            });
         }
         Ok(_) => {
-            let bytes = fs::read(&path).map_err(|source| RightsError::Io { path: path.clone(), source })?;
-            serde_json::from_slice(&bytes).map_err(|e| RightsError::Damaged { path: path.clone(), why: e.to_string() })?
+            let bytes = fs::read(&path).map_err(|source| RightsError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            serde_json::from_slice(&bytes).map_err(|e| RightsError::Damaged {
+                path: path.clone(),
+                why: e.to_string(),
+            })?
         }
     })
 }
@@ -175,7 +208,14 @@ mod tests {
         let reopened = RightsStore::open(&path).unwrap();
         assert_eq!(reopened.snapshot().grants().count(), 1);
         assert!(reopened.revoke(&grant).unwrap());
-        assert_eq!(RightsStore::open(&path).unwrap().snapshot().grants().count(), 0);
+        assert_eq!(
+            RightsStore::open(&path)
+                .unwrap()
+                .snapshot()
+                .grants()
+                .count(),
+            0
+        );
 
         // A change made by another process is picked up (the revocation above); an unchanged
         // file is not read again.
@@ -188,8 +228,18 @@ mod tests {
         assert_eq!(store.snapshot().grants().count(), 1);
 
         std::fs::write(&path, b"{\"grants\": [").unwrap();
-        assert!(store.reload_if_changed().is_err(), "a damaged file is refused");
-        assert_eq!(store.snapshot().grants().count(), 1, "and the rights in force stay");
-        assert!(matches!(RightsStore::open(&path), Err(RightsError::Damaged { .. })));
+        assert!(
+            store.reload_if_changed().is_err(),
+            "a damaged file is refused"
+        );
+        assert_eq!(
+            store.snapshot().grants().count(),
+            1,
+            "and the rights in force stay"
+        );
+        assert!(matches!(
+            RightsStore::open(&path),
+            Err(RightsError::Damaged { .. })
+        ));
     }
 }

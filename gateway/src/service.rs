@@ -177,7 +177,12 @@ pub(crate) struct GatewayMetrics {
 
 impl GatewayConfig {
     /// A configuration with the defaults for everything but the id, addresses and rights file.
-    pub fn new(id: GatewayId, client_listen: SocketAddr, peer_listen: SocketAddr, rights_path: PathBuf) -> Self {
+    pub fn new(
+        id: GatewayId,
+        client_listen: SocketAddr,
+        peer_listen: SocketAddr,
+        rights_path: PathBuf,
+    ) -> Self {
         GatewayConfig {
             id,
             client_listen,
@@ -212,9 +217,17 @@ impl RunningGateway {
         let mut services = BTreeMap::new();
         for (service, url) in &config.services {
             let id: backbone_registry::id::ServiceId =
-                service.parse().map_err(|e: backbone_registry::Error| StartError::Service { service: service.clone(), why: e.to_string() })?;
+                service
+                    .parse()
+                    .map_err(|e: backbone_registry::Error| StartError::Service {
+                        service: service.clone(),
+                        why: e.to_string(),
+                    })?;
             if !url.starts_with("http://") {
-                return Err(StartError::Service { service: service.clone(), why: format!("{url:?} is not an http:// URL") });
+                return Err(StartError::Service {
+                    service: service.clone(),
+                    why: format!("{url:?} is not an http:// URL"),
+                });
             }
             services.insert(id.to_string(), url.trim_end_matches('/').to_owned());
         }
@@ -222,11 +235,33 @@ impl RunningGateway {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeout));
-        let http = LocalClient::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
-        let client_listener = TcpListener::bind(config.client_listen).await.map_err(|source| StartError::Listen { addr: config.client_listen, source })?;
-        let peer_listener = TcpListener::bind(config.peer_listen).await.map_err(|source| StartError::Listen { addr: config.peer_listen, source })?;
-        let client_addr = client_listener.local_addr().map_err(|source| StartError::Listen { addr: config.client_listen, source })?;
-        let peer_addr = peer_listener.local_addr().map_err(|source| StartError::Listen { addr: config.peer_listen, source })?;
+        let http = LocalClient::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        let client_listener = TcpListener::bind(config.client_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.client_listen,
+                source,
+            })?;
+        let peer_listener = TcpListener::bind(config.peer_listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.peer_listen,
+                source,
+            })?;
+        let client_addr = client_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.client_listen,
+                source,
+            })?;
+        let peer_addr = peer_listener
+            .local_addr()
+            .map_err(|source| StartError::Listen {
+                addr: config.peer_listen,
+                source,
+            })?;
         let inner = Arc::new(Inner {
             replay: ReplayGuard::new(config.replay_window, now_ms()),
             peers: Peers::new(Arc::clone(&keys.tls)),
@@ -252,26 +287,52 @@ impl RunningGateway {
                 let inner = Arc::clone(&inner);
                 async move { Ok::<_, Infallible>(crate::client::handle(inner, request).await) }
             });
-            Server::spawn(client_listener, Transport::Plain, Protocol::Http1, limits.clone(), move |_| Some(service.clone()))
-                .map_err(listen(client_addr))?
+            Server::spawn(
+                client_listener,
+                Transport::Plain,
+                Protocol::Http1,
+                limits.clone(),
+                move |_| Some(service.clone()),
+            )
+            .map_err(listen(client_addr))?
         };
         let peers = {
             let inner = Arc::clone(&inner);
-            Server::spawn(peer_listener, Transport::Tls(tls), Protocol::Http2, limits, move |connection| {
-                // The verifier admitted only a certificate registered for a gateway.
-                let certificate = Arc::new(connection.peer_certificate()?.to_vec());
-                let inner = Arc::clone(&inner);
-                Some(tower::service_fn(move |request: Request<Incoming>| {
+            Server::spawn(
+                peer_listener,
+                Transport::Tls(tls),
+                Protocol::Http2,
+                limits,
+                move |connection| {
+                    // The verifier admitted only a certificate registered for a gateway.
+                    let certificate = Arc::new(connection.peer_certificate()?.to_vec());
                     let inner = Arc::clone(&inner);
-                    let certificate = Arc::clone(&certificate);
-                    async move { Ok::<_, Infallible>(crate::provider::handle(inner, &certificate, request).await) }
-                }))
-            })
+                    Some(tower::service_fn(move |request: Request<Incoming>| {
+                        let inner = Arc::clone(&inner);
+                        let certificate = Arc::clone(&certificate);
+                        async move {
+                            Ok::<_, Infallible>(
+                                crate::provider::handle(inner, &certificate, request).await,
+                            )
+                        }
+                    }))
+                },
+            )
             .map_err(listen(peer_addr))?
         };
-        let tasks = vec![tokio::spawn(reload_rights(Arc::clone(&inner.rights), stopped))];
+        let tasks = vec![tokio::spawn(reload_rights(
+            Arc::clone(&inner.rights),
+            stopped,
+        ))];
         tracing::info!(gateway = %inner.config.id, %client_addr, %peer_addr, "gateway serving");
-        Ok(RunningGateway { inner, client_addr, peer_addr, servers: vec![clients, peers], stop, tasks })
+        Ok(RunningGateway {
+            inner,
+            client_addr,
+            peer_addr,
+            servers: vec![clients, peers],
+            stop,
+            tasks,
+        })
     }
 
     /// This gateway's id.
@@ -310,9 +371,14 @@ impl RunningGateway {
 // === impl Inner ===
 
 impl Inner {
-    fn peer_tls_config(&self, pins: Arc<RegisteredGateways>) -> Result<Arc<rustls::ServerConfig>, StartError> {
+    fn peer_tls_config(
+        &self,
+        pins: Arc<RegisteredGateways>,
+    ) -> Result<Arc<rustls::ServerConfig>, StartError> {
         let own = self.own_tls_certificate().map_err(StartError::Tls)?;
-        let mut config = backbone_hsm::tls::server_config(Arc::clone(&self.keys.tls), vec![own], pins).map_err(|e| StartError::Tls(e.to_string()))?;
+        let mut config =
+            backbone_hsm::tls::server_config(Arc::clone(&self.keys.tls), vec![own], pins)
+                .map_err(|e| StartError::Tls(e.to_string()))?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Arc::new(config))
     }
@@ -320,15 +386,29 @@ impl Inner {
     /// This gateway's TLS certificate as registered in the current configuration.
     pub(crate) fn own_tls_certificate(&self) -> Result<Vec<u8>, String> {
         let conf = self.trust.current().map_err(|e| e.to_string())?;
-        let gateway = conf.gateway(self.trust.own()).ok_or_else(|| format!("gateway {} is not in the global configuration", self.trust.own()))?;
-        let cert = gateway.tls_certificate.as_ref().ok_or_else(|| format!("gateway {} has no TLS certificate in the global configuration", self.trust.own()))?;
+        let gateway = conf.gateway(self.trust.own()).ok_or_else(|| {
+            format!(
+                "gateway {} is not in the global configuration",
+                self.trust.own()
+            )
+        })?;
+        let cert = gateway.tls_certificate.as_ref().ok_or_else(|| {
+            format!(
+                "gateway {} has no TLS certificate in the global configuration",
+                self.trust.own()
+            )
+        })?;
         Ok(cert.der().to_vec())
     }
 
     /// Whether new exchanges can be served, and if not why.
     pub(crate) fn readiness(&self) -> Result<(), String> {
-        self.trust.current().map_err(|e| format!("global configuration: {e}"))?;
-        self.log.check_accepting().map_err(|e| format!("message log: {e}"))?;
+        self.trust
+            .current()
+            .map_err(|e| format!("global configuration: {e}"))?;
+        self.log
+            .check_accepting()
+            .map_err(|e| format!("message log: {e}"))?;
         Ok(())
     }
 }
@@ -336,17 +416,25 @@ impl Inner {
 // === impl GatewayMetrics ===
 
 /// Histogram buckets of the gateway's latencies, seconds: half a millisecond to 30 seconds.
-const SECONDS_BUCKETS: [f64; 15] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+const SECONDS_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
 
 impl GatewayMetrics {
     fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let exchanges = IntCounterVec::new(
-            Opts::new("backbone_gateway_exchanges_total", "Exchanges by side (client or provider), service and outcome (ok or the error type)"),
+            Opts::new(
+                "backbone_gateway_exchanges_total",
+                "Exchanges by side (client or provider), service and outcome (ok or the error type)",
+            ),
             &["side", "service", "outcome"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("backbone_gateway_exchange_seconds", "Time from request received to response sent, by side")
-                .buckets(SECONDS_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "backbone_gateway_exchange_seconds",
+                "Time from request received to response sent, by side",
+            )
+            .buckets(SECONDS_BUCKETS.to_vec()),
             &["side"],
         )?;
         let peer_round_trip = Histogram::with_opts(
@@ -359,13 +447,19 @@ impl GatewayMetrics {
         registry.register(Box::new(exchanges.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(peer_round_trip.clone()))?;
-        Ok(GatewayMetrics { exchanges, latency, peer_round_trip })
+        Ok(GatewayMetrics {
+            exchanges,
+            latency,
+            peer_round_trip,
+        })
     }
 }
 
 /// Unix milliseconds now.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// How often the access rights file is checked for changes made by `backbone gateway grant`.
@@ -380,7 +474,9 @@ async fn reload_rights(rights: Arc<RightsStore>, mut stopped: watch::Receiver<bo
         match rights.reload_if_changed() {
             Ok(true) => tracing::info!("access rights reloaded"),
             Ok(false) => {}
-            Err(error) => tracing::error!(%error, "access rights file changed but cannot be read; the rights in force stay"),
+            Err(error) => {
+                tracing::error!(%error, "access rights file changed but cannot be read; the rights in force stay")
+            }
         }
     }
 }
@@ -389,7 +485,10 @@ async fn reload_rights(rights: Arc<RightsStore>, mut stopped: watch::Receiver<bo
 pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.into())));
     *response.status_mut() = status;
-    response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
@@ -404,9 +503,15 @@ pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Respons
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() = status;
-            response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
             response
         }
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "the answer cannot be encoded\n"),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the answer cannot be encoded\n",
+        ),
     }
 }

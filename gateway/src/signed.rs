@@ -21,7 +21,6 @@
 //! Decoding is written by hand because the format is ours and small; every length is checked
 //! before it is used, and the decoder never panics (fuzz target `signed_message`).
 
-
 /// Magic of a request descriptor.
 pub const REQUEST_MAGIC: [u8; 4] = *b"BBRQ";
 /// Magic of a response descriptor.
@@ -240,7 +239,10 @@ impl ResponseDescriptor {
             headers: r.headers()?,
         };
         if !(100..=599).contains(&descriptor.status) {
-            return Err(DecodeError::Invalid { field: "status", reason: format!("{} is not an HTTP status", descriptor.status) });
+            return Err(DecodeError::Invalid {
+                field: "status",
+                reason: format!("{} is not an HTTP status", descriptor.status),
+            });
         }
         r.end()?;
         Ok(descriptor)
@@ -259,9 +261,15 @@ impl Writer {
 
     fn str(&mut self, field: &'static str, text: &str) -> Result<(), EncodeError> {
         if text.len() > MAX_FIELD_LEN {
-            return Err(EncodeError { field, reason: format!("{} bytes, over the limit of {MAX_FIELD_LEN}", text.len()) });
+            return Err(EncodeError {
+                field,
+                reason: format!("{} bytes, over the limit of {MAX_FIELD_LEN}", text.len()),
+            });
         }
-        let len = u32::try_from(text.len()).map_err(|_| EncodeError { field, reason: "too long".into() })?;
+        let len = u32::try_from(text.len()).map_err(|_| EncodeError {
+            field,
+            reason: "too long".into(),
+        })?;
         self.0.extend_from_slice(&len.to_be_bytes());
         self.0.extend_from_slice(text.as_bytes());
         Ok(())
@@ -289,10 +297,13 @@ impl Writer {
     }
 
     fn headers(&mut self, headers: &[(String, String)]) -> Result<(), EncodeError> {
-        let count = u16::try_from(headers.len()).ok().filter(|n| usize::from(*n) <= MAX_HEADERS).ok_or_else(|| EncodeError {
-            field: "headers",
-            reason: format!("{} headers, over the limit of {MAX_HEADERS}", headers.len()),
-        })?;
+        let count = u16::try_from(headers.len())
+            .ok()
+            .filter(|n| usize::from(*n) <= MAX_HEADERS)
+            .ok_or_else(|| EncodeError {
+                field: "headers",
+                reason: format!("{} headers, over the limit of {MAX_HEADERS}", headers.len()),
+            })?;
         self.0.extend_from_slice(&count.to_be_bytes());
         for (name, value) in headers {
             self.str("header name", name)?;
@@ -303,7 +314,13 @@ impl Writer {
 
     fn finish(self) -> Result<Vec<u8>, EncodeError> {
         if self.0.len() > MAX_DESCRIPTOR_LEN {
-            return Err(EncodeError { field: "descriptor", reason: format!("{} bytes, over the limit of {MAX_DESCRIPTOR_LEN}", self.0.len()) });
+            return Err(EncodeError {
+                field: "descriptor",
+                reason: format!(
+                    "{} bytes, over the limit of {MAX_DESCRIPTOR_LEN}",
+                    self.0.len()
+                ),
+            });
         }
         Ok(self.0)
     }
@@ -318,7 +335,9 @@ impl<'a> Reader<'a> {
         if bytes.len() > MAX_DESCRIPTOR_LEN {
             return Err(DecodeError::TooLong(bytes.len()));
         }
-        let (head, rest) = bytes.split_at_checked(5).ok_or(DecodeError::NotDescriptor(kind))?;
+        let (head, rest) = bytes
+            .split_at_checked(5)
+            .ok_or(DecodeError::NotDescriptor(kind))?;
         if head.get(..4) != Some(&magic[..]) || head.get(4) != Some(&VERSION) {
             return Err(DecodeError::NotDescriptor(kind));
         }
@@ -326,13 +345,18 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let (taken, rest) = self.rest.split_at_checked(n).ok_or(DecodeError::Truncated(field))?;
+        let (taken, rest) = self
+            .rest
+            .split_at_checked(n)
+            .ok_or(DecodeError::Truncated(field))?;
         self.rest = rest;
         Ok(taken)
     }
 
     fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
-        self.take(N, field)?.try_into().map_err(|_| DecodeError::Truncated(field))
+        self.take(N, field)?
+            .try_into()
+            .map_err(|_| DecodeError::Truncated(field))
     }
 
     fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
@@ -348,32 +372,54 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, field: &'static str) -> Result<String, DecodeError> {
-        let len = usize::try_from(u32::from_be_bytes(self.array(field)?)).map_err(|_| DecodeError::Truncated(field))?;
+        let len = usize::try_from(u32::from_be_bytes(self.array(field)?))
+            .map_err(|_| DecodeError::Truncated(field))?;
         if len > MAX_FIELD_LEN {
-            return Err(DecodeError::Invalid { field, reason: format!("{len} bytes, over the limit of {MAX_FIELD_LEN}") });
+            return Err(DecodeError::Invalid {
+                field,
+                reason: format!("{len} bytes, over the limit of {MAX_FIELD_LEN}"),
+            });
         }
         let bytes = self.take(len, field)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid { field, reason: "not UTF-8".into() })
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid {
+            field,
+            reason: "not UTF-8".into(),
+        })
     }
 
     fn opt(&mut self, field: &'static str) -> Result<Option<String>, DecodeError> {
         match self.take(1, field)? {
             [0] => Ok(None),
             [1] => self.str(field).map(Some),
-            _ => Err(DecodeError::Invalid { field, reason: "presence flag is neither 0 nor 1".into() }),
+            _ => Err(DecodeError::Invalid {
+                field,
+                reason: "presence flag is neither 0 nor 1".into(),
+            }),
         }
     }
 
     fn headers(&mut self) -> Result<Vec<(String, String)>, DecodeError> {
         let count = usize::from(self.u16("headers")?);
         if count > MAX_HEADERS {
-            return Err(DecodeError::Invalid { field: "headers", reason: format!("{count} headers, over the limit of {MAX_HEADERS}") });
+            return Err(DecodeError::Invalid {
+                field: "headers",
+                reason: format!("{count} headers, over the limit of {MAX_HEADERS}"),
+            });
         }
         let mut headers = Vec::with_capacity(count);
         for _ in 0..count {
             let name = self.str("header name")?;
-            if name.is_empty() || name.bytes().any(|b| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$%&'*+^`|~".contains(&b))) {
-                return Err(DecodeError::Invalid { field: "header name", reason: "not a lower-case HTTP token".into() });
+            if name.is_empty()
+                || name.bytes().any(|b| {
+                    !(b.is_ascii_lowercase()
+                        || b.is_ascii_digit()
+                        || b"-_.!#$%&'*+^`|~".contains(&b))
+                })
+            {
+                return Err(DecodeError::Invalid {
+                    field: "header name",
+                    reason: "not a lower-case HTTP token".into(),
+                });
             }
             headers.push((name, self.str("header value")?));
         }
@@ -381,7 +427,11 @@ impl<'a> Reader<'a> {
     }
 
     fn end(self) -> Result<(), DecodeError> {
-        if self.rest.is_empty() { Ok(()) } else { Err(DecodeError::Trailing(self.rest.len())) }
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Trailing(self.rest.len()))
+        }
     }
 }
 
@@ -414,7 +464,10 @@ mod tests {
         let bytes = original.encode().unwrap();
         assert_eq!(RequestDescriptor::decode(&bytes).unwrap(), original);
         for n in 0..bytes.len() {
-            assert!(RequestDescriptor::decode(&bytes[..n]).is_err(), "truncated at {n}");
+            assert!(
+                RequestDescriptor::decode(&bytes[..n]).is_err(),
+                "truncated at {n}"
+            );
         }
         for n in 0..bytes.len() {
             let mut flipped = bytes.clone();
@@ -426,8 +479,14 @@ mod tests {
         }
         let mut trailing = bytes.clone();
         trailing.push(0);
-        assert_eq!(RequestDescriptor::decode(&trailing), Err(DecodeError::Trailing(1)));
-        assert!(matches!(ResponseDescriptor::decode(&bytes), Err(DecodeError::NotDescriptor("response"))));
+        assert_eq!(
+            RequestDescriptor::decode(&trailing),
+            Err(DecodeError::Trailing(1))
+        );
+        assert!(matches!(
+            ResponseDescriptor::decode(&bytes),
+            Err(DecodeError::NotDescriptor("response"))
+        ));
     }
 
     #[test]
@@ -446,10 +505,20 @@ mod tests {
         assert_eq!(ResponseDescriptor::decode(&bytes).unwrap(), response);
         let mut other = request.clone();
         other.data_subject = Some("EE38001085718".into());
-        assert_ne!(other.request_hash().unwrap(), hash, "another person's request has another hash");
+        assert_ne!(
+            other.request_hash().unwrap(),
+            hash,
+            "another person's request has another hash"
+        );
         let mut bad_status = response.clone();
         bad_status.status = 42;
-        assert!(matches!(ResponseDescriptor::decode(&bad_status.encode().unwrap()), Err(DecodeError::Invalid { field: "status", .. })));
+        assert!(matches!(
+            ResponseDescriptor::decode(&bad_status.encode().unwrap()),
+            Err(DecodeError::Invalid {
+                field: "status",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -458,11 +527,22 @@ mod tests {
         big.path = "p".repeat(MAX_FIELD_LEN + 1);
         assert_eq!(big.encode().unwrap_err().field, "path");
         let mut many = request();
-        many.headers = (0..=MAX_HEADERS).map(|n| (format!("x-h{n}"), "v".into())).collect();
+        many.headers = (0..=MAX_HEADERS)
+            .map(|n| (format!("x-h{n}"), "v".into()))
+            .collect();
         assert_eq!(many.encode().unwrap_err().field, "headers");
         let mut upper = request();
         upper.headers = vec![("Accept".into(), "x".into())];
-        assert!(matches!(RequestDescriptor::decode(&upper.encode().unwrap()), Err(DecodeError::Invalid { field: "header name", .. })));
-        assert!(matches!(RequestDescriptor::decode(&vec![0; MAX_DESCRIPTOR_LEN + 1]), Err(DecodeError::TooLong(_))));
+        assert!(matches!(
+            RequestDescriptor::decode(&upper.encode().unwrap()),
+            Err(DecodeError::Invalid {
+                field: "header name",
+                ..
+            })
+        ));
+        assert!(matches!(
+            RequestDescriptor::decode(&vec![0; MAX_DESCRIPTOR_LEN + 1]),
+            Err(DecodeError::TooLong(_))
+        ));
     }
 }

@@ -29,7 +29,10 @@ use crate::log::{Side, UsageEntry};
 /// # Errors
 ///
 /// [`Error::HealthContext`] when the two are missing or differ.
-pub fn check_names_the_person(user_id: Option<&str>, data_subject: Option<&str>) -> Result<(), Error> {
+pub fn check_names_the_person(
+    user_id: Option<&str>,
+    data_subject: Option<&str>,
+) -> Result<(), Error> {
     match (user_id, data_subject) {
         (Some(user), Some(subject)) if user == subject => Ok(()),
         _ => Err(Error::HealthContext("findUsage must name the person it is for as both X-Road-UserId and X-Backbone-Data-Subject".to_owned())),
@@ -110,11 +113,21 @@ pub struct ProofJson {
 
 /// The answer for `subject`.
 pub fn answer(subject: &str, offset: usize, limit: usize, entries: &[UsageEntry]) -> UsageAnswer {
-    UsageAnswer { data_subject: subject.to_owned(), offset, limit, entries: entries.iter().map(entry_json).collect() }
+    UsageAnswer {
+        data_subject: subject.to_owned(),
+        offset,
+        limit,
+        entries: entries.iter().map(entry_json).collect(),
+    }
 }
 
 fn entry_json(entry: &UsageEntry) -> UsageJson {
-    let member = entry.client.split('/').take(3).collect::<Vec<_>>().join("/");
+    let member = entry
+        .client
+        .split('/')
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("/");
     UsageJson {
         time: rfc3339(entry.logged_at_ms),
         time_ms: entry.logged_at_ms,
@@ -130,14 +143,18 @@ fn entry_json(entry: &UsageEntry) -> UsageJson {
         purpose_of_use: entry.purpose_of_use.clone(),
         emergency: entry.emergency,
         message_id: entry.message_id.clone(),
-        record: RecordRef { seq: entry.seq, hash: hex(&entry.record_hash) },
+        record: RecordRef {
+            seq: entry.seq,
+            hash: hex(&entry.record_hash),
+        },
         proof: entry.stamp.as_ref().map(|stamp| ProofJson {
             batch: stamp.proof.batch,
             leaf_index: stamp.proof.leaf_index,
             batch_count: stamp.proof.batch_count,
             path: stamp.proof.path.iter().map(|h| hex(h)).collect(),
             root: hex(&stamp.batch.root),
-            ksi_signature: base64::engine::general_purpose::STANDARD.encode(&stamp.batch.ksi_signature),
+            ksi_signature: base64::engine::general_purpose::STANDARD
+                .encode(&stamp.batch.ksi_signature),
         }),
     }
 }

@@ -19,8 +19,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use backbone_hsm::PublicKey;
 use backbone_hsm::batch::{BatchSignature, to_be_signed};
 use backbone_registry::GlobalConf;
-use backbone_registry::model::Certificate;
 use backbone_registry::id::MemberId;
+use backbone_registry::model::Certificate;
 use sha2::{Digest, Sha256};
 
 /// Certificates remembered.
@@ -70,25 +70,46 @@ impl Verifier {
 
     /// The DER of the first of `member`'s signing certificates in `conf` that is valid now and
     /// whose key signed `signature`'s root, if `message` is in the batch.
-    pub fn verify_by_member(&self, conf: &GlobalConf, member: &MemberId, message: &[u8], signature: &BatchSignature) -> Option<Vec<u8>> {
+    pub fn verify_by_member(
+        &self,
+        conf: &GlobalConf,
+        member: &MemberId,
+        message: &[u8],
+        signature: &BatchSignature,
+    ) -> Option<Vec<u8>> {
         signature.verify_chain(message).ok()?;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok().and_then(|d| i64::try_from(d.as_secs()).ok())?;
-        conf.signing_certificates.iter().filter(|c| &c.member == member).find_map(|c| {
-            let key = self.certificate_key(&c.certificate)?;
-            if now < key.not_before || now > key.not_after {
-                return None;
-            }
-            self.root_verified(&key.key, signature).then(|| c.certificate.der().to_vec())
-        })
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_secs()).ok())?;
+        conf.signing_certificates
+            .iter()
+            .filter(|c| &c.member == member)
+            .find_map(|c| {
+                let key = self.certificate_key(&c.certificate)?;
+                if now < key.not_before || now > key.not_after {
+                    return None;
+                }
+                self.root_verified(&key.key, signature)
+                    .then(|| c.certificate.der().to_vec())
+            })
     }
 
     /// The DER of `member`'s signing certificate in `conf` that certifies `key` (this gateway's
     /// own, for its log records).
-    pub fn certificate_of(&self, conf: &GlobalConf, member: &MemberId, key: &PublicKey) -> Option<Vec<u8>> {
+    pub fn certificate_of(
+        &self,
+        conf: &GlobalConf,
+        member: &MemberId,
+        key: &PublicKey,
+    ) -> Option<Vec<u8>> {
         conf.signing_certificates
             .iter()
             .filter(|c| &c.member == member)
-            .find(|c| self.certificate_key(&c.certificate).is_some_and(|k| k.key.spki_der() == key.spki_der()))
+            .find(|c| {
+                self.certificate_key(&c.certificate)
+                    .is_some_and(|k| k.key.spki_der() == key.spki_der())
+            })
             .map(|c| c.certificate.der().to_vec())
     }
 
@@ -114,7 +135,9 @@ impl Verifier {
         let id: [u8; 32] = hasher.finalize().into();
         // The messages of one batch arrive together, so several tasks may ask for the same root
         // at once: they share one verification (the first computes it, the others wait for it).
-        let Ok(mut roots) = self.roots.lock() else { return signature.verify_root(key).is_ok() };
+        let Ok(mut roots) = self.roots.lock() else {
+            return signature.verify_root(key).is_ok();
+        };
         let mut forgotten = None;
         let cell = match roots.get(&id) {
             Some(cell) => Arc::clone(cell),
@@ -125,7 +148,10 @@ impl Verifier {
                     // is released: rehashing or freeing 16,384 entries under it would hold up
                     // every message check meanwhile (the replay guard's rehash did the same at a
                     // larger size, see `replay::SHARDS`).
-                    forgotten = Some(std::mem::replace(&mut *roots, HashMap::with_capacity(MAX_ROOTS)));
+                    forgotten = Some(std::mem::replace(
+                        &mut *roots,
+                        HashMap::with_capacity(MAX_ROOTS),
+                    ));
                 }
                 let cell = Arc::new(OnceLock::new());
                 roots.insert(id, Arc::clone(&cell));
@@ -152,7 +178,11 @@ fn parse(der: &[u8]) -> Option<CertificateKey> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let key = PublicKey::from_spki_der(cert.public_key().raw).ok()?;
     let validity = cert.validity();
-    Some(CertificateKey { key, not_before: validity.not_before.timestamp(), not_after: validity.not_after.timestamp() })
+    Some(CertificateKey {
+        key,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]
@@ -173,7 +203,12 @@ mod tests {
         let store = SoftwareKeyStore::open(dir.path().join("keys")).unwrap();
         store.generate("member-signing", KeyType::EcP256).unwrap();
         let signer = store.signer("member-signing", None).unwrap();
-        let config = BatchConfig { max_linger: Duration::from_millis(300), linger_under_load: false, workers: 1, ..BatchConfig::default() };
+        let config = BatchConfig {
+            max_linger: Duration::from_millis(300),
+            linger_under_load: false,
+            workers: 1,
+            ..BatchConfig::default()
+        };
         let batch = BatchSigner::new(signer, config).unwrap();
         let start = Arc::new(Barrier::new(8));
         let threads: Vec<_> = (0..8u8)
@@ -194,11 +229,15 @@ mod tests {
     #[test]
     fn a_batch_root_is_verified_once_when_its_messages_arrive_together() {
         let (key, signed, _dir) = one_batch();
-        let roots: HashMap<[u8; 32], usize> = signed.iter().fold(HashMap::new(), |mut roots, (_, s)| {
-            *roots.entry(*s.root()).or_default() += 1;
-            roots
-        });
-        assert!(roots.values().any(|&n| n > 1), "the messages were signed in batches of one: {roots:?}");
+        let roots: HashMap<[u8; 32], usize> =
+            signed.iter().fold(HashMap::new(), |mut roots, (_, s)| {
+                *roots.entry(*s.root()).or_default() += 1;
+                roots
+            });
+        assert!(
+            roots.values().any(|&n| n > 1),
+            "the messages were signed in batches of one: {roots:?}"
+        );
 
         let verifier = Arc::new(Verifier::new());
         let start = Arc::new(Barrier::new(signed.len()));
@@ -206,15 +245,24 @@ mod tests {
             .iter()
             .cloned()
             .map(|(message, signature)| {
-                let (verifier, start, key) = (Arc::clone(&verifier), Arc::clone(&start), key.clone());
+                let (verifier, start, key) =
+                    (Arc::clone(&verifier), Arc::clone(&start), key.clone());
                 std::thread::spawn(move || {
                     start.wait();
-                    signature.verify_chain(&message).is_ok() && verifier.root_verified(&key, &signature)
+                    signature.verify_chain(&message).is_ok()
+                        && verifier.root_verified(&key, &signature)
                 })
             })
             .collect();
-        assert!(threads.into_iter().all(|t| t.join().unwrap()), "every message verifies");
-        assert_eq!(verifier.root_verifications(), roots.len() as u64, "one ECDSA verification per root");
+        assert!(
+            threads.into_iter().all(|t| t.join().unwrap()),
+            "every message verifies"
+        );
+        assert_eq!(
+            verifier.root_verifications(),
+            roots.len() as u64,
+            "one ECDSA verification per root"
+        );
 
         // A forged root signature fails, and is not remembered as if it had been checked.
         let (message, genuine) = &signed[0];
@@ -222,12 +270,23 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         let forged = BatchSignature::from_bytes(&bytes).unwrap();
-        assert!(forged.verify_chain(message).is_ok(), "the chain is untouched: only the root signature is");
+        assert!(
+            forged.verify_chain(message).is_ok(),
+            "the chain is untouched: only the root signature is"
+        );
         let before = verifier.root_verifications();
         assert!(!verifier.root_verified(&key, &forged));
         assert!(!verifier.root_verified(&key, &forged));
-        assert_eq!(verifier.root_verifications(), before + 2, "a failed root is checked again every time");
+        assert_eq!(
+            verifier.root_verifications(),
+            before + 2,
+            "a failed root is checked again every time"
+        );
         assert!(verifier.root_verified(&key, genuine));
-        assert_eq!(verifier.root_verifications(), before + 2, "the genuine root is still remembered");
+        assert_eq!(
+            verifier.root_verifications(),
+            before + 2,
+            "the genuine root is still remembered"
+        );
     }
 }

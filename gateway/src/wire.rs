@@ -86,11 +86,21 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, EnvelopeError> {
     let rest = bytes.strip_prefix(&MAGIC).ok_or(EnvelopeError::Magic)?;
     let (descriptor, rest) = field(rest, "descriptor", MAX_DESCRIPTOR_LEN)?;
     let (signature, body) = field(rest, "signature", MAX_SIGNATURE_LEN)?;
-    Ok(Envelope { descriptor, signature, body })
+    Ok(Envelope {
+        descriptor,
+        signature,
+        body,
+    })
 }
 
-fn field<'a>(bytes: &'a [u8], name: &'static str, limit: usize) -> Result<(&'a [u8], &'a [u8]), EnvelopeError> {
-    let (len, rest) = bytes.split_first_chunk::<4>().ok_or(EnvelopeError::Truncated(name))?;
+fn field<'a>(
+    bytes: &'a [u8],
+    name: &'static str,
+    limit: usize,
+) -> Result<(&'a [u8], &'a [u8]), EnvelopeError> {
+    let (len, rest) = bytes
+        .split_first_chunk::<4>()
+        .ok_or(EnvelopeError::Truncated(name))?;
     let len = u32::from_be_bytes(*len) as usize;
     check_len(name, len, limit)?;
     if rest.len() < len {
@@ -114,7 +124,14 @@ mod tests {
     fn round_trip_and_every_truncation_is_refused() {
         let bytes = encode(b"BBRQ-descriptor", b"signature", b"{\"body\":1}").unwrap();
         let envelope = decode(&bytes).unwrap();
-        assert_eq!(envelope, Envelope { descriptor: b"BBRQ-descriptor", signature: b"signature", body: b"{\"body\":1}" });
+        assert_eq!(
+            envelope,
+            Envelope {
+                descriptor: b"BBRQ-descriptor",
+                signature: b"signature",
+                body: b"{\"body\":1}"
+            }
+        );
         let body_starts = bytes.len() - 10;
         for cut in 0..body_starts {
             assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
@@ -128,7 +145,13 @@ mod tests {
     fn over_long_lengths_are_refused_before_use() {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(decode(&bytes), Err(EnvelopeError::TooLong { field: "descriptor", .. })));
+        assert!(matches!(
+            decode(&bytes),
+            Err(EnvelopeError::TooLong {
+                field: "descriptor",
+                ..
+            })
+        ));
         assert_eq!(decode(b"BBX2"), Err(EnvelopeError::Magic));
         assert!(encode(&vec![0; MAX_DESCRIPTOR_LEN + 1], b"", b"").is_err());
     }

@@ -1,6 +1,11 @@
 //! The gateway's HTTPS admin API: an administrator grants and revokes access rights that take
 //! effect at once; anyone else is refused at the handshake; bad grants get their error code.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -16,14 +21,36 @@ use common::{Backbone, DISPENSING, PING};
 
 fn self_signed(key: &dyn Signer, name: &str, serial: u8) -> Vec<u8> {
     let now = SystemTime::now();
-    let validity = Validity { not_before: now - Duration::from_secs(60), not_after: now + Duration::from_secs(3600), serial: vec![serial] };
-    let subject = Subject { common_name: name.into(), ..Subject::default() };
-    CertificateAuthority::self_signed(key, &subject, &validity).unwrap().certificate_der().to_vec()
+    let validity = Validity {
+        not_before: now - Duration::from_secs(60),
+        not_after: now + Duration::from_secs(3600),
+        serial: vec![serial],
+    };
+    let subject = Subject {
+        common_name: name.into(),
+        ..Subject::default()
+    };
+    CertificateAuthority::self_signed(key, &subject, &validity)
+        .unwrap()
+        .certificate_der()
+        .to_vec()
 }
 
 async fn ping(backbone: &Backbone) -> String {
-    let response = reqwest::Client::new().get(backbone.pharmacy_url(&format!("/r1/{PING}"))).header("X-Road-Client", DISPENSING).send().await.unwrap();
-    if response.status().is_success() { "ok".into() } else { response.headers()["x-road-error"].to_str().unwrap().to_owned() }
+    let response = reqwest::Client::new()
+        .get(backbone.pharmacy_url(&format!("/r1/{PING}")))
+        .header("X-Road-Client", DISPENSING)
+        .send()
+        .await
+        .unwrap();
+    if response.status().is_success() {
+        "ok".into()
+    } else {
+        response.headers()["x-road-error"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -32,15 +59,31 @@ async fn an_administrator_grants_and_revokes_and_strangers_are_refused() {
     backbone.start_gateways().await;
     let hospital = &backbone.hospital;
     let conf = hospital.conf.current(SystemTime::now()).unwrap();
-    let own_cert = conf.gateways.iter().find(|g| g.id.to_string() == hospital.gateway_id).unwrap().tls_certificate.clone().unwrap().der().to_vec();
+    let own_cert = conf
+        .gateways
+        .iter()
+        .find(|g| g.id.to_string() == hospital.gateway_id)
+        .unwrap()
+        .tls_certificate
+        .clone()
+        .unwrap()
+        .der()
+        .to_vec();
 
     // Mari is an administrator: her certificate is in the admins directory.
-    hospital.keys.generate("admin-mari", KeyType::EcP256).unwrap();
+    hospital
+        .keys
+        .generate("admin-mari", KeyType::EcP256)
+        .unwrap();
     let mari_key = hospital.keys.signer("admin-mari", None).unwrap();
     let mari_cert = self_signed(mari_key.as_ref(), "mari", 1);
     let admins = hospital.dir.join("admins");
     std::fs::create_dir_all(&admins).unwrap();
-    std::fs::write(admins.join("mari.pem"), backbone_hsm::cert::pem("CERTIFICATE", &mari_cert)).unwrap();
+    std::fs::write(
+        admins.join("mari.pem"),
+        backbone_hsm::cert::pem("CERTIFICATE", &mari_cert),
+    )
+    .unwrap();
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = hospital.gateway.as_ref().unwrap();
@@ -54,13 +97,32 @@ async fn an_administrator_grants_and_revokes_and_strangers_are_refused() {
         Arc::clone(&hospital.conf),
     )
     .unwrap();
-    let mari = AdminClient::new(server.local_addr(), Arc::clone(&mari_key), mari_cert.clone(), own_cert.clone()).unwrap();
+    let mari = AdminClient::new(
+        server.local_addr(),
+        Arc::clone(&mari_key),
+        mari_cert.clone(),
+        own_cert.clone(),
+    )
+    .unwrap();
 
     assert_eq!(ping(&backbone).await, "Server.ServerProxy.AccessDenied");
-    let grant = Grant::new(PING.parse().unwrap(), Grantee::Client(DISPENSING.parse().unwrap()), "GET", "/**").unwrap();
+    let grant = Grant::new(
+        PING.parse().unwrap(),
+        Grantee::Client(DISPENSING.parse().unwrap()),
+        "GET",
+        "/**",
+    )
+    .unwrap();
     assert!(mari.grant(&grant).await.unwrap());
-    assert!(!mari.grant(&grant).await.unwrap(), "granting twice changes nothing");
-    assert_eq!(ping(&backbone).await, "ok", "the grant takes effect at once");
+    assert!(
+        !mari.grant(&grant).await.unwrap(),
+        "granting twice changes nothing"
+    );
+    assert_eq!(
+        ping(&backbone).await,
+        "ok",
+        "the grant takes effect at once"
+    );
     assert_eq!(mari.rights().await.unwrap(), vec![grant.clone()]);
     let status = mari.status().await.unwrap();
     assert!(status.conf_current && status.accepting);
@@ -69,19 +131,44 @@ async fn an_administrator_grants_and_revokes_and_strangers_are_refused() {
     assert_eq!(ping(&backbone).await, "Server.ServerProxy.AccessDenied");
 
     // A bad pattern is refused with its code.
-    let bad = Grant { path: "/../secrets".into(), ..grant.clone() };
+    let bad = Grant {
+        path: "/../secrets".into(),
+        ..grant.clone()
+    };
     match mari.grant(&bad).await {
         Err(ClientError::Refused { status: 400, error }) => assert_eq!(error.code, "bad_request"),
         other => panic!("{other:?}"),
     }
 
     // A stranger with their own self-signed certificate, and Mari's certificate without her key.
-    backbone.pharmacy.keys.generate("stranger", KeyType::EcP256).unwrap();
+    backbone
+        .pharmacy
+        .keys
+        .generate("stranger", KeyType::EcP256)
+        .unwrap();
     let stranger_key = backbone.pharmacy.keys.signer("stranger", None).unwrap();
-    let stranger = AdminClient::new(server.local_addr(), Arc::clone(&stranger_key), self_signed(stranger_key.as_ref(), "mallory", 2), own_cert.clone()).unwrap();
-    assert!(matches!(stranger.rights().await, Err(ClientError::Failed(_))));
-    let impostor = AdminClient::new(server.local_addr(), stranger_key, mari_cert.clone(), own_cert.clone()).unwrap();
-    assert!(matches!(impostor.rights().await, Err(ClientError::Failed(_))));
+    let stranger = AdminClient::new(
+        server.local_addr(),
+        Arc::clone(&stranger_key),
+        self_signed(stranger_key.as_ref(), "mallory", 2),
+        own_cert.clone(),
+    )
+    .unwrap();
+    assert!(matches!(
+        stranger.rights().await,
+        Err(ClientError::Failed(_))
+    ));
+    let impostor = AdminClient::new(
+        server.local_addr(),
+        stranger_key,
+        mari_cert.clone(),
+        own_cert.clone(),
+    )
+    .unwrap();
+    assert!(matches!(
+        impostor.rights().await,
+        Err(ClientError::Failed(_))
+    ));
 
     // Removing Mari's file locks her out from her next connection.
     std::fs::remove_file(admins.join("mari.pem")).unwrap();

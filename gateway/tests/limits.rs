@@ -2,7 +2,12 @@
 //! stalled TLS handshake on the peer port, oversized bodies on both, and connection floods — each
 //! bounded by `backbone_server`'s accept loop or the gateway's own body limit, while legitimate
 //! exchanges keep being served.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -27,7 +32,11 @@ async fn backbone() -> Backbone {
         .start_gateways_tuned(|agency, config| {
             config.limits = limits();
             // The provider takes less than the client sends, so that its own limit is tried.
-            config.max_body = if agency == "hospital" { 1024 } else { 64 * 1024 };
+            config.max_body = if agency == "hospital" {
+                1024
+            } else {
+                64 * 1024
+            };
         })
         .await;
     backbone.grant(PING, DISPENSING, "*", "/**");
@@ -43,7 +52,11 @@ async fn ping(client: SocketAddr, body: usize) -> (u16, String) {
         .send()
         .await
         .unwrap();
-    let kind = response.headers().get("x-road-error").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let kind = response
+        .headers()
+        .get("x-road-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     (response.status().as_u16(), kind)
 }
 
@@ -51,13 +64,29 @@ async fn ping(client: SocketAddr, body: usize) -> (u16, String) {
 async fn the_client_port_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
     let backbone = backbone().await;
     let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    probe::check_slow_loris(client, "/live", &limits()).await.unwrap();
+    probe::check_slow_loris(client, "/live", &limits())
+        .await
+        .unwrap();
     // Over the pharmacy's limit (64 KiB): the protocol's own fault, before the body is read, and
     // read anyway so that the client, still writing it, gets the answer.
-    assert_eq!(ping(client, 64 * 1024 + 1).await, (413, "Client.RequestTooLarge".to_owned()));
-    assert_eq!(ping(client, 1 << 20).await, (413, "Client.RequestTooLarge".to_owned()));
-    probe::check_flood(client, &limits(), || async move { ping(client, 10).await == (200, String::new()) }).await.unwrap();
-    assert_eq!(ping(client, 10).await, (200, String::new()), "the gateway still serves");
+    assert_eq!(
+        ping(client, 64 * 1024 + 1).await,
+        (413, "Client.RequestTooLarge".to_owned())
+    );
+    assert_eq!(
+        ping(client, 1 << 20).await,
+        (413, "Client.RequestTooLarge".to_owned())
+    );
+    probe::check_flood(client, &limits(), || async move {
+        ping(client, 10).await == (200, String::new())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ping(client, 10).await,
+        (200, String::new()),
+        "the gateway still serves"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,11 +96,22 @@ async fn the_peer_port_makes_floods_wait_drops_stalled_handshakes_and_refuses_la
     let peer = backbone.hospital.gateway.as_ref().unwrap().peer_addr();
     // Before any exchange, every slot of the hospital's peer port held: the pharmacy's first
     // connection waits, and its exchange completes once the slots are released.
-    probe::check_flood(peer, &limits(), || async move { ping(client, 10).await == (200, String::new()) }).await.unwrap();
+    probe::check_flood(peer, &limits(), || async move {
+        ping(client, 10).await == (200, String::new())
+    })
+    .await
+    .unwrap();
     probe::check_handshake(peer, &limits()).await.unwrap();
     // Within the pharmacy's limit, over the hospital's: refused by the provider's gateway.
-    assert_eq!(ping(client, 4096).await, (413, "Server.ServerProxy.RequestTooLarge".to_owned()));
-    assert_eq!(ping(client, 10).await, (200, String::new()), "the gateway still serves");
+    assert_eq!(
+        ping(client, 4096).await,
+        (413, "Server.ServerProxy.RequestTooLarge".to_owned())
+    );
+    assert_eq!(
+        ping(client, 10).await,
+        (200, String::new()),
+        "the gateway still serves"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -80,16 +120,42 @@ async fn made_up_services_share_one_metric_label() {
     let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
     let http = reqwest::Client::new();
     for n in 0..50 {
-        let response = http.get(format!("http://{client}/r1/EE/GOV/70000001/ehr/made-up-{n}")).header("X-Road-Client", DISPENSING).send().await.unwrap();
+        let response = http
+            .get(format!(
+                "http://{client}/r1/EE/GOV/70000001/ehr/made-up-{n}"
+            ))
+            .header("X-Road-Client", DISPENSING)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.headers()["x-road-error"], "Client.UnknownService");
     }
     assert_eq!(ping(client, 10).await, (200, String::new()));
-    let metrics = http.get(format!("http://{client}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(!metrics.contains("made-up"), "a caller's made-up service became a label");
+    let metrics = http
+        .get(format!("http://{client}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("made-up"),
+        "a caller's made-up service became a label"
+    );
     let unknown = metrics
         .lines()
-        .find(|l| l.starts_with("backbone_gateway_exchanges_total") && l.contains("service=\"unknown\"") && l.contains("Client.UnknownService"))
+        .find(|l| {
+            l.starts_with("backbone_gateway_exchanges_total")
+                && l.contains("service=\"unknown\"")
+                && l.contains("Client.UnknownService")
+        })
         .unwrap_or_else(|| panic!("no unknown label: {metrics}"));
     assert!(unknown.ends_with(" 50"), "{unknown}");
-    assert!(metrics.lines().any(|l| l.contains(&format!("service=\"{PING}\"")) && l.contains("outcome=\"ok\"")), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains(&format!("service=\"{PING}\"")) && l.contains("outcome=\"ok\"")),
+        "{metrics}"
+    );
 }

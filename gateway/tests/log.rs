@@ -3,7 +3,12 @@
 //! commit, batch timestamping against an in-process timestamping service, and fail-closed when
 //! timestamping fails too long.
 // clippy.toml lets `#[test]` functions unwrap; the helpers below are test code too.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,9 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use backbone_gateway::log::batch;
-use backbone_gateway::log::store::{CF_BATCH_HASHES, CF_BATCHES, CF_BODIES, CF_PROOFS, CF_RECORDS, COLUMN_FAMILIES};
+use backbone_gateway::log::store::{
+    CF_BATCH_HASHES, CF_BATCHES, CF_BODIES, CF_PROOFS, CF_RECORDS, COLUMN_FAMILIES,
+};
 use backbone_gateway::log::verify::{self, VerifyError};
-use backbone_gateway::log::{Batch, Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side, SignerCertificate};
+use backbone_gateway::log::{
+    Batch, Kind, LogConfig, LogError, LogMetrics, MessageLog, NewRecord, Side, SignerCertificate,
+};
 use backbone_hsm::software::SoftwareKeyStore;
 use backbone_hsm::{KeyStore, KeyType, Signer, Wrapper};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
@@ -36,14 +45,19 @@ fn new_keys() -> Keys {
     let dir = tempfile::tempdir().unwrap();
     let store = SoftwareKeyStore::open(dir.path().join("keys")).unwrap();
     store.generate_wrapping_key("message-log").unwrap();
-    Keys { wrapper: store.wrapper("message-log").unwrap(), _dir: dir }
+    Keys {
+        wrapper: store.wrapper("message-log").unwrap(),
+        _dir: dir,
+    }
 }
 
 /// A log without timestamping in `dir`, holding `n` request records about `subject`.
 async fn log_with_requests(dir: &Path, keys: &Keys, n: u64, subject: Option<&str>) -> MessageLog {
     let log = MessageLog::open(config(dir, None), keys.wrapper.clone()).unwrap();
     for n in 0..n {
-        log.append(vec![record(n, Kind::Request, subject)]).await.unwrap();
+        log.append(vec![record(n, Kind::Request, subject)])
+            .await
+            .unwrap();
     }
     log
 }
@@ -93,7 +107,10 @@ async fn appended_records_read_back_decrypted_and_linked() {
     let dir = tempfile::tempdir().unwrap();
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
     let seqs = log
-        .append(vec![record(1, Kind::Request, Some("EE49002124277")), record(2, Kind::Response, Some("EE49002124277"))])
+        .append(vec![
+            record(1, Kind::Request, Some("EE49002124277")),
+            record(2, Kind::Response, Some("EE49002124277")),
+        ])
         .await
         .unwrap();
     assert_eq!(seqs, [0, 1]);
@@ -111,20 +128,35 @@ async fn appended_records_read_back_decrypted_and_linked() {
         SignerCertificate::Sha256(Sha256::digest(&expected.signer_certificate).into()),
         "records name their certificate by hash"
     );
-    assert_eq!((request.record.side, request.record.kind), (Side::Provider, Kind::Request));
+    assert_eq!(
+        (request.record.side, request.record.kind),
+        (Side::Provider, Kind::Request)
+    );
     assert_eq!(request.record.prev_hash, [0; 32]);
-    assert_eq!(response.record.prev_hash, request.hash, "each record links to the one before");
+    assert_eq!(
+        response.record.prev_hash, request.hash,
+        "each record links to the one before"
+    );
     assert!(request.stamp.is_none());
     let status = log.status();
-    assert_eq!((status.records, status.last_seq, status.unstamped), (2, Some(1), 2));
-    assert!(status.accepting, "without a timestamping service the log never refuses");
+    assert_eq!(
+        (status.records, status.last_seq, status.unstamped),
+        (2, Some(1), 2)
+    );
+    assert!(
+        status.accepting,
+        "without a timestamping service the log never refuses"
+    );
     log.check_accepting().unwrap();
     assert!(log.append(Vec::new()).await.unwrap().is_empty());
 
     // Over the limits: refused, nothing written.
     let mut huge = record(3, Kind::Request, None);
     huge.client = "x".repeat(5000);
-    assert!(matches!(log.append(vec![huge]).await, Err(LogError::TooLarge { what: "client", .. })));
+    assert!(matches!(
+        log.append(vec![huge]).await,
+        Err(LogError::TooLarge { what: "client", .. })
+    ));
     assert_eq!(log.status().records, 2);
 }
 
@@ -134,14 +166,25 @@ async fn bodies_are_not_stored_in_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
     for n in 0..20 {
-        log.append(vec![record(n, Kind::Request, Some("EE49002124277"))]).await.unwrap();
+        log.append(vec![record(n, Kind::Request, Some("EE49002124277"))])
+            .await
+            .unwrap();
     }
     drop(log);
     let everything = read_dir_bytes(dir.path());
     let contains = |needle: &[u8]| everything.windows(needle.len()).any(|w| w == needle);
-    assert!(contains(b"msg-0007"), "metadata is stored in the clear, so the search does work");
-    assert!(!contains(BODY_MARKER), "a body was found in plaintext in the log directory");
-    assert!(!contains(&BODY_MARKER[..16]), "part of a body was found in plaintext");
+    assert!(
+        contains(b"msg-0007"),
+        "metadata is stored in the clear, so the search does work"
+    );
+    assert!(
+        !contains(BODY_MARKER),
+        "a body was found in plaintext in the log directory"
+    );
+    assert!(
+        !contains(&BODY_MARKER[..16]),
+        "part of a body was found in plaintext"
+    );
 }
 
 #[tokio::test]
@@ -152,11 +195,26 @@ async fn the_chain_continues_across_reopen_and_verifies() {
     let last_before = log.record(2).unwrap().unwrap().hash;
     drop(log);
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    assert_eq!(log.append(vec![record(3, Kind::Request, None)]).await.unwrap(), [3]);
-    assert_eq!(log.record(3).unwrap().unwrap().record.prev_hash, last_before);
-    assert_eq!(log.record(1).unwrap().unwrap().body, record(1, Kind::Request, None).body, "same data key");
+    assert_eq!(
+        log.append(vec![record(3, Kind::Request, None)])
+            .await
+            .unwrap(),
+        [3]
+    );
+    assert_eq!(
+        log.record(3).unwrap().unwrap().record.prev_hash,
+        last_before
+    );
+    assert_eq!(
+        log.record(1).unwrap().unwrap().body,
+        record(1, Kind::Request, None).body,
+        "same data key"
+    );
     let report = verify::verify(&log.export(0, 10).unwrap(), None).unwrap();
-    assert_eq!((report.records, report.stamped, report.unstamped.len()), (4, 0, 4));
+    assert_eq!(
+        (report.records, report.stamped, report.unstamped.len()),
+        (4, 0, 4)
+    );
     // An export of a later stretch links to the hash the earlier one ended with.
     let first = verify::verify(&log.export(0, 2).unwrap(), None).unwrap();
     let rest = verify::verify(&log.export(2, 4).unwrap(), first.last_hash).unwrap();
@@ -180,14 +238,19 @@ async fn tampering_with_stored_records_is_detected() {
     let log = log_with_requests(dir.path(), &keys, 5, Some("EE49002124277")).await;
     drop(log);
     // An operator with access to the disk rewrites who asked for record 2, and a body.
-    edit_value(dir.path(), CF_RECORDS, 2, |value| replace(value, b"hospital-ehr", b"hospital-xyz"));
+    edit_value(dir.path(), CF_RECORDS, 2, |value| {
+        replace(value, b"hospital-ehr", b"hospital-xyz")
+    });
     edit_value(dir.path(), CF_BODIES, 4, |value| {
         let last = value.len() - 1;
         value[last] ^= 1;
     });
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
     let err = verify::verify(&log.export(0, 5).unwrap(), None).unwrap_err();
-    assert!(matches!(err, VerifyError::BrokenLink { seq: 3, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::BrokenLink { seq: 3, .. }),
+        "{err}"
+    );
     assert!(err.to_string().starts_with("record 3: "), "{err}");
     let err = log.record(4).unwrap_err();
     assert!(matches!(err, LogError::Corrupt { seq: 4, .. }), "{err}");
@@ -202,15 +265,23 @@ async fn find_usage_is_newest_first_with_offset_and_limit_for_one_person() {
     for n in 0..10 {
         // Alice's requests are 0, 2, 4, ...; each is followed by a response about her too.
         let subject = if n % 2 == 0 { alice } else { bob };
-        log.append(vec![record(n, Kind::Request, Some(subject)), record(n, Kind::Response, Some(subject))])
-            .await
-            .unwrap();
+        log.append(vec![
+            record(n, Kind::Request, Some(subject)),
+            record(n, Kind::Response, Some(subject)),
+        ])
+        .await
+        .unwrap();
     }
-    log.append(vec![record(10, Kind::Request, None)]).await.unwrap();
+    log.append(vec![record(10, Kind::Request, None)])
+        .await
+        .unwrap();
 
     let all = log.find_usage(alice, 0, 100).unwrap();
     let ids: Vec<_> = all.iter().map(|e| e.message_id.as_str()).collect();
-    assert_eq!(ids, ["msg-0008", "msg-0006", "msg-0004", "msg-0002", "msg-0000"]);
+    assert_eq!(
+        ids,
+        ["msg-0008", "msg-0006", "msg-0004", "msg-0002", "msg-0000"]
+    );
     assert!(all.windows(2).all(|w| w[0].seq > w[1].seq));
     let entry = &all[0];
     assert_eq!(entry.client, "EE/GOV/70000001/hospital-ehr");
@@ -218,16 +289,32 @@ async fn find_usage_is_newest_first_with_offset_and_limit_for_one_person() {
     assert_eq!(entry.user_id.as_deref(), Some("EE38001085718"));
     assert_eq!(entry.purpose_of_use.as_deref(), Some("treatment"));
     assert_eq!(entry.logged_at_ms, 1_764_000_000_008);
-    assert_eq!(entry.record_hash, log.record(entry.seq).unwrap().unwrap().hash);
+    assert_eq!(
+        entry.record_hash,
+        log.record(entry.seq).unwrap().unwrap().hash
+    );
     assert!(all.iter().any(|e| e.emergency) && all.iter().any(|e| !e.emergency));
     assert!(entry.stamp.is_none());
 
-    let page: Vec<_> = log.find_usage(alice, 1, 2).unwrap().into_iter().map(|e| e.message_id).collect();
+    let page: Vec<_> = log
+        .find_usage(alice, 1, 2)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message_id)
+        .collect();
     assert_eq!(page, ["msg-0006", "msg-0004"]);
     assert!(log.find_usage(alice, 5, 10).unwrap().is_empty());
     // Bob's code is a prefix of Alice's: the index keeps them apart.
-    let bobs: Vec<_> = log.find_usage(bob, 0, 100).unwrap().into_iter().map(|e| e.message_id).collect();
-    assert_eq!(bobs, ["msg-0009", "msg-0007", "msg-0005", "msg-0003", "msg-0001"]);
+    let bobs: Vec<_> = log
+        .find_usage(bob, 0, 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message_id)
+        .collect();
+    assert_eq!(
+        bobs,
+        ["msg-0009", "msg-0007", "msg-0005", "msg-0003", "msg-0001"]
+    );
     assert!(log.find_usage("EE00000000000", 0, 10).unwrap().is_empty());
 }
 
@@ -237,13 +324,22 @@ async fn concurrent_appends_share_synced_writes() {
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
     let metrics = LogMetrics::register(&registry).unwrap();
-    let log = MessageLog::open_with_metrics(config(dir.path(), None), keys.wrapper.clone(), metrics.clone()).unwrap();
+    let log = MessageLog::open_with_metrics(
+        config(dir.path(), None),
+        keys.wrapper.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
     let appends = 400u64;
     let started = Instant::now();
     let tasks: Vec<_> = (0..appends)
         .map(|n| {
             let log = log.clone();
-            tokio::spawn(async move { log.append(vec![record(n, Kind::Request, None)]).await.unwrap() })
+            tokio::spawn(async move {
+                log.append(vec![record(n, Kind::Request, None)])
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut seqs = Vec::new();
@@ -252,10 +348,17 @@ async fn concurrent_appends_share_synced_writes() {
     }
     let elapsed = started.elapsed();
     seqs.sort_unstable();
-    assert_eq!(seqs, (0..appends).collect::<Vec<_>>(), "every append got its own number, without gaps");
+    assert_eq!(
+        seqs,
+        (0..appends).collect::<Vec<_>>(),
+        "every append got its own number, without gaps"
+    );
     let writes = metrics.commit_batch_records.get_sample_count();
     assert_eq!(metrics.records_appended.get(), appends);
-    assert!(writes < appends, "{writes} synced writes for {appends} concurrent appends: no group commit");
+    assert!(
+        writes < appends,
+        "{writes} synced writes for {appends} concurrent appends: no group commit"
+    );
     eprintln!("{appends} concurrent appends in {elapsed:?} with {writes} synced writes");
     let report = verify::verify(&log.export(0, appends).unwrap(), None).unwrap();
     assert_eq!(report.records, appends);
@@ -268,14 +371,24 @@ async fn acknowledged_records_are_in_the_write_ahead_log_at_once() {
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    log.append(vec![record(0, Kind::Request, Some("EE49002124277"))]).await.unwrap();
-    log.append(vec![record(1, Kind::Response, Some("EE49002124277"))]).await.unwrap();
+    log.append(vec![record(0, Kind::Request, Some("EE49002124277"))])
+        .await
+        .unwrap();
+    log.append(vec![record(1, Kind::Response, Some("EE49002124277"))])
+        .await
+        .unwrap();
     let crashed = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), crashed.path());
     let recovered = MessageLog::open(config(crashed.path(), None), keys.wrapper.clone()).unwrap();
     assert_eq!(recovered.status().records, 2);
-    assert_eq!(recovered.record(1).unwrap().unwrap().body, record(1, Kind::Response, None).body);
-    assert_eq!(recovered.find_usage("EE49002124277", 0, 10).unwrap().len(), 1);
+    assert_eq!(
+        recovered.record(1).unwrap().unwrap().body,
+        record(1, Kind::Response, None).body
+    );
+    assert_eq!(
+        recovered.find_usage("EE49002124277", 0, 10).unwrap().len(),
+        1
+    );
     drop(log);
 }
 
@@ -284,28 +397,43 @@ async fn batches_are_stamped_and_every_record_proof_verifies() {
     let service = Timestamping::start().await;
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
-    let log = MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
+    let log =
+        MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
     log.spawn_stamper();
     let tasks: Vec<_> = (0..30)
         .map(|n| {
             let log = log.clone();
             tokio::spawn(async move {
-                let kind = if n % 3 == 2 { Kind::Response } else { Kind::Request };
-                log.append(vec![record(n, kind, Some("EE49002124277"))]).await.unwrap()
+                let kind = if n % 3 == 2 {
+                    Kind::Response
+                } else {
+                    Kind::Request
+                };
+                log.append(vec![record(n, kind, Some("EE49002124277"))])
+                    .await
+                    .unwrap()
             })
         })
         .collect();
     for task in tasks {
         task.await.unwrap();
     }
-    eventually(Duration::from_secs(10), "every record stamped", || log.status().unstamped == 0).await;
+    eventually(Duration::from_secs(10), "every record stamped", || {
+        log.status().unstamped == 0
+    })
+    .await;
     let status = log.status();
     assert!(status.last_stamp.is_some() && status.failing_since.is_none() && status.lag.is_none());
     for seq in 0..30 {
         let stamp = log.record(seq).unwrap().unwrap().stamp.expect("stamped");
         assert!(stamp.batch.covers(seq));
     }
-    assert!(log.find_usage("EE49002124277", 0, 100).unwrap().iter().all(|e| e.stamp.is_some()));
+    assert!(
+        log.find_usage("EE49002124277", 0, 100)
+            .unwrap()
+            .iter()
+            .all(|e| e.stamp.is_some())
+    );
     let bundle = log.export(0, 30).unwrap();
     let report = verify::verify(&bundle, None).unwrap();
     assert_eq!((report.records, report.stamped), (30, 30));
@@ -320,19 +448,33 @@ async fn batches_are_stamped_and_every_record_proof_verifies() {
     // A KSI signature that signs something else.
     let mut forged = bundle.clone();
     forged.batches[0].root[0] ^= 1;
-    assert!(matches!(verify::verify(&forged, None), Err(VerifyError::BadProof { .. })));
+    assert!(matches!(
+        verify::verify(&forged, None),
+        Err(VerifyError::BadProof { .. })
+    ));
     let addr = service.addr;
-    let other = tokio::task::spawn_blocking(move || client::sign(addr, &batch::imprint(&[7; 32]), 0)).await.unwrap();
+    let other =
+        tokio::task::spawn_blocking(move || client::sign(addr, &batch::imprint(&[7; 32]), 0))
+            .await
+            .unwrap();
     let mut forged = bundle.clone();
     forged.batches[0].ksi_signature = other.unwrap();
     let err = verify::verify(&forged, None).unwrap_err();
-    assert!(matches!(err, VerifyError::BadTimestamp { batch: 0, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::BadTimestamp { batch: 0, .. }),
+        "{err}"
+    );
     let mut forged = bundle.clone();
     forged.batches[0].ksi_signature.truncate(100);
-    assert!(matches!(verify::verify(&forged, None), Err(VerifyError::BadTimestamp { batch: 0, .. })));
+    assert!(matches!(
+        verify::verify(&forged, None),
+        Err(VerifyError::BadTimestamp { batch: 0, .. })
+    ));
 
     // New records after a quiet spell are stamped too; shutdown stamps what is left.
-    log.append(vec![record(30, Kind::Request, None)]).await.unwrap();
+    log.append(vec![record(30, Kind::Request, None)])
+        .await
+        .unwrap();
     log.shutdown().await.unwrap();
     assert_eq!(log.status().unstamped, 0);
     drop(log);
@@ -340,7 +482,12 @@ async fn batches_are_stamped_and_every_record_proof_verifies() {
     // Proofs are rebuilt from each batch's stored record hashes, after a reopen too; a changed
     // hash is a corrupt log, not a wrong proof.
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
-    assert_eq!(verify::verify(&log.export(0, 31).unwrap(), None).unwrap().stamped, 31);
+    assert_eq!(
+        verify::verify(&log.export(0, 31).unwrap(), None)
+            .unwrap()
+            .stamped,
+        31
+    );
     drop(log);
     edit_value(dir.path(), CF_BATCH_HASHES, 0, |value| value[0] ^= 1);
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
@@ -359,23 +506,45 @@ async fn refuses_new_exchanges_while_timestamping_fails_too_long_then_recovers()
     let dir = tempfile::tempdir().unwrap();
     let registry = prometheus::Registry::new();
     let metrics = LogMetrics::register(&registry).unwrap();
-    let log = MessageLog::open_with_metrics(config(dir.path(), Some(link.addr)), keys.wrapper.clone(), metrics.clone())
-        .unwrap();
+    let log = MessageLog::open_with_metrics(
+        config(dir.path(), Some(link.addr)),
+        keys.wrapper.clone(),
+        metrics.clone(),
+    )
+    .unwrap();
     log.spawn_stamper();
-    log.append(vec![record(0, Kind::Request, Some("EE49002124277"))]).await.unwrap();
-    eventually(Duration::from_secs(10), "first stamp", || log.status().unstamped == 0).await;
+    log.append(vec![record(0, Kind::Request, Some("EE49002124277"))])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "first stamp", || {
+        log.status().unstamped == 0
+    })
+    .await;
 
     // The timestamping service becomes unreachable.
     link.up.store(false, Ordering::SeqCst);
     let cut = SystemTime::now();
-    log.append(vec![record(1, Kind::Request, Some("EE49002124277"))]).await.unwrap();
-    eventually(Duration::from_secs(5), "stamping failing", || log.status().failing_since.is_some()).await;
+    log.append(vec![record(1, Kind::Request, Some("EE49002124277"))])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "stamping failing", || {
+        log.status().failing_since.is_some()
+    })
+    .await;
     log.check_accepting().unwrap();
-    eventually(Duration::from_secs(5), "refusing", || log.check_accepting().is_err()).await;
+    eventually(Duration::from_secs(5), "refusing", || {
+        log.check_accepting().is_err()
+    })
+    .await;
     let refused_after = cut.elapsed().unwrap();
-    assert!(refused_after >= Duration::from_millis(800), "refused after {refused_after:?}, before the limit");
+    assert!(
+        refused_after >= Duration::from_millis(800),
+        "refused after {refused_after:?}, before the limit"
+    );
     let err = log.check_accepting().unwrap_err();
-    let LogError::TimestampingFailed { since, why } = &err else { panic!("{err}") };
+    let LogError::TimestampingFailed { since, why } = &err else {
+        panic!("{err}")
+    };
     assert!(*since >= cut - Duration::from_secs(1), "{since:?}");
     assert!(why.contains(&link.addr.to_string()), "{why}");
     let status = log.status();
@@ -383,17 +552,30 @@ async fn refuses_new_exchanges_while_timestamping_fails_too_long_then_recovers()
     assert_eq!(metrics.refusing.get(), 1);
     assert!(metrics.stamps.with_label_values(&["error"]).get() >= 1);
     // Appends still work, for the responses of exchanges already under way.
-    log.append(vec![record(2, Kind::Response, None)]).await.unwrap();
+    log.append(vec![record(2, Kind::Response, None)])
+        .await
+        .unwrap();
 
     // The service is back: the backlog is stamped and exchanges are accepted again.
     link.up.store(true, Ordering::SeqCst);
-    eventually(Duration::from_secs(10), "accepting again", || log.check_accepting().is_ok()).await;
-    eventually(Duration::from_secs(10), "backlog stamped", || log.status().unstamped == 0).await;
+    eventually(Duration::from_secs(10), "accepting again", || {
+        log.check_accepting().is_ok()
+    })
+    .await;
+    eventually(Duration::from_secs(10), "backlog stamped", || {
+        log.status().unstamped == 0
+    })
+    .await;
     let status = log.status();
     assert!(status.accepting && status.failing_since.is_none() && status.last_error.is_none());
     assert_eq!(metrics.refusing.get(), 0);
     assert_eq!(metrics.unstamped_records.get(), 0);
-    assert_eq!(verify::verify(&log.export(0, 3).unwrap(), None).unwrap().stamped, 3);
+    assert_eq!(
+        verify::verify(&log.export(0, 3).unwrap(), None)
+            .unwrap()
+            .stamped,
+        3
+    );
     log.shutdown().await.unwrap();
     service.running.shutdown().await;
 }
@@ -403,26 +585,56 @@ async fn proofs_stored_per_record_by_earlier_versions_are_still_read() {
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
     let log = log_with_requests(dir.path(), &keys, 3, None).await;
-    let hashes: Vec<_> = (0..3).map(|seq| log.record(seq).unwrap().unwrap().hash).collect();
+    let hashes: Vec<_> = (0..3)
+        .map(|seq| log.record(seq).unwrap().unwrap().hash)
+        .collect();
     drop(log);
     // A stamped batch as earlier versions stored it: the batch, and a proof per record (no
     // record hashes for the batch).
     let (root, proofs) = batch::build(0, &hashes);
-    let stamped = Batch { first_seq: 0, count: 3, root, stamped_at_ms: 1, ksi_signature: vec![0x08, 0x00, 0x00] };
+    let stamped = Batch {
+        first_seq: 0,
+        count: 3,
+        root,
+        stamped_at_ms: 1,
+        ksi_signature: vec![0x08, 0x00, 0x00],
+    };
     {
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), COLUMN_FAMILIES).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), COLUMN_FAMILIES)
+            .unwrap();
         for (seq, proof) in (0u64..).zip(&proofs) {
-            db.put_cf(db.cf_handle(CF_PROOFS).unwrap(), seq.to_be_bytes(), proof.encode()).unwrap();
+            db.put_cf(
+                db.cf_handle(CF_PROOFS).unwrap(),
+                seq.to_be_bytes(),
+                proof.encode(),
+            )
+            .unwrap();
         }
-        db.put_cf(db.cf_handle(CF_BATCHES).unwrap(), 0u64.to_be_bytes(), stamped.encode()).unwrap();
+        db.put_cf(
+            db.cf_handle(CF_BATCHES).unwrap(),
+            0u64.to_be_bytes(),
+            stamped.encode(),
+        )
+        .unwrap();
     }
     let log = MessageLog::open(config(dir.path(), None), keys.wrapper.clone()).unwrap();
     for (seq, proof) in (0u64..).zip(&proofs) {
-        let stamp = log.record(seq).unwrap().unwrap().stamp.expect("the stored proof is read");
+        let stamp = log
+            .record(seq)
+            .unwrap()
+            .unwrap()
+            .stamp
+            .expect("the stored proof is read");
         assert_eq!((&stamp.proof, &stamp.batch), (proof, &stamped));
     }
     let bundle = log.export(0, 3).unwrap();
-    assert!(bundle.records.iter().map(|r| r.proof.as_ref()).eq(proofs.iter().map(Some)));
+    assert!(
+        bundle
+            .records
+            .iter()
+            .map(|r| r.proof.as_ref())
+            .eq(proofs.iter().map(Some))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -433,12 +645,21 @@ async fn records_left_unstamped_by_a_stop_are_stamped_after_restart() {
     // Logged while no timestamping service was configured (or before a crash).
     let log = log_with_requests(dir.path(), &keys, 5, None).await;
     drop(log);
-    let log = MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
+    let log =
+        MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
     assert_eq!(log.status().unstamped, 5);
     log.check_accepting().unwrap();
     log.spawn_stamper();
-    eventually(Duration::from_secs(10), "backlog stamped", || log.status().unstamped == 0).await;
-    assert_eq!(verify::verify(&log.export(0, 5).unwrap(), None).unwrap().stamped, 5);
+    eventually(Duration::from_secs(10), "backlog stamped", || {
+        log.status().unstamped == 0
+    })
+    .await;
+    assert_eq!(
+        verify::verify(&log.export(0, 5).unwrap(), None)
+            .unwrap()
+            .stamped,
+        5
+    );
     log.shutdown().await.unwrap();
     service.running.shutdown().await;
 }
@@ -451,33 +672,74 @@ async fn a_batch_whose_record_hashes_a_crash_lost_proves_its_records_from_them()
     let service = Timestamping::start().await;
     let keys = new_keys();
     let dir = tempfile::tempdir().unwrap();
-    let log = MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
+    let log =
+        MessageLog::open(config(dir.path(), Some(service.addr)), keys.wrapper.clone()).unwrap();
     for n in 0..6 {
-        log.append(vec![record(n, Kind::Request, Some("EE49002124277"))]).await.unwrap();
+        log.append(vec![record(n, Kind::Request, Some("EE49002124277"))])
+            .await
+            .unwrap();
     }
     assert_eq!(log.stamp_now().await.unwrap().len(), 1);
     let crashed = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), crashed.path());
     {
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), crashed.path(), COLUMN_FAMILIES).unwrap();
-        assert!(db.get_cf(db.cf_handle(CF_BATCHES).unwrap(), 0u64.to_be_bytes()).unwrap().is_some(), "the batch is durable");
-        assert!(db.get_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes()).unwrap().is_none(), "its hashes were not");
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            crashed.path(),
+            COLUMN_FAMILIES,
+        )
+        .unwrap();
+        assert!(
+            db.get_cf(db.cf_handle(CF_BATCHES).unwrap(), 0u64.to_be_bytes())
+                .unwrap()
+                .is_some(),
+            "the batch is durable"
+        );
+        assert!(
+            db.get_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes())
+                .unwrap()
+                .is_none(),
+            "its hashes were not"
+        );
     }
     let recovered = MessageLog::open(config(crashed.path(), None), keys.wrapper.clone()).unwrap();
     assert_eq!(recovered.status().unstamped, 0);
     let report = verify::verify(&recovered.export(0, 6).unwrap(), None).unwrap();
     assert_eq!((report.records, report.stamped), (6, 6));
-    assert!(recovered.find_usage("EE49002124277", 0, 10).unwrap().iter().all(|e| e.stamp.is_some()));
+    assert!(
+        recovered
+            .find_usage("EE49002124277", 0, 10)
+            .unwrap()
+            .iter()
+            .all(|e| e.stamp.is_some())
+    );
     drop(recovered);
     // The recomputed hashes were stored again, and the log closed with them on disk.
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), crashed.path(), COLUMN_FAMILIES).unwrap();
-    assert_eq!(db.get_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes()).unwrap().map(|v| v.len()), Some(6 * 32));
+    let db = rocksdb::DB::open_cf(
+        &rocksdb::Options::default(),
+        crashed.path(),
+        COLUMN_FAMILIES,
+    )
+    .unwrap();
+    assert_eq!(
+        db.get_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes())
+            .unwrap()
+            .map(|v| v.len()),
+        Some(6 * 32)
+    );
     drop(db);
     // A record missing from a batch whose hashes are gone is a corrupt log, not a wrong proof.
     {
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), crashed.path(), COLUMN_FAMILIES).unwrap();
-        db.delete_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes()).unwrap();
-        db.delete_cf(db.cf_handle(CF_RECORDS).unwrap(), 3u64.to_be_bytes()).unwrap();
+        let db = rocksdb::DB::open_cf(
+            &rocksdb::Options::default(),
+            crashed.path(),
+            COLUMN_FAMILIES,
+        )
+        .unwrap();
+        db.delete_cf(db.cf_handle(CF_BATCH_HASHES).unwrap(), 0u64.to_be_bytes())
+            .unwrap();
+        db.delete_cf(db.cf_handle(CF_RECORDS).unwrap(), 3u64.to_be_bytes())
+            .unwrap();
     }
     let damaged = MessageLog::open(config(crashed.path(), None), keys.wrapper.clone()).unwrap();
     let err = damaged.record(0).unwrap_err();
@@ -502,16 +764,28 @@ impl Timestamping {
         let ca: Arc<dyn Signer> = keys.signer("timestamping-ca", None).unwrap();
         let key: Arc<dyn Signer> = keys.signer("timestamping", None).unwrap();
         let not_before = SystemTime::now() - Duration::from_secs(3600);
-        let (_, certificate) = issue_certificates(ca.as_ref(), key.as_ref(), not_before, 365).unwrap();
+        let (_, certificate) =
+            issue_certificates(ca.as_ref(), key.as_ref(), not_before, 365).unwrap();
         let signer = CalendarSigner::new(key, &certificate).unwrap();
-        let store: Box<dyn CalendarStore> = Box::new(RocksStore::open(dir.path().join("calendar")).unwrap());
+        let store: Box<dyn CalendarStore> =
+            Box::new(RocksStore::open(dir.path().join("calendar")).unwrap());
         let calendar = Calendar::open(store).unwrap();
         let running = service::spawn(calendar, signer, service::Config::default()).unwrap();
-        let app = http::router(running.handle.clone(), PduAuth { login_id: "anon".into(), key: b"anon".to_vec() });
+        let app = http::router(
+            running.handle.clone(),
+            PduAuth {
+                login_id: "anon".into(),
+                key: b"anon".to_vec(),
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Timestamping { addr, running, _dir: dir }
+        Timestamping {
+            addr,
+            running,
+            _dir: dir,
+        }
     }
 }
 
@@ -582,6 +856,9 @@ fn edit_value(dir: &Path, cf: &str, seq: u64, edit: impl FnOnce(&mut Vec<u8>)) {
 
 fn replace(bytes: &mut [u8], from: &[u8], to: &[u8]) {
     assert_eq!(from.len(), to.len());
-    let at = bytes.windows(from.len()).position(|w| w == from).expect("bytes to replace");
+    let at = bytes
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("bytes to replace");
     bytes[at..at + from.len()].copy_from_slice(to);
 }

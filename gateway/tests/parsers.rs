@@ -71,7 +71,10 @@ fn signed_messages() {
         purpose_of_use: Some("TREAT".into()),
         created_at_ms: 1,
         body_digest: sha512(b"{}"),
-        headers: vec![("content-type".into(), "application/fhir+json".into()), ("traceparent".into(), "00-ab-cd-01".into())],
+        headers: vec![
+            ("content-type".into(), "application/fhir+json".into()),
+            ("traceparent".into(), "00-ab-cd-01".into()),
+        ],
     };
     let response = ResponseDescriptor {
         message_id: "id-1".into(),
@@ -129,9 +132,22 @@ fn audit_archives() {
         body_sha256: [0; 32],
     };
     let first = request.encode().unwrap();
-    let response = Record { seq: 8, prev_hash: record_hash(&first), kind: Kind::Response, descriptor: b"BBRS\x01".to_vec(), ..request.clone() };
+    let response = Record {
+        seq: 8,
+        prev_hash: record_hash(&first),
+        kind: Kind::Response,
+        descriptor: b"BBRS\x01".to_vec(),
+        ..request.clone()
+    };
     let second = response.encode().unwrap();
-    let proof = |leaf_index| Some(RecordProof { batch: 6, leaf_index, batch_count: 3, path: vec![[9; 32]; 2] });
+    let proof = |leaf_index| {
+        Some(RecordProof {
+            batch: 6,
+            leaf_index,
+            batch_count: 3,
+            path: vec![[9; 32]; 2],
+        })
+    };
     let archive = Archive {
         gateway: "EE/COM/10000001/gw1".into(),
         from_ms: 1_795_687_200_000,
@@ -142,11 +158,29 @@ fn audit_archives() {
         last_hash: record_hash(&second),
         exported_at_ms: 1_795_687_300_000,
         certificates: vec![CERTIFICATE.to_vec()],
-        batches: vec![Batch { first_seq: 6, count: 3, root: [5; 32], stamped_at_ms: 1, ksi_signature: vec![0x08, 0x00, 0x00] }],
-        records: vec![AuditRecord { encoded: first, proof: proof(1) }, AuditRecord { encoded: second, proof: proof(2) }],
+        batches: vec![Batch {
+            first_seq: 6,
+            count: 3,
+            root: [5; 32],
+            stamped_at_ms: 1,
+            ksi_signature: vec![0x08, 0x00, 0x00],
+        }],
+        records: vec![
+            AuditRecord {
+                encoded: first,
+                proof: proof(1),
+            },
+            AuditRecord {
+                encoded: second,
+                proof: proof(2),
+            },
+        ],
     };
     let mut rng = Rng(0xa4c1);
-    for seed in [archive.encode().unwrap(), Archive::default().encode().unwrap()] {
+    for seed in [
+        archive.encode().unwrap(),
+        Archive::default().encode().unwrap(),
+    ] {
         for input in near_misses(&seed, &mut rng) {
             fuzzing::audit_archive(&input);
         }

@@ -35,11 +35,18 @@ const MESSAGE_LEN: usize = 512;
 
 fn main() {
     let bench = std::env::args().any(|arg| arg == "--bench");
-    let duration = if bench { Duration::from_secs(3) } else { Duration::from_millis(200) };
+    let duration = if bench {
+        Duration::from_secs(3)
+    } else {
+        Duration::from_millis(200)
+    };
     for (name, signer) in signers() {
         for callers in CALLERS {
             for workers in WORKERS {
-                let config = BatchConfig { workers, ..BatchConfig::default() };
+                let config = BatchConfig {
+                    workers,
+                    ..BatchConfig::default()
+                };
                 let report = load(Arc::clone(&signer), config, callers, duration, bench);
                 println!("batch/{name}/{workers} workers/{callers} callers: {report}");
             }
@@ -54,12 +61,16 @@ fn main() {
 /// 200,000 messages a second with a p99 wait under 5 ms, for 64 callers on two cores).
 fn signers() -> Vec<(&'static str, Arc<dyn Signer>)> {
     let pkcs8 = generate_pkcs8(KeyType::EcP256).unwrap();
-    let software: Arc<dyn Signer> = Arc::new(SoftwareSigner::from_pkcs8("bench", &pkcs8, None).unwrap());
+    let software: Arc<dyn Signer> =
+        Arc::new(SoftwareSigner::from_pkcs8("bench", &pkcs8, None).unwrap());
     let token = softhsm::token("batch-bench");
     let store = Pkcs11KeyStore::open(&token.config, token.pin()).unwrap();
     store.generate("bench", KeyType::EcP256).unwrap();
     let softhsm = store.signer("bench", None).unwrap();
-    vec![("software-ecdsa-p256", software), ("softhsm2-ecdsa-p256", softhsm)]
+    vec![
+        ("software-ecdsa-p256", software),
+        ("softhsm2-ecdsa-p256", softhsm),
+    ]
 }
 
 /// What one load run measured.
@@ -73,7 +84,8 @@ struct Report {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let at = |q: f64| {
-            let i = ((self.waits.len() as f64 * q) as usize).min(self.waits.len().saturating_sub(1));
+            let i =
+                ((self.waits.len() as f64 * q) as usize).min(self.waits.len().saturating_sub(1));
             self.waits.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e3)
         };
         write!(
@@ -95,8 +107,18 @@ impl std::fmt::Display for Report {
 
 /// Runs `callers` tasks against a batch signer with `config` that each sign, await and sign again for `duration`, on a runtime with
 /// two worker threads, after a warm-up when `warm_up` is set.
-fn load(signer: Arc<dyn Signer>, config: BatchConfig, callers: usize, duration: Duration, warm_up: bool) -> Report {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+fn load(
+    signer: Arc<dyn Signer>,
+    config: BatchConfig,
+    callers: usize,
+    duration: Duration,
+    warm_up: bool,
+) -> Report {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).unwrap();
     let label = signer.label().to_owned();
@@ -104,13 +126,25 @@ fn load(signer: Arc<dyn Signer>, config: BatchConfig, callers: usize, duration: 
     if warm_up {
         runtime.block_on(run(&batch, callers, Duration::from_millis(300)));
     }
-    let batches_before = metrics.batch_size.with_label_values(&[label.as_str()]).get_sample_count();
+    let batches_before = metrics
+        .batch_size
+        .with_label_values(&[label.as_str()])
+        .get_sample_count();
     let start = Instant::now();
     let mut waits = runtime.block_on(run(&batch, callers, duration));
     let elapsed = start.elapsed();
-    let batches = metrics.batch_size.with_label_values(&[label.as_str()]).get_sample_count() - batches_before;
+    let batches = metrics
+        .batch_size
+        .with_label_values(&[label.as_str()])
+        .get_sample_count()
+        - batches_before;
     waits.sort_unstable();
-    Report { signed: waits.len(), elapsed, waits, batches }
+    Report {
+        signed: waits.len(),
+        elapsed,
+        waits,
+        batches,
+    }
 }
 
 async fn run(batch: &BatchSigner, callers: usize, duration: Duration) -> Vec<Duration> {
@@ -145,15 +179,21 @@ async fn run(batch: &BatchSigner, callers: usize, duration: Duration) -> Vec<Dur
 /// The tree alone, at the size the style guide fixes for tree benchmarks.
 fn merkle_tree(c: &mut Criterion) {
     const LEAVES: usize = 10_000;
-    let leaves: Vec<merkle::Hash> = (0..LEAVES as u64).map(|i| merkle::leaf_hash(&i.to_be_bytes())).collect();
+    let leaves: Vec<merkle::Hash> = (0..LEAVES as u64)
+        .map(|i| merkle::leaf_hash(&i.to_be_bytes()))
+        .collect();
     let mut group = c.benchmark_group("merkle");
     group.throughput(Throughput::Elements(LEAVES as u64));
     group.measurement_time(Duration::from_secs(3));
-    group.bench_function("root of 10000 leaves", |b| b.iter(|| Tree::new(black_box(leaves.clone())).root()));
+    group.bench_function("root of 10000 leaves", |b| {
+        b.iter(|| Tree::new(black_box(leaves.clone())).root())
+    });
     group.bench_function("root and every audit path of 10000 leaves", |b| {
         b.iter(|| {
             let tree = Tree::new(black_box(leaves.clone()));
-            (0..LEAVES).map(|i| tree.audit_path(i).map_or(0, |p| p.len())).sum::<usize>()
+            (0..LEAVES)
+                .map(|i| tree.audit_path(i).map_or(0, |p| p.len()))
+                .sum::<usize>()
         })
     });
     group.finish();

@@ -6,7 +6,12 @@
 //!
 //! `cargo bench -p backbone-hsm --bench pkcs11`
 // A benchmark: failing loudly is fine.
-#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 #[path = "../tests/common/softhsm.rs"]
 mod softhsm;
@@ -32,8 +37,10 @@ use sha2::{Digest, Sha256};
 
 const MESSAGE: &[u8] = b"a referral, a prescription or a lab result: about this long";
 
-const SHA256_DIGEST_INFO: [u8; 19] =
-    [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
+const SHA256_DIGEST_INFO: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
 
 struct Case {
     name: &'static str,
@@ -42,11 +49,31 @@ struct Case {
 }
 
 const CASES: [Case; 5] = [
-    Case { name: "ecdsa-p256", key_type: KeyType::EcP256, algorithm: SignatureAlgorithm::EcdsaP256Sha256 },
-    Case { name: "ed25519", key_type: KeyType::Ed25519, algorithm: SignatureAlgorithm::Ed25519 },
-    Case { name: "rsa2048-pkcs1", key_type: KeyType::Rsa2048, algorithm: SignatureAlgorithm::RsaPkcs1Sha256 },
-    Case { name: "rsa2048-pss", key_type: KeyType::Rsa2048, algorithm: SignatureAlgorithm::RsaPssSha256 },
-    Case { name: "rsa3072-pkcs1", key_type: KeyType::Rsa3072, algorithm: SignatureAlgorithm::RsaPkcs1Sha256 },
+    Case {
+        name: "ecdsa-p256",
+        key_type: KeyType::EcP256,
+        algorithm: SignatureAlgorithm::EcdsaP256Sha256,
+    },
+    Case {
+        name: "ed25519",
+        key_type: KeyType::Ed25519,
+        algorithm: SignatureAlgorithm::Ed25519,
+    },
+    Case {
+        name: "rsa2048-pkcs1",
+        key_type: KeyType::Rsa2048,
+        algorithm: SignatureAlgorithm::RsaPkcs1Sha256,
+    },
+    Case {
+        name: "rsa2048-pss",
+        key_type: KeyType::Rsa2048,
+        algorithm: SignatureAlgorithm::RsaPssSha256,
+    },
+    Case {
+        name: "rsa3072-pkcs1",
+        key_type: KeyType::Rsa3072,
+        algorithm: SignatureAlgorithm::RsaPkcs1Sha256,
+    },
 ];
 
 /// What a raw caller hands the token: the digest (with a DigestInfo for PKCS#1), or the message
@@ -60,16 +87,26 @@ fn raw_input(algorithm: SignatureAlgorithm) -> Vec<u8> {
     }
 }
 
-fn raw_sign(session: &Session, key: ObjectHandle, algorithm: SignatureAlgorithm, input: &[u8]) -> Vec<u8> {
+fn raw_sign(
+    session: &Session,
+    key: ObjectHandle,
+    algorithm: SignatureAlgorithm,
+    input: &[u8],
+) -> Vec<u8> {
     let result = match algorithm {
         SignatureAlgorithm::EcdsaP256Sha256 => session.sign(&Mechanism::Ecdsa, key, input),
-        SignatureAlgorithm::Ed25519 => {
-            session.sign(&Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)), key, input)
-        }
+        SignatureAlgorithm::Ed25519 => session.sign(
+            &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+            key,
+            input,
+        ),
         SignatureAlgorithm::RsaPkcs1Sha256 => session.sign(&Mechanism::RsaPkcs, key, input),
         SignatureAlgorithm::RsaPssSha256 => {
-            let params =
-                PkcsPssParams { hash_alg: MechanismType::SHA256, mgf: PkcsMgfType::MGF1_SHA256, s_len: 32.into() };
+            let params = PkcsPssParams {
+                hash_alg: MechanismType::SHA256,
+                mgf: PkcsMgfType::MGF1_SHA256,
+                s_len: 32.into(),
+            };
             session.sign(&Mechanism::RsaPkcsPss(params), key, input)
         }
     };
@@ -113,8 +150,13 @@ fn bench(c: &mut Criterion) {
     let store = Pkcs11KeyStore::open(&token.config, token.pin()).unwrap();
     let (context, slot) = raw_context(&token.label);
     // Two raw sessions, one per thread, like the store's pool of two.
-    let raw: Vec<Session> = (0..2).map(|_| context.open_rw_session(slot).unwrap()).collect();
-    match raw[0].login(UserType::User, Some(&AuthPin::from(softhsm::USER_PIN.to_owned()))) {
+    let raw: Vec<Session> = (0..2)
+        .map(|_| context.open_rw_session(slot).unwrap())
+        .collect();
+    match raw[0].login(
+        UserType::User,
+        Some(&AuthPin::from(softhsm::USER_PIN.to_owned())),
+    ) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("C_Login: {e}"),
     }
@@ -129,15 +171,25 @@ fn bench(c: &mut Criterion) {
         let signer: Arc<dyn Signer> = store.signer(label, Some(case.algorithm)).unwrap();
         let key = {
             let session = raw[0].lock().unwrap();
-            let template = [Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label.as_bytes().to_vec())];
+            let template = [
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ];
             session.find_objects(&template).unwrap()[0]
         };
         // The signer signs with a session copy of the key; the raw calls sign with the token
         // object, and with such a copy, to show what the copy saves.
-        let copy = raw[0].lock().unwrap().copy_object(key, &[Attribute::Token(false)]).unwrap();
+        let copy = raw[0]
+            .lock()
+            .unwrap()
+            .copy_object(key, &[Attribute::Token(false)])
+            .unwrap();
         let input = raw_input(case.algorithm);
         let signature = signer.sign(MESSAGE).unwrap();
-        signer.public_key().verify(case.algorithm, MESSAGE, &signature).unwrap();
+        signer
+            .public_key()
+            .verify(case.algorithm, MESSAGE, &signature)
+            .unwrap();
 
         let mut group = c.benchmark_group(format!("pkcs11/{}", case.name));
         group.throughput(Throughput::Elements(1));
@@ -156,7 +208,9 @@ fn bench(c: &mut Criterion) {
             let session = raw[0].lock().unwrap();
             b.iter(|| black_box(raw_sign(&session, copy, case.algorithm, &input)));
         });
-        group.bench_function("signer/1-thread", |b| b.iter(|| black_box(signer.sign(MESSAGE).unwrap())));
+        group.bench_function("signer/1-thread", |b| {
+            b.iter(|| black_box(signer.sign(MESSAGE).unwrap()))
+        });
         group.bench_function("raw/2-threads", |b| {
             b.iter_custom(|iters| {
                 two_threads(iters, |t| {
@@ -174,7 +228,9 @@ fn bench(c: &mut Criterion) {
             });
         });
         group.bench_function("signer/2-threads", |b| {
-            b.iter_custom(|iters| two_threads(iters, |_| drop(black_box(signer.sign(MESSAGE).unwrap()))));
+            b.iter_custom(|iters| {
+                two_threads(iters, |_| drop(black_box(signer.sign(MESSAGE).unwrap())))
+            });
         });
         group.finish();
     }

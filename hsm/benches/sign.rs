@@ -36,15 +36,21 @@ fn cases() -> Vec<Case> {
             let key_type = match algorithm {
                 SignatureAlgorithm::EcdsaP256Sha256 => KeyType::EcP256,
                 SignatureAlgorithm::Ed25519 => KeyType::Ed25519,
-                SignatureAlgorithm::RsaPkcs1Sha256 | SignatureAlgorithm::RsaPssSha256 => KeyType::Rsa2048,
+                SignatureAlgorithm::RsaPkcs1Sha256 | SignatureAlgorithm::RsaPssSha256 => {
+                    KeyType::Rsa2048
+                }
             };
             let pkcs8 = generate_pkcs8(key_type).unwrap();
-            let signer = Arc::new(SoftwareSigner::from_pkcs8("bench", &pkcs8, Some(algorithm)).unwrap());
+            let signer =
+                Arc::new(SoftwareSigner::from_pkcs8("bench", &pkcs8, Some(algorithm)).unwrap());
             let raw: Arc<dyn Fn() + Send + Sync> = match algorithm {
                 SignatureAlgorithm::EcdsaP256Sha256 => {
-                    let key =
-                        ring_sig::EcdsaKeyPair::from_pkcs8(&ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING, &pkcs8, &rng)
-                            .unwrap();
+                    let key = ring_sig::EcdsaKeyPair::from_pkcs8(
+                        &ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+                        &pkcs8,
+                        &rng,
+                    )
+                    .unwrap();
                     let rng = rng.clone();
                     Arc::new(move || {
                         black_box(key.sign(&rng, &*TBS).unwrap());
@@ -58,11 +64,12 @@ fn cases() -> Vec<Case> {
                 }
                 SignatureAlgorithm::RsaPkcs1Sha256 | SignatureAlgorithm::RsaPssSha256 => {
                     let key = ring_sig::RsaKeyPair::from_pkcs8(&pkcs8).unwrap();
-                    let padding: &'static dyn ring_sig::RsaEncoding = if algorithm == SignatureAlgorithm::RsaPssSha256 {
-                        &ring_sig::RSA_PSS_SHA256
-                    } else {
-                        &ring_sig::RSA_PKCS1_SHA256
-                    };
+                    let padding: &'static dyn ring_sig::RsaEncoding =
+                        if algorithm == SignatureAlgorithm::RsaPssSha256 {
+                            &ring_sig::RSA_PSS_SHA256
+                        } else {
+                            &ring_sig::RSA_PKCS1_SHA256
+                        };
                     let rng = rng.clone();
                     Arc::new(move || {
                         let mut signature = vec![0; key.public().modulus_len()];
@@ -71,7 +78,11 @@ fn cases() -> Vec<Case> {
                     })
                 }
             };
-            Case { algorithm, signer, raw }
+            Case {
+                algorithm,
+                signer,
+                raw,
+            }
         })
         .collect()
 }
@@ -82,18 +93,26 @@ fn sign(c: &mut Criterion) {
         group.throughput(Throughput::Elements(1));
         group.measurement_time(Duration::from_secs(3));
         for threads in [1, 2] {
-            group.bench_function(BenchmarkId::new("signer", format!("{threads} threads")), |b| {
-                b.iter_custom(|iters| {
-                    let signer = Arc::clone(&case.signer);
-                    on_threads(threads, iters, move || drop(black_box(signer.sign(&*TBS).unwrap())))
-                })
-            });
-            group.bench_function(BenchmarkId::new("ring", format!("{threads} threads")), |b| {
-                b.iter_custom(|iters| {
-                    let raw = Arc::clone(&case.raw);
-                    on_threads(threads, iters, move || raw())
-                })
-            });
+            group.bench_function(
+                BenchmarkId::new("signer", format!("{threads} threads")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let signer = Arc::clone(&case.signer);
+                        on_threads(threads, iters, move || {
+                            drop(black_box(signer.sign(&*TBS).unwrap()))
+                        })
+                    })
+                },
+            );
+            group.bench_function(
+                BenchmarkId::new("ring", format!("{threads} threads")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let raw = Arc::clone(&case.raw);
+                        on_threads(threads, iters, move || raw())
+                    })
+                },
+            );
         }
         group.finish();
     }

@@ -46,7 +46,12 @@ pub const DEFAULT_KEY_TYPE: KeyType = KeyType::EcP256;
 
 impl KeyType {
     /// Every key type, in the order the CLI lists them.
-    pub const ALL: [KeyType; 4] = [KeyType::EcP256, KeyType::Ed25519, KeyType::Rsa2048, KeyType::Rsa3072];
+    pub const ALL: [KeyType; 4] = [
+        KeyType::EcP256,
+        KeyType::Ed25519,
+        KeyType::Rsa2048,
+        KeyType::Rsa3072,
+    ];
 
     /// The name used in configuration and on the command line.
     pub fn name(self) -> &'static str {
@@ -100,11 +105,14 @@ impl FromStr for KeyType {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        KeyType::ALL.into_iter().find(|t| t.name() == s).ok_or_else(|| Error::Config {
-            key: "key type",
-            value: s.to_owned(),
-            reason: "expected one of ec-p256, ed25519, rsa2048, rsa3072".to_owned(),
-        })
+        KeyType::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| Error::Config {
+                key: "key type",
+                value: s.to_owned(),
+                reason: "expected one of ec-p256, ed25519, rsa2048, rsa3072".to_owned(),
+            })
     }
 }
 
@@ -142,7 +150,9 @@ impl SignatureAlgorithm {
 
     /// The algorithm with this binary code.
     pub fn from_code(code: u8) -> Option<Self> {
-        SignatureAlgorithm::ALL.into_iter().find(|a| a.code() == code)
+        SignatureAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.code() == code)
     }
 
     /// The algorithm rcgen uses to write certificates and CSRs signed with this algorithm.
@@ -170,12 +180,16 @@ impl FromStr for SignatureAlgorithm {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Error> {
-        SignatureAlgorithm::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| Error::Config {
-            key: "signature algorithm",
-            value: s.to_owned(),
-            reason: "expected one of ecdsa-p256-sha256, ed25519, rsa-pkcs1-sha256, rsa-pss-sha256"
-                .to_owned(),
-        })
+        SignatureAlgorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| Error::Config {
+                key: "signature algorithm",
+                value: s.to_owned(),
+                reason:
+                    "expected one of ecdsa-p256-sha256, ed25519, rsa-pkcs1-sha256, rsa-pss-sha256"
+                        .to_owned(),
+            })
     }
 }
 

@@ -51,8 +51,8 @@ mod signature;
 mod worker;
 
 pub use self::signature::{
-    BatchSignature, CHAIN_MISMATCH, FORMAT_VERSION, MAX_ENCODED_LEN, MAX_SIGNATURE_LEN, ROOT_SIGNATURE_MISMATCH,
-    SIGNING_CONTEXT, TO_BE_SIGNED_LEN, message_leaf, to_be_signed,
+    BatchSignature, CHAIN_MISMATCH, FORMAT_VERSION, MAX_ENCODED_LEN, MAX_SIGNATURE_LEN,
+    ROOT_SIGNATURE_MISMATCH, SIGNING_CONTEXT, TO_BE_SIGNED_LEN, message_leaf, to_be_signed,
 };
 use self::worker::{Answer, Job, Request, Worker, duplicate};
 
@@ -111,7 +111,12 @@ struct Shared {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        BatchConfig { max_batch: DEFAULT_MAX_BATCH, max_linger: DEFAULT_MAX_LINGER, linger_under_load: false, workers: DEFAULT_WORKERS }
+        BatchConfig {
+            max_batch: DEFAULT_MAX_BATCH,
+            max_linger: DEFAULT_MAX_LINGER,
+            linger_under_load: false,
+            workers: DEFAULT_WORKERS,
+        }
     }
 }
 
@@ -124,7 +129,11 @@ impl BatchConfig {
         } else {
             return Ok(());
         };
-        Err(Error::Config { key, value: value.to_string(), reason: "must be at least 1".to_owned() })
+        Err(Error::Config {
+            key,
+            value: value.to_string(),
+            reason: "must be at least 1".to_owned(),
+        })
     }
 }
 
@@ -140,7 +149,10 @@ impl Drop for Shared {
         }
         for handle in self.threads.drain(..) {
             if handle.join().is_err() {
-                tracing::error!(label = self.signer.label(), "a batch signer thread panicked");
+                tracing::error!(
+                    label = self.signer.label(),
+                    "a batch signer thread panicked"
+                );
             }
         }
     }
@@ -161,7 +173,11 @@ impl BatchSigner {
 
     /// Like [`Self::new`], and records batch sizes and each caller's wait in `metrics`, labelled
     /// with the key label.
-    pub fn with_metrics(signer: Arc<dyn Signer>, config: BatchConfig, metrics: &Metrics) -> Result<Self, Error> {
+    pub fn with_metrics(
+        signer: Arc<dyn Signer>,
+        config: BatchConfig,
+        metrics: &Metrics,
+    ) -> Result<Self, Error> {
         Self::start(signer, config, Some(metrics))
     }
 
@@ -218,7 +234,11 @@ impl BatchSigner {
         self.shared.signer.public_key()
     }
 
-    fn start(signer: Arc<dyn Signer>, config: BatchConfig, metrics: Option<&Metrics>) -> Result<Self, Error> {
+    fn start(
+        signer: Arc<dyn Signer>,
+        config: BatchConfig,
+        metrics: Option<&Metrics>,
+    ) -> Result<Self, Error> {
         config.check()?;
         let label = signer.label().to_owned();
         let (jobs, receiver) = mpsc::channel();
@@ -235,7 +255,10 @@ impl BatchSigner {
                 rng: SystemRandom::new(),
             };
             // Token calls block, so workers are threads of their own rather than tokio tasks.
-            match thread::Builder::new().name(format!("batch-sign-{n}")).spawn(move || worker.run()) {
+            match thread::Builder::new()
+                .name(format!("batch-sign-{n}"))
+                .spawn(move || worker.run())
+            {
                 Ok(handle) => threads.push(handle),
                 Err(error) => {
                     tracing::error!(label, %error, "cannot start a batch signer thread");
@@ -251,7 +274,16 @@ impl BatchSigner {
         tracing::debug!(label, ?config, "batch signer started");
         let wait = metrics.map(|m| m.batch_wait.with_label_values(&[label.as_str()]));
         let stopped = AtomicBool::new(false);
-        Ok(BatchSigner { shared: Arc::new(Shared { jobs, signer, workers: config.workers, stopped, wait, threads }) })
+        Ok(BatchSigner {
+            shared: Arc::new(Shared {
+                jobs,
+                signer,
+                workers: config.workers,
+                stopped,
+                wait,
+                threads,
+            }),
+        })
     }
 
     fn submit(&self, message: &[u8]) -> Result<oneshot::Receiver<Answer>, Error> {
@@ -260,7 +292,10 @@ impl BatchSigner {
         }
         let digest = Sha256::digest(message).into();
         let (reply, answer) = oneshot::channel();
-        self.shared.jobs.send(Job::Sign(Request { digest, reply })).map_err(|_| self.stopped())?;
+        self.shared
+            .jobs
+            .send(Job::Sign(Request { digest, reply }))
+            .map_err(|_| self.stopped())?;
         Ok(answer)
     }
 
@@ -283,6 +318,8 @@ impl BatchSigner {
     }
 
     fn stopped(&self) -> Error {
-        Error::BatchSignerStopped { label: self.label().to_owned() }
+        Error::BatchSignerStopped {
+            label: self.label().to_owned(),
+        }
     }
 }

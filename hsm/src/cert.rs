@@ -8,8 +8,9 @@
 use std::time::SystemTime;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension, DistinguishedName,
-    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, CustomExtension,
+    DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyUsagePurpose,
+    SerialNumber,
 };
 use rcgen::{PublicKeyData, SigningKey};
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer};
@@ -84,7 +85,9 @@ pub struct Validity {
 pub fn csr_der(signer: &dyn Signer, subject: &Subject) -> Result<Vec<u8>, Error> {
     let mut params = CertificateParams::default();
     params.distinguished_name = distinguished_name(subject);
-    let csr = params.serialize_request(&RcgenKey::new(signer)?).map_err(|e| rcgen_error("certificate request", e))?;
+    let csr = params
+        .serialize_request(&RcgenKey::new(signer)?)
+        .map_err(|e| rcgen_error("certificate request", e))?;
     Ok(csr.der().to_vec())
 }
 
@@ -101,7 +104,10 @@ pub fn csr_pem(signer: &dyn Signer, subject: &Subject) -> Result<String, Error> 
 /// or a key type this crate does not handle.
 pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr, Error> {
     if der.len() > MAX_CERT_LEN {
-        return Err(Error::decode("certificate request", format!("{} bytes is over the limit of {MAX_CERT_LEN}", der.len())));
+        return Err(Error::decode(
+            "certificate request",
+            format!("{} bytes is over the limit of {MAX_CERT_LEN}", der.len()),
+        ));
     }
     let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
         .map_err(|e| Error::decode("certificate request", e))?;
@@ -116,7 +122,10 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr, Error> {
         serial_number: text(DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec())),
         email: text(DnType::CustomDnType(EMAIL_ADDRESS_OID.to_vec())),
     };
-    Ok(VerifiedCsr { public_key, subject })
+    Ok(VerifiedCsr {
+        public_key,
+        subject,
+    })
 }
 
 /// Turns DER into PEM with the given label.
@@ -135,11 +144,19 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 
 impl<'a> CertificateAuthority<'a> {
     /// Creates a self-signed root CA certificate for the key behind `signer`.
-    pub fn self_signed(signer: &'a dyn Signer, subject: &Subject, validity: &Validity) -> Result<Self, Error> {
+    pub fn self_signed(
+        signer: &'a dyn Signer,
+        subject: &Subject,
+        validity: &Validity,
+    ) -> Result<Self, Error> {
         let params = params(subject, Profile::Ca, validity)?;
-        let certificate =
-            params.self_signed(&RcgenKey::new(signer)?).map_err(|e| rcgen_error("CA certificate", e))?;
-        Ok(CertificateAuthority { signer, certificate: certificate.der().clone() })
+        let certificate = params
+            .self_signed(&RcgenKey::new(signer)?)
+            .map_err(|e| rcgen_error("CA certificate", e))?;
+        Ok(CertificateAuthority {
+            signer,
+            certificate: certificate.der().clone(),
+        })
     }
 
     /// A CA whose certificate already exists (issued earlier, or by another CA).
@@ -151,9 +168,15 @@ impl<'a> CertificateAuthority<'a> {
         let (_, cert) = x509_parser::parse_x509_certificate(certificate_der)
             .map_err(|e| Error::decode("CA certificate", e))?;
         if cert.public_key().raw != signer.public_key().spki_der() {
-            return Err(Error::decode("CA certificate", "its public key is not the signer's key"));
+            return Err(Error::decode(
+                "CA certificate",
+                "its public key is not the signer's key",
+            ));
         }
-        Ok(CertificateAuthority { signer, certificate: CertificateDer::from(certificate_der.to_vec()) })
+        Ok(CertificateAuthority {
+            signer,
+            certificate: CertificateDer::from(certificate_der.to_vec()),
+        })
     }
 
     /// The CA's own certificate, DER.
@@ -162,12 +185,24 @@ impl<'a> CertificateAuthority<'a> {
     }
 
     /// Issues a certificate for `public_key` with `subject` and `profile`, signed by this CA.
-    pub fn issue(&self, public_key: &PublicKey, subject: &Subject, profile: Profile, validity: &Validity) -> Result<Vec<u8>, Error> {
+    pub fn issue(
+        &self,
+        public_key: &PublicKey,
+        subject: &Subject,
+        profile: Profile,
+        validity: &Validity,
+    ) -> Result<Vec<u8>, Error> {
         let key = RcgenKey::new(self.signer)?;
-        let issuer = Issuer::from_ca_cert_der(&self.certificate, key).map_err(|e| rcgen_error("CA certificate", e))?;
-        let subject_key = SubjectKey { public_key, algorithm: public_key.key_type().default_algorithm().rcgen() };
+        let issuer = Issuer::from_ca_cert_der(&self.certificate, key)
+            .map_err(|e| rcgen_error("CA certificate", e))?;
+        let subject_key = SubjectKey {
+            public_key,
+            algorithm: public_key.key_type().default_algorithm().rcgen(),
+        };
         let params = params(subject, profile, validity)?;
-        let certificate = params.signed_by(&subject_key, &issuer).map_err(|e| rcgen_error("certificate", e))?;
+        let certificate = params
+            .signed_by(&subject_key, &issuer)
+            .map_err(|e| rcgen_error("certificate", e))?;
         Ok(certificate.der().to_vec())
     }
 }
@@ -180,11 +215,17 @@ const EMAIL_ADDRESS_OID: [u64; 7] = [1, 2, 840, 113549, 1, 9, 1];
 const EXT_KEY_USAGE_OID: [u64; 4] = [2, 5, 29, 37];
 /// `SEQUENCE { id-kp-timeStamping (1.3.6.1.5.5.7.3.8) }`: the whole extension value, written by hand
 /// because rcgen always marks its extended key usage extension non-critical.
-const TIME_STAMPING_EKU: [u8; 12] = [0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+const TIME_STAMPING_EKU: [u8; 12] = [
+    0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+];
 /// Longest serial number RFC 5280 allows.
 const MAX_SERIAL_LEN: usize = 20;
 
-fn params(subject: &Subject, profile: Profile, validity: &Validity) -> Result<CertificateParams, Error> {
+fn params(
+    subject: &Subject,
+    profile: Profile,
+    validity: &Validity,
+) -> Result<CertificateParams, Error> {
     if validity.serial.is_empty() || validity.serial.len() > MAX_SERIAL_LEN {
         return Err(Error::Config {
             key: "certificate serial",
@@ -213,21 +254,35 @@ fn params(subject: &Subject, profile: Profile, validity: &Validity) -> Result<Ce
     match profile {
         Profile::Ca => {
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
         }
         Profile::TlsAuth => {
             params.is_ca = IsCa::ExplicitNoCa;
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
         }
         Profile::MemberSigning => {
             params.is_ca = IsCa::ExplicitNoCa;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ];
         }
         Profile::TimeStamping => {
             params.is_ca = IsCa::ExplicitNoCa;
-            params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::ContentCommitment];
-            let mut eku = CustomExtension::from_oid_content(&EXT_KEY_USAGE_OID, TIME_STAMPING_EKU.to_vec());
+            params.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::ContentCommitment,
+            ];
+            let mut eku =
+                CustomExtension::from_oid_content(&EXT_KEY_USAGE_OID, TIME_STAMPING_EKU.to_vec());
             eku.set_criticality(true);
             params.custom_extensions.push(eku);
         }
@@ -247,7 +302,10 @@ fn distinguished_name(subject: &Subject) -> DistinguishedName {
         dn.push(DnType::OrganizationalUnitName, ou.as_str());
     }
     if let Some(sn) = &subject.serial_number {
-        dn.push(DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec()), printable_or_utf8(sn));
+        dn.push(
+            DnType::CustomDnType(SERIAL_NUMBER_OID.to_vec()),
+            printable_or_utf8(sn),
+        );
     }
     dn.push(DnType::CommonName, subject.common_name.as_str());
     if let Some(email) = &subject.email {
@@ -295,7 +353,8 @@ impl<'a> RcgenKey<'a> {
             return Err(Error::AlgorithmMismatch {
                 label: signer.label().to_owned(),
                 key_type: signer.public_key().key_type().to_string(),
-                algorithm: "rsa-pss-sha256 for certificates (open the key with rsa-pkcs1-sha256)".to_owned(),
+                algorithm: "rsa-pss-sha256 for certificates (open the key with rsa-pkcs1-sha256)"
+                    .to_owned(),
             });
         }
         Ok(RcgenKey { signer })

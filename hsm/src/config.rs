@@ -61,7 +61,8 @@ pub fn open(config: &Config, pin: Option<Pin>) -> Result<Arc<dyn KeyStore>, Erro
         Config::Pkcs11(pkcs11) => {
             let pin = pin.ok_or_else(|| Error::Pin {
                 source_name: format!("the configuration of token '{}'", pkcs11.token_label),
-                reason: "no user PIN was given (set a PIN file or PIN environment variable)".to_owned(),
+                reason: "no user PIN was given (set a PIN file or PIN environment variable)"
+                    .to_owned(),
             })?;
             Arc::new(Pkcs11KeyStore::open(pkcs11, pin)?)
         }

@@ -18,7 +18,9 @@ pub enum Error {
     },
     /// The token is locked after too many wrong PINs (CKR_PIN_LOCKED); the security officer must
     /// unblock it.
-    #[error("token '{token}' is locked (too many wrong PINs); the security officer must reset the user PIN")]
+    #[error(
+        "token '{token}' is locked (too many wrong PINs); the security officer must reset the user PIN"
+    )]
     TokenLocked {
         /// Token label.
         token: String,
@@ -162,7 +164,9 @@ pub enum Error {
 
     /// A wrapped key did not authenticate under the wrapping key: the bytes were changed, or
     /// another key wrapped them.
-    #[error("wrapped key does not unwrap with key '{label}' in {store} (tampered, or wrapped by another key)")]
+    #[error(
+        "wrapped key does not unwrap with key '{label}' in {store} (tampered, or wrapped by another key)"
+    )]
     Unwrap {
         /// The wrapping key's label.
         label: String,
@@ -178,10 +182,16 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn decode(what: &'static str, reason: impl ToString) -> Self {
-        Error::Decode { what, reason: reason.to_string() }
+        Error::Decode {
+            what,
+            reason: reason.to_string(),
+        }
     }
 
     pub(crate) fn crypto(operation: &'static str, reason: impl ToString) -> Self {
-        Error::Crypto { operation, reason: reason.to_string() }
+        Error::Crypto {
+            operation,
+            reason: reason.to_string(),
+        }
     }
 }

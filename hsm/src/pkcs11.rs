@@ -88,14 +88,23 @@ impl Pkcs11KeyStore {
             });
         }
         let module = Module::get(&config.module)?;
-        let token = Token::open(module, config.token_label.clone(), pin, config.sessions, config.reconnect_attempts)?;
+        let token = Token::open(
+            module,
+            config.token_label.clone(),
+            pin,
+            config.sessions,
+            config.reconnect_attempts,
+        )?;
         tracing::info!(
             token = %config.token_label,
             module = %config.module.display(),
             sessions = config.sessions,
             "opened PKCS#11 token",
         );
-        Ok(Pkcs11KeyStore { token: Arc::new(token), generating: Mutex::new(()) })
+        Ok(Pkcs11KeyStore {
+            token: Arc::new(token),
+            generating: Mutex::new(()),
+        })
     }
 
     /// Counts this store's signatures, signing time and reconnects in `metrics`. Signers made
@@ -116,7 +125,11 @@ impl Pkcs11KeyStore {
     /// # Errors
     ///
     /// As [`KeyStore::signer`].
-    pub fn pkcs11_signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Pkcs11Signer, Error> {
+    pub fn pkcs11_signer(
+        &self,
+        label: &str,
+        algorithm: Option<SignatureAlgorithm>,
+    ) -> Result<Pkcs11Signer, Error> {
         let public_key = self.public_key(label)?;
         let key_type = public_key.key_type();
         let algorithm = algorithm.unwrap_or(key_type.default_algorithm());
@@ -130,7 +143,12 @@ impl Pkcs11KeyStore {
                 Err(e) => Err(self.token.failure(&e, "find key", session, lease)),
             }
         })?;
-        Ok(Pkcs11Signer::new(Arc::clone(&self.token), label, algorithm, public_key))
+        Ok(Pkcs11Signer::new(
+            Arc::clone(&self.token),
+            label,
+            algorithm,
+            public_key,
+        ))
     }
 
     /// Finalises the PKCS#11 module and initialises it again, invalidating every session of
@@ -156,7 +174,8 @@ impl Pkcs11KeyStore {
         needed_for: &str,
     ) -> Result<(), Failure> {
         let mechanisms = self.token.module.context().get_mechanism_list(lease.slot);
-        let mechanisms = mechanisms.map_err(|e| self.token.failure(&e, "list mechanisms", session, lease))?;
+        let mechanisms =
+            mechanisms.map_err(|e| self.token.failure(&e, "list mechanisms", session, lease))?;
         if mechanisms.contains(&mechanism) {
             return Ok(());
         }
@@ -168,7 +187,11 @@ impl Pkcs11KeyStore {
     }
 
     fn no_such_key(&self, label: &str, half: Half) -> Error {
-        Error::NoSuchKey { label: label.to_owned(), kind: half.kind(), store: self.describe() }
+        Error::NoSuchKey {
+            label: label.to_owned(),
+            kind: half.kind(),
+            store: self.describe(),
+        }
     }
 
     /// Reads the public key of the pair labelled `label` with `session`.
@@ -192,7 +215,10 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn generate(&self, label: &str, key_type: KeyType) -> Result<PublicKey, Error> {
         check_label(label)?;
-        let _generating = self.generating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _generating = self
+            .generating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mechanism = keys::generation_mechanism(key_type);
         let public_key = self.token.run(|session, lease| {
             self.require_mechanism(session, lease, mechanism, key_type.name())?;
@@ -211,7 +237,9 @@ impl KeyStore for Pkcs11KeyStore {
             let public = keys::generate(session, label, key_type)
                 .map_err(|e| self.token.failure(&e, "generate key pair", session, lease))?;
             keys::export(session, public).map_err(|e| match e {
-                ExportError::Cryptoki(e) => self.token.failure(&e, "read public key", session, lease),
+                ExportError::Cryptoki(e) => {
+                    self.token.failure(&e, "read public key", session, lease)
+                }
                 ExportError::Decode(e) => Failure::Fatal(e),
             })
         })?;
@@ -258,28 +286,41 @@ impl KeyStore for Pkcs11KeyStore {
 
     fn public_key(&self, label: &str) -> Result<PublicKey, Error> {
         check_label(label)?;
-        self.token.run(|session, lease| self.export(session, lease, label))
+        self.token
+            .run(|session, lease| self.export(session, lease, label))
     }
 
-    fn signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Arc<dyn Signer>, Error> {
+    fn signer(
+        &self,
+        label: &str,
+        algorithm: Option<SignatureAlgorithm>,
+    ) -> Result<Arc<dyn Signer>, Error> {
         Ok(Arc::new(self.pkcs11_signer(label, algorithm)?))
     }
 
     fn generate_wrapping_key(&self, label: &str) -> Result<(), Error> {
         check_label(label)?;
-        let _generating = self.generating.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _generating = self
+            .generating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.token.run(|session, lease| {
             self.require_mechanism(session, lease, MechanismType::AES_KEY_GEN, "wrapping key")?;
             self.require_mechanism(session, lease, MechanismType::AES_GCM, "wrapping key")?;
             match keys::find(session, label, Half::Secret) {
                 Ok(None) => {}
                 Ok(Some(_)) => {
-                    return Err(Failure::Fatal(Error::KeyExists { label: label.to_owned(), store: self.describe() }));
+                    return Err(Failure::Fatal(Error::KeyExists {
+                        label: label.to_owned(),
+                        store: self.describe(),
+                    }));
                 }
                 Err(e) => return Err(self.token.failure(&e, "find key", session, lease)),
             }
-            keys::generate_wrapping_key(session, label)
-                .map_err(|e| self.token.failure(&e, "generate wrapping key", session, lease))
+            keys::generate_wrapping_key(session, label).map_err(|e| {
+                self.token
+                    .failure(&e, "generate wrapping key", session, lease)
+            })
         })?;
         tracing::info!(token = %self.token.label, label, "generated AES-256 wrapping key on PKCS#11 token");
         Ok(())
@@ -316,25 +357,38 @@ pub fn init_token(module: &Path, label: &str, so_pin: &Pin, user_pin: &Pin) -> R
     let calls = module.calls();
     let context = module.context();
     let mut free = None;
-    for slot in context.get_slots_with_token().map_err(failed("list slots"))? {
-        let info = context.get_token_info(slot).map_err(failed("read token information"))?;
+    for slot in context
+        .get_slots_with_token()
+        .map_err(failed("list slots"))?
+    {
+        let info = context
+            .get_token_info(slot)
+            .map_err(failed("read token information"))?;
         if !info.token_initialized() {
             free = free.or(Some(slot));
         } else if info.label() == label {
             return Err(Error::Config {
                 key: "token label",
                 value: label.to_owned(),
-                reason: format!("a token with this label already exists in {}", module.path().display()),
+                reason: format!(
+                    "a token with this label already exists in {}",
+                    module.path().display()
+                ),
             });
         }
     }
     let slot = free.ok_or_else(|| Error::Pkcs11 {
         token: label.to_owned(),
         operation: "initialise token",
-        reason: format!("no slot with an uninitialised token in {}", module.path().display()),
+        reason: format!(
+            "no slot with an uninitialised token in {}",
+            module.path().display()
+        ),
     })?;
     let so = AuthPin::from(so_pin.expose().to_owned());
-    context.init_token(slot, &so, label).map_err(failed("initialise token"))?;
+    context
+        .init_token(slot, &so, label)
+        .map_err(failed("initialise token"))?;
     // C_InitToken may move the token to another slot id (SoftHSM2 does, when it re-reads its
     // token directory), so look it up again by label.
     drop(calls);
@@ -344,9 +398,15 @@ pub fn init_token(module: &Path, label: &str, so_pin: &Pin, user_pin: &Pin) -> R
         Err(FindError::Cryptoki(e)) => return Err(failed("find token")(e)),
     };
     let _calls = module.calls();
-    let session = context.open_rw_session(slot).map_err(failed("open session"))?;
-    session.login(UserType::So, Some(&so)).map_err(failed("log in as security officer"))?;
-    session.init_pin(&AuthPin::from(user_pin.expose().to_owned())).map_err(failed("set user PIN"))?;
+    let session = context
+        .open_rw_session(slot)
+        .map_err(failed("open session"))?;
+    session
+        .login(UserType::So, Some(&so))
+        .map_err(failed("log in as security officer"))?;
+    session
+        .init_pin(&AuthPin::from(user_pin.expose().to_owned()))
+        .map_err(failed("set user PIN"))?;
     session.logout().map_err(failed("log out"))?;
     tracing::info!(token = label, module = %module.path().display(), "initialised PKCS#11 token");
     Ok(())

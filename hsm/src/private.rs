@@ -19,7 +19,10 @@ pub const FILE_MODE: u32 = 0o600;
 ///
 /// The directory cannot be created or its mode set.
 pub fn create_dir(dir: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)?;
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)?;
     std::fs::set_permissions(dir, Permissions::from_mode(DIR_MODE))
 }
 
@@ -30,7 +33,12 @@ pub fn create_dir(dir: &Path) -> std::io::Result<()> {
 ///
 /// The file cannot be opened or its mode set.
 pub fn create_file(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)?;
     file.set_permissions(Permissions::from_mode(FILE_MODE))?;
     Ok(file)
 }
@@ -42,7 +50,11 @@ pub fn create_file(path: &Path) -> std::io::Result<File> {
 ///
 /// The file cannot be opened or its mode set.
 pub fn append_file(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new().create(true).append(true).mode(FILE_MODE).open(path)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(FILE_MODE)
+        .open(path)?;
     file.set_permissions(Permissions::from_mode(FILE_MODE))?;
     Ok(file)
 }

@@ -48,24 +48,30 @@ impl PublicKey {
         let key = Self::from_openssl(&pkey)?;
         // OpenSSL ignores trailing bytes; a canonical re-encoding must give the input back.
         if key.spki != spki {
-            return Err(Error::decode("public key", "not in canonical DER (trailing or re-encoded bytes)"));
+            return Err(Error::decode(
+                "public key",
+                "not in canonical DER (trailing or re-encoded bytes)",
+            ));
         }
         Ok(key)
     }
 
     /// Parses a PEM `PUBLIC KEY` block.
     pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
-        let pkey = PKey::public_key_from_pem(pem).map_err(|e| Error::decode("public key PEM", e))?;
+        let pkey =
+            PKey::public_key_from_pem(pem).map_err(|e| Error::decode("public key PEM", e))?;
         Self::from_openssl(&pkey)
     }
 
     /// Builds a P-256 key from an uncompressed SEC1 point (`04 || x || y`).
     pub fn from_ec_p256_point(point: &[u8]) -> Result<Self, Error> {
         let group = p256_group()?;
-        let mut ctx = openssl::bn::BigNumContext::new().map_err(|e| Error::crypto("ec point", e))?;
+        let mut ctx =
+            openssl::bn::BigNumContext::new().map_err(|e| Error::crypto("ec point", e))?;
         let point = openssl::ec::EcPoint::from_bytes(&group, point, &mut ctx)
             .map_err(|e| Error::decode("EC point", e))?;
-        let ec = EcKey::from_public_key(&group, &point).map_err(|e| Error::decode("EC point", e))?;
+        let ec =
+            EcKey::from_public_key(&group, &point).map_err(|e| Error::decode("EC point", e))?;
         let pkey = PKey::from_ec_key(ec).map_err(|e| Error::crypto("ec key", e))?;
         Self::from_openssl(&pkey)
     }
@@ -81,14 +87,16 @@ impl PublicKey {
     pub fn from_rsa_components(modulus: &[u8], exponent: &[u8]) -> Result<Self, Error> {
         let n = BigNum::from_slice(modulus).map_err(|e| Error::decode("RSA modulus", e))?;
         let e = BigNum::from_slice(exponent).map_err(|e| Error::decode("RSA exponent", e))?;
-        let rsa = Rsa::from_public_components(n, e).map_err(|e| Error::decode("RSA public key", e))?;
+        let rsa =
+            Rsa::from_public_components(n, e).map_err(|e| Error::decode("RSA public key", e))?;
         let pkey = PKey::from_rsa(rsa).map_err(|e| Error::crypto("rsa key", e))?;
         Self::from_openssl(&pkey)
     }
 
     /// Builds an RSA key from a DER PKCS#1 `RSAPublicKey`.
     pub fn from_rsa_pkcs1_der(der: &[u8]) -> Result<Self, Error> {
-        let rsa = Rsa::public_key_from_der_pkcs1(der).map_err(|e| Error::decode("RSA public key", e))?;
+        let rsa =
+            Rsa::public_key_from_der_pkcs1(der).map_err(|e| Error::decode("RSA public key", e))?;
         let pkey = PKey::from_rsa(rsa).map_err(|e| Error::crypto("rsa key", e))?;
         Self::from_openssl(&pkey)
     }
@@ -123,7 +131,10 @@ impl PublicKey {
 
     /// SHA-256 of the SubjectPublicKeyInfo, in lower-case hex: how operators name a key.
     pub fn fingerprint(&self) -> String {
-        Sha256::digest(&self.spki).iter().map(|b| format!("{b:02x}")).collect()
+        Sha256::digest(&self.spki)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     /// Checks `signature` over `message` with `algorithm`.
@@ -132,7 +143,12 @@ impl PublicKey {
     ///
     /// [`Error::BadSignature`] when the key cannot be used with the algorithm or the signature does
     /// not verify.
-    pub fn verify(&self, algorithm: SignatureAlgorithm, message: &[u8], signature: &[u8]) -> Result<(), Error> {
+    pub fn verify(
+        &self,
+        algorithm: SignatureAlgorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), Error> {
         if !self.key_type.supports(algorithm) {
             return Err(Error::BadSignature {
                 algorithm: algorithm.to_string(),
@@ -145,9 +161,12 @@ impl PublicKey {
             SignatureAlgorithm::RsaPkcs1Sha256 => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
             SignatureAlgorithm::RsaPssSha256 => &ring_sig::RSA_PSS_2048_8192_SHA256,
         };
-        UnparsedPublicKey::new(params, &self.raw).verify(message, signature).map_err(|_| {
-            Error::BadSignature { algorithm: algorithm.to_string(), reason: "the signature does not match" }
-        })
+        UnparsedPublicKey::new(params, &self.raw)
+            .verify(message, signature)
+            .map_err(|_| Error::BadSignature {
+                algorithm: algorithm.to_string(),
+                reason: "the signature does not match",
+            })
     }
 
     fn from_openssl(pkey: &PKey<Public>) -> Result<Self, Error> {
@@ -157,7 +176,8 @@ impl PublicKey {
                 if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
                     return Err(Error::decode("public key", "EC key is not on P-256"));
                 }
-                let mut ctx = openssl::bn::BigNumContext::new().map_err(|e| Error::crypto("ec point", e))?;
+                let mut ctx =
+                    openssl::bn::BigNumContext::new().map_err(|e| Error::crypto("ec point", e))?;
                 let raw = ec
                     .public_key()
                     .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
@@ -165,7 +185,9 @@ impl PublicKey {
                 (KeyType::EcP256, raw)
             }
             Id::ED25519 => {
-                let raw = pkey.raw_public_key().map_err(|e| Error::decode("public key", e))?;
+                let raw = pkey
+                    .raw_public_key()
+                    .map_err(|e| Error::decode("public key", e))?;
                 (KeyType::Ed25519, raw)
             }
             Id::RSA => {
@@ -174,16 +196,32 @@ impl PublicKey {
                     2048 => KeyType::Rsa2048,
                     3072 => KeyType::Rsa3072,
                     bits => {
-                        return Err(Error::decode("public key", format!("RSA-{bits} is not supported (2048 or 3072)")));
+                        return Err(Error::decode(
+                            "public key",
+                            format!("RSA-{bits} is not supported (2048 or 3072)"),
+                        ));
                     }
                 };
-                let raw = rsa.public_key_to_der_pkcs1().map_err(|e| Error::decode("public key", e))?;
+                let raw = rsa
+                    .public_key_to_der_pkcs1()
+                    .map_err(|e| Error::decode("public key", e))?;
                 (key_type, raw)
             }
-            other => return Err(Error::decode("public key", format!("unsupported key type {other:?}"))),
+            other => {
+                return Err(Error::decode(
+                    "public key",
+                    format!("unsupported key type {other:?}"),
+                ));
+            }
         };
-        let spki = pkey.public_key_to_der().map_err(|e| Error::decode("public key", e))?;
-        Ok(PublicKey { spki, key_type, raw })
+        let spki = pkey
+            .public_key_to_der()
+            .map_err(|e| Error::decode("public key", e))?;
+        Ok(PublicKey {
+            spki,
+            key_type,
+            raw,
+        })
     }
 }
 
@@ -204,14 +242,18 @@ fn p256_group() -> Result<EcGroup, Error> {
 /// `ECDSA-Sig-Value` that X.509 and CMS carry.
 pub(crate) fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, Error> {
     if raw.len() != 64 {
-        return Err(Error::decode("ECDSA signature from token", format!("{} bytes, expected 64", raw.len())));
+        return Err(Error::decode(
+            "ECDSA signature from token",
+            format!("{} bytes, expected 64", raw.len()),
+        ));
     }
     let (r, s) = raw.split_at(32);
     let r = BigNum::from_slice(r).map_err(|e| Error::crypto("ecdsa signature", e))?;
     let s = BigNum::from_slice(s).map_err(|e| Error::crypto("ecdsa signature", e))?;
     let sig = openssl::ecdsa::EcdsaSig::from_private_components(r, s)
         .map_err(|e| Error::crypto("ecdsa signature", e))?;
-    sig.to_der().map_err(|e| Error::crypto("ecdsa signature", e))
+    sig.to_der()
+        .map_err(|e| Error::crypto("ecdsa signature", e))
 }
 
 #[cfg(test)]
@@ -238,7 +280,10 @@ mod tests {
     #[test]
     fn other_curves_are_refused() {
         let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
-        let spki = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap().public_key_to_der().unwrap();
+        let spki = PKey::from_ec_key(EcKey::generate(&group).unwrap())
+            .unwrap()
+            .public_key_to_der()
+            .unwrap();
         assert!(PublicKey::from_spki_der(&spki).is_err());
     }
 

@@ -61,7 +61,11 @@ pub trait KeyStore: Send + Sync + fmt::Debug {
     /// # Errors
     ///
     /// [`Error::NoSuchKey`], [`Error::AlgorithmMismatch`] or [`Error::MechanismNotSupported`].
-    fn signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Arc<dyn Signer>, Error>;
+    fn signer(
+        &self,
+        label: &str,
+        algorithm: Option<SignatureAlgorithm>,
+    ) -> Result<Arc<dyn Signer>, Error>;
 
     /// Generates an AES-256 wrapping key labelled `label` (see [`crate::wrap`]). On a token it is
     /// a persistent secret key, sensitive and not extractable, usable only to encrypt and decrypt.
@@ -122,9 +126,14 @@ impl fmt::Debug for Pin {
 /// Checks that a key label is 1 to [`MAX_LABEL_LEN`] characters of `A-Z a-z 0-9 . _ -`, not starting
 /// with a dot: labels name files in the software store and objects on tokens.
 pub fn check_label(label: &str) -> Result<(), Error> {
-    let ok_chars = label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    let ok_chars = label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
     let reason = if label.is_empty() || label.len() > MAX_LABEL_LEN {
-        format!("must be 1 to {MAX_LABEL_LEN} characters long, got {}", label.len())
+        format!(
+            "must be 1 to {MAX_LABEL_LEN} characters long, got {}",
+            label.len()
+        )
     } else if !ok_chars {
         "may hold only letters, digits, '.', '_' and '-'".to_owned()
     } else if label.starts_with('.') {
@@ -132,10 +141,18 @@ pub fn check_label(label: &str) -> Result<(), Error> {
     } else {
         return Ok(());
     };
-    Err(Error::Config { key: "key label", value: label.to_owned(), reason })
+    Err(Error::Config {
+        key: "key label",
+        value: label.to_owned(),
+        reason,
+    })
 }
 
-pub(crate) fn check_algorithm(label: &str, key_type: KeyType, algorithm: SignatureAlgorithm) -> Result<(), Error> {
+pub(crate) fn check_algorithm(
+    label: &str,
+    key_type: KeyType,
+    algorithm: SignatureAlgorithm,
+) -> Result<(), Error> {
     if key_type.supports(algorithm) {
         return Ok(());
     }
@@ -155,7 +172,14 @@ mod tests {
         for good in ["a", "gw-sign.2026_01", &"x".repeat(MAX_LABEL_LEN)] {
             check_label(good).unwrap();
         }
-        for bad in ["", ".hidden", "a/b", "../x", "ä", &"x".repeat(MAX_LABEL_LEN + 1)] {
+        for bad in [
+            "",
+            ".hidden",
+            "a/b",
+            "../x",
+            "ä",
+            &"x".repeat(MAX_LABEL_LEN + 1),
+        ] {
             assert!(check_label(bad).is_err(), "{bad:?}");
         }
     }

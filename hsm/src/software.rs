@@ -68,7 +68,10 @@ impl SoftwareKeyStore {
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(|source| Error::KeyFile { path: dir.clone(), source })?;
+            .map_err(|source| Error::KeyFile {
+                path: dir.clone(),
+                source,
+            })?;
         Ok(SoftwareKeyStore { dir })
     }
 
@@ -78,7 +81,11 @@ impl SoftwareKeyStore {
     }
 
     /// Loads the key with this label into a [`SoftwareSigner`].
-    pub fn load(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<SoftwareSigner, Error> {
+    pub fn load(
+        &self,
+        label: &str,
+        algorithm: Option<SignatureAlgorithm>,
+    ) -> Result<SoftwareSigner, Error> {
         let pkcs8 = self.read(label)?;
         SoftwareSigner::from_pkcs8(label, &pkcs8, algorithm)
     }
@@ -108,12 +115,22 @@ impl SoftwareKeyStore {
         let meta = match fs::metadata(&path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NoSuchKey { label: label.to_owned(), kind, store: self.describe() });
+                return Err(Error::NoSuchKey {
+                    label: label.to_owned(),
+                    kind,
+                    store: self.describe(),
+                });
             }
             Err(source) => return Err(Error::KeyFile { path, source }),
         };
         if meta.len() > MAX_KEY_FILE_LEN {
-            return Err(Error::decode("key file", format!("{} bytes is over the limit of {MAX_KEY_FILE_LEN}", meta.len())));
+            return Err(Error::decode(
+                "key file",
+                format!(
+                    "{} bytes is over the limit of {MAX_KEY_FILE_LEN}",
+                    meta.len()
+                ),
+            ));
         }
         fs::read(&path).map_err(|source| Error::KeyFile { path, source })
     }
@@ -124,14 +141,25 @@ impl SoftwareKeyStore {
     }
 
     fn write_new_path(&self, label: &str, path: PathBuf, pkcs8: &[u8]) -> Result<(), Error> {
-        let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::KeyExists { label: label.to_owned(), store: self.describe() });
+                return Err(Error::KeyExists {
+                    label: label.to_owned(),
+                    store: self.describe(),
+                });
             }
             Err(source) => return Err(Error::KeyFile { path, source }),
         };
-        let result = file.write_all(pkcs8).and_then(|()| file.sync_all()).and_then(|()| sync_dir(&self.dir));
+        let result = file
+            .write_all(pkcs8)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| sync_dir(&self.dir));
         if let Err(source) = result {
             // A partial key file must not be mistaken for a key later.
             let _ = fs::remove_file(&path);
@@ -149,7 +177,10 @@ impl KeyStore for SoftwareKeyStore {
     fn generate(&self, label: &str, key_type: KeyType) -> Result<PublicKey, Error> {
         let path = self.path(label)?;
         if path.exists() {
-            return Err(Error::KeyExists { label: label.to_owned(), store: self.describe() });
+            return Err(Error::KeyExists {
+                label: label.to_owned(),
+                store: self.describe(),
+            });
         }
         let pkcs8 = generate_pkcs8(key_type)?;
         let signer = SoftwareSigner::from_pkcs8(label, &pkcs8, None)?;
@@ -159,19 +190,30 @@ impl KeyStore for SoftwareKeyStore {
     }
 
     fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
-        let entries = fs::read_dir(&self.dir).map_err(|source| Error::KeyFile { path: self.dir.clone(), source })?;
+        let entries = fs::read_dir(&self.dir).map_err(|source| Error::KeyFile {
+            path: self.dir.clone(),
+            source,
+        })?;
         let mut keys = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| Error::KeyFile { path: self.dir.clone(), source })?;
+            let entry = entry.map_err(|source| Error::KeyFile {
+                path: self.dir.clone(),
+                source,
+            })?;
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some(KEY_FILE_EXTENSION) {
                 continue;
             }
-            let Some(label) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+            let Some(label) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
             if check_label(label).is_err() {
                 continue;
             }
-            keys.push(KeyInfo { label: label.to_owned(), public_key: self.public_key(label)? });
+            keys.push(KeyInfo {
+                label: label.to_owned(),
+                public_key: self.public_key(label)?,
+            });
         }
         keys.sort_by(|a, b| a.label.cmp(&b.label));
         Ok(keys)
@@ -181,14 +223,20 @@ impl KeyStore for SoftwareKeyStore {
         Ok(self.load(label, None)?.public_key)
     }
 
-    fn signer(&self, label: &str, algorithm: Option<SignatureAlgorithm>) -> Result<Arc<dyn Signer>, Error> {
+    fn signer(
+        &self,
+        label: &str,
+        algorithm: Option<SignatureAlgorithm>,
+    ) -> Result<Arc<dyn Signer>, Error> {
         Ok(Arc::new(self.load(label, algorithm)?))
     }
 
     fn generate_wrapping_key(&self, label: &str) -> Result<(), Error> {
         let path = self.path_with(label, WRAPPING_KEY_FILE_EXTENSION)?;
         let mut key = Zeroizing::new([0; WRAPPING_KEY_LEN]);
-        SystemRandom::new().fill(key.as_mut()).map_err(|e| Error::crypto("aes-256 keygen", e))?;
+        SystemRandom::new()
+            .fill(key.as_mut())
+            .map_err(|e| Error::crypto("aes-256 keygen", e))?;
         self.write_new_path(label, path, key.as_ref())?;
         tracing::info!(label, "generated software wrapping key");
         Ok(())
@@ -207,8 +255,14 @@ impl SoftwareWrapper {
             let reason = format!("{} bytes, expected {WRAPPING_KEY_LEN}", key.len());
             return Err(Error::decode("wrapping key file", reason));
         }
-        let key = UnboundKey::new(&aead::AES_256_GCM, key).map_err(|e| Error::crypto("load wrapping key", e))?;
-        Ok(SoftwareWrapper { label: label.to_owned(), store, key: LessSafeKey::new(key), rng: SystemRandom::new() })
+        let key = UnboundKey::new(&aead::AES_256_GCM, key)
+            .map_err(|e| Error::crypto("load wrapping key", e))?;
+        Ok(SoftwareWrapper {
+            label: label.to_owned(),
+            store,
+            key: LessSafeKey::new(key),
+            rng: SystemRandom::new(),
+        })
     }
 }
 
@@ -220,10 +274,14 @@ impl Wrapper for SoftwareWrapper {
     fn wrap(&self, key: &[u8]) -> Result<Vec<u8>, Error> {
         wrap::check_key(key)?;
         let mut iv = [0; IV_LEN];
-        self.rng.fill(&mut iv).map_err(|e| Error::crypto("wrap", e))?;
+        self.rng
+            .fill(&mut iv)
+            .map_err(|e| Error::crypto("wrap", e))?;
         let mut sealed = key.to_vec();
         let nonce = Nonce::assume_unique_for_key(iv);
-        let sealing = self.key.seal_in_place_append_tag(nonce, Aad::from(wrap::ASSOCIATED_DATA), &mut sealed);
+        let sealing =
+            self.key
+                .seal_in_place_append_tag(nonce, Aad::from(wrap::ASSOCIATED_DATA), &mut sealed);
         sealing.map_err(|e| Error::crypto("wrap", e))?;
         Ok(wrap::assemble(&iv, &sealed))
     }
@@ -232,9 +290,14 @@ impl Wrapper for SoftwareWrapper {
         let parts = wrap::parse(wrapped)?;
         let mut buffer = Zeroizing::new(parts.sealed.to_vec());
         let nonce = Nonce::assume_unique_for_key(*parts.iv);
-        let opened = self.key.open_in_place(nonce, Aad::from(wrap::ASSOCIATED_DATA), &mut buffer);
+        let opened = self
+            .key
+            .open_in_place(nonce, Aad::from(wrap::ASSOCIATED_DATA), &mut buffer);
         let len = opened
-            .map_err(|_| Error::Unwrap { label: self.label.clone(), store: self.store.clone() })?
+            .map_err(|_| Error::Unwrap {
+                label: self.label.clone(),
+                store: self.store.clone(),
+            })?
             .len();
         buffer.truncate(len);
         Ok(buffer)
@@ -243,7 +306,9 @@ impl Wrapper for SoftwareWrapper {
 
 impl std::fmt::Debug for SoftwareWrapper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SoftwareWrapper").field("label", &self.label).finish_non_exhaustive()
+        f.debug_struct("SoftwareWrapper")
+            .field("label", &self.label)
+            .finish_non_exhaustive()
     }
 }
 
@@ -251,27 +316,43 @@ impl std::fmt::Debug for SoftwareWrapper {
 
 impl SoftwareSigner {
     /// Loads a PKCS#8 DER private key (P-256, Ed25519 or RSA 2048/3072).
-    pub fn from_pkcs8(label: &str, pkcs8: &[u8], algorithm: Option<SignatureAlgorithm>) -> Result<Self, Error> {
+    pub fn from_pkcs8(
+        label: &str,
+        pkcs8: &[u8],
+        algorithm: Option<SignatureAlgorithm>,
+    ) -> Result<Self, Error> {
         let rng = SystemRandom::new();
         // ring's parsers tell the key type apart; each refuses the others' keys.
-        let (key, public_key) = if let Ok(key) =
-            ring_sig::EcdsaKeyPair::from_pkcs8(&ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8, &rng)
-        {
+        let (key, public_key) = if let Ok(key) = ring_sig::EcdsaKeyPair::from_pkcs8(
+            &ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+            pkcs8,
+            &rng,
+        ) {
             let public = PublicKey::from_ec_p256_point(key.public_key().as_ref())?;
             (SoftKey::Ecdsa(key), public)
         } else if let Ok(key) = ring_sig::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8) {
             let public = PublicKey::from_ed25519(key.public_key().as_ref())?;
             (SoftKey::Ed25519(key), public)
         } else {
-            let key = ring_sig::RsaKeyPair::from_pkcs8(pkcs8)
-                .map_err(|e| Error::decode("PKCS#8 key", format!("not a P-256, Ed25519 or RSA key ({e})")))?;
+            let key = ring_sig::RsaKeyPair::from_pkcs8(pkcs8).map_err(|e| {
+                Error::decode(
+                    "PKCS#8 key",
+                    format!("not a P-256, Ed25519 or RSA key ({e})"),
+                )
+            })?;
             let public = PublicKey::from_rsa_pkcs1_der(key.public().as_ref())?;
             (SoftKey::Rsa(key), public)
         };
         let key_type = public_key.key_type();
         let algorithm = algorithm.unwrap_or(key_type.default_algorithm());
         check_algorithm(label, key_type, algorithm)?;
-        Ok(SoftwareSigner { label: label.to_owned(), algorithm, public_key, key, rng })
+        Ok(SoftwareSigner {
+            label: label.to_owned(),
+            algorithm,
+            public_key,
+            key,
+            rng,
+        })
     }
 }
 
@@ -301,7 +382,8 @@ impl Signer for SoftwareSigner {
                     _ => &ring_sig::RSA_PKCS1_SHA256,
                 };
                 let mut signature = vec![0; key.public().modulus_len()];
-                key.sign(padding, &self.rng, message, &mut signature).map_err(|e| Error::crypto("rsa sign", e))?;
+                key.sign(padding, &self.rng, message, &mut signature)
+                    .map_err(|e| Error::crypto("rsa sign", e))?;
                 Ok(signature)
             }
         }
@@ -322,17 +404,25 @@ impl std::fmt::Debug for SoftwareSigner {
 pub fn generate_pkcs8(key_type: KeyType) -> Result<Vec<u8>, Error> {
     let rng = SystemRandom::new();
     match key_type {
-        KeyType::EcP256 => ring_sig::EcdsaKeyPair::generate_pkcs8(&ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
-            .map(|d| d.as_ref().to_vec())
-            .map_err(|e| Error::crypto("ec-p256 keygen", e)),
+        KeyType::EcP256 => {
+            ring_sig::EcdsaKeyPair::generate_pkcs8(&ring_sig::ECDSA_P256_SHA256_ASN1_SIGNING, &rng)
+                .map(|d| d.as_ref().to_vec())
+                .map_err(|e| Error::crypto("ec-p256 keygen", e))
+        }
         KeyType::Ed25519 => ring_sig::Ed25519KeyPair::generate_pkcs8(&rng)
             .map(|d| d.as_ref().to_vec())
             .map_err(|e| Error::crypto("ed25519 keygen", e)),
         KeyType::Rsa2048 | KeyType::Rsa3072 => {
-            let bits = if key_type == KeyType::Rsa2048 { 2048 } else { 3072 };
-            let rsa = openssl::rsa::Rsa::generate(bits).map_err(|e| Error::crypto("rsa keygen", e))?;
+            let bits = if key_type == KeyType::Rsa2048 {
+                2048
+            } else {
+                3072
+            };
+            let rsa =
+                openssl::rsa::Rsa::generate(bits).map_err(|e| Error::crypto("rsa keygen", e))?;
             let pkey = PKey::from_rsa(rsa).map_err(|e| Error::crypto("rsa keygen", e))?;
-            pkey.private_key_to_pkcs8().map_err(|e| Error::crypto("rsa keygen", e))
+            pkey.private_key_to_pkcs8()
+                .map_err(|e| Error::crypto("rsa keygen", e))
         }
     }
 }
@@ -355,13 +445,25 @@ mod tests {
             let label = key_type.name();
             let public = store.generate(label, key_type).unwrap();
             assert_eq!(public.key_type(), key_type);
-            let mode = fs::metadata(store.path(label).unwrap()).unwrap().permissions().mode();
+            let mode = fs::metadata(store.path(label).unwrap())
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{label}");
-            for algorithm in SignatureAlgorithm::ALL.into_iter().filter(|a| key_type.supports(*a)) {
+            for algorithm in SignatureAlgorithm::ALL
+                .into_iter()
+                .filter(|a| key_type.supports(*a))
+            {
                 let signer = store.signer(label, Some(algorithm)).unwrap();
                 let signature = signer.sign(b"referral 42").unwrap();
-                public.verify(algorithm, b"referral 42", &signature).unwrap();
-                assert!(public.verify(algorithm, b"referral 43", &signature).is_err());
+                public
+                    .verify(algorithm, b"referral 42", &signature)
+                    .unwrap();
+                assert!(
+                    public
+                        .verify(algorithm, b"referral 43", &signature)
+                        .is_err()
+                );
             }
         }
         let dir_mode = fs::metadata(store.dir()).unwrap().permissions().mode();
@@ -375,9 +477,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SoftwareKeyStore::open(dir.path()).unwrap();
         let first = store.generate("k", KeyType::EcP256).unwrap();
-        assert!(matches!(store.generate("k", KeyType::EcP256), Err(Error::KeyExists { .. })));
+        assert!(matches!(
+            store.generate("k", KeyType::EcP256),
+            Err(Error::KeyExists { .. })
+        ));
         assert_eq!(store.public_key("k").unwrap(), first);
-        assert!(matches!(store.signer("nope", None), Err(Error::NoSuchKey { .. })));
+        assert!(matches!(
+            store.signer("nope", None),
+            Err(Error::NoSuchKey { .. })
+        ));
         assert!(matches!(
             store.signer("k", Some(SignatureAlgorithm::RsaPssSha256)),
             Err(Error::AlgorithmMismatch { .. })
@@ -390,6 +498,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SoftwareKeyStore::open(dir.path()).unwrap();
         fs::write(dir.path().join("bad.p8"), b"not a key").unwrap();
-        assert!(matches!(store.signer("bad", None), Err(Error::Decode { .. })));
+        assert!(matches!(
+            store.signer("bad", None),
+            Err(Error::Decode { .. })
+        ));
     }
 }

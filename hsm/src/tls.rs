@@ -93,7 +93,11 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// # Errors
 ///
 /// [`TlsError::UnsupportedAlgorithm`] for a key TLS 1.3 cannot use.
-pub fn server_config(signer: Arc<dyn Signer>, certificate_chain: Vec<Vec<u8>>, clients: Arc<dyn Pins>) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(
+    signer: Arc<dyn Signer>,
+    certificate_chain: Vec<Vec<u8>>,
+    clients: Arc<dyn Pins>,
+) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let key = certified_key(signer, certificate_chain)?;
     let verifier = Arc::new(PinnedClientVerifier::new(clients, &provider));
@@ -111,7 +115,11 @@ pub fn server_config(signer: Arc<dyn Signer>, certificate_chain: Vec<Vec<u8>>, c
 /// # Errors
 ///
 /// [`TlsError::UnsupportedAlgorithm`] for a key TLS 1.3 cannot use.
-pub fn client_config(signer: Arc<dyn Signer>, certificate_chain: Vec<Vec<u8>>, servers: Arc<dyn Pins>) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    signer: Arc<dyn Signer>,
+    certificate_chain: Vec<Vec<u8>>,
+    servers: Arc<dyn Pins>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
     let key = certified_key(signer, certificate_chain)?;
     let verifier = Arc::new(PinnedServerVerifier::new(servers, &provider));
@@ -129,9 +137,15 @@ pub fn client_config(signer: Arc<dyn Signer>, certificate_chain: Vec<Vec<u8>>, s
 /// # Errors
 ///
 /// [`TlsError::UnsupportedAlgorithm`] for a key TLS 1.3 cannot use.
-pub fn certified_key(signer: Arc<dyn Signer>, certificate_chain: Vec<Vec<u8>>) -> Result<CertifiedKey, TlsError> {
+pub fn certified_key(
+    signer: Arc<dyn Signer>,
+    certificate_chain: Vec<Vec<u8>>,
+) -> Result<CertifiedKey, TlsError> {
     let key = StoreSigningKey::new(signer)?;
-    let chain = certificate_chain.into_iter().map(CertificateDer::from).collect();
+    let chain = certificate_chain
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
     Ok(CertifiedKey::new(chain, Arc::new(key)))
 }
 
@@ -152,7 +166,9 @@ fn valid_at(certificate: &[u8], now: UnixTime) -> Result<(), rustls::Error> {
     let seconds = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
     let validity = parsed.validity();
     if seconds < validity.not_before.timestamp() {
-        return Err(rustls::Error::InvalidCertificate(CertificateError::NotValidYet));
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
     }
     if seconds > validity.not_after.timestamp() {
         return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
@@ -166,7 +182,9 @@ fn tls12_refused() -> rustls::Error {
 
 fn check_pinned(pins: &dyn Pins, certificate: &[u8], now: UnixTime) -> Result<(), rustls::Error> {
     if !pins.is_pinned(certificate) {
-        return Err(rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure));
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::ApplicationVerificationFailure,
+        ));
     }
     valid_at(certificate, now)
 }
@@ -203,15 +221,21 @@ impl StoreSigningKey {
 
 impl fmt::Debug for StoreSigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreSigningKey").field("label", &self.signer.label()).field("scheme", &self.scheme).finish()
+        f.debug_struct("StoreSigningKey")
+            .field("label", &self.signer.label())
+            .field("scheme", &self.scheme)
+            .finish()
     }
 }
 
 impl rustls::sign::SigningKey for StoreSigningKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
-        offered
-            .contains(&self.scheme)
-            .then(|| Box::new(StoreTlsSigner { signer: self.signer.clone(), scheme: self.scheme }) as Box<dyn rustls::sign::Signer>)
+        offered.contains(&self.scheme).then(|| {
+            Box::new(StoreTlsSigner {
+                signer: self.signer.clone(),
+                scheme: self.scheme,
+            }) as Box<dyn rustls::sign::Signer>
+        })
     }
 
     fn algorithm(&self) -> rustls::SignatureAlgorithm {
@@ -227,14 +251,19 @@ impl rustls::sign::SigningKey for StoreSigningKey {
 
 impl fmt::Debug for StoreTlsSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoreTlsSigner").field("label", &self.signer.label()).field("scheme", &self.scheme).finish()
+        f.debug_struct("StoreTlsSigner")
+            .field("label", &self.signer.label())
+            .field("scheme", &self.scheme)
+            .finish()
     }
 }
 
 impl rustls::sign::Signer for StoreTlsSigner {
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         // The store hashes as the algorithm requires and returns the TLS encoding (DER ECDSA).
-        self.signer.sign(message).map_err(|e| rustls::Error::General(format!("key store signature failed: {e}")))
+        self.signer
+            .sign(message)
+            .map_err(|e| rustls::Error::General(format!("key store signature failed: {e}")))
     }
 
     fn scheme(&self) -> SignatureScheme {
@@ -247,7 +276,10 @@ impl rustls::sign::Signer for StoreTlsSigner {
 impl PinnedClientVerifier {
     /// A verifier over `pins`, with `provider`'s signature algorithms.
     pub fn new(pins: Arc<dyn Pins>, provider: &CryptoProvider) -> Self {
-        PinnedClientVerifier { pins, algorithms: provider.signature_verification_algorithms }
+        PinnedClientVerifier {
+            pins,
+            algorithms: provider.signature_verification_algorithms,
+        }
     }
 }
 
@@ -256,17 +288,32 @@ impl ClientCertVerifier for PinnedClientVerifier {
         &[]
     }
 
-    fn verify_client_cert(&self, end_entity: &CertificateDer<'_>, _intermediates: &[CertificateDer<'_>], now: UnixTime) -> Result<ClientCertVerified, rustls::Error> {
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
         check_pinned(self.pins.as_ref(), end_entity.as_ref(), now)?;
         Ok(ClientCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _message: &[u8], _cert: &CertificateDer<'_>, _dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         // Only TLS 1.3 is configured; a TLS 1.2 handshake never reaches this.
         Err(tls12_refused())
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
@@ -280,7 +327,10 @@ impl ClientCertVerifier for PinnedClientVerifier {
 impl PinnedServerVerifier {
     /// A verifier over `pins`, with `provider`'s signature algorithms.
     pub fn new(pins: Arc<dyn Pins>, provider: &CryptoProvider) -> Self {
-        PinnedServerVerifier { pins, algorithms: provider.signature_verification_algorithms }
+        PinnedServerVerifier {
+            pins,
+            algorithms: provider.signature_verification_algorithms,
+        }
     }
 }
 
@@ -297,11 +347,21 @@ impl ServerCertVerifier for PinnedServerVerifier {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(&self, _message: &[u8], _cert: &CertificateDer<'_>, _dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         Err(tls12_refused())
     }
 
-    fn verify_tls13_signature(&self, message: &[u8], cert: &CertificateDer<'_>, dss: &DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 

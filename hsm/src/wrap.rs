@@ -103,14 +103,23 @@ pub fn parse(wrapped: &[u8]) -> Result<WrappedParts<'_>, Error> {
         return Err(decode("empty".to_owned()));
     };
     if version != FORMAT_VERSION {
-        return Err(decode(format!("format version {version:#04x}, expected {FORMAT_VERSION:#04x}")));
+        return Err(decode(format!(
+            "format version {version:#04x}, expected {FORMAT_VERSION:#04x}"
+        )));
     }
     let Some((iv, sealed)) = rest.split_first_chunk::<IV_LEN>() else {
-        return Err(decode(format!("{} bytes is too short for the IV", wrapped.len())));
+        return Err(decode(format!(
+            "{} bytes is too short for the IV",
+            wrapped.len()
+        )));
     };
     let max = MAX_KEY_LEN + TAG_LEN;
     if sealed.len() <= TAG_LEN || sealed.len() > max {
-        return Err(decode(format!("{} bytes of ciphertext and tag, expected {} to {max}", sealed.len(), TAG_LEN + 1)));
+        return Err(decode(format!(
+            "{} bytes of ciphertext and tag, expected {} to {max}",
+            sealed.len(),
+            TAG_LEN + 1
+        )));
     }
     Ok(WrappedParts { iv, sealed })
 }

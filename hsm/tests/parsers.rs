@@ -4,15 +4,16 @@
 
 use std::path::PathBuf;
 
+use backbone_hsm::PublicKey;
 use backbone_hsm::batch::BatchSignature;
 use backbone_hsm::cert::verify_csr;
 use backbone_hsm::software::SoftwareSigner;
-use backbone_hsm::PublicKey;
 
 fn seed(name: &str) -> Vec<u8> {
     // Read when the test runs, not when it is compiled: a build cache shared between checkouts
     // must not point at another checkout's files.
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     let path = manifest.join("src/testdata").join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
@@ -57,7 +58,10 @@ fn near_misses(seed: &[u8]) -> Vec<Vec<u8>> {
 fn public_key_decoder() {
     for name in ["fuzz-seed-ec-p256.spki", "fuzz-seed-ed25519.spki"] {
         let seed = seed(name);
-        assert_eq!(PublicKey::from_spki_der(&seed).unwrap().spki_der(), &seed[..]);
+        assert_eq!(
+            PublicKey::from_spki_der(&seed).unwrap().spki_der(),
+            &seed[..]
+        );
         for input in near_misses(&seed) {
             if let Ok(key) = PublicKey::from_spki_der(&input) {
                 assert_eq!(key.spki_der(), &input[..], "only canonical DER is accepted");

@@ -58,7 +58,10 @@ fn every_algorithm_signs_and_verifies() {
         let public = store.generate(label, key_type).unwrap();
         assert_eq!(public.key_type(), key_type);
         assert_eq!(store.public_key(label).unwrap(), public);
-        for algorithm in SignatureAlgorithm::ALL.into_iter().filter(|a| key_type.supports(*a)) {
+        for algorithm in SignatureAlgorithm::ALL
+            .into_iter()
+            .filter(|a| key_type.supports(*a))
+        {
             let signer = store.signer(label, Some(algorithm)).unwrap();
             assert_eq!((signer.label(), signer.algorithm()), (label, algorithm));
             assert_eq!(signer.public_key(), &public);
@@ -67,7 +70,12 @@ fn every_algorithm_signs_and_verifies() {
                 public.verify(algorithm, message, &signature).unwrap();
             }
             let signature = signer.sign(b"referral 42").unwrap();
-            assert!(public.verify(algorithm, b"referral 43", &signature).is_err(), "{algorithm}");
+            assert!(
+                public
+                    .verify(algorithm, b"referral 43", &signature)
+                    .is_err(),
+                "{algorithm}"
+            );
         }
     }
     let labels: Vec<_> = store.keys().unwrap().into_iter().map(|k| k.label).collect();
@@ -94,7 +102,13 @@ fn many_threads_sign_at_once() {
                 for i in 0..200 {
                     let message = format!("thread {t} message {i}");
                     let signature = signer.sign(message.as_bytes()).unwrap();
-                    public.verify(SignatureAlgorithm::EcdsaP256Sha256, message.as_bytes(), &signature).unwrap();
+                    public
+                        .verify(
+                            SignatureAlgorithm::EcdsaP256Sha256,
+                            message.as_bytes(),
+                            &signature,
+                        )
+                        .unwrap();
                 }
             })
         })
@@ -109,7 +123,10 @@ fn wrong_pin_is_refused() {
     let _module = softhsm::shared();
     let token = softhsm::token("wrong-pin");
     let err = Pkcs11KeyStore::open(&token.config, Pin::new("not the pin")).unwrap_err();
-    assert!(matches!(&err, Error::WrongPin { token: t } if *t == token.label), "{err}");
+    assert!(
+        matches!(&err, Error::WrongPin { token: t } if *t == token.label),
+        "{err}"
+    );
     assert!(!err.to_string().contains("not the pin"));
     // The right PIN still works afterwards.
     open(&token);
@@ -119,14 +136,25 @@ fn wrong_pin_is_refused() {
 fn missing_token_lists_the_tokens_present() {
     let _module = softhsm::shared();
     let token = softhsm::token("present");
-    let config = Pkcs11Config { token_label: "no-such-token".to_owned(), ..token.config.clone() };
+    let config = Pkcs11Config {
+        token_label: "no-such-token".to_owned(),
+        ..token.config.clone()
+    };
     let err = Pkcs11KeyStore::open(&config, token.pin()).unwrap_err();
-    let Error::NoSuchToken { label, present, .. } = &err else { panic!("expected NoSuchToken, got {err}") };
+    let Error::NoSuchToken { label, present, .. } = &err else {
+        panic!("expected NoSuchToken, got {err}")
+    };
     assert_eq!(label, "no-such-token");
     assert!(present.contains(&token.label), "{present:?}");
 
-    let config = Pkcs11Config { module: PathBuf::from("/nonexistent/libpkcs11.so"), ..token.config.clone() };
-    assert!(matches!(Pkcs11KeyStore::open(&config, token.pin()), Err(Error::Module { .. })));
+    let config = Pkcs11Config {
+        module: PathBuf::from("/nonexistent/libpkcs11.so"),
+        ..token.config.clone()
+    };
+    assert!(matches!(
+        Pkcs11KeyStore::open(&config, token.pin()),
+        Err(Error::Module { .. })
+    ));
 }
 
 #[test]
@@ -135,13 +163,22 @@ fn missing_keys_and_taken_labels() {
     let token = softhsm::token("missing");
     let store = open(&token);
     let err = store.signer("nope", None).unwrap_err();
-    assert!(matches!(&err, Error::NoSuchKey { label, kind: "public", .. } if label == "nope"), "{err}");
+    assert!(
+        matches!(&err, Error::NoSuchKey { label, kind: "public", .. } if label == "nope"),
+        "{err}"
+    );
     assert!(err.to_string().contains(&token.label), "{err}");
-    assert!(matches!(store.public_key("nope"), Err(Error::NoSuchKey { .. })));
+    assert!(matches!(
+        store.public_key("nope"),
+        Err(Error::NoSuchKey { .. })
+    ));
 
     store.generate("k", KeyType::Ed25519).unwrap();
     let err = store.generate("k", KeyType::EcP256).unwrap_err();
-    assert!(matches!(&err, Error::KeyExists { label, .. } if label == "k"), "{err}");
+    assert!(
+        matches!(&err, Error::KeyExists { label, .. } if label == "k"),
+        "{err}"
+    );
 
     // A public half without its private half: the signer reports the private key missing.
     store.generate("half", KeyType::EcP256).unwrap();
@@ -150,7 +187,10 @@ fn missing_keys_and_taken_labels() {
     let private = find(&session, "half", ObjectClass::PRIVATE_KEY);
     session.destroy_object(private).unwrap();
     let err = store.signer("half", None).unwrap_err();
-    assert!(matches!(&err, Error::NoSuchKey { label, kind: "private", .. } if label == "half"), "{err}");
+    assert!(
+        matches!(&err, Error::NoSuchKey { label, kind: "private", .. } if label == "half"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -182,7 +222,10 @@ fn private_keys_are_sensitive_and_not_extractable() {
         let mut id = None;
         for attribute in &attributes {
             match attribute {
-                Attribute::Token(v) | Attribute::Private(v) | Attribute::Sensitive(v) | Attribute::Sign(v) => {
+                Attribute::Token(v)
+                | Attribute::Private(v)
+                | Attribute::Sensitive(v)
+                | Attribute::Sign(v) => {
                     assert!(*v, "{key_type}: {attribute:?}")
                 }
                 Attribute::AlwaysSensitive(v) | Attribute::NeverExtractable(v) => {
@@ -195,13 +238,22 @@ fn private_keys_are_sensitive_and_not_extractable() {
         }
         assert_eq!(attributes.len(), 8, "{key_type}: {attributes:?}");
         // Both halves share one CKA_ID.
-        let public_id = session.get_attributes(public, &[AttributeType::Id]).unwrap();
+        let public_id = session
+            .get_attributes(public, &[AttributeType::Id])
+            .unwrap();
         assert_eq!(public_id, [Attribute::Id(id.unwrap())], "{key_type}");
         // The secret itself cannot be read.
-        let secret = if key_type.rsa_bits().is_some() { AttributeType::PrivateExponent } else { AttributeType::Value };
+        let secret = if key_type.rsa_bits().is_some() {
+            AttributeType::PrivateExponent
+        } else {
+            AttributeType::Value
+        };
         match session.get_attributes(private, &[secret]) {
             Ok(values) => assert!(values.is_empty(), "{key_type}: {values:?}"),
-            Err(e) => assert!(matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)), "{key_type}: {e}"),
+            Err(e) => assert!(
+                matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)),
+                "{key_type}: {e}"
+            ),
         }
     }
 }
@@ -229,21 +281,45 @@ fn signs_with_a_session_copy_of_the_key_and_destroys_it_with_the_signer() {
     let signer = store.signer("k", None).unwrap();
     for message in [&b"referral 42"[..], b"referral 43"] {
         let signature = signer.sign(message).unwrap();
-        public.verify(SignatureAlgorithm::EcdsaP256Sha256, message, &signature).unwrap();
+        public
+            .verify(SignatureAlgorithm::EcdsaP256Sha256, message, &signature)
+            .unwrap();
     }
-    let [copy] = copies()[..] else { panic!("one session copy expected, found {:?}", copies()) };
+    let [copy] = copies()[..] else {
+        panic!("one session copy expected, found {:?}", copies())
+    };
     let attributes = session
-        .get_attributes(copy, &[AttributeType::Sensitive, AttributeType::Extractable, AttributeType::Private])
+        .get_attributes(
+            copy,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::Private,
+            ],
+        )
         .unwrap();
-    assert_eq!(attributes, [Attribute::Sensitive(true), Attribute::Extractable(false), Attribute::Private(true)]);
+    assert_eq!(
+        attributes,
+        [
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Private(true)
+        ]
+    );
     match session.get_attributes(copy, &[AttributeType::Value]) {
         Ok(values) => assert!(values.is_empty(), "{values:?}"),
-        Err(e) => assert!(matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)), "{e}"),
+        Err(e) => assert!(
+            matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)),
+            "{e}"
+        ),
     }
     // The copy is neither listed nor taken for the key: one key, and its label still taken.
     let labels: Vec<_> = store.keys().unwrap().into_iter().map(|k| k.label).collect();
     assert_eq!(labels, ["k"]);
-    assert!(matches!(store.generate("k", KeyType::EcP256), Err(Error::KeyExists { .. })));
+    assert!(matches!(
+        store.generate("k", KeyType::EcP256),
+        Err(Error::KeyExists { .. })
+    ));
     // A second signer of the same key keeps a copy of its own.
     let second = store.signer("k", None).unwrap();
     second.sign(b"x").unwrap();
@@ -254,7 +330,9 @@ fn signs_with_a_session_copy_of_the_key_and_destroys_it_with_the_signer() {
     assert!(copies().is_empty(), "{:?}", copies());
     // The token object is untouched: a new signer signs.
     let signature = store.signer("k", None).unwrap().sign(b"after").unwrap();
-    public.verify(SignatureAlgorithm::EcdsaP256Sha256, b"after", &signature).unwrap();
+    public
+        .verify(SignatureAlgorithm::EcdsaP256Sha256, b"after", &signature)
+        .unwrap();
 }
 
 /// A key the token will not copy (`CKA_COPYABLE` false) is signed with through the token object.
@@ -281,13 +359,26 @@ fn a_key_that_cannot_be_copied_signs_through_the_token_object() {
         Attribute::Sign(true),
         Attribute::Copyable(false),
     ];
-    session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private).unwrap();
+    session
+        .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+        .unwrap();
 
     let signer = store.signer("fixed", None).unwrap();
     let signature = signer.sign(b"referral 42").unwrap();
-    signer.public_key().verify(SignatureAlgorithm::EcdsaP256Sha256, b"referral 42", &signature).unwrap();
+    signer
+        .public_key()
+        .verify(
+            SignatureAlgorithm::EcdsaP256Sha256,
+            b"referral 42",
+            &signature,
+        )
+        .unwrap();
     let copies = session
-        .find_objects(&[Attribute::Token(false), Attribute::Class(ObjectClass::PRIVATE_KEY), Attribute::Label(label)])
+        .find_objects(&[
+            Attribute::Token(false),
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label),
+        ])
         .unwrap();
     assert!(copies.is_empty(), "{copies:?}");
     drop(signer);
@@ -303,7 +394,9 @@ fn two_stores_on_one_token_share_the_module_and_login() {
     let second = open(&token);
     let public = first.generate("k", KeyType::EcP256).unwrap();
     let signature = second.signer("k", None).unwrap().sign(b"x").unwrap();
-    public.verify(SignatureAlgorithm::EcdsaP256Sha256, b"x", &signature).unwrap();
+    public
+        .verify(SignatureAlgorithm::EcdsaP256Sha256, b"x", &signature)
+        .unwrap();
     drop(first);
     // Closing one store's sessions does not log the other out.
     second.signer("k", None).unwrap().sign(b"y").unwrap();
@@ -316,8 +409,13 @@ fn recovers_when_logged_out_while_signing() {
     let _module = softhsm::shared();
     let token = softhsm::token("logout");
     let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-    let config = Pkcs11Config { reconnect_attempts: 5, ..token.config.clone() };
-    let store = Pkcs11KeyStore::open(&config, token.pin()).unwrap().with_metrics(metrics.clone());
+    let config = Pkcs11Config {
+        reconnect_attempts: 5,
+        ..token.config.clone()
+    };
+    let store = Pkcs11KeyStore::open(&config, token.pin())
+        .unwrap()
+        .with_metrics(metrics.clone());
     let public = store.generate("k", KeyType::EcP256).unwrap();
     let signer = store.signer("k", None).unwrap();
     let done = Arc::new(AtomicBool::new(false));
@@ -346,7 +444,13 @@ fn recovers_when_logged_out_while_signing() {
                 for i in 0..400 {
                     let message = format!("{t}/{i}");
                     let signature = signer.sign(message.as_bytes()).unwrap();
-                    public.verify(SignatureAlgorithm::EcdsaP256Sha256, message.as_bytes(), &signature).unwrap();
+                    public
+                        .verify(
+                            SignatureAlgorithm::EcdsaP256Sha256,
+                            message.as_bytes(),
+                            &signature,
+                        )
+                        .unwrap();
                 }
             })
         })
@@ -357,8 +461,14 @@ fn recovers_when_logged_out_while_signing() {
     done.store(true, Ordering::Relaxed);
     let logouts = saboteur.join().unwrap();
     assert!(logouts > 0);
-    assert!(reconnects(&metrics, &token.label) > 0, "no reconnect after {logouts} logouts");
-    let signed = metrics.signatures.with_label_values(&["pkcs11", "ecdsa-p256-sha256", "ok"]).get();
+    assert!(
+        reconnects(&metrics, &token.label) > 0,
+        "no reconnect after {logouts} logouts"
+    );
+    let signed = metrics
+        .signatures
+        .with_label_values(&["pkcs11", "ecdsa-p256-sha256", "ok"])
+        .get();
     assert!(signed >= 800, "{signed}");
 }
 
@@ -368,8 +478,13 @@ fn recovers_when_the_module_is_reinitialized() {
     let _module = softhsm::exclusive();
     let token = softhsm::token("reinit");
     let metrics = Metrics::register(&prometheus::Registry::new()).unwrap();
-    let config = Pkcs11Config { reconnect_attempts: 5, ..token.config.clone() };
-    let store = Pkcs11KeyStore::open(&config, token.pin()).unwrap().with_metrics(metrics.clone());
+    let config = Pkcs11Config {
+        reconnect_attempts: 5,
+        ..token.config.clone()
+    };
+    let store = Pkcs11KeyStore::open(&config, token.pin())
+        .unwrap()
+        .with_metrics(metrics.clone());
     let signers: Vec<Arc<dyn Signer>> = [(KeyType::EcP256, "ec"), (KeyType::Ed25519, "ed")]
         .into_iter()
         .map(|(key_type, label)| {
@@ -388,7 +503,10 @@ fn recovers_when_the_module_is_reinitialized() {
                 while !done.load(Ordering::Relaxed) || signed < 50 {
                     let message = signed.to_string();
                     let signature = signer.sign(message.as_bytes()).unwrap();
-                    signer.public_key().verify(signer.algorithm(), message.as_bytes(), &signature).unwrap();
+                    signer
+                        .public_key()
+                        .verify(signer.algorithm(), message.as_bytes(), &signature)
+                        .unwrap();
                     signed += 1;
                 }
                 signed
@@ -413,13 +531,19 @@ fn recovers_when_the_module_is_reinitialized() {
 fn a_token_unavailable_past_the_retry_budget_is_reported() {
     let _module = softhsm::shared();
     let token = softhsm::token("no-retries");
-    let config = Pkcs11Config { reconnect_attempts: 0, ..token.config.clone() };
+    let config = Pkcs11Config {
+        reconnect_attempts: 0,
+        ..token.config.clone()
+    };
     let store = Pkcs11KeyStore::open(&config, token.pin()).unwrap();
     store.generate("k", KeyType::EcP256).unwrap();
     let signer = store.signer("k", None).unwrap();
     raw_session(&token.label).logout().unwrap();
     let err = signer.sign(b"x").unwrap_err();
-    assert!(matches!(&err, Error::TokenUnavailable { token: t, attempts: 0, .. } if *t == token.label), "{err}");
+    assert!(
+        matches!(&err, Error::TokenUnavailable { token: t, attempts: 0, .. } if *t == token.label),
+        "{err}"
+    );
     assert!(err.to_string().contains("CKR_USER_NOT_LOGGED_IN"), "{err}");
 }
 
@@ -434,17 +558,37 @@ fn init_token_refuses_a_taken_label() {
         &Pin::new(softhsm::USER_PIN),
     )
     .unwrap_err();
-    assert!(matches!(err, Error::Config { key: "token label", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::Config {
+                key: "token label",
+                ..
+            }
+        ),
+        "{err}"
+    );
 }
 
 fn login(session: &Session) {
-    match session.login(UserType::User, Some(&AuthPin::from(softhsm::USER_PIN.to_owned()))) {
+    match session.login(
+        UserType::User,
+        Some(&AuthPin::from(softhsm::USER_PIN.to_owned())),
+    ) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("C_Login: {e}"),
     }
 }
 
 fn find(session: &Session, label: &str, class: ObjectClass) -> cryptoki::object::ObjectHandle {
-    let template = [Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())];
-    session.find_objects(&template).unwrap().into_iter().next().unwrap()
+    let template = [
+        Attribute::Class(class),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    session
+        .find_objects(&template)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap()
 }

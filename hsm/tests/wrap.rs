@@ -40,7 +40,10 @@ fn check_wrapper(store: &dyn KeyStore) {
     assert_eq!(wrapper.label(), "data-key-wrap");
     let wrapped = wrapper.wrap(&DATA_KEY).unwrap();
     assert_eq!(wrapped.len(), 1 + IV_LEN + DATA_KEY.len() + TAG_LEN);
-    assert!(!wrapped.windows(8).any(|w| w == &DATA_KEY[..8]), "the key is not in the clear");
+    assert!(
+        !wrapped.windows(8).any(|w| w == &DATA_KEY[..8]),
+        "the key is not in the clear"
+    );
     assert_eq!(&wrapper.unwrap(&wrapped).unwrap()[..], &DATA_KEY);
     // A fresh IV every time.
     let again = wrapper.wrap(&DATA_KEY).unwrap();
@@ -57,17 +60,29 @@ fn check_wrapper(store: &dyn KeyStore) {
     // Another version, a truncation: refused as malformed.
     let mut other_version = wrapped.clone();
     other_version[0] = 0x02;
-    assert!(matches!(wrapper.unwrap(&other_version), Err(Error::Decode { .. })));
-    assert!(matches!(wrapper.unwrap(&wrapped[..20]), Err(Error::Decode { .. })));
+    assert!(matches!(
+        wrapper.unwrap(&other_version),
+        Err(Error::Decode { .. })
+    ));
+    assert!(matches!(
+        wrapper.unwrap(&wrapped[..20]),
+        Err(Error::Decode { .. })
+    ));
 
     // Another wrapping key: refused.
     let other = store.wrapper("other").unwrap();
     let err = other.unwrap(&wrapped).unwrap_err();
-    assert!(matches!(&err, Error::Unwrap { label, .. } if label == "other"), "{err}");
+    assert!(
+        matches!(&err, Error::Unwrap { label, .. } if label == "other"),
+        "{err}"
+    );
 
     // Missing key, empty input.
     let err = store.wrapper("missing").unwrap_err();
-    assert!(matches!(&err, Error::NoSuchKey { kind: "secret", .. }), "{err}");
+    assert!(
+        matches!(&err, Error::NoSuchKey { kind: "secret", .. }),
+        "{err}"
+    );
     assert!(matches!(wrapper.wrap(&[]), Err(Error::Config { .. })));
 }
 
@@ -81,10 +96,21 @@ fn pkcs11_wraps_and_refuses_tampering_and_other_keys() {
     let labels: Vec<_> = store.keys().unwrap().into_iter().map(|k| k.label).collect();
     assert_eq!(labels, ["data-key-wrap"]);
     // A second store on the token (another process, a restart) unwraps what the first wrapped.
-    let wrapped = store.wrapper("data-key-wrap").unwrap().wrap(&DATA_KEY).unwrap();
+    let wrapped = store
+        .wrapper("data-key-wrap")
+        .unwrap()
+        .wrap(&DATA_KEY)
+        .unwrap();
     drop(store);
     let reopened = open(&token);
-    assert_eq!(&reopened.wrapper("data-key-wrap").unwrap().unwrap(&wrapped).unwrap()[..], &DATA_KEY);
+    assert_eq!(
+        &reopened
+            .wrapper("data-key-wrap")
+            .unwrap()
+            .unwrap(&wrapped)
+            .unwrap()[..],
+        &DATA_KEY
+    );
 }
 
 #[test]
@@ -109,8 +135,16 @@ fn pkcs11_wrapping_key_is_sensitive_and_not_extractable() {
     store.generate_wrapping_key("data-key-wrap").unwrap();
     let session = raw_session(&token.label);
     login(&session);
-    let template = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(b"data-key-wrap".to_vec())];
-    let key = session.find_objects(&template).unwrap().into_iter().next().unwrap();
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(b"data-key-wrap".to_vec()),
+    ];
+    let key = session
+        .find_objects(&template)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
     let attributes = session
         .get_attributes(
             key,
@@ -148,14 +182,32 @@ fn pkcs11_wrapping_key_is_sensitive_and_not_extractable() {
     // The key value cannot be read...
     match session.get_attributes(key, &[AttributeType::Value]) {
         Ok(values) => assert!(values.is_empty(), "{values:?}"),
-        Err(e) => assert!(matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)), "{e}"),
+        Err(e) => assert!(
+            matches!(e, CkError::Pkcs11(RvError::AttributeSensitive, _)),
+            "{e}"
+        ),
     }
     // ... nor wrapped out of the token by another key.
     store.generate_wrapping_key("exporter").unwrap();
-    let exporter_template = [Attribute::Class(ObjectClass::SECRET_KEY), Attribute::Label(b"exporter".to_vec())];
-    let exporter = session.find_objects(&exporter_template).unwrap().into_iter().next().unwrap();
-    let exported = session.wrap_key(&cryptoki::mechanism::Mechanism::AesKeyWrapPad, exporter, key);
-    assert!(exported.is_err(), "the wrapping key was wrapped out: {exported:?}");
+    let exporter_template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::Label(b"exporter".to_vec()),
+    ];
+    let exporter = session
+        .find_objects(&exporter_template)
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    let exported = session.wrap_key(
+        &cryptoki::mechanism::Mechanism::AesKeyWrapPad,
+        exporter,
+        key,
+    );
+    assert!(
+        exported.is_err(),
+        "the wrapping key was wrapped out: {exported:?}"
+    );
 }
 
 #[test]
@@ -209,7 +261,10 @@ fn raw_session(label: &str) -> Session {
 }
 
 fn login(session: &Session) {
-    match session.login(UserType::User, Some(&AuthPin::from(softhsm::USER_PIN.to_owned()))) {
+    match session.login(
+        UserType::User,
+        Some(&AuthPin::from(softhsm::USER_PIN.to_owned())),
+    ) {
         Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("C_Login: {e}"),
     }

@@ -54,14 +54,25 @@ type Check = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 /// # Errors
 ///
 /// [`Error::Admin`] when the address cannot be bound.
-pub async fn serve(addr: SocketAddr, registry: Registry, readiness: Readiness) -> Result<AdminServer, Error> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Admin { addr, source })?;
-    let local_addr = listener.local_addr().map_err(|source| Error::Admin { addr, source })?;
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    readiness: Readiness,
+) -> Result<AdminServer, Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Admin { addr, source })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| Error::Admin { addr, source })?;
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/live", get(live))
         .route("/ready", get(ready))
-        .with_state(Arc::new(AdminState { registry, readiness }));
+        .with_state(Arc::new(AdminState {
+            registry,
+            readiness,
+        }));
     let (shutdown, stop) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         backbone_server::serve_router(listener, app, backbone_server::Limits::default(), async {
@@ -70,7 +81,11 @@ pub async fn serve(addr: SocketAddr, registry: Registry, readiness: Readiness) -
         .await
     });
     tracing::info!(listen = %local_addr, "admin listener serving /metrics, /live and /ready");
-    Ok(AdminServer { local_addr, shutdown: Some(shutdown), task: Some(task) })
+    Ok(AdminServer {
+        local_addr,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    })
 }
 
 // === impl AdminServer ===
@@ -94,7 +109,9 @@ impl AdminServer {
         match self.task.take() {
             Some(task) => match task.await {
                 Ok(result) => result.map_err(|source| Error::Admin { addr, source }),
-                Err(_) => Err(Error::Unreachable("admin listener task panicked or was cancelled")),
+                Err(_) => Err(Error::Unreachable(
+                    "admin listener task panicked or was cancelled",
+                )),
             },
             None => Ok(()),
         }
@@ -119,13 +136,19 @@ impl Readiness {
 
     /// Adds a check run on every `/ready` request. It MUST be cheap and MUST NOT block; it returns
     /// the reason when the component is not ready.
-    pub fn add_check(&self, name: impl Into<String>, check: impl Fn() -> Result<(), String> + Send + Sync + 'static) {
+    pub fn add_check(
+        &self,
+        name: impl Into<String>,
+        check: impl Fn() -> Result<(), String> + Send + Sync + 'static,
+    ) {
         self.lock().push((name.into(), Arc::new(check)));
     }
 
     /// Adds a gate, closed until the component calls [`Gate::open`].
     pub fn gate(&self, name: impl Into<String>) -> Gate {
-        let gate = Gate { state: Arc::new(Mutex::new(Err("starting".to_owned()))) };
+        let gate = Gate {
+            state: Arc::new(Mutex::new(Err("starting".to_owned()))),
+        };
         let state = gate.clone();
         self.add_check(name, move || state.lock().clone());
         gate
@@ -138,7 +161,11 @@ impl Readiness {
             .iter()
             .filter_map(|(name, check)| check().err().map(|reason| (name.clone(), reason)))
             .collect();
-        if failing.is_empty() { Ok(()) } else { Err(failing) }
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(failing)
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, Check)>> {
@@ -183,10 +210,18 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     let encoder = TextEncoder::new();
     let mut body = Vec::new();
     match encoder.encode(&state.registry.gather(), &mut body) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_owned())], body).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_owned())],
+            body,
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "cannot encode metrics");
-            (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}\n")).into_response()
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode metrics: {e}\n"),
+            )
+                .into_response()
         }
     }
 }

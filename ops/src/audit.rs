@@ -16,16 +16,18 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backbone_gateway::log::archive::check::{self, Failure, Location, Options, Report};
-use backbone_gateway::log::archive::{self, Archive, ExportError, MAX_ARCHIVE_LEN, Selection, Unverified};
+use backbone_gateway::log::archive::{
+    self, Archive, ExportError, MAX_ARCHIVE_LEN, Selection, Unverified,
+};
 use backbone_gateway::log::{LogConfig, LogError, MessageLog};
 use backbone_timestamping_verify::publications_file::{PublicationsFile, TrustAnchors};
 use backbone_timestamping_verify::verify::{Context, Policy};
 use clap::{Args, Subcommand};
 
+use crate::Error;
 use crate::config::{Env, Settings};
 use crate::gateway::LOG_KEY_LABEL;
 use crate::hsm::{open_store, pin_source};
-use crate::Error;
 
 /// Records from which `audit verify` shows a progress bar (when standard error is a terminal).
 pub const PROGRESS_FROM_RECORDS: usize = 5000;
@@ -134,7 +136,9 @@ pub fn run(args: AuditArgs, settings: &Settings, env: &Env) -> Result<(), Error>
 fn run_export(args: &ExportArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
     let now_ms = unix_ms(SystemTime::now());
     let to_ms = match &args.to {
-        Some(text) => parse_time(text).map_err(|why| Error::Usage(format!("--to {text:?}: {why}")))?,
+        Some(text) => {
+            parse_time(text).map_err(|why| Error::Usage(format!("--to {text:?}: {why}")))?
+        }
         None => now_ms.saturating_add(1),
     };
     let gateway = match &args.id {
@@ -145,26 +149,46 @@ fn run_export(args: &ExportArgs, settings: &Settings, env: &Env) -> Result<(), E
         Some(path) => {
             let previous = read_archive(path)?;
             if previous.gateway != gateway {
-                return Err(Error::Usage(format!("--after {}: an archive of gateway {}, not {gateway}", path.display(), previous.gateway)));
+                return Err(Error::Usage(format!(
+                    "--after {}: an archive of gateway {}, not {gateway}",
+                    path.display(),
+                    previous.gateway
+                )));
             }
             Some(previous)
         }
         None => None,
     };
     let from_ms = match (&args.from, &previous) {
-        (Some(text), _) => parse_time(text).map_err(|why| Error::Usage(format!("--from {text:?}: {why}")))?,
+        (Some(text), _) => {
+            parse_time(text).map_err(|why| Error::Usage(format!("--from {text:?}: {why}")))?
+        }
         (None, Some(previous)) => previous.to_ms,
         (None, None) => 0,
     };
     if to_ms < from_ms {
-        return Err(Error::Usage(format!("--to {} is before the start of the range, {}", rfc3339(to_ms), rfc3339(from_ms))));
+        return Err(Error::Usage(format!(
+            "--to {} is before the start of the range, {}",
+            rfc3339(to_ms),
+            rfc3339(from_ms)
+        )));
     }
     let log_dir = args.data_dir.join("log");
     if !log_dir.join("CURRENT").exists() {
-        return Err(Error::Usage(format!("{} holds no message log (is --data-dir a gateway's directory?)", log_dir.display())));
+        return Err(Error::Usage(format!(
+            "{} holds no message log (is --data-dir a gateway's directory?)",
+            log_dir.display()
+        )));
     }
-    let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
-    let wrapper = keys.wrapper(LOG_KEY_LABEL).map_err(Error::hsm(format!("cannot open key '{LOG_KEY_LABEL}' in {}", keys.describe())))?;
+    let keys = open_store(
+        &settings.hsm.store,
+        &pin_source(args.pin_file.as_deref(), settings),
+        env,
+    )?;
+    let wrapper = keys.wrapper(LOG_KEY_LABEL).map_err(Error::hsm(format!(
+        "cannot open key '{LOG_KEY_LABEL}' in {}",
+        keys.describe()
+    )))?;
     let log = MessageLog::open(LogConfig::new(&log_dir, None), wrapper).map_err(|e| match e {
         LogError::Storage { ref reason, .. } if reason.to_ascii_lowercase().contains("lock") => Error::Check(format!(
             "the message log in {} is open in another process: stop the gateway (`backbone gateway serve`) before exporting ({reason})",
@@ -172,15 +196,26 @@ fn run_export(args: &ExportArgs, settings: &Settings, env: &Env) -> Result<(), E
         )),
         other => Error::Check(format!("message log: {other}")),
     })?;
-    let selection = Selection { from_ms, to_ms, after: previous.as_ref().map(Archive::continuation) };
+    let selection = Selection {
+        from_ms,
+        to_ms,
+        after: previous.as_ref().map(Archive::continuation),
+    };
     let export = archive::export(&log, &gateway, selection, now_ms).map_err(|e| match e {
         ExportError::DoesNotContinue(_) => Error::Check(format!("--after: {e}")),
         other => Error::Check(other.to_string()),
     })?;
     drop(log);
     let archive = export.archive;
-    let bytes = archive.encode().map_err(|e| Error::Check(format!("cannot encode the archive: {e}")))?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("audit-{}-{}.bbar", archive.first_seq, archive.end_seq)));
+    let bytes = archive
+        .encode()
+        .map_err(|e| Error::Check(format!("cannot encode the archive: {e}")))?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "audit-{}-{}.bbar",
+            archive.first_seq, archive.end_seq
+        ))
+    });
     write_atomically(&out, &bytes)?;
     println!(
         "wrote {}: gateway {}, records {}..{} ({}), {} batches, {} signing certificates, logged from {} to {}",
@@ -194,7 +229,11 @@ fn run_export(args: &ExportArgs, settings: &Settings, env: &Env) -> Result<(), E
         rfc3339(archive.from_ms),
         rfc3339(archive.to_ms),
     );
-    println!("last hash {} (the next archive continues from it: --after {})", hex(&archive.last_hash), out.display());
+    println!(
+        "last hash {} (the next archive continues from it: --after {})",
+        hex(&archive.last_hash),
+        out.display()
+    );
     if let Some(seq) = export.unstamped_from {
         eprintln!(
             "records from {seq} on are not timestamped yet and were left out; start the gateway so that it stamps them, then export them with --after {}",
@@ -207,8 +246,10 @@ fn run_export(args: &ExportArgs, settings: &Settings, env: &Env) -> Result<(), E
 /// The common name of the gateway's TLS certificate request: its id.
 fn gateway_id(data_dir: &Path) -> Result<String, Error> {
     let path = data_dir.join("tls-csr.pem");
-    let pem = std::fs::read(&path).map_err(|e| Error::Usage(format!("give --id: cannot read {} ({e})", path.display())))?;
-    let request = openssl::x509::X509Req::from_pem(&pem).map_err(|e| Error::Usage(format!("give --id: {}: {e}", path.display())))?;
+    let pem = std::fs::read(&path)
+        .map_err(|e| Error::Usage(format!("give --id: cannot read {} ({e})", path.display())))?;
+    let request = openssl::x509::X509Req::from_pem(&pem)
+        .map_err(|e| Error::Usage(format!("give --id: {}: {e}", path.display())))?;
     let name = request
         .subject_name()
         .entries_by_nid(openssl::nid::Nid::COMMONNAME)
@@ -224,7 +265,10 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::File::create(&temporary)?;
@@ -246,25 +290,40 @@ fn run_verify(args: &VerifyArgs) -> Result<(), Error> {
     let unverified = match Archive::decode_unverified(&bytes) {
         Ok(unverified) => unverified,
         Err(e) => {
-            let failure = Failure { location: Location::Archive, reason: format!("does not decode: {e}") };
-            let report = Report { failures: vec![failure], ..Report::default() };
+            let failure = Failure {
+                location: Location::Archive,
+                reason: format!("does not decode: {e}"),
+            };
+            let report = Report {
+                failures: vec![failure],
+                ..Report::default()
+            };
             return print_result(args, None, &report, "none");
         }
     };
     let previous = args.previous.as_deref().map(read_archive).transpose()?;
     let certificates = match &args.cert {
-        Some(path) => vec![crate::ksi::certificate_record(&read(path)?).map_err(|why| Error::Usage(format!("--cert {}: {why}", path.display())))?],
+        Some(path) => vec![
+            crate::ksi::certificate_record(&read(path)?)
+                .map_err(|why| Error::Usage(format!("--cert {}: {why}", path.display())))?,
+        ],
         None => Vec::new(),
     };
     let publications_file = match (&args.publications_file, &args.trust_anchor) {
         (Some(file), Some(anchor)) => {
-            let mut anchors = TrustAnchors::from_pem(&read(anchor)?).map_err(|e| Error::Usage(format!("--trust-anchor: {e}")))?;
+            let mut anchors = TrustAnchors::from_pem(&read(anchor)?)
+                .map_err(|e| Error::Usage(format!("--trust-anchor: {e}")))?;
             if let Some(email) = &args.signer_email {
                 anchors = anchors.with_signer_email(email);
             }
             let now = i64::try_from(unix_ms(SystemTime::now()) / 1000).unwrap_or(i64::MAX);
-            let parsed = PublicationsFile::parse_unverified(&read(file)?).map_err(|e| Error::Check(format!("{}: {e}", file.display())))?;
-            Some(parsed.verify(&anchors, now).map_err(|e| Error::Check(format!("{}: {e}", file.display())))?)
+            let parsed = PublicationsFile::parse_unverified(&read(file)?)
+                .map_err(|e| Error::Check(format!("{}: {e}", file.display())))?;
+            Some(
+                parsed
+                    .verify(&anchors, now)
+                    .map_err(|e| Error::Check(format!("{}: {e}", file.display())))?,
+            )
         }
         _ => None,
     };
@@ -274,17 +333,31 @@ fn run_verify(args: &VerifyArgs) -> Result<(), Error> {
         (false, false) => (Policy::KeyBased, "key-based"),
         (false, true) => (Policy::Internal, "internal"),
     };
-    let ksi_context =
-        Context { publications_file: publications_file.as_ref(), trusted_certificates: &certificates, ..Context::default() };
-    let options = Options { previous: previous.as_ref(), ksi_policy, ksi_context };
+    let ksi_context = Context {
+        publications_file: publications_file.as_ref(),
+        trusted_certificates: &certificates,
+        ..Context::default()
+    };
+    let options = Options {
+        previous: previous.as_ref(),
+        ksi_policy,
+        ksi_context,
+    };
     let mut bar = ProgressBar::new(&args.archive, unverified.archive.records.len());
-    let report = check::check(&unverified, &options, &mut |done, total| bar.update(done, total));
+    let report = check::check(&unverified, &options, &mut |done, total| {
+        bar.update(done, total)
+    });
     bar.finish();
     print_result(args, Some(&unverified), &report, policy_name)
 }
 
 /// Prints the result and turns failures into an error (exit 1).
-fn print_result(args: &VerifyArgs, unverified: Option<&Unverified>, report: &Report, policy: &str) -> Result<(), Error> {
+fn print_result(
+    args: &VerifyArgs,
+    unverified: Option<&Unverified>,
+    report: &Report,
+    policy: &str,
+) -> Result<(), Error> {
     let shown = args.archive.display();
     let archive = unverified.map(|u| &u.archive);
     let problems = report.failures.len() as u64 + report.failures_omitted;
@@ -342,7 +415,11 @@ fn print_result(args: &VerifyArgs, unverified: Option<&Unverified>, report: &Rep
                 (Some(p), true) => println!("  continues {} (the hash link checked)", p.display()),
                 (Some(p), false) => println!("  does not continue {}", p.display()),
                 (None, _) if a.first_seq == 0 => println!("  starts at the log's first record"),
-                (None, _) => println!("  follows record {} with hash {} (give --previous to check the link)", a.first_seq - 1, hex(&a.prev_hash)),
+                (None, _) => println!(
+                    "  follows record {} with hash {} (give --previous to check the link)",
+                    a.first_seq - 1,
+                    hex(&a.prev_hash)
+                ),
             }
             println!("  last hash {}", hex(&a.last_hash));
         }
@@ -365,7 +442,12 @@ fn failure_json(failure: &Failure) -> serde_json::Value {
     let (location, seq, message_id, batch) = match &failure.location {
         Location::Archive => ("archive", None, None, None),
         Location::Record { seq, message_id } => ("record", Some(*seq), message_id.clone(), None),
-        Location::Batch { first_seq, count } => ("batch", None, None, Some(serde_json::json!({"first_seq": first_seq, "count": count}))),
+        Location::Batch { first_seq, count } => (
+            "batch",
+            None,
+            None,
+            Some(serde_json::json!({"first_seq": first_seq, "count": count})),
+        ),
     };
     serde_json::json!({
         "location": location,
@@ -391,19 +473,34 @@ impl ProgressBar {
 
     fn new(path: &Path, records: usize) -> Self {
         let enabled = records >= PROGRESS_FROM_RECORDS && std::io::stderr().is_terminal();
-        ProgressBar { label: path.display().to_string(), enabled, drawn: None }
+        ProgressBar {
+            label: path.display().to_string(),
+            enabled,
+            drawn: None,
+        }
     }
 
     fn update(&mut self, done: u64, total: u64) {
-        if !self.enabled || self.drawn.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) && done < total {
+        if !self.enabled
+            || self
+                .drawn
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+                && done < total
+        {
             return;
         }
         self.drawn = Some(Instant::now());
         let filled = (done.saturating_mul(Self::WIDTH) / total.max(1)).min(Self::WIDTH);
-        let bar: String = (0..Self::WIDTH).map(|i| if i < filled { '#' } else { '.' }).collect();
+        let bar: String = (0..Self::WIDTH)
+            .map(|i| if i < filled { '#' } else { '.' })
+            .collect();
         let percent = done.saturating_mul(100) / total.max(1);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\rverifying {} [{bar}] {percent:>3}% {done}/{total} records", self.label);
+        let _ = write!(
+            err,
+            "\rverifying {} [{bar}] {percent:>3}% {done}/{total} records",
+            self.label
+        );
         let _ = err.flush();
     }
 
@@ -420,9 +517,14 @@ impl ProgressBar {
 // --- files and times ---
 
 fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    let len = std::fs::metadata(path).map_err(Error::io("read", path))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(Error::io("read", path))?
+        .len();
     if len > MAX_ARCHIVE_LEN {
-        return Err(Error::Usage(format!("{} is {len} bytes, more than the limit of {MAX_ARCHIVE_LEN}", path.display())));
+        return Err(Error::Usage(format!(
+            "{} is {len} bytes, more than the limit of {MAX_ARCHIVE_LEN}",
+            path.display()
+        )));
     }
     std::fs::read(path).map_err(Error::io("read", path))
 }
@@ -433,7 +535,8 @@ fn read_archive(path: &Path) -> Result<Archive, Error> {
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Milliseconds since 1970 from an integer, or from RFC 3339 (`2026-11-26T10:00:00Z`,
@@ -442,18 +545,32 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     if let Ok(ms) = text.parse::<u64>() {
         return Ok(ms);
     }
-    let bad = || format!("expected milliseconds since 1970 or RFC 3339 such as 2026-11-26T10:00:00Z, got {text:?}");
+    let bad = || {
+        format!(
+            "expected milliseconds since 1970 or RFC 3339 such as 2026-11-26T10:00:00Z, got {text:?}"
+        )
+    };
     let (date, rest) = text.split_once(['T', 't', ' ']).ok_or_else(bad)?;
     let mut parts = date.splitn(3, '-').map(str::parse::<u32>);
-    let (Some(Ok(year)), Some(Ok(month)), Some(Ok(day))) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let (Some(Ok(year)), Some(Ok(month)), Some(Ok(day))) =
+        (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
     let (clock, offset_secs) = if let Some(clock) = rest.strip_suffix(['Z', 'z']) {
         (clock, 0i64)
     } else {
         let at = rest.rfind(['+', '-']).ok_or_else(bad)?;
         let (clock, offset) = rest.split_at(at);
         let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (hours, minutes) = offset.get(1..).and_then(|o| o.split_once(':')).ok_or_else(bad)?;
-        let (hours, minutes): (i64, i64) = (hours.parse().map_err(|_| bad())?, minutes.parse().map_err(|_| bad())?);
+        let (hours, minutes) = offset
+            .get(1..)
+            .and_then(|o| o.split_once(':'))
+            .ok_or_else(bad)?;
+        let (hours, minutes): (i64, i64) = (
+            hours.parse().map_err(|_| bad())?,
+            minutes.parse().map_err(|_| bad())?,
+        );
         if hours > 23 || minutes > 59 {
             return Err(bad());
         }
@@ -461,18 +578,40 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     };
     let (whole, fraction) = clock.split_once('.').unwrap_or((clock, ""));
     let mut fields = whole.splitn(3, ':').map(str::parse::<u8>);
-    let (Some(Ok(hour)), Some(Ok(minute)), Some(Ok(second))) = (fields.next(), fields.next(), fields.next()) else { return Err(bad()) };
-    if !(1970..=9999).contains(&year) || second > 60 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+    let (Some(Ok(hour)), Some(Ok(minute)), Some(Ok(second))) =
+        (fields.next(), fields.next(), fields.next())
+    else {
+        return Err(bad());
+    };
+    if !(1970..=9999).contains(&year)
+        || second > 60
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
         return Err(bad());
     }
-    let millis: u16 = format!("{fraction:0<3}").get(..3).and_then(|f| f.parse().ok()).unwrap_or(0);
+    let millis: u16 = format!("{fraction:0<3}")
+        .get(..3)
+        .and_then(|f| f.parse().ok())
+        .unwrap_or(0);
     // A leap second (:60) counts as the last instant of its minute.
-    let time = time::Time::from_hms_milli(hour, minute, second.min(59), millis).map_err(|_| bad())?;
-    let month = u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok()).ok_or_else(bad)?;
-    let date = time::Date::from_calendar_date(i32::try_from(year).map_err(|_| bad())?, month, u8::try_from(day).map_err(|_| bad())?).map_err(|_| bad())?;
-    let offset = time::UtcOffset::from_whole_seconds(i32::try_from(offset_secs).map_err(|_| bad())?).map_err(|_| bad())?;
+    let time =
+        time::Time::from_hms_milli(hour, minute, second.min(59), millis).map_err(|_| bad())?;
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| time::Month::try_from(m).ok())
+        .ok_or_else(bad)?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(year).map_err(|_| bad())?,
+        month,
+        u8::try_from(day).map_err(|_| bad())?,
+    )
+    .map_err(|_| bad())?;
+    let offset =
+        time::UtcOffset::from_whole_seconds(i32::try_from(offset_secs).map_err(|_| bad())?)
+            .map_err(|_| bad())?;
     let at = time::PrimitiveDateTime::new(date, time).assume_offset(offset);
-    u64::try_from(at.unix_timestamp_nanos() / 1_000_000).map_err(|_| format!("{text:?} is before 1970"))
+    u64::try_from(at.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| format!("{text:?} is before 1970"))
 }
 
 /// RFC 3339 in UTC, with milliseconds.
@@ -494,9 +633,23 @@ mod tests {
         assert_eq!(parse_time("1764151200123"), Ok(1_764_151_200_123));
         assert_eq!(parse_time("1970-01-01T00:00:00Z"), Ok(0));
         assert_eq!(parse_time("2026-11-26T10:00:00Z"), Ok(1_795_687_200_000));
-        assert_eq!(parse_time("2026-11-26T12:00:00.25+02:00"), Ok(1_795_687_200_250));
-        assert_eq!(parse_time("2024-02-29T00:00:00-01:30"), parse_time("2024-02-29T01:30:00Z"));
-        for bad in ["4294967295-01-01T00:00:00Z", "2026-13-01T00:00:00Z", "2025-02-29T00:00:00Z", "2026-11-26", "yesterday", "2026-11-26T10:00:00", "1969-12-31T23:59:59Z"] {
+        assert_eq!(
+            parse_time("2026-11-26T12:00:00.25+02:00"),
+            Ok(1_795_687_200_250)
+        );
+        assert_eq!(
+            parse_time("2024-02-29T00:00:00-01:30"),
+            parse_time("2024-02-29T01:30:00Z")
+        );
+        for bad in [
+            "4294967295-01-01T00:00:00Z",
+            "2026-13-01T00:00:00Z",
+            "2025-02-29T00:00:00Z",
+            "2026-11-26",
+            "yesterday",
+            "2026-11-26T10:00:00",
+            "1969-12-31T23:59:59Z",
+        ] {
             assert!(parse_time(bad).is_err(), "{bad}");
         }
         assert_eq!(rfc3339(1_795_687_200_250), "2026-11-26T10:00:00.250Z");

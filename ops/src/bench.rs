@@ -26,14 +26,16 @@ use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificates};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
+use backbone_timestamping::http::MAX_REQUESTS_PER_PDU;
 use backbone_timestamping::http::{self, PduAuth};
 use backbone_timestamping::round::{ClientId, InputHash, Request};
 use backbone_timestamping::service::{self, Config, Handle};
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
-use backbone_timestamping::http::MAX_REQUESTS_PER_PDU;
-use backbone_timestamping_verify::pdu::{AggregationRequest, AggregatorRequest, AggregatorResponse, Header, TAG_AGGREGATOR_RESPONSE};
-use backbone_timestamping_verify::tlv;
+use backbone_timestamping_verify::pdu::{
+    AggregationRequest, AggregatorRequest, AggregatorResponse, Header, TAG_AGGREGATOR_RESPONSE,
+};
 use backbone_timestamping_verify::signature::{Anchor, Signature};
+use backbone_timestamping_verify::tlv;
 use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 use clap::{Args, Subcommand};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
@@ -137,7 +139,10 @@ pub fn run(args: &BenchArgs) -> Result<(), Error> {
 
 fn run_timestamping(args: &TimestampingBenchArgs) -> Result<(), Error> {
     if args.batch as usize > MAX_REQUESTS_PER_PDU {
-        return Err(Error::Usage(format!("--batch {} is above the service's limit of {MAX_REQUESTS_PER_PDU} requests per PDU", args.batch)));
+        return Err(Error::Usage(format!(
+            "--batch {} is above the service's limit of {MAX_REQUESTS_PER_PDU} requests per PDU",
+            args.batch
+        )));
     }
     let key = match &args.hmac_key_file {
         Some(path) => std::fs::read(path).map_err(Error::io("read", path))?,
@@ -147,8 +152,16 @@ fn run_timestamping(args: &TimestampingBenchArgs) -> Result<(), Error> {
     if let Some(threads) = args.threads {
         builder.worker_threads(threads.max(1));
     }
-    let runtime = builder.enable_all().build().map_err(|e| Error::Check(format!("cannot start the runtime: {e}")))?;
-    let client = Arc::new(Client { login_id: args.login_id.clone(), key, batch: args.batch as usize, next: AtomicU64::new(0) });
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Check(format!("cannot start the runtime: {e}")))?;
+    let client = Arc::new(Client {
+        login_id: args.login_id.clone(),
+        key,
+        batch: args.batch as usize,
+        next: AtomicU64::new(0),
+    });
     let load = Duration::from_secs(args.seconds);
     runtime.block_on(async {
         let local = match args.service {
@@ -204,7 +217,10 @@ fn report(name: &str, per_call: u32, phase: &Phase) {
         }
         // Nearest rank, so the p99 of few calls is an observed value, not an interpolation.
         let rank = ((q * n as f64).ceil() as usize).clamp(1, n) - 1;
-        phase.latencies.get(rank).map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+        phase
+            .latencies
+            .get(rank)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
     println!(
         "{name:<36} {:>9.0} requests/s  ({} signed, {} failed, {} calls of {per_call} in {:.2} s)  latency p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
@@ -215,7 +231,10 @@ fn report(name: &str, per_call: u32, phase: &Phase) {
         seconds,
         at(0.50),
         at(0.99),
-        phase.latencies.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        phase
+            .latencies
+            .last()
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
     );
     bursts(phase);
 }
@@ -243,9 +262,21 @@ fn bursts(phase: &Phase) {
         lengths.push(l.duration_since(f));
     }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let offset = |t: Instant| starts.iter().rev().find(|s| **s <= t).map_or(Duration::ZERO, |s| t.duration_since(*s));
-    let slow: Vec<_> = phase.timeline.iter().filter(|(s, a)| a.duration_since(*s) > Duration::from_millis(1200)).collect();
-    let mean = |f: &dyn Fn(&(Instant, Instant)) -> Duration| slow.iter().map(|c| ms(f(c))).sum::<f64>() / slow.len().max(1) as f64;
+    let offset = |t: Instant| {
+        starts
+            .iter()
+            .rev()
+            .find(|s| **s <= t)
+            .map_or(Duration::ZERO, |s| t.duration_since(*s))
+    };
+    let slow: Vec<_> = phase
+        .timeline
+        .iter()
+        .filter(|(s, a)| a.duration_since(*s) > Duration::from_millis(1200))
+        .collect();
+    let mean = |f: &dyn Fn(&(Instant, Instant)) -> Duration| {
+        slow.iter().map(|c| ms(f(c))).sum::<f64>() / slow.len().max(1) as f64
+    };
     let mut sorted = lengths.clone();
     sorted.sort_unstable();
     println!(
@@ -278,12 +309,23 @@ impl Client {
             .map(|i| {
                 let mut digest = [0x42u8; 32];
                 digest[..8].copy_from_slice(&(first + i).to_be_bytes());
-                let hash = Imprint::new(HashAlgorithm::Sha256, &digest).map_err(|e| Error::Check(e.to_string()))?;
-                Ok(AggregationRequest { request_id: i + 1, hash, level: None })
+                let hash = Imprint::new(HashAlgorithm::Sha256, &digest)
+                    .map_err(|e| Error::Check(e.to_string()))?;
+                Ok(AggregationRequest {
+                    request_id: i + 1,
+                    hash,
+                    level: None,
+                })
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let header = Header { login_id: self.login_id.as_str().into(), instance_id: Some(1), message_id: Some(first) };
-        AggregatorRequest::new(header, payloads).encode(&self.key, HashAlgorithm::Sha256).map_err(|e| Error::Check(e.to_string()))
+        let header = Header {
+            login_id: self.login_id.as_str().into(),
+            instance_id: Some(1),
+            message_id: Some(first),
+        };
+        AggregatorRequest::new(header, payloads)
+            .encode(&self.key, HashAlgorithm::Sha256)
+            .map_err(|e| Error::Check(e.to_string()))
     }
 
     /// Checks an answer's MAC and reads each payload's status; returns how many requests were
@@ -295,7 +337,10 @@ impl Client {
         let bad = |why: String| Error::Check(format!("response PDU: {why}"));
         let top = tlv::decode(body).map_err(|e| bad(e.to_string()))?;
         if top.tag() != TAG_AGGREGATOR_RESPONSE {
-            return Err(bad(format!("tag {:#x}, not an aggregator response", top.tag())));
+            return Err(bad(format!(
+                "tag {:#x}, not an aggregator response",
+                top.tag()
+            )));
         }
         let (mut signed, mut mac) = (0u64, None);
         for child in top.children() {
@@ -319,12 +364,22 @@ impl Client {
                 _ => {}
             }
         }
-        let mac = mac.filter(|m| m.algorithm() == HashAlgorithm::Sha256).ok_or_else(|| bad("no HMAC-SHA-256".to_owned()))?;
-        let covered = body.get(..body.len().saturating_sub(mac.digest().len())).unwrap_or_default();
+        let mac = mac
+            .filter(|m| m.algorithm() == HashAlgorithm::Sha256)
+            .ok_or_else(|| bad("no HMAC-SHA-256".to_owned()))?;
+        let covered = body
+            .get(..body.len().saturating_sub(mac.digest().len()))
+            .unwrap_or_default();
         let key = openssl::pkey::PKey::hmac(&self.key).map_err(|e| bad(e.to_string()))?;
-        let mut hmac = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key).map_err(|e| bad(e.to_string()))?;
-        let expected = hmac.sign_oneshot_to_vec(covered).map_err(|e| bad(e.to_string()))?;
-        if !body.ends_with(mac.digest()) || expected.len() != mac.digest().len() || !openssl::memcmp::eq(&expected, mac.digest()) {
+        let mut hmac = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &key)
+            .map_err(|e| bad(e.to_string()))?;
+        let expected = hmac
+            .sign_oneshot_to_vec(covered)
+            .map_err(|e| bad(e.to_string()))?;
+        if !body.ends_with(mac.digest())
+            || expected.len() != mac.digest().len()
+            || !openssl::memcmp::eq(&expected, mac.digest())
+        {
             return Err(bad("wrong HMAC".to_owned()));
         }
         Ok((signed, (self.batch as u64).saturating_sub(signed)))
@@ -334,18 +389,39 @@ impl Client {
     /// returns its aggregation time.
     async fn check_one(&self, addr: SocketAddr) -> Result<u64, Error> {
         let mut connection = connect(addr).await?;
-        let body = post(&mut connection, addr, &self.pdu()?).await.map_err(|e| Error::Check(format!("{addr}: {e}")))?;
+        let body = post(&mut connection, addr, &self.pdu()?)
+            .await
+            .map_err(|e| Error::Check(format!("{addr}: {e}")))?;
         let (signed, _) = self.count(&body)?;
-        let response = AggregatorResponse::decode(&body).map_err(|e| Error::Check(format!("response PDU: {e}")))?;
-        response.check_mac(&self.key, HashAlgorithm::Sha256).map_err(|e| Error::Check(format!("response PDU: {e}")))?;
-        let first = response.payloads.first().filter(|_| signed > 0).ok_or_else(|| Error::Check("the service signed nothing".to_owned()))?;
-        let calendar = first.calendar_chain.clone().ok_or_else(|| Error::Check("no calendar chain in the answer".to_owned()))?;
-        let record = first.calendar_auth_record.clone().ok_or_else(|| Error::Check("no calendar authentication record".to_owned()))?;
-        let signature = Signature::new(None, first.aggregation_chains.clone(), Some((calendar, Anchor::CalendarAuth(record))))
-            .map_err(|e| Error::Check(format!("the answer is not a signature: {e}")))?;
+        let response = AggregatorResponse::decode(&body)
+            .map_err(|e| Error::Check(format!("response PDU: {e}")))?;
+        response
+            .check_mac(&self.key, HashAlgorithm::Sha256)
+            .map_err(|e| Error::Check(format!("response PDU: {e}")))?;
+        let first = response
+            .payloads
+            .first()
+            .filter(|_| signed > 0)
+            .ok_or_else(|| Error::Check("the service signed nothing".to_owned()))?;
+        let calendar = first
+            .calendar_chain
+            .clone()
+            .ok_or_else(|| Error::Check("no calendar chain in the answer".to_owned()))?;
+        let record = first
+            .calendar_auth_record
+            .clone()
+            .ok_or_else(|| Error::Check("no calendar authentication record".to_owned()))?;
+        let signature = Signature::new(
+            None,
+            first.aggregation_chains.clone(),
+            Some((calendar, Anchor::CalendarAuth(record))),
+        )
+        .map_err(|e| Error::Check(format!("the answer is not a signature: {e}")))?;
         let verdict = verify::verify(&signature, Policy::Internal, &Context::default());
         if verdict.outcome != Outcome::Ok {
-            return Err(Error::Check(format!("the service's signature does not verify: {verdict}")));
+            return Err(Error::Check(format!(
+                "the service's signature does not verify: {verdict}"
+            )));
         }
         Ok(signature.signing_time())
     }
@@ -354,7 +430,12 @@ impl Client {
 /// `connections` clients, each sending PDUs one after another on its own connection until
 /// `load` has passed. Every connection is opened before the clock starts, so that the phase
 /// measures signing, not thousands of simultaneous TCP handshakes.
-async fn drive_pdus(client: &Arc<Client>, addr: SocketAddr, connections: u32, load: Duration) -> Phase {
+async fn drive_pdus(
+    client: &Arc<Client>,
+    addr: SocketAddr,
+    connections: u32,
+    load: Duration,
+) -> Phase {
     let connected = Arc::new(tokio::sync::Barrier::new(connections as usize + 1));
     let tasks: Vec<_> = (0..connections)
         .map(|_| {
@@ -374,7 +455,10 @@ async fn drive_pdus(client: &Arc<Client>, addr: SocketAddr, connections: u32, lo
                     let sent = Instant::now();
                     let answer = post(&mut connection, addr, &pdu).await;
                     let took = sent.elapsed();
-                    match answer.map_err(|e| Error::Check(e.to_string())).and_then(|body| client.count(&body).map(|c| (c, body))) {
+                    match answer
+                        .map_err(|e| Error::Check(e.to_string()))
+                        .and_then(|body| client.count(&body).map(|c| (c, body)))
+                    {
                         Ok(((signed, failed), body)) => {
                             phase.signed += signed;
                             phase.failed += failed;
@@ -414,9 +498,17 @@ async fn drive_handle(handle: &Handle, callers: u64, load: Duration) -> Phase {
                     digest[..8].copy_from_slice(&c.to_be_bytes());
                     digest[8..16].copy_from_slice(&n.to_be_bytes());
                     n += 1;
-                    let Ok(hash) = InputHash::new(HashAlgorithm::Sha256, &digest) else { break };
+                    let Ok(hash) = InputHash::new(HashAlgorithm::Sha256, &digest) else {
+                        break;
+                    };
                     let sent = Instant::now();
-                    let signed = handle.sign(Request { hash, level: 0, client_id: client_id.clone() }).await;
+                    let signed = handle
+                        .sign(Request {
+                            hash,
+                            level: 0,
+                            client_id: client_id.clone(),
+                        })
+                        .await;
                     phase.calls += 1;
                     match signed {
                         Ok(_) => {
@@ -455,22 +547,37 @@ async fn gather(tasks: Vec<tokio::task::JoinHandle<Phase>>, start: Instant) -> P
 }
 
 async fn connect(addr: SocketAddr) -> Result<BufStream<TcpStream>, Error> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| Error::Check(format!("cannot connect to {addr}: {e}")))?;
-    stream.set_nodelay(true).map_err(|e| Error::Check(format!("{addr}: {e}")))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Error::Check(format!("cannot connect to {addr}: {e}")))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|e| Error::Check(format!("{addr}: {e}")))?;
     Ok(BufStream::with_capacity(64 << 10, 64 << 10, stream))
 }
 
 /// One HTTP/1.1 POST / on a kept-alive connection; the body of a 200 answer. Enough HTTP for
 /// hyper's answers: a status line, headers with Content-Length, the body.
-async fn post(connection: &mut BufStream<TcpStream>, addr: SocketAddr, body: &[u8]) -> std::io::Result<Vec<u8>> {
+async fn post(
+    connection: &mut BufStream<TcpStream>,
+    addr: SocketAddr,
+    body: &[u8],
+) -> std::io::Result<Vec<u8>> {
     let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-    let head = format!("POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/ksi-request\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/ksi-request\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     connection.write_all(head.as_bytes()).await?;
     connection.write_all(body).await?;
     connection.flush().await?;
     let mut line = String::new();
     connection.read_line(&mut line).await?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| invalid(format!("status line {line:?}")))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| invalid(format!("status line {line:?}")))?;
     let mut length = None;
     loop {
         line.clear();
@@ -491,7 +598,10 @@ async fn post(connection: &mut BufStream<TcpStream>, addr: SocketAddr, body: &[u
     let mut answer = vec![0; length];
     connection.read_exact(&mut answer).await?;
     if status != 200 {
-        return Err(invalid(format!("HTTP {status}: {}", String::from_utf8_lossy(&answer))));
+        return Err(invalid(format!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&answer)
+        )));
     }
     Ok(answer)
 }
@@ -508,32 +618,60 @@ struct LocalService {
 
 impl LocalService {
     async fn start(client: &Client) -> Result<LocalService, Error> {
-        let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        let dir = std::env::temp_dir().join(format!("backbone-bench-{}-{nanos}", std::process::id()));
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("backbone-bench-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         let keys_dir = dir.join("keys");
-        let keys = SoftwareKeyStore::open(&keys_dir).map_err(Error::hsm("cannot open the software key store"))?;
+        let keys = SoftwareKeyStore::open(&keys_dir)
+            .map_err(Error::hsm("cannot open the software key store"))?;
         for label in ["timestamping-ca", "timestamping"] {
-            keys.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}'")))?;
+            keys.generate(label, KeyType::EcP256)
+                .map_err(Error::hsm(format!("cannot generate key '{label}'")))?;
         }
-        let ca: Arc<dyn Signer> = keys.signer("timestamping-ca", None).map_err(Error::hsm("cannot open the CA key"))?;
-        let key: Arc<dyn Signer> = keys.signer("timestamping", None).map_err(Error::hsm("cannot open the calendar key"))?;
+        let ca: Arc<dyn Signer> = keys
+            .signer("timestamping-ca", None)
+            .map_err(Error::hsm("cannot open the CA key"))?;
+        let key: Arc<dyn Signer> = keys
+            .signer("timestamping", None)
+            .map_err(Error::hsm("cannot open the calendar key"))?;
         let not_before = SystemTime::now() - Duration::from_secs(60);
-        let failed = |what: &'static str| move |e: backbone_timestamping::Error| Error::Check(format!("{what}: {e}"));
-        let (_, certificate) = issue_certificates(ca.as_ref(), key.as_ref(), not_before, 1).map_err(failed("cannot issue the calendar certificate"))?;
-        let signer = CalendarSigner::new(key, &certificate).map_err(failed("cannot use the calendar certificate"))?;
+        let failed = |what: &'static str| {
+            move |e: backbone_timestamping::Error| Error::Check(format!("{what}: {e}"))
+        };
+        let (_, certificate) = issue_certificates(ca.as_ref(), key.as_ref(), not_before, 1)
+            .map_err(failed("cannot issue the calendar certificate"))?;
+        let signer = CalendarSigner::new(key, &certificate)
+            .map_err(failed("cannot use the calendar certificate"))?;
         let calendar_dir = dir.join("calendar");
-        let rocks = RocksStore::open(&calendar_dir).map_err(|e| Error::Check(format!("cannot open the calendar at {}: {e}", calendar_dir.display())))?;
+        let rocks = RocksStore::open(&calendar_dir).map_err(|e| {
+            Error::Check(format!(
+                "cannot open the calendar at {}: {e}",
+                calendar_dir.display()
+            ))
+        })?;
         let store: Box<dyn CalendarStore> = Box::new(rocks);
         let calendar = Calendar::open(store).map_err(failed("cannot open the calendar"))?;
-        let running = service::spawn(calendar, signer, Config::default()).map_err(failed("cannot start the service"))?;
-        let auth = PduAuth { login_id: client.login_id.clone(), key: client.key.clone() };
+        let running = service::spawn(calendar, signer, Config::default())
+            .map_err(failed("cannot start the service"))?;
+        let auth = PduAuth {
+            login_id: client.login_id.clone(),
+            key: client.key.clone(),
+        };
         let app = http::router(running.handle.clone(), auth);
         let (listener, addr) = listen()?;
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(LocalService { addr, handle: running.handle.clone(), running, server, dir })
+        Ok(LocalService {
+            addr,
+            handle: running.handle.clone(),
+            running,
+            server,
+            dir,
+        })
     }
 
     async fn stop(self) {
@@ -550,7 +688,9 @@ impl LocalService {
 fn listen() -> Result<(tokio::net::TcpListener, SocketAddr), Error> {
     let failed = |e: std::io::Error| Error::Check(format!("cannot listen: {e}"));
     let socket = tokio::net::TcpSocket::new_v4().map_err(failed)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).map_err(failed)?;
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(failed)?;
     let listener = socket.listen(8192).map_err(failed)?;
     let addr = listener.local_addr().map_err(failed)?;
     Ok((listener, addr))

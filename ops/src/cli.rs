@@ -13,7 +13,12 @@ use crate::{Error, demo, hsm};
 
 /// Backbone: national e-health data exchange. Every service and tool is a subcommand.
 #[derive(Debug, Parser)]
-#[command(name = "backbone", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "backbone",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     /// TOML configuration file. Default: none, so built-in defaults apply, then BACKBONE_*
     /// environment variables override both (see `backbone config keys`).
@@ -59,8 +64,12 @@ impl Command {
     /// `noun verb`, for logs and traces.
     pub fn name(&self) -> &'static str {
         match self {
-            Command::Config { command: ConfigCommand::Check } => "config check",
-            Command::Config { command: ConfigCommand::Keys } => "config keys",
+            Command::Config {
+                command: ConfigCommand::Check,
+            } => "config check",
+            Command::Config {
+                command: ConfigCommand::Keys,
+            } => "config keys",
             Command::Hsm(args) => match args.command {
                 HsmCommand::Keygen { .. } => "hsm keygen",
                 HsmCommand::List => "hsm list",
@@ -143,7 +152,10 @@ pub enum HsmCommand {
 ///
 /// Every failure, for `main` to report; [`Error::exit_code`] gives the exit code.
 pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
-    if let Command::Config { command: ConfigCommand::Keys } = &cli.command {
+    if let Command::Config {
+        command: ConfigCommand::Keys,
+    } = &cli.command
+    {
         print!("{}", key_table());
         return Ok(());
     }
@@ -153,11 +165,19 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         tracing::info!(config = %settings.summary(), "exporting traces over OTLP");
     }
     // One root span per command: with OTLP on, every command run is one trace.
-    let span = tracing::info_span!("backbone", command = cli.command.name(), version = crate::telemetry::VERSION);
+    let span = tracing::info_span!(
+        "backbone",
+        command = cli.command.name(),
+        version = crate::telemetry::VERSION
+    );
     let _entered = span.enter();
     match cli.command {
-        Command::Config { command: ConfigCommand::Check } => config_check(&settings, env),
-        Command::Config { command: ConfigCommand::Keys } => Ok(()),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&settings, env),
+        Command::Config {
+            command: ConfigCommand::Keys,
+        } => Ok(()),
         Command::Hsm(args) => hsm::run(args, &settings, env),
         Command::Demo(args) => demo::run(&args, &settings, env),
         Command::Timestamping(args) => crate::timestamping::run(args, &settings, env),
@@ -183,7 +203,10 @@ fn config_check(settings: &Settings, env: &Env) -> Result<(), Error> {
                 key: key.path.to_owned(),
                 value: None,
                 origin: settings.origin(&key).clone(),
-                reason: format!("the user PIN of token '{}' is not available: {source}", p.token_label),
+                reason: format!(
+                    "the user PIN of token '{}' is not available: {source}",
+                    p.token_label
+                ),
             };
             return Err(Error::Config(ConfigError::Invalid(vec![problem])));
         }
@@ -196,8 +219,13 @@ fn config_check(settings: &Settings, env: &Env) -> Result<(), Error> {
 fn key_table() -> String {
     let mut out = String::new();
     for key in keys::ALL {
-        let default = key.default.map_or_else(|| "(none)".to_owned(), |d| format!("{d:?}"));
-        out.push_str(&format!("{}\n    env: {}\n    default: {default}\n    {}\n", key.path, key.env, key.doc));
+        let default = key
+            .default
+            .map_or_else(|| "(none)".to_owned(), |d| format!("{d:?}"));
+        out.push_str(&format!(
+            "{}\n    env: {}\n    default: {default}\n    {}\n",
+            key.path, key.env, key.doc
+        ));
     }
     out
 }

@@ -164,20 +164,32 @@ pub fn load(file: Option<&Path>, env: &Env) -> Result<Settings, ConfigError> {
     for (name, value) in env.config_vars() {
         match keys::by_env(name) {
             Some(key) => {
-                builder = builder.set_override(key.path, value.to_owned()).map_err(|source| {
-                    ConfigError::Syntax { origin: format!("environment variable {name}"), source: Box::new(source) }
-                })?;
+                builder = builder
+                    .set_override(key.path, value.to_owned())
+                    .map_err(|source| ConfigError::Syntax {
+                        origin: format!("environment variable {name}"),
+                        source: Box::new(source),
+                    })?;
                 from_env.insert(key.path, Origin::Env(key.env.to_owned()));
             }
             None => problems.push(unknown_env(name)),
         }
     }
     let file_origin = || file.map_or(Origin::Default, |p| Origin::File(p.to_owned()));
-    let merged = builder.build().and_then(|c| c.collect()).map_err(|source| ConfigError::Syntax {
-        origin: file.map_or_else(|| "the environment".to_owned(), |p| format!("file {}", p.display())),
-        source: Box::new(source),
-    })?;
-    let mut raw = Raw { values: BTreeMap::new(), origins: BTreeMap::new() };
+    let merged = builder
+        .build()
+        .and_then(|c| c.collect())
+        .map_err(|source| ConfigError::Syntax {
+            origin: file.map_or_else(
+                || "the environment".to_owned(),
+                |p| format!("file {}", p.display()),
+            ),
+            source: Box::new(source),
+        })?;
+    let mut raw = Raw {
+        values: BTreeMap::new(),
+        origins: BTreeMap::new(),
+    };
     flatten("", &merged, &mut |path, value| match keys::by_path(&path) {
         Some(key) => {
             let origin = from_env.get(key.path).cloned().unwrap_or_else(file_origin);
@@ -228,7 +240,10 @@ impl Settings {
                 hsm.push((keys::HSM_MODULE, path(&p.module)));
                 hsm.push((keys::HSM_TOKEN_LABEL, text(&p.token_label)));
                 hsm.push((keys::HSM_SESSIONS, toml::Value::Integer(sessions)));
-                hsm.push((keys::HSM_RECONNECT_ATTEMPTS, toml::Value::Integer(p.reconnect_attempts.into())));
+                hsm.push((
+                    keys::HSM_RECONNECT_ATTEMPTS,
+                    toml::Value::Integer(p.reconnect_attempts.into()),
+                ));
             }
         }
         match &self.hsm.pin {
@@ -238,7 +253,10 @@ impl Settings {
         let telemetry = &self.telemetry;
         let mut tel = vec![
             (keys::TELEMETRY_LOG_FILTER, text(&telemetry.log_filter)),
-            (keys::TELEMETRY_LOG_FORMAT, text(telemetry.log_format.name())),
+            (
+                keys::TELEMETRY_LOG_FORMAT,
+                text(telemetry.log_format.name()),
+            ),
         ];
         if let Some(endpoint) = &telemetry.otlp_endpoint {
             tel.push((keys::TELEMETRY_OTLP_ENDPOINT, text(&redact_url(endpoint))));
@@ -246,7 +264,10 @@ impl Settings {
         tel.push((keys::TELEMETRY_SERVICE_NAME, text(&telemetry.service_name)));
         let sections = [
             ("hsm", hsm),
-            ("admin", vec![(keys::ADMIN_LISTEN, text(&self.admin.listen.to_string()))]),
+            (
+                "admin",
+                vec![(keys::ADMIN_LISTEN, text(&self.admin.listen.to_string()))],
+            ),
             ("telemetry", tel),
         ];
         let mut out = String::new();
@@ -282,7 +303,11 @@ impl Settings {
                 self.hsm.pin
             ),
         };
-        let otlp = self.telemetry.otlp_endpoint.as_deref().map_or_else(|| "off".to_owned(), redact_url);
+        let otlp = self
+            .telemetry
+            .otlp_endpoint
+            .as_deref()
+            .map_or_else(|| "off".to_owned(), redact_url);
         format!(
             "hsm: {store}; admin.listen: {}; log: {} ({}); otlp: {otlp}; service: {}",
             self.admin.listen,
@@ -322,12 +347,22 @@ impl fmt::Display for Origin {
 impl Env {
     /// The variables of this process that are valid UTF-8 (the only ones `backbone` reads).
     pub fn process() -> Self {
-        Env::from_pairs(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))))
+        Env::from_pairs(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// An environment made of exactly these pairs.
-    pub fn from_pairs<K: Into<String>, V: Into<String>>(pairs: impl IntoIterator<Item = (K, V)>) -> Self {
-        Env { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 
     /// The value of one variable.
@@ -349,7 +384,11 @@ impl Env {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
-            Some(value) => write!(f, "{} = {value:?} (from {}): {}", self.key, self.origin, self.reason),
+            Some(value) => write!(
+                f,
+                "{} = {value:?} (from {}): {}",
+                self.key, self.origin, self.reason
+            ),
             None => write!(f, "{} (from {}): {}", self.key, self.origin, self.reason),
         }
     }
@@ -388,7 +427,10 @@ impl Raw {
     }
 
     fn origin(&self, key: &Key) -> Origin {
-        self.origins.get(key.path).cloned().unwrap_or(Origin::Default)
+        self.origins
+            .get(key.path)
+            .cloned()
+            .unwrap_or(Origin::Default)
     }
 
     fn problem(&self, key: &Key, reason: impl Into<String>) -> Problem {
@@ -408,7 +450,9 @@ impl Raw {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
         let text = self.text(key)?;
-        parse(&text).map_err(|reason| problems.push(self.problem(key, reason))).ok()
+        parse(&text)
+            .map_err(|reason| problems.push(self.problem(key, reason)))
+            .ok()
     }
 
     fn required<T>(
@@ -437,7 +481,12 @@ impl Raw {
             _ => Err("expected \"software\" or \"pkcs11\"".to_owned()),
         });
         let software_keys = [keys::HSM_KEY_DIR];
-        let pkcs11_keys = [keys::HSM_MODULE, keys::HSM_TOKEN_LABEL, keys::HSM_SESSIONS, keys::HSM_RECONNECT_ATTEMPTS];
+        let pkcs11_keys = [
+            keys::HSM_MODULE,
+            keys::HSM_TOKEN_LABEL,
+            keys::HSM_SESSIONS,
+            keys::HSM_RECONNECT_ATTEMPTS,
+        ];
         let store = match backend.as_deref() {
             Some("software") => {
                 note_ignored(&self, &pkcs11_keys, "software", &mut ignored);
@@ -449,12 +498,20 @@ impl Raw {
                 let why = "when hsm.backend = \"pkcs11\"";
                 let module = self.required(&keys::HSM_MODULE, why, problems, existing_file);
                 let token_label = self.required(&keys::HSM_TOKEN_LABEL, why, problems, token_label);
-                let sessions = self.parse(&keys::HSM_SESSIONS, problems, |s| in_range(s, 1, MAX_SESSIONS));
-                let reconnect_attempts =
-                    self.parse(&keys::HSM_RECONNECT_ATTEMPTS, problems, |s| in_range(s, 0, MAX_RECONNECT_ATTEMPTS));
+                let sessions = self.parse(&keys::HSM_SESSIONS, problems, |s| {
+                    in_range(s, 1, MAX_SESSIONS)
+                });
+                let reconnect_attempts = self.parse(&keys::HSM_RECONNECT_ATTEMPTS, problems, |s| {
+                    in_range(s, 0, MAX_RECONNECT_ATTEMPTS)
+                });
                 match (module, token_label, sessions, reconnect_attempts) {
                     (Some(module), Some(token_label), Some(sessions), Some(reconnect_attempts)) => {
-                        Some(StoreConfig::Pkcs11(Pkcs11Config { module, token_label, sessions, reconnect_attempts }))
+                        Some(StoreConfig::Pkcs11(Pkcs11Config {
+                            module,
+                            token_label,
+                            sessions,
+                            reconnect_attempts,
+                        }))
                     }
                     _ => None,
                 }
@@ -463,10 +520,14 @@ impl Raw {
         };
         let pin = self.pin_source(problems);
         let listen = self.parse(&keys::ADMIN_LISTEN, problems, |s| {
-            s.parse::<SocketAddr>().map_err(|e| format!("expected an IP address and port such as 127.0.0.1:9100 ({e})"))
+            s.parse::<SocketAddr>().map_err(|e| {
+                format!("expected an IP address and port such as 127.0.0.1:9100 ({e})")
+            })
         });
         let log_filter = self.parse(&keys::TELEMETRY_LOG_FILTER, problems, |s| {
-            tracing_subscriber::EnvFilter::try_new(s).map(|_| s.to_owned()).map_err(|e| e.to_string())
+            tracing_subscriber::EnvFilter::try_new(s)
+                .map(|_| s.to_owned())
+                .map_err(|e| e.to_string())
         });
         let log_format = self.parse(&keys::TELEMETRY_LOG_FORMAT, problems, |s| match s {
             "text" => Ok(LogFormat::Text),
@@ -496,7 +557,10 @@ impl Raw {
             service_name: service_name?,
         };
         Some(Settings {
-            hsm: HsmSettings { store: store?, pin: pin? },
+            hsm: HsmSettings {
+                store: store?,
+                pin: pin?,
+            },
             admin: AdminSettings { listen: listen? },
             telemetry,
             ignored,
@@ -519,13 +583,18 @@ impl Raw {
         }
         self.parse(&keys::HSM_PIN_ENV, problems, |name| {
             let valid = !name.is_empty()
-                && name.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
                 && !name.starts_with(|c: char| c.is_ascii_digit());
             if !valid {
                 return Err("expected an environment variable name of A-Z, 0-9 and '_'".to_owned());
             }
             if keys::path_of_env(name).is_some() {
-                return Err("names a configuration variable (BACKBONE_<SECTION>__<KEY>); pick another name".to_owned());
+                return Err(
+                    "names a configuration variable (BACKBONE_<SECTION>__<KEY>); pick another name"
+                        .to_owned(),
+                );
             }
             Ok(PinSource::Env(name.to_owned()))
         })
@@ -534,7 +603,11 @@ impl Raw {
 
 fn note_ignored(raw: &Raw, keys: &[Key], backend: &str, ignored: &mut Vec<String>) {
     for key in keys.iter().filter(|k| raw.get(k).is_some()) {
-        ignored.push(format!("{} (from {}) does not apply to hsm.backend = \"{backend}\"", key.path, raw.origin(key)));
+        ignored.push(format!(
+            "{} (from {}) does not apply to hsm.backend = \"{backend}\"",
+            key.path,
+            raw.origin(key)
+        ));
     }
 }
 
@@ -556,7 +629,10 @@ fn existing_file(s: &str) -> Result<PathBuf, String> {
 
 fn token_label(s: &str) -> Result<String, String> {
     if s.is_empty() || s.len() > MAX_TOKEN_LABEL_LEN {
-        return Err(format!("must be 1 to {MAX_TOKEN_LABEL_LEN} bytes long, got {}", s.len()));
+        return Err(format!(
+            "must be 1 to {MAX_TOKEN_LABEL_LEN} bytes long, got {}",
+            s.len()
+        ));
     }
     Ok(s.to_owned())
 }
@@ -572,10 +648,14 @@ where
 }
 
 fn otlp_endpoint(s: &str) -> Result<String, String> {
-    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
     match rest {
         Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(s.to_owned()),
-        _ => Err("expected an http:// or https:// URL with a host (OTLP over HTTP/protobuf)".to_owned()),
+        _ => Err(
+            "expected an http:// or https:// URL with a host (OTLP over HTTP/protobuf)".to_owned(),
+        ),
     }
 }
 
@@ -592,22 +672,40 @@ pub fn redact_url(url: &str) -> String {
         None => path.to_owned(),
     };
     let slash = if rest.contains('/') { "/" } else { "" };
-    if scheme.is_empty() { format!("{authority}{slash}{path}") } else { format!("{scheme}://{authority}{slash}{path}") }
+    if scheme.is_empty() {
+        format!("{authority}{slash}{path}")
+    } else {
+        format!("{scheme}://{authority}{slash}{path}")
+    }
 }
 
 fn read_file(path: &Path) -> Result<String, ConfigError> {
-    let read = |source| ConfigError::Read { path: path.to_owned(), source };
+    let read = |source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    };
     let len = std::fs::metadata(path).map_err(read)?.len();
     if len > MAX_FILE_LEN {
-        return Err(ConfigError::TooLarge { path: path.to_owned(), len });
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            len,
+        });
     }
     std::fs::read_to_string(path).map_err(read)
 }
 
 /// Calls `leaf` with the dotted path of every non-table value.
-fn flatten(prefix: &str, table: &config::Map<String, Value>, leaf: &mut impl FnMut(String, &Value)) {
+fn flatten(
+    prefix: &str,
+    table: &config::Map<String, Value>,
+    leaf: &mut impl FnMut(String, &Value),
+) {
     for (name, value) in table {
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         match &value.kind {
             // A section: descend. A table where a key is expected ends as an unknown key below.
             ValueKind::Table(inner) if prefix.is_empty() => flatten(&path, inner, leaf),
@@ -639,7 +737,12 @@ fn refuse_unknown(path: String, origin: Origin) -> Problem {
         "unknown key; see `backbone config keys` for the list".to_owned()
     };
     // The value of an unknown key may be a secret that landed in the wrong place: never shown.
-    Problem { key: path, value: None, origin, reason }
+    Problem {
+        key: path,
+        value: None,
+        origin,
+        reason,
+    }
 }
 
 fn unknown_env(name: &str) -> Problem {
@@ -647,10 +750,17 @@ fn unknown_env(name: &str) -> Problem {
     let reason = if keys::REFUSED_SECRETS.contains(&path.as_str()) {
         refuse_unknown(path, Origin::Default).reason
     } else {
-        format!("names no configuration key ({path} does not exist); see `backbone config keys` for the list")
+        format!(
+            "names no configuration key ({path} does not exist); see `backbone config keys` for the list"
+        )
     };
     // Its value may be a secret set under the wrong name: never shown.
-    Problem { key: name.to_owned(), value: None, origin: Origin::Env(name.to_owned()), reason }
+    Problem {
+        key: name.to_owned(),
+        value: None,
+        origin: Origin::Env(name.to_owned()),
+        reason,
+    }
 }
 
 #[cfg(test)]

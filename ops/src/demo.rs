@@ -24,8 +24,8 @@ use backbone_gateway::usage::{UsageAnswer, hex, rfc3339};
 use backbone_portal::oidc::provider::TestPerson;
 use clap::Args;
 
-use crate::config::{Env, Settings};
 use crate::Error;
+use crate::config::{Env, Settings};
 
 pub mod data;
 pub mod fhir;
@@ -110,11 +110,16 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
     tokio::pin!(signal);
     say(format!("Backbone demo, data directory {}", dir.display()));
     say(format!("keys: {}", keys.describe()));
-    let people = data::citizens(args.seed, usize::try_from(args.citizens).unwrap_or(1000)).map_err(|e| Error::Check(e.to_string()))?;
-    let scenario: Vec<Citizen> = with_conditions(&people).take(usize::try_from(args.scenarios).unwrap_or(10)).collect();
+    let people = data::citizens(args.seed, usize::try_from(args.citizens).unwrap_or(1000))
+        .map_err(|e| Error::Check(e.to_string()))?;
+    let scenario: Vec<Citizen> = with_conditions(&people)
+        .take(usize::try_from(args.scenarios).unwrap_or(10))
+        .collect();
     let settings = network::Settings {
         dir,
-        ports: Ports { base: args.base_port },
+        ports: Ports {
+            base: args.base_port,
+        },
         publication_interval: args.publication_interval,
         batch_interval: Duration::from_millis(args.batch_interval_ms),
         portal_persons: portal::persons(scenario.first()),
@@ -123,12 +128,19 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
     say(format!(
         "registry {} ({}), timestamping http://{} (publications every {} s)",
         network.conf_url,
-        if network.fresh { "initialised now" } else { "reused" },
+        if network.fresh {
+            "initialised now"
+        } else {
+            "reused"
+        },
         network.timestamping,
         args.publication_interval
     ));
     for node in &network.nodes {
-        let service = node.service.as_ref().map_or_else(|| "no service".to_owned(), |s| format!("FHIR {}", s.base_url()));
+        let service = node.service.as_ref().map_or_else(
+            || "no service".to_owned(),
+            |s| format!("FHIR {}", s.base_url()),
+        );
         say(format!(
             "  {:<22} {:<25} gateway http://{} (peer {}), {service}",
             node.agency.slug,
@@ -137,14 +149,28 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
             node.gateway.peer_addr()
         ));
     }
-    say(format!("  citizen portal         {} (test OpenID provider {})", network.portal.url, network.portal.provider_url));
-    say(format!("{} synthetic citizens from seed {}", people.len(), args.seed));
+    say(format!(
+        "  citizen portal         {} (test OpenID provider {})",
+        network.portal.url, network.portal.provider_url
+    ));
+    say(format!(
+        "{} synthetic citizens from seed {}",
+        people.len(),
+        args.seed
+    ));
 
     let traffic = Traffic::new(&network)?;
-    let more: Vec<Citizen> = with_conditions(&people).cycle().skip(scenario.len()).take(usize::try_from(args.traffic).unwrap_or(0)).collect();
+    let more: Vec<Citizen> = with_conditions(&people)
+        .cycle()
+        .skip(scenario.len())
+        .take(usize::try_from(args.traffic).unwrap_or(0))
+        .collect();
     let planned = (scenario.len() + more.len()) as u64 * traffic::EXCHANGES_PER_PERSON + 1;
     let progress = progress(traffic.clone(), planned);
-    let today = rfc3339(unix_ms()).get(..10).unwrap_or("2026-01-01").to_owned();
+    let today = rfc3339(unix_ms())
+        .get(..10)
+        .unwrap_or("2026-01-01")
+        .to_owned();
     let mut interrupted = tokio::select! {
         () = traffic.run(scenario.clone(), true, &today) => false,
         () = &mut signal => true,
@@ -198,17 +224,27 @@ fn progress(traffic: Traffic, planned: u64) -> tokio::task::JoinHandle<()> {
 }
 
 /// Stamps the logs, writes the files an auditor can check, and prints the summary.
-async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: Option<&Citizen>) -> Result<(), Error> {
+async fn summary(
+    args: &DemoArgs,
+    network: &Network,
+    traffic: &Traffic,
+    person: Option<&Citizen>,
+) -> Result<(), Error> {
     let dir = &args.data_dir;
     let exchanges = traffic.exchanges();
-    let failed = exchanges.iter().filter(|e| !(200..300).contains(&e.status)).count();
+    let failed = exchanges
+        .iter()
+        .filter(|e| !(200..300).contains(&e.status))
+        .count();
     let path = dir.join("exchanges.json");
     let json = serde_json::to_vec_pretty(&exchanges).map_err(|e| Error::Check(e.to_string()))?;
     std::fs::write(&path, json).map_err(Error::io("write", &path))?;
     // Portal view before stamping, so that its own findUsage calls are stamped too.
     let other = other_person(&network.portal.persons, &exchanges);
     let portal = match person {
-        Some(person) => Some(portal_view(network, person, other.map(|p| format!("EE{}", p.code))).await?),
+        Some(person) => {
+            Some(portal_view(network, person, other.map(|p| format!("EE{}", p.code))).await?)
+        }
         None => None,
     };
     for node in &network.nodes {
@@ -218,7 +254,11 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: 
     }
 
     say(String::new());
-    say(format!("== summary: {} exchanges made, {failed} failed (each one listed in {})", exchanges.len(), path.display()));
+    say(format!(
+        "== summary: {} exchanges made, {failed} failed (each one listed in {})",
+        exchanges.len(),
+        path.display()
+    ));
     for node in &network.nodes {
         let status = node.log.status();
         say(format!(
@@ -229,28 +269,52 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: 
             status.unstamped
         ));
     }
-    let publications = network.ts_handle.publications().map_err(|e| Error::Check(format!("publications: {e}")))?;
+    let publications = network
+        .ts_handle
+        .publications()
+        .map_err(|e| Error::Check(format!("publications: {e}")))?;
     match publications.last() {
-        Some(p) => say(format!("latest publication ({}): {}", rfc3339(p.time.saturating_mul(1000)), p.to_publication_string())),
-        None => say(format!("no publication yet: the first is at the next multiple of {} s of the clock", args.publication_interval)),
+        Some(p) => say(format!(
+            "latest publication ({}): {}",
+            rfc3339(p.time.saturating_mul(1000)),
+            p.to_publication_string()
+        )),
+        None => say(format!(
+            "no publication yet: the first is at the next multiple of {} s of the clock",
+            args.publication_interval
+        )),
     }
     let cert = network.calendar_cert.display();
     let me = command_name();
     let (signature, root) = proof_file(network, person, dir)?;
     say("verify offline (these files stay valid after the demo stops):".to_owned());
-    say(format!("  {me} ksi verify {} --hash 01{root} --cert {cert}", signature.display()));
+    say(format!(
+        "  {me} ksi verify {} --hash 01{root} --cert {cert}",
+        signature.display()
+    ));
     let bundle = audit_file(network, dir)?;
-    say(format!("  {me} audit verify {} --cert {cert}", bundle.display()));
+    say(format!(
+        "  {me} audit verify {} --cert {cert}",
+        bundle.display()
+    ));
     say(format!(
         "portal: {} ({} behind its gateway http://{}; reports and view log in {})",
         network.portal.url,
         Agency::of(Role::Portal).client(),
-        network.node(Role::Portal).map(|n| n.gateway.client_addr().to_string()).unwrap_or_default(),
+        network
+            .node(Role::Portal)
+            .map(|n| n.gateway.client_addr().to_string())
+            .unwrap_or_default(),
         dir.join(Agency::of(Role::Portal).slug).display(),
     ));
     if let (Some(person), Some((agencies, entries, others))) = (person, portal) {
-        let accesses = exchanges.iter().filter(|e| e.data_subject == person.subject);
-        let emergencies = accesses.clone().filter(|e| e.purpose_of_use == "ETREAT").count();
+        let accesses = exchanges
+            .iter()
+            .filter(|e| e.data_subject == person.subject);
+        let emergencies = accesses
+            .clone()
+            .filter(|e| e.purpose_of_use == "ETREAT")
+            .count();
         say(format!(
             "  sign in through the test OpenID provider as {} {} ({}): {} accesses, {emergencies} in an emergency ({entries} log records at {agencies} agencies)",
             person.given,
@@ -259,29 +323,54 @@ async fn summary(args: &DemoArgs, network: &Network, traffic: &Traffic, person: 
             accesses.count(),
         ));
         if let Some(other) = other {
-            say(format!("  another test person, {} {} (EE{}): {others} accesses", other.given_name, other.family_name, other.code));
+            say(format!(
+                "  another test person, {} {} (EE{}): {others} accesses",
+                other.given_name, other.family_name, other.code
+            ));
         }
     }
     say("metrics (Prometheus; ops/prometheus.yml, ops/grafana/backbone.json):".to_owned());
     for node in &network.nodes {
-        say(format!("  http://{}/metrics  ({})", node.gateway.client_addr(), node.agency.slug));
+        say(format!(
+            "  http://{}/metrics  ({})",
+            node.gateway.client_addr(),
+            node.agency.slug
+        ));
     }
     if failed > 0 {
-        return Err(Error::Check(format!("{failed} of {} exchanges failed (see {})", exchanges.len(), path.display())));
+        return Err(Error::Check(format!(
+            "{failed} of {} exchanges failed (see {})",
+            exchanges.len(),
+            path.display()
+        )));
     }
     Ok(())
 }
 
 /// Writes the KSI signature of the batch holding one of `person`'s logged accesses at the
 /// hospital: (file, batch root hex).
-fn proof_file(network: &Network, person: Option<&Citizen>, dir: &Path) -> Result<(PathBuf, String), Error> {
-    let node = network.node(Role::Hospital).ok_or(Error::Unreachable("no hospital"))?;
+fn proof_file(
+    network: &Network,
+    person: Option<&Citizen>,
+    dir: &Path,
+) -> Result<(PathBuf, String), Error> {
+    let node = network
+        .node(Role::Hospital)
+        .ok_or(Error::Unreachable("no hospital"))?;
     let subject = person.map(|p| p.subject.as_str()).unwrap_or_default();
-    let entries = node.log.find_usage(subject, 0, 100).map_err(|e| Error::Check(format!("hospital log: {e}")))?;
+    let entries = node
+        .log
+        .find_usage(subject, 0, 100)
+        .map_err(|e| Error::Check(format!("hospital log: {e}")))?;
     let (seq, stamp) = entries
         .iter()
         .find_map(|e| e.stamp.as_ref().map(|s| (e.seq, s)))
-        .ok_or_else(|| Error::Check("no stamped record at the hospital yet (is the timestamping service answering?)".into()))?;
+        .ok_or_else(|| {
+            Error::Check(
+                "no stamped record at the hospital yet (is the timestamping service answering?)"
+                    .into(),
+            )
+        })?;
     let proofs = dir.join("proofs");
     std::fs::create_dir_all(&proofs).map_err(Error::io("create directory", &proofs))?;
     let path = proofs.join(format!("hospital-record-{seq}.ksig"));
@@ -291,11 +380,21 @@ fn proof_file(network: &Network, person: Option<&Citizen>, dir: &Path) -> Result
 
 /// Writes an audit archive of the hospital's whole log (the stamped part).
 fn audit_file(network: &Network, dir: &Path) -> Result<PathBuf, Error> {
-    let node = network.node(Role::Hospital).ok_or(Error::Unreachable("no hospital"))?;
+    let node = network
+        .node(Role::Hospital)
+        .ok_or(Error::Unreachable("no hospital"))?;
     let now = unix_ms();
-    let selection = Selection { from_ms: 0, to_ms: now.saturating_add(1), after: None };
-    let export = archive::export(&node.log, &node.agency.gateway_id(), selection, now).map_err(|e| Error::Check(format!("audit export: {e}")))?;
-    let bytes = export.archive.encode().map_err(|e| Error::Check(format!("audit archive: {e}")))?;
+    let selection = Selection {
+        from_ms: 0,
+        to_ms: now.saturating_add(1),
+        after: None,
+    };
+    let export = archive::export(&node.log, &node.agency.gateway_id(), selection, now)
+        .map_err(|e| Error::Check(format!("audit export: {e}")))?;
+    let bytes = export
+        .archive
+        .encode()
+        .map_err(|e| Error::Check(format!("audit archive: {e}")))?;
     let audit = dir.join("audit");
     std::fs::create_dir_all(&audit).map_err(Error::io("create directory", &audit))?;
     let path = audit.join("hospital.bbar");
@@ -304,22 +403,47 @@ fn audit_file(network: &Network, dir: &Path) -> Result<PathBuf, Error> {
 }
 
 /// A test person of the portal's provider whom the traffic did not touch.
-fn other_person<'a>(persons: &'a [TestPerson], exchanges: &[traffic::Exchange]) -> Option<&'a TestPerson> {
-    persons.iter().find(|p| !exchanges.iter().any(|e| e.data_subject.strip_prefix("EE") == Some(&*p.code)))
+fn other_person<'a>(
+    persons: &'a [TestPerson],
+    exchanges: &[traffic::Exchange],
+) -> Option<&'a TestPerson> {
+    persons.iter().find(|p| {
+        !exchanges
+            .iter()
+            .any(|e| e.data_subject.strip_prefix("EE") == Some(&*p.code))
+    })
 }
 
 /// What the portal will show: `person`'s accesses gathered by findUsage through the portal's
 /// gateway from every agency, and how many another person gets (0). Each answer must be about the
 /// person asked for only: (agencies that answered with entries, entries, entries for the other).
-async fn portal_view(network: &Network, person: &Citizen, other: Option<String>) -> Result<(usize, usize, usize), Error> {
-    let portal = network.node(Role::Portal).ok_or(Error::Unreachable("no portal gateway"))?;
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().map_err(|e| Error::Check(e.to_string()))?;
+async fn portal_view(
+    network: &Network,
+    person: &Citizen,
+    other: Option<String>,
+) -> Result<(usize, usize, usize), Error> {
+    let portal = network
+        .node(Role::Portal)
+        .ok_or(Error::Unreachable("no portal gateway"))?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| Error::Check(e.to_string()))?;
     let count = |subject: String| {
         let http = http.clone();
         async move {
             let (mut agencies, mut entries) = (0, 0);
-            for node in network.nodes.iter().filter(|n| n.agency.role != Role::Portal) {
-                let url = format!("http://{}/r1/{}/{}?limit=500", portal.gateway.client_addr(), node.agency.client(), backbone_gateway::meta::FIND_USAGE);
+            for node in network
+                .nodes
+                .iter()
+                .filter(|n| n.agency.role != Role::Portal)
+            {
+                let url = format!(
+                    "http://{}/r1/{}/{}?limit=500",
+                    portal.gateway.client_addr(),
+                    node.agency.client(),
+                    backbone_gateway::meta::FIND_USAGE
+                );
                 let response = http
                     .get(&url)
                     .header("X-Road-Client", portal.agency.client())
@@ -330,10 +454,18 @@ async fn portal_view(network: &Network, person: &Citizen, other: Option<String>)
                     .await
                     .map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
                 let status = response.status();
-                let body = response.bytes().await.map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
-                let answer: UsageAnswer = serde_json::from_slice(&body).map_err(|e| Error::Check(format!("findUsage at {} ({status}): {e}", node.agency.slug)))?;
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
+                let answer: UsageAnswer = serde_json::from_slice(&body).map_err(|e| {
+                    Error::Check(format!("findUsage at {} ({status}): {e}", node.agency.slug))
+                })?;
                 if answer.data_subject != subject {
-                    return Err(Error::Check(format!("findUsage at {} answered about another person", node.agency.slug)));
+                    return Err(Error::Check(format!(
+                        "findUsage at {} answered about another person",
+                        node.agency.slug
+                    )));
                 }
                 agencies += usize::from(!answer.entries.is_empty());
                 entries += answer.entries.len();
@@ -350,7 +482,9 @@ async fn portal_view(network: &Network, person: &Citizen, other: Option<String>)
 }
 
 fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// A line on standard output; a closed output (a supervisor that stopped reading) must not stop
@@ -363,10 +497,18 @@ fn say(line: String) {
 /// How to call this binary in the printed commands: `backbone` when that name on PATH is this
 /// binary, else its full path (as when `ops/demo.sh` runs it from the build directory).
 fn command_name() -> String {
-    let Ok(exe) = std::env::current_exe() else { return "backbone".to_owned() };
-    let on_path = std::env::var_os("PATH").into_iter().flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>()).map(|d| d.join("backbone")).find(|c| c.is_file());
+    let Ok(exe) = std::env::current_exe() else {
+        return "backbone".to_owned();
+    };
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("backbone"))
+        .find(|c| c.is_file());
     match on_path {
-        Some(found) if std::fs::canonicalize(&found).ok() == std::fs::canonicalize(&exe).ok() => "backbone".to_owned(),
+        Some(found) if std::fs::canonicalize(&found).ok() == std::fs::canonicalize(&exe).ok() => {
+            "backbone".to_owned()
+        }
         _ => exe.display().to_string(),
     }
 }

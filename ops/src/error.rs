@@ -72,9 +72,16 @@ impl Error {
     }
 
     /// Wraps an I/O error with the action and path.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     }
 
     /// The process exit code: [`EXIT_USAGE`] when the operator must change a flag, a setting or a
@@ -127,9 +134,15 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
         let err = Error::Hsm {
             action: "cannot list keys".to_owned(),
-            source: backbone_hsm::Error::KeyFile { path: "/k/a.p8".into(), source: io },
+            source: backbone_hsm::Error::KeyFile {
+                path: "/k/a.p8".into(),
+                source: io,
+            },
         };
-        assert_eq!(report(&err), "error: cannot list keys\n  caused by: key file /k/a.p8: no such file");
+        assert_eq!(
+            report(&err),
+            "error: cannot list keys\n  caused by: key file /k/a.p8: no such file"
+        );
         assert_eq!(err.exit_code(), EXIT_FAILURE);
         assert_eq!(Error::Usage("x".into()).exit_code(), EXIT_USAGE);
     }

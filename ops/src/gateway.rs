@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
+use backbone_gateway::admin::client::{AdminClient, ClientError};
+use backbone_gateway::admin::{AdminServer, Admins, certificate_der};
 use backbone_gateway::conf::Trust;
 use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::rights::RightsStore;
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::BatchSigner;
-use backbone_gateway::admin::client::{AdminClient, ClientError};
-use backbone_gateway::admin::{AdminServer, Admins, certificate_der};
 use backbone_hsm::cert::{CertificateAuthority, Subject, Validity, csr_pem};
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::anchor::Anchor;
@@ -29,9 +29,9 @@ use backbone_registry::client::fetch::{self, FetchConfig};
 use backbone_registry::client::{ClientConfig, ConfClient};
 use clap::{Args, Subcommand};
 
+use crate::Error;
 use crate::config::{Env, Settings};
 use crate::hsm::{open_store, pin_source};
-use crate::Error;
 
 /// Label of the gateway's TLS key in the key store.
 pub const TLS_KEY_LABEL: &str = "gateway-tls";
@@ -54,7 +54,12 @@ pub const ADMIN_CERT_FILE: &str = "admin-api-cert.pem";
 pub struct GatewayArgs {
     /// The gateway's directory: message log, access rights, configuration cache. Default:
     /// backbone-gateway.
-    #[arg(long, global = true, value_name = "DIR", default_value = "backbone-gateway")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "backbone-gateway"
+    )]
     pub data_dir: PathBuf,
     /// File holding the token's user PIN. Default: the configured hsm.pin_file or hsm.pin_env.
     #[arg(long, global = true, value_name = "FILE")]
@@ -199,25 +204,48 @@ impl GatewayCommand {
 /// Bad ids, grants and configuration exit 64; key store, storage and network failures exit 1.
 pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
     if let Some(address) = args.admin {
-        let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+        let keys = open_store(
+            &settings.hsm.store,
+            &pin_source(args.pin_file.as_deref(), settings),
+            env,
+        )?;
         return remote(&args, keys.as_ref(), address);
     }
     match &args.command {
         GatewayCommand::Init { id } => {
-            let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+            let keys = open_store(
+                &settings.hsm.store,
+                &pin_source(args.pin_file.as_deref(), settings),
+                env,
+            )?;
             init(keys.as_ref(), &args.data_dir, id)
         }
         GatewayCommand::Serve(serve_args) => {
-            let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+            let keys = open_store(
+                &settings.hsm.store,
+                &pin_source(args.pin_file.as_deref(), settings),
+                env,
+            )?;
             serve(keys, &args.data_dir, serve_args)
         }
         GatewayCommand::Grant(grant) => {
-            let changed = rights(&args.data_dir)?.grant(parse_grant(grant)?).map_err(|e| Error::Check(e.to_string()))?;
-            println!("{}", if changed { "granted" } else { "already granted" });
+            let changed = rights(&args.data_dir)?
+                .grant(parse_grant(grant)?)
+                .map_err(|e| Error::Check(e.to_string()))?;
+            println!(
+                "{}",
+                if changed {
+                    "granted"
+                } else {
+                    "already granted"
+                }
+            );
             Ok(())
         }
         GatewayCommand::Revoke(grant) => {
-            let changed = rights(&args.data_dir)?.revoke(&parse_grant(grant)?).map_err(|e| Error::Check(e.to_string()))?;
+            let changed = rights(&args.data_dir)?
+                .revoke(&parse_grant(grant)?)
+                .map_err(|e| Error::Check(e.to_string()))?;
             println!("{}", if changed { "revoked" } else { "no such grant" });
             Ok(())
         }
@@ -232,7 +260,11 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
             Ok(())
         }
         GatewayCommand::AdminCert { name, key, out } => {
-            let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+            let keys = open_store(
+                &settings.hsm.store,
+                &pin_source(args.pin_file.as_deref(), settings),
+                env,
+            )?;
             admin_cert(keys.as_ref(), name, key, out)
         }
         GatewayCommand::AddAdmin { name, cert } => add_admin(&args.data_dir, name, cert),
@@ -241,16 +273,26 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
 
 /// A verb sent to a running gateway's admin API.
 fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Result<(), Error> {
-    let (Some(label), Some(cert), Some(gateway_cert)) = (&args.admin_key, &args.admin_cert, &args.gateway_cert) else {
-        return Err(Error::Usage("--admin needs --admin-key, --admin-cert and --gateway-cert".into()));
+    let (Some(label), Some(cert), Some(gateway_cert)) =
+        (&args.admin_key, &args.admin_cert, &args.gateway_cert)
+    else {
+        return Err(Error::Usage(
+            "--admin needs --admin-key, --admin-cert and --gateway-cert".into(),
+        ));
     };
-    let key = keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())))?;
+    let key = keys.signer(label, None).map_err(Error::hsm(format!(
+        "cannot open key '{label}' in {}",
+        keys.describe()
+    )))?;
     let read_cert = |path: &Path| -> Result<Vec<u8>, Error> {
         let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
-        certificate_der(&bytes).ok_or_else(|| Error::Usage(format!("{}: not a certificate", path.display())))
+        certificate_der(&bytes)
+            .ok_or_else(|| Error::Usage(format!("{}: not a certificate", path.display())))
     };
-    let client = AdminClient::new(address, key, read_cert(cert)?, read_cert(gateway_cert)?).map_err(|e| Error::Check(e.to_string()))?;
-    let runtime = tokio::runtime::Runtime::new().map_err(Error::io("start the runtime for", "gateway admin"))?;
+    let client = AdminClient::new(address, key, read_cert(cert)?, read_cert(gateway_cert)?)
+        .map_err(|e| Error::Check(e.to_string()))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(Error::io("start the runtime for", "gateway admin"))?;
     let failed = |e: ClientError| match e {
         ClientError::Refused { .. } => Error::Usage(e.to_string()),
         ClientError::Failed(_) => Error::Check(e.to_string()),
@@ -259,7 +301,14 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
         match &args.command {
             GatewayCommand::Grant(grant) => {
                 let changed = client.grant(&parse_grant(grant)?).await.map_err(failed)?;
-                println!("{}", if changed { "granted" } else { "already granted" });
+                println!(
+                    "{}",
+                    if changed {
+                        "granted"
+                    } else {
+                        "already granted"
+                    }
+                );
             }
             GatewayCommand::Revoke(grant) => {
                 let changed = client.revoke(&parse_grant(grant)?).await.map_err(failed)?;
@@ -267,10 +316,17 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
             }
             GatewayCommand::Rights => {
                 for grant in client.rights().await.map_err(failed)? {
-                    println!("{}\t{:?}\t{}\t{}", grant.service, grant.grantee, grant.method, grant.path);
+                    println!(
+                        "{}\t{:?}\t{}\t{}",
+                        grant.service, grant.grantee, grant.method, grant.path
+                    );
                 }
             }
-            _ => return Err(Error::Usage("only grant, revoke and rights go to the admin API".into())),
+            _ => {
+                return Err(Error::Usage(
+                    "only grant, revoke and rights go to the admin API".into(),
+                ));
+            }
         }
         Ok(())
     })
@@ -279,11 +335,27 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
 fn admin_cert(keys: &dyn KeyStore, name: &str, label: &str, out: &Path) -> Result<(), Error> {
     let key = key_or_generate(keys, label)?;
     let now = SystemTime::now();
-    let validity = Validity { not_before: now - Duration::from_secs(300), not_after: now + Duration::from_secs(2 * 365 * 86_400), serial: random_serial() };
-    let subject = Subject { common_name: name.to_owned(), ..Subject::default() };
-    let cert = CertificateAuthority::self_signed(key.as_ref(), &subject, &validity).map_err(Error::hsm("cannot make the certificate".to_owned()))?;
-    std::fs::write(out, backbone_hsm::cert::pem("CERTIFICATE", cert.certificate_der())).map_err(Error::io("write", out))?;
-    println!("wrote {} (key '{label}' in {})", out.display(), keys.describe());
+    let validity = Validity {
+        not_before: now - Duration::from_secs(300),
+        not_after: now + Duration::from_secs(2 * 365 * 86_400),
+        serial: random_serial(),
+    };
+    let subject = Subject {
+        common_name: name.to_owned(),
+        ..Subject::default()
+    };
+    let cert = CertificateAuthority::self_signed(key.as_ref(), &subject, &validity)
+        .map_err(Error::hsm("cannot make the certificate".to_owned()))?;
+    std::fs::write(
+        out,
+        backbone_hsm::cert::pem("CERTIFICATE", cert.certificate_der()),
+    )
+    .map_err(Error::io("write", out))?;
+    println!(
+        "wrote {} (key '{label}' in {})",
+        out.display(),
+        keys.describe()
+    );
     Ok(())
 }
 
@@ -299,16 +371,29 @@ fn random_serial() -> Vec<u8> {
 }
 
 fn add_admin(data_dir: &Path, name: &str, cert: &Path) -> Result<(), Error> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) || name.starts_with('.') {
-        return Err(Error::Usage(format!("administrator name {name:?}: 1–64 letters, digits, '.', '-' or '_', not starting with '.'")));
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        || name.starts_with('.')
+    {
+        return Err(Error::Usage(format!(
+            "administrator name {name:?}: 1–64 letters, digits, '.', '-' or '_', not starting with '.'"
+        )));
     }
     let bytes = std::fs::read(cert).map_err(Error::io("read", cert))?;
-    let der = certificate_der(&bytes).ok_or_else(|| Error::Usage(format!("{}: not a certificate", cert.display())))?;
+    let der = certificate_der(&bytes)
+        .ok_or_else(|| Error::Usage(format!("{}: not a certificate", cert.display())))?;
     let dir = data_dir.join(ADMINS_DIR);
     backbone_hsm::private::create_dir(&dir).map_err(Error::io("create", &dir))?;
     let path = dir.join(format!("{name}.pem"));
-    std::fs::write(&path, backbone_hsm::cert::pem("CERTIFICATE", &der)).map_err(Error::io("write", &path))?;
-    println!("administrator {name} may use the admin API ({})", path.display());
+    std::fs::write(&path, backbone_hsm::cert::pem("CERTIFICATE", &der))
+        .map_err(Error::io("write", &path))?;
+    println!(
+        "administrator {name} may use the admin API ({})",
+        path.display()
+    );
     Ok(())
 }
 
@@ -323,56 +408,111 @@ fn parse_grant(args: &GrantArgs) -> Result<Grant, Error> {
     let grantee = match (&args.client, &args.group) {
         (Some(client), None) => Grantee::Client(client.parse().map_err(|e| usage(&e))?),
         (None, Some(group)) => Grantee::Group(group.parse().map_err(|e| usage(&e))?),
-        _ => return Err(Error::Usage("give exactly one of --client and --group".into())),
+        _ => {
+            return Err(Error::Usage(
+                "give exactly one of --client and --group".into(),
+            ));
+        }
     };
     Grant::new(service, grantee, &args.method, &args.path).map_err(|e| usage(&e))
 }
 
 fn key_or_generate(keys: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, Error> {
     if keys.public_key(label).is_err() {
-        keys.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}' in {}", keys.describe())))?;
+        keys.generate(label, KeyType::EcP256)
+            .map_err(Error::hsm(format!(
+                "cannot generate key '{label}' in {}",
+                keys.describe()
+            )))?;
     }
-    keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())))
+    keys.signer(label, None).map_err(Error::hsm(format!(
+        "cannot open key '{label}' in {}",
+        keys.describe()
+    )))
 }
 
 fn init(keys: &dyn KeyStore, data_dir: &Path, id: &str) -> Result<(), Error> {
-    let gateway: backbone_registry::id::GatewayId = id.parse().map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
+    let gateway: backbone_registry::id::GatewayId = id
+        .parse()
+        .map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
     backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
     let tls = key_or_generate(keys, TLS_KEY_LABEL)?;
     let signing = key_or_generate(keys, SIGNING_KEY_LABEL)?;
     if keys.wrapper(LOG_KEY_LABEL).is_err() {
-        keys.generate_wrapping_key(LOG_KEY_LABEL).map_err(Error::hsm(format!("cannot generate key '{LOG_KEY_LABEL}' in {}", keys.describe())))?;
+        keys.generate_wrapping_key(LOG_KEY_LABEL)
+            .map_err(Error::hsm(format!(
+                "cannot generate key '{LOG_KEY_LABEL}' in {}",
+                keys.describe()
+            )))?;
     }
-    for (signer, common_name, file) in [(&tls, gateway.to_string(), "tls-csr.pem"), (&signing, gateway.owner().to_string(), "signing-csr.pem")] {
-        let subject = Subject { common_name, ..Subject::default() };
-        let csr = csr_pem(signer.as_ref(), &subject).map_err(Error::hsm("cannot make a certificate request".to_owned()))?;
+    for (signer, common_name, file) in [
+        (&tls, gateway.to_string(), "tls-csr.pem"),
+        (&signing, gateway.owner().to_string(), "signing-csr.pem"),
+    ] {
+        let subject = Subject {
+            common_name,
+            ..Subject::default()
+        };
+        let csr = csr_pem(signer.as_ref(), &subject)
+            .map_err(Error::hsm("cannot make a certificate request".to_owned()))?;
         let path = data_dir.join(file);
         std::fs::write(&path, csr).map_err(Error::io("write", &path))?;
         println!("wrote {}", path.display());
     }
     println!("next: have the registry issue them:");
-    println!("  backbone registry issue-tls-cert {gateway} {}", data_dir.join("tls-csr.pem").display());
-    println!("  backbone registry issue-signing-cert {} {}", gateway.owner(), data_dir.join("signing-csr.pem").display());
+    println!(
+        "  backbone registry issue-tls-cert {gateway} {}",
+        data_dir.join("tls-csr.pem").display()
+    );
+    println!(
+        "  backbone registry issue-signing-cert {} {}",
+        gateway.owner(),
+        data_dir.join("signing-csr.pem").display()
+    );
     Ok(())
 }
 
 fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(), Error> {
-    let id: backbone_registry::id::GatewayId = args.id.parse().map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
+    let id: backbone_registry::id::GatewayId = args
+        .id
+        .parse()
+        .map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
     let anchor_bytes = std::fs::read(&args.anchor).map_err(Error::io("read", &args.anchor))?;
-    let anchor = Anchor::decode(&anchor_bytes).map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
+    let anchor = Anchor::decode(&anchor_bytes)
+        .map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
     backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
-    let mut config = GatewayConfig::new(id.clone(), args.client_listen, args.peer_listen, data_dir.join(RIGHTS_FILE));
+    let mut config = GatewayConfig::new(
+        id.clone(),
+        args.client_listen,
+        args.peer_listen,
+        data_dir.join(RIGHTS_FILE),
+    );
     for service in &args.services {
-        let (service_id, url) = service.split_once('=').ok_or_else(|| Error::Usage(format!("--service {service:?} is not ID=URL")))?;
-        config.services.insert(service_id.to_owned(), url.to_owned());
+        let (service_id, url) = service
+            .split_once('=')
+            .ok_or_else(|| Error::Usage(format!("--service {service:?} is not ID=URL")))?;
+        config
+            .services
+            .insert(service_id.to_owned(), url.to_owned());
     }
     config.max_body = args.max_body;
     config.timeout = Duration::from_secs(args.timeout);
-    let tls = keys.signer(TLS_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open key '{TLS_KEY_LABEL}' (run `backbone gateway init`)")))?;
-    let signing_key = keys.signer(SIGNING_KEY_LABEL, None).map_err(Error::hsm(format!("cannot open key '{SIGNING_KEY_LABEL}' (run `backbone gateway init`)")))?;
-    let wrapper = keys.wrapper(LOG_KEY_LABEL).map_err(Error::hsm(format!("cannot open key '{LOG_KEY_LABEL}' (run `backbone gateway init`)")))?;
+    let tls = keys
+        .signer(TLS_KEY_LABEL, None)
+        .map_err(Error::hsm(format!(
+            "cannot open key '{TLS_KEY_LABEL}' (run `backbone gateway init`)"
+        )))?;
+    let signing_key = keys
+        .signer(SIGNING_KEY_LABEL, None)
+        .map_err(Error::hsm(format!(
+            "cannot open key '{SIGNING_KEY_LABEL}' (run `backbone gateway init`)"
+        )))?;
+    let wrapper = keys.wrapper(LOG_KEY_LABEL).map_err(Error::hsm(format!(
+        "cannot open key '{LOG_KEY_LABEL}' (run `backbone gateway init`)"
+    )))?;
 
-    let runtime = tokio::runtime::Runtime::new().map_err(Error::io("start the runtime for", "gateway serve"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(Error::io("start the runtime for", "gateway serve"))?;
     runtime.block_on(async move {
         let conf = Arc::new(
             ConfClient::open(anchor, ClientConfig { cache_path: Some(data_dir.join(CONF_CACHE_FILE)), ..ClientConfig::default() })
@@ -447,7 +587,10 @@ fn timestamping_from_conf(conf: &backbone_registry::GlobalConf) -> Result<Socket
         .first()
         .ok_or_else(|| Error::Usage("the global configuration approves no timestamping service; give --timestamping HOST:PORT".into()))?;
     let url = &service.aggregator_url;
-    let authority = url.strip_prefix("http://").and_then(|rest| rest.split('/').next()).unwrap_or_default();
+    let authority = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
     authority
         .parse()
         .map_err(|_| Error::Usage(format!("timestamping service {}: aggregator URL {url:?} is not http://IP:PORT/...; give --timestamping", service.name)))

@@ -48,12 +48,18 @@ pub struct CsrArgs {
 ///
 /// The store's errors, wrapped with the label and store involved.
 pub fn run(args: HsmArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
-    let store = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+    let store = open_store(
+        &settings.hsm.store,
+        &pin_source(args.pin_file.as_deref(), settings),
+        env,
+    )?;
     match args.command {
         HsmCommand::Keygen { label, key_type } => keygen(store.as_ref(), &label, key_type),
         HsmCommand::List => list(store.as_ref()),
         HsmCommand::Pubkey { label } => {
-            let public_key = store.public_key(&label).map_err(Error::hsm(format!("cannot read key '{label}'")))?;
+            let public_key = store
+                .public_key(&label)
+                .map_err(Error::hsm(format!("cannot read key '{label}'")))?;
             print!("{}", public_key.to_pem());
             Ok(())
         }
@@ -67,12 +73,25 @@ pub fn run(args: HsmArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
 /// # Errors
 ///
 /// [`Error::Hsm`] when the PIN cannot be read or the store cannot be opened.
-pub fn open_store(config: &StoreConfig, pin: &PinSource, env: &Env) -> Result<Arc<dyn KeyStore>, Error> {
+pub fn open_store(
+    config: &StoreConfig,
+    pin: &PinSource,
+    env: &Env,
+) -> Result<Arc<dyn KeyStore>, Error> {
     let (what, pin) = match config {
-        StoreConfig::Software { key_dir } => (format!("software key directory {}", key_dir.display()), None),
+        StoreConfig::Software { key_dir } => (
+            format!("software key directory {}", key_dir.display()),
+            None,
+        ),
         StoreConfig::Pkcs11(p) => {
-            let what = format!("PKCS#11 token '{}' in {}", p.token_label, p.module.display());
-            let pin = pin.read(env).map_err(Error::hsm(format!("cannot open {what}")))?;
+            let what = format!(
+                "PKCS#11 token '{}' in {}",
+                p.token_label,
+                p.module.display()
+            );
+            let pin = pin
+                .read(env)
+                .map_err(Error::hsm(format!("cannot open {what}")))?;
             (what, Some(pin))
         }
     };
@@ -81,24 +100,39 @@ pub fn open_store(config: &StoreConfig, pin: &PinSource, env: &Env) -> Result<Ar
 
 /// The PIN source: the `--pin-file` flag when given, else the configuration's.
 pub fn pin_source(flag: Option<&Path>, settings: &Settings) -> PinSource {
-    flag.map_or_else(|| settings.hsm.pin.clone(), |file| PinSource::File(file.to_owned()))
+    flag.map_or_else(
+        || settings.hsm.pin.clone(),
+        |file| PinSource::File(file.to_owned()),
+    )
 }
 
 fn keygen(store: &dyn KeyStore, label: &str, key_type: KeyType) -> Result<(), Error> {
-    let public_key = store
-        .generate(label, key_type)
-        .map_err(Error::hsm(format!("cannot generate a {key_type} key '{label}' in {}", store.describe())))?;
+    let public_key = store.generate(label, key_type).map_err(Error::hsm(format!(
+        "cannot generate a {key_type} key '{label}' in {}",
+        store.describe()
+    )))?;
     println!("generated {key_type} key '{label}' in {}", store.describe());
-    println!("fingerprint (SHA-256 of the public key): {}", public_key.fingerprint());
+    println!(
+        "fingerprint (SHA-256 of the public key): {}",
+        public_key.fingerprint()
+    );
     Ok(())
 }
 
 fn list(store: &dyn KeyStore) -> Result<(), Error> {
-    let keys = store.keys().map_err(Error::hsm(format!("cannot list the keys in {}", store.describe())))?;
+    let keys = store.keys().map_err(Error::hsm(format!(
+        "cannot list the keys in {}",
+        store.describe()
+    )))?;
     println!("# {} key(s) in {}", keys.len(), store.describe());
     println!("# label\ttype\tfingerprint (SHA-256 of the public key)");
     for key in keys {
-        println!("{}\t{}\t{}", key.label, key.public_key.key_type(), key.public_key.fingerprint());
+        println!(
+            "{}\t{}\t{}",
+            key.label,
+            key.public_key.key_type(),
+            key.public_key.fingerprint()
+        );
     }
     Ok(())
 }
@@ -107,10 +141,14 @@ fn csr(store: &dyn KeyStore, args: &CsrArgs) -> Result<(), Error> {
     if let Some(country) = &args.country
         && (country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()))
     {
-        return Err(Error::Usage(format!("--country {country:?}: expected two upper-case letters (ISO 3166)")));
+        return Err(Error::Usage(format!(
+            "--country {country:?}: expected two upper-case letters (ISO 3166)"
+        )));
     }
     let label = &args.label;
-    let signer = store.signer(label, None).map_err(Error::hsm(format!("cannot use key '{label}'")))?;
+    let signer = store
+        .signer(label, None)
+        .map_err(Error::hsm(format!("cannot use key '{label}'")))?;
     let subject = Subject {
         common_name: args.common_name.clone(),
         organization: args.organization.clone(),
@@ -119,18 +157,25 @@ fn csr(store: &dyn KeyStore, args: &CsrArgs) -> Result<(), Error> {
         serial_number: args.serial_number.clone(),
         email: None,
     };
-    let der = cert::csr_der(signer.as_ref(), &subject)
-        .map_err(Error::hsm(format!("cannot make a certificate request with key '{label}'")))?;
+    let der = cert::csr_der(signer.as_ref(), &subject).map_err(Error::hsm(format!(
+        "cannot make a certificate request with key '{label}'"
+    )))?;
     // Check what we hand out: the self-signature verifies and certifies the key in the store.
-    let verified = cert::verify_csr(&der).map_err(Error::hsm("the new certificate request does not verify"))?;
+    let verified = cert::verify_csr(&der)
+        .map_err(Error::hsm("the new certificate request does not verify"))?;
     if verified.public_key != *signer.public_key() {
-        return Err(Error::Check(format!("the request for key '{label}' certifies another public key")));
+        return Err(Error::Check(format!(
+            "the request for key '{label}' certifies another public key"
+        )));
     }
     let pem = cert::pem("CERTIFICATE REQUEST", &der);
     match &args.out {
         Some(path) => {
             write_new(path, pem.as_bytes())?;
-            eprintln!("wrote certificate request for key '{label}' to {}", path.display());
+            eprintln!(
+                "wrote certificate request for key '{label}' to {}",
+                path.display()
+            );
         }
         None => print!("{pem}"),
     }
@@ -145,5 +190,7 @@ pub(crate) fn write_new(path: &Path, contents: &[u8]) -> Result<(), Error> {
         .create_new(true)
         .open(path)
         .map_err(Error::io("create", path))?;
-    file.write_all(contents).and_then(|()| file.sync_all()).map_err(Error::io("write", path))
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(Error::io("write", path))
 }

@@ -18,13 +18,15 @@ use std::path::PathBuf;
 
 use backbone_timestamping::authority::certificate_id;
 use backbone_timestamping::{client, http, tsa};
+use backbone_timestamping_verify::Signature;
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
 use backbone_timestamping_verify::pdu::ExtenderResponse;
 use backbone_timestamping_verify::publication::PublicationData;
-use backbone_timestamping_verify::publications_file::{CertificateRecord, PublicationsFile, TrustAnchors};
-use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy, Verdict};
-use backbone_timestamping_verify::Signature;
+use backbone_timestamping_verify::publications_file::{
+    CertificateRecord, PublicationsFile, TrustAnchors,
+};
 use backbone_timestamping_verify::signature::{Anchor, CalendarChain, PublicationRecord};
+use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy, Verdict};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::Error;
@@ -204,13 +206,22 @@ fn run_tsa_proof(args: &TsaProofArgs) -> Result<(), Error> {
     let shown = args.reply.display();
     let token = tsa::token_of_reply(&bytes).map_err(|e| Error::Check(format!("{shown}: {e}")))?;
     let serial = tsa::serial_of_token(&token).map_err(|e| Error::Check(format!("{shown}: {e}")))?;
-    let ksig = client::call(args.service, "GET", &format!("/tsa/{serial}.ksig"), &[]).map_err(|e| Error::Check(e.to_string()))?;
-    let signature = Signature::decode(&ksig).map_err(|e| Error::Check(format!("the service's signature does not decode: {e}")))?;
-    let token_hash = HashAlgorithm::Sha256.hash(&[&token]).map_err(|e| Error::Check(e.to_string()))?;
-    let context = Context { document_hash: Some(&token_hash), ..Context::default() };
+    let ksig = client::call(args.service, "GET", &format!("/tsa/{serial}.ksig"), &[])
+        .map_err(|e| Error::Check(e.to_string()))?;
+    let signature = Signature::decode(&ksig)
+        .map_err(|e| Error::Check(format!("the service's signature does not decode: {e}")))?;
+    let token_hash = HashAlgorithm::Sha256
+        .hash(&[&token])
+        .map_err(|e| Error::Check(e.to_string()))?;
+    let context = Context {
+        document_hash: Some(&token_hash),
+        ..Context::default()
+    };
     let verdict = verify::verify(&signature, Policy::Internal, &context);
     if verdict.outcome != Outcome::Ok {
-        return Err(Error::Check(format!("the keyless signature of token 0x{serial} does not cover it: {verdict}")));
+        return Err(Error::Check(format!(
+            "the keyless signature of token 0x{serial} does not cover it: {verdict}"
+        )));
     }
     let with_suffix = |suffix: &str| {
         let mut name = args.reply.clone().into_os_string();
@@ -219,7 +230,10 @@ fn run_tsa_proof(args: &TsaProofArgs) -> Result<(), Error> {
     };
     let out = args.out.clone().unwrap_or_else(|| with_suffix(".ksig"));
     std::fs::write(&out, &ksig).map_err(Error::io("write", &out))?;
-    let token_out = args.token_out.clone().or_else(|| (token != bytes).then(|| with_suffix(".token")));
+    let token_out = args
+        .token_out
+        .clone()
+        .or_else(|| (token != bytes).then(|| with_suffix(".token")));
     if let Some(path) = &token_out {
         std::fs::write(path, &token).map_err(Error::io("write", path))?;
     }
@@ -237,17 +251,22 @@ fn run_sign(args: &SignArgs) -> Result<(), Error> {
     let imprint = match (&args.file, &args.hash) {
         (Some(file), _) => {
             let bytes = read(file)?;
-            HashAlgorithm::Sha256.hash(&[&bytes]).map_err(|e| Error::Check(format!("cannot hash {}: {e}", file.display())))?
+            HashAlgorithm::Sha256
+                .hash(&[&bytes])
+                .map_err(|e| Error::Check(format!("cannot hash {}: {e}", file.display())))?
         }
         (None, Some(hash)) => parse_imprint(hash)?,
         (None, None) => return Err(Error::Usage("give a FILE or --hash".to_owned())),
     };
-    let signature = client::sign(args.service, imprint.as_bytes(), 0).map_err(|e| Error::Check(e.to_string()))?;
-    let out = args.out.clone().or_else(|| args.file.as_ref().map(|f| {
-        let mut name = f.clone().into_os_string();
-        name.push(".ksig");
-        PathBuf::from(name)
-    }));
+    let signature = client::sign(args.service, imprint.as_bytes(), 0)
+        .map_err(|e| Error::Check(e.to_string()))?;
+    let out = args.out.clone().or_else(|| {
+        args.file.as_ref().map(|f| {
+            let mut name = f.clone().into_os_string();
+            name.push(".ksig");
+            PathBuf::from(name)
+        })
+    });
     match out {
         Some(path) => {
             std::fs::write(&path, &signature).map_err(Error::io("write", &path))?;
@@ -260,10 +279,13 @@ fn run_sign(args: &SignArgs) -> Result<(), Error> {
 
 fn run_extend(args: &ExtendArgs) -> Result<(), Error> {
     let shown = args.signature.display();
-    let signature = Signature::decode(&read(&args.signature)?).map_err(|e| Error::Check(format!("{shown}: the signature does not decode: {e}")))?;
+    let signature = Signature::decode(&read(&args.signature)?)
+        .map_err(|e| Error::Check(format!("{shown}: the signature does not decode: {e}")))?;
     let verdict = verify::verify(&signature, Policy::Internal, &Context::default());
     if verdict.outcome != Outcome::Ok {
-        return Err(Error::Check(format!("{shown} is not internally consistent: {verdict}")));
+        return Err(Error::Check(format!(
+            "{shown} is not internally consistent: {verdict}"
+        )));
     }
     let signed = signature.signing_time();
     let key = match &args.hmac_key_file {
@@ -272,28 +294,53 @@ fn run_extend(args: &ExtendArgs) -> Result<(), Error> {
     };
     let publication = match &args.to {
         Some(_) => None,
-        None => Some(target_publication(args.service, args.to_publication.as_deref().unwrap_or("latest"), signed)?),
+        None => Some(target_publication(
+            args.service,
+            args.to_publication.as_deref().unwrap_or("latest"),
+            signed,
+        )?),
     };
     let to = match (&args.to, &publication) {
         (_, Some(p)) => Some(p.time),
         (Some(to), None) if to == "head" => None,
-        (Some(to), None) => Some(to.parse().map_err(|_| Error::Usage(format!("--to {to:?}: expected seconds since 1970 or head")))?),
+        (Some(to), None) => Some(to.parse().map_err(|_| {
+            Error::Usage(format!("--to {to:?}: expected seconds since 1970 or head"))
+        })?),
         (None, None) => None,
     };
-    let (chain, response) = client::extend_pdu(args.service, &args.login_id, &key, signed, to).map_err(|e| Error::Check(e.to_string()))?;
-    check_extended(&signature, &chain)?;
-    let anchor = publication.clone().map_or(Anchor::None, |p| Anchor::Publication(PublicationRecord::new(p)));
-    let publication_time = chain.publication_time;
-    let extended = Signature::new(signature.rfc3161().cloned(), signature.aggregation_chains().to_vec(), Some((chain, anchor)))
+    let (chain, response) = client::extend_pdu(args.service, &args.login_id, &key, signed, to)
         .map_err(|e| Error::Check(e.to_string()))?;
-    let context = Context { user_publication: publication.as_ref(), ..Context::default() };
-    let policy = if publication.is_some() { Policy::UserPublication } else { Policy::Internal };
+    check_extended(&signature, &chain)?;
+    let anchor = publication.clone().map_or(Anchor::None, |p| {
+        Anchor::Publication(PublicationRecord::new(p))
+    });
+    let publication_time = chain.publication_time;
+    let extended = Signature::new(
+        signature.rfc3161().cloned(),
+        signature.aggregation_chains().to_vec(),
+        Some((chain, anchor)),
+    )
+    .map_err(|e| Error::Check(e.to_string()))?;
+    let context = Context {
+        user_publication: publication.as_ref(),
+        ..Context::default()
+    };
+    let policy = if publication.is_some() {
+        Policy::UserPublication
+    } else {
+        Policy::Internal
+    };
     let verdict = verify::verify(&extended, policy, &context);
     if verdict.outcome != Outcome::Ok {
-        return Err(Error::Check(format!("the extended signature does not verify: {verdict}")));
+        return Err(Error::Check(format!(
+            "the extended signature does not verify: {verdict}"
+        )));
     }
     let bytes = extended.encode().map_err(|e| Error::Check(e.to_string()))?;
-    let out = args.out.clone().unwrap_or_else(|| extended_name(&args.signature));
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| extended_name(&args.signature));
     std::fs::write(&out, &bytes).map_err(Error::io("write", &out))?;
     if let Some(path) = &args.save_response {
         std::fs::write(path, &response).map_err(Error::io("write", path))?;
@@ -305,25 +352,50 @@ fn run_extend(args: &ExtendArgs) -> Result<(), Error> {
             p.to_publication_string(),
             out.display()
         ),
-        None => println!("signature of second {signed} extended to the calendar root at {publication_time}, written to {}", out.display()),
+        None => println!(
+            "signature of second {signed} extended to the calendar root at {publication_time}, written to {}",
+            out.display()
+        ),
     }
     Ok(())
 }
 
 /// The publication `which` (`latest` or a time) from the service, checked to be at or after the
 /// signing time.
-fn target_publication(service: SocketAddr, which: &str, signed: u64) -> Result<PublicationData, Error> {
+fn target_publication(
+    service: SocketAddr,
+    which: &str,
+    signed: u64,
+) -> Result<PublicationData, Error> {
     let found = if which == "latest" {
         client::latest_publication(service).map_err(|e| Error::Check(e.to_string()))?
     } else {
-        let time: u64 = which.parse().map_err(|_| Error::Usage(format!("--to-publication {which:?}: expected latest or seconds since 1970")))?;
-        client::publications(service).map_err(|e| Error::Check(e.to_string()))?.into_iter().find(|p| p.time == time)
+        let time: u64 = which.parse().map_err(|_| {
+            Error::Usage(format!(
+                "--to-publication {which:?}: expected latest or seconds since 1970"
+            ))
+        })?;
+        client::publications(service)
+            .map_err(|e| Error::Check(e.to_string()))?
+            .into_iter()
+            .find(|p| p.time == time)
     };
-    let found = found.ok_or_else(|| Error::Check(format!("the service at {service} has no publication {which}")))?;
-    let publication = PublicationData::from_publication_string(&found.publication_string)
-        .map_err(|e| Error::Check(format!("the service's publication string does not decode: {e}")))?;
+    let found = found.ok_or_else(|| {
+        Error::Check(format!(
+            "the service at {service} has no publication {which}"
+        ))
+    })?;
+    let publication =
+        PublicationData::from_publication_string(&found.publication_string).map_err(|e| {
+            Error::Check(format!(
+                "the service's publication string does not decode: {e}"
+            ))
+        })?;
     if publication.time != found.time {
-        return Err(Error::Check(format!("the service's publication string is for {}, not {}", publication.time, found.time)));
+        return Err(Error::Check(format!(
+            "the service's publication string is for {}, not {}",
+            publication.time, found.time
+        )));
     }
     if publication.time < signed {
         return Err(Error::Check(format!(
@@ -340,17 +412,26 @@ fn check_extended(signature: &Signature, chain: &CalendarChain) -> Result<(), Er
     if signature.publication_record().is_some() {
         return Ok(());
     }
-    let context = Context { extending_permitted: true, extended_calendar: Some(chain), ..Context::default() };
+    let context = Context {
+        extending_permitted: true,
+        extended_calendar: Some(chain),
+        ..Context::default()
+    };
     let verdict = verify::verify(signature, Policy::Calendar, &context);
     if verdict.outcome != Outcome::Ok {
-        return Err(Error::Check(format!("the extender's calendar chain does not continue the signature's: {verdict}")));
+        return Err(Error::Check(format!(
+            "the extender's calendar chain does not continue the signature's: {verdict}"
+        )));
     }
     Ok(())
 }
 
 /// `a.ksig` → `a-extended.ksig`; other names get `-extended.ksig` appended.
 fn extended_name(path: &std::path::Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let stem = name.strip_suffix(".ksig").unwrap_or(&name);
     path.with_file_name(format!("{stem}-extended.ksig"))
 }
@@ -358,15 +439,21 @@ fn extended_name(path: &std::path::Path) -> PathBuf {
 /// The calendar chain in an extender response PDU, its MAC checked with `key`.
 fn extender_chain(path: &std::path::Path, key: &[u8]) -> Result<CalendarChain, Error> {
     let shown = path.display();
-    let response = ExtenderResponse::decode(&read(path)?).map_err(|e| Error::Check(format!("{shown}: {e}")))?;
-    response.check_mac(key, HashAlgorithm::Sha256).map_err(|e| Error::Check(format!("{shown}: {e}")))?;
+    let response = ExtenderResponse::decode(&read(path)?)
+        .map_err(|e| Error::Check(format!("{shown}: {e}")))?;
+    response
+        .check_mac(key, HashAlgorithm::Sha256)
+        .map_err(|e| Error::Check(format!("{shown}: {e}")))?;
     let payload = response
         .payloads
         .iter()
         .find(|p| p.status == 0)
         .or(response.payloads.first())
         .ok_or_else(|| Error::Check(format!("{shown}: no extend response in the PDU")))?;
-    payload.chain().cloned().map_err(|e| Error::Check(format!("{shown}: {e}")))
+    payload
+        .chain()
+        .cloned()
+        .map_err(|e| Error::Check(format!("{shown}: {e}")))
 }
 
 fn run_verify(args: &VerifyArgs) -> Result<(), Error> {
@@ -377,32 +464,48 @@ fn run_verify(args: &VerifyArgs) -> Result<(), Error> {
     };
     let document_hash = match (&args.document, &args.hash) {
         (Some(path), _) => {
-            let algorithm = signature.document_hash().map_or(HashAlgorithm::Sha256, Imprint::algorithm);
+            let algorithm = signature
+                .document_hash()
+                .map_or(HashAlgorithm::Sha256, Imprint::algorithm);
             let document = read(path)?;
-            Some(algorithm.hash(&[&document]).map_err(|e| Error::Check(format!("cannot hash {}: {e}", path.display())))?)
+            Some(
+                algorithm
+                    .hash(&[&document])
+                    .map_err(|e| Error::Check(format!("cannot hash {}: {e}", path.display())))?,
+            )
         }
         (None, Some(hash)) => Some(parse_imprint(hash)?),
         (None, None) => None,
     };
     let certificates = match &args.cert {
-        Some(path) => vec![certificate_record(&read(path)?).map_err(|why| Error::Usage(format!("--cert {}: {why}", path.display())))?],
+        Some(path) => vec![
+            certificate_record(&read(path)?)
+                .map_err(|why| Error::Usage(format!("--cert {}: {why}", path.display())))?,
+        ],
         None => Vec::new(),
     };
     let publications_file = match (&args.publications_file, &args.trust_anchor) {
         (Some(file), Some(anchor)) => {
-            let mut anchors = TrustAnchors::from_pem(&read(anchor)?).map_err(|e| Error::Usage(format!("--trust-anchor: {e}")))?;
+            let mut anchors = TrustAnchors::from_pem(&read(anchor)?)
+                .map_err(|e| Error::Usage(format!("--trust-anchor: {e}")))?;
             if let Some(email) = &args.signer_email {
                 anchors = anchors.with_signer_email(email);
             }
             let now = i64::try_from(backbone_timestamping::service::now()).unwrap_or(i64::MAX);
-            let parsed = PublicationsFile::parse_unverified(&read(file)?).map_err(|e| Error::Check(e.to_string()))?;
-            Some(parsed.verify(&anchors, now).map_err(|e| Error::Check(e.to_string()))?)
+            let parsed = PublicationsFile::parse_unverified(&read(file)?)
+                .map_err(|e| Error::Check(e.to_string()))?;
+            Some(
+                parsed
+                    .verify(&anchors, now)
+                    .map_err(|e| Error::Check(e.to_string()))?,
+            )
         }
         _ => None,
     };
     let user_publication = match &args.publication_string {
         Some(text) => Some(
-            PublicationData::from_publication_string(text).map_err(|e| Error::Usage(format!("--publication-string: {e}")))?,
+            PublicationData::from_publication_string(text)
+                .map_err(|e| Error::Usage(format!("--publication-string: {e}")))?,
         ),
         None => None,
     };
@@ -438,7 +541,11 @@ fn run_verify(args: &VerifyArgs) -> Result<(), Error> {
 }
 
 /// Prints the result and turns anything but OK into an error (exit 1).
-fn report(args: &VerifyArgs, result: Option<(&Signature, &Verdict)>, message: &str) -> Result<(), Error> {
+fn report(
+    args: &VerifyArgs,
+    result: Option<(&Signature, &Verdict)>,
+    message: &str,
+) -> Result<(), Error> {
     let outcome = result.map_or(Outcome::Fail, |(_, v)| v.outcome);
     let name = match outcome {
         Outcome::Ok => "OK",
@@ -474,18 +581,27 @@ pub(crate) fn certificate_record(bytes: &[u8]) -> Result<CertificateRecord, Stri
             .map_err(|e| format!("neither DER nor PEM X.509: {e}"))?,
     };
     let id = certificate_id(&der).map_err(|e| e.to_string())?;
-    Ok(CertificateRecord { id, certificate: der })
+    Ok(CertificateRecord {
+        id,
+        certificate: der,
+    })
 }
 
 fn parse_imprint(text: &str) -> Result<Imprint, Error> {
-    let bytes = http::hex_decode(text).map_err(|why| Error::Usage(format!("--hash {text:?}: {why}")))?;
+    let bytes =
+        http::hex_decode(text).map_err(|why| Error::Usage(format!("--hash {text:?}: {why}")))?;
     Imprint::from_bytes(&bytes).map_err(|e| Error::Usage(format!("--hash {text:?}: {e}")))
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, Error> {
-    let len = std::fs::metadata(path).map_err(Error::io("read", path))?.len();
+    let len = std::fs::metadata(path)
+        .map_err(Error::io("read", path))?
+        .len();
     if len > MAX_FILE_LEN {
-        return Err(Error::Usage(format!("{} is {len} bytes, more than the limit of {MAX_FILE_LEN}", path.display())));
+        return Err(Error::Usage(format!(
+            "{} is {len} bytes, more than the limit of {MAX_FILE_LEN}",
+            path.display()
+        )));
     }
     std::fs::read(path).map_err(Error::io("read", path))
 }

@@ -119,51 +119,110 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
     if let Some(issuer) = &args.oidc_issuer {
         transport::check_url(issuer).map_err(|e| Error::Usage(format!("--oidc-issuer: {e}")))?;
         if transport::is_https(issuer) {
-            transport::Transport::new(Some(&args.oidc_ca_file), Duration::from_secs(args.timeout.max(1))).map_err(|e| Error::Usage(format!("--oidc-ca-file: {e}")))?;
+            transport::Transport::new(
+                Some(&args.oidc_ca_file),
+                Duration::from_secs(args.timeout.max(1)),
+            )
+            .map_err(|e| Error::Usage(format!("--oidc-ca-file: {e}")))?;
         }
     }
     let anchor_bytes = std::fs::read(&args.anchor).map_err(Error::io("read", &args.anchor))?;
-    let anchor = Anchor::decode(&anchor_bytes).map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
-    let client: backbone_registry::id::SubsystemId = args.client.parse().map_err(|e: backbone_registry::Error| Error::Usage(format!("--client: {e}")))?;
-    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://localhost:{}", args.listen.port())).trim_end_matches('/').to_owned();
+    let anchor = Anchor::decode(&anchor_bytes)
+        .map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;
+    let client: backbone_registry::id::SubsystemId = args
+        .client
+        .parse()
+        .map_err(|e: backbone_registry::Error| Error::Usage(format!("--client: {e}")))?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}", args.listen.port()))
+        .trim_end_matches('/')
+        .to_owned();
     let trust = match &args.calendar_cert {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
-            Trust { certificates: vec![crate::ksi::certificate_record(&bytes).map_err(|why| Error::Usage(format!("--calendar-cert {}: {why}", path.display())))?], publications: None }
+            Trust {
+                certificates: vec![crate::ksi::certificate_record(&bytes).map_err(|why| {
+                    Error::Usage(format!("--calendar-cert {}: {why}", path.display()))
+                })?],
+                publications: None,
+            }
         }
         None => Trust::default(),
     };
-    backbone_hsm::private::create_dir(&args.data_dir).map_err(Error::io("create", &args.data_dir))?;
+    backbone_hsm::private::create_dir(&args.data_dir)
+        .map_err(Error::io("create", &args.data_dir))?;
     let redirect_uri = format!("{public_url}/oidc/callback");
     let (oidc, dev_provider) = match args.dev_oidc {
         Some(addr) => {
             // Bound now, so that port 0 gives the issuer URL its real port.
-            let listener = std::net::TcpListener::bind(addr).map_err(|e| Error::Check(format!("--dev-oidc {addr}: {e}")))?;
-            listener.set_nonblocking(true).map_err(|e| Error::Check(format!("--dev-oidc {addr}: {e}")))?;
-            let port = listener.local_addr().map_err(|e| Error::Check(format!("--dev-oidc {addr}: {e}")))?.port();
+            let listener = std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::Check(format!("--dev-oidc {addr}: {e}")))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| Error::Check(format!("--dev-oidc {addr}: {e}")))?;
+            let port = listener
+                .local_addr()
+                .map_err(|e| Error::Check(format!("--dev-oidc {addr}: {e}")))?
+                .port();
             let issuer = format!("http://localhost:{port}");
             let secret = backbone_portal::session::random_token();
-            let registered = RegisteredClient { id: args.oidc_client_id.clone(), secret: secret.clone(), redirect_uris: vec![redirect_uri.clone()] };
+            let registered = RegisteredClient {
+                id: args.oidc_client_id.clone(),
+                secret: secret.clone(),
+                redirect_uris: vec![redirect_uri.clone()],
+            };
             let provider = Provider::new(&issuer, vec![registered]).map_err(Error::Check)?;
-            let oidc = OidcConfig { issuer, client_id: args.oidc_client_id.clone(), client_secret: secret, redirect_uri, ca_file: args.oidc_ca_file.clone() };
+            let oidc = OidcConfig {
+                issuer,
+                client_id: args.oidc_client_id.clone(),
+                client_secret: secret,
+                redirect_uri,
+                ca_file: args.oidc_ca_file.clone(),
+            };
             (oidc, Some((listener, port, provider)))
         }
         None => {
-            let issuer = args.oidc_issuer.clone().ok_or_else(|| Error::Usage("--oidc-issuer or --dev-oidc is needed".into()))?;
-            let path = args.oidc_client_secret_file.clone().ok_or_else(|| Error::Usage("--oidc-client-secret-file is needed".into()))?;
-            let secret = std::fs::read_to_string(&path).map_err(Error::io("read", &path))?.trim().to_owned();
-            (OidcConfig { issuer, client_id: args.oidc_client_id.clone(), client_secret: secret, redirect_uri, ca_file: args.oidc_ca_file.clone() }, None)
+            let issuer = args
+                .oidc_issuer
+                .clone()
+                .ok_or_else(|| Error::Usage("--oidc-issuer or --dev-oidc is needed".into()))?;
+            let path = args
+                .oidc_client_secret_file
+                .clone()
+                .ok_or_else(|| Error::Usage("--oidc-client-secret-file is needed".into()))?;
+            let secret = std::fs::read_to_string(&path)
+                .map_err(Error::io("read", &path))?
+                .trim()
+                .to_owned();
+            (
+                OidcConfig {
+                    issuer,
+                    client_id: args.oidc_client_id.clone(),
+                    client_secret: secret,
+                    redirect_uri,
+                    ca_file: args.oidc_ca_file.clone(),
+                },
+                None,
+            )
         }
     };
     let config = PortalConfig {
-        backbone: BackboneConfig { gateway: args.gateway.clone(), client: client.to_string(), limit: history::DEFAULT_LIMIT, timeout: Duration::from_secs(args.timeout.max(1)) },
+        backbone: BackboneConfig {
+            gateway: args.gateway.clone(),
+            client: client.to_string(),
+            limit: history::DEFAULT_LIMIT,
+            timeout: Duration::from_secs(args.timeout.max(1)),
+        },
         oidc,
         data_dir: args.data_dir.clone(),
         idle_timeout: Duration::from_secs(args.idle_minutes.max(1) * 60),
         history_cache: server::DEFAULT_HISTORY_CACHE,
     };
 
-    let runtime = tokio::runtime::Runtime::new().map_err(Error::io("start the runtime for", "portal serve"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(Error::io("start the runtime for", "portal serve"))?;
     runtime.block_on(async move {
         let conf = Arc::new(
             ConfClient::open(anchor, ClientConfig { cache_path: Some(args.data_dir.join(CONF_CACHE_FILE)), ..ClientConfig::default() })

@@ -21,7 +21,9 @@ use backbone_registry::anchor::Anchor;
 use backbone_registry::id::InstanceId;
 use backbone_registry::model::RevocationReason;
 use backbone_registry::operation::{Operation, Outcome};
-use backbone_registry::server::{DEFAULT_CONF_VALIDITY, DEFAULT_REGENERATE_EVERY, ServeConfig, Server};
+use backbone_registry::server::{
+    DEFAULT_CONF_VALIDITY, DEFAULT_REGENERATE_EVERY, ServeConfig, Server,
+};
 use backbone_registry::store::rocks::RocksStore;
 use backbone_registry::{GlobalConf, Registry, conf};
 use clap::{Args, Subcommand};
@@ -45,7 +47,12 @@ pub const CA_CERT_FILE: &str = "ca-cert.pem";
 #[derive(Debug, Args)]
 pub struct RegistryArgs {
     /// The registry's RocksDB directory. Default: backbone-registry.
-    #[arg(long, global = true, value_name = "DIR", default_value = "backbone-registry")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "backbone-registry"
+    )]
     pub data_dir: PathBuf,
     /// File holding the token's user PIN. Default: the configured hsm.pin_file or hsm.pin_env.
     #[arg(long, global = true, value_name = "FILE")]
@@ -247,34 +254,76 @@ impl RegistryCommand {
 /// Refused requests (bad ids, duplicates, unknown records) exit 64; store, key store and network
 /// failures exit 1.
 pub fn run(args: RegistryArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
-    let keys = open_store(&settings.hsm.store, &pin_source(args.pin_file.as_deref(), settings), env)?;
+    let keys = open_store(
+        &settings.hsm.store,
+        &pin_source(args.pin_file.as_deref(), settings),
+        env,
+    )?;
     if let Some(address) = args.admin {
         return remote(&args, keys.as_ref(), address);
     }
-    let actor = args.actor.clone().or_else(|| env.get("USER").map(str::to_owned)).unwrap_or_else(|| "cli".to_owned());
+    let actor = args
+        .actor
+        .clone()
+        .or_else(|| env.get("USER").map(str::to_owned))
+        .unwrap_or_else(|| "cli".to_owned());
     let now = SystemTime::now();
     match args.command {
-        RegistryCommand::Init { instance, urls, anchor_out } => init(keys.as_ref(), &args.data_dir, &actor, &instance, &urls, anchor_out.as_deref()),
-        RegistryCommand::Serve { listen, admin_listen, regenerate_every, conf_validity, timestamping_url } => {
+        RegistryCommand::Init {
+            instance,
+            urls,
+            anchor_out,
+        } => init(
+            keys.as_ref(),
+            &args.data_dir,
+            &actor,
+            &instance,
+            &urls,
+            anchor_out.as_deref(),
+        ),
+        RegistryCommand::Serve {
+            listen,
+            admin_listen,
+            regenerate_every,
+            conf_validity,
+            timestamping_url,
+        } => {
             let registry = open(keys.as_ref(), &args.data_dir)?;
-            let config = ServeConfig { regenerate_every: Duration::from_secs(regenerate_every), conf_validity: Duration::from_secs(conf_validity), timestamping_url };
+            let config = ServeConfig {
+                regenerate_every: Duration::from_secs(regenerate_every),
+                conf_validity: Duration::from_secs(conf_validity),
+                timestamping_url,
+            };
             let admin_key = signer_or_generate(keys.as_ref(), ADMIN_TLS_KEY_LABEL)?;
-            serve(registry, config, listen, admin_listen, admin_key, &args.data_dir)
+            serve(
+                registry,
+                config,
+                listen,
+                admin_listen,
+                admin_key,
+                &args.data_dir,
+            )
         }
         RegistryCommand::Show => {
             let registry = open(keys.as_ref(), &args.data_dir)?;
-            let signed = registry.generate(now, DEFAULT_CONF_VALIDITY).map_err(refused)?;
+            let signed = registry
+                .generate(now, DEFAULT_CONF_VALIDITY)
+                .map_err(refused)?;
             print_conf(&conf::parse_unverified(signed.document()).map_err(refused)?)
         }
         RegistryCommand::Audit => {
             let registry = open(keys.as_ref(), &args.data_dir)?;
             for entry in registry.audit_log(1, usize::MAX).map_err(refused)? {
-                println!("{}\t{}\t{}\t{}", entry.seq, entry.at, entry.actor, entry.action);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    entry.seq, entry.at, entry.actor, entry.action
+                );
             }
             Ok(())
         }
         ref command => {
-            let operation = operation(command)?.ok_or(Error::Unreachable("every other verb is an operation"))?;
+            let operation = operation(command)?
+                .ok_or(Error::Unreachable("every other verb is an operation"))?;
             let registry = open(keys.as_ref(), &args.data_dir)?;
             print_outcome(&operation.apply(&registry, &actor, now).map_err(refused)?);
             Ok(())
@@ -293,43 +342,98 @@ fn operation(command: &RegistryCommand) -> Result<Option<Operation>, Error> {
         })
     };
     Ok(Some(match command {
-        RegistryCommand::Init { .. } | RegistryCommand::Serve { .. } | RegistryCommand::Show | RegistryCommand::Audit => return Ok(None),
-        RegistryCommand::AddMemberClass { code, description } => Operation::AddMemberClass { code: code.clone(), description: description.clone() },
-        RegistryCommand::AddMember { id, name } => Operation::AddMember { id: id.clone(), name: name.clone() },
+        RegistryCommand::Init { .. }
+        | RegistryCommand::Serve { .. }
+        | RegistryCommand::Show
+        | RegistryCommand::Audit => return Ok(None),
+        RegistryCommand::AddMemberClass { code, description } => Operation::AddMemberClass {
+            code: code.clone(),
+            description: description.clone(),
+        },
+        RegistryCommand::AddMember { id, name } => Operation::AddMember {
+            id: id.clone(),
+            name: name.clone(),
+        },
         RegistryCommand::AddSubsystem { id } => Operation::AddSubsystem { id: id.clone() },
-        RegistryCommand::AddGateway { id, address } => Operation::AddGateway { id: id.clone(), address: address.clone() },
-        RegistryCommand::IssueTlsCert { gateway, csr } => Operation::IssueTlsCertificate { gateway: gateway.clone(), csr_pem: read_text(csr)? },
-        RegistryCommand::IssueSigningCert { member, csr } => Operation::IssueSigningCertificate { member: member.clone(), csr_pem: read_text(csr)? },
+        RegistryCommand::AddGateway { id, address } => Operation::AddGateway {
+            id: id.clone(),
+            address: address.clone(),
+        },
+        RegistryCommand::IssueTlsCert { gateway, csr } => Operation::IssueTlsCertificate {
+            gateway: gateway.clone(),
+            csr_pem: read_text(csr)?,
+        },
+        RegistryCommand::IssueSigningCert { member, csr } => Operation::IssueSigningCertificate {
+            member: member.clone(),
+            csr_pem: read_text(csr)?,
+        },
         RegistryCommand::Revoke { serial, reason } => {
-            let reason: RevocationReason = serde_json::from_value(serde_json::Value::String(reason.clone()))
-                .map_err(|_| Error::Usage(format!("unknown revocation reason {reason:?}")))?;
-            Operation::Revoke { serial: serial.clone(), reason }
-        }
-        RegistryCommand::AddService { id, description, personal_health_data } => {
-            Operation::AddService { id: id.clone(), description: description.clone(), personal_health_data: *personal_health_data }
-        }
-        RegistryCommand::AddGroup { id, description } => Operation::AddGroup { id: id.clone(), description: description.clone() },
-        RegistryCommand::AddGroupMember { group, client } => Operation::AddGroupMember { group: group.clone(), client: client.clone() },
-        RegistryCommand::AddTimestampingService { name, aggregator_url, extender_url, publications_url, publication_cert } => {
-            Operation::AddTimestampingService {
-                name: name.clone(),
-                aggregator_url: aggregator_url.clone(),
-                extender_url: extender_url.clone(),
-                publications_url: publications_url.clone(),
-                publication_certificate_pem: std::fs::read_to_string(publication_cert).map_err(Error::io("read", publication_cert))?,
+            let reason: RevocationReason =
+                serde_json::from_value(serde_json::Value::String(reason.clone()))
+                    .map_err(|_| Error::Usage(format!("unknown revocation reason {reason:?}")))?;
+            Operation::Revoke {
+                serial: serial.clone(),
+                reason,
             }
         }
-        RegistryCommand::AddAdmin { name, csr } => Operation::AddAdmin { name: name.clone(), csr_pem: read_text(csr)? },
+        RegistryCommand::AddService {
+            id,
+            description,
+            personal_health_data,
+        } => Operation::AddService {
+            id: id.clone(),
+            description: description.clone(),
+            personal_health_data: *personal_health_data,
+        },
+        RegistryCommand::AddGroup { id, description } => Operation::AddGroup {
+            id: id.clone(),
+            description: description.clone(),
+        },
+        RegistryCommand::AddGroupMember { group, client } => Operation::AddGroupMember {
+            group: group.clone(),
+            client: client.clone(),
+        },
+        RegistryCommand::AddTimestampingService {
+            name,
+            aggregator_url,
+            extender_url,
+            publications_url,
+            publication_cert,
+        } => Operation::AddTimestampingService {
+            name: name.clone(),
+            aggregator_url: aggregator_url.clone(),
+            extender_url: extender_url.clone(),
+            publications_url: publications_url.clone(),
+            publication_certificate_pem: std::fs::read_to_string(publication_cert)
+                .map_err(Error::io("read", publication_cert))?,
+        },
+        RegistryCommand::AddAdmin { name, csr } => Operation::AddAdmin {
+            name: name.clone(),
+            csr_pem: read_text(csr)?,
+        },
     }))
 }
 
 /// Sends the verb to a running registry's admin API.
 fn remote(args: &RegistryArgs, keys: &dyn KeyStore, address: SocketAddr) -> Result<(), Error> {
-    let (Some(label), Some(cert), Some(server)) = (&args.admin_key, &args.admin_cert, &args.registry_cert) else {
-        return Err(Error::Usage("--admin needs --admin-key, --admin-cert and --registry-cert".to_owned()));
+    let (Some(label), Some(cert), Some(server)) =
+        (&args.admin_key, &args.admin_cert, &args.registry_cert)
+    else {
+        return Err(Error::Usage(
+            "--admin needs --admin-key, --admin-cert and --registry-cert".to_owned(),
+        ));
     };
-    let signer = keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())))?;
-    let client = AdminClient::new(address, signer, pem_certificate(cert)?, pem_certificate(server)?).map_err(refused)?;
+    let signer = keys.signer(label, None).map_err(Error::hsm(format!(
+        "cannot open key '{label}' in {}",
+        keys.describe()
+    )))?;
+    let client = AdminClient::new(
+        address,
+        signer,
+        pem_certificate(cert)?,
+        pem_certificate(server)?,
+    )
+    .map_err(refused)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -339,19 +443,34 @@ fn remote(args: &RegistryArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resu
         ClientError::Failed(_) => Error::Check(format!("admin API at {address}: {e}")),
     };
     match &args.command {
-        RegistryCommand::Init { .. } | RegistryCommand::Serve { .. } => {
-            Err(Error::Usage("init and serve run on the registry host, without --admin".to_owned()))
-        }
-        RegistryCommand::Show => print_conf(&runtime.block_on(client.conf_preview()).map_err(remote_error)?),
+        RegistryCommand::Init { .. } | RegistryCommand::Serve { .. } => Err(Error::Usage(
+            "init and serve run on the registry host, without --admin".to_owned(),
+        )),
+        RegistryCommand::Show => print_conf(
+            &runtime
+                .block_on(client.conf_preview())
+                .map_err(remote_error)?,
+        ),
         RegistryCommand::Audit => {
-            for entry in runtime.block_on(client.audit(1, backbone_registry::admin::MAX_AUDIT_PAGE)).map_err(remote_error)? {
-                println!("{}\t{}\t{}\t{}", entry.seq, entry.at, entry.actor, entry.action);
+            for entry in runtime
+                .block_on(client.audit(1, backbone_registry::admin::MAX_AUDIT_PAGE))
+                .map_err(remote_error)?
+            {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    entry.seq, entry.at, entry.actor, entry.action
+                );
             }
             Ok(())
         }
         command => {
-            let operation = operation(command)?.ok_or(Error::Unreachable("every other verb is an operation"))?;
-            print_outcome(&runtime.block_on(client.apply(&operation)).map_err(remote_error)?);
+            let operation = operation(command)?
+                .ok_or(Error::Unreachable("every other verb is an operation"))?;
+            print_outcome(
+                &runtime
+                    .block_on(client.apply(&operation))
+                    .map_err(remote_error)?,
+            );
             Ok(())
         }
     }
@@ -360,7 +479,10 @@ fn remote(args: &RegistryArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resu
 fn print_outcome(outcome: &Outcome) {
     match outcome {
         Outcome::Done => eprintln!("done"),
-        Outcome::Certificate { serial, certificate_pem } => {
+        Outcome::Certificate {
+            serial,
+            certificate_pem,
+        } => {
             print!("{certificate_pem}");
             eprintln!("issued certificate serial {serial}");
         }
@@ -368,7 +490,10 @@ fn print_outcome(outcome: &Outcome) {
 }
 
 fn print_conf(conf: &GlobalConf) -> Result<(), Error> {
-    println!("{}", serde_json::to_string_pretty(conf).map_err(|_| Error::Unreachable("conf serialises"))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(conf).map_err(|_| Error::Unreachable("conf serialises"))?
+    );
     Ok(())
 }
 
@@ -382,57 +507,144 @@ fn pem_certificate(path: &Path) -> Result<Vec<u8>, Error> {
 
 fn signer_or_generate(keys: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, Error> {
     if keys.public_key(label).is_err() {
-        keys.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}' in {}", keys.describe())))?;
+        keys.generate(label, KeyType::EcP256)
+            .map_err(Error::hsm(format!(
+                "cannot generate key '{label}' in {}",
+                keys.describe()
+            )))?;
     }
-    keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())))
+    keys.signer(label, None).map_err(Error::hsm(format!(
+        "cannot open key '{label}' in {}",
+        keys.describe()
+    )))
 }
 
-fn init(keys: &dyn KeyStore, data_dir: &Path, actor: &str, instance: &str, urls: &[String], anchor_out: Option<&Path>) -> Result<(), Error> {
+fn init(
+    keys: &dyn KeyStore,
+    data_dir: &Path,
+    actor: &str,
+    instance: &str,
+    urls: &[String],
+    anchor_out: Option<&Path>,
+) -> Result<(), Error> {
     let instance = InstanceId::new(instance).map_err(refused)?;
-    let urls = if urls.is_empty() { vec!["http://127.0.0.1:8080/globalconf".to_owned()] } else { urls.to_vec() };
+    let urls = if urls.is_empty() {
+        vec!["http://127.0.0.1:8080/globalconf".to_owned()]
+    } else {
+        urls.to_vec()
+    };
     for label in [CA_KEY_LABEL, CONF_KEY_LABEL] {
-        keys.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}' in {}", keys.describe())))?;
+        keys.generate(label, KeyType::EcP256)
+            .map_err(Error::hsm(format!(
+                "cannot generate key '{label}' in {}",
+                keys.describe()
+            )))?;
     }
     let (ca, conf_key) = signers(keys)?;
     backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
-    let store = Arc::new(RocksStore::open(data_dir).map_err(|e| Error::Check(format!("registry store: {e}")))?);
-    let registry = Registry::create(store, instance.clone(), ca, conf_key.clone(), actor, SystemTime::now()).map_err(refused)?;
-    let anchor = Anchor::new(instance.clone(), conf_key.algorithm(), conf_key.public_key().clone(), urls).map_err(refused)?;
+    let store = Arc::new(
+        RocksStore::open(data_dir).map_err(|e| Error::Check(format!("registry store: {e}")))?,
+    );
+    let registry = Registry::create(
+        store,
+        instance.clone(),
+        ca,
+        conf_key.clone(),
+        actor,
+        SystemTime::now(),
+    )
+    .map_err(refused)?;
+    let anchor = Anchor::new(
+        instance.clone(),
+        conf_key.algorithm(),
+        conf_key.public_key().clone(),
+        urls,
+    )
+    .map_err(refused)?;
     let anchor_path = anchor_out.map_or_else(|| data_dir.join("anchor.json"), Path::to_owned);
     std::fs::write(&anchor_path, anchor.encode()).map_err(Error::io("write", &anchor_path))?;
     let ca_path = data_dir.join(CA_CERT_FILE);
-    std::fs::write(&ca_path, backbone_hsm::cert::pem("CERTIFICATE", registry.ca_certificate().der())).map_err(Error::io("write", &ca_path))?;
+    std::fs::write(
+        &ca_path,
+        backbone_hsm::cert::pem("CERTIFICATE", registry.ca_certificate().der()),
+    )
+    .map_err(Error::io("write", &ca_path))?;
     signer_or_generate(keys, ADMIN_TLS_KEY_LABEL)?;
     println!("created instance {instance} in {}", data_dir.display());
-    println!("CA certificate serial {}", registry.ca_certificate().serial());
-    println!("configuration anchor: {} (key fingerprint {})", anchor_path.display(), conf_key.public_key().fingerprint());
+    println!(
+        "CA certificate serial {}",
+        registry.ca_certificate().serial()
+    );
+    println!(
+        "configuration anchor: {} (key fingerprint {})",
+        anchor_path.display(),
+        conf_key.public_key().fingerprint()
+    );
     Ok(())
 }
 
 fn open(keys: &dyn KeyStore, data_dir: &Path) -> Result<Registry, Error> {
     let (ca, conf_key) = signers(keys)?;
-    let store = Arc::new(RocksStore::open(data_dir).map_err(|e| Error::Check(format!("registry store: {e}")))?);
+    let store = Arc::new(
+        RocksStore::open(data_dir).map_err(|e| Error::Check(format!("registry store: {e}")))?,
+    );
     Registry::open(store, ca, conf_key).map_err(refused)
 }
 
 fn signers(keys: &dyn KeyStore) -> Result<(Arc<dyn Signer>, Arc<dyn Signer>), Error> {
-    let open = |label: &str| keys.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}' in {}", keys.describe())));
+    let open = |label: &str| {
+        keys.signer(label, None).map_err(Error::hsm(format!(
+            "cannot open key '{label}' in {}",
+            keys.describe()
+        )))
+    };
     Ok((open(CA_KEY_LABEL)?, open(CONF_KEY_LABEL)?))
 }
 
-fn serve(registry: Registry, config: ServeConfig, listen: SocketAddr, admin_listen: SocketAddr, admin_key: Arc<dyn Signer>, data_dir: &Path) -> Result<(), Error> {
+fn serve(
+    registry: Registry,
+    config: ServeConfig,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    admin_key: Arc<dyn Signer>,
+    data_dir: &Path,
+) -> Result<(), Error> {
     config.check().map_err(refused)?;
-    let runtime = tokio::runtime::Runtime::new().map_err(Error::io("start the runtime for", "registry serve"))?;
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(Error::io("start the runtime for", "registry serve"))?;
     runtime.block_on(async move {
         let registry = Arc::new(registry);
-        let listener = tokio::net::TcpListener::bind(listen).await.map_err(|source| Error::Admin { addr: listen, source })?;
-        let admin_listener = tokio::net::TcpListener::bind(admin_listen).await.map_err(|source| Error::Admin { addr: admin_listen, source })?;
-        let admin = AdminServer::spawn(registry.clone(), admin_key, admin_listener).await.map_err(refused)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|source| Error::Admin {
+                addr: listen,
+                source,
+            })?;
+        let admin_listener =
+            tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .map_err(|source| Error::Admin {
+                    addr: admin_listen,
+                    source,
+                })?;
+        let admin = AdminServer::spawn(registry.clone(), admin_key, admin_listener)
+            .await
+            .map_err(refused)?;
         let cert_path = data_dir.join(ADMIN_CERT_FILE);
-        std::fs::write(&cert_path, backbone_hsm::cert::pem("CERTIFICATE", admin.certificate().der())).map_err(Error::io("write", &cert_path))?;
-        let server = Server::spawn(registry, config, listener).await.map_err(refused)?;
+        std::fs::write(
+            &cert_path,
+            backbone_hsm::cert::pem("CERTIFICATE", admin.certificate().der()),
+        )
+        .map_err(Error::io("write", &cert_path))?;
+        let server = Server::spawn(registry, config, listener)
+            .await
+            .map_err(refused)?;
         println!("serving the global configuration at {}", server.url());
-        println!("admin API at {} (certificate {})", admin.local_addr(), cert_path.display());
+        println!(
+            "admin API at {} (certificate {})",
+            admin.local_addr(),
+            cert_path.display()
+        );
         shutdown_signal().await;
         admin.shutdown().await;
         server.shutdown().await;
@@ -460,9 +672,12 @@ pub(crate) async fn shutdown_signal() {
 fn refused(e: backbone_registry::Error) -> Error {
     use backbone_registry::Error as R;
     match e {
-        R::InvalidId { .. } | R::Duplicate { .. } | R::NotFound { .. } | R::Refused(_) | R::Csr(_) | R::Decode { .. } => {
-            Error::Usage(e.to_string())
-        }
+        R::InvalidId { .. }
+        | R::Duplicate { .. }
+        | R::NotFound { .. }
+        | R::Refused(_)
+        | R::Csr(_)
+        | R::Decode { .. } => Error::Usage(e.to_string()),
         other => Error::Check(other.to_string()),
     }
 }

@@ -44,22 +44,43 @@ pub struct Telemetry {
 ///
 /// [`Error::Telemetry`] when the exporter cannot be built or a subscriber is already installed.
 pub fn init(settings: &TelemetrySettings) -> Result<Telemetry, Error> {
-    let mut filter = EnvFilter::try_new(&settings.log_filter).map_err(|e| Error::Telemetry(e.to_string()))?;
+    let mut filter =
+        EnvFilter::try_new(&settings.log_filter).map_err(|e| Error::Telemetry(e.to_string()))?;
     if !settings.log_filter.contains("cryptoki") {
         // cryptoki logs every vendor-specific mechanism a token lists as an error, although such
         // mechanisms are normal; our own code reports what is really missing.
-        filter = filter.add_directive(QUIET_CRYPTOKI.parse().map_err(|e: tracing_subscriber::filter::ParseError| Error::Telemetry(e.to_string()))?);
+        filter = filter.add_directive(QUIET_CRYPTOKI.parse().map_err(
+            |e: tracing_subscriber::filter::ParseError| Error::Telemetry(e.to_string()),
+        )?);
     }
-    let provider = settings.otlp_endpoint.as_deref().map(|endpoint| tracer_provider(endpoint, settings)).transpose()?;
+    let provider = settings
+        .otlp_endpoint
+        .as_deref()
+        .map(|endpoint| tracer_provider(endpoint, settings))
+        .transpose()?;
     let otel = provider
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(env!("CARGO_PKG_NAME"))));
     let (text, json) = match settings.log_format {
         LogFormat::Text => {
             let ansi = std::io::stderr().is_terminal();
-            (Some(tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(std::io::stderr)), None)
+            (
+                Some(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(ansi)
+                        .with_writer(std::io::stderr),
+                ),
+                None,
+            )
         }
-        LogFormat::Json => (None, Some(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr))),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            ),
+        ),
     };
     tracing_subscriber::registry()
         .with(filter)
@@ -92,16 +113,26 @@ impl Drop for Telemetry {
     }
 }
 
-fn tracer_provider(endpoint: &str, settings: &TelemetrySettings) -> Result<SdkTracerProvider, Error> {
+fn tracer_provider(
+    endpoint: &str,
+    settings: &TelemetrySettings,
+) -> Result<SdkTracerProvider, Error> {
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
         .with_endpoint(endpoint)
         .build()
-        .map_err(|e| Error::Telemetry(format!("cannot build the OTLP exporter for telemetry.otlp_endpoint: {e}")))?;
+        .map_err(|e| {
+            Error::Telemetry(format!(
+                "cannot build the OTLP exporter for telemetry.otlp_endpoint: {e}"
+            ))
+        })?;
     let resource = Resource::builder()
         .with_service_name(settings.service_name.clone())
         .with_attribute(opentelemetry::KeyValue::new("service.version", VERSION))
         .build();
-    Ok(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build())
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
 }

@@ -32,16 +32,16 @@ use std::time::{Duration, SystemTime};
 use backbone_hsm::cert::{Profile, Subject};
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificate, issue_certificates};
-use backbone_timestamping::cms::CmsSigner;
-use backbone_timestamping::publications_file::{self, PublicationsFileSigner};
-use backbone_timestamping::tsa::store::RocksTokenStore;
-use backbone_timestamping::tsa::{self, Authority, Serials};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
 use backbone_timestamping::child::{self, Parent};
+use backbone_timestamping::cms::CmsSigner;
 use backbone_timestamping::http::{self, PduAuth, TsaFront};
+use backbone_timestamping::publications_file::{self, PublicationsFileSigner};
 use backbone_timestamping::round::{DEFAULT_MAX_INPUT_LEVEL, Limits};
 use backbone_timestamping::service::{self, Config};
+use backbone_timestamping::tsa::store::RocksTokenStore;
+use backbone_timestamping::tsa::{self, Authority, Serials};
 use clap::{Args, Subcommand};
 
 use crate::config::{Env, PinSource, Settings};
@@ -158,12 +158,22 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
     if let Some(url) = &args.parent {
         return run_child(args, url);
     }
-    let pin = args.pin_file.clone().map_or_else(|| settings.hsm.pin.clone(), PinSource::File);
+    let pin = args
+        .pin_file
+        .clone()
+        .map_or_else(|| settings.hsm.pin.clone(), PinSource::File);
     let store = hsm::open_store(&settings.hsm.store, &pin, env)?;
     let key = signer(store.as_ref(), &args.key_label)?;
-    backbone_hsm::private::create_dir(&args.data_dir).map_err(Error::io("create directory", &args.data_dir))?;
-    let certificate = certificate(store.as_ref(), key.as_ref(), &args.ca_key_label, &args.data_dir)?;
-    let calendar_signer = CalendarSigner::new(Arc::clone(&key), &certificate).map_err(failed("cannot use the calendar certificate"))?;
+    backbone_hsm::private::create_dir(&args.data_dir)
+        .map_err(Error::io("create directory", &args.data_dir))?;
+    let certificate = certificate(
+        store.as_ref(),
+        key.as_ref(),
+        &args.ca_key_label,
+        &args.data_dir,
+    )?;
+    let calendar_signer = CalendarSigner::new(Arc::clone(&key), &certificate)
+        .map_err(failed("cannot use the calendar certificate"))?;
     let publications_key = signer(store.as_ref(), &args.publications_key_label)?;
     let subject = Subject {
         common_name: "Backbone publications".to_owned(),
@@ -171,31 +181,70 @@ fn run_serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Err
         email: Some(args.publications_email.clone()),
         ..Subject::default()
     };
-    let issued = issued_by_ca(store.as_ref(), &args.ca_key_label, &args.data_dir, "publications-cert.der", publications_key.as_ref(), &subject, Profile::MemberSigning, 3)?;
-    let publications_cms = CmsSigner::new(publications_key, &issued, Vec::new()).map_err(failed("cannot use the publications certificate"))?;
+    let issued = issued_by_ca(
+        store.as_ref(),
+        &args.ca_key_label,
+        &args.data_dir,
+        "publications-cert.der",
+        publications_key.as_ref(),
+        &subject,
+        Profile::MemberSigning,
+        3,
+    )?;
+    let publications_cms = CmsSigner::new(publications_key, &issued, Vec::new())
+        .map_err(failed("cannot use the publications certificate"))?;
     let publications_path = args.data_dir.join(publications_file::FILE_NAME);
-    let publications_file = PublicationsFileSigner::new(publications_cms, Some(publications_path), args.repository_uri.clone());
-    let policy = args
-        .tsa_policy
-        .parse()
-        .map_err(|_| Error::Usage(format!("--tsa-policy {:?}: not a dotted object identifier", args.tsa_policy)))?;
+    let publications_file = PublicationsFileSigner::new(
+        publications_cms,
+        Some(publications_path),
+        args.repository_uri.clone(),
+    );
+    let policy = args.tsa_policy.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--tsa-policy {:?}: not a dotted object identifier",
+            args.tsa_policy
+        ))
+    })?;
     let tsa_subject = Subject {
         common_name: "Backbone time-stamping authority".to_owned(),
         organization: Some("Backbone".to_owned()),
         ..Subject::default()
     };
-    let tsa_der = issued_by_ca(store.as_ref(), &args.ca_key_label, &args.data_dir, "tsa-cert.der", key.as_ref(), &tsa_subject, Profile::TimeStamping, 4)?;
-    let tsa_cms = CmsSigner::new(Arc::clone(&key), &tsa_der, Vec::new()).map_err(failed("cannot use the TSA certificate"))?;
+    let tsa_der = issued_by_ca(
+        store.as_ref(),
+        &args.ca_key_label,
+        &args.data_dir,
+        "tsa-cert.der",
+        key.as_ref(),
+        &tsa_subject,
+        Profile::TimeStamping,
+        4,
+    )?;
+    let tsa_cms = CmsSigner::new(Arc::clone(&key), &tsa_der, Vec::new())
+        .map_err(failed("cannot use the TSA certificate"))?;
     let tsa_dir = args.data_dir.join("tsa");
-    let token_store = RocksTokenStore::open(&tsa_dir).map_err(|e| Error::Check(format!("cannot open the token store at {}: {e}", tsa_dir.display())))?;
+    let token_store = RocksTokenStore::open(&tsa_dir).map_err(|e| {
+        Error::Check(format!(
+            "cannot open the token store at {}: {e}",
+            tsa_dir.display()
+        ))
+    })?;
     let calendar_dir = args.data_dir.join("calendar");
-    let rocks = RocksStore::open(&calendar_dir).map_err(|e| Error::Check(format!("cannot open the calendar at {}: {e}", calendar_dir.display())))?;
+    let rocks = RocksStore::open(&calendar_dir).map_err(|e| {
+        Error::Check(format!(
+            "cannot open the calendar at {}: {e}",
+            calendar_dir.display()
+        ))
+    })?;
     let boxed: Box<dyn CalendarStore> = Box::new(rocks);
     let calendar = Calendar::open(boxed).map_err(failed("cannot open the calendar"))?;
     let hmac_key = hmac_key(args)?;
     let config = Config {
         round: Duration::from_secs(args.round_seconds),
-        limits: Limits { max_input_level: args.max_input_level, ..Limits::default() },
+        limits: Limits {
+            max_input_level: args.max_input_level,
+            ..Limits::default()
+        },
         publication_interval: args.publication_interval,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -240,13 +289,20 @@ fn run_child(args: &ServeArgs, url: &str) -> Result<(), Error> {
             args.parent_login.clone().into_bytes()
         }
     };
-    let mut parent = Parent::from_url(url, &args.parent_login, parent_key).map_err(|e| Error::Usage(format!("--parent: {e}")))?;
+    let mut parent = Parent::from_url(url, &args.parent_login, parent_key)
+        .map_err(|e| Error::Usage(format!("--parent: {e}")))?;
     parent.timeout = Duration::from_secs(args.parent_timeout_seconds);
     let config = child::Config {
         round: Duration::from_secs(args.round_seconds),
-        limits: Limits { max_input_level: args.max_input_level, ..Limits::default() },
+        limits: Limits {
+            max_input_level: args.max_input_level,
+            ..Limits::default()
+        },
     };
-    let auth = PduAuth { login_id: args.login_id.clone(), key: hmac_key(args)? };
+    let auth = PduAuth {
+        login_id: args.login_id.clone(),
+        key: hmac_key(args)?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -283,22 +339,31 @@ fn hmac_key(args: &ServeArgs) -> Result<Vec<u8>, Error> {
 /// A signer for `label`, generating an ec-p256 key first if the store has none.
 fn signer(store: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, Error> {
     if store.public_key(label).is_err() {
-        store.generate(label, KeyType::EcP256).map_err(Error::hsm(format!("cannot generate key '{label}'")))?;
+        store
+            .generate(label, KeyType::EcP256)
+            .map_err(Error::hsm(format!("cannot generate key '{label}'")))?;
         tracing::info!(label, "generated the key");
     }
-    store.signer(label, None).map_err(Error::hsm(format!("cannot open key '{label}'")))
+    store
+        .signer(label, None)
+        .map_err(Error::hsm(format!("cannot open key '{label}'")))
 }
 
 /// The calendar certificate from the data directory, issued (with its CA) on first start.
-fn certificate(store: &dyn KeyStore, key: &dyn Signer, ca_label: &str, dir: &Path) -> Result<Vec<u8>, Error> {
+fn certificate(
+    store: &dyn KeyStore,
+    key: &dyn Signer,
+    ca_label: &str,
+    dir: &Path,
+) -> Result<Vec<u8>, Error> {
     let path = dir.join("calendar-cert.der");
     if path.exists() {
         return std::fs::read(&path).map_err(Error::io("read", &path));
     }
     let ca = signer(store, ca_label)?;
     let not_before = SystemTime::now() - Duration::from_secs(60);
-    let (ca_der, der) =
-        issue_certificates(ca.as_ref(), key, not_before, CERTIFICATE_DAYS).map_err(failed("cannot issue the calendar certificate"))?;
+    let (ca_der, der) = issue_certificates(ca.as_ref(), key, not_before, CERTIFICATE_DAYS)
+        .map_err(failed("cannot issue the calendar certificate"))?;
     let ca_path = dir.join("calendar-ca-cert.der");
     std::fs::write(&ca_path, &ca_der).map_err(Error::io("write", &ca_path))?;
     write_pem(&dir.join("calendar-ca-cert.pem"), &ca_der)?;
@@ -330,8 +395,17 @@ fn issued_by_ca(
         write_pem(&dir.join("calendar-ca-cert.pem"), &ca_der)?;
     }
     let not_before = SystemTime::now() - Duration::from_secs(60);
-    let der = issue_certificate(ca.as_ref(), &ca_der, key.public_key(), subject, profile, not_before, CERTIFICATE_DAYS, serial_tag)
-        .map_err(failed("cannot issue a certificate"))?;
+    let der = issue_certificate(
+        ca.as_ref(),
+        &ca_der,
+        key.public_key(),
+        subject,
+        profile,
+        not_before,
+        CERTIFICATE_DAYS,
+        serial_tag,
+    )
+    .map_err(failed("cannot issue a certificate"))?;
     std::fs::write(&path, &der).map_err(Error::io("write", &path))?;
     write_pem(&path.with_extension("pem"), &der)?;
     tracing::info!(path = %path.display(), label = key.label(), "issued a certificate");
@@ -339,7 +413,8 @@ fn issued_by_ca(
 }
 
 fn write_pem(path: &Path, der: &[u8]) -> Result<(), Error> {
-    std::fs::write(path, backbone_hsm::cert::pem("CERTIFICATE", der)).map_err(Error::io("write", path))
+    std::fs::write(path, backbone_hsm::cert::pem("CERTIFICATE", der))
+        .map_err(Error::io("write", path))
 }
 
 fn failed(action: &'static str) -> impl FnOnce(backbone_timestamping::Error) -> Error {
@@ -350,13 +425,14 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

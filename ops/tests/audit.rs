@@ -3,7 +3,12 @@
 //! consecutive time ranges are exported, verify, and chain; then each kind of tampering is caught
 //! and names the record (or batch) it touched.
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -22,28 +27,45 @@ use common::{Killed, command};
 const CALENDAR_CERT: &str = "ts/calendar-cert.der";
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 /// `backbone audit export --data-dir DATA ARGS` with `agency`'s keys: exit code, stdout, stderr.
 fn export(agency: &Agency, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let Output { status, stdout, stderr } = command(dir)
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(dir)
         .env("BACKBONE_HSM__KEY_DIR", &agency.keys)
         .args(["audit", "export", "--data-dir"])
         .arg(&agency.data)
         .args(args)
         .output()
         .unwrap();
-    (status.code().unwrap(), String::from_utf8(stdout).unwrap(), String::from_utf8(stderr).unwrap())
+    (
+        status.code().unwrap(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
 }
 
 /// Stops a gateway as an operator does (SIGTERM: it stamps what is left and exits).
 fn stop(gateway: &mut Killed) {
-    let status = std::process::Command::new("kill").args(["-TERM", &gateway.0.id().to_string()]).status().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &gateway.0.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(10);
     while gateway.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "the gateway did not stop within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not stop within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -71,7 +93,9 @@ fn patient_service() -> SocketAddr {
                         if header == "\r\n" {
                             break;
                         }
-                        if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        if let Some(value) =
+                            header.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
                             length = value.trim().parse().unwrap_or(0);
                         }
                     }
@@ -80,8 +104,15 @@ fn patient_service() -> SocketAddr {
                         return;
                     }
                     let answer = b"{\"resourceType\":\"Patient\",\"id\":\"4711\"}";
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n", answer.len());
-                    if stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(answer)).is_err() {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    if stream
+                        .write_all(head.as_bytes())
+                        .and_then(|()| stream.write_all(answer))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -93,9 +124,18 @@ fn patient_service() -> SocketAddr {
 
 /// `backbone audit verify ARGS --json`: exit code and the result object.
 fn verify(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
-    let Output { status, stdout, stderr } = command(dir).args(["audit", "verify", "--cert", CALENDAR_CERT, "--json"]).args(args).output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(dir)
+        .args(["audit", "verify", "--cert", CALENDAR_CERT, "--json"])
+        .args(args)
+        .output()
+        .unwrap();
     let text = String::from_utf8(stdout).unwrap();
-    let value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text} / {}", String::from_utf8_lossy(&stderr)));
+    let value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("{e}: {text} / {}", String::from_utf8_lossy(&stderr)));
     (status.code().unwrap(), value)
 }
 
@@ -105,11 +145,21 @@ fn failures(dir: &Path, name: &str, archive: &[u8], extra: &[&str]) -> Vec<Strin
     let (code, result) = verify(dir, &[&[name][..], extra].concat());
     assert_eq!(code, 1, "{name} verified: {result}");
     assert_eq!(result["result"], "FAIL");
-    result["failures"].as_array().unwrap().iter().map(|f| f["message"].as_str().unwrap().to_owned()).collect()
+    result["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["message"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 fn assert_named(failures: &[String], prefix: &str, reason: &str) {
-    assert!(failures.iter().any(|f| f.starts_with(prefix) && f.contains(reason)), "no failure {prefix:?} ... {reason:?} in {failures:#?}");
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.starts_with(prefix) && f.contains(reason)),
+        "no failure {prefix:?} ... {reason:?} in {failures:#?}"
+    );
 }
 
 #[test]
@@ -117,23 +167,49 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let network = backbone::start(dir);
-    let (hospital, pharmacy, ts_addr) = (&network.hospital, &network.pharmacy, &network.timestamping);
+    let (hospital, pharmacy, ts_addr) =
+        (&network.hospital, &network.pharmacy, &network.timestamping);
     let service = patient_service();
-    hospital.run(dir, &["grant", PATIENTS, "--client", DISPENSING, "--method", "GET", "--path", "/Patient/*"]);
-    let mut hospital_gw = hospital.serve(dir, ts_addr, &[format!("{PATIENTS}=http://{service}/fhir")], 200).0;
+    hospital.run(
+        dir,
+        &[
+            "grant",
+            PATIENTS,
+            "--client",
+            DISPENSING,
+            "--method",
+            "GET",
+            "--path",
+            "/Patient/*",
+        ],
+    );
+    let mut hospital_gw = hospital
+        .serve(
+            dir,
+            ts_addr,
+            &[format!("{PATIENTS}=http://{service}/fhir")],
+            200,
+        )
+        .0;
     let mut pharmacy_gw = pharmacy.serve(dir, ts_addr, &[], 200).0;
     wait_for_exchange(pharmacy.client_port);
 
     // Two stretches of exchanges, each stamped in its own batches, with a time between them
     // (a stamp waits for the timestamping service's one-second round).
     for n in 0..4 {
-        assert_eq!(exchange(pharmacy.client_port, &format!("first-{n}")), Some(200));
+        assert_eq!(
+            exchange(pharmacy.client_port, &format!("first-{n}")),
+            Some(200)
+        );
     }
     std::thread::sleep(Duration::from_millis(1500));
     let between = now_ms();
     std::thread::sleep(Duration::from_millis(100));
     for n in 0..6 {
-        assert_eq!(exchange(pharmacy.client_port, &format!("second-{n}")), Some(200));
+        assert_eq!(
+            exchange(pharmacy.client_port, &format!("second-{n}")),
+            Some(200)
+        );
         if n == 2 {
             std::thread::sleep(Duration::from_millis(1500));
         }
@@ -147,10 +223,21 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     stop(&mut hospital_gw);
 
     // Two consecutive ranges: up to `between`, and from there on (chained with --after).
-    let (code, out, stderr) = export(pharmacy, dir, &["--to", &between.to_string(), "--out", "first.bbar"]);
+    let (code, out, stderr) = export(
+        pharmacy,
+        dir,
+        &["--to", &between.to_string(), "--out", "first.bbar"],
+    );
     assert_eq!(code, 0, "{stderr}");
-    assert!(out.contains("wrote first.bbar: gateway EE/COM/10000001/gw1, records 0.."), "{out}");
-    let (code, _, stderr) = export(pharmacy, dir, &["--after", "first.bbar", "--out", "second.bbar"]);
+    assert!(
+        out.contains("wrote first.bbar: gateway EE/COM/10000001/gw1, records 0.."),
+        "{out}"
+    );
+    let (code, _, stderr) = export(
+        pharmacy,
+        dir,
+        &["--after", "first.bbar", "--out", "second.bbar"],
+    );
     assert_eq!(code, 0, "{stderr}");
     assert!(!stderr.contains("not timestamped"), "{stderr}");
     let first = Archive::decode(&std::fs::read(dir.join("first.bbar")).unwrap()).unwrap();
@@ -158,13 +245,29 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     let second = Archive::decode(&second_bytes).unwrap();
     assert_eq!(second.first_seq, first.end_seq);
     assert_eq!(second.prev_hash, first.last_hash);
-    assert!(first.records.len() >= 10 && second.records.len() == 12, "{} and {}", first.records.len(), second.records.len());
-    assert!(second.batches.len() >= 2, "{} batches", second.batches.len());
+    assert!(
+        first.records.len() >= 10 && second.records.len() == 12,
+        "{} and {}",
+        first.records.len(),
+        second.records.len()
+    );
+    assert!(
+        second.batches.len() >= 2,
+        "{} batches",
+        second.batches.len()
+    );
     // The same cut by time alone: --from the first range's end starts where --after does.
-    let (code, _, stderr) = export(pharmacy, dir, &["--from", &between.to_string(), "--out", "by-time.bbar"]);
+    let (code, _, stderr) = export(
+        pharmacy,
+        dir,
+        &["--from", &between.to_string(), "--out", "by-time.bbar"],
+    );
     assert_eq!(code, 0, "{stderr}");
     let by_time = Archive::decode(&std::fs::read(dir.join("by-time.bbar")).unwrap()).unwrap();
-    assert_eq!((by_time.first_seq, by_time.end_seq), (second.first_seq, second.end_seq));
+    assert_eq!(
+        (by_time.first_seq, by_time.end_seq),
+        (second.first_seq, second.end_seq)
+    );
 
     let (code, result) = verify(dir, &["first.bbar"]);
     assert_eq!(code, 0, "{result}");
@@ -181,13 +284,23 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     assert_eq!(code, 0, "{stderr}");
     let (code, result) = verify(dir, &["hospital.bbar"]);
     assert_eq!(code, 0, "{result}");
-    assert!(result["responses_bound"].as_u64().unwrap() >= 10, "{result}");
+    assert!(
+        result["responses_bound"].as_u64().unwrap() >= 10,
+        "{result}"
+    );
     // Text output, for people.
-    let text = ok(dir, &["audit", "verify", "second.bbar", "--previous", "first.bbar"]);
-    assert!(text.contains("continues first.bbar") && text.trim_end().ends_with("OK"), "{text}");
+    let text = ok(
+        dir,
+        &["audit", "verify", "second.bbar", "--previous", "first.bbar"],
+    );
+    assert!(
+        text.contains("continues first.bbar") && text.trim_end().ends_with("OK"),
+        "{text}"
+    );
 
     let s = second.first_seq;
-    let record_at = |archive: &Archive, i: usize| Record::decode(&archive.records[i].encoded).unwrap();
+    let record_at =
+        |archive: &Archive, i: usize| Record::decode(&archive.records[i].encoded).unwrap();
 
     // A byte flipped in a record, the archive resealed: the record's proof names it, and the
     // next record's link names it too.
@@ -196,11 +309,19 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     flipped.records[1].encoded[last] ^= 1;
     let found = failures(dir, "flipped.bbar", &flipped.encode().unwrap(), &[]);
     let id = record_at(&second, 1).message_id;
-    assert_named(&found, &format!("record {} (message id {id})", s + 1), "proof does not lead to the root");
+    assert_named(
+        &found,
+        &format!("record {} (message id {id})", s + 1),
+        "proof does not lead to the root",
+    );
     assert_named(&found, &format!("record {}", s + 2), "prev_hash");
     // The same flip in the file, not resealed: the digest fails as well.
     let mut raw = second_bytes.clone();
-    let at = raw.windows(second.records[1].encoded.len()).position(|w| w == second.records[1].encoded.as_slice()).unwrap() + last;
+    let at = raw
+        .windows(second.records[1].encoded.len())
+        .position(|w| w == second.records[1].encoded.as_slice())
+        .unwrap()
+        + last;
     raw[at] ^= 1;
     let found = failures(dir, "raw.bbar", &raw, &[]);
     assert_named(&found, "archive", "SHA-256 does not match");
@@ -219,7 +340,11 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     swapped.batches[0].ksi_signature = other;
     let found = failures(dir, "swapped.bbar", &swapped.encode().unwrap(), &[]);
     let batch = &second.batches[0];
-    assert_named(&found, &format!("batch {} (records {}..", batch.first_seq, batch.first_seq), "KSI signature does not verify");
+    assert_named(
+        &found,
+        &format!("batch {} (records {}..", batch.first_seq, batch.first_seq),
+        "KSI signature does not verify",
+    );
 
     // A forged descriptor signature (its last byte, in the member's signature over the root).
     let mut forged = second.clone();
@@ -228,7 +353,11 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     record.signature[last] ^= 1;
     forged.records[4].encoded = record.encode().unwrap();
     let found = failures(dir, "forged.bbar", &forged.encode().unwrap(), &[]);
-    assert_named(&found, &format!("record {} (message id {})", s + 4, record.message_id), "descriptor signature: ");
+    assert_named(
+        &found,
+        &format!("record {} (message id {})", s + 4, record.message_id),
+        "descriptor signature: ",
+    );
 
     // A signer certificate swapped for another one in the archive (the records name theirs by
     // SHA-256): every record it signed is named.
@@ -238,7 +367,11 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     other[last] ^= 1;
     recertified.certificates[0] = other;
     let found = failures(dir, "recertified.bbar", &recertified.encode().unwrap(), &[]);
-    assert_named(&found, "record ", "its signer certificate is not among the archive's certificates");
+    assert_named(
+        &found,
+        "record ",
+        "its signer certificate is not among the archive's certificates",
+    );
 
     // Chained to the wrong previous archive: one that ends earlier, and one whose last record was
     // changed and resealed.
@@ -246,15 +379,38 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     shorter.records.pop();
     shorter.end_seq -= 1;
     std::fs::write(dir.join("shorter.bbar"), shorter.encode().unwrap()).unwrap();
-    let found = failures(dir, "second-again.bbar", &second_bytes, &["--previous", "shorter.bbar"]);
-    assert_named(&found, &format!("record {s}"), "the previous archive ends before record");
+    let found = failures(
+        dir,
+        "second-again.bbar",
+        &second_bytes,
+        &["--previous", "shorter.bbar"],
+    );
+    assert_named(
+        &found,
+        &format!("record {s}"),
+        "the previous archive ends before record",
+    );
     let mut other = first.clone();
     other.last_hash[0] ^= 1;
     std::fs::write(dir.join("other.bbar"), other.encode().unwrap()).unwrap();
-    let found = failures(dir, "second-again.bbar", &second_bytes, &["--previous", "other.bbar"]);
-    assert_named(&found, &format!("record {s}"), "does not link to the previous archive");
+    let found = failures(
+        dir,
+        "second-again.bbar",
+        &second_bytes,
+        &["--previous", "other.bbar"],
+    );
+    assert_named(
+        &found,
+        &format!("record {s}"),
+        "does not link to the previous archive",
+    );
 
     // Hostile bytes are refused with a reason, not a crash.
-    let found = failures(dir, "garbage.bbar", &[&b"BBAR\x01\xff\xff\xff\xff"[..], &[0x55; 64]].concat(), &[]);
+    let found = failures(
+        dir,
+        "garbage.bbar",
+        &[&b"BBAR\x01\xff\xff\xff\xff"[..], &[0x55; 64]].concat(),
+        &[],
+    );
     assert_named(&found, "archive", "does not decode");
 }

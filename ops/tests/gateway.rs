@@ -3,7 +3,12 @@
 //! in turn is killed with SIGKILL and restarted. Every exchange a client saw acknowledged is in
 //! both gateways' message logs afterwards.
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -32,7 +37,10 @@ fn logged_exchanges(agency: &Agency) -> BTreeSet<String> {
     let status = log.status();
     let (mut requests, mut responses) = (BTreeSet::new(), BTreeSet::new());
     for seq in 0..status.records {
-        let record = log.record(seq).unwrap().unwrap_or_else(|| panic!("record {seq} of {} is missing", status.records));
+        let record = log
+            .record(seq)
+            .unwrap()
+            .unwrap_or_else(|| panic!("record {seq} of {} is missing", status.records));
         match record.record.kind {
             Kind::Request => requests.insert(record.record.message_id.clone()),
             Kind::Response => responses.insert(record.record.message_id.clone()),
@@ -65,7 +73,9 @@ fn echo_service() -> SocketAddr {
                         if header == "\r\n" {
                             break;
                         }
-                        if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                        if let Some(value) =
+                            header.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
                             length = value.trim().parse().unwrap_or(0);
                         }
                     }
@@ -74,8 +84,15 @@ fn echo_service() -> SocketAddr {
                         return;
                     }
                     let answer = b"{\"resourceType\":\"Patient\",\"id\":\"4711\"}";
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n", answer.len());
-                    if stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(answer)).is_err() {
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    if stream
+                        .write_all(head.as_bytes())
+                        .and_then(|()| stream.write_all(answer))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -90,20 +107,60 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let network = backbone::start(dir);
-    let (hospital, pharmacy, ts_addr) = (&network.hospital, &network.pharmacy, &network.timestamping);
+    let (hospital, pharmacy, ts_addr) =
+        (&network.hospital, &network.pharmacy, &network.timestamping);
     let service = echo_service();
     let hospital_services = [format!("{PATIENTS}=http://{service}/fhir")];
     // An administrator of the hospital's gateway grants the pharmacy access over the admin API.
     let admin_cert = dir.join("mari.pem");
-    hospital.run(dir, &["admin-cert", "--name", "mari", "--key", "admin-mari", "--out", admin_cert.to_str().unwrap()]);
+    hospital.run(
+        dir,
+        &[
+            "admin-cert",
+            "--name",
+            "mari",
+            "--key",
+            "admin-mari",
+            "--out",
+            admin_cert.to_str().unwrap(),
+        ],
+    );
     hospital.run(dir, &["add-admin", "mari", admin_cert.to_str().unwrap()]);
     let (mut hospital_gw, admin_addr) = hospital.serve(dir, ts_addr, &hospital_services, 300);
     let gateway_cert = hospital.data.join("admin-api-cert.pem");
-    let remote = ["--admin", &admin_addr, "--admin-key", "admin-mari", "--admin-cert", admin_cert.to_str().unwrap(), "--gateway-cert", gateway_cert.to_str().unwrap()];
-    let out = hospital.run(dir, &[&remote[..], &["grant", PATIENTS, "--client", DISPENSING, "--method", "GET", "--path", "/Patient/*"]].concat());
+    let remote = [
+        "--admin",
+        &admin_addr,
+        "--admin-key",
+        "admin-mari",
+        "--admin-cert",
+        admin_cert.to_str().unwrap(),
+        "--gateway-cert",
+        gateway_cert.to_str().unwrap(),
+    ];
+    let out = hospital.run(
+        dir,
+        &[
+            &remote[..],
+            &[
+                "grant",
+                PATIENTS,
+                "--client",
+                DISPENSING,
+                "--method",
+                "GET",
+                "--path",
+                "/Patient/*",
+            ],
+        ]
+        .concat(),
+    );
     assert_eq!(out.trim(), "granted");
     let out = hospital.run(dir, &[&remote[..], &["rights"]].concat());
-    assert!(out.contains(PATIENTS) && out.contains("/Patient/*"), "{out}");
+    assert!(
+        out.contains(PATIENTS) && out.contains("/Patient/*"),
+        "{out}"
+    );
     let (mut pharmacy_gw, _) = pharmacy.serve(dir, ts_addr, &[], 300);
     // The first exchange may race the pharmacy's first configuration download.
     wait_for_exchange(pharmacy.client_port);
@@ -114,7 +171,11 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
     let counter = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..6)
         .map(|_| {
-            let (acknowledged, stop, counter) = (Arc::clone(&acknowledged), Arc::clone(&stop), Arc::clone(&counter));
+            let (acknowledged, stop, counter) = (
+                Arc::clone(&acknowledged),
+                Arc::clone(&stop),
+                Arc::clone(&counter),
+            );
             let port = pharmacy.client_port;
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
@@ -130,7 +191,11 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
         let start = acknowledged.lock().unwrap().len();
         let deadline = Instant::now() + Duration::from_secs(30);
         while acknowledged.lock().unwrap().len() < start + n {
-            assert!(Instant::now() < deadline, "no progress: {} acknowledged", acknowledged.lock().unwrap().len());
+            assert!(
+                Instant::now() < deadline,
+                "no progress: {} acknowledged",
+                acknowledged.lock().unwrap().len()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     };
@@ -153,16 +218,26 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
 
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 200, "{}", acknowledged.len());
-    eprintln!("{} exchanges acknowledged across two SIGKILLs", acknowledged.len());
+    eprintln!(
+        "{} exchanges acknowledged across two SIGKILLs",
+        acknowledged.len()
+    );
     for agency in [pharmacy, hospital] {
         let logged = logged_exchanges(agency);
         let missing: Vec<_> = acknowledged.difference(&logged).collect();
-        assert!(missing.is_empty(), "{} lost {} acknowledged exchanges, e.g. {:?}", agency.id, missing.len(), missing.first());
+        assert!(
+            missing.is_empty(),
+            "{} lost {} acknowledged exchanges, e.g. {:?}",
+            agency.id,
+            missing.len(),
+            missing.first()
+        );
         // The hash chain and every stamped batch verify after the crashes.
         let log = open_log(agency);
         let status = log.status();
         let bundle = log.export(0, status.records).unwrap();
-        let report = backbone_gateway::log::verify::verify(&bundle, None).unwrap_or_else(|e| panic!("{}: {e}", agency.id));
+        let report = backbone_gateway::log::verify::verify(&bundle, None)
+            .unwrap_or_else(|e| panic!("{}: {e}", agency.id));
         assert_eq!(report.records, status.records);
     }
 }

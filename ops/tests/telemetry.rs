@@ -1,7 +1,12 @@
 //! OTLP export: off by default, and when `telemetry.otlp_endpoint` is set, the command's spans reach
 //! an OTLP/HTTP collector (a fake one here that records the request).
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -35,7 +40,9 @@ fn fake_collector() -> (String, mpsc::Receiver<(String, String, Vec<u8>)>) {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let mut stream = stream;
-        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .unwrap();
         tx.send((request_line, headers, body)).unwrap();
     });
     (format!("http://{addr}/v1/traces"), rx)
@@ -56,26 +63,60 @@ fn spans_are_exported_when_an_endpoint_is_configured() {
     let (endpoint, requests) = fake_collector();
     let output = backbone(
         dir.path(),
-        &[("BACKBONE_TELEMETRY__OTLP_ENDPOINT", &endpoint), ("BACKBONE_TELEMETRY__SERVICE_NAME", "backbone-otlp-test")],
+        &[
+            ("BACKBONE_TELEMETRY__OTLP_ENDPOINT", &endpoint),
+            ("BACKBONE_TELEMETRY__SERVICE_NAME", "backbone-otlp-test"),
+        ],
     );
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let (request_line, headers, body) = requests.recv_timeout(Duration::from_secs(10)).expect("no export arrived");
-    assert!(request_line.starts_with("POST /v1/traces "), "{request_line}");
-    assert!(headers.to_ascii_lowercase().contains("content-type: application/x-protobuf"), "{headers}");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (request_line, headers, body) = requests
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no export arrived");
+    assert!(
+        request_line.starts_with("POST /v1/traces "),
+        "{request_line}"
+    );
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: application/x-protobuf"),
+        "{headers}"
+    );
     let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    assert!(has(b"backbone-otlp-test"), "service name missing from the export");
-    assert!(has(b"hsm list"), "the command's span is missing from the export");
+    assert!(
+        has(b"backbone-otlp-test"),
+        "service name missing from the export"
+    );
+    assert!(
+        has(b"hsm list"),
+        "the command's span is missing from the export"
+    );
 }
 
 #[test]
 fn an_unreachable_collector_does_not_fail_the_command() {
     let dir = tempfile::tempdir().unwrap();
     // A port that was free a moment ago: nothing listens there.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let endpoint = format!("http://127.0.0.1:{port}/v1/traces");
     let started = std::time::Instant::now();
-    let output = backbone(dir.path(), &[("BACKBONE_TELEMETRY__OTLP_ENDPOINT", &endpoint)]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = backbone(
+        dir.path(),
+        &[("BACKBONE_TELEMETRY__OTLP_ENDPOINT", &endpoint)],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("0 key(s)"));
     assert!(started.elapsed() < Duration::from_secs(30));
 }

@@ -6,15 +6,20 @@
 //! aggregator process (`--parent`) whose signatures verify against the parent's certificate,
 //! which fails clearly while its parent is down and signs again once it is back.
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
+use common::command;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use common::command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,11 +27,11 @@ use std::time::{Duration, Instant};
 use backbone_timestamping::authority::certificate_id;
 use backbone_timestamping::client;
 use backbone_timestamping::http::PublicationJson;
+use backbone_timestamping_verify::Signature;
+use backbone_timestamping_verify::chain;
 use backbone_timestamping_verify::imprint::{HashAlgorithm, Imprint};
 use backbone_timestamping_verify::publications_file::CertificateRecord;
 use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
-use backbone_timestamping_verify::Signature;
-use backbone_timestamping_verify::chain;
 
 /// The e-mail address the service puts in the publications signer's certificate by default.
 const SIGNER_EMAIL: &str = "publications@backbone.invalid";
@@ -53,13 +58,22 @@ fn serve_on(dir: &Path, args: &[&str]) -> (Child, SocketAddr) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
     (child, addr.parse().unwrap())
 }
 
 fn run(dir: &Path, args: &[&str]) -> (i32, String) {
-    let Output { status, stdout, stderr } = command(dir).args(args).output().unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(dir).args(args).output().unwrap();
     eprintln!("{}", String::from_utf8_lossy(&stderr));
     (status.code().unwrap(), String::from_utf8(stdout).unwrap())
 }
@@ -71,46 +85,123 @@ fn sign_verify_kill_restart_no_gap_no_fork() {
     std::fs::write(dir.join("referral.txt"), b"referral for patient 4711").unwrap();
     let (mut first, addr) = serve(dir);
 
-    let (code, _) = run(dir, &["ksi", "sign", "referral.txt", "--service", &addr.to_string()]);
+    let (code, _) = run(
+        dir,
+        &[
+            "ksi",
+            "sign",
+            "referral.txt",
+            "--service",
+            &addr.to_string(),
+        ],
+    );
     assert_eq!(code, 0);
     let cert = "data/calendar-cert.der";
     for policy in ["internal", "key"] {
-        let (code, out) = run(dir, &["ksi", "verify", "referral.txt.ksig", "--document", "referral.txt", "--policy", policy, "--cert", cert, "--json"]);
+        let (code, out) = run(
+            dir,
+            &[
+                "ksi",
+                "verify",
+                "referral.txt.ksig",
+                "--document",
+                "referral.txt",
+                "--policy",
+                policy,
+                "--cert",
+                cert,
+                "--json",
+            ],
+        );
         assert_eq!(code, 0, "{policy}: {out}");
         let json: serde_json::Value = serde_json::from_str(&out).unwrap();
         assert_eq!(json["result"], "OK");
         assert!(json["aggregation_time"].as_u64().unwrap() > 1_700_000_000);
     }
     std::fs::write(dir.join("other.txt"), b"another document").unwrap();
-    let (code, out) = run(dir, &["ksi", "verify", "referral.txt.ksig", "--document", "other.txt", "--policy", "internal", "--json"]);
+    let (code, out) = run(
+        dir,
+        &[
+            "ksi",
+            "verify",
+            "referral.txt.ksig",
+            "--document",
+            "other.txt",
+            "--policy",
+            "internal",
+            "--json",
+        ],
+    );
     assert_eq!(code, 1);
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((json["result"].as_str(), json["code"].as_str()), (Some("FAIL"), Some("GEN-01")));
+    assert_eq!(
+        (json["result"].as_str(), json["code"].as_str()),
+        (Some("FAIL"), Some("GEN-01"))
+    );
 
     // kill -9 while it runs; restart on the same data directory.
     first.kill().unwrap();
     first.wait().unwrap();
     let before = Signature::decode(&std::fs::read(dir.join("referral.txt.ksig")).unwrap()).unwrap();
     let (mut second, addr) = serve(dir);
-    let (code, _) = run(dir, &["ksi", "sign", "referral.txt", "--service", &addr.to_string(), "--out", "again.ksig"]);
+    let (code, _) = run(
+        dir,
+        &[
+            "ksi",
+            "sign",
+            "referral.txt",
+            "--service",
+            &addr.to_string(),
+            "--out",
+            "again.ksig",
+        ],
+    );
     assert_eq!(code, 0);
     let after = Signature::decode(&std::fs::read(dir.join("again.ksig")).unwrap()).unwrap();
-    assert!(after.signing_time() > before.signing_time(), "the calendar moves forward");
+    assert!(
+        after.signing_time() > before.signing_time(),
+        "the calendar moves forward"
+    );
 
     // No fork: the first leaf, extended to the new head, reaches the root the new signature's
     // record signs, and shares the left siblings of the old chain.
     let extended = client::extend(addr, before.signing_time()).unwrap();
-    assert_eq!(extended.input_hash, before.calendar_chain().unwrap().input_hash);
-    assert!(chain::right_links_match(before.calendar_chain().unwrap(), &extended));
+    assert_eq!(
+        extended.input_hash,
+        before.calendar_chain().unwrap().input_hash
+    );
+    assert!(chain::right_links_match(
+        before.calendar_chain().unwrap(),
+        &extended
+    ));
     let head_root = chain::calendar_root(&extended).unwrap();
     if extended.publication_time == after.signing_time() {
-        assert_eq!(head_root, after.calendar_auth_record().unwrap().publication.hash);
+        assert_eq!(
+            head_root,
+            after.calendar_auth_record().unwrap().publication.hash
+        );
     }
-    assert_eq!(chain::calendar_aggregation_time(extended.publication_time, &extended.links), Some(before.signing_time()));
+    assert_eq!(
+        chain::calendar_aggregation_time(extended.publication_time, &extended.links),
+        Some(before.signing_time())
+    );
 
     // The earlier signature still verifies, internally and by key.
     for policy in ["internal", "key"] {
-        let (code, out) = run(dir, &["ksi", "verify", "referral.txt.ksig", "--document", "referral.txt", "--policy", policy, "--cert", cert]);
+        let (code, out) = run(
+            dir,
+            &[
+                "ksi",
+                "verify",
+                "referral.txt.ksig",
+                "--document",
+                "referral.txt",
+                "--policy",
+                policy,
+                "--cert",
+                cert,
+            ],
+        );
         assert_eq!(code, 0, "{policy}: {out}");
     }
     second.kill().unwrap();
@@ -128,30 +219,90 @@ fn rfc3161_token_its_keyless_proof_and_the_publications_file() {
     std::fs::write(dir.join("document.txt"), b"dispensing record 2026-11-26").unwrap();
     let (mut service, addr) = serve(dir);
     let openssl = |args: &[&str]| {
-        let output = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-        eprintln!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&output.stderr));
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
         output.status.success()
     };
-    assert!(openssl(&["ts", "-query", "-data", "document.txt", "-sha256", "-cert", "-out", "req.tsq"]));
+    assert!(openssl(&[
+        "ts",
+        "-query",
+        "-data",
+        "document.txt",
+        "-sha256",
+        "-cert",
+        "-out",
+        "req.tsq"
+    ]));
     let query = std::fs::read(dir.join("req.tsq")).unwrap();
-    let reply = client::call_with_type(addr, "POST", "/tsa", "application/timestamp-query", &query).unwrap();
+    let reply = client::call_with_type(addr, "POST", "/tsa", "application/timestamp-query", &query)
+        .unwrap();
     std::fs::write(dir.join("reply.tsr"), &reply).unwrap();
-    assert!(openssl(&["ts", "-verify", "-in", "reply.tsr", "-queryfile", "req.tsq", "-CAfile", "data/calendar-ca-cert.pem"]));
+    assert!(openssl(&[
+        "ts",
+        "-verify",
+        "-in",
+        "reply.tsr",
+        "-queryfile",
+        "req.tsq",
+        "-CAfile",
+        "data/calendar-ca-cert.pem"
+    ]));
     assert!(dir.join("data/tsa-cert.pem").exists());
 
-    let (code, out) = run(dir, &["ksi", "tsa-proof", "reply.tsr", "--service", &addr.to_string()]);
+    let (code, out) = run(
+        dir,
+        &[
+            "ksi",
+            "tsa-proof",
+            "reply.tsr",
+            "--service",
+            &addr.to_string(),
+        ],
+    );
     assert_eq!(code, 0, "{out}");
-    let args = ["ksi", "verify", "reply.tsr.ksig", "--document", "reply.tsr.token", "--policy", "key", "--cert", "data/calendar-cert.der"];
+    let args = [
+        "ksi",
+        "verify",
+        "reply.tsr.ksig",
+        "--document",
+        "reply.tsr.token",
+        "--policy",
+        "key",
+        "--cert",
+        "data/calendar-cert.der",
+    ];
     let (code, out) = run(dir, &args);
     assert_eq!(code, 0, "{out}");
     // The proof is of the token, not of another file.
-    let (code, _) = run(dir, &["ksi", "verify", "reply.tsr.ksig", "--document", "document.txt", "--policy", "internal"]);
+    let (code, _) = run(
+        dir,
+        &[
+            "ksi",
+            "verify",
+            "reply.tsr.ksig",
+            "--document",
+            "document.txt",
+            "--policy",
+            "internal",
+        ],
+    );
     assert_eq!(code, 1);
 
     // The publications file, signed with the publications key under the same CA.
     let file = std::fs::read(dir.join("data/ksi-publications.bin")).unwrap();
     assert!(file.starts_with(b"KSIPUBLF"));
-    assert_eq!(client::call(addr, "GET", "/publications.bin", &[]).unwrap(), file);
+    assert_eq!(
+        client::call(addr, "GET", "/publications.bin", &[]).unwrap(),
+        file
+    );
     service.kill().unwrap();
     service.wait().unwrap();
 }
@@ -166,7 +317,10 @@ impl Service {
     /// Starts `backbone timestamping serve` publishing every `interval` seconds.
     fn start(dir: &Path, interval: u64) -> Service {
         let (child, addr) = serve_with(dir, &["--publication-interval", &interval.to_string()]);
-        Service { child: Some(child), addr }
+        Service {
+            child: Some(child),
+            addr,
+        }
     }
 
     /// `kill -9`, then reap.
@@ -188,10 +342,16 @@ impl Drop for Service {
 fn publication_at_or_after(addr: SocketAddr, time: u64) -> PublicationJson {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(p) = client::latest_publication(addr).unwrap().filter(|p| p.time >= time) {
+        if let Some(p) = client::latest_publication(addr)
+            .unwrap()
+            .filter(|p| p.time >= time)
+        {
             return p;
         }
-        assert!(Instant::now() < deadline, "no publication at or after {time} within 20 s");
+        assert!(
+            Instant::now() < deadline,
+            "no publication at or after {time} within 20 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -202,12 +362,20 @@ fn fetch_publications_file(dir: &Path, addr: SocketAddr, time: u64, file: &str) 
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let bytes = client::call(addr, "GET", "/publications.bin", &[]).unwrap();
-        let parsed = backbone_timestamping_verify::PublicationsFile::parse_unverified(&bytes).unwrap();
-        if parsed.publications.iter().any(|p| p.publication.time == time) {
+        let parsed =
+            backbone_timestamping_verify::PublicationsFile::parse_unverified(&bytes).unwrap();
+        if parsed
+            .publications
+            .iter()
+            .any(|p| p.publication.time == time)
+        {
             std::fs::write(dir.join(file), &bytes).unwrap();
             return;
         }
-        assert!(Instant::now() < deadline, "publication {time} not in the publications file within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "publication {time} not in the publications file within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -217,7 +385,10 @@ fn verify_json(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     all.extend_from_slice(args);
     all.push("--json");
     let (code, out) = run(dir, &all);
-    (code, serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}")))
+    (
+        code,
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?}")),
+    )
 }
 
 /// Issue 3, done when: a signature from `backbone ksi sign` is extended by `backbone ksi extend`
@@ -239,45 +410,147 @@ fn sign_extend_to_publication_and_verify_by_file_and_string() {
     let published = publication_at_or_after(service.addr, signed.signing_time());
     let time = published.time.to_string();
 
-    let (code, out) = run(dir, &["ksi", "extend", "referral.txt.ksig", "--service", &addr, "--to-publication", &time]);
+    let (code, out) = run(
+        dir,
+        &[
+            "ksi",
+            "extend",
+            "referral.txt.ksig",
+            "--service",
+            &addr,
+            "--to-publication",
+            &time,
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&published.publication_string), "{out}");
-    let extended = Signature::decode(&std::fs::read(dir.join("referral.txt-extended.ksig")).unwrap()).unwrap();
-    assert_eq!(extended.publication_record().unwrap().publication.time, published.time);
+    let extended =
+        Signature::decode(&std::fs::read(dir.join("referral.txt-extended.ksig")).unwrap()).unwrap();
+    assert_eq!(
+        extended.publication_record().unwrap().publication.time,
+        published.time
+    );
     assert!(extended.calendar_auth_record().is_none());
 
     fetch_publications_file(dir, service.addr, published.time, "publications.bin");
     let by_file = [
-        "referral.txt-extended.ksig", "--document", "referral.txt", "--policy", "publications-file",
-        "--publications-file", "publications.bin", "--trust-anchor", "data/calendar-ca-cert.pem", "--signer-email", SIGNER_EMAIL,
+        "referral.txt-extended.ksig",
+        "--document",
+        "referral.txt",
+        "--policy",
+        "publications-file",
+        "--publications-file",
+        "publications.bin",
+        "--trust-anchor",
+        "data/calendar-ca-cert.pem",
+        "--signer-email",
+        SIGNER_EMAIL,
     ];
     let (code, json) = verify_json(dir, &by_file);
     assert_eq!((code, json["result"].as_str()), (0, Some("OK")), "{json}");
     assert_eq!(json["publication_time"].as_u64(), Some(published.time));
     let by_string = [
-        "referral.txt-extended.ksig", "--document", "referral.txt", "--policy", "user-publication",
-        "--publication-string", &published.publication_string,
+        "referral.txt-extended.ksig",
+        "--document",
+        "referral.txt",
+        "--policy",
+        "user-publication",
+        "--publication-string",
+        &published.publication_string,
     ];
     let (code, json) = verify_json(dir, &by_string);
     assert_eq!((code, json["result"].as_str()), (0, Some("OK")), "{json}");
     // The default policy takes the publications file too.
-    let (code, json) = verify_json(dir, &["referral.txt-extended.ksig", "--publications-file", "publications.bin",
-        "--trust-anchor", "data/calendar-ca-cert.pem", "--signer-email", SIGNER_EMAIL]);
+    let (code, json) = verify_json(
+        dir,
+        &[
+            "referral.txt-extended.ksig",
+            "--publications-file",
+            "publications.bin",
+            "--trust-anchor",
+            "data/calendar-ca-cert.pem",
+            "--signer-email",
+            SIGNER_EMAIL,
+        ],
+    );
     assert_eq!((code, json["result"].as_str()), (0, Some("OK")), "{json}");
 
     // The calendar policy: the unextended signature against the extender's chain to the head.
-    let (code, out) = run(dir, &["ksi", "extend", "referral.txt.ksig", "--service", &addr, "--to", "head", "--out", "head.ksig", "--save-response", "head.pdu"]);
+    let (code, out) = run(
+        dir,
+        &[
+            "ksi",
+            "extend",
+            "referral.txt.ksig",
+            "--service",
+            &addr,
+            "--to",
+            "head",
+            "--out",
+            "head.ksig",
+            "--save-response",
+            "head.pdu",
+        ],
+    );
     assert_eq!(code, 0, "{out}");
-    let (code, json) = verify_json(dir, &["referral.txt.ksig", "--policy", "calendar", "--extender-response", "head.pdu"]);
+    let (code, json) = verify_json(
+        dir,
+        &[
+            "referral.txt.ksig",
+            "--policy",
+            "calendar",
+            "--extender-response",
+            "head.pdu",
+        ],
+    );
     assert_eq!((code, json["result"].as_str()), (0, Some("OK")), "{json}");
     // An extender response sealed with another key is refused.
     std::fs::write(dir.join("other.key"), b"not anon").unwrap();
-    let (code, _) = run(dir, &["ksi", "verify", "referral.txt.ksig", "--policy", "calendar", "--extender-response", "head.pdu", "--extender-key-file", "other.key"]);
+    let (code, _) = run(
+        dir,
+        &[
+            "ksi",
+            "verify",
+            "referral.txt.ksig",
+            "--policy",
+            "calendar",
+            "--extender-response",
+            "head.pdu",
+            "--extender-key-file",
+            "other.key",
+        ],
+    );
     assert_ne!(code, 0);
     // Without a suitable publication or with a wrong HMAC key, extending fails.
-    let (code, _) = run(dir, &["ksi", "extend", "referral.txt.ksig", "--service", &addr, "--to-publication", "1000", "--out", "x.ksig"]);
+    let (code, _) = run(
+        dir,
+        &[
+            "ksi",
+            "extend",
+            "referral.txt.ksig",
+            "--service",
+            &addr,
+            "--to-publication",
+            "1000",
+            "--out",
+            "x.ksig",
+        ],
+    );
     assert_ne!(code, 0);
-    let (code, _) = run(dir, &["ksi", "extend", "referral.txt.ksig", "--service", &addr, "--hmac-key-file", "other.key", "--out", "x.ksig"]);
+    let (code, _) = run(
+        dir,
+        &[
+            "ksi",
+            "extend",
+            "referral.txt.ksig",
+            "--service",
+            &addr,
+            "--hmac-key-file",
+            "other.key",
+            "--out",
+            "x.ksig",
+        ],
+    );
     assert_ne!(code, 0);
     assert!(!dir.join("x.ksig").exists());
 
@@ -287,7 +560,10 @@ fn sign_extend_to_publication_and_verify_by_file_and_string() {
     *last.last_mut().unwrap() ^= 1;
     let mut middle = good.clone();
     middle[good.len() / 2] ^= 0x01;
-    for (name, bytes) in [("tampered-last.ksig", last), ("tampered-middle.ksig", middle)] {
+    for (name, bytes) in [
+        ("tampered-last.ksig", last),
+        ("tampered-middle.ksig", middle),
+    ] {
         std::fs::write(dir.join(name), bytes).unwrap();
         let mut args = by_file;
         args[0] = name;
@@ -325,7 +601,9 @@ fn kill_9_under_concurrent_signing_then_restart_extend_and_verify() {
                     if stop.load(Ordering::Relaxed) {
                         return;
                     }
-                    let hash = HashAlgorithm::Sha256.hash(&[format!("log record {client_no}/{n}").as_bytes()]).unwrap();
+                    let hash = HashAlgorithm::Sha256
+                        .hash(&[format!("log record {client_no}/{n}").as_bytes()])
+                        .unwrap();
                     match client::sign(addr, hash.as_bytes(), 0) {
                         Ok(signature) => handed_out.lock().unwrap().push((hash, signature)),
                         // The service is gone: this request had no answer.
@@ -342,25 +620,58 @@ fn kill_9_under_concurrent_signing_then_restart_extend_and_verify() {
         c.join().unwrap();
     }
     let handed_out = std::mem::take(&mut *handed_out.lock().unwrap());
-    assert!(handed_out.len() >= CLIENTS, "only {} signatures before the kill", handed_out.len());
-    let signatures: Vec<(Imprint, Signature)> =
-        handed_out.iter().map(|(hash, bytes)| (hash.clone(), Signature::decode(bytes).unwrap())).collect();
-    let last_before = signatures.iter().map(|(_, s)| s.signing_time()).max().unwrap();
+    assert!(
+        handed_out.len() >= CLIENTS,
+        "only {} signatures before the kill",
+        handed_out.len()
+    );
+    let signatures: Vec<(Imprint, Signature)> = handed_out
+        .iter()
+        .map(|(hash, bytes)| (hash.clone(), Signature::decode(bytes).unwrap()))
+        .collect();
+    let last_before = signatures
+        .iter()
+        .map(|(_, s)| s.signing_time())
+        .max()
+        .unwrap();
 
     // Restart on the same data directory.
     let service = Service::start(dir, 2);
     let addr = service.addr;
-    let after = Signature::decode(&client::sign(addr, HashAlgorithm::Sha256.hash(&[b"after"]).unwrap().as_bytes(), 0).unwrap()).unwrap();
-    assert!(after.signing_time() > last_before, "the calendar moves forward");
+    let after = Signature::decode(
+        &client::sign(
+            addr,
+            HashAlgorithm::Sha256.hash(&[b"after"]).unwrap().as_bytes(),
+            0,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        after.signing_time() > last_before,
+        "the calendar moves forward"
+    );
 
     // Internal and key-based, each signature against its own hash.
     let der = std::fs::read(dir.join("data/calendar-cert.der")).unwrap();
-    let certificates = [CertificateRecord { id: certificate_id(&der).unwrap(), certificate: der }];
+    let certificates = [CertificateRecord {
+        id: certificate_id(&der).unwrap(),
+        certificate: der,
+    }];
     for (hash, signature) in &signatures {
         for policy in [Policy::Internal, Policy::KeyBased] {
-            let context = Context { document_hash: Some(hash), trusted_certificates: &certificates, ..Context::default() };
+            let context = Context {
+                document_hash: Some(hash),
+                trusted_certificates: &certificates,
+                ..Context::default()
+            };
             let verdict = verify::verify(signature, policy, &context);
-            assert_eq!(verdict.outcome, Outcome::Ok, "{policy:?} at {}: {verdict}", signature.signing_time());
+            assert_eq!(
+                verdict.outcome,
+                Outcome::Ok,
+                "{policy:?} at {}: {verdict}",
+                signature.signing_time()
+            );
         }
     }
 
@@ -373,11 +684,25 @@ fn kill_9_under_concurrent_signing_then_restart_extend_and_verify() {
     seconds.dedup();
     for (_, signature) in &signatures {
         let t = signature.signing_time();
-        let (extended, _) = client::extend_pdu(addr, "anon", b"anon", t, Some(after.signing_time())).unwrap();
-        assert_eq!(&chain::calendar_root(&extended).unwrap(), head_root, "second {t}");
-        assert_eq!(extended.input_hash, signature.calendar_chain().unwrap().input_hash);
-        assert!(chain::right_links_match(signature.calendar_chain().unwrap(), &extended), "second {t}: fork");
-        assert_eq!(chain::calendar_aggregation_time(extended.publication_time, &extended.links), Some(t));
+        let (extended, _) =
+            client::extend_pdu(addr, "anon", b"anon", t, Some(after.signing_time())).unwrap();
+        assert_eq!(
+            &chain::calendar_root(&extended).unwrap(),
+            head_root,
+            "second {t}"
+        );
+        assert_eq!(
+            extended.input_hash,
+            signature.calendar_chain().unwrap().input_hash
+        );
+        assert!(
+            chain::right_links_match(signature.calendar_chain().unwrap(), &extended),
+            "second {t}: fork"
+        );
+        assert_eq!(
+            chain::calendar_aggregation_time(extended.publication_time, &extended.links),
+            Some(t)
+        );
     }
 
     // Extended to the first publication after the restart, each verifies by the publications
@@ -395,14 +720,43 @@ fn kill_9_under_concurrent_signing_then_restart_extend_and_verify() {
         checked.push(t);
         let name = format!("s{n}.ksig");
         std::fs::write(dir.join(&name), bytes).unwrap();
-        let (code, out) = run(dir, &["ksi", "extend", &name, "--service", &service_addr, "--to-publication", &time, "--out", "extended.ksig"]);
+        let (code, out) = run(
+            dir,
+            &[
+                "ksi",
+                "extend",
+                &name,
+                "--service",
+                &service_addr,
+                "--to-publication",
+                &time,
+                "--out",
+                "extended.ksig",
+            ],
+        );
         assert_eq!(code, 0, "{out}");
         let hex = backbone_timestamping::http::hex(hash.as_bytes());
-        let (code, json) = verify_json(dir, &[
-            "extended.ksig", "--hash", &hex, "--policy", "publications-file", "--publications-file", "publications.bin",
-            "--trust-anchor", "data/calendar-ca-cert.pem", "--signer-email", SIGNER_EMAIL,
-        ]);
-        assert_eq!((code, json["result"].as_str()), (0, Some("OK")), "second {t}: {json}");
+        let (code, json) = verify_json(
+            dir,
+            &[
+                "extended.ksig",
+                "--hash",
+                &hex,
+                "--policy",
+                "publications-file",
+                "--publications-file",
+                "publications.bin",
+                "--trust-anchor",
+                "data/calendar-ca-cert.pem",
+                "--signer-email",
+                SIGNER_EMAIL,
+            ],
+        );
+        assert_eq!(
+            (code, json["result"].as_str()),
+            (0, Some("OK")),
+            "second {t}: {json}"
+        );
     }
     assert_eq!(checked.len(), seconds.len());
     eprintln!(
@@ -423,28 +777,74 @@ fn kill_9_under_concurrent_signing_then_restart_extend_and_verify() {
 fn child_aggregator_process_signs_through_its_parent_and_survives_its_restart() {
     let parent_dir = tempfile::tempdir().unwrap();
     let child_dir = tempfile::tempdir().unwrap();
-    let (parent, parent_addr) = serve_on(parent_dir.path(), &["--listen", "127.0.0.1:0", "--login-id", "county"]);
+    let (parent, parent_addr) = serve_on(
+        parent_dir.path(),
+        &["--listen", "127.0.0.1:0", "--login-id", "county"],
+    );
     let mut parent = common::Killed(parent);
     let url = format!("http://{parent_addr}/");
-    let child_args = ["--listen", "127.0.0.1:0", "--parent", &url, "--parent-login", "county", "--parent-key", "county", "--parent-timeout-seconds", "3"];
+    let child_args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--parent",
+        &url,
+        "--parent-login",
+        "county",
+        "--parent-key",
+        "county",
+        "--parent-timeout-seconds",
+        "3",
+    ];
     let (child, child_addr) = serve_on(child_dir.path(), &child_args);
     let _child = common::Killed(child);
     let dir = child_dir.path();
     std::fs::write(dir.join("prescription.txt"), b"e-prescription 2026-11-26").unwrap();
     let cert = parent_dir.path().join("data/calendar-cert.der");
     let cert = cert.to_str().unwrap();
-    let sign = |out: &str| command(dir).args(["ksi", "sign", "prescription.txt", "--service", &child_addr.to_string(), "--out", out]).output().unwrap();
+    let sign = |out: &str| {
+        command(dir)
+            .args([
+                "ksi",
+                "sign",
+                "prescription.txt",
+                "--service",
+                &child_addr.to_string(),
+                "--out",
+                out,
+            ])
+            .output()
+            .unwrap()
+    };
 
     let signed = sign("first.ksig");
-    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
-    let (code, out) = run(dir, &["ksi", "verify", "first.ksig", "--document", "prescription.txt", "--policy", "key", "--cert", cert]);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let (code, out) = run(
+        dir,
+        &[
+            "ksi",
+            "verify",
+            "first.ksig",
+            "--document",
+            "prescription.txt",
+            "--policy",
+            "key",
+            "--cert",
+            cert,
+        ],
+    );
     assert_eq!(code, 0, "{out}");
     let signature = Signature::decode(&std::fs::read(dir.join("first.ksig")).unwrap()).unwrap();
     let ids: Vec<String> = signature
         .aggregation_chains()
         .iter()
         .map(|c| match &c.links[0].sibling {
-            backbone_timestamping_verify::signature::Sibling::Metadata(m) => m.client_id.to_string(),
+            backbone_timestamping_verify::signature::Sibling::Metadata(m) => {
+                m.client_id.to_string()
+            }
             other => panic!("{other:?}"),
         })
         .collect();
@@ -456,15 +856,38 @@ fn child_aggregator_process_signs_through_its_parent_and_survives_its_restart() 
     let refused = sign("refused.ksig");
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("parent aggregator") && stderr.contains(&parent_addr.to_string()), "{stderr}");
+    assert!(
+        stderr.contains("parent aggregator") && stderr.contains(&parent_addr.to_string()),
+        "{stderr}"
+    );
 
     // The parent restarts on the same address and data directory: the child signs again.
     let listen = parent_addr.to_string();
-    let (restarted, _) = serve_on(parent_dir.path(), &["--listen", &listen, "--login-id", "county"]);
+    let (restarted, _) = serve_on(
+        parent_dir.path(),
+        &["--listen", &listen, "--login-id", "county"],
+    );
     let _parent = common::Killed(restarted);
     let signed = sign("again.ksig");
-    assert!(signed.status.success(), "{}", String::from_utf8_lossy(&signed.stderr));
-    let (code, out) = run(dir, &["ksi", "verify", "again.ksig", "--document", "prescription.txt", "--policy", "key", "--cert", cert]);
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let (code, out) = run(
+        dir,
+        &[
+            "ksi",
+            "verify",
+            "again.ksig",
+            "--document",
+            "prescription.txt",
+            "--policy",
+            "key",
+            "--cert",
+            cert,
+        ],
+    );
     assert_eq!(code, 0, "{out}");
 }
 
@@ -479,8 +902,26 @@ fn the_listener_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
     let (mut child, addr) = serve(dir.path());
     let limits = Limits::default().with_max_body(backbone_timestamping::http::MAX_BODY);
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(probe::check_plain(addr, "/certificate", "/sign", 413, &limits)).unwrap();
-    assert_eq!(runtime.block_on(probe::get_status(addr, "/certificate", Duration::from_secs(10))).unwrap(), Some(200), "still serving");
+    runtime
+        .block_on(probe::check_plain(
+            addr,
+            "/certificate",
+            "/sign",
+            413,
+            &limits,
+        ))
+        .unwrap();
+    assert_eq!(
+        runtime
+            .block_on(probe::get_status(
+                addr,
+                "/certificate",
+                Duration::from_secs(10)
+            ))
+            .unwrap(),
+        Some(200),
+        "still serving"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }

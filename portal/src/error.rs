@@ -66,8 +66,15 @@ pub enum Error {
 
 impl Error {
     /// A closure for `map_err` on file operations.
-    pub(crate) fn storage(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn storage(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
-        move |source| Error::Storage { action, path, source }
+        move |source| Error::Storage {
+            action,
+            path,
+            source,
+        }
     }
 }

@@ -15,8 +15,30 @@ pub const XROAD_SYSTEM: &str = "urn:x-road:id";
 /// as a formula (`=`, `+`, `-`, `@`, tab, carriage return) is prefixed with `'`.
 pub fn csv(entries: &[&Entry], lang: Lang) -> String {
     let header = match lang {
-        Lang::Et => ["aeg", "asutus", "asutuse tunnus", "kasutaja", "andmed", "eesmärgi kood", "eesmärk", "erakorraline", "andmete hoidja", "sõnumi tunnus"],
-        Lang::En => ["time", "institution", "institution id", "user", "data", "purpose code", "purpose", "emergency", "data held by", "message id"],
+        Lang::Et => [
+            "aeg",
+            "asutus",
+            "asutuse tunnus",
+            "kasutaja",
+            "andmed",
+            "eesmärgi kood",
+            "eesmärk",
+            "erakorraline",
+            "andmete hoidja",
+            "sõnumi tunnus",
+        ],
+        Lang::En => [
+            "time",
+            "institution",
+            "institution id",
+            "user",
+            "data",
+            "purpose code",
+            "purpose",
+            "emergency",
+            "data held by",
+            "message id",
+        ],
     };
     let mut out = String::new();
     push_row(&mut out, header.iter().map(|s| (*s).to_owned()));
@@ -31,7 +53,11 @@ pub fn csv(entries: &[&Entry], lang: Lang) -> String {
                 entry.user_id.clone().unwrap_or_default(),
                 i18n::data(lang, &entry.service_code, entry.description.as_deref()),
                 purpose_code.clone(),
-                if purpose_code.is_empty() { String::new() } else { i18n::purpose(lang, &purpose_code) },
+                if purpose_code.is_empty() {
+                    String::new()
+                } else {
+                    i18n::purpose(lang, &purpose_code)
+                },
                 if entry.emergency { "1" } else { "0" }.to_owned(),
                 entry.provider.clone(),
                 entry.message_id.clone(),
@@ -45,7 +71,11 @@ pub fn csv(entries: &[&Entry], lang: Lang) -> String {
 fn push_row(out: &mut String, fields: impl Iterator<Item = String>) {
     let quoted: Vec<String> = fields
         .map(|f| {
-            let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{f}") } else { f };
+            let f = if f.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+                format!("'{f}")
+            } else {
+                f
+            };
             format!("\"{}\"", f.replace('"', "\"\""))
         })
         .collect();
@@ -126,9 +156,21 @@ pub fn fhir(entries: &[&Entry], subject: &str, now_ms: u64) -> serde_json::Value
 
 /// A UUID-shaped id (version 8, custom) from an entry key of 32 hex digits.
 fn uuid_like(key: &str) -> String {
-    let hex: String = key.chars().filter(char::is_ascii_hexdigit).chain(std::iter::repeat('0')).take(32).collect();
+    let hex: String = key
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .chain(std::iter::repeat('0'))
+        .take(32)
+        .collect();
     let part = |range: std::ops::Range<usize>| hex.get(range).unwrap_or_default().to_owned();
-    format!("{}-{}-8{}-{}-{}", part(0..8), part(8..12), part(13..16), part(16..20), part(20..32))
+    format!(
+        "{}-{}-8{}-{}-{}",
+        part(0..8),
+        part(8..12),
+        part(13..16),
+        part(16..20),
+        part(20..32)
+    )
 }
 
 #[cfg(test)]
@@ -156,7 +198,10 @@ mod tests {
                 agency: "EE/GOV/70000001".into(),
                 agency_name: "North Estonia Medical Centre".into(),
                 side: "provider".into(),
-                record: backbone_gateway::usage::RecordRef { seq: 1, hash: String::new() },
+                record: backbone_gateway::usage::RecordRef {
+                    seq: 1,
+                    hash: String::new(),
+                },
                 proof: None,
             }],
         }
@@ -169,8 +214,16 @@ mod tests {
         let lines: Vec<&str> = text.split("\r\n").collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].starts_with("\"time\",\"institution\""));
-        assert!(lines[1].starts_with("\"2026-11-26T14:00:00+02:00\",\"Town \"\"Corner\"\" Pharmacy\""), "{}", lines[1]);
-        assert!(lines[1].contains("\"'=HYPERLINK(\"\"x\"\")\""), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with("\"2026-11-26T14:00:00+02:00\",\"Town \"\"Corner\"\" Pharmacy\""),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].contains("\"'=HYPERLINK(\"\"x\"\")\""),
+            "{}",
+            lines[1]
+        );
         assert!(lines[1].contains("\"For emergency treatment\",\"1\""));
     }
 
@@ -183,9 +236,15 @@ mod tests {
         assert_eq!(event["resourceType"], "AuditEvent");
         assert_eq!(event["action"], "R");
         assert_eq!(event["purposeOfEvent"][0]["coding"][0]["code"], "ETREAT");
-        assert_eq!(event["entity"][0]["what"]["identifier"]["value"], "38001085718");
+        assert_eq!(
+            event["entity"][0]["what"]["identifier"]["value"],
+            "38001085718"
+        );
         assert_eq!(event["entity"][0]["role"]["code"], "1");
         assert_eq!(event["agent"][0]["requestor"], true);
-        assert_eq!(bundle["entry"][0]["fullUrl"], "urn:uuid:01234567-89ab-8def-0123-456789abcdef");
+        assert_eq!(
+            bundle["entry"][0]["fullUrl"],
+            "urn:uuid:01234567-89ab-8def-0123-456789abcdef"
+        );
     }
 }

@@ -124,7 +124,10 @@ impl Agencies {
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| Error::Config { key: "portal.gateway", reason: format!("http client: {e}") })?;
+            .map_err(|e| Error::Config {
+                key: "portal.gateway",
+                reason: format!("http client: {e}"),
+            })?;
         Ok(Agencies { config, conf, http })
     }
 
@@ -142,13 +145,25 @@ impl Agencies {
     /// [`History::unavailable`]; the rest still count.
     pub async fn history(&self, person: &str) -> History {
         let Some(conf) = self.conf() else {
-            return History { entries: Vec::new(), unavailable: vec!["—".into()] };
+            return History {
+                entries: Vec::new(),
+                unavailable: vec!["—".into()],
+            };
         };
-        let services: Vec<_> = conf.services.iter().filter(|s| s.id.code() == FIND_USAGE).map(|s| s.id.clone()).collect();
+        let services: Vec<_> = conf
+            .services
+            .iter()
+            .filter(|s| s.id.code() == FIND_USAGE)
+            .map(|s| s.id.clone())
+            .collect();
         let mut asks = tokio::task::JoinSet::new();
         for service in services {
             let http = self.http.clone();
-            let url = format!("{}/r1/{service}?offset=0&limit={}", self.config.gateway.trim_end_matches('/'), self.config.limit);
+            let url = format!(
+                "{}/r1/{service}?offset=0&limit={}",
+                self.config.gateway.trim_end_matches('/'),
+                self.config.limit
+            );
             let (client, person) = (self.config.client.clone(), person.to_owned());
             asks.spawn(async move {
                 let answer = ask(&http, &url, &client, &person).await;
@@ -158,7 +173,9 @@ impl Agencies {
         let mut answers = Vec::new();
         let mut unavailable = Vec::new();
         while let Some(done) = asks.join_next().await {
-            let Ok((service, answer)) = done else { continue };
+            let Ok((service, answer)) = done else {
+                continue;
+            };
             let member = service.provider().member().to_string();
             match answer {
                 Ok(answer) => answers.push((member, answer)),
@@ -170,11 +187,19 @@ impl Agencies {
         }
         unavailable.sort();
         unavailable.dedup();
-        History { entries: merge(&conf, &self.config.client, answers), unavailable }
+        History {
+            entries: merge(&conf, &self.config.client, answers),
+            unavailable,
+        }
     }
 }
 
-async fn ask(http: &reqwest::Client, url: &str, client: &str, person: &str) -> Result<UsageAnswer, String> {
+async fn ask(
+    http: &reqwest::Client,
+    url: &str,
+    client: &str,
+    person: &str,
+) -> Result<UsageAnswer, String> {
     let mut response = http
         .get(url)
         .header("X-Road-Client", client)
@@ -185,7 +210,12 @@ async fn ask(http: &reqwest::Client, url: &str, client: &str, person: &str) -> R
         .await
         .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        let error = response.headers().get("x-road-error").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let error = response
+            .headers()
+            .get("x-road-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         return Err(format!("answered {} {error}", response.status()));
     }
     let mut body = Vec::new();
@@ -195,7 +225,8 @@ async fn ask(http: &reqwest::Client, url: &str, client: &str, person: &str) -> R
         }
         body.extend_from_slice(&chunk);
     }
-    let answer: UsageAnswer = serde_json::from_slice(&body).map_err(|e| format!("answer does not decode: {e}"))?;
+    let answer: UsageAnswer =
+        serde_json::from_slice(&body).map_err(|e| format!("answer does not decode: {e}"))?;
     // An agency must answer about the person asked, and only about them.
     if answer.data_subject != person {
         return Err("answered about another data subject".into());
@@ -204,25 +235,48 @@ async fn ask(http: &reqwest::Client, url: &str, client: &str, person: &str) -> R
 }
 
 /// Merges agencies' answers into entries, newest first: one entry per (client, message id).
-pub fn merge(conf: &GlobalConf, own_client: &str, answers: Vec<(String, UsageAnswer)>) -> Vec<Entry> {
+pub fn merge(
+    conf: &GlobalConf,
+    own_client: &str,
+    answers: Vec<(String, UsageAnswer)>,
+) -> Vec<Entry> {
     let mut merged: BTreeMap<String, Entry> = BTreeMap::new();
     for (agency, answer) in answers {
         let agency_name = member_name(conf, &agency);
         for usage in answer.entries {
             let key = entry_key(&usage.client, &usage.message_id);
-            let logged = Logged { agency: agency.clone(), agency_name: agency_name.clone(), side: usage.side.clone(), record: usage.record.clone(), proof: usage.proof.clone() };
+            let logged = Logged {
+                agency: agency.clone(),
+                agency_name: agency_name.clone(),
+                side: usage.side.clone(),
+                record: usage.record.clone(),
+                proof: usage.proof.clone(),
+            };
             if let Some(entry) = merged.get_mut(&key) {
                 entry.time_ms = entry.time_ms.min(usage.time_ms);
                 entry.user_id = entry.user_id.take().or(usage.user_id);
-                if !entry.records.iter().any(|r| r.agency == logged.agency && r.record == logged.record) {
+                if !entry
+                    .records
+                    .iter()
+                    .any(|r| r.agency == logged.agency && r.record == logged.record)
+                {
                     entry.records.push(logged);
                 }
                 continue;
             }
             let service_id: Option<backbone_registry::id::ServiceId> = usage.service.parse().ok();
-            let service_code = service_id.as_ref().map(|s| s.code().to_owned()).unwrap_or_else(|| usage.service.clone());
-            let description = service_id.as_ref().and_then(|id| conf.services.iter().find(|s| &s.id == id)).map(|s| s.description.clone());
-            let provider = service_id.as_ref().map(|s| member_name(conf, &s.provider().member().to_string())).unwrap_or_default();
+            let service_code = service_id
+                .as_ref()
+                .map(|s| s.code().to_owned())
+                .unwrap_or_else(|| usage.service.clone());
+            let description = service_id
+                .as_ref()
+                .and_then(|id| conf.services.iter().find(|s| &s.id == id))
+                .map(|s| s.description.clone());
+            let provider = service_id
+                .as_ref()
+                .map(|s| member_name(conf, &s.provider().member().to_string()))
+                .unwrap_or_default();
             let entry = Entry {
                 key: key.clone(),
                 time_ms: usage.time_ms,
@@ -247,7 +301,9 @@ pub fn merge(conf: &GlobalConf, own_client: &str, answers: Vec<(String, UsageAns
     // Agencies answer in any order: keep each entry's records in one order, so that a proof's
     // index names the same record on every page.
     for entry in &mut entries {
-        entry.records.sort_by(|a, b| (&a.agency, &a.side, a.record.seq).cmp(&(&b.agency, &b.side, b.record.seq)));
+        entry.records.sort_by(|a, b| {
+            (&a.agency, &a.side, a.record.seq).cmp(&(&b.agency, &b.side, b.record.seq))
+        });
     }
     entries.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then_with(|| a.key.cmp(&b.key)));
     entries
@@ -261,7 +317,11 @@ pub fn entry_key(client: &str, message_id: &str) -> String {
 
 /// A member's name from the configuration, or its id.
 pub fn member_name(conf: &GlobalConf, member: &str) -> String {
-    conf.members.iter().find(|m| m.id.to_string() == member).map(|m| m.name.clone()).unwrap_or_else(|| member.to_owned())
+    conf.members
+        .iter()
+        .find(|m| m.id.to_string() == member)
+        .map(|m| m.name.clone())
+        .unwrap_or_else(|| member.to_owned())
 }
 
 /// The filters of the history page, from its GET form.
@@ -301,8 +361,14 @@ impl Filter {
             page: Option<String>,
         }
         let parsed: Option<WithPage> = serde_urlencoded::from_str(query.unwrap_or_default()).ok();
-        let Some(parsed) = parsed else { return (Filter::default(), 1) };
-        let page = parsed.page.and_then(|p| p.parse::<usize>().ok()).filter(|p| (1..=100_000).contains(p)).unwrap_or(1);
+        let Some(parsed) = parsed else {
+            return (Filter::default(), 1);
+        };
+        let page = parsed
+            .page
+            .and_then(|p| p.parse::<usize>().ok())
+            .filter(|p| (1..=100_000).contains(p))
+            .unwrap_or(1);
         (parsed.filter, page)
     }
 
@@ -339,8 +405,18 @@ mod tests {
 
     #[test]
     fn filters_parse_leniently_and_round_trip() {
-        let (filter, page) = Filter::parse(Some("from=2026-11-01&purpose=ETREAT&emergency=1&page=3&junk=x"));
-        assert_eq!((filter.from.as_str(), filter.purpose.as_str(), filter.emergency.as_str(), page), ("2026-11-01", "ETREAT", "1", 3));
+        let (filter, page) = Filter::parse(Some(
+            "from=2026-11-01&purpose=ETREAT&emergency=1&page=3&junk=x",
+        ));
+        assert_eq!(
+            (
+                filter.from.as_str(),
+                filter.purpose.as_str(),
+                filter.emergency.as_str(),
+                page
+            ),
+            ("2026-11-01", "ETREAT", "1", 3)
+        );
         assert_eq!(Filter::parse(Some(&filter.query())).0, filter);
         assert_eq!(Filter::parse(Some("page=-1")).1, 1);
         assert_eq!(Filter::parse(Some("%zz")).0, Filter::default());

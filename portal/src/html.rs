@@ -28,7 +28,9 @@ pub fn escape(s: &str) -> String {
 
 /// `s` percent-encoded for a query-string value (application/x-www-form-urlencoded).
 pub fn query_value(s: &str) -> String {
-    serde_urlencoded::to_string([("v", s)]).map(|q| q.trim_start_matches("v=").to_owned()).unwrap_or_default()
+    serde_urlencoded::to_string([("v", s)])
+        .map(|q| q.trim_start_matches("v=").to_owned())
+        .unwrap_or_default()
 }
 
 /// Who is signed in, for the page header.
@@ -77,7 +79,13 @@ impl Page<'_> {
             ),
             None => String::new(),
         };
-        let current = |path: &str| if self.here.split('?').next() == Some(path) { r#" aria-current="page""# } else { "" };
+        let current = |path: &str| {
+            if self.here.split('?').next() == Some(path) {
+                r#" aria-current="page""#
+            } else {
+                ""
+            }
+        };
         let nav = match &self.signed_in {
             Some(_) => format!(
                 r#"<div class="bar"><nav aria-label="{label}"><ul><li><a href="/history"{on_history}>{history}</a></li><li><a href="/reports"{on_reports}>{reports}</a></li></ul></nav><div class="account">{account}</div></div>"#,
@@ -131,21 +139,39 @@ mod tests {
 
     #[test]
     fn escape_covers_text_and_both_attribute_quotes() {
-        assert_eq!(escape(r#"<a href="x" onclick='y'>&amp;</a>"#), "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x" onclick='y'>&amp;</a>"#),
+            "&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;amp;&lt;/a&gt;"
+        );
         assert_eq!(escape("Männik Õie-Liis"), "Männik Õie-Liis");
         assert_eq!(escape("a\u{0}b\u{1b}c\nd"), "a\u{FFFD}b\u{FFFD}c\nd");
         assert_eq!(escape(""), "");
         // Nothing that could open a tag, end an attribute or start a reference survives.
-        for nasty in ["\"><script>alert(1)</script>", "' autofocus onfocus='x", "&#x3C;script&#x3E;"] {
+        for nasty in [
+            "\"><script>alert(1)</script>",
+            "' autofocus onfocus='x",
+            "&#x3C;script&#x3E;",
+        ] {
             let out = escape(nasty);
             assert!(!out.contains(['<', '>', '"', '\'']), "{out}");
-            assert!(!out.replace("&amp;", "").replace("&lt;", "").replace("&gt;", "").replace("&quot;", "").replace("&#39;", "").contains('&'), "{out}");
+            assert!(
+                !out.replace("&amp;", "")
+                    .replace("&lt;", "")
+                    .replace("&gt;", "")
+                    .replace("&quot;", "")
+                    .replace("&#39;", "")
+                    .contains('&'),
+                "{out}"
+            );
         }
     }
 
     #[test]
     fn query_values_are_percent_encoded() {
-        assert_eq!(query_value("/history?from=2026-01-01&purpose=TREAT"), "%2Fhistory%3Ffrom%3D2026-01-01%26purpose%3DTREAT");
+        assert_eq!(
+            query_value("/history?from=2026-01-01&purpose=TREAT"),
+            "%2Fhistory%3Ffrom%3D2026-01-01%26purpose%3DTREAT"
+        );
         assert_eq!(query_value("ä b"), "%C3%A4+b");
     }
 
@@ -155,7 +181,10 @@ mod tests {
             lang: Lang::En,
             title: "History".into(),
             here: "/history",
-            signed_in: Some(SignedIn { name: "<b>Mari</b>".into(), csrf: "tok".into() }),
+            signed_in: Some(SignedIn {
+                name: "<b>Mari</b>".into(),
+                csrf: "tok".into(),
+            }),
             main: "<p>x</p>".into(),
         };
         let html = page.render();

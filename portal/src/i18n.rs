@@ -40,7 +40,12 @@ impl Lang {
     /// neither first.
     pub fn from_accept_language(header: &str) -> Lang {
         for range in header.split(',') {
-            let tag = range.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+            let tag = range
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
             let primary = tag.split('-').next().unwrap_or_default();
             if let Some(lang) = Lang::parse(primary) {
                 return lang;
@@ -171,23 +176,55 @@ pub fn purpose(lang: Lang, code: &str) -> String {
     let plain = match code {
         "TREAT" => Some(("Sinu ravimiseks", "To treat you")),
         "ETREAT" => Some(("Erakorraliseks raviks", "For emergency treatment")),
-        "BTG" => Some(("Erakorraline juurdepääs ilma tavapärase loata", "Emergency access without the usual permission")),
+        "BTG" => Some((
+            "Erakorraline juurdepääs ilma tavapärase loata",
+            "Emergency access without the usual permission",
+        )),
         "CAREMGT" => Some(("Sinu ravi korraldamiseks", "To organise your care")),
         "COC" => Some(("Ravi järjepidevuse tagamiseks", "To continue your care")),
-        "HPAYMT" => Some(("Ravi eest tasumiseks (nt Tervisekassa)", "To pay for your care (for example the Health Insurance Fund)")),
-        "COVERAGE" | "ELIGVER" | "ELIGDTRM" => Some(("Ravikindlustuse kontrolliks", "To check your health insurance")),
-        "CLMATTCH" => Some(("Arve või hüvitise taotluse kontrolliks", "To check a bill or claim")),
-        "PUBHLTH" | "POPHLTH" => Some(("Rahvatervise kaitseks (nt haiguste seire)", "For public health (for example disease monitoring)")),
+        "HPAYMT" => Some((
+            "Ravi eest tasumiseks (nt Tervisekassa)",
+            "To pay for your care (for example the Health Insurance Fund)",
+        )),
+        "COVERAGE" | "ELIGVER" | "ELIGDTRM" => Some((
+            "Ravikindlustuse kontrolliks",
+            "To check your health insurance",
+        )),
+        "CLMATTCH" => Some((
+            "Arve või hüvitise taotluse kontrolliks",
+            "To check a bill or claim",
+        )),
+        "PUBHLTH" | "POPHLTH" => Some((
+            "Rahvatervise kaitseks (nt haiguste seire)",
+            "For public health (for example disease monitoring)",
+        )),
         "PATRQT" => Some(("Sinu enda soovil", "At your own request")),
         "FAMRQT" => Some(("Pereliikme soovil", "At a family member's request")),
-        "PWATRNY" => Some(("Volitatud esindaja soovil", "At the request of someone with your power of attorney")),
-        "HRESCH" | "CLINTRCH" | "BIORCH" | "DSRCH" => Some(("Terviseuuringuks", "For health research")),
-        "HOPERAT" => Some(("Tervishoiuasutuse töö korraldamiseks", "To run the health care institution")),
-        "HQUALIMP" | "PERFMSR" => Some(("Ravi kvaliteedi parandamiseks", "To improve the quality of care")),
+        "PWATRNY" => Some((
+            "Volitatud esindaja soovil",
+            "At the request of someone with your power of attorney",
+        )),
+        "HRESCH" | "CLINTRCH" | "BIORCH" | "DSRCH" => {
+            Some(("Terviseuuringuks", "For health research"))
+        }
+        "HOPERAT" => Some((
+            "Tervishoiuasutuse töö korraldamiseks",
+            "To run the health care institution",
+        )),
+        "HQUALIMP" | "PERFMSR" => Some((
+            "Ravi kvaliteedi parandamiseks",
+            "To improve the quality of care",
+        )),
         "RECORDMGT" => Some(("Terviseandmete haldamiseks", "To manage health records")),
         "PATSFTY" => Some(("Patsiendi ohutuse tagamiseks", "For patient safety")),
-        "HLEGAL" => Some(("Seadusest tuleneva kohustuse täitmiseks", "To meet a legal duty")),
-        "DISASTER" | "THREAT" => Some(("Hädaolukorra või ohu tõrjeks", "In a disaster or public threat")),
+        "HLEGAL" => Some((
+            "Seadusest tuleneva kohustuse täitmiseks",
+            "To meet a legal duty",
+        )),
+        "DISASTER" | "THREAT" => Some((
+            "Hädaolukorra või ohu tõrjeks",
+            "In a disaster or public threat",
+        )),
         _ => None,
     };
     match (plain, lang) {
@@ -199,18 +236,27 @@ pub fn purpose(lang: Lang, code: &str) -> String {
 }
 
 /// The purposes the filter offers, in this order.
-pub const FILTER_PURPOSES: [&str; 8] = ["TREAT", "ETREAT", "CAREMGT", "HPAYMT", "COVERAGE", "PUBHLTH", "HRESCH", "PATRQT"];
+pub const FILTER_PURPOSES: [&str; 8] = [
+    "TREAT", "ETREAT", "CAREMGT", "HPAYMT", "COVERAGE", "PUBHLTH", "HRESCH", "PATRQT",
+];
 
 /// Which data a service gives, in plain words: a table of well-known service codes, else the
 /// catalogue's description of the service, else its code.
 pub fn data(lang: Lang, service_code: &str, description: Option<&str>) -> String {
     let plain = match service_code {
-        "findUsage" => Some(("Sinu andmete kasutamise ajalugu", "The history of who used your data")),
-        "patients" | "Patient" => Some(("Patsiendi põhiandmed ja haiguslugu", "Your patient record")),
+        "findUsage" => Some((
+            "Sinu andmete kasutamise ajalugu",
+            "The history of who used your data",
+        )),
+        "patients" | "Patient" => {
+            Some(("Patsiendi põhiandmed ja haiguslugu", "Your patient record"))
+        }
         "referrals" => Some(("Saatekiri", "A referral")),
         "prescriptions" => Some(("Retseptid", "Prescriptions")),
         "dispensations" => Some(("Väljastatud ravimid", "Medicines dispensed to you")),
-        "claims" | "reimbursements" => Some(("Ravikulude hüvitamine", "Reimbursement of your care")),
+        "claims" | "reimbursements" => {
+            Some(("Ravikulude hüvitamine", "Reimbursement of your care"))
+        }
         "immunizations" => Some(("Vaktsineerimised", "Vaccinations")),
         "observations" | "labResults" => Some(("Analüüside tulemused", "Test results")),
         _ => None,
@@ -218,14 +264,19 @@ pub fn data(lang: Lang, service_code: &str, description: Option<&str>) -> String
     match (plain, lang, description) {
         (Some((et, _)), Lang::Et, _) => et.to_owned(),
         (Some((_, en)), Lang::En, _) => en.to_owned(),
-        (None, _, Some(description)) if !description.trim().is_empty() => capitalise(description.trim()),
+        (None, _, Some(description)) if !description.trim().is_empty() => {
+            capitalise(description.trim())
+        }
         (None, _, _) => service_code.to_owned(),
     }
 }
 
 fn capitalise(s: &str) -> String {
     let mut chars = s.chars();
-    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -245,8 +296,14 @@ mod tests {
         assert_eq!(purpose(Lang::En, "ETREAT"), "For emergency treatment");
         assert_eq!(purpose(Lang::Et, "TREAT"), "Sinu ravimiseks");
         assert_eq!(purpose(Lang::En, "MILCDM"), "Another purpose (code MILCDM)");
-        assert_eq!(data(Lang::En, "patients", Some("patient records")), "Your patient record");
-        assert_eq!(data(Lang::Et, "xrays", Some("radiology images")), "Radiology images");
+        assert_eq!(
+            data(Lang::En, "patients", Some("patient records")),
+            "Your patient record"
+        );
+        assert_eq!(
+            data(Lang::Et, "xrays", Some("radiology images")),
+            "Radiology images"
+        );
         assert_eq!(data(Lang::En, "xrays", None), "xrays");
         for code in FILTER_PURPOSES {
             assert!(!purpose(Lang::Et, code).contains("kood"), "{code}");

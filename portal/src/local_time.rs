@@ -25,7 +25,11 @@ pub fn tallinn_offset_seconds(ms: i64) -> i64 {
     let year = civil_from_days(secs.div_euclid(86_400)).0;
     let start = last_sunday(year, 3) * 86_400 + 3600;
     let end = last_sunday(year, 10) * 86_400 + 3600;
-    if (start..end).contains(&secs) { 3 * 3600 } else { 2 * 3600 }
+    if (start..end).contains(&secs) {
+        3 * 3600
+    } else {
+        2 * 3600
+    }
 }
 
 /// `ms` as Tallinn civil time.
@@ -34,18 +38,36 @@ pub fn tallinn(ms: i64) -> Civil {
     let (year, month, day) = civil_from_days(local.div_euclid(86_400));
     let rem = local.rem_euclid(86_400);
     let part = |n: i64| u32::try_from(n).unwrap_or(0);
-    Civil { year, month, day, hour: part(rem / 3600), minute: part(rem % 3600 / 60), second: part(rem % 60) }
+    Civil {
+        year,
+        month,
+        day,
+        hour: part(rem / 3600),
+        minute: part(rem % 3600 / 60),
+        second: part(rem % 60),
+    }
 }
 
 /// `26.11.2026 kell 12:15` (Estonian) or `26 Nov 2026, 12:15` (English).
 pub fn display(ms: i64, lang: crate::i18n::Lang) -> String {
     let c = tallinn(ms);
     match lang {
-        crate::i18n::Lang::Et => format!("{:02}.{:02}.{} kell {:02}:{:02}", c.day, c.month, c.year, c.hour, c.minute),
+        crate::i18n::Lang::Et => format!(
+            "{:02}.{:02}.{} kell {:02}:{:02}",
+            c.day, c.month, c.year, c.hour, c.minute
+        ),
         crate::i18n::Lang::En => {
-            const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-            let month = MONTHS.get(c.month.saturating_sub(1) as usize).copied().unwrap_or("?");
-            format!("{} {month} {}, {:02}:{:02}", c.day, c.year, c.hour, c.minute)
+            const MONTHS: [&str; 12] = [
+                "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+            ];
+            let month = MONTHS
+                .get(c.month.saturating_sub(1) as usize)
+                .copied()
+                .unwrap_or("?");
+            format!(
+                "{} {month} {}, {:02}:{:02}",
+                c.day, c.year, c.hour, c.minute
+            )
         }
     }
 }
@@ -54,7 +76,10 @@ pub fn display(ms: i64, lang: crate::i18n::Lang) -> String {
 pub fn iso(ms: i64) -> String {
     let c = tallinn(ms);
     let offset = tallinn_offset_seconds(ms) / 3600;
-    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+{offset:02}:00", c.year, c.month, c.day, c.hour, c.minute, c.second)
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+{offset:02}:00",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
 }
 
 /// `2026-11-26` of `ms` in Tallinn, as a date input shows it.
@@ -70,7 +95,11 @@ pub fn day_start(s: &str) -> Option<i64> {
     let year: i64 = parts.next().filter(|p| p.len() == 4)?.parse().ok()?;
     let month: u32 = parts.next().filter(|p| p.len() == 2)?.parse().ok()?;
     let day: u32 = parts.next().filter(|p| p.len() == 2)?.parse().ok()?;
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || !(1970..=9999).contains(&year) {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || !(1970..=9999).contains(&year)
+    {
         return None;
     }
     let midnight_utc = days_from_civil(year, month, day) * 86_400;
@@ -81,7 +110,12 @@ pub fn day_start(s: &str) -> Option<i64> {
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
-    match (i32::try_from(year), u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok())) {
+    match (
+        i32::try_from(year),
+        u8::try_from(month)
+            .ok()
+            .and_then(|m| time::Month::try_from(m).ok()),
+    ) {
         (Ok(year), Some(month)) => u32::from(month.length(year)),
         _ => 0,
     }
@@ -101,7 +135,8 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let date = (|| {
         let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
-        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+            .ok()
     })();
     date.map_or(0, |d| i64::from(d.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY)
 }
@@ -112,7 +147,13 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     i32::try_from(days + UNIX_EPOCH_JULIAN_DAY)
         .ok()
         .and_then(|jd| time::Date::from_julian_day(jd).ok())
-        .map_or((1970, 1, 1), |d| (i64::from(d.year()), u32::from(u8::from(d.month())), u32::from(d.day())))
+        .map_or((1970, 1, 1), |d| {
+            (
+                i64::from(d.year()),
+                u32::from(u8::from(d.month())),
+                u32::from(d.day()),
+            )
+        })
 }
 
 #[cfg(test)]
@@ -130,7 +171,10 @@ mod tests {
         assert_eq!(tallinn_offset_seconds(end - 1), 10800);
         assert_eq!(tallinn_offset_seconds(end), 7200);
         // 2026-11-26T12:00:00.123Z is 14:00 in Tallinn.
-        assert_eq!(display(1_795_694_400_123, Lang::Et), "26.11.2026 kell 14:00");
+        assert_eq!(
+            display(1_795_694_400_123, Lang::Et),
+            "26.11.2026 kell 14:00"
+        );
         assert_eq!(display(1_795_694_400_123, Lang::En), "26 Nov 2026, 14:00");
         assert_eq!(iso(1_795_694_400_123), "2026-11-26T14:00:00+02:00");
         assert_eq!(iso(1_784_376_000_000), "2026-07-18T15:00:00+03:00"); // 12:00 UTC
@@ -140,9 +184,21 @@ mod tests {
     fn dates_parse_to_tallinn_midnight_and_garbage_does_not() {
         let ms = day_start("2026-11-26").unwrap();
         assert_eq!(iso(ms), "2026-11-26T00:00:00+02:00");
-        assert_eq!(iso(day_start("2026-07-18").unwrap()), "2026-07-18T00:00:00+03:00");
+        assert_eq!(
+            iso(day_start("2026-07-18").unwrap()),
+            "2026-07-18T00:00:00+03:00"
+        );
         assert_eq!(date(ms), "2026-11-26");
-        for bad in ["", "2026-13-01", "2026-02-30", "26.11.2026", "2026-1-01", "+2026-01-01", "2026-01-01x", "99999-01-01"] {
+        for bad in [
+            "",
+            "2026-13-01",
+            "2026-02-30",
+            "26.11.2026",
+            "2026-1-01",
+            "+2026-01-01",
+            "2026-01-01x",
+            "99999-01-01",
+        ] {
             assert_eq!(day_start(bad), None, "{bad}");
         }
         assert!(day_start("2024-02-29").is_some());

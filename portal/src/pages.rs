@@ -16,7 +16,14 @@ pub const PAGE_SIZE: usize = 20;
 
 /// The page for people not signed in.
 pub fn welcome(lang: Lang, notice: Option<T>) -> String {
-    let notice = notice.map(|n| format!(r#"<div class="notice" role="status"><p>{}</p></div>"#, lang.t(n))).unwrap_or_default();
+    let notice = notice
+        .map(|n| {
+            format!(
+                r#"<div class="notice" role="status"><p>{}</p></div>"#,
+                lang.t(n)
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"{notice}<p class="lead">{text}</p>
 <p><a class="button" href="/login" id="sign-in">{sign_in}</a></p>
@@ -34,11 +41,23 @@ pub fn history(lang: Lang, all: &History, filter: &Filter, page: usize) -> Strin
     let page = page.min(pages);
     let mut out = format!("<p>{}</p>\n", lang.t(T::HistoryIntro));
     if !all.unavailable.is_empty() {
-        let names: Vec<String> = all.unavailable.iter().map(|n| format!("<li>{} — {}</li>", escape(n), lang.t(T::NotAvailableNow))).collect();
-        out.push_str(&format!(r#"<div class="notice warn" role="status"><p>{}</p><ul>{}</ul></div>"#, lang.t(T::Unavailable), names.concat()));
+        let names: Vec<String> = all
+            .unavailable
+            .iter()
+            .map(|n| format!("<li>{} — {}</li>", escape(n), lang.t(T::NotAvailableNow)))
+            .collect();
+        out.push_str(&format!(
+            r#"<div class="notice warn" role="status"><p>{}</p><ul>{}</ul></div>"#,
+            lang.t(T::Unavailable),
+            names.concat()
+        ));
     }
     out.push_str(&filter_form(lang, all, filter));
-    out.push_str(&format!(r#"<p id="count" role="status">{} <strong>{}</strong></p>"#, lang.t(T::Found), shown.len()));
+    out.push_str(&format!(
+        r#"<p id="count" role="status">{} <strong>{}</strong></p>"#,
+        lang.t(T::Found),
+        shown.len()
+    ));
     if shown.is_empty() {
         out.push_str(&format!("<p>{}</p>", lang.t(T::NoEntries)));
     } else {
@@ -49,19 +68,44 @@ pub fn history(lang: Lang, all: &History, filter: &Filter, page: usize) -> Strin
         out.push_str("</ol>");
     }
     let query = filter.query();
-    let link = |p: usize| if query.is_empty() { format!("/history?page={p}") } else { format!("/history?{query}&page={p}") };
+    let link = |p: usize| {
+        if query.is_empty() {
+            format!("/history?page={p}")
+        } else {
+            format!("/history?{query}&page={p}")
+        }
+    };
     if pages > 1 {
         let mut items = Vec::new();
         if page > 1 {
-            items.push(format!(r#"<li><a href="{}" rel="prev">{}</a></li>"#, escape(&link(page - 1)), lang.t(T::Previous)));
+            items.push(format!(
+                r#"<li><a href="{}" rel="prev">{}</a></li>"#,
+                escape(&link(page - 1)),
+                lang.t(T::Previous)
+            ));
         }
-        items.push(format!(r#"<li aria-current="page">{} {page} / {pages}</li>"#, lang.t(T::Page)));
+        items.push(format!(
+            r#"<li aria-current="page">{} {page} / {pages}</li>"#,
+            lang.t(T::Page)
+        ));
         if page < pages {
-            items.push(format!(r#"<li><a href="{}" rel="next">{}</a></li>"#, escape(&link(page + 1)), lang.t(T::Next)));
+            items.push(format!(
+                r#"<li><a href="{}" rel="next">{}</a></li>"#,
+                escape(&link(page + 1)),
+                lang.t(T::Next)
+            ));
         }
-        out.push_str(&format!(r#"<nav class="paging" aria-label="{}"><ul>{}</ul></nav>"#, lang.t(T::Paging), items.concat()));
+        out.push_str(&format!(
+            r#"<nav class="paging" aria-label="{}"><ul>{}</ul></nav>"#,
+            lang.t(T::Paging),
+            items.concat()
+        ));
     }
-    let suffix = if query.is_empty() { String::new() } else { format!("?{query}") };
+    let suffix = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
     out.push_str(&format!(
         r#"<section class="exports" aria-labelledby="exports"><h2 id="exports">{download}</h2><ul><li><a href="/export.csv{s}" download>{csv}</a></li><li><a href="/export.fhir.json{s}" download>{fhir}</a></li></ul></section>"#,
         download = lang.t(T::Download),
@@ -73,20 +117,39 @@ pub fn history(lang: Lang, all: &History, filter: &Filter, page: usize) -> Strin
 }
 
 fn filter_form(lang: Lang, all: &History, filter: &Filter) -> String {
-    let mut institutions: Vec<(&str, &str)> = all.entries.iter().filter(|e| !e.own).map(|e| (e.member.as_str(), e.institution.as_str())).collect();
+    let mut institutions: Vec<(&str, &str)> = all
+        .entries
+        .iter()
+        .filter(|e| !e.own)
+        .map(|e| (e.member.as_str(), e.institution.as_str()))
+        .collect();
     institutions.sort_by(|a, b| a.1.cmp(b.1));
     institutions.dedup();
     let selected = |yes: bool| if yes { " selected" } else { "" };
-    let mut institution_options = format!(r#"<option value="">{}</option>"#, lang.t(T::AnyInstitution));
+    let mut institution_options =
+        format!(r#"<option value="">{}</option>"#, lang.t(T::AnyInstitution));
     for (id, name) in institutions {
-        institution_options.push_str(&format!(r#"<option value="{}"{}>{}</option>"#, escape(id), selected(filter.institution == id), escape(name)));
+        institution_options.push_str(&format!(
+            r#"<option value="{}"{}>{}</option>"#,
+            escape(id),
+            selected(filter.institution == id),
+            escape(name)
+        ));
     }
     let mut purpose_options = format!(r#"<option value="">{}</option>"#, lang.t(T::AnyPurpose));
     for code in FILTER_PURPOSES {
-        purpose_options.push_str(&format!(r#"<option value="{code}"{}>{}</option>"#, selected(filter.purpose == code), escape(&i18n::purpose(lang, code))));
+        purpose_options.push_str(&format!(
+            r#"<option value="{code}"{}>{}</option>"#,
+            selected(filter.purpose == code),
+            escape(&i18n::purpose(lang, code))
+        ));
     }
     let checked = |v: &str| if v == "1" { " checked" } else { "" };
-    let clear = if filter.is_set() { format!(r#"<a href="/history">{}</a>"#, lang.t(T::ClearFilters)) } else { String::new() };
+    let clear = if filter.is_set() {
+        format!(r#"<a href="/history">{}</a>"#, lang.t(T::ClearFilters))
+    } else {
+        String::new()
+    };
     format!(
         r#"<form class="filters" method="get" action="/history" role="search">
 <fieldset><legend>{legend}</legend>
@@ -118,28 +181,46 @@ fn filter_form(lang: Lang, all: &History, filter: &Filter) -> String {
 
 /// The accessor shown for an entry: the institution, or "you" for the portal's own questions.
 fn accessor(lang: Lang, entry: &Entry) -> String {
-    if entry.own { lang.t(T::YouThroughPortal).to_owned() } else { entry.institution.clone() }
+    if entry.own {
+        lang.t(T::YouThroughPortal).to_owned()
+    } else {
+        entry.institution.clone()
+    }
 }
 
 fn who(lang: Lang, entry: &Entry) -> String {
     match &entry.user_id {
         Some(user) if entry.own => format!("{} ({})", lang.t(T::YouThroughPortal), escape(user)),
         Some(user) => escape(user),
-        None => format!(r#"<span class="hint">{}</span>"#, lang.t(T::PersonNotStated)),
+        None => format!(
+            r#"<span class="hint">{}</span>"#,
+            lang.t(T::PersonNotStated)
+        ),
     }
 }
 
 fn purpose(lang: Lang, entry: &Entry) -> String {
-    entry.purpose.as_deref().map(|p| i18n::purpose(lang, p)).unwrap_or_else(|| "—".into())
+    entry
+        .purpose
+        .as_deref()
+        .map(|p| i18n::purpose(lang, p))
+        .unwrap_or_else(|| "—".into())
 }
 
 fn emergency_badge(lang: Lang) -> String {
-    format!(r#"<p class="badge emergency"><span aria-hidden="true">⚠ </span>{}</p>"#, lang.t(T::Emergency))
+    format!(
+        r#"<p class="badge emergency"><span aria-hidden="true">⚠ </span>{}</p>"#,
+        lang.t(T::Emergency)
+    )
 }
 
 fn time(lang: Lang, ms: u64) -> String {
     let ms = i64::try_from(ms).unwrap_or(0);
-    format!(r#"<time datetime="{}">{}</time>"#, local_time::iso(ms), local_time::display(ms, lang))
+    format!(
+        r#"<time datetime="{}">{}</time>"#,
+        local_time::iso(ms),
+        local_time::display(ms, lang)
+    )
 }
 
 fn entry_card(lang: Lang, entry: &Entry) -> String {
@@ -151,11 +232,19 @@ fn entry_card(lang: Lang, entry: &Entry) -> String {
         key = escape(&entry.key),
         time = time(lang, entry.time_ms),
         accessor = escape(&accessor(lang, entry)),
-        badge = if entry.emergency { emergency_badge(lang) } else { String::new() },
+        badge = if entry.emergency {
+            emergency_badge(lang)
+        } else {
+            String::new()
+        },
         who_label = lang.t(T::Who),
         who = who(lang, entry),
         data_label = lang.t(T::WhichData),
-        data = escape(&i18n::data(lang, &entry.service_code, entry.description.as_deref())),
+        data = escape(&i18n::data(
+            lang,
+            &entry.service_code,
+            entry.description.as_deref()
+        )),
         why_label = lang.t(T::Why),
         why = escape(&purpose(lang, entry)),
     )
@@ -168,7 +257,11 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
     let status = integrity_text(lang, &overall);
     let mut proofs = String::new();
     for (i, (logged, each)) in entry.records.iter().zip(integrity).enumerate() {
-        let side = if logged.side == "client" { lang.t(T::SideClient) } else { lang.t(T::SideProvider) };
+        let side = if logged.side == "client" {
+            lang.t(T::SideClient)
+        } else {
+            lang.t(T::SideProvider)
+        };
         let download = match &logged.proof {
             Some(proof) => format!(
                 r#"<a href="/entries/{key}/proof/{i}.ksig" download id="proof-{i}">{label}</a><br><a href="/entries/{key}/proof/{i}.json" download>{json}</a><p>{howto}</p><pre>backbone ksi verify access.ksig --hash {imprint} {trust}</pre>{certificate}"#,
@@ -177,8 +270,19 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
                 json = lang.t(T::ProofJson),
                 howto = lang.t(T::ProofHowTo),
                 imprint = escape(&crate::proof::imprint_hex(proof)),
-                trust = if key_based { "--cert calendar.der" } else { "--policy internal" },
-                certificate = if key_based { format!(r#"<a href="/calendar-certificate.der" download>{}</a>"#, lang.t(T::CalendarCertificate)) } else { String::new() },
+                trust = if key_based {
+                    "--cert calendar.der"
+                } else {
+                    "--policy internal"
+                },
+                certificate = if key_based {
+                    format!(
+                        r#"<a href="/calendar-certificate.der" download>{}</a>"#,
+                        lang.t(T::CalendarCertificate)
+                    )
+                } else {
+                    String::new()
+                },
             ),
             None => String::new(),
         };
@@ -205,7 +309,11 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
 </section>
 <p class="actions"><a class="button" href="/entries/{key}/report" id="report">{report}</a></p>"#,
         back = lang.t(T::BackToHistory),
-        badge = if entry.emergency { emergency_badge(lang) } else { String::new() },
+        badge = if entry.emergency {
+            emergency_badge(lang)
+        } else {
+            String::new()
+        },
         when_label = lang.t(T::When),
         time = time(lang, entry.time_ms),
         by_label = lang.t(T::AccessedBy),
@@ -213,7 +321,11 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
         who_label = lang.t(T::Who),
         who = who(lang, entry),
         data_label = lang.t(T::WhichData),
-        data = escape(&i18n::data(lang, &entry.service_code, entry.description.as_deref())),
+        data = escape(&i18n::data(
+            lang,
+            &entry.service_code,
+            entry.description.as_deref()
+        )),
         held_label = lang.t(T::HeldBy),
         held = escape(&entry.provider),
         why_label = lang.t(T::Why),
@@ -232,28 +344,61 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
 
 fn integrity_short(lang: Lang, integrity: &Integrity) -> String {
     match integrity {
-        Integrity::Verified { .. } => format!(r#"<span class="status-ok"><span aria-hidden="true">✔ </span>{}</span>"#, lang.t(T::VerifiedShort)),
-        Integrity::NotStamped => format!(r#"<span class="status-wait"><span aria-hidden="true">⏳ </span>{}</span>"#, lang.t(T::NotStampedShort)),
+        Integrity::Verified { .. } => format!(
+            r#"<span class="status-ok"><span aria-hidden="true">✔ </span>{}</span>"#,
+            lang.t(T::VerifiedShort)
+        ),
+        Integrity::NotStamped => format!(
+            r#"<span class="status-wait"><span aria-hidden="true">⏳ </span>{}</span>"#,
+            lang.t(T::NotStampedShort)
+        ),
         Integrity::Failed(reason) => {
-            format!(r#"<span class="status-bad"><span aria-hidden="true">✖ </span>{}</span> <span class="hint">({})</span>"#, lang.t(T::FailedShort), escape(reason))
+            format!(
+                r#"<span class="status-bad"><span aria-hidden="true">✖ </span>{}</span> <span class="hint">({})</span>"#,
+                lang.t(T::FailedShort),
+                escape(reason)
+            )
         }
     }
 }
 
 fn integrity_text(lang: Lang, integrity: &Integrity) -> String {
     match integrity {
-        Integrity::Verified { .. } => format!(r#"<span class="status-ok"><span aria-hidden="true">✔ </span>{}</span>"#, lang.t(T::Verified)),
-        Integrity::NotStamped => format!(r#"<span class="status-wait"><span aria-hidden="true">⏳ </span>{}</span>"#, lang.t(T::NotStamped)),
+        Integrity::Verified { .. } => format!(
+            r#"<span class="status-ok"><span aria-hidden="true">✔ </span>{}</span>"#,
+            lang.t(T::Verified)
+        ),
+        Integrity::NotStamped => format!(
+            r#"<span class="status-wait"><span aria-hidden="true">⏳ </span>{}</span>"#,
+            lang.t(T::NotStamped)
+        ),
         Integrity::Failed(reason) => {
-            format!(r#"<span class="status-bad"><span aria-hidden="true">✖ </span>{}</span> <span class="hint">({})</span>"#, lang.t(T::VerifyFailed), escape(reason))
+            format!(
+                r#"<span class="status-bad"><span aria-hidden="true">✖ </span>{}</span> <span class="hint">({})</span>"#,
+                lang.t(T::VerifyFailed),
+                escape(reason)
+            )
         }
     }
 }
 
 /// The form to report an access; `error` re-shows it with the problem and what was typed.
-pub fn report_form(lang: Lang, entry: &Entry, csrf: &str, error: Option<T>, reason: &str, contact: &str) -> String {
+pub fn report_form(
+    lang: Lang,
+    entry: &Entry,
+    csrf: &str,
+    error: Option<T>,
+    reason: &str,
+    contact: &str,
+) -> String {
     let (summary, invalid) = match error {
-        Some(e) => (format!(r#"<div class="error-summary" role="alert"><p>{}</p></div>"#, lang.t(e)), r#" aria-invalid="true""#),
+        Some(e) => (
+            format!(
+                r#"<div class="error-summary" role="alert"><p>{}</p></div>"#,
+                lang.t(e)
+            ),
+            r#" aria-invalid="true""#,
+        ),
         None => (String::new(), ""),
     };
     format!(
@@ -332,5 +477,9 @@ pub fn reports(lang: Lang, reports: &[Report], sent: Option<&str>) -> String {
 
 /// An error page's content.
 pub fn problem(lang: Lang, text: T) -> String {
-    format!(r#"<p>{}</p><p><a href="/">{}</a></p>"#, lang.t(text), lang.t(T::PortalName))
+    format!(
+        r#"<p>{}</p><p><a href="/">{}</a></p>"#,
+        lang.t(text),
+        lang.t(T::PortalName)
+    )
 }

@@ -81,7 +81,10 @@ impl ReportStore {
         const ALPHABET: &[u8; 32] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
         let mut bytes = [0u8; 8];
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-        let id: String = bytes.iter().map(|b| char::from(ALPHABET.get(usize::from(b % 32)).copied().unwrap_or(b'X'))).collect();
+        let id: String = bytes
+            .iter()
+            .map(|b| char::from(ALPHABET.get(usize::from(b % 32)).copied().unwrap_or(b'X')))
+            .collect();
         format!("R-{id}")
     }
 
@@ -93,12 +96,17 @@ impl ReportStore {
     pub fn put(&self, report: &Report) -> Result<(), Error> {
         let path = self.path(&report.id)?;
         let tmp = path.with_extension("tmp");
-        let json = serde_json::to_vec_pretty(report).map_err(|_| Error::Unreachable("report does not encode"))?;
-        let mut file = backbone_hsm::private::create_file(&tmp).map_err(Error::storage("create", &tmp))?;
-        file.write_all(&json).map_err(Error::storage("write", &tmp))?;
+        let json = serde_json::to_vec_pretty(report)
+            .map_err(|_| Error::Unreachable("report does not encode"))?;
+        let mut file =
+            backbone_hsm::private::create_file(&tmp).map_err(Error::storage("create", &tmp))?;
+        file.write_all(&json)
+            .map_err(Error::storage("write", &tmp))?;
         file.sync_all().map_err(Error::storage("sync", &tmp))?;
         fs::rename(&tmp, &path).map_err(Error::storage("rename into place", &path))?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(Error::storage("sync", &self.dir))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::storage("sync", &self.dir))?;
         Ok(())
     }
 
@@ -108,11 +116,22 @@ impl ReportStore {
     ///
     /// [`Error::Storage`] or [`Error::Damaged`] when it cannot be read.
     pub fn get(&self, id: &str) -> Result<Option<Report>, Error> {
-        let Ok(path) = self.path(id) else { return Ok(None) };
+        let Ok(path) = self.path(id) else {
+            return Ok(None);
+        };
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Damaged { path, reason: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Damaged {
+                    path,
+                    reason: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::Storage { action: "read", path, source: e }),
+            Err(e) => Err(Error::Storage {
+                action: "read",
+                path,
+                source: e,
+            }),
         }
     }
 
@@ -126,12 +145,18 @@ impl ReportStore {
         for item in fs::read_dir(&self.dir).map_err(Error::storage("list", &self.dir))? {
             let item = item.map_err(Error::storage("list", &self.dir))?;
             let name = item.file_name().to_string_lossy().into_owned();
-            let Some(id) = name.strip_suffix(".json") else { continue };
+            let Some(id) = name.strip_suffix(".json") else {
+                continue;
+            };
             if let Some(report) = self.get(id)?.filter(|r| r.subject == subject) {
                 reports.push(report);
             }
         }
-        reports.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then_with(|| a.id.cmp(&b.id)));
+        reports.sort_by(|a, b| {
+            b.created_ms
+                .cmp(&a.created_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         Ok(reports)
     }
 
@@ -142,11 +167,17 @@ impl ReportStore {
     ///
     /// As [`ReportStore::for_subject`].
     pub fn open_for_subject(&self, subject: &str) -> Result<usize, Error> {
-        Ok(self.for_subject(subject)?.iter().filter(|r| r.status != Status::Closed).count())
+        Ok(self
+            .for_subject(subject)?
+            .iter()
+            .filter(|r| r.status != Status::Closed)
+            .count())
     }
 
     fn path(&self, id: &str) -> Result<PathBuf, Error> {
-        let ok = id.len() == 10 && id.starts_with("R-") && id.bytes().skip(2).all(|b| b.is_ascii_alphanumeric());
+        let ok = id.len() == 10
+            && id.starts_with("R-")
+            && id.bytes().skip(2).all(|b| b.is_ascii_alphanumeric());
         if !ok {
             return Err(Error::Unreachable("report id checked before use"));
         }
@@ -180,15 +211,31 @@ mod tests {
         let a = ReportStore::new_id();
         assert_eq!(a.len(), 10);
         store.put(&report(&a, "EE38001085718", 1)).unwrap();
-        store.put(&report("R-BBBBBBBB", "EE38001085718", 2)).unwrap();
-        store.put(&report("R-CCCCCCCC", "EE49002124277", 3)).unwrap();
+        store
+            .put(&report("R-BBBBBBBB", "EE38001085718", 2))
+            .unwrap();
+        store
+            .put(&report("R-CCCCCCCC", "EE49002124277", 3))
+            .unwrap();
         let store = ReportStore::open(dir.path()).unwrap();
         let mine = store.for_subject("EE38001085718").unwrap();
-        assert_eq!(mine.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["R-BBBBBBBB", a.as_str()]);
+        assert_eq!(
+            mine.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            vec!["R-BBBBBBBB", a.as_str()]
+        );
         assert_eq!(store.get("../../etc/passwd").unwrap(), None);
         assert_eq!(store.open_for_subject("EE38001085718").unwrap(), 2);
-        store.put(&Report { status: Status::Closed, ..report("R-DDDDDDDD", "EE38001085718", 4) }).unwrap();
-        assert_eq!(store.open_for_subject("EE38001085718").unwrap(), 2, "closed reports do not count");
+        store
+            .put(&Report {
+                status: Status::Closed,
+                ..report("R-DDDDDDDD", "EE38001085718", 4)
+            })
+            .unwrap();
+        assert_eq!(
+            store.open_for_subject("EE38001085718").unwrap(),
+            2,
+            "closed reports do not count"
+        );
         assert_eq!(store.get("R-ZZZZZZZZ").unwrap(), None);
     }
 }

@@ -87,7 +87,15 @@ impl Portal {
         let agencies = Agencies::new(config.backbone.clone(), conf)?;
         let reports = ReportStore::open(config.data_dir.join("reports"))?;
         let views = ViewLog::open(&config.data_dir)?;
-        Ok(Portal { sessions: Sessions::new(config.idle_timeout), oidc, agencies, reports, views, trust, config })
+        Ok(Portal {
+            sessions: Sessions::new(config.idle_timeout),
+            oidc,
+            agencies,
+            reports,
+            views,
+            trust,
+            config,
+        })
     }
 
     /// The report store.
@@ -129,21 +137,55 @@ pub fn router(portal: Arc<Portal>) -> Router {
 /// # Errors
 ///
 /// [`Error::Listen`] when the server fails.
-pub async fn serve(listener: tokio::net::TcpListener, portal: Arc<Portal>, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Error> {
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    backbone_server::serve_router(listener, router(portal), backbone_server::Limits::default(), shutdown).await.map_err(|source| Error::Listen { addr, source })
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    portal: Arc<Portal>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    backbone_server::serve_router(
+        listener,
+        router(portal),
+        backbone_server::Limits::default(),
+        shutdown,
+    )
+    .await
+    .map_err(|source| Error::Listen { addr, source })
 }
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    let css = headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/css"));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let css = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/css"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
-    headers.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
-    headers.insert("permissions-policy", HeaderValue::from_static("camera=(), microphone=(), geolocation=()"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        "permissions-policy",
+        HeaderValue::from_static("camera=(), microphone=(), geolocation=()"),
+    );
     if !css {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -160,17 +202,36 @@ struct Ctx {
 
 impl Ctx {
     fn new(portal: &Portal, headers: &HeaderMap, uri: &Uri) -> Ctx {
-        let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let cookies = headers
+            .get(header::COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         let lang = session::cookie(cookies, LANG_COOKIE)
             .and_then(Lang::parse)
-            .unwrap_or_else(|| Lang::from_accept_language(headers.get(header::ACCEPT_LANGUAGE).and_then(|v| v.to_str().ok()).unwrap_or_default()));
-        let (session, expired) = match session::cookie(cookies, COOKIE).map(|id| portal.sessions.lookup(id)) {
-            Some(Lookup::Active(session)) => (Some(session), false),
-            Some(Lookup::Expired) => (None, true),
-            Some(Lookup::Missing) | None => (None, false),
-        };
-        let here = uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
-        Ctx { lang, session, expired, here }
+            .unwrap_or_else(|| {
+                Lang::from_accept_language(
+                    headers
+                        .get(header::ACCEPT_LANGUAGE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default(),
+                )
+            });
+        let (session, expired) =
+            match session::cookie(cookies, COOKIE).map(|id| portal.sessions.lookup(id)) {
+                Some(Lookup::Active(session)) => (Some(session), false),
+                Some(Lookup::Expired) => (None, true),
+                Some(Lookup::Missing) | None => (None, false),
+            };
+        let here = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
+        Ctx {
+            lang,
+            session,
+            expired,
+            here,
+        }
     }
 
     /// The signed-in session and its person's subject, or the redirect to sign in.
@@ -186,13 +247,33 @@ impl Ctx {
     }
 
     fn page(&self, status: StatusCode, title: &str, main: String) -> Response {
-        let signed_in = self.session.as_ref().and_then(|s| s.person.as_ref().map(|p| SignedIn { name: p.name(), csrf: s.csrf.clone() }));
-        let page = Page { lang: self.lang, title: title.to_owned(), here: &self.here, signed_in, main };
-        (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], page.render()).into_response()
+        let signed_in = self.session.as_ref().and_then(|s| {
+            s.person.as_ref().map(|p| SignedIn {
+                name: p.name(),
+                csrf: s.csrf.clone(),
+            })
+        });
+        let page = Page {
+            lang: self.lang,
+            title: title.to_owned(),
+            here: &self.here,
+            signed_in,
+            main,
+        };
+        (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            page.render(),
+        )
+            .into_response()
     }
 
     fn problem(&self, status: StatusCode, text: T) -> Response {
-        self.page(status, self.lang.t(T::ErrorTitle), pages::problem(self.lang, text))
+        self.page(
+            status,
+            self.lang.t(T::ErrorTitle),
+            pages::problem(self.lang, text),
+        )
     }
 }
 
@@ -208,7 +289,10 @@ fn with_cookie(mut response: Response, cookie: &str) -> Response {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 async fn home(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) -> Response {
@@ -223,7 +307,11 @@ async fn home(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) -
         _ if ctx.expired => Some(T::SessionExpired),
         _ => None,
     };
-    ctx.page(StatusCode::OK, ctx.lang.t(T::WelcomeTitle), pages::welcome(ctx.lang, notice))
+    ctx.page(
+        StatusCode::OK,
+        ctx.lang.t(T::WelcomeTitle),
+        pages::welcome(ctx.lang, notice),
+    )
 }
 
 async fn login(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) -> Response {
@@ -242,9 +330,15 @@ async fn login(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) 
             return ctx.problem(StatusCode::SERVICE_UNAVAILABLE, T::SignInFailed);
         }
     };
-    portal.sessions.update(&session.id, |s| s.login = Some(pending));
+    portal
+        .sessions
+        .update(&session.id, |s| s.login = Some(pending));
     let response = redirect(&url);
-    if fresh { with_cookie(response, &session::set_cookie(COOKIE, &session.id, None)) } else { response }
+    if fresh {
+        with_cookie(response, &session::set_cookie(COOKIE, &session.id, None))
+    } else {
+        response
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -256,16 +350,34 @@ struct CallbackQuery {
 
 async fn callback(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) -> Response {
     let ctx = Ctx::new(&portal, &headers, &uri);
-    let Some(session) = &ctx.session else { return redirect(if ctx.expired { "/?expired=1" } else { "/?failed=1" }) };
-    let Some(login) = session.login.clone() else { return redirect("/?failed=1") };
+    let Some(session) = &ctx.session else {
+        return redirect(if ctx.expired {
+            "/?expired=1"
+        } else {
+            "/?failed=1"
+        });
+    };
+    let Some(login) = session.login.clone() else {
+        return redirect("/?failed=1");
+    };
     portal.sessions.update(&session.id, |s| s.login = None);
-    let query: CallbackQuery = serde_urlencoded::from_str(uri.query().unwrap_or_default()).unwrap_or(CallbackQuery { code: None, state: None, error: None });
-    let (Some(code), Some(state), None) = (query.code, query.state, query.error) else { return redirect("/?failed=1") };
+    let query: CallbackQuery = serde_urlencoded::from_str(uri.query().unwrap_or_default())
+        .unwrap_or(CallbackQuery {
+            code: None,
+            state: None,
+            error: None,
+        });
+    let (Some(code), Some(state), None) = (query.code, query.state, query.error) else {
+        return redirect("/?failed=1");
+    };
     let now = now_ms() / 1000;
     match portal.oidc.finish(&login, &state, &code, now).await {
         Ok(person) => {
             let signed = portal.sessions.sign_in(&session.id, person);
-            with_cookie(redirect("/history"), &session::set_cookie(COOKIE, &signed.id, None))
+            with_cookie(
+                redirect("/history"),
+                &session::set_cookie(COOKIE, &signed.id, None),
+            )
         }
         Err(e) => {
             tracing::warn!(error = %e, "sign-in refused");
@@ -277,18 +389,33 @@ async fn callback(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Ur
 /// The session if the form's CSRF token is its own.
 fn check_csrf<'a>(ctx: &'a Ctx, form: &[(String, String)]) -> Option<&'a Session> {
     let session = ctx.session.as_ref()?;
-    let token = form.iter().find(|(name, _)| name == "csrf").map(|(_, v)| v.as_str())?;
+    let token = form
+        .iter()
+        .find(|(name, _)| name == "csrf")
+        .map(|(_, v)| v.as_str())?;
     constant_time_eq(token.as_bytes(), session.csrf.as_bytes()).then_some(session)
 }
 
-async fn logout(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+async fn logout(
+    State(portal): State<Arc<Portal>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let ctx = Ctx::new(&portal, &headers, &uri);
     let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let Some(session) = check_csrf(&ctx, &form) else {
-        return if ctx.session.is_none() { redirect("/") } else { ctx.problem(StatusCode::FORBIDDEN, T::BadForm) };
+        return if ctx.session.is_none() {
+            redirect("/")
+        } else {
+            ctx.problem(StatusCode::FORBIDDEN, T::BadForm)
+        };
     };
     portal.sessions.remove(&session.id);
-    with_cookie(redirect("/?signed_out=1"), &session::set_cookie(COOKIE, "", Some(0)))
+    with_cookie(
+        redirect("/?signed_out=1"),
+        &session::set_cookie(COOKIE, "", Some(0)),
+    )
 }
 
 /// The person's history: the session's if fresh, else asked of the agencies.
@@ -299,16 +426,27 @@ async fn load_history(portal: &Portal, session: &Session, subject: &str) -> Arc<
         return Arc::clone(history);
     }
     let history = Arc::new(portal.agencies.history(subject).await);
-    portal.sessions.update(&session.id, |s| s.history = Some((Instant::now(), Arc::clone(&history))));
+    portal.sessions.update(&session.id, |s| {
+        s.history = Some((Instant::now(), Arc::clone(&history)))
+    });
     history
 }
 
 /// Records a view; when the log cannot be written, nothing is shown.
-fn record_view(portal: &Portal, ctx: &Ctx, subject: &str, what: &str, entry: Option<&str>) -> Result<(), Response> {
-    portal.views.record(subject, what, entry, now_ms()).map_err(|e| {
-        tracing::error!(error = %e, "view log");
-        ctx.problem(StatusCode::SERVICE_UNAVAILABLE, T::ErrorTitle)
-    })
+fn record_view(
+    portal: &Portal,
+    ctx: &Ctx,
+    subject: &str,
+    what: &str,
+    entry: Option<&str>,
+) -> Result<(), Response> {
+    portal
+        .views
+        .record(subject, what, entry, now_ms())
+        .map_err(|e| {
+            tracing::error!(error = %e, "view log");
+            ctx.problem(StatusCode::SERVICE_UNAVAILABLE, T::ErrorTitle)
+        })
 }
 
 async fn history(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) -> Response {
@@ -322,11 +460,20 @@ async fn history(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri
     if let Err(response) = record_view(&portal, &ctx, subject, "history", None) {
         return response;
     }
-    ctx.page(StatusCode::OK, ctx.lang.t(T::HistoryTitle), pages::history(ctx.lang, &all, &filter, page))
+    ctx.page(
+        StatusCode::OK,
+        ctx.lang.t(T::HistoryTitle),
+        pages::history(ctx.lang, &all, &filter, page),
+    )
 }
 
 /// The signed-in person's entry `key`, or the page to answer with.
-async fn find_entry(portal: &Portal, ctx: &Ctx, key: &str, view: &str) -> Result<(Entry, String), Response> {
+async fn find_entry(
+    portal: &Portal,
+    ctx: &Ctx,
+    key: &str,
+    view: &str,
+) -> Result<(Entry, String), Response> {
     let (session, subject) = ctx.signed_in()?;
     let all = load_history(portal, session, subject).await;
     // Only the person's own history is searched: another person's key finds nothing here.
@@ -337,18 +484,36 @@ async fn find_entry(portal: &Portal, ctx: &Ctx, key: &str, view: &str) -> Result
     Ok((entry, subject.to_owned()))
 }
 
-async fn entry(State(portal): State<Arc<Portal>>, Path(key): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+async fn entry(
+    State(portal): State<Arc<Portal>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let ctx = Ctx::new(&portal, &headers, &uri);
     let (entry, _) = match find_entry(&portal, &ctx, &key, "entry").await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let integrity: Vec<_> = entry.records.iter().map(|r| proof::check(&r.record, r.proof.as_ref(), &portal.trust)).collect();
+    let integrity: Vec<_> = entry
+        .records
+        .iter()
+        .map(|r| proof::check(&r.record, r.proof.as_ref(), &portal.trust))
+        .collect();
     let key_based = !portal.trust.certificates.is_empty();
-    ctx.page(StatusCode::OK, ctx.lang.t(T::EntryTitle), pages::entry(ctx.lang, &entry, &integrity, key_based))
+    ctx.page(
+        StatusCode::OK,
+        ctx.lang.t(T::EntryTitle),
+        pages::entry(ctx.lang, &entry, &integrity, key_based),
+    )
 }
 
-async fn proof_file(State(portal): State<Arc<Portal>>, Path((key, file)): Path<(String, String)>, headers: HeaderMap, uri: Uri) -> Response {
+async fn proof_file(
+    State(portal): State<Arc<Portal>>,
+    Path((key, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let ctx = Ctx::new(&portal, &headers, &uri);
     let (index, json) = match (file.strip_suffix(".ksig"), file.strip_suffix(".json")) {
         (Some(n), _) => (n.parse::<usize>().ok(), false),
@@ -359,7 +524,10 @@ async fn proof_file(State(portal): State<Arc<Portal>>, Path((key, file)): Path<(
         Ok(found) => found,
         Err(response) => return response,
     };
-    let Some((logged, proof)) = index.and_then(|i| entry.records.get(i)).and_then(|r| r.proof.as_ref().map(|p| (r, p))) else {
+    let Some((logged, proof)) = index
+        .and_then(|i| entry.records.get(i))
+        .and_then(|r| r.proof.as_ref().map(|p| (r, p)))
+    else {
         return ctx.problem(StatusCode::NOT_FOUND, T::NotFound);
     };
     let date = crate::local_time::date(i64::try_from(entry.time_ms).unwrap_or(0));
@@ -370,28 +538,61 @@ async fn proof_file(State(portal): State<Arc<Portal>>, Path((key, file)): Path<(
             "verify": format!("backbone ksi verify access.ksig --hash {}", proof::imprint_hex(proof)),
         });
         let disposition = format!("attachment; filename=\"access-{date}-{key}.json\"");
-        return ([(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, disposition)], body.to_string()).into_response();
+        return (
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            body.to_string(),
+        )
+            .into_response();
     }
     match proof::signature_bytes(proof) {
         Ok(bytes) => {
             let disposition = format!("attachment; filename=\"access-{date}-{key}.ksig\"");
-            ([(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_DISPOSITION, disposition)], bytes).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition),
+                ],
+                bytes,
+            )
+                .into_response()
         }
         Err(_) => ctx.problem(StatusCode::BAD_GATEWAY, T::VerifyFailed),
     }
 }
 
-async fn report_form(State(portal): State<Arc<Portal>>, Path(key): Path<String>, headers: HeaderMap, uri: Uri) -> Response {
+async fn report_form(
+    State(portal): State<Arc<Portal>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
     let ctx = Ctx::new(&portal, &headers, &uri);
     let (entry, _) = match find_entry(&portal, &ctx, &key, "report-form").await {
         Ok(found) => found,
         Err(response) => return response,
     };
-    let csrf = ctx.session.as_ref().map(|s| s.csrf.clone()).unwrap_or_default();
-    ctx.page(StatusCode::OK, ctx.lang.t(T::ReportTitle), pages::report_form(ctx.lang, &entry, &csrf, None, "", ""))
+    let csrf = ctx
+        .session
+        .as_ref()
+        .map(|s| s.csrf.clone())
+        .unwrap_or_default();
+    ctx.page(
+        StatusCode::OK,
+        ctx.lang.t(T::ReportTitle),
+        pages::report_form(ctx.lang, &entry, &csrf, None, "", ""),
+    )
 }
 
-async fn report_send(State(portal): State<Arc<Portal>>, Path(key): Path<String>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+async fn report_send(
+    State(portal): State<Arc<Portal>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
     let ctx = Ctx::new(&portal, &headers, &uri);
     if let Err(response) = ctx.signed_in() {
         return response;
@@ -404,7 +605,12 @@ async fn report_send(State(portal): State<Arc<Portal>>, Path(key): Path<String>,
         Ok(found) => found,
         Err(response) => return response,
     };
-    let field = |name: &str| form.iter().find(|(n, _)| n == name).map(|(_, v)| v.replace("\r\n", "\n").trim().to_owned()).unwrap_or_default();
+    let field = |name: &str| {
+        form.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.replace("\r\n", "\n").trim().to_owned())
+            .unwrap_or_default()
+    };
     let (reason, contact) = (field("reason"), field("contact"));
     let sent = match portal.reports.open_for_subject(&subject) {
         Ok(sent) => sent,
@@ -417,14 +623,24 @@ async fn report_send(State(portal): State<Arc<Portal>>, Path(key): Path<String>,
         Some(T::ReportLimit)
     } else if reason.is_empty() {
         Some(T::ReportEmpty)
-    } else if reason.chars().count() > reports::MAX_REASON || contact.chars().count() > reports::MAX_CONTACT {
+    } else if reason.chars().count() > reports::MAX_REASON
+        || contact.chars().count() > reports::MAX_CONTACT
+    {
         Some(T::ReportTooLong)
     } else {
         None
     };
     if let Some(error) = error {
-        let csrf = ctx.session.as_ref().map(|s| s.csrf.clone()).unwrap_or_default();
-        return ctx.page(StatusCode::BAD_REQUEST, ctx.lang.t(T::ReportTitle), pages::report_form(ctx.lang, &entry, &csrf, Some(error), &reason, &contact));
+        let csrf = ctx
+            .session
+            .as_ref()
+            .map(|s| s.csrf.clone())
+            .unwrap_or_default();
+        return ctx.page(
+            StatusCode::BAD_REQUEST,
+            ctx.lang.t(T::ReportTitle),
+            pages::report_form(ctx.lang, &entry, &csrf, Some(error), &reason, &contact),
+        );
     }
     let report = Report {
         id: ReportStore::new_id(),
@@ -455,7 +671,11 @@ async fn reports_page(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri
     };
     let sent = uri.query().and_then(|q| q.strip_prefix("sent="));
     match portal.reports.for_subject(subject) {
-        Ok(list) => ctx.page(StatusCode::OK, ctx.lang.t(T::ReportsTitle), pages::reports(ctx.lang, &list, sent)),
+        Ok(list) => ctx.page(
+            StatusCode::OK,
+            ctx.lang.t(T::ReportsTitle),
+            pages::reports(ctx.lang, &list, sent),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "reports not readable");
             ctx.problem(StatusCode::SERVICE_UNAVAILABLE, T::ErrorTitle)
@@ -463,14 +683,24 @@ async fn reports_page(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri
     }
 }
 
-async fn export(portal: &Portal, headers: &HeaderMap, uri: &Uri, what: &str) -> Result<(Ctx, Vec<Entry>, String), Response> {
+async fn export(
+    portal: &Portal,
+    headers: &HeaderMap,
+    uri: &Uri,
+    what: &str,
+) -> Result<(Ctx, Vec<Entry>, String), Response> {
     let ctx = Ctx::new(portal, headers, uri);
     let (session, subject) = ctx.signed_in()?;
     let (filter, _) = Filter::parse(uri.query());
     let all = load_history(portal, session, subject).await;
     record_view(portal, &ctx, subject, what, None)?;
     let subject = subject.to_owned();
-    let entries = all.entries.iter().filter(|e| filter.accepts(e)).cloned().collect();
+    let entries = all
+        .entries
+        .iter()
+        .filter(|e| filter.accepts(e))
+        .cloned()
+        .collect();
     Ok((ctx, entries, subject))
 }
 
@@ -479,7 +709,17 @@ async fn export_csv(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: 
         Ok((ctx, entries, _)) => {
             let refs: Vec<&Entry> = entries.iter().collect();
             let body = format!("\u{FEFF}{}", crate::export::csv(&refs, ctx.lang));
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8"), (header::CONTENT_DISPOSITION, "attachment; filename=\"access-history.csv\"")], body).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"access-history.csv\"",
+                    ),
+                ],
+                body,
+            )
+                .into_response()
         }
         Err(response) => response,
     }
@@ -490,7 +730,17 @@ async fn export_fhir(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri:
         Ok((_, entries, subject)) => {
             let refs: Vec<&Entry> = entries.iter().collect();
             let body = crate::export::fhir(&refs, &subject, now_ms()).to_string();
-            ([(header::CONTENT_TYPE, "application/fhir+json"), (header::CONTENT_DISPOSITION, "attachment; filename=\"access-history.fhir.json\"")], body).into_response()
+            (
+                [
+                    (header::CONTENT_TYPE, "application/fhir+json"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"access-history.fhir.json\"",
+                    ),
+                ],
+                body,
+            )
+                .into_response()
         }
         Err(response) => response,
     }
@@ -503,23 +753,59 @@ struct LangQuery {
 }
 
 async fn switch_language(RawQuery(query): RawQuery) -> Response {
-    let query: LangQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default()).unwrap_or(LangQuery { to: None, back: None });
-    let lang = query.to.as_deref().and_then(Lang::parse).unwrap_or(Lang::Et);
+    let query: LangQuery = serde_urlencoded::from_str(query.as_deref().unwrap_or_default())
+        .unwrap_or(LangQuery {
+            to: None,
+            back: None,
+        });
+    let lang = query
+        .to
+        .as_deref()
+        .and_then(Lang::parse)
+        .unwrap_or(Lang::Et);
     // Only a path on this site: never `//host` or `/\host`, which browsers treat as another site.
-    let back = query.back.filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.starts_with("/\\") && !b.chars().any(char::is_control)).unwrap_or_else(|| "/".into());
-    with_cookie(redirect(&back), &session::set_cookie(LANG_COOKIE, lang.code(), Some(365 * 24 * 3600)))
+    let back = query
+        .back
+        .filter(|b| {
+            b.starts_with('/')
+                && !b.starts_with("//")
+                && !b.starts_with("/\\")
+                && !b.chars().any(char::is_control)
+        })
+        .unwrap_or_else(|| "/".into());
+    with_cookie(
+        redirect(&back),
+        &session::set_cookie(LANG_COOKIE, lang.code(), Some(365 * 24 * 3600)),
+    )
 }
 
 /// The calendar signing certificate the portal trusts, for `backbone ksi verify --cert`: public.
 async fn calendar_certificate(State(portal): State<Arc<Portal>>) -> Response {
     match portal.trust.certificates.first() {
-        Some(record) => ([(header::CONTENT_TYPE, "application/pkix-cert"), (header::CONTENT_DISPOSITION, "attachment; filename=\"calendar.der\"")], record.certificate.clone()).into_response(),
+        Some(record) => (
+            [
+                (header::CONTENT_TYPE, "application/pkix-cert"),
+                (
+                    header::CONTENT_DISPOSITION,
+                    "attachment; filename=\"calendar.der\"",
+                ),
+            ],
+            record.certificate.clone(),
+        )
+            .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
 async fn stylesheet() -> Response {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], pages::STYLESHEET).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        pages::STYLESHEET,
+    )
+        .into_response()
 }
 
 async fn not_found(State(portal): State<Arc<Portal>>, headers: HeaderMap, uri: Uri) -> Response {

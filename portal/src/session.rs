@@ -77,7 +77,10 @@ struct Held {
 impl Sessions {
     /// Sessions ending after `idle` without a request, or after [`MAX_LIFETIME`].
     pub fn new(idle: Duration) -> Sessions {
-        Sessions { idle, held: Mutex::new(Held::default()) }
+        Sessions {
+            idle,
+            held: Mutex::new(Held::default()),
+        }
     }
 
     /// A new anonymous session.
@@ -93,9 +96,16 @@ impl Sessions {
     pub fn lookup(&self, id: &str) -> Lookup {
         let mut held = self.held();
         let held = &mut *held;
-        let pool = if held.signed_in.contains_key(id) { &mut held.signed_in } else { &mut held.anonymous };
+        let pool = if held.signed_in.contains_key(id) {
+            &mut held.signed_in
+        } else {
+            &mut held.anonymous
+        };
         match pool.get_mut(id) {
-            Some(session) if session.last_seen.elapsed() < self.idle && session.created.elapsed() < MAX_LIFETIME => {
+            Some(session)
+                if session.last_seen.elapsed() < self.idle
+                    && session.created.elapsed() < MAX_LIFETIME =>
+            {
                 session.last_seen = Instant::now();
                 Lookup::Active(session.clone())
             }
@@ -112,7 +122,11 @@ impl Sessions {
     pub fn update(&self, id: &str, change: impl FnOnce(&mut Session)) {
         let mut held = self.held();
         let held = &mut *held;
-        if let Some(session) = held.signed_in.get_mut(id).or_else(|| held.anonymous.get_mut(id)) {
+        if let Some(session) = held
+            .signed_in
+            .get_mut(id)
+            .or_else(|| held.anonymous.get_mut(id))
+        {
             let person = session.person.clone();
             change(session);
             session.person = person;
@@ -149,7 +163,15 @@ impl Sessions {
 }
 
 fn new_session(person: Option<Person>) -> Session {
-    Session { id: random_token(), csrf: random_token(), person, login: None, history: None, created: Instant::now(), last_seen: Instant::now() }
+    Session {
+        id: random_token(),
+        csrf: random_token(),
+        person,
+        login: None,
+        history: None,
+        created: Instant::now(),
+        last_seen: Instant::now(),
+    }
 }
 
 /// Below `max` sessions in `pool`: the idle ones dropped first, then the least recently used.
@@ -159,7 +181,13 @@ fn make_room(pool: &mut HashMap<String, Session>, max: usize, idle: Duration) {
     }
     pool.retain(|_, s| s.last_seen.elapsed() < idle);
     while pool.len() >= max {
-        let Some(oldest) = pool.values().min_by_key(|s| s.last_seen).map(|s| s.id.clone()) else { break };
+        let Some(oldest) = pool
+            .values()
+            .min_by_key(|s| s.last_seen)
+            .map(|s| s.id.clone())
+        else {
+            break;
+        };
         pool.remove(&oldest);
     }
 }
@@ -170,7 +198,9 @@ pub fn random_token() -> String {
     // The system generator does not fail on the platforms we run on; if it ever did, an
     // all-zero token would be guessable, so stop rather than go on.
     #[allow(clippy::expect_used)]
-    ring::rand::SystemRandom::new().fill(&mut bytes).expect("the system random generator failed");
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system random generator failed");
     crate::oidc::jws::b64(&bytes)
 }
 
@@ -181,13 +211,19 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The value of cookie `name` in a `Cookie` header.
 pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').filter_map(|pair| pair.trim().split_once('=')).find(|(n, _)| *n == name).map(|(_, v)| v)
+    header
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// A `Set-Cookie` value: `HttpOnly`, `Secure`, `SameSite=Lax`, whole site; `max_age` `None`
 /// for a cookie that ends with the browser, `Some(0)` to delete it.
 pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>) -> String {
-    let age = max_age.map(|a| format!("; Max-Age={a}")).unwrap_or_default();
+    let age = max_age
+        .map(|a| format!("; Max-Age={a}"))
+        .unwrap_or_default();
     format!("{name}={value}; Path=/; HttpOnly; Secure; SameSite=Lax{age}")
 }
 
@@ -196,7 +232,11 @@ mod tests {
     use super::*;
 
     fn person() -> Person {
-        Person { subject: "EE38001085718".into(), given_name: "Jaan".into(), family_name: "Tamm".into() }
+        Person {
+            subject: "EE38001085718".into(),
+            given_name: "Jaan".into(),
+            family_name: "Tamm".into(),
+        }
     }
 
     #[test]
@@ -207,7 +247,10 @@ mod tests {
         let signed = sessions.sign_in(&anonymous.id, person());
         assert_ne!(signed.id, anonymous.id);
         assert_ne!(signed.csrf, anonymous.csrf);
-        assert!(matches!(sessions.lookup(&anonymous.id), Lookup::Missing), "the pre-sign-in id is dead");
+        assert!(
+            matches!(sessions.lookup(&anonymous.id), Lookup::Missing),
+            "the pre-sign-in id is dead"
+        );
         match sessions.lookup(&signed.id) {
             Lookup::Active(s) => assert_eq!(s.person, Some(person())),
             other => panic!("{other:?}"),
@@ -225,7 +268,11 @@ mod tests {
         for _ in 0..MAX_ANONYMOUS + 100 {
             sessions.create();
         }
-        assert_eq!(sessions.counts(), (MAX_ANONYMOUS, 1), "anonymous sessions are bounded on their own");
+        assert_eq!(
+            sessions.counts(),
+            (MAX_ANONYMOUS, 1),
+            "anonymous sessions are bounded on their own"
+        );
         match sessions.lookup(&signed.id) {
             Lookup::Active(s) => assert_eq!(s.person, Some(person())),
             other => panic!("the signed-in session was evicted: {other:?}"),
@@ -240,7 +287,10 @@ mod tests {
     fn cookies_and_tokens() {
         assert_eq!(cookie("a=1; portal_session=xyz; b=2", COOKIE), Some("xyz"));
         assert_eq!(cookie("portal_sessionx=1", COOKIE), None);
-        assert_eq!(set_cookie(COOKIE, "v", None), "portal_session=v; Path=/; HttpOnly; Secure; SameSite=Lax");
+        assert_eq!(
+            set_cookie(COOKIE, "v", None),
+            "portal_session=v; Path=/; HttpOnly; Secure; SameSite=Lax"
+        );
         assert_eq!(random_token().len(), 43);
         assert_ne!(random_token(), random_token());
         assert!(constant_time_eq(b"abc", b"abc"));

@@ -37,19 +37,40 @@ impl ViewLog {
         let key_path = dir.join(KEY_FILE);
         let key = match std::fs::read(&key_path) {
             Ok(bytes) if bytes.len() == 32 => bytes,
-            Ok(bytes) => return Err(Error::Damaged { path: key_path, reason: format!("{} bytes, expected 32", bytes.len()) }),
+            Ok(bytes) => {
+                return Err(Error::Damaged {
+                    path: key_path,
+                    reason: format!("{} bytes, expected 32", bytes.len()),
+                });
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut bytes = vec![0u8; 32];
-                ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Unreachable("no randomness"))?;
-                let mut file = backbone_hsm::private::create_file(&key_path).map_err(Error::storage("create", &key_path))?;
-                file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(Error::storage("write", &key_path))?;
+                ring::rand::SystemRandom::new()
+                    .fill(&mut bytes)
+                    .map_err(|_| Error::Unreachable("no randomness"))?;
+                let mut file = backbone_hsm::private::create_file(&key_path)
+                    .map_err(Error::storage("create", &key_path))?;
+                file.write_all(&bytes)
+                    .and_then(|()| file.sync_all())
+                    .map_err(Error::storage("write", &key_path))?;
                 bytes
             }
-            Err(e) => return Err(Error::Storage { action: "read", path: key_path, source: e }),
+            Err(e) => {
+                return Err(Error::Storage {
+                    action: "read",
+                    path: key_path,
+                    source: e,
+                });
+            }
         };
         let path = dir.join(FILE);
-        let file = backbone_hsm::private::append_file(&path).map_err(Error::storage("open", &path))?;
-        Ok(ViewLog { path, key: hmac::Key::new(hmac::HMAC_SHA256, &key), file: Mutex::new(file) })
+        let file =
+            backbone_hsm::private::append_file(&path).map_err(Error::storage("open", &path))?;
+        Ok(ViewLog {
+            path,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            file: Mutex::new(file),
+        })
     }
 
     /// The keyed hash the log records for `subject`.
@@ -63,10 +84,21 @@ impl ViewLog {
     /// # Errors
     ///
     /// [`Error::Storage`] when the line cannot be written and synced: the page is then not shown.
-    pub fn record(&self, subject: &str, what: &str, entry: Option<&str>, now_ms: u64) -> Result<(), Error> {
+    pub fn record(
+        &self,
+        subject: &str,
+        what: &str,
+        entry: Option<&str>,
+        now_ms: u64,
+    ) -> Result<(), Error> {
         let line = serde_json::json!({"time": backbone_gateway::usage::rfc3339(now_ms), "subject": self.subject_hash(subject), "view": what, "entry": entry});
-        let mut file = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        writeln!(file, "{line}").and_then(|()| file.sync_data()).map_err(Error::storage("append to", &self.path))
+        let mut file = self
+            .file
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        writeln!(file, "{line}")
+            .and_then(|()| file.sync_data())
+            .map_err(Error::storage("append to", &self.path))
     }
 }
 
@@ -79,7 +111,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = ViewLog::open(dir.path()).unwrap();
         log.record("EE38001085718", "history", None, 0).unwrap();
-        log.record("EE38001085718", "entry", Some("abc"), 1).unwrap();
+        log.record("EE38001085718", "entry", Some("abc"), 1)
+            .unwrap();
         let hash = log.subject_hash("EE38001085718");
         drop(log);
         let log = ViewLog::open(dir.path()).unwrap();

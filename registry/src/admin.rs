@@ -19,13 +19,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Extension;
 use backbone_hsm::Signer;
 use backbone_hsm::tls::{self, Pins};
 use backbone_server::{Limits, Protocol, Server, Transport};
@@ -88,18 +88,30 @@ impl AdminServer {
     /// # Errors
     ///
     /// Certificate issuance or TLS configuration failures.
-    pub async fn spawn(registry: Arc<Registry>, key: Arc<dyn Signer>, listener: TcpListener) -> Result<AdminServer, Error> {
-        let local_addr = listener.local_addr().map_err(|e| Error::Refused(format!("admin listener: {e}")))?;
+    pub async fn spawn(
+        registry: Arc<Registry>,
+        key: Arc<dyn Signer>,
+        listener: TcpListener,
+    ) -> Result<AdminServer, Error> {
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::Refused(format!("admin listener: {e}")))?;
         let certificate = {
             let registry = registry.clone();
             let public_key = key.public_key().clone();
             blocking(move || registry.admin_tls_certificate(&public_key, SystemTime::now())).await?
         };
-        let chain = vec![certificate.der().to_vec(), registry.ca_certificate().der().to_vec()];
+        let chain = vec![
+            certificate.der().to_vec(),
+            registry.ca_certificate().der().to_vec(),
+        ];
         let config = tls::server_config(key, chain, Arc::new(AdminPins(registry.clone())))
             .map_err(|e| Error::Refused(format!("admin API TLS: {e}")))?;
         // The router's own body limit (MAX_OPERATION_LEN) answers in the API's error form.
-        let router = backbone_server::layers::push_route_layers(router(registry.clone()), &Limits::default());
+        let router = backbone_server::layers::push_route_layers(
+            router(registry.clone()),
+            &Limits::default(),
+        );
         let server = Server::spawn(listener, Transport::Tls(Arc::new(config)), Protocol::Http1, Limits::default(), move |connection| {
             // The verifier admitted only a registered certificate; look up whose it is.
             let admin = match connection.peer_certificate().map(|der| registry.admin_for(der)) {
@@ -117,7 +129,11 @@ impl AdminServer {
             }))
         })
         .map_err(|e| Error::Refused(format!("admin listener: {e}")))?;
-        Ok(AdminServer { local_addr, certificate, server })
+        Ok(AdminServer {
+            local_addr,
+            certificate,
+            server,
+        })
     }
 
     /// Where it listens.
@@ -153,13 +169,29 @@ async fn operation(
     let body = match body {
         Ok(body) => body,
         Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("an operation is at most {MAX_OPERATION_LEN} bytes"));
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!("an operation is at most {MAX_OPERATION_LEN} bytes"),
+            );
         }
-        Err(rejection) => return error(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text()),
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            );
+        }
     };
     let operation: Operation = match serde_json::from_slice(&body) {
         Ok(op) => op,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("not an operation: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("not an operation: {e}"),
+            );
+        }
     };
     let name = operation.name();
     let who = actor.0.clone();
@@ -175,9 +207,16 @@ async fn operation(
     }
 }
 
-async fn audit(State(registry): State<Arc<Registry>>, query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+async fn audit(
+    State(registry): State<Arc<Registry>>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let Ok(Query(query)) = query else {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "query: from=N&limit=M".to_owned());
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "query: from=N&limit=M".to_owned(),
+        );
     };
     let from = query.from.unwrap_or(1);
     let limit = query.limit.unwrap_or(MAX_AUDIT_PAGE).min(MAX_AUDIT_PAGE);
@@ -200,19 +239,37 @@ async fn conf_preview(State(registry): State<Arc<Registry>>) -> Response {
 }
 
 /// Runs registry work (RocksDB synced writes, HSM signatures) off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T, Error> + Send + 'static) -> Result<T, Error> {
-    tokio::task::spawn_blocking(work).await.map_err(|_| Error::Unreachable("registry task panicked"))?
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| Error::Unreachable("registry task panicked"))?
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response(),
+        Ok(body) => (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            body,
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
 fn error(status: StatusCode, code: &str, message: String) -> Response {
-    json(status, &ApiError { code: code.to_owned(), message })
+    json(
+        status,
+        &ApiError {
+            code: code.to_owned(),
+            message,
+        },
+    )
 }
 
 /// The status and code of each registry error kind.
@@ -223,7 +280,9 @@ fn from_error(e: &Error) -> Response {
         Error::Csr(_) => (StatusCode::BAD_REQUEST, "bad_csr"),
         Error::Duplicate { .. } => (StatusCode::CONFLICT, "duplicate"),
         Error::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
-        Error::Refused(_) | Error::WrongInstance { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "refused"),
+        Error::Refused(_) | Error::WrongInstance { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "refused")
+        }
         _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     error(status, code, e.to_string())

@@ -59,17 +59,32 @@ impl Anchor {
     /// # Errors
     ///
     /// [`Error::Refused`] for no URL, too many, or a malformed one.
-    pub fn new(instance: InstanceId, algorithm: SignatureAlgorithm, public_key: PublicKey, urls: Vec<String>) -> Result<Self, Error> {
+    pub fn new(
+        instance: InstanceId,
+        algorithm: SignatureAlgorithm,
+        public_key: PublicKey,
+        urls: Vec<String>,
+    ) -> Result<Self, Error> {
         if urls.is_empty() || urls.len() > MAX_URLS {
-            return Err(Error::Refused(format!("an anchor needs 1 to {MAX_URLS} download URLs, got {}", urls.len())));
+            return Err(Error::Refused(format!(
+                "an anchor needs 1 to {MAX_URLS} download URLs, got {}",
+                urls.len()
+            )));
         }
         for url in &urls {
             check_address("download URL", url)?;
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(Error::Refused(format!("download URL {url} must start with http:// or https://")));
+                return Err(Error::Refused(format!(
+                    "download URL {url} must start with http:// or https://"
+                )));
             }
         }
-        Ok(Anchor { instance, algorithm, public_key, urls })
+        Ok(Anchor {
+            instance,
+            algorithm,
+            public_key,
+            urls,
+        })
     }
 
     /// The anchor file bytes.
@@ -78,7 +93,8 @@ impl Anchor {
             algorithm: self.algorithm.name().to_owned(),
             format: FORMAT,
             instance: self.instance.clone(),
-            public_key: base64::engine::general_purpose::STANDARD.encode(self.public_key.spki_der()),
+            public_key: base64::engine::general_purpose::STANDARD
+                .encode(self.public_key.spki_der()),
             urls: self.urls.clone(),
         };
         let mut out = serde_json::to_vec(&file).unwrap_or_default();
@@ -93,21 +109,43 @@ impl Anchor {
     /// [`Error::Decode`] for anything but a well-formed anchor of [`FORMAT`].
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_ANCHOR_LEN {
-            return Err(Error::decode("configuration anchor", format!("{} bytes is over the limit of {MAX_ANCHOR_LEN}", bytes.len())));
+            return Err(Error::decode(
+                "configuration anchor",
+                format!(
+                    "{} bytes is over the limit of {MAX_ANCHOR_LEN}",
+                    bytes.len()
+                ),
+            ));
         }
-        let file: AnchorFile = serde_json::from_slice(bytes).map_err(|e| Error::decode("configuration anchor", e))?;
+        let file: AnchorFile =
+            serde_json::from_slice(bytes).map_err(|e| Error::decode("configuration anchor", e))?;
         if file.format != FORMAT {
-            return Err(Error::decode("configuration anchor", format!("format {} is not {FORMAT}", file.format)));
+            return Err(Error::decode(
+                "configuration anchor",
+                format!("format {} is not {FORMAT}", file.format),
+            ));
         }
-        let algorithm = SignatureAlgorithm::from_str(&file.algorithm)
-            .map_err(|_| Error::decode("configuration anchor", format!("unknown algorithm {:?}", file.algorithm)))?;
+        let algorithm = SignatureAlgorithm::from_str(&file.algorithm).map_err(|_| {
+            Error::decode(
+                "configuration anchor",
+                format!("unknown algorithm {:?}", file.algorithm),
+            )
+        })?;
         let spki = base64::engine::general_purpose::STANDARD
             .decode(file.public_key.as_bytes())
             .map_err(|e| Error::decode("configuration anchor", e))?;
-        let public_key = PublicKey::from_spki_der(&spki).map_err(|e| Error::decode("configuration anchor", e))?;
+        let public_key = PublicKey::from_spki_der(&spki)
+            .map_err(|e| Error::decode("configuration anchor", e))?;
         if !public_key.key_type().supports(algorithm) {
-            return Err(Error::decode("configuration anchor", format!("a {} key cannot sign with {algorithm}", public_key.key_type())));
+            return Err(Error::decode(
+                "configuration anchor",
+                format!(
+                    "a {} key cannot sign with {algorithm}",
+                    public_key.key_type()
+                ),
+            ));
         }
-        Anchor::new(file.instance, algorithm, public_key, file.urls).map_err(|e| Error::decode("configuration anchor", e))
+        Anchor::new(file.instance, algorithm, public_key, file.urls)
+            .map_err(|e| Error::decode("configuration anchor", e))
     }
 }

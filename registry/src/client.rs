@@ -70,7 +70,10 @@ struct Held {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { cache_path: None, clock_skew: DEFAULT_CLOCK_SKEW }
+        ClientConfig {
+            cache_path: None,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+        }
     }
 }
 
@@ -79,7 +82,12 @@ impl Default for ClientConfig {
 impl ConfClient {
     /// A client that holds nothing yet.
     pub fn new(anchor: Anchor, config: ClientConfig) -> Self {
-        ConfClient { anchor, config, current: RwLock::new(None), accepting: Mutex::new(()) }
+        ConfClient {
+            anchor,
+            config,
+            current: RwLock::new(None),
+            accepting: Mutex::new(()),
+        }
     }
 
     /// A client that first loads its cache, if there is one. An expired cached configuration is
@@ -96,7 +104,10 @@ impl ConfClient {
             && let Some(bytes) = cache::read(path)?
         {
             let conf = client.verify(&bytes)?;
-            client.swap(Held { conf: Arc::new(conf), bytes: Arc::new(bytes) })?;
+            client.swap(Held {
+                conf: Arc::new(conf),
+                bytes: Arc::new(bytes),
+            })?;
         }
         Ok(client)
     }
@@ -117,22 +128,34 @@ impl ConfClient {
     pub fn accept(&self, bytes: &[u8], now: SystemTime) -> Result<Accepted, Error> {
         let conf = self.verify(bytes)?;
         conf.check_time(now, self.config.clock_skew)?;
-        let _guard = self.accepting.lock().map_err(|_| Error::Unreachable("accept lock poisoned"))?;
+        let _guard = self
+            .accepting
+            .lock()
+            .map_err(|_| Error::Unreachable("accept lock poisoned"))?;
         let previous = self.held()?;
         if let Some(held) = &previous {
             if held.conf.version == conf.version && held.bytes.as_slice() == bytes {
                 return Ok(Accepted::Unchanged(conf.version));
             }
             if conf.version <= held.conf.version {
-                return Err(Error::Rollback { held: held.conf.version, got: conf.version });
+                return Err(Error::Rollback {
+                    held: held.conf.version,
+                    got: conf.version,
+                });
             }
         }
         if let Some(path) = &self.config.cache_path {
             cache::write(path, bytes)?;
         }
         let version = conf.version;
-        self.swap(Held { conf: Arc::new(conf), bytes: Arc::new(bytes.to_vec()) })?;
-        Ok(Accepted::Updated { previous: previous.map(|h| h.conf.version), version })
+        self.swap(Held {
+            conf: Arc::new(conf),
+            bytes: Arc::new(bytes.to_vec()),
+        })?;
+        Ok(Accepted::Updated {
+            previous: previous.map(|h| h.conf.version),
+            version,
+        })
     }
 
     /// The current configuration, if it is still valid at `now`.
@@ -142,10 +165,16 @@ impl ConfClient {
     /// [`Error::NoConf`] before any configuration was accepted, [`Error::ConfExpired`] after its
     /// expires-at: both answer true to [`Error::is_conf_expired`], and the caller MUST fail closed.
     pub fn current(&self, now: SystemTime) -> Result<Arc<GlobalConf>, Error> {
-        let held = self.held()?.ok_or_else(|| Error::NoConf { instance: self.anchor.instance.to_string() })?;
+        let held = self.held()?.ok_or_else(|| Error::NoConf {
+            instance: self.anchor.instance.to_string(),
+        })?;
         let now_secs = crate::conf::unix_seconds(now);
         if now_secs >= held.conf.expires_at {
-            return Err(Error::ConfExpired { version: held.conf.version, expired_at: held.conf.expires_at, now: now_secs });
+            return Err(Error::ConfExpired {
+                version: held.conf.version,
+                expired_at: held.conf.expires_at,
+                now: now_secs,
+            });
         }
         Ok(held.conf)
     }
@@ -158,17 +187,27 @@ impl ConfClient {
     fn verify(&self, bytes: &[u8]) -> Result<GlobalConf, Error> {
         let signed = SignedConf::decode(bytes)?;
         if signed.algorithm() != self.anchor.algorithm {
-            return Err(Error::BadSignature { instance: self.anchor.instance.to_string(), anchor_key: self.anchor.public_key.fingerprint() });
+            return Err(Error::BadSignature {
+                instance: self.anchor.instance.to_string(),
+                anchor_key: self.anchor.public_key.fingerprint(),
+            });
         }
         signed.verify(&self.anchor.public_key, &self.anchor.instance)
     }
 
     fn held(&self) -> Result<Option<Held>, Error> {
-        Ok(self.current.read().map_err(|_| Error::Unreachable("configuration lock poisoned"))?.clone())
+        Ok(self
+            .current
+            .read()
+            .map_err(|_| Error::Unreachable("configuration lock poisoned"))?
+            .clone())
     }
 
     fn swap(&self, held: Held) -> Result<(), Error> {
-        *self.current.write().map_err(|_| Error::Unreachable("configuration lock poisoned"))? = Some(held);
+        *self
+            .current
+            .write()
+            .map_err(|_| Error::Unreachable("configuration lock poisoned"))? = Some(held);
         Ok(())
     }
 }

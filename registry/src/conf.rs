@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::id::InstanceId;
 use crate::model::{
-    Certificate, Gateway, GlobalGroup, Member, MemberClassEntry, Revocation, Service, SigningCertificate, Subsystem,
-    TimestampingService,
+    Certificate, Gateway, GlobalGroup, Member, MemberClassEntry, Revocation, Service,
+    SigningCertificate, Subsystem, TimestampingService,
 };
 
 /// The document format this code writes and reads.
@@ -104,15 +104,28 @@ pub fn from_unix_seconds(secs: u64) -> SystemTime {
 /// [`FORMAT`] document, or hold a duplicate id.
 pub fn parse_unverified(bytes: &[u8]) -> Result<GlobalConf, Error> {
     if bytes.len() > MAX_CONF_LEN {
-        return Err(Error::decode("global configuration", format!("{} bytes is over the limit of {MAX_CONF_LEN}", bytes.len())));
+        return Err(Error::decode(
+            "global configuration",
+            format!("{} bytes is over the limit of {MAX_CONF_LEN}", bytes.len()),
+        ));
     }
-    let conf: GlobalConf = serde_json::from_slice(bytes).map_err(|e| Error::decode("global configuration", e))?;
+    let conf: GlobalConf =
+        serde_json::from_slice(bytes).map_err(|e| Error::decode("global configuration", e))?;
     if conf.format != FORMAT {
-        return Err(Error::decode("global configuration", format!("format {} is not the supported format {FORMAT}", conf.format)));
+        return Err(Error::decode(
+            "global configuration",
+            format!(
+                "format {} is not the supported format {FORMAT}",
+                conf.format
+            ),
+        ));
     }
     conf.check_sorted()?;
     if conf.encode()? != bytes {
-        return Err(Error::decode("global configuration", "not in canonical form (see docs/global-conf.md)"));
+        return Err(Error::decode(
+            "global configuration",
+            "not in canonical form (see docs/global-conf.md)",
+        ));
     }
     Ok(conf)
 }
@@ -140,9 +153,11 @@ impl GlobalConf {
         self.members.sort_by(|a, b| a.id.cmp(&b.id));
         self.revoked.sort_by(|a, b| a.serial.cmp(&b.serial));
         self.services.sort_by(|a, b| a.id.cmp(&b.id));
-        self.signing_certificates.sort_by(|a, b| signing_key(a).cmp(&signing_key(b)));
+        self.signing_certificates
+            .sort_by(|a, b| signing_key(a).cmp(&signing_key(b)));
         self.subsystems.sort_by(|a, b| a.id.cmp(&b.id));
-        self.timestamping_services.sort_by(|a, b| a.name.cmp(&b.name));
+        self.timestamping_services
+            .sort_by(|a, b| a.name.cmp(&b.name));
     }
 
     /// Checks the validity window against `now`, allowing `skew` for a gateway clock behind the
@@ -155,10 +170,18 @@ impl GlobalConf {
     pub fn check_time(&self, now: SystemTime, skew: Duration) -> Result<(), Error> {
         let now = unix_seconds(now);
         if now >= self.expires_at {
-            return Err(Error::ConfExpired { version: self.version, expired_at: self.expires_at, now });
+            return Err(Error::ConfExpired {
+                version: self.version,
+                expired_at: self.expires_at,
+                now,
+            });
         }
         if self.generated_at > now.saturating_add(skew.as_secs()) {
-            return Err(Error::ConfFromFuture { version: self.version, generated_at: self.generated_at, now });
+            return Err(Error::ConfFromFuture {
+                version: self.version,
+                generated_at: self.generated_at,
+                now,
+            });
         }
         Ok(())
     }
@@ -179,13 +202,22 @@ impl GlobalConf {
         for g in &self.global_groups {
             strictly_sorted("global group members", g.members.iter())?;
         }
-        strictly_sorted("member classes", self.member_classes.iter().map(|c| &c.code))?;
+        strictly_sorted(
+            "member classes",
+            self.member_classes.iter().map(|c| &c.code),
+        )?;
         strictly_sorted("members", self.members.iter().map(|m| &m.id))?;
         strictly_sorted("revocations", self.revoked.iter().map(|r| &r.serial))?;
         strictly_sorted("services", self.services.iter().map(|s| &s.id))?;
-        strictly_sorted("signing certificates", self.signing_certificates.iter().map(signing_key))?;
+        strictly_sorted(
+            "signing certificates",
+            self.signing_certificates.iter().map(signing_key),
+        )?;
         strictly_sorted("subsystems", self.subsystems.iter().map(|s| &s.id))?;
-        strictly_sorted("timestamping services", self.timestamping_services.iter().map(|t| &t.name))
+        strictly_sorted(
+            "timestamping services",
+            self.timestamping_services.iter().map(|t| &t.name),
+        )
     }
 }
 
@@ -193,11 +225,19 @@ fn signing_key(c: &SigningCertificate) -> (crate::id::MemberId, String) {
     (c.member.clone(), c.certificate.serial())
 }
 
-fn strictly_sorted<T: Ord>(what: &'static str, mut items: impl Iterator<Item = T>) -> Result<(), Error> {
-    let Some(mut previous) = items.next() else { return Ok(()) };
+fn strictly_sorted<T: Ord>(
+    what: &'static str,
+    mut items: impl Iterator<Item = T>,
+) -> Result<(), Error> {
+    let Some(mut previous) = items.next() else {
+        return Ok(());
+    };
     for item in items {
         if item <= previous {
-            return Err(Error::decode("global configuration", format!("{what} are not sorted or hold a duplicate")));
+            return Err(Error::decode(
+                "global configuration",
+                format!("{what} are not sorted or hold a duplicate"),
+            ));
         }
         previous = item;
     }
@@ -215,7 +255,11 @@ impl SignedConf {
     pub fn sign(conf: &GlobalConf, signer: &dyn Signer) -> Result<Self, Error> {
         let document = conf.encode()?;
         let signature = signer.sign(&document)?;
-        Ok(SignedConf { document, algorithm: signer.algorithm(), signature })
+        Ok(SignedConf {
+            document,
+            algorithm: signer.algorithm(),
+            signature,
+        })
     }
 
     /// Decodes an envelope. Checks the layout and the limits only; [`SignedConf::verify`] checks
@@ -228,41 +272,75 @@ impl SignedConf {
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
         let mut r = Reader(bytes);
         if r.take(MAGIC.len())? != MAGIC {
-            return Err(Error::decode("signed global configuration", "does not start with \"BBGC\""));
+            return Err(Error::decode(
+                "signed global configuration",
+                "does not start with \"BBGC\"",
+            ));
         }
         let version = r.u8()?;
         if version != ENVELOPE_VERSION {
-            return Err(Error::decode("signed global configuration", format!("envelope version {version} is not {ENVELOPE_VERSION}")));
+            return Err(Error::decode(
+                "signed global configuration",
+                format!("envelope version {version} is not {ENVELOPE_VERSION}"),
+            ));
         }
         let code = r.u8()?;
-        let algorithm = SignatureAlgorithm::from_code(code)
-            .ok_or_else(|| Error::decode("signed global configuration", format!("unknown signature algorithm code {code}")))?;
+        let algorithm = SignatureAlgorithm::from_code(code).ok_or_else(|| {
+            Error::decode(
+                "signed global configuration",
+                format!("unknown signature algorithm code {code}"),
+            )
+        })?;
         let document_len = usize::try_from(r.u32()?).unwrap_or(usize::MAX);
         if document_len > MAX_CONF_LEN {
-            return Err(Error::decode("signed global configuration", format!("document of {document_len} bytes is over the limit of {MAX_CONF_LEN}")));
+            return Err(Error::decode(
+                "signed global configuration",
+                format!("document of {document_len} bytes is over the limit of {MAX_CONF_LEN}"),
+            ));
         }
         let document = r.take(document_len)?.to_vec();
         let signature_len = usize::from(r.u16()?);
         if signature_len > MAX_SIGNATURE_LEN {
-            return Err(Error::decode("signed global configuration", format!("signature of {signature_len} bytes is over the limit of {MAX_SIGNATURE_LEN}")));
+            return Err(Error::decode(
+                "signed global configuration",
+                format!(
+                    "signature of {signature_len} bytes is over the limit of {MAX_SIGNATURE_LEN}"
+                ),
+            ));
         }
         let signature = r.take(signature_len)?.to_vec();
         if !r.0.is_empty() {
-            return Err(Error::decode("signed global configuration", format!("{} trailing bytes", r.0.len())));
+            return Err(Error::decode(
+                "signed global configuration",
+                format!("{} trailing bytes", r.0.len()),
+            ));
         }
-        Ok(SignedConf { document, algorithm, signature })
+        Ok(SignedConf {
+            document,
+            algorithm,
+            signature,
+        })
     }
 
     /// The envelope bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MAGIC.len() + 8 + self.document.len() + self.signature.len());
+        let mut out =
+            Vec::with_capacity(MAGIC.len() + 8 + self.document.len() + self.signature.len());
         out.extend_from_slice(&MAGIC);
         out.push(ENVELOPE_VERSION);
         out.push(self.algorithm.code());
         // Both lengths were bounded when the envelope was built or decoded.
-        out.extend_from_slice(&u32::try_from(self.document.len()).unwrap_or(u32::MAX).to_be_bytes());
+        out.extend_from_slice(
+            &u32::try_from(self.document.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
         out.extend_from_slice(&self.document);
-        out.extend_from_slice(&u16::try_from(self.signature.len()).unwrap_or(u16::MAX).to_be_bytes());
+        out.extend_from_slice(
+            &u16::try_from(self.signature.len())
+                .unwrap_or(u16::MAX)
+                .to_be_bytes(),
+        );
         out.extend_from_slice(&self.signature);
         out
     }
@@ -274,12 +352,21 @@ impl SignedConf {
     ///
     /// [`Error::BadSignature`], [`Error::Decode`] or [`Error::WrongInstance`].
     pub fn verify(&self, key: &PublicKey, instance: &InstanceId) -> Result<GlobalConf, Error> {
-        if key.verify(self.algorithm, &self.document, &self.signature).is_err() {
-            return Err(Error::BadSignature { instance: instance.to_string(), anchor_key: key.fingerprint() });
+        if key
+            .verify(self.algorithm, &self.document, &self.signature)
+            .is_err()
+        {
+            return Err(Error::BadSignature {
+                instance: instance.to_string(),
+                anchor_key: key.fingerprint(),
+            });
         }
         let conf = parse_unverified(&self.document)?;
         if &conf.instance != instance {
-            return Err(Error::WrongInstance { expected: instance.to_string(), got: conf.instance.to_string() });
+            return Err(Error::WrongInstance {
+                expected: instance.to_string(),
+                got: conf.instance.to_string(),
+            });
         }
         Ok(conf)
     }
@@ -306,7 +393,10 @@ struct Reader<'a>(&'a [u8]);
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if n > self.0.len() {
-            return Err(Error::decode("signed global configuration", format!("needs {n} more bytes, {} left", self.0.len())));
+            return Err(Error::decode(
+                "signed global configuration",
+                format!("needs {n} more bytes, {} left", self.0.len()),
+            ));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
@@ -319,11 +409,17 @@ impl<'a> Reader<'a> {
 
     fn u16(&mut self) -> Result<u16, Error> {
         let b = self.take(2)?;
-        Ok(u16::from_be_bytes(b.try_into().map_err(|_| Error::Unreachable("took two bytes"))?))
+        Ok(u16::from_be_bytes(
+            b.try_into()
+                .map_err(|_| Error::Unreachable("took two bytes"))?,
+        ))
     }
 
     fn u32(&mut self) -> Result<u32, Error> {
         let b = self.take(4)?;
-        Ok(u32::from_be_bytes(b.try_into().map_err(|_| Error::Unreachable("took four bytes"))?))
+        Ok(u32::from_be_bytes(
+            b.try_into()
+                .map_err(|_| Error::Unreachable("took four bytes"))?,
+        ))
     }
 }

@@ -34,7 +34,9 @@ pub enum Error {
 
     // --- The global configuration does not verify (the registry or the network is at fault). ---
     /// The signature over the configuration does not verify under the anchor's key.
-    #[error("global configuration signature does not verify under the anchor key {anchor_key} (instance {instance})")]
+    #[error(
+        "global configuration signature does not verify under the anchor key {anchor_key} (instance {instance})"
+    )]
     BadSignature {
         /// The anchor's instance.
         instance: String,
@@ -50,7 +52,9 @@ pub enum Error {
         got: String,
     },
     /// The configuration is older than the one already held: a replay or a rollback.
-    #[error("global configuration version {got} is older than version {held} already held (rollback refused)")]
+    #[error(
+        "global configuration version {got} is older than version {held} already held (rollback refused)"
+    )]
     Rollback {
         /// The version held.
         held: u64,
@@ -58,7 +62,9 @@ pub enum Error {
         got: u64,
     },
     /// The configuration's validity ended. Callers MUST fail closed: no exchange may rely on it.
-    #[error("global configuration version {version} expired at {expired_at} (unix seconds), now is {now}")]
+    #[error(
+        "global configuration version {version} expired at {expired_at} (unix seconds), now is {now}"
+    )]
     ConfExpired {
         /// The version.
         version: u64,
@@ -68,7 +74,9 @@ pub enum Error {
         now: u64,
     },
     /// The configuration was generated in the future by more than the allowed clock skew.
-    #[error("global configuration version {version} was generated at {generated_at}, after now ({now}) plus the allowed skew")]
+    #[error(
+        "global configuration version {version} was generated at {generated_at}, after now ({now}) plus the allowed skew"
+    )]
     ConfFromFuture {
         /// The version.
         version: u64,
@@ -136,7 +144,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn decode(what: &'static str, reason: impl ToString) -> Self {
-        Error::Decode { what, reason: reason.to_string() }
+        Error::Decode {
+            what,
+            reason: reason.to_string(),
+        }
     }
 
     /// True when the error means the held configuration can no longer be relied on, so callers

@@ -92,7 +92,10 @@ pub fn check_part(kind: &'static str, part: &str) -> Result<(), Error> {
     let reason = if part.is_empty() {
         "must not be empty".to_owned()
     } else if part.len() > MAX_PART_LEN {
-        format!("is {} bytes long, over the limit of {MAX_PART_LEN}", part.len())
+        format!(
+            "is {} bytes long, over the limit of {MAX_PART_LEN}",
+            part.len()
+        )
     } else if let Some(c) = part.chars().find(|c| FORBIDDEN.contains(c)) {
         format!("must not contain {c:?} (X-Road forbids : ; / \\ %)")
     } else if part.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -102,7 +105,11 @@ pub fn check_part(kind: &'static str, part: &str) -> Result<(), Error> {
     } else {
         return Ok(());
     };
-    Err(Error::InvalidId { kind, value: printable(part), reason })
+    Err(Error::InvalidId {
+        kind,
+        value: printable(part),
+        reason,
+    })
 }
 
 /// Characters X-Road forbids in identifiers.
@@ -110,7 +117,11 @@ const FORBIDDEN: [char; 5] = [':', ';', '/', '\\', '%'];
 
 /// The value as it may appear in an error message: escaped and cut to a readable length.
 fn printable(value: &str) -> String {
-    let mut out: String = value.chars().take(80).flat_map(char::escape_debug).collect();
+    let mut out: String = value
+        .chars()
+        .take(80)
+        .flat_map(char::escape_debug)
+        .collect();
     if value.chars().count() > 80 {
         out.push('…');
     }
@@ -120,7 +131,11 @@ fn printable(value: &str) -> String {
 fn parts<'a>(kind: &'static str, text: &'a str, counts: &[usize]) -> Result<Vec<&'a str>, Error> {
     let parts: Vec<&str> = text.split('/').collect();
     if !counts.contains(&parts.len()) {
-        let want = counts.iter().map(usize::to_string).collect::<Vec<_>>().join(" or ");
+        let want = counts
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(" or ");
         return Err(Error::InvalidId {
             kind,
             value: printable(text),
@@ -166,10 +181,18 @@ impl MemberClass {
 
 impl MemberId {
     /// Builds a member id from its parts, checking the member code.
-    pub fn new(instance: InstanceId, class: MemberClass, code: impl Into<String>) -> Result<Self, Error> {
+    pub fn new(
+        instance: InstanceId,
+        class: MemberClass,
+        code: impl Into<String>,
+    ) -> Result<Self, Error> {
         let code = code.into();
         check_part("member code", &code)?;
-        Ok(MemberId { instance, class, code })
+        Ok(MemberId {
+            instance,
+            class,
+            code,
+        })
     }
 
     /// The instance.
@@ -189,9 +212,11 @@ impl MemberId {
 
     fn from_parts(p: &[&str]) -> Result<Self, Error> {
         match p {
-            [instance, class, code, ..] => {
-                MemberId::new(InstanceId::new(*instance)?, MemberClass::new(*class)?, *code)
-            }
+            [instance, class, code, ..] => MemberId::new(
+                InstanceId::new(*instance)?,
+                MemberClass::new(*class)?,
+                *code,
+            ),
             _ => Err(Error::Unreachable("member id parts counted before")),
         }
     }
@@ -234,13 +259,21 @@ impl ClientId {
 
 impl ServiceId {
     /// Builds a service id, checking the service code and version.
-    pub fn new(provider: SubsystemId, code: impl Into<String>, version: Option<String>) -> Result<Self, Error> {
+    pub fn new(
+        provider: SubsystemId,
+        code: impl Into<String>,
+        version: Option<String>,
+    ) -> Result<Self, Error> {
         let code = code.into();
         check_part("service code", &code)?;
         if let Some(v) = &version {
             check_part("service version", v)?;
         }
-        Ok(ServiceId { provider, code, version })
+        Ok(ServiceId {
+            provider,
+            code,
+            version,
+        })
     }
 
     /// The subsystem that provides the service.
@@ -328,7 +361,10 @@ impl FromStr for SubsystemId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         let p = parts("subsystem id", s, &[4])?;
-        SubsystemId::new(MemberId::from_parts(&p)?, *p.get(3).ok_or(Error::Unreachable("four parts"))?)
+        SubsystemId::new(
+            MemberId::from_parts(&p)?,
+            *p.get(3).ok_or(Error::Unreachable("four parts"))?,
+        )
     }
 }
 
@@ -364,7 +400,10 @@ impl FromStr for GatewayId {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         let p = parts("gateway id", s, &[4])?;
-        GatewayId::new(MemberId::from_parts(&p)?, *p.get(3).ok_or(Error::Unreachable("four parts"))?)
+        GatewayId::new(
+            MemberId::from_parts(&p)?,
+            *p.get(3).ok_or(Error::Unreachable("four parts"))?,
+        )
     }
 }
 
@@ -451,7 +490,16 @@ macro_rules! serde_as_text {
     )*};
 }
 
-serde_as_text!(InstanceId, MemberClass, MemberId, SubsystemId, ClientId, ServiceId, GatewayId, GroupId);
+serde_as_text!(
+    InstanceId,
+    MemberClass,
+    MemberId,
+    SubsystemId,
+    ClientId,
+    ServiceId,
+    GatewayId,
+    GroupId
+);
 
 #[cfg(test)]
 mod tests {
@@ -470,9 +518,18 @@ mod tests {
         assert_eq!(svc.to_string(), "EE/GOV/70000001/ehr/getPatient/v1");
         let svc: ServiceId = "EE/GOV/70000001/ehr/getPatient".parse().unwrap();
         assert_eq!(svc.version(), None);
-        assert!(matches!("EE/GOV/1".parse::<ClientId>().unwrap(), ClientId::Member(_)));
-        assert!(matches!("EE/GOV/1/s".parse::<ClientId>().unwrap(), ClientId::Subsystem(_)));
-        assert_eq!("EE/GOV/1/gw1".parse::<GatewayId>().unwrap().server_code(), "gw1");
+        assert!(matches!(
+            "EE/GOV/1".parse::<ClientId>().unwrap(),
+            ClientId::Member(_)
+        ));
+        assert!(matches!(
+            "EE/GOV/1/s".parse::<ClientId>().unwrap(),
+            ClientId::Subsystem(_)
+        ));
+        assert_eq!(
+            "EE/GOV/1/gw1".parse::<GatewayId>().unwrap().server_code(),
+            "gw1"
+        );
         assert_eq!("EE/readers".parse::<GroupId>().unwrap().code(), "readers");
     }
 
@@ -495,8 +552,17 @@ mod tests {
             assert!(err.contains(want), "{text:?}: {err}");
         }
         let long = format!("EE/GOV/{}", "x".repeat(MAX_PART_LEN + 1));
-        assert!(long.parse::<MemberId>().unwrap_err().to_string().contains("over the limit of 255"));
-        assert!(format!("EE/GOV/{}", "x".repeat(MAX_PART_LEN)).parse::<MemberId>().is_ok());
+        assert!(
+            long.parse::<MemberId>()
+                .unwrap_err()
+                .to_string()
+                .contains("over the limit of 255")
+        );
+        assert!(
+            format!("EE/GOV/{}", "x".repeat(MAX_PART_LEN))
+                .parse::<MemberId>()
+                .is_ok()
+        );
     }
 
     #[test]

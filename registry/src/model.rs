@@ -203,11 +203,17 @@ impl Certificate {
     fn check(der: &[u8]) -> Result<(), Error> {
         let max = backbone_hsm::cert::MAX_CERT_LEN;
         if der.len() > max {
-            return Err(Error::decode("certificate", format!("{} bytes is over the limit of {max}", der.len())));
+            return Err(Error::decode(
+                "certificate",
+                format!("{} bytes is over the limit of {max}", der.len()),
+            ));
         }
         match x509_parser::parse_x509_certificate(der) {
             Ok((rest, _)) if rest.is_empty() => Ok(()),
-            Ok((rest, _)) => Err(Error::decode("certificate", format!("{} trailing bytes", rest.len()))),
+            Ok((rest, _)) => Err(Error::decode(
+                "certificate",
+                format!("{} trailing bytes", rest.len()),
+            )),
             Err(e) => Err(Error::decode("certificate", e)),
         }
     }
@@ -215,13 +221,25 @@ impl Certificate {
 
 /// Lower-case hex of a serial number with its leading zero bytes removed.
 pub fn serial_hex(raw: &[u8]) -> String {
-    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len().saturating_sub(1));
-    raw.get(start..).unwrap_or_default().iter().map(|b| format!("{b:02x}")).collect()
+    let start = raw
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(raw.len().saturating_sub(1));
+    raw.get(start..)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl fmt::Debug for Certificate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Certificate(serial {}, {} bytes)", self.serial(), self.der.len())
+        write!(
+            f,
+            "Certificate(serial {}, {} bytes)",
+            self.serial(),
+            self.der.len()
+        )
     }
 }
 
@@ -236,9 +254,14 @@ impl<'de> Deserialize<'de> for Certificate {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         let max_b64 = backbone_hsm::cert::MAX_CERT_LEN.div_ceil(3) * 4;
         if text.len() > max_b64 {
-            return Err(serde::de::Error::custom(format!("certificate of {} base64 characters is over the limit", text.len())));
+            return Err(serde::de::Error::custom(format!(
+                "certificate of {} base64 characters is over the limit",
+                text.len()
+            )));
         }
-        let der = base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map_err(serde::de::Error::custom)?;
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)?;
         Certificate::from_der(der).map_err(serde::de::Error::custom)
     }
 }
@@ -246,10 +269,15 @@ impl<'de> Deserialize<'de> for Certificate {
 /// Checks a free-text field: at most [`MAX_TEXT_LEN`] bytes, no control characters.
 pub fn check_text(what: &'static str, text: &str) -> Result<(), Error> {
     if text.len() > MAX_TEXT_LEN {
-        return Err(Error::Refused(format!("{what} is {} bytes, over the limit of {MAX_TEXT_LEN}", text.len())));
+        return Err(Error::Refused(format!(
+            "{what} is {} bytes, over the limit of {MAX_TEXT_LEN}",
+            text.len()
+        )));
     }
     if text.chars().any(char::is_control) {
-        return Err(Error::Refused(format!("{what} must not contain control characters")));
+        return Err(Error::Refused(format!(
+            "{what} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -257,10 +285,15 @@ pub fn check_text(what: &'static str, text: &str) -> Result<(), Error> {
 /// Checks an address or URL: 1 to [`MAX_ADDRESS_LEN`] bytes, no whitespace or control characters.
 pub fn check_address(what: &'static str, text: &str) -> Result<(), Error> {
     if text.is_empty() || text.len() > MAX_ADDRESS_LEN {
-        return Err(Error::Refused(format!("{what} must be 1 to {MAX_ADDRESS_LEN} bytes, got {}", text.len())));
+        return Err(Error::Refused(format!(
+            "{what} must be 1 to {MAX_ADDRESS_LEN} bytes, got {}",
+            text.len()
+        )));
     }
     if text.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Error::Refused(format!("{what} must not contain whitespace or control characters")));
+        return Err(Error::Refused(format!(
+            "{what} must not contain whitespace or control characters"
+        )));
     }
     Ok(())
 }
@@ -293,15 +326,26 @@ mod tests {
         store.generate("ca", KeyType::EcP256).unwrap();
         let signer = store.signer("ca", None).unwrap();
         let now = std::time::SystemTime::now();
-        let validity = Validity { not_before: now, not_after: now + std::time::Duration::from_secs(3600), serial: vec![7] };
-        let subject = Subject { common_name: "test CA".into(), ..Subject::default() };
-        let der = CertificateAuthority::self_signed(signer.as_ref(), &subject, &validity).unwrap().certificate_der().to_vec();
+        let validity = Validity {
+            not_before: now,
+            not_after: now + std::time::Duration::from_secs(3600),
+            serial: vec![7],
+        };
+        let subject = Subject {
+            common_name: "test CA".into(),
+            ..Subject::default()
+        };
+        let der = CertificateAuthority::self_signed(signer.as_ref(), &subject, &validity)
+            .unwrap()
+            .certificate_der()
+            .to_vec();
 
         let certificate = Certificate::from_der(der.clone()).unwrap();
         let expected: [u8; 32] = sha2::Sha256::digest(&der).into();
         assert_eq!(certificate.sha256(), &expected);
         assert_eq!(certificate.fingerprint(), fingerprint(&der));
-        let read: Certificate = serde_json::from_str(&serde_json::to_string(&certificate).unwrap()).unwrap();
+        let read: Certificate =
+            serde_json::from_str(&serde_json::to_string(&certificate).unwrap()).unwrap();
         assert_eq!(read.der(), der.as_slice());
         assert_eq!(read.sha256(), &expected);
     }
@@ -310,5 +354,8 @@ mod tests {
 /// SHA-256 of `der`, lower-case hex.
 pub fn fingerprint(der: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

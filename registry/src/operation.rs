@@ -137,29 +137,75 @@ impl Operation {
     /// # Errors
     ///
     /// What the registry refuses: invalid ids, duplicates, unknown records, bad requests.
-    pub fn apply(&self, registry: &Registry, actor: &str, now: SystemTime) -> Result<Outcome, Error> {
+    pub fn apply(
+        &self,
+        registry: &Registry,
+        actor: &str,
+        now: SystemTime,
+    ) -> Result<Outcome, Error> {
         match self {
-            Operation::AddMemberClass { code, description } => {
-                registry.add_member_class(actor, now, MemberClass::new(code.clone())?, description).map(done)
+            Operation::AddMemberClass { code, description } => registry
+                .add_member_class(actor, now, MemberClass::new(code.clone())?, description)
+                .map(done),
+            Operation::AddMember { id, name } => registry
+                .add_member(actor, now, id.parse::<MemberId>()?, name)
+                .map(done),
+            Operation::AddSubsystem { id } => registry
+                .add_subsystem(actor, now, id.parse::<SubsystemId>()?)
+                .map(done),
+            Operation::AddGateway { id, address } => registry
+                .add_gateway(actor, now, id.parse::<GatewayId>()?, address)
+                .map(done),
+            Operation::IssueTlsCertificate { gateway, csr_pem } => registry
+                .issue_tls_certificate(
+                    actor,
+                    now,
+                    &gateway.parse::<GatewayId>()?,
+                    csr_pem.as_bytes(),
+                )
+                .map(issued),
+            Operation::IssueSigningCertificate { member, csr_pem } => registry
+                .issue_signing_certificate(
+                    actor,
+                    now,
+                    &member.parse::<MemberId>()?,
+                    csr_pem.as_bytes(),
+                )
+                .map(issued),
+            Operation::Revoke { serial, reason } => {
+                registry.revoke(actor, now, serial, *reason).map(done)
             }
-            Operation::AddMember { id, name } => registry.add_member(actor, now, id.parse::<MemberId>()?, name).map(done),
-            Operation::AddSubsystem { id } => registry.add_subsystem(actor, now, id.parse::<SubsystemId>()?).map(done),
-            Operation::AddGateway { id, address } => registry.add_gateway(actor, now, id.parse::<GatewayId>()?, address).map(done),
-            Operation::IssueTlsCertificate { gateway, csr_pem } => {
-                registry.issue_tls_certificate(actor, now, &gateway.parse::<GatewayId>()?, csr_pem.as_bytes()).map(issued)
-            }
-            Operation::IssueSigningCertificate { member, csr_pem } => {
-                registry.issue_signing_certificate(actor, now, &member.parse::<MemberId>()?, csr_pem.as_bytes()).map(issued)
-            }
-            Operation::Revoke { serial, reason } => registry.revoke(actor, now, serial, *reason).map(done),
-            Operation::AddService { id, description, personal_health_data } => {
-                registry.add_service(actor, now, id.parse::<ServiceId>()?, description, *personal_health_data).map(done)
-            }
-            Operation::AddGroup { id, description } => registry.add_group(actor, now, id.parse::<GroupId>()?, description).map(done),
-            Operation::AddGroupMember { group, client } => {
-                registry.add_group_member(actor, now, &group.parse::<GroupId>()?, client.parse::<ClientId>()?).map(done)
-            }
-            Operation::AddTimestampingService { name, aggregator_url, extender_url, publications_url, publication_certificate_pem } => {
+            Operation::AddService {
+                id,
+                description,
+                personal_health_data,
+            } => registry
+                .add_service(
+                    actor,
+                    now,
+                    id.parse::<ServiceId>()?,
+                    description,
+                    *personal_health_data,
+                )
+                .map(done),
+            Operation::AddGroup { id, description } => registry
+                .add_group(actor, now, id.parse::<GroupId>()?, description)
+                .map(done),
+            Operation::AddGroupMember { group, client } => registry
+                .add_group_member(
+                    actor,
+                    now,
+                    &group.parse::<GroupId>()?,
+                    client.parse::<ClientId>()?,
+                )
+                .map(done),
+            Operation::AddTimestampingService {
+                name,
+                aggregator_url,
+                extender_url,
+                publications_url,
+                publication_certificate_pem,
+            } => {
                 let service = TimestampingService {
                     aggregator_url: aggregator_url.clone(),
                     extender_url: extender_url.clone(),
@@ -167,9 +213,13 @@ impl Operation {
                     publication_certificate: certificate_from_pem(publication_certificate_pem)?,
                     publications_url: publications_url.clone(),
                 };
-                registry.add_timestamping_service(actor, now, service).map(done)
+                registry
+                    .add_timestamping_service(actor, now, service)
+                    .map(done)
             }
-            Operation::AddAdmin { name, csr_pem } => registry.add_admin(actor, now, name, csr_pem.as_bytes()).map(issued),
+            Operation::AddAdmin { name, csr_pem } => registry
+                .add_admin(actor, now, name, csr_pem.as_bytes())
+                .map(issued),
         }
     }
 
@@ -197,14 +247,21 @@ fn done(_: ()) -> Outcome {
 }
 
 fn issued(certificate: Certificate) -> Outcome {
-    Outcome::Certificate { serial: certificate.serial(), certificate_pem: backbone_hsm::cert::pem("CERTIFICATE", certificate.der()) }
+    Outcome::Certificate {
+        serial: certificate.serial(),
+        certificate_pem: backbone_hsm::cert::pem("CERTIFICATE", certificate.der()),
+    }
 }
 
 /// A certificate from PEM (or DER given as text, which fails to parse and is refused).
 fn certificate_from_pem(pem: &str) -> Result<Certificate, Error> {
-    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| Error::decode("certificate PEM", e))?;
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| Error::decode("certificate PEM", e))?;
     if parsed.label != "CERTIFICATE" {
-        return Err(Error::decode("certificate PEM", format!("a {} block, not a CERTIFICATE", parsed.label)));
+        return Err(Error::decode(
+            "certificate PEM",
+            format!("a {} block, not a CERTIFICATE", parsed.label),
+        ));
     }
     Certificate::from_der(parsed.contents)
 }

@@ -74,7 +74,11 @@ struct Published {
 
 impl Default for ServeConfig {
     fn default() -> Self {
-        ServeConfig { regenerate_every: DEFAULT_REGENERATE_EVERY, conf_validity: DEFAULT_CONF_VALIDITY, timestamping_url: None }
+        ServeConfig {
+            regenerate_every: DEFAULT_REGENERATE_EVERY,
+            conf_validity: DEFAULT_CONF_VALIDITY,
+            timestamping_url: None,
+        }
     }
 }
 
@@ -86,7 +90,9 @@ impl ServeConfig {
     /// [`Error::Refused`] when a version would expire before the next is generated.
     pub fn check(&self) -> Result<(), Error> {
         if self.regenerate_every.is_zero() {
-            return Err(Error::Refused("registry.regenerate_every must be more than 0 s".into()));
+            return Err(Error::Refused(
+                "registry.regenerate_every must be more than 0 s".into(),
+            ));
         }
         if self.conf_validity <= self.regenerate_every {
             return Err(Error::Refused(format!(
@@ -107,7 +113,11 @@ impl Server {
     /// # Errors
     ///
     /// A bad setting, or the first generation failing (store or HSM).
-    pub async fn spawn(registry: Arc<Registry>, config: ServeConfig, listener: TcpListener) -> Result<Server, Error> {
+    pub async fn spawn(
+        registry: Arc<Registry>,
+        config: ServeConfig,
+        listener: TcpListener,
+    ) -> Result<Server, Error> {
         Self::spawn_with_limits(registry, config, listener, Limits::default()).await
     }
 
@@ -116,11 +126,25 @@ impl Server {
     /// # Errors
     ///
     /// As [`Server::spawn`].
-    pub async fn spawn_with_limits(registry: Arc<Registry>, config: ServeConfig, listener: TcpListener, limits: Limits) -> Result<Server, Error> {
+    pub async fn spawn_with_limits(
+        registry: Arc<Registry>,
+        config: ServeConfig,
+        listener: TcpListener,
+        limits: Limits,
+    ) -> Result<Server, Error> {
         config.check()?;
-        let local_addr = listener.local_addr().map_err(|source| Error::Io { action: "bind", path: "listener".into(), source })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Io {
+            action: "bind",
+            path: "listener".into(),
+            source,
+        })?;
         let first = generate(&registry, &config).await?;
-        let published = Arc::new(Published { registry, config, envelope: RwLock::new(Arc::new(first.clone())), http: reqwest::Client::new() });
+        let published = Arc::new(Published {
+            registry,
+            config,
+            envelope: RwLock::new(Arc::new(first.clone())),
+            http: reqwest::Client::new(),
+        });
         if let Ok(version) = version_of(&first) {
             spawn_keyless(published.clone(), version, first);
         }
@@ -131,15 +155,30 @@ impl Server {
             .route(KEYLESS_PATH, get(keyless))
             .with_state(published.clone());
         let app = backbone_server::layers::push_route_layers(app, &limits);
-        let server = backbone_server::Server::spawn(listener, Transport::Plain, Protocol::Http1, limits, move |_| Some(app.clone()))
-            .map_err(|source| Error::Io { action: "bind", path: "listener".into(), source })?;
+        let server = backbone_server::Server::spawn(
+            listener,
+            Transport::Plain,
+            Protocol::Http1,
+            limits,
+            move |_| Some(app.clone()),
+        )
+        .map_err(|source| Error::Io {
+            action: "bind",
+            path: "listener".into(),
+            source,
+        })?;
         let serving = tokio::spawn(async move {
             let _ = stop_serving.wait_for(|stop| *stop).await;
             server.shutdown().await;
         });
         let regenerating = tokio::spawn(regenerate_loop(published.clone(), shutdown.subscribe()));
         tracing::info!(%local_addr, path = CONF_PATH, "serving the global configuration");
-        Ok(Server { local_addr, published, shutdown, tasks: vec![serving, regenerating] })
+        Ok(Server {
+            local_addr,
+            published,
+            shutdown,
+            tasks: vec![serving, regenerating],
+        })
     }
 
     /// Where it listens.
@@ -169,12 +208,19 @@ impl Server {
 
 async fn conf(State(published): State<Arc<Published>>) -> Response {
     match published.envelope.read() {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes.to_vec()).into_response(),
+        Ok(bytes) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            bytes.to_vec(),
+        )
+            .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
-async fn archived(State(published): State<Arc<Published>>, Path(version): Path<String>) -> Response {
+async fn archived(
+    State(published): State<Arc<Published>>,
+    Path(version): Path<String>,
+) -> Response {
     let registry = published.registry.clone();
     archive_answer(version, move |v| registry.archived(v)).await
 }
@@ -184,13 +230,22 @@ async fn keyless(State(published): State<Arc<Published>>, Path(version): Path<St
     archive_answer(version, move |v| registry.keyless_signature(v)).await
 }
 
-async fn archive_answer(version: String, read: impl FnOnce(u64) -> Result<Option<Vec<u8>>, Error> + Send + 'static) -> Response {
+async fn archive_answer(
+    version: String,
+    read: impl FnOnce(u64) -> Result<Option<Vec<u8>>, Error> + Send + 'static,
+) -> Response {
     let Ok(version) = version.parse::<u64>() else {
         return (StatusCode::BAD_REQUEST, "the version is a decimal number").into_response();
     };
     match tokio::task::spawn_blocking(move || read(version)).await {
-        Ok(Ok(Some(bytes))) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Ok(Ok(None)) => (StatusCode::NOT_FOUND, "no such version, or no keyless signature for it yet").into_response(),
+        Ok(Ok(Some(bytes))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Ok(None)) => (
+            StatusCode::NOT_FOUND,
+            "no such version, or no keyless signature for it yet",
+        )
+            .into_response(),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "cannot read the configuration archive");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -203,7 +258,9 @@ async fn archive_answer(version: String, read: impl FnOnce(u64) -> Result<Option
 /// the archive. A failure is logged; the configuration is published regardless (gateways need
 /// it more than auditors need its proof the same second).
 fn spawn_keyless(published: Arc<Published>, version: u64, envelope: Vec<u8>) {
-    let Some(url) = published.config.timestamping_url.clone() else { return };
+    let Some(url) = published.config.timestamping_url.clone() else {
+        return;
+    };
     tokio::spawn(async move {
         use sha2::Digest;
         // A KSI imprint: the SHA-256 algorithm id, then the digest.
@@ -216,9 +273,18 @@ fn spawn_keyless(published: Arc<Published>, version: u64, envelope: Vec<u8>) {
             match keyless_once(&published.http, &url, body.clone()).await {
                 Ok(signature) => {
                     let registry = published.registry.clone();
-                    match tokio::task::spawn_blocking(move || registry.set_keyless_signature(version, &signature)).await {
-                        Ok(Ok(())) => tracing::debug!(version, "kept the keyless signature of the configuration"),
-                        Ok(Err(e)) => tracing::error!(version, error = %e, "cannot keep the keyless signature"),
+                    match tokio::task::spawn_blocking(move || {
+                        registry.set_keyless_signature(version, &signature)
+                    })
+                    .await
+                    {
+                        Ok(Ok(())) => tracing::debug!(
+                            version,
+                            "kept the keyless signature of the configuration"
+                        ),
+                        Ok(Err(e)) => {
+                            tracing::error!(version, error = %e, "cannot keep the keyless signature")
+                        }
                         Err(_) => tracing::error!(version, "keyless signature task panicked"),
                     }
                     return;
@@ -252,13 +318,18 @@ async fn keyless_once(http: &reqwest::Client, url: &str, body: String) -> Result
     if !status.is_success() {
         return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
     }
-    let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer: {e}"))?;
+    let answer: Answer =
+        serde_json::from_slice(&bytes).map_err(|e| format!("unexpected answer: {e}"))?;
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(answer.signature.trim()).map_err(|e| format!("signature is not base64: {e}"))
+    base64::engine::general_purpose::STANDARD
+        .decode(answer.signature.trim())
+        .map_err(|e| format!("signature is not base64: {e}"))
 }
 
 fn version_of(envelope: &[u8]) -> Result<u64, Error> {
-    crate::SignedConf::decode(envelope).and_then(|s| crate::conf::parse_unverified(s.document())).map(|c| c.version)
+    crate::SignedConf::decode(envelope)
+        .and_then(|s| crate::conf::parse_unverified(s.document()))
+        .map(|c| c.version)
 }
 
 async fn regenerate_loop(published: Arc<Published>, mut stop: watch::Receiver<bool>) {
@@ -279,7 +350,10 @@ async fn regenerate_loop(published: Arc<Published>, mut stop: watch::Receiver<bo
 async fn publish(published: &Arc<Published>) -> Result<u64, Error> {
     let bytes = generate(&published.registry, &published.config).await?;
     let version = version_of(&bytes)?;
-    *published.envelope.write().map_err(|_| Error::Unreachable("envelope lock poisoned"))? = Arc::new(bytes.clone());
+    *published
+        .envelope
+        .write()
+        .map_err(|_| Error::Unreachable("envelope lock poisoned"))? = Arc::new(bytes.clone());
     spawn_keyless(published.clone(), version, bytes);
     tracing::debug!(version, "published the global configuration");
     Ok(version)
@@ -289,9 +363,13 @@ async fn publish(published: &Arc<Published>) -> Result<u64, Error> {
 async fn generate(registry: &Arc<Registry>, config: &ServeConfig) -> Result<Vec<u8>, Error> {
     let registry = registry.clone();
     let validity = config.conf_validity;
-    tokio::task::spawn_blocking(move || registry.generate(SystemTime::now(), validity).map(|s| s.encode()))
-        .await
-        .map_err(|_| Error::Unreachable("generation task panicked"))?
+    tokio::task::spawn_blocking(move || {
+        registry
+            .generate(SystemTime::now(), validity)
+            .map(|s| s.encode())
+    })
+    .await
+    .map_err(|_| Error::Unreachable("generation task panicked"))?
 }
 
 mod secs {

@@ -74,9 +74,20 @@ pub struct Server {
 /// # Errors
 ///
 /// The listener's address cannot be read.
-pub async fn serve_router(listener: TcpListener, router: axum::Router, limits: Limits, until: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve_router(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: Limits,
+    until: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let router = crate::layers::push_route_layers(router, &limits);
-    let server = Server::spawn(listener, Transport::Plain, Protocol::Http1, limits, move |_| Some(router.clone()))?;
+    let server = Server::spawn(
+        listener,
+        Transport::Plain,
+        Protocol::Http1,
+        limits,
+        move |_| Some(router.clone()),
+    )?;
     until.await;
     server.shutdown().await;
     Ok(())
@@ -87,7 +98,10 @@ pub async fn serve_router(listener: TcpListener, router: axum::Router, limits: L
 impl Connection {
     /// The DER of the client's end-entity certificate, if it presented one.
     pub fn peer_certificate(&self) -> Option<&[u8]> {
-        self.peer_certificates.as_ref().and_then(|c| c.first()).map(AsRef::as_ref)
+        self.peer_certificates
+            .as_ref()
+            .and_then(|c| c.first())
+            .map(AsRef::as_ref)
     }
 }
 
@@ -130,7 +144,11 @@ impl Server {
             make: Arc::new(make),
         };
         let task = tokio::spawn(accept.run(listener, stopped));
-        Ok(Server { local_addr, stop, task })
+        Ok(Server {
+            local_addr,
+            stop,
+            task,
+        })
     }
 
     /// Where it listens.
@@ -227,24 +245,46 @@ where
         let local = listener.local_addr().ok();
         drop(listener);
         drop(this);
-        if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
-            tracing::warn!(?local, "connections still open after the drain timeout; dropped");
+        if tokio::time::timeout(drain, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?local,
+                "connections still open after the drain timeout; dropped"
+            );
         }
     }
 
-    async fn serve(self: Arc<Self>, tcp: TcpStream, remote: SocketAddr, watcher: Watcher, permit: OwnedSemaphorePermit) {
+    async fn serve(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        remote: SocketAddr,
+        watcher: Watcher,
+        permit: OwnedSemaphorePermit,
+    ) {
         // The connection's slot, given back when it ends.
         let _permit = permit;
         let _ = tcp.set_nodelay(true);
         let local = tcp.local_addr().unwrap_or(remote);
         match &self.transport {
             Transport::Plain => {
-                let connection = Connection { remote, local, peer_certificates: None };
-                self.serve_http(TokioIo::new(tcp), connection, watcher).await;
+                let connection = Connection {
+                    remote,
+                    local,
+                    peer_certificates: None,
+                };
+                self.serve_http(TokioIo::new(tcp), connection, watcher)
+                    .await;
             }
             Transport::Tls(config) => {
                 let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(config));
-                let stream = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp)).await {
+                let stream = match tokio::time::timeout(
+                    self.limits.handshake_timeout,
+                    acceptor.accept(tcp),
+                )
+                .await
+                {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::info!(%remote, %local, %error, "TLS handshake refused");
@@ -255,9 +295,18 @@ where
                         return;
                     }
                 };
-                let peer_certificates = stream.get_ref().1.peer_certificates().map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
-                let connection = Connection { remote, local, peer_certificates };
-                self.serve_http(TokioIo::new(stream), connection, watcher).await;
+                let peer_certificates = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()));
+                let connection = Connection {
+                    remote,
+                    local,
+                    peer_certificates,
+                };
+                self.serve_http(TokioIo::new(stream), connection, watcher)
+                    .await;
             }
         }
     }
@@ -275,7 +324,9 @@ where
         let service = ServiceBuilder::new()
             // The span covers the wait for a permit as well as the handling.
             .layer(TraceLayer::new_for_http())
-            .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(&self.in_flight)))
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(Arc::clone(
+                &self.in_flight,
+            )))
             .map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(extension.clone());
                 request
@@ -303,7 +354,9 @@ where
                     // A peer that stops answering pings for this long is dropped.
                     .keep_alive_interval(self.limits.head_timeout)
                     .keep_alive_timeout(self.limits.head_timeout)
-                    .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX));
+                    .max_header_list_size(
+                        u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX),
+                    );
                 watcher.watch(builder.serve_connection(io, service)).await
             }
         };
@@ -318,7 +371,8 @@ fn box_error<E: Into<BoxError>>(error: E) -> BoxError {
 }
 
 /// A response whose body's errors are boxed.
-type BoxedErrors<B> = http_body_util::combinators::MapErr<B, fn(<B as http_body::Body>::Error) -> BoxError>;
+type BoxedErrors<B> =
+    http_body_util::combinators::MapErr<B, fn(<B as http_body::Body>::Error) -> BoxError>;
 
 fn box_body_errors<B>(response: Response<B>) -> Response<BoxedErrors<B>>
 where

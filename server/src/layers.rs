@@ -26,5 +26,8 @@ where
     router
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(RequestBodyLimitLayer::new(limits.max_body))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
 }

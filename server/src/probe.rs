@@ -16,7 +16,12 @@ use tokio::net::TcpStream;
 /// # Errors
 ///
 /// The connection cannot be made.
-pub async fn slow_loris(addr: SocketAddr, head: &[u8], every: Duration, give_up: Duration) -> std::io::Result<Option<Duration>> {
+pub async fn slow_loris(
+    addr: SocketAddr,
+    head: &[u8],
+    every: Duration,
+    give_up: Duration,
+) -> std::io::Result<Option<Duration>> {
     let mut stream = TcpStream::connect(addr).await?;
     let started = Instant::now();
     let mut sent = 0;
@@ -62,9 +67,17 @@ pub async fn hold_connections(addr: SocketAddr, count: usize) -> std::io::Result
 /// # Errors
 ///
 /// The connection cannot be made or breaks.
-pub async fn get_status(addr: SocketAddr, path: &str, within: Duration) -> std::io::Result<Option<u16>> {
+pub async fn get_status(
+    addr: SocketAddr,
+    path: &str,
+    within: Duration,
+) -> std::io::Result<Option<u16>> {
     let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
     read_status(&mut stream, within).await
 }
 
@@ -74,7 +87,12 @@ pub async fn get_status(addr: SocketAddr, path: &str, within: Duration) -> std::
 /// # Errors
 ///
 /// The connection cannot be made or breaks.
-pub async fn post_declaring(addr: SocketAddr, path: &str, length: usize, within: Duration) -> std::io::Result<Option<u16>> {
+pub async fn post_declaring(
+    addr: SocketAddr,
+    path: &str,
+    length: usize,
+    within: Duration,
+) -> std::io::Result<Option<u16>> {
     let mut stream = TcpStream::connect(addr).await?;
     stream
         .write_all(format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n").as_bytes())
@@ -87,7 +105,10 @@ pub async fn post_declaring(addr: SocketAddr, path: &str, length: usize, within:
 /// # Errors
 ///
 /// The stream breaks.
-pub async fn read_status<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> std::io::Result<Option<u16>> {
+pub async fn read_status<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    within: Duration,
+) -> std::io::Result<Option<u16>> {
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + within;
@@ -109,7 +130,12 @@ fn status_of(answer: &[u8]) -> Option<u16> {
     if answer.len() == line.len() {
         return None;
     }
-    std::str::from_utf8(line).ok()?.split(' ').nth(1)?.parse().ok()
+    std::str::from_utf8(line)
+        .ok()?
+        .split(' ')
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Tries a plain HTTP/1.1 server's limits from outside: a slow-loris connection is dropped
@@ -121,14 +147,31 @@ fn status_of(answer: &[u8]) -> Option<u16> {
 /// # Errors
 ///
 /// What did not hold, for the test to report.
-pub async fn check_plain(addr: SocketAddr, get_path: &str, post_path: &str, too_large_status: u16, limits: &crate::Limits) -> Result<(), String> {
+pub async fn check_plain(
+    addr: SocketAddr,
+    get_path: &str,
+    post_path: &str,
+    too_large_status: u16,
+    limits: &crate::Limits,
+) -> Result<(), String> {
     check_slow_loris(addr, get_path, limits).await?;
-    let status = post_declaring(addr, post_path, limits.max_body + 1, Duration::from_secs(5)).await.map_err(|e| e.to_string())?;
+    let status = post_declaring(addr, post_path, limits.max_body + 1, Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())?;
     if status != Some(too_large_status) {
-        return Err(format!("a body declared over the limit of {} bytes was answered {status:?}", limits.max_body));
+        return Err(format!(
+            "a body declared over the limit of {} bytes was answered {status:?}",
+            limits.max_body
+        ));
     }
     let get_path = get_path.to_owned();
-    check_flood(addr, limits, || async move { matches!(get_status(addr, &get_path, Duration::from_secs(30)).await, Ok(Some(_))) }).await
+    check_flood(addr, limits, || async move {
+        matches!(
+            get_status(addr, &get_path, Duration::from_secs(30)).await,
+            Ok(Some(_))
+        )
+    })
+    .await
 }
 
 /// Tries a plain HTTP/1.1 server's head timeout: a `GET get_path` whose head arrives a byte every
@@ -137,12 +180,25 @@ pub async fn check_plain(addr: SocketAddr, get_path: &str, post_path: &str, too_
 /// # Errors
 ///
 /// What did not hold.
-pub async fn check_slow_loris(addr: SocketAddr, get_path: &str, limits: &crate::Limits) -> Result<(), String> {
-    let head = format!("GET {get_path} HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}\r\n\r\n", "a".repeat(64));
+pub async fn check_slow_loris(
+    addr: SocketAddr,
+    get_path: &str,
+    limits: &crate::Limits,
+) -> Result<(), String> {
+    let head = format!(
+        "GET {get_path} HTTP/1.1\r\nHost: {addr}\r\nX-Slow: {}\r\n\r\n",
+        "a".repeat(64)
+    );
     let give_up = limits.head_timeout + Duration::from_secs(5);
-    match slow_loris(addr, head.as_bytes(), Duration::from_millis(100), give_up).await.map_err(|e| e.to_string())? {
+    match slow_loris(addr, head.as_bytes(), Duration::from_millis(100), give_up)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Some(kept) if kept <= limits.head_timeout + Duration::from_secs(1) => Ok(()),
-        other => Err(format!("a slow-loris connection was kept {other:?}, over the head timeout of {:?}", limits.head_timeout)),
+        other => Err(format!(
+            "a slow-loris connection was kept {other:?}, over the head timeout of {:?}",
+            limits.head_timeout
+        )),
     }
 }
 
@@ -154,9 +210,15 @@ pub async fn check_slow_loris(addr: SocketAddr, get_path: &str, limits: &crate::
 /// What did not hold.
 pub async fn check_handshake(addr: SocketAddr, limits: &crate::Limits) -> Result<(), String> {
     let give_up = limits.handshake_timeout + Duration::from_secs(5);
-    match slow_loris(addr, b"", Duration::from_millis(100), give_up).await.map_err(|e| e.to_string())? {
+    match slow_loris(addr, b"", Duration::from_millis(100), give_up)
+        .await
+        .map_err(|e| e.to_string())?
+    {
         Some(kept) if kept <= limits.handshake_timeout + Duration::from_secs(1) => Ok(()),
-        other => Err(format!("a stalled handshake was kept {other:?}, over the handshake timeout of {:?}", limits.handshake_timeout)),
+        other => Err(format!(
+            "a stalled handshake was kept {other:?}, over the handshake timeout of {:?}",
+            limits.handshake_timeout
+        )),
     }
 }
 
@@ -168,21 +230,35 @@ pub async fn check_handshake(addr: SocketAddr, limits: &crate::Limits) -> Result
 /// # Errors
 ///
 /// What did not hold.
-pub async fn check_flood<F, Fut>(addr: SocketAddr, limits: &crate::Limits, request: F) -> Result<(), String>
+pub async fn check_flood<F, Fut>(
+    addr: SocketAddr,
+    limits: &crate::Limits,
+    request: F,
+) -> Result<(), String>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = bool> + Send + 'static,
 {
-    let held = hold_connections(addr, limits.max_connections).await.map_err(|e| format!("holding {} connections: {e}", limits.max_connections))?;
+    let held = hold_connections(addr, limits.max_connections)
+        .await
+        .map_err(|e| format!("holding {} connections: {e}", limits.max_connections))?;
     let waiting = tokio::spawn(request());
     // Well within the timeouts that would free the held slots by themselves.
-    tokio::time::sleep((limits.head_timeout.min(limits.handshake_timeout) / 3).min(Duration::from_secs(1))).await;
+    tokio::time::sleep(
+        (limits.head_timeout.min(limits.handshake_timeout) / 3).min(Duration::from_secs(1)),
+    )
+    .await;
     if waiting.is_finished() {
-        return Err(format!("a request was served while {} connections held every slot", held.len()));
+        return Err(format!(
+            "a request was served while {} connections held every slot",
+            held.len()
+        ));
     }
     drop(held);
     match tokio::time::timeout(Duration::from_secs(30), waiting).await {
         Ok(Ok(true)) => Ok(()),
-        other => Err(format!("the waiting request was not served once the connections were released: {other:?}")),
+        other => Err(format!(
+            "the waiting request was not served once the connections were released: {other:?}"
+        )),
     }
 }

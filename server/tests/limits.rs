@@ -27,27 +27,58 @@ async fn spawn(limits: Limits, transport: Transport) -> Server {
     let router = Router::new()
         .route("/", get(|| async { "hello" }))
         .route("/echo", post(|body: Bytes| async move { body }))
-        .route("/slow", get(|| async {
-            tokio::time::sleep(Duration::from_secs(30)).await;
-            "late"
-        }));
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                "late"
+            }),
+        );
     let router = layers::push_route_layers(router, &limits);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    Server::spawn(listener, transport, Protocol::Http1, limits, move |_| Some(router.clone())).unwrap()
+    Server::spawn(listener, transport, Protocol::Http1, limits, move |_| {
+        Some(router.clone())
+    })
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_slow_loris_connection_is_dropped_within_the_head_timeout() {
     let server = spawn(limits(), Transport::Plain).await;
     let head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
-    let kept = probe::slow_loris(server.local_addr(), head, Duration::from_millis(100), Duration::from_secs(10)).await.unwrap();
+    let kept = probe::slow_loris(
+        server.local_addr(),
+        head,
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let kept = kept.expect("the server kept a slow-loris connection open for 10 s");
-    assert!(kept < Duration::from_millis(700 + 1000), "dropped only after {kept:?}");
+    assert!(
+        kept < Duration::from_millis(700 + 1000),
+        "dropped only after {kept:?}"
+    );
     // An idle connection that sends nothing is dropped too.
-    let kept = probe::slow_loris(server.local_addr(), b"", Duration::from_millis(100), Duration::from_secs(10)).await.unwrap();
-    assert!(kept.is_some_and(|k| k < Duration::from_millis(1700)), "idle connection kept {kept:?}");
+    let kept = probe::slow_loris(
+        server.local_addr(),
+        b"",
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(
+        kept.is_some_and(|k| k < Duration::from_millis(1700)),
+        "idle connection kept {kept:?}"
+    );
     // And the server still serves.
-    assert_eq!(probe::get_status(server.local_addr(), "/", Duration::from_secs(5)).await.unwrap(), Some(200));
+    assert_eq!(
+        probe::get_status(server.local_addr(), "/", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(200)
+    );
     server.shutdown().await;
 }
 
@@ -56,7 +87,12 @@ async fn an_oversized_body_is_refused() {
     let server = spawn(limits(), Transport::Plain).await;
     let addr = server.local_addr();
     // Declared too large: refused before a byte of the body is read.
-    assert_eq!(probe::post_declaring(addr, "/echo", 1025, Duration::from_secs(5)).await.unwrap(), Some(413));
+    assert_eq!(
+        probe::post_declaring(addr, "/echo", 1025, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(413)
+    );
     // Streamed (chunked) past the limit: refused when the limit is crossed.
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -66,31 +102,63 @@ async fn an_oversized_body_is_refused() {
         stream.write_all(b"\r\n").await.unwrap();
     }
     stream.write_all(b"0\r\n\r\n").await.unwrap();
-    assert_eq!(probe::read_status(&mut stream, Duration::from_secs(5)).await.unwrap(), Some(413));
+    assert_eq!(
+        probe::read_status(&mut stream, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(413)
+    );
     // Within the limit: served.
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello").await.unwrap();
-    assert_eq!(probe::read_status(&mut stream, Duration::from_secs(5)).await.unwrap(), Some(200));
+    assert_eq!(
+        probe::read_status(&mut stream, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(200)
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn connections_over_the_limit_wait_while_the_server_keeps_serving() {
-    let limits = Limits { head_timeout: Duration::from_secs(5), ..limits() };
+    let limits = Limits {
+        head_timeout: Duration::from_secs(5),
+        ..limits()
+    };
     let server = spawn(limits, Transport::Plain).await;
     let addr = server.local_addr();
     // Three idle connections and one keep-alive client take the four slots.
     let mut held = probe::hold_connections(addr, 3).await.unwrap();
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-    client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    assert_eq!(probe::read_status(&mut client, Duration::from_secs(5)).await.unwrap(), Some(200));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        probe::read_status(&mut client, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(200)
+    );
     // A fifth connection is not served while they hold them ...
     let waiting = tokio::spawn(probe::get_status(addr, "/", Duration::from_secs(4)));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(!waiting.is_finished(), "a connection over the limit was served");
+    assert!(
+        !waiting.is_finished(),
+        "a connection over the limit was served"
+    );
     // ... while the connections already in keep being served ...
-    client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    assert_eq!(probe::read_status(&mut client, Duration::from_secs(5)).await.unwrap(), Some(200));
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        probe::read_status(&mut client, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(200)
+    );
     // ... and it is served as soon as one slot is free.
     drop(held.pop());
     assert_eq!(waiting.await.unwrap().unwrap(), Some(200));
@@ -101,7 +169,12 @@ async fn connections_over_the_limit_wait_while_the_server_keeps_serving() {
 async fn a_request_over_the_request_timeout_is_answered_503() {
     let server = spawn(limits(), Transport::Plain).await;
     let started = std::time::Instant::now();
-    assert_eq!(probe::get_status(server.local_addr(), "/slow", Duration::from_secs(10)).await.unwrap(), Some(503));
+    assert_eq!(
+        probe::get_status(server.local_addr(), "/slow", Duration::from_secs(10))
+            .await
+            .unwrap(),
+        Some(503)
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     server.shutdown().await;
 }
@@ -109,7 +182,10 @@ async fn a_request_over_the_request_timeout_is_answered_503() {
 #[tokio::test]
 async fn a_stalled_tls_handshake_is_dropped_within_the_handshake_timeout() {
     let key = rcgen::KeyPair::generate().unwrap();
-    let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -121,18 +197,48 @@ async fn a_stalled_tls_handshake_is_dropped_within_the_handshake_timeout() {
         )
         .unwrap();
     let server = spawn(limits(), Transport::Tls(Arc::new(config))).await;
-    let kept = probe::slow_loris(server.local_addr(), b"", Duration::from_millis(100), Duration::from_secs(10)).await.unwrap();
-    assert!(kept.is_some_and(|k| k < Duration::from_millis(1700)), "a stalled handshake kept {kept:?}");
+    let kept = probe::slow_loris(
+        server.local_addr(),
+        b"",
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert!(
+        kept.is_some_and(|k| k < Duration::from_millis(1700)),
+        "a stalled handshake kept {kept:?}"
+    );
     server.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_closes_idle_connections_and_returns() {
-    let server = spawn(Limits { head_timeout: Duration::from_secs(30), ..limits() }, Transport::Plain).await;
+    let server = spawn(
+        Limits {
+            head_timeout: Duration::from_secs(30),
+            ..limits()
+        },
+        Transport::Plain,
+    )
+    .await;
     let addr = server.local_addr();
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-    client.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    assert_eq!(probe::read_status(&mut client, Duration::from_secs(5)).await.unwrap(), Some(200));
-    tokio::time::timeout(Duration::from_secs(5), server.shutdown()).await.expect("shutdown waited for an idle connection");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "still accepting after shutdown");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        probe::read_status(&mut client, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(200)
+    );
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .expect("shutdown waited for an idle connection");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
 }

@@ -6,7 +6,13 @@
 //!
 //! `ops/bench.sh --workspace --bench rfc3161`
 // A benchmark: failing loudly is fine.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 #[path = "../../hsm/tests/common/softhsm.rs"]
 mod softhsm;
@@ -34,7 +40,10 @@ fn request() -> Vec<u8> {
             w.next().write_u8(1);
             w.next().write_sequence(|w| {
                 w.next().write_sequence(|w| {
-                    w.next().write_oid(&yasna::models::ObjectIdentifier::from_slice(backbone_timestamping::cms::OID_SHA256));
+                    w.next()
+                        .write_oid(&yasna::models::ObjectIdentifier::from_slice(
+                            backbone_timestamping::cms::OID_SHA256,
+                        ));
                     w.next().write_null();
                 });
                 w.next().write_bytes(&[0x5a; 32]);
@@ -47,11 +56,30 @@ fn request() -> Vec<u8> {
 
 fn authority(ca: &dyn Signer, key: Arc<dyn Signer>) -> Authority {
     let not_before = SystemTime::now() - Duration::from_secs(60);
-    let validity = |n: u8| Validity { not_before, not_after: not_before + Duration::from_secs(86_400), serial: vec![n] };
-    let subject = |cn: &str| Subject { common_name: cn.into(), ..Subject::default() };
+    let validity = |n: u8| Validity {
+        not_before,
+        not_after: not_before + Duration::from_secs(86_400),
+        serial: vec![n],
+    };
+    let subject = |cn: &str| Subject {
+        common_name: cn.into(),
+        ..Subject::default()
+    };
     let ca = CertificateAuthority::self_signed(ca, &subject("bench CA"), &validity(1)).unwrap();
-    let certificate = ca.issue(key.public_key(), &subject("bench TSA"), Profile::TimeStamping, &validity(2)).unwrap();
-    Authority::new(CmsSigner::new(key, &certificate, Vec::new()).unwrap(), tsa::Config::default(), Serials::new(1)).unwrap()
+    let certificate = ca
+        .issue(
+            key.public_key(),
+            &subject("bench TSA"),
+            Profile::TimeStamping,
+            &validity(2),
+        )
+        .unwrap();
+    Authority::new(
+        CmsSigner::new(key, &certificate, Vec::new()).unwrap(),
+        tsa::Config::default(),
+        Serials::new(1),
+    )
+    .unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -63,8 +91,10 @@ fn bench(c: &mut Criterion) {
     let token = softhsm::token("rfc3161");
     let pkcs11 = Pkcs11KeyStore::open(&token.config, token.pin()).unwrap();
     pkcs11.generate("tsa", KeyType::EcP256).unwrap();
-    let cases: [(&str, Arc<dyn Signer>); 2] =
-        [("software-ecdsa-p256", software.signer("tsa", None).unwrap()), ("softhsm-ecdsa-p256", pkcs11.signer("tsa", None).unwrap())];
+    let cases: [(&str, Arc<dyn Signer>); 2] = [
+        ("software-ecdsa-p256", software.signer("tsa", None).unwrap()),
+        ("softhsm-ecdsa-p256", pkcs11.signer("tsa", None).unwrap()),
+    ];
     let request = request();
 
     for (name, signer) in cases {
@@ -77,13 +107,25 @@ fn bench(c: &mut Criterion) {
         group.warm_up_time(Duration::from_secs(1));
         group.measurement_time(Duration::from_secs(3));
         group.sample_size(30);
-        group.bench_function("signature/1-thread", |b| b.iter(|| black_box(signer.sign(MESSAGE).unwrap())));
-        group.bench_function("token/1-thread", |b| b.iter(|| black_box(authority.respond(&request, 1_790_000_000, 123).unwrap())));
+        group.bench_function("signature/1-thread", |b| {
+            b.iter(|| black_box(signer.sign(MESSAGE).unwrap()))
+        });
+        group.bench_function("token/1-thread", |b| {
+            b.iter(|| black_box(authority.respond(&request, 1_790_000_000, 123).unwrap()))
+        });
         group.bench_function("signature/2-threads", |b| {
-            b.iter_custom(|iters| two_threads(iters, || drop(black_box(signer.sign(MESSAGE).unwrap()))));
+            b.iter_custom(|iters| {
+                two_threads(iters, || drop(black_box(signer.sign(MESSAGE).unwrap())))
+            });
         });
         group.bench_function("token/2-threads", |b| {
-            b.iter_custom(|iters| two_threads(iters, || drop(black_box(authority.respond(&request, 1_790_000_000, 123).unwrap()))));
+            b.iter_custom(|iters| {
+                two_threads(iters, || {
+                    drop(black_box(
+                        authority.respond(&request, 1_790_000_000, 123).unwrap(),
+                    ))
+                })
+            });
         });
         group.finish();
     }

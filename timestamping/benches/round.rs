@@ -17,7 +17,13 @@
 //!
 //! `ops/bench.sh --workspace --bench round`
 // A benchmark: failing loudly is fine.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -38,7 +44,11 @@ const SUBMISSION: usize = 24;
 fn requests(n: u32) -> Vec<Request> {
     let client_id = ClientId::from("anon");
     (0..n)
-        .map(|i| Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level: 0, client_id: client_id.clone() })
+        .map(|i| Request {
+            hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(),
+            level: 0,
+            client_id: client_id.clone(),
+        })
         .collect()
 }
 
@@ -79,9 +89,15 @@ fn bench(c: &mut Criterion) {
     raw.throughput(Throughput::Elements(1));
     raw.warm_up_time(Duration::from_secs(1));
     raw.measurement_time(Duration::from_secs(3));
-    raw.bench_function("sha2", |b| b.iter(|| black_box(Sha256::digest(black_box(&input)))));
-    raw.bench_function("openssl", |b| b.iter(|| black_box(openssl::sha::sha256(black_box(&input)))));
-    raw.bench_function("imprint-hash", |b| b.iter(|| black_box(HashAlgorithm::Sha256.hash(&[black_box(&input)]).unwrap())));
+    raw.bench_function("sha2", |b| {
+        b.iter(|| black_box(Sha256::digest(black_box(&input))))
+    });
+    raw.bench_function("openssl", |b| {
+        b.iter(|| black_box(openssl::sha::sha256(black_box(&input))))
+    });
+    raw.bench_function("imprint-hash", |b| {
+        b.iter(|| black_box(HashAlgorithm::Sha256.hash(&[black_box(&input)]).unwrap()))
+    });
     raw.finish();
 
     for n in [1_024u32, 65_536] {
@@ -96,12 +112,20 @@ fn bench(c: &mut Criterion) {
         // back.
         let recycler = Recycler::new();
         group.bench_function(format!("{n}-leaves"), |b| {
-            b.iter_custom(|iters| build(iters, &batch, || Round::recycled(Limits::default(), batch.len(), &recycler)));
+            b.iter_custom(|iters| {
+                build(iters, &batch, || {
+                    Round::recycled(Limits::default(), batch.len(), &recycler)
+                })
+            });
         });
         // The same with arrays fresh from the allocator each round (as before the recycler):
         // the difference is the page faults of about 100 bytes a request.
         group.bench_function(format!("{n}-leaves-fresh-arrays"), |b| {
-            b.iter_custom(|iters| build(iters, &batch, || Round::with_capacity(Limits::default(), batch.len())));
+            b.iter_custom(|iters| {
+                build(iters, &batch, || {
+                    Round::with_capacity(Limits::default(), batch.len())
+                })
+            });
         });
         // A round that starts empty and grows its arrays as it fills (the first round).
         group.bench_function(format!("{n}-leaves-unsized"), |b| {
@@ -130,6 +154,8 @@ fn main() {
     // takes seconds to set up, so it only starts and exits there, and runs under `cargo bench`.
     if std::env::args().any(|a| a == "--bench") {
         benches();
-        criterion::Criterion::default().configure_from_args().final_summary();
+        criterion::Criterion::default()
+            .configure_from_args()
+            .final_summary();
     }
 }

@@ -7,7 +7,13 @@
 //!
 //! `ops/bench.sh --workspace --profile dev --bench verify`
 // A benchmark: failing loudly is fine.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::path::Path;
@@ -47,10 +53,30 @@ fn service_signature() -> (Vec<u8>, Imprint) {
     let (_, certificate) = issue_certificates(ca.as_ref(), key.as_ref(), not_before, 365).unwrap();
     let signer = CalendarSigner::new(key, &certificate).unwrap();
     let mut round = Round::new(Limits::default());
-    let document = ALGORITHM.hash(&[b"referral 2026-11-26 patient 4711"]).unwrap();
-    round.push(&Request { hash: InputHash::from(&document), level: 0, client_id: "anon".into() }, AT).unwrap();
+    let document = ALGORITHM
+        .hash(&[b"referral 2026-11-26 patient 4711"])
+        .unwrap();
+    round
+        .push(
+            &Request {
+                hash: InputHash::from(&document),
+                level: 0,
+                client_id: "anon".into(),
+            },
+            AT,
+        )
+        .unwrap();
     for i in 1..ROUND {
-        round.push(&Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level: 0, client_id: "anon".into() }, AT).unwrap();
+        round
+            .push(
+                &Request {
+                    hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(),
+                    level: 0,
+                    client_id: "anon".into(),
+                },
+                AT,
+            )
+            .unwrap();
     }
     let closed = round.close(AT).unwrap();
     let store: Box<dyn CalendarStore> = Box::new(MemoryStore::new());
@@ -59,22 +85,33 @@ fn service_signature() -> (Vec<u8>, Imprint) {
     let chain = calendar.chain(AT, AT).unwrap();
     let record = signer.sign(PublicationData::new(AT, root)).unwrap();
     let chain0 = closed.chain(0).unwrap();
-    let signature = Signature::new(None, vec![chain0], Some((chain, Anchor::CalendarAuth(record)))).unwrap();
+    let signature = Signature::new(
+        None,
+        vec![chain0],
+        Some((chain, Anchor::CalendarAuth(record))),
+    )
+    .unwrap();
     (signature.encode().unwrap(), document)
 }
 
 /// `signature-extended.ksig` of the pack's valid signatures: a KSI production signature (four
 /// aggregation chains, a calendar chain to a publication, a publication record).
 fn pack_signature() -> Option<(Vec<u8>, Imprint)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("verify/testdata/ksi-test-pack/valid-signatures/signature-extended.ksig");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("verify/testdata/ksi-test-pack/valid-signatures/signature-extended.ksig");
     let bytes = std::fs::read(&path).ok()?;
-    let hash = hex_decode("0111A700B0C8066C47ECBA05ED37BC14DCADB238552D86C659342D1D7E87B8772D").unwrap();
+    let hash =
+        hex_decode("0111A700B0C8066C47ECBA05ED37BC14DCADB238552D86C659342D1D7E87B8772D").unwrap();
     Some((bytes, Imprint::from_bytes(&hash).unwrap()))
 }
 
 /// Hash steps a verifier computes: one per aggregation link, one per calendar link.
 fn steps(signature: &Signature) -> usize {
-    let aggregation: usize = signature.aggregation_chains().iter().map(|c| c.links.len()).sum();
+    let aggregation: usize = signature
+        .aggregation_chains()
+        .iter()
+        .map(|c| c.links.len())
+        .sum();
     aggregation + signature.calendar_chain().map_or(0, |c| c.links.len())
 }
 
@@ -87,8 +124,15 @@ fn bench(c: &mut Criterion) {
     let input = [0x5au8; 64];
     for (name, (bytes, document)) in cases {
         let signature = Signature::decode(&bytes).unwrap();
-        let context = Context { document_hash: Some(&document), ..Context::default() };
-        assert_eq!(verify::verify(&signature, Policy::Internal, &context).outcome, Outcome::Ok, "{name}");
+        let context = Context {
+            document_hash: Some(&document),
+            ..Context::default()
+        };
+        assert_eq!(
+            verify::verify(&signature, Policy::Internal, &context).outcome,
+            Outcome::Ok,
+            "{name}"
+        );
         let steps = steps(&signature);
         eprintln!("{name}: {} bytes, {steps} hash steps", bytes.len());
         let mut group = c.benchmark_group(format!("verify/{name}"));
@@ -102,7 +146,9 @@ fn bench(c: &mut Criterion) {
                 }
             });
         });
-        group.bench_function("internal/decoded", |b| b.iter(|| black_box(verify::verify(&signature, Policy::Internal, &context))));
+        group.bench_function("internal/decoded", |b| {
+            b.iter(|| black_box(verify::verify(&signature, Policy::Internal, &context)))
+        });
         group.bench_function("internal/from-bytes", |b| {
             b.iter(|| {
                 let signature = Signature::decode(black_box(&bytes)).unwrap();
@@ -120,6 +166,8 @@ fn main() {
     // takes seconds to set up, so it only starts and exits there, and runs under `cargo bench`.
     if std::env::args().any(|a| a == "--bench") {
         benches();
-        criterion::Criterion::default().configure_from_args().final_summary();
+        criterion::Criterion::default()
+            .configure_from_args()
+            .final_summary();
     }
 }

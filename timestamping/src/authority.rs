@@ -39,7 +39,8 @@ impl CalendarSigner {
         let signature_type = signature_type(signer.algorithm()).ok_or_else(|| Error::Config {
             key: "timestamping key algorithm",
             value: signer.algorithm().to_string(),
-            reason: "calendar authentication records need ecdsa-p256-sha256 or rsa-pkcs1-sha256".to_owned(),
+            reason: "calendar authentication records need ecdsa-p256-sha256 or rsa-pkcs1-sha256"
+                .to_owned(),
         })?;
         let certified = openssl::x509::X509::from_der(certificate_der)
             .and_then(|c| c.public_key())
@@ -56,8 +57,15 @@ impl CalendarSigner {
                 reason: "certifies another key than the timestamping key".to_owned(),
             });
         }
-        let certificate = CertificateRecord { id: certificate_id(certificate_der)?, certificate: certificate_der.to_vec() };
-        Ok(CalendarSigner { signer, certificate, signature_type })
+        let certificate = CertificateRecord {
+            id: certificate_id(certificate_der)?,
+            certificate: certificate_der.to_vec(),
+        };
+        Ok(CalendarSigner {
+            signer,
+            certificate,
+            signature_type,
+        })
     }
 
     /// The certificate, with the id the records carry: what a verifier needs to trust.
@@ -82,7 +90,10 @@ impl CalendarSigner {
         data.signature_value = self
             .signer
             .sign(unsigned.signed_bytes())
-            .map_err(|source| Error::Hsm { action: "cannot sign the calendar root", source })?;
+            .map_err(|source| Error::Hsm {
+                action: "cannot sign the calendar root",
+                source,
+            })?;
         Ok(CalendarAuthRecord::new(publication, data)?)
     }
 }
@@ -123,22 +134,38 @@ pub fn issue_certificates(
     let hsm = |action| move |source| Error::Hsm { action, source };
     let not_after = not_before + std::time::Duration::from_secs(days.saturating_mul(86_400));
     let serial = |n: u8| -> Vec<u8> {
-        let secs = not_before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let secs = not_before
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let mut s = secs.to_be_bytes().to_vec();
         s.push(n);
         s
     };
-    let ca_validity = Validity { not_before, not_after, serial: serial(1) };
+    let ca_validity = Validity {
+        not_before,
+        not_after,
+        serial: serial(1),
+    };
     let subject = |cn: &str| Subject {
         common_name: cn.to_owned(),
         organization: Some("Backbone".to_owned()),
         ..Subject::default()
     };
-    let authority = CertificateAuthority::self_signed(ca, &subject("Backbone timestamping CA"), &ca_validity)
-        .map_err(hsm("cannot issue the timestamping CA certificate"))?;
-    let validity = Validity { not_before, not_after, serial: serial(2) };
+    let authority =
+        CertificateAuthority::self_signed(ca, &subject("Backbone timestamping CA"), &ca_validity)
+            .map_err(hsm("cannot issue the timestamping CA certificate"))?;
+    let validity = Validity {
+        not_before,
+        not_after,
+        serial: serial(2),
+    };
     let certificate = authority
-        .issue(key.public_key(), &subject("Backbone calendar"), Profile::TimeStamping, &validity)
+        .issue(
+            key.public_key(),
+            &subject("Backbone calendar"),
+            Profile::TimeStamping,
+            &validity,
+        )
         .map_err(hsm("cannot issue the calendar certificate"))?;
     Ok((authority.certificate_der().to_vec(), certificate))
 }
@@ -164,12 +191,24 @@ pub fn issue_certificate(
     serial_tag: u8,
 ) -> Result<Vec<u8>, Error> {
     let hsm = |action| move |source| Error::Hsm { action, source };
-    let authority = CertificateAuthority::from_certificate(ca, ca_der).map_err(hsm("cannot use the timestamping CA"))?;
-    let secs = not_before.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let authority = CertificateAuthority::from_certificate(ca, ca_der)
+        .map_err(hsm("cannot use the timestamping CA"))?;
+    let secs = not_before
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut serial = secs.to_be_bytes().to_vec();
     serial.push(serial_tag);
     let not_after = not_before + std::time::Duration::from_secs(days.saturating_mul(86_400));
     authority
-        .issue(key, subject, profile, &Validity { not_before, not_after, serial })
+        .issue(
+            key,
+            subject,
+            profile,
+            &Validity {
+                not_before,
+                not_after,
+                serial,
+            },
+        )
         .map_err(hsm("cannot issue a certificate with the timestamping CA"))
 }

@@ -47,7 +47,12 @@ impl<S: CalendarStore> Calendar<S> {
         let frontier = Frontier::rebuild(size, &empty, |level, index| {
             store.node(level, index).map_err(|e| store_error(&store, e))
         })?;
-        Ok(Calendar { store, frontier, empty, poisoned: false })
+        Ok(Calendar {
+            store,
+            frontier,
+            empty,
+            poisoned: false,
+        })
     }
 
     /// Seconds in the calendar: the head plus one.
@@ -86,7 +91,9 @@ impl<S: CalendarStore> Calendar<S> {
             return Err(store_error(&self.store, e));
         }
         self.frontier = next;
-        self.frontier.root()?.ok_or(Error::Unreachable("calendar empty after an append"))
+        self.frontier
+            .root()?
+            .ok_or(Error::Unreachable("calendar empty after an append"))
     }
 
     /// The calendar root at `publication_time` (over seconds `0..=publication_time`).
@@ -96,7 +103,10 @@ impl<S: CalendarStore> Calendar<S> {
     /// [`Error::NotInCalendar`] past the head, [`Error::Store`] if a read fails.
     pub fn root_at(&self, publication_time: u64) -> Result<Imprint, Error> {
         if Some(publication_time) == self.head() {
-            return self.frontier.root()?.ok_or(Error::Unreachable("head without root"));
+            return self
+                .frontier
+                .root()?
+                .ok_or(Error::Unreachable("head without root"));
         }
         let n = self.size_at(publication_time)?;
         tree::range_root(0, n, &mut |level, index| self.node(level, index))
@@ -127,7 +137,9 @@ impl<S: CalendarStore> Calendar<S> {
     /// [`Error::NotInCalendar`] past the head, [`Error::Store`] if the store refuses.
     pub fn publish(&self, time: u64) -> Result<PublicationData, Error> {
         let root = self.root_at(time)?;
-        self.store.put_publication(time, &root).map_err(|e| store_error(&self.store, e))?;
+        self.store
+            .put_publication(time, &root)
+            .map_err(|e| store_error(&self.store, e))?;
         Ok(PublicationData::new(time, root))
     }
 
@@ -137,26 +149,41 @@ impl<S: CalendarStore> Calendar<S> {
     ///
     /// [`Error::Store`] if the store cannot be read.
     pub fn publications(&self) -> Result<Vec<PublicationData>, Error> {
-        let list = self.store.publications().map_err(|e| store_error(&self.store, e))?;
-        Ok(list.into_iter().map(|(time, hash)| PublicationData::new(time, hash)).collect())
+        let list = self
+            .store
+            .publications()
+            .map_err(|e| store_error(&self.store, e))?;
+        Ok(list
+            .into_iter()
+            .map(|(time, hash)| PublicationData::new(time, hash))
+            .collect())
     }
 
     /// The root of a complete perfect subtree: stored if it holds a round, else `E[level]`.
     fn node(&self, level: u8, index: u64) -> Result<Imprint, Error> {
-        let stored = self.store.node(level, index).map_err(|e| store_error(&self.store, e))?;
+        let stored = self
+            .store
+            .node(level, index)
+            .map_err(|e| store_error(&self.store, e))?;
         Ok(stored.unwrap_or_else(|| self.empty.at(level).clone()))
     }
 
     fn size_at(&self, publication_time: u64) -> Result<u64, Error> {
         match self.head() {
             Some(head) if publication_time <= head => Ok(publication_time + 1),
-            _ => Err(Error::NotInCalendar { time: publication_time, size: self.size() }),
+            _ => Err(Error::NotInCalendar {
+                time: publication_time,
+                size: self.size(),
+            }),
         }
     }
 }
 
 fn store_error<S: CalendarStore>(store: &S, source: StoreError) -> Error {
-    Error::Store { path: store.location(), source }
+    Error::Store {
+        path: store.location(),
+        source,
+    }
 }
 
 #[cfg(test)]

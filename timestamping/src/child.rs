@@ -108,16 +108,33 @@ struct Shared {
 /// [`Error::Config`] for a zero round length or timeout.
 pub fn spawn(parent: Parent, config: Config) -> Result<Running, Error> {
     if config.round.is_zero() {
-        return Err(Error::Config { key: "round", value: "0".to_owned(), reason: "must be longer than zero".to_owned() });
+        return Err(Error::Config {
+            key: "round",
+            value: "0".to_owned(),
+            reason: "must be longer than zero".to_owned(),
+        });
     }
     if parent.timeout.is_zero() {
-        return Err(Error::Config { key: "parent_timeout", value: "0".to_owned(), reason: "must be longer than zero".to_owned() });
+        return Err(Error::Config {
+            key: "parent_timeout",
+            value: "0".to_owned(),
+            reason: "must be longer than zero".to_owned(),
+        });
     }
     let (submit, receive) = mpsc::channel(service::DEFAULT_QUEUE);
-    let shared = Arc::new(Shared { parent, config, instance: service::now(), sent: AtomicU64::new(1) });
+    let shared = Arc::new(Shared {
+        parent,
+        config,
+        instance: service::now(),
+        sent: AtomicU64::new(1),
+    });
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(drive(Arc::clone(&shared), receive, stopped));
-    Ok(Running { handle: Handle { submit, shared }, stop, task })
+    Ok(Running {
+        handle: Handle { submit, shared },
+        stop,
+        task,
+    })
 }
 
 // === impl Parent ===
@@ -130,15 +147,27 @@ impl Parent {
     ///
     /// [`Error::Config`] for another scheme, a missing port or a host that does not resolve.
     pub fn from_url(url: &str, login_id: &str, key: Vec<u8>) -> Result<Parent, Error> {
-        let refuse = |reason: &str| Error::Config { key: "parent", value: url.to_owned(), reason: reason.to_owned() };
-        let rest = url.strip_prefix("http://").ok_or_else(|| refuse("must start with http:// (TLS to the parent is not supported)"))?;
+        let refuse = |reason: &str| Error::Config {
+            key: "parent",
+            value: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            refuse("must start with http:// (TLS to the parent is not supported)")
+        })?;
         let (authority, path) = rest.find('/').map_or((rest, "/"), |at| rest.split_at(at));
         let addr = authority
             .to_socket_addrs()
             .map_err(|e| refuse(&format!("expected HOST:PORT: {e}")))?
             .next()
             .ok_or_else(|| refuse("the host has no address"))?;
-        Ok(Parent { addr, path: path.to_owned(), login_id: login_id.to_owned(), key, timeout: DEFAULT_PARENT_TIMEOUT })
+        Ok(Parent {
+            addr,
+            path: path.to_owned(),
+            login_id: login_id.to_owned(),
+            key,
+            timeout: DEFAULT_PARENT_TIMEOUT,
+        })
     }
 
     /// The parent as a URL, for logs and errors.
@@ -180,7 +209,10 @@ impl Handle {
     ///
     /// [`Error::ShuttingDown`] for all of them; otherwise each answer carries its own refusal or
     /// the round's failure ([`Error::Parent`] when the parent failed it).
-    pub async fn sign_all(&self, requests: Vec<Request>) -> Result<Vec<service::Placed>, Arc<Error>> {
+    pub async fn sign_all(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<service::Placed>, Arc<Error>> {
         service::submit(&self.submit, requests).await
     }
 
@@ -208,7 +240,11 @@ impl Running {
     }
 }
 
-async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut stopped: oneshot::Receiver<()>) {
+async fn drive(
+    shared: Arc<Shared>,
+    mut receive: mpsc::Receiver<Submission>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let mut ticker = tokio::time::interval(shared.config.round);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Each round fills the arrays of the round before last, answered by then.
@@ -250,46 +286,100 @@ async fn submit(shared: &Shared, round: Round) -> Result<Arc<SignedRound>, Error
     let closed = tokio::task::spawn_blocking(move || round.close(time))
         .await
         .map_err(|_| Error::Unreachable("round task panicked"))??;
-    let (root, level) = closed.root().zip(closed.root_level()).ok_or(Error::Unreachable("a round with requests has no root"))?;
+    let (root, level) = closed
+        .root()
+        .zip(closed.root_level())
+        .ok_or(Error::Unreachable("a round with requests has no root"))?;
     let id = shared.sent.fetch_add(1, Ordering::Relaxed);
     let parent = shared.parent.clone();
-    let header = Header { login_id: parent.login_id.as_str().into(), instance_id: Some(shared.instance), message_id: Some(id) };
-    let request = AggregationRequest { request_id: id, hash: root, level: Some(u64::from(level)) };
-    let failed = |source| Error::Parent { round: time, parent: shared.parent.url(), source };
+    let header = Header {
+        login_id: parent.login_id.as_str().into(),
+        instance_id: Some(shared.instance),
+        message_id: Some(id),
+    };
+    let request = AggregationRequest {
+        request_id: id,
+        hash: root,
+        level: Some(u64::from(level)),
+    };
+    let failed = |source| Error::Parent {
+        round: time,
+        parent: shared.parent.url(),
+        source,
+    };
     let timeout = parent.timeout;
-    let answered = tokio::task::spawn_blocking(move || client::aggregate(parent.addr, &parent.path, header, &parent.key, request, parent.timeout))
-        .await
-        .map_err(|_| Error::Unreachable("parent call task panicked"))?;
+    let answered = tokio::task::spawn_blocking(move || {
+        client::aggregate(
+            parent.addr,
+            &parent.path,
+            header,
+            &parent.key,
+            request,
+            parent.timeout,
+        )
+    })
+    .await
+    .map_err(|_| Error::Unreachable("parent call task panicked"))?;
     let response = answered.map_err(|e| failed(call_error(e, timeout)))?;
     let signed = attach(closed, level, response).map_err(failed)?;
-    tracing::debug!(round = time, requests = signed.round().len(), level, "round answered by the parent");
+    tracing::debug!(
+        round = time,
+        requests = signed.round().len(),
+        level,
+        "round answered by the parent"
+    );
     Ok(Arc::new(signed))
 }
 
 /// The parent's answer as what lies above the round's root; checked by verifying the first
 /// request's signature under the internal policy before any client sees one.
-fn attach(closed: ClosedRound, level: u8, response: AggregationResponse) -> Result<SignedRound, ParentError> {
+fn attach(
+    closed: ClosedRound,
+    level: u8,
+    response: AggregationResponse,
+) -> Result<SignedRound, ParentError> {
     let unusable = |why: &str| ParentError::Answer(why.to_owned());
     let mut above = response.aggregation_chains;
     // Lowest first: the chain with the longest index is the one the round root enters.
     above.sort_by_key(|c| std::cmp::Reverse(c.chain_index.len()));
-    let lowest = above.first_mut().ok_or_else(|| unusable("no aggregation chain"))?;
+    let lowest = above
+        .first_mut()
+        .ok_or_else(|| unusable("no aggregation chain"))?;
     let time = lowest.aggregation_time;
-    let link = lowest.links.first_mut().ok_or_else(|| unusable("an aggregation chain without links"))?;
-    link.level_correction = link.level_correction.checked_sub(u64::from(level)).ok_or_else(|| {
-        ParentError::Answer(format!("first level correction {} is below the round root's level {level}", link.level_correction))
-    })?;
-    let chain = response.calendar_chain.ok_or_else(|| unusable("no calendar chain"))?;
+    let link = lowest
+        .links
+        .first_mut()
+        .ok_or_else(|| unusable("an aggregation chain without links"))?;
+    link.level_correction = link
+        .level_correction
+        .checked_sub(u64::from(level))
+        .ok_or_else(|| {
+            ParentError::Answer(format!(
+                "first level correction {} is below the round root's level {level}",
+                link.level_correction
+            ))
+        })?;
+    let chain = response
+        .calendar_chain
+        .ok_or_else(|| unusable("no calendar chain"))?;
     let anchor = match (response.calendar_auth_record, response.publication_record) {
         (Some(record), _) => Anchor::CalendarAuth(record),
         (None, Some(record)) => Anchor::Publication(record),
-        (None, None) => return Err(unusable("neither a calendar authentication record nor a publication record")),
+        (None, None) => {
+            return Err(unusable(
+                "neither a calendar authentication record nor a publication record",
+            ));
+        }
     };
     let signed = SignedRound::under_parent(closed, time, above, (chain, anchor));
-    let sample = signed.signature(0).map_err(|e| ParentError::Answer(e.to_string()))?;
+    let sample = signed
+        .signature(0)
+        .map_err(|e| ParentError::Answer(e.to_string()))?;
     let verdict = verify::verify(&sample, Policy::Internal, &Context::default());
     if verdict.outcome != Outcome::Ok {
-        return Err(ParentError::Answer(format!("the first signature does not verify: {verdict}")));
+        return Err(ParentError::Answer(format!(
+            "the first signature does not verify: {verdict}"
+        )));
     }
     Ok(signed)
 }
@@ -297,7 +387,10 @@ fn attach(closed: ClosedRound, level: u8, response: AggregationResponse) -> Resu
 fn call_error(error: ClientError, timeout: Duration) -> ParentError {
     match &error {
         ClientError::Io { source, .. }
-            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
         {
             ParentError::Timeout(timeout)
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use backbone_timestamping_verify::imprint::HashAlgorithm;
 use backbone_timestamping_verify::pdu::{
-    AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, ExtendRequest, ExtenderRequest, ExtenderResponse,
-    Header,
+    AggregationRequest, AggregationResponse, AggregatorRequest, AggregatorResponse, ExtendRequest,
+    ExtenderRequest, ExtenderResponse, Header,
 };
 use backbone_timestamping_verify::signature::CalendarChain;
 
@@ -80,7 +80,10 @@ pub enum ClientError {
 ///
 /// [`ClientError`] for connection, status or format problems.
 pub fn sign(addr: SocketAddr, imprint: &[u8], level: u8) -> Result<Vec<u8>, ClientError> {
-    let request = SignRequest { hash: crate::http::hex(imprint), level };
+    let request = SignRequest {
+        hash: crate::http::hex(imprint),
+        level,
+    };
     let body = serde_json::to_vec(&request).map_err(|e| malformed(addr, e))?;
     let answer = call(addr, "POST", "/sign", &body)?;
     let answer: SignResponse = serde_json::from_slice(&answer).map_err(|e| malformed(addr, e))?;
@@ -94,7 +97,9 @@ pub fn sign(addr: SocketAddr, imprint: &[u8], level: u8) -> Result<Vec<u8>, Clie
 /// [`ClientError`] for connection, status or format problems.
 pub fn latest_publication(addr: SocketAddr) -> Result<Option<PublicationJson>, ClientError> {
     match call(addr, "GET", "/publications/latest", &[]) {
-        Ok(body) => serde_json::from_slice(&body).map(Some).map_err(|e| malformed(addr, e)),
+        Ok(body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| malformed(addr, e)),
         Err(ClientError::Status { status: 404, .. }) => Ok(None),
         Err(e) => Err(e),
     }
@@ -117,8 +122,12 @@ pub fn publications(addr: SocketAddr) -> Result<Vec<PublicationJson>, ClientErro
 /// [`ClientError`] for connection, status or format problems.
 pub fn extend(addr: SocketAddr, time: u64) -> Result<CalendarChain, ClientError> {
     let body = call(addr, "GET", &format!("/extend/{time}"), &[])?;
-    let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| malformed(addr, e))?;
-    let encoded = answer.get("calendar_chain").and_then(|v| v.as_str()).ok_or_else(|| malformed(addr, "no calendar_chain"))?;
+    let answer: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| malformed(addr, e))?;
+    let encoded = answer
+        .get("calendar_chain")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| malformed(addr, "no calendar_chain"))?;
     let bytes = openssl::base64::decode_block(encoded).map_err(|e| malformed(addr, e))?;
     let tlv = backbone_timestamping_verify::tlv::decode(&bytes).map_err(|e| malformed(addr, e))?;
     CalendarChain::decode(&tlv).map_err(|e| malformed(addr, e))
@@ -143,17 +152,44 @@ pub fn extend_pdu(
     aggregation_time: u64,
     publication_time: Option<u64>,
 ) -> Result<(CalendarChain, Vec<u8>), ClientError> {
-    let header = Header { login_id: login_id.into(), instance_id: None, message_id: None };
-    let payload = ExtendRequest { request_id: EXTEND_REQUEST_ID, aggregation_time, publication_time };
-    let request = ExtenderRequest::new(header, vec![payload]).encode(key, HashAlgorithm::Sha256).map_err(|e| malformed(addr, e))?;
-    let (_, body) = exchange(addr, "POST", "/extend", "application/ksi-request", &request, DEFAULT_TIMEOUT)?;
+    let header = Header {
+        login_id: login_id.into(),
+        instance_id: None,
+        message_id: None,
+    };
+    let payload = ExtendRequest {
+        request_id: EXTEND_REQUEST_ID,
+        aggregation_time,
+        publication_time,
+    };
+    let request = ExtenderRequest::new(header, vec![payload])
+        .encode(key, HashAlgorithm::Sha256)
+        .map_err(|e| malformed(addr, e))?;
+    let (_, body) = exchange(
+        addr,
+        "POST",
+        "/extend",
+        "application/ksi-request",
+        &request,
+        DEFAULT_TIMEOUT,
+    )?;
     let response = ExtenderResponse::decode(&body).map_err(|e| malformed(addr, e))?;
     let refused = |e: backbone_timestamping_verify::Error| match e {
-        backbone_timestamping_verify::Error::Service { status, message, .. } => ClientError::Refused { addr, status, message },
+        backbone_timestamping_verify::Error::Service {
+            status, message, ..
+        } => ClientError::Refused {
+            addr,
+            status,
+            message,
+        },
         e => malformed(addr, e),
     };
-    response.check_mac(key, HashAlgorithm::Sha256).map_err(refused)?;
-    let payload = response.payload(EXTEND_REQUEST_ID).ok_or_else(|| malformed(addr, "no answer to the extend request"))?;
+    response
+        .check_mac(key, HashAlgorithm::Sha256)
+        .map_err(refused)?;
+    let payload = response
+        .payload(EXTEND_REQUEST_ID)
+        .ok_or_else(|| malformed(addr, "no answer to the extend request"))?;
     let chain = payload.chain().map_err(refused)?.clone();
     Ok((chain, body))
 }
@@ -177,23 +213,47 @@ pub fn aggregate(
     timeout: Duration,
 ) -> Result<AggregationResponse, ClientError> {
     let id = request.request_id;
-    let pdu = AggregatorRequest::new(header, vec![request]).encode(key, HashAlgorithm::Sha256).map_err(|e| malformed(addr, e))?;
+    let pdu = AggregatorRequest::new(header, vec![request])
+        .encode(key, HashAlgorithm::Sha256)
+        .map_err(|e| malformed(addr, e))?;
     let (status, body) = exchange(addr, "POST", path, "application/ksi-request", &pdu, timeout)?;
     let response = match AggregatorResponse::decode(&body) {
         Ok(response) => response,
         Err(_) if !(200..300).contains(&status) => {
-            return Err(ClientError::Status { addr, status, body: String::from_utf8_lossy(&body).into_owned() });
+            return Err(ClientError::Status {
+                addr,
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         Err(e) => return Err(malformed(addr, e)),
     };
-    response.check_mac(key, HashAlgorithm::Sha256).map_err(|e| match e {
-        backbone_timestamping_verify::Error::Service { status, message, .. } => ClientError::Refused { addr, status, message },
-        e => malformed(addr, e),
-    })?;
-    let payload = response.payload(id).ok_or_else(|| malformed(addr, format!("no answer to request {id}")))?;
+    response
+        .check_mac(key, HashAlgorithm::Sha256)
+        .map_err(|e| match e {
+            backbone_timestamping_verify::Error::Service {
+                status, message, ..
+            } => ClientError::Refused {
+                addr,
+                status,
+                message,
+            },
+            e => malformed(addr, e),
+        })?;
+    let payload = response
+        .payload(id)
+        .ok_or_else(|| malformed(addr, format!("no answer to request {id}")))?;
     if payload.status != 0 {
-        let message = payload.error_message.clone().unwrap_or_default().to_string();
-        return Err(ClientError::Refused { addr, status: payload.status, message });
+        let message = payload
+            .error_message
+            .clone()
+            .unwrap_or_default()
+            .to_string();
+        return Err(ClientError::Refused {
+            addr,
+            status: payload.status,
+            message,
+        });
     }
     Ok(payload.clone())
 }
@@ -203,7 +263,12 @@ pub fn aggregate(
 /// # Errors
 ///
 /// [`ClientError`] for connection, status or format problems.
-pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
+pub fn call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ClientError> {
     call_with_type(addr, method, path, "application/json", body)
 }
 
@@ -213,10 +278,20 @@ pub fn call(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Result<V
 /// # Errors
 ///
 /// [`ClientError`] for connection, status or format problems.
-pub fn call_with_type(addr: SocketAddr, method: &str, path: &str, content_type: &str, body: &[u8]) -> Result<Vec<u8>, ClientError> {
+pub fn call_with_type(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> Result<Vec<u8>, ClientError> {
     let (status, body) = exchange(addr, method, path, content_type, body, DEFAULT_TIMEOUT)?;
     if !(200..300).contains(&status) {
-        return Err(ClientError::Status { addr, status, body: String::from_utf8_lossy(&body).into_owned() });
+        return Err(ClientError::Status {
+            addr,
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
     }
     Ok(body)
 }
@@ -243,7 +318,10 @@ fn exchange(
         .map_err(http)?;
     let status = response.status().as_u16();
     let mut answer = Vec::new();
-    response.take(MAX_RESPONSE).read_to_end(&mut answer).map_err(|source| ClientError::Io { addr, source })?;
+    response
+        .take(MAX_RESPONSE)
+        .read_to_end(&mut answer)
+        .map_err(|source| ClientError::Io { addr, source })?;
     Ok((status, answer))
 }
 
@@ -254,10 +332,16 @@ fn shared() -> Result<&'static reqwest::blocking::Client, reqwest::Error> {
         return Ok(client);
     }
     // Services are named by address; no proxy from the environment stands between.
-    let client = reqwest::blocking::Client::builder().connect_timeout(DEFAULT_TIMEOUT).no_proxy().build()?;
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(DEFAULT_TIMEOUT)
+        .no_proxy()
+        .build()?;
     Ok(CLIENT.get_or_init(|| client))
 }
 
 fn malformed(addr: SocketAddr, why: impl std::fmt::Display) -> ClientError {
-    ClientError::Malformed { addr, why: why.to_string() }
+    ClientError::Malformed {
+        addr,
+        why: why.to_string(),
+    }
 }

@@ -102,7 +102,11 @@ impl CmsSigner {
     ///
     /// [`Error::Config`] if the certificate does not parse or certifies another key, or the key
     /// signs with neither ECDSA P-256 nor RSA PKCS#1 v1.5 (both with SHA-256).
-    pub fn new(signer: Arc<dyn Signer>, certificate_der: &[u8], chain: Vec<Vec<u8>>) -> Result<Self, Error> {
+    pub fn new(
+        signer: Arc<dyn Signer>,
+        certificate_der: &[u8],
+        chain: Vec<Vec<u8>>,
+    ) -> Result<Self, Error> {
         let config = |reason: String| Error::Config {
             key: "CMS signing certificate",
             value: signer.label().to_owned(),
@@ -111,18 +115,29 @@ impl CmsSigner {
         let signature_algorithm = match signer.algorithm() {
             SignatureAlgorithm::EcdsaP256Sha256 => OID_ECDSA_SHA256,
             SignatureAlgorithm::RsaPkcs1Sha256 => OID_RSA_SHA256,
-            other => return Err(config(format!("key signs with {other}; CMS here needs ecdsa-p256-sha256 or rsa-pkcs1-sha256"))),
+            other => {
+                return Err(config(format!(
+                    "key signs with {other}; CMS here needs ecdsa-p256-sha256 or rsa-pkcs1-sha256"
+                )));
+            }
         };
         let (rest, parsed) = x509_parser::parse_x509_certificate(certificate_der)
             .map_err(|e| config(format!("does not parse: {e}")))?;
         if !rest.is_empty() {
-            return Err(config(format!("{} bytes after the certificate", rest.len())));
+            return Err(config(format!(
+                "{} bytes after the certificate",
+                rest.len()
+            )));
         }
         if parsed.public_key().raw != signer.public_key().spki_der() {
-            return Err(config("certifies another key than the signing key".to_owned()));
+            return Err(config(
+                "certifies another key than the signing key".to_owned(),
+            ));
         }
         let issuer = parsed.tbs_certificate.issuer.as_raw().to_vec();
-        let serial = yasna::construct_der(|w| w.write_bigint_bytes(parsed.tbs_certificate.raw_serial(), true));
+        let serial = yasna::construct_der(|w| {
+            w.write_bigint_bytes(parsed.tbs_certificate.raw_serial(), true)
+        });
         Ok(CmsSigner {
             certificate_hash: sha256(certificate_der),
             certificate: certificate_der.to_vec(),
@@ -155,10 +170,19 @@ impl CmsSigner {
         let signature = self
             .signer
             .sign(&signed_attributes)
-            .map_err(|source| Error::Hsm { action: "cannot sign CMS signed attributes", source })?;
+            .map_err(|source| Error::Hsm {
+                action: "cannot sign CMS signed attributes",
+                source,
+            })?;
         // In the SignerInfo the SET OF is [0] IMPLICIT: same length and contents, another tag.
-        let implicit: Vec<u8> = std::iter::once(0xa0).chain(signed_attributes.iter().skip(1).copied()).collect();
-        let version = if content.content_type == OID_DATA { 1 } else { 3 };
+        let implicit: Vec<u8> = std::iter::once(0xa0)
+            .chain(signed_attributes.iter().skip(1).copied())
+            .collect();
+        let version = if content.content_type == OID_DATA {
+            1
+        } else {
+            3
+        };
         Ok(yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_oid(&oid(OID_SIGNED_DATA));
@@ -169,7 +193,9 @@ impl CmsSigner {
                         w.next().write_sequence(|w| {
                             w.next().write_oid(&oid(content.content_type));
                             if !content.detached {
-                                w.next().write_tagged(Tag::context(0), |w| w.write_bytes(content.bytes));
+                                w.next().write_tagged(Tag::context(0), |w| {
+                                    w.write_bytes(content.bytes)
+                                });
                             }
                         });
                         if options.include_certificates {
@@ -204,7 +230,11 @@ impl CmsSigner {
     }
 
     /// The DER `SET OF Attribute` that is signed (RFC 5652 §5.4: with the SET tag).
-    fn signed_attributes(&self, content: &Content<'_>, options: &Options) -> Result<Vec<u8>, Error> {
+    fn signed_attributes(
+        &self,
+        content: &Content<'_>,
+        options: &Options,
+    ) -> Result<Vec<u8>, Error> {
         let signing_time = match options.signing_time {
             Some(secs) => Some(time_der(secs)?),
             None => None,
@@ -212,13 +242,17 @@ impl CmsSigner {
         let digest = sha256(content.bytes);
         Ok(yasna::construct_der(|w| {
             w.write_set_of(|w| {
-                attribute(w.next(), OID_CONTENT_TYPE, |w| w.write_oid(&oid(content.content_type)));
+                attribute(w.next(), OID_CONTENT_TYPE, |w| {
+                    w.write_oid(&oid(content.content_type))
+                });
                 attribute(w.next(), OID_MESSAGE_DIGEST, |w| w.write_bytes(&digest));
                 if let Some(time) = &signing_time {
                     attribute(w.next(), OID_SIGNING_TIME, |w| w.write_der(time));
                 }
                 if options.signing_certificate_v2 {
-                    attribute(w.next(), OID_SIGNING_CERTIFICATE_V2, |w| self.signing_certificate_v2(w));
+                    attribute(w.next(), OID_SIGNING_CERTIFICATE_V2, |w| {
+                        self.signing_certificate_v2(w)
+                    });
                 }
             });
         }))
@@ -243,7 +277,8 @@ impl CmsSigner {
                     w.next().write_bytes(&self.certificate_hash);
                     w.next().write_sequence(|w| {
                         w.next().write_sequence(|w| {
-                            w.next().write_tagged(Tag::context(4), |w| w.write_der(&self.issuer));
+                            w.next()
+                                .write_tagged(Tag::context(4), |w| w.write_der(&self.issuer));
                         });
                         w.next().write_der(&self.serial);
                     });
@@ -339,8 +374,8 @@ mod tests {
 
     use std::time::{Duration, SystemTime};
 
-    use backbone_hsm::KeyType;
     use backbone_hsm::KeyStore;
+    use backbone_hsm::KeyType;
     use backbone_hsm::cert::{CertificateAuthority, Profile, Subject, Validity};
     use backbone_hsm::software::SoftwareKeyStore;
     use openssl::cms::{CMSOptions, CmsContentInfo};
@@ -363,11 +398,31 @@ mod tests {
         let ca = store.signer("ca", None).unwrap();
         let key = store.signer("key", None).unwrap();
         let not_before = SystemTime::now() - Duration::from_secs(60);
-        let validity = |serial: u8| Validity { not_before, not_after: not_before + Duration::from_secs(86_400), serial: vec![0x80, serial] };
-        let subject = |cn: &str| Subject { common_name: cn.into(), ..Subject::default() };
-        let authority = CertificateAuthority::self_signed(ca.as_ref(), &subject("CMS test CA"), &validity(1)).unwrap();
-        let certificate = authority.issue(key.public_key(), &subject("CMS test signer"), profile, &validity(2)).unwrap();
-        Keys { ca: authority.certificate_der().to_vec(), cms: CmsSigner::new(key, &certificate, Vec::new()).unwrap(), _dir: dir }
+        let validity = |serial: u8| Validity {
+            not_before,
+            not_after: not_before + Duration::from_secs(86_400),
+            serial: vec![0x80, serial],
+        };
+        let subject = |cn: &str| Subject {
+            common_name: cn.into(),
+            ..Subject::default()
+        };
+        let authority =
+            CertificateAuthority::self_signed(ca.as_ref(), &subject("CMS test CA"), &validity(1))
+                .unwrap();
+        let certificate = authority
+            .issue(
+                key.public_key(),
+                &subject("CMS test signer"),
+                profile,
+                &validity(2),
+            )
+            .unwrap();
+        Keys {
+            ca: authority.certificate_der().to_vec(),
+            cms: CmsSigner::new(key, &certificate, Vec::new()).unwrap(),
+            _dir: dir,
+        }
     }
 
     fn store(ca: &[u8]) -> openssl::x509::store::X509Store {
@@ -376,27 +431,57 @@ mod tests {
         builder.build()
     }
 
-    const ALL: Options = Options { include_certificates: true, signing_time: Some(1_790_000_000), signing_certificate_v2: true };
+    const ALL: Options = Options {
+        include_certificates: true,
+        signing_time: Some(1_790_000_000),
+        signing_certificate_v2: true,
+    };
 
     #[test]
     fn detached_ecdsa_and_rsa_verify_with_openssl_cms_and_pkcs7() {
         for key_type in [KeyType::EcP256, KeyType::Rsa2048] {
             let keys = keys(key_type, Profile::MemberSigning);
             let body = b"KSIPUBLF and everything before the signature";
-            let der = keys.cms.sign(Content { content_type: OID_DATA, bytes: body, detached: true }, &ALL).unwrap();
+            let der = keys
+                .cms
+                .sign(
+                    Content {
+                        content_type: OID_DATA,
+                        bytes: body,
+                        detached: true,
+                    },
+                    &ALL,
+                )
+                .unwrap();
 
             let mut cms = CmsContentInfo::from_der(&der).unwrap();
             let store = store(&keys.ca);
-            cms.verify(None, Some(&store), Some(body), None, CMSOptions::BINARY).unwrap();
+            cms.verify(None, Some(&store), Some(body), None, CMSOptions::BINARY)
+                .unwrap();
             let mut tampered = body.to_vec();
             tampered[0] ^= 1;
             let mut cms = CmsContentInfo::from_der(&der).unwrap();
-            assert!(cms.verify(None, Some(&store), Some(&tampered), None, CMSOptions::BINARY).is_err());
+            assert!(
+                cms.verify(
+                    None,
+                    Some(&store),
+                    Some(&tampered),
+                    None,
+                    CMSOptions::BINARY
+                )
+                .is_err()
+            );
 
             let pkcs7 = Pkcs7::from_der(&der).unwrap();
             let none = Stack::new().unwrap();
-            pkcs7.verify(&none, &store, Some(body), None, Pkcs7Flags::BINARY).unwrap();
-            assert!(pkcs7.verify(&none, &store, Some(&tampered), None, Pkcs7Flags::BINARY).is_err());
+            pkcs7
+                .verify(&none, &store, Some(body), None, Pkcs7Flags::BINARY)
+                .unwrap();
+            assert!(
+                pkcs7
+                    .verify(&none, &store, Some(&tampered), None, Pkcs7Flags::BINARY)
+                    .is_err()
+            );
         }
     }
 
@@ -404,38 +489,99 @@ mod tests {
     fn encapsulated_content_verifies_and_a_flipped_signature_byte_fails() {
         let keys = keys(KeyType::EcP256, Profile::TimeStamping);
         let content = b"\x30\x03\x02\x01\x01";
-        let der = keys.cms.sign(Content { content_type: OID_TST_INFO, bytes: content, detached: false }, &ALL).unwrap();
+        let der = keys
+            .cms
+            .sign(
+                Content {
+                    content_type: OID_TST_INFO,
+                    bytes: content,
+                    detached: false,
+                },
+                &ALL,
+            )
+            .unwrap();
         let mut cms = CmsContentInfo::from_der(&der).unwrap();
         let mut out = Vec::new();
-        cms.verify(None, Some(&store(&keys.ca)), None, Some(&mut out), CMSOptions::BINARY | CMSOptions::NO_SIGNER_CERT_VERIFY).unwrap();
+        cms.verify(
+            None,
+            Some(&store(&keys.ca)),
+            None,
+            Some(&mut out),
+            CMSOptions::BINARY | CMSOptions::NO_SIGNER_CERT_VERIFY,
+        )
+        .unwrap();
         assert_eq!(out, content);
         // The signature is the last element: flipping its last byte must break it.
         let mut bad = der.clone();
         *bad.last_mut().unwrap() ^= 1;
         if let Ok(mut cms) = CmsContentInfo::from_der(&bad) {
-            assert!(cms.verify(None, Some(&store(&keys.ca)), None, None, CMSOptions::BINARY).is_err());
+            assert!(
+                cms.verify(None, Some(&store(&keys.ca)), None, None, CMSOptions::BINARY)
+                    .is_err()
+            );
         }
     }
 
     #[test]
     fn without_certificates_the_verifier_needs_them_given() {
         let keys = keys(KeyType::EcP256, Profile::MemberSigning);
-        let options = Options { include_certificates: false, signing_time: None, signing_certificate_v2: false };
-        let der = keys.cms.sign(Content { content_type: OID_DATA, bytes: b"x", detached: true }, &options).unwrap();
+        let options = Options {
+            include_certificates: false,
+            signing_time: None,
+            signing_certificate_v2: false,
+        };
+        let der = keys
+            .cms
+            .sign(
+                Content {
+                    content_type: OID_DATA,
+                    bytes: b"x",
+                    detached: true,
+                },
+                &options,
+            )
+            .unwrap();
         let mut cms = CmsContentInfo::from_der(&der).unwrap();
-        assert!(cms.verify(None, Some(&store(&keys.ca)), Some(b"x"), None, CMSOptions::BINARY).is_err());
+        assert!(
+            cms.verify(
+                None,
+                Some(&store(&keys.ca)),
+                Some(b"x"),
+                None,
+                CMSOptions::BINARY
+            )
+            .is_err()
+        );
         let mut certs = Stack::new().unwrap();
-        certs.push(X509::from_der(keys.cms.certificate()).unwrap()).unwrap();
+        certs
+            .push(X509::from_der(keys.cms.certificate()).unwrap())
+            .unwrap();
         let mut cms = CmsContentInfo::from_der(&der).unwrap();
-        cms.verify(Some(&certs), Some(&store(&keys.ca)), Some(b"x"), None, CMSOptions::BINARY).unwrap();
+        cms.verify(
+            Some(&certs),
+            Some(&store(&keys.ca)),
+            Some(b"x"),
+            None,
+            CMSOptions::BINARY,
+        )
+        .unwrap();
     }
 
     #[test]
     fn times_are_der() {
         assert_eq!(time_der(0).unwrap(), short_string(0x17, "700101000000Z"));
-        assert_eq!(time_der(2_524_608_000).unwrap(), short_string(0x18, "20500101000000Z"));
-        assert_eq!(generalized_time_der(1_790_000_000, 120).unwrap(), short_string(0x18, "20260921141320.12Z"));
-        assert_eq!(generalized_time_der(1_790_000_000, 0).unwrap(), short_string(0x18, "20260921141320Z"));
+        assert_eq!(
+            time_der(2_524_608_000).unwrap(),
+            short_string(0x18, "20500101000000Z")
+        );
+        assert_eq!(
+            generalized_time_der(1_790_000_000, 120).unwrap(),
+            short_string(0x18, "20260921141320.12Z")
+        );
+        assert_eq!(
+            generalized_time_der(1_790_000_000, 0).unwrap(),
+            short_string(0x18, "20260921141320Z")
+        );
         assert!(time_der(u64::MAX).is_err());
     }
 }

@@ -53,7 +53,8 @@ pub fn config(head: Option<u64>) -> Result<Vec<Tlv>, Error> {
             let mut out = Encoder::new();
             out.u64(tag, value)?;
             let bytes = out.finish();
-            let element = tlv::decode(&bytes).map_err(|_| Error::Unreachable("an encoded integer element does not decode"))?;
+            let element = tlv::decode(&bytes)
+                .map_err(|_| Error::Unreachable("an encoded integer element does not decode"))?;
             Ok(element.to_owned_tlv())
         })
         .collect()
@@ -75,27 +76,52 @@ pub fn answer(handle: &Handle, request: &ExtendRequest, now: u64) -> ExtendRespo
             (status, Some(KsiString::from(message.as_str())), None)
         }
     };
-    ExtendResponse { request_id: request.request_id, status, error_message, calendar_last: head, calendar_chain }
+    ExtendResponse {
+        request_id: request.request_id,
+        status,
+        error_message,
+        calendar_last: head,
+        calendar_chain,
+    }
 }
 
-fn chain(handle: &Handle, request: &ExtendRequest, head: u64, now: u64) -> Result<CalendarChain, (u64, String)> {
+fn chain(
+    handle: &Handle,
+    request: &ExtendRequest,
+    head: u64,
+    now: u64,
+) -> Result<CalendarChain, (u64, String)> {
     let to = request.publication_time.unwrap_or(head);
     let from = request.aggregation_time;
     let latest = from.max(to);
     if latest > head {
-        let status = if latest > now { STATUS_REQUEST_TIME_IN_FUTURE } else { STATUS_REQUEST_TIME_TOO_NEW };
-        return Err((status, format!("second {latest} is not in the calendar yet (head {head})")));
+        let status = if latest > now {
+            STATUS_REQUEST_TIME_IN_FUTURE
+        } else {
+            STATUS_REQUEST_TIME_TOO_NEW
+        };
+        return Err((
+            status,
+            format!("second {latest} is not in the calendar yet (head {head})"),
+        ));
     }
     if from > to {
-        return Err((STATUS_INVALID_TIME_RANGE, format!("aggregation time {from} is after publication time {to}")));
+        return Err((
+            STATUS_INVALID_TIME_RANGE,
+            format!("aggregation time {from} is after publication time {to}"),
+        ));
     }
     handle.extend(from, Some(to)).map_err(|e| match e {
-        Error::NotInCalendar { time, .. } => {
-            (STATUS_REQUEST_TIME_TOO_NEW, format!("second {time} is not in the calendar yet (head {head})"))
-        }
+        Error::NotInCalendar { time, .. } => (
+            STATUS_REQUEST_TIME_TOO_NEW,
+            format!("second {time} is not in the calendar yet (head {head})"),
+        ),
         e => {
             tracing::error!(error = %e, from, to, "cannot read a calendar chain");
-            (STATUS_INTERNAL_ERROR, "the calendar cannot be read".to_owned())
+            (
+                STATUS_INTERNAL_ERROR,
+                "the calendar cannot be read".to_owned(),
+            )
         }
     })
 }

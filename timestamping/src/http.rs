@@ -45,8 +45,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use backbone_timestamping_verify::imprint::HashAlgorithm;
 use backbone_timestamping_verify::pdu::{
-    self, AggregationResponse, AggregatorRequest, ExtenderRequest, ExtenderResponse, Header, TAG_AGGREGATOR_RESPONSE,
-    Payload, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
+    self, AggregationResponse, AggregatorRequest, ExtenderRequest, ExtenderResponse, Header,
+    Payload, TAG_AGGREGATOR_RESPONSE, TAG_EXTENDER_REQUEST, TAG_EXTENDER_RESPONSE,
 };
 use backbone_timestamping_verify::publication::PublicationData;
 use backbone_timestamping_verify::tlv::{Encoder, Flags};
@@ -106,7 +106,10 @@ impl Backend {
     /// # Errors
     ///
     /// As [`Handle::sign`] and [`child::Handle::sign`].
-    pub async fn sign(&self, request: Request) -> Result<backbone_timestamping_verify::Signature, Arc<Error>> {
+    pub async fn sign(
+        &self,
+        request: Request,
+    ) -> Result<backbone_timestamping_verify::Signature, Arc<Error>> {
         match self {
             Backend::Calendar(handle) => handle.sign(request).await,
             Backend::Child(handle) => handle.sign(request).await,
@@ -132,7 +135,11 @@ impl Backend {
     /// # Errors
     ///
     /// As [`Handle::sign_all_with`] and [`child::Handle::sign_all`].
-    pub async fn sign_all_with<T, F>(&self, requests: Vec<Request>, respond: F) -> Result<T, Arc<Error>>
+    pub async fn sign_all_with<T, F>(
+        &self,
+        requests: Vec<Request>,
+        respond: F,
+    ) -> Result<T, Arc<Error>>
     where
         T: Send + 'static,
         F: FnOnce(Vec<Placed>) -> T + Send + 'static,
@@ -175,7 +182,11 @@ pub struct PduAuth {
 
 impl std::fmt::Debug for PduAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PduAuth {{ login_id: {:?}, key: <redacted> }}", self.login_id)
+        write!(
+            f,
+            "PduAuth {{ login_id: {:?}, key: <redacted> }}",
+            self.login_id
+        )
     }
 }
 
@@ -242,13 +253,19 @@ struct ClientIds {
 impl AppState {
     /// The calendar, or the 404 a child aggregator answers on calendar routes.
     fn calendar(&self) -> Result<&Handle, Response> {
-        self.backend.calendar().ok_or_else(|| problem(StatusCode::NOT_FOUND, NO_CALENDAR.to_owned()))
+        self.backend
+            .calendar()
+            .ok_or_else(|| problem(StatusCode::NOT_FOUND, NO_CALENDAR.to_owned()))
     }
 }
 
 impl ClientIds {
     fn new(auth: &PduAuth) -> Self {
-        ClientIds { pdu: auth.login_id.as_str().into(), json: JSON_CLIENT_ID.into(), tsa: TSA_CLIENT_ID.into() }
+        ClientIds {
+            pdu: auth.login_id.as_str().into(),
+            json: JSON_CLIENT_ID.into(),
+            tsa: TSA_CLIENT_ID.into(),
+        }
     }
 }
 
@@ -261,7 +278,11 @@ pub fn router(backend: impl Into<Backend>, auth: PduAuth) -> Router {
 }
 
 /// The router with the RFC 3161 routes answered by `tsa` (404 without it).
-pub fn router_with_tsa(backend: impl Into<Backend>, auth: PduAuth, tsa: Option<Arc<TsaFront>>) -> Router {
+pub fn router_with_tsa(
+    backend: impl Into<Backend>,
+    auth: PduAuth,
+    tsa: Option<Arc<TsaFront>>,
+) -> Router {
     let backend = backend.into();
     Router::new()
         .route("/", post(pdu))
@@ -276,14 +297,29 @@ pub fn router_with_tsa(backend: impl Into<Backend>, auth: PduAuth, tsa: Option<A
         .route("/tsa/certificate.pem", get(tsa_certificate))
         .route("/tsa/{file}", get(tsa_proof))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Arc::new(AppState { backend, clients: ClientIds::new(&auth), auth, tsa }))
+        .with_state(Arc::new(AppState {
+            backend,
+            clients: ClientIds::new(&auth),
+            auth,
+            tsa,
+        }))
 }
 
-async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn tsa_query(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(front) = state.tsa.clone() else {
-        return problem(StatusCode::NOT_FOUND, "this service has no RFC 3161 front end".to_owned());
+        return problem(
+            StatusCode::NOT_FOUND,
+            "this service has no RFC 3161 front end".to_owned(),
+        );
     };
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let media_type = content_type.split(';').next().unwrap_or_default().trim();
     if !media_type.eq_ignore_ascii_case(TIMESTAMP_QUERY) {
         let message = format!("content type {content_type:?} is not {TIMESTAMP_QUERY}");
@@ -291,7 +327,8 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
     }
     let (secs, millis) = crate::service::now_millis();
     let issuing = Arc::clone(&front);
-    let issued = tokio::task::spawn_blocking(move || issuing.authority.respond(&body, secs, millis)).await;
+    let issued =
+        tokio::task::spawn_blocking(move || issuing.authority.respond(&body, secs, millis)).await;
     let token = match issued {
         Ok(Ok(token)) => token,
         Ok(Err(rejection)) => return tsa_reply(rejection),
@@ -301,15 +338,33 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
         Ok(hash) => hash,
         Err(_) => return tsa_failure("cannot hash the token"),
     };
-    let signature = match state.backend.sign(Request { hash: InputHash::from(&hash), level: 0, client_id: state.clients.tsa.clone() }).await {
+    let signature = match state
+        .backend
+        .sign(Request {
+            hash: InputHash::from(&hash),
+            level: 0,
+            client_id: state.clients.tsa.clone(),
+        })
+        .await
+    {
         Ok(signature) => signature,
         Err(e) => {
             tracing::warn!(serial = %token.serial, error = %e, "time-stamp token not anchored in the calendar; not answered");
-            return tsa_failure("the token cannot be anchored in the keyless calendar now; try again");
+            return tsa_failure(
+                "the token cannot be anchored in the keyless calendar now; try again",
+            );
         }
     };
     let stored = match signature.encode() {
-        Ok(bytes) => tokio::task::spawn_blocking(move || front.store.put(token.serial, &bytes).map_err(|e| e.to_string())).await,
+        Ok(bytes) => {
+            tokio::task::spawn_blocking(move || {
+                front
+                    .store
+                    .put(token.serial, &bytes)
+                    .map_err(|e| e.to_string())
+            })
+            .await
+        }
         Err(e) => Ok(Err(e.to_string())),
     };
     match stored {
@@ -327,16 +382,33 @@ async fn tsa_query(State(state): State<Arc<AppState>>, headers: HeaderMap, body:
 
 async fn tsa_proof(State(state): State<Arc<AppState>>, Path(file): Path<String>) -> Response {
     let Some(front) = state.tsa.clone() else {
-        return problem(StatusCode::NOT_FOUND, "this service has no RFC 3161 front end".to_owned());
+        return problem(
+            StatusCode::NOT_FOUND,
+            "this service has no RFC 3161 front end".to_owned(),
+        );
     };
     let Some(serial) = file.strip_suffix(".ksig").and_then(tsa::Serial::from_hex) else {
-        return problem(StatusCode::NOT_FOUND, "expected /tsa/{serial in hex}.ksig".to_owned());
+        return problem(
+            StatusCode::NOT_FOUND,
+            "expected /tsa/{serial in hex}.ksig".to_owned(),
+        );
     };
     match tokio::task::spawn_blocking(move || front.store.get(serial)).await {
-        Ok(Ok(Some(bytes))) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Ok(Ok(None)) => problem(StatusCode::NOT_FOUND, format!("no token with serial 0x{serial}")),
-        Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, format!("token store: {e}")),
-        Err(_) => problem(StatusCode::INTERNAL_SERVER_ERROR, "the reading task failed".to_owned()),
+        Ok(Ok(Some(bytes))) => {
+            ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
+        }
+        Ok(Ok(None)) => problem(
+            StatusCode::NOT_FOUND,
+            format!("no token with serial 0x{serial}"),
+        ),
+        Ok(Err(e)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("token store: {e}"),
+        ),
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the reading task failed".to_owned(),
+        ),
     }
 }
 
@@ -346,7 +418,10 @@ async fn tsa_certificate(State(state): State<Arc<AppState>>) -> Response {
             let pem = backbone_hsm::cert::pem("CERTIFICATE", front.authority.certificate());
             ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response()
         }
-        None => problem(StatusCode::NOT_FOUND, "this service has no RFC 3161 front end".to_owned()),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "this service has no RFC 3161 front end".to_owned(),
+        ),
     }
 }
 
@@ -361,13 +436,29 @@ fn tsa_failure(text: &str) -> Response {
 async fn sign_json(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let request: SignRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("body is not a sign request: {e}")),
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("body is not a sign request: {e}"),
+            );
+        }
     };
-    let hash = match hex_decode(&request.hash).and_then(|b| InputHash::from_bytes(&b).map_err(|e| e.to_string())) {
+    let hash = match hex_decode(&request.hash)
+        .and_then(|b| InputHash::from_bytes(&b).map_err(|e| e.to_string()))
+    {
         Ok(hash) => hash,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("hash is not a hex imprint: {e}")),
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("hash is not a hex imprint: {e}"),
+            );
+        }
     };
-    let request = Request { hash, level: request.level, client_id: state.clients.json.clone() };
+    let request = Request {
+        hash,
+        level: request.level,
+        client_id: state.clients.json.clone(),
+    };
     match state.backend.sign(request).await {
         Ok(signature) => match signature.encode() {
             Ok(bytes) => {
@@ -389,7 +480,9 @@ async fn publications(State(state): State<Arc<AppState>>) -> Response {
         Err(response) => return response,
     };
     match handle.publications() {
-        Ok(list) => axum::Json(list.iter().map(publication_json).collect::<Vec<_>>()).into_response(),
+        Ok(list) => {
+            axum::Json(list.iter().map(publication_json).collect::<Vec<_>>()).into_response()
+        }
         Err(e) => error_response(&e),
     }
 }
@@ -400,8 +493,15 @@ async fn publications_file(State(state): State<Arc<AppState>>) -> Response {
         Err(response) => return response,
     };
     match handle.publications_file() {
-        Some(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes.to_vec()).into_response(),
-        None => problem(StatusCode::NOT_FOUND, "this service keeps no publications file".to_owned()),
+        Some(bytes) => (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            bytes.to_vec(),
+        )
+            .into_response(),
+        None => problem(
+            StatusCode::NOT_FOUND,
+            "this service keeps no publications file".to_owned(),
+        ),
     }
 }
 
@@ -442,13 +542,21 @@ async fn extend(State(state): State<Arc<AppState>>, Path(time): Path<u64>) -> Re
         Ok(out.finish())
     });
     match encoded {
-        Ok(bytes) => axum::Json(serde_json::json!({ "calendar_chain": openssl::base64::encode_block(&bytes) })).into_response(),
+        Ok(bytes) => axum::Json(
+            serde_json::json!({ "calendar_chain": openssl::base64::encode_block(&bytes) }),
+        )
+        .into_response(),
         Err(e) => error_response(&e),
     }
 }
 
 fn pdu_response(bytes: Vec<u8>, status: StatusCode) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/ksi-response")], bytes).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/ksi-response")],
+        bytes,
+    )
+        .into_response()
 }
 
 /// `POST /`: an aggregator or an extender request PDU, told apart by the outer tag.
@@ -465,30 +573,64 @@ async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     let request = match ExtenderRequest::decode(&body) {
         Ok(r) => r,
         Err(e) => {
-            return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, &e.to_string()), StatusCode::BAD_REQUEST);
+            return pdu_response(
+                error_pdu(
+                    TAG_EXTENDER_RESPONSE,
+                    STATUS_INVALID_REQUEST,
+                    &e.to_string(),
+                ),
+                StatusCode::BAD_REQUEST,
+            );
         }
     };
-    let login_ok = request.header.as_ref().is_some_and(|h| h.login_id.as_bytes() == state.auth.login_id.as_bytes());
-    if !login_ok || request.check_mac(&state.auth.key, HashAlgorithm::Sha256).is_err() {
-        let bytes = error_pdu(TAG_EXTENDER_RESPONSE, STATUS_AUTHENTICATION_FAILURE, "unknown login id or wrong HMAC");
+    let login_ok = request
+        .header
+        .as_ref()
+        .is_some_and(|h| h.login_id.as_bytes() == state.auth.login_id.as_bytes());
+    if !login_ok
+        || request
+            .check_mac(&state.auth.key, HashAlgorithm::Sha256)
+            .is_err()
+    {
+        let bytes = error_pdu(
+            TAG_EXTENDER_RESPONSE,
+            STATUS_AUTHENTICATION_FAILURE,
+            "unknown login id or wrong HMAC",
+        );
         return pdu_response(bytes, StatusCode::UNAUTHORIZED);
     }
     if request.payloads.len() > MAX_REQUESTS_PER_PDU {
-        let message = format!("{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}", request.payloads.len());
-        return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
+        let message = format!(
+            "{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}",
+            request.payloads.len()
+        );
+        return pdu_response(
+            error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, &message),
+            StatusCode::BAD_REQUEST,
+        );
     }
     let Some(handle) = state.backend.calendar().cloned() else {
-        return pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, NO_CALENDAR), StatusCode::NOT_FOUND);
+        return pdu_response(
+            error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INVALID_REQUEST, NO_CALENDAR),
+            StatusCode::NOT_FOUND,
+        );
     };
     let payloads = request.payloads.clone();
     // Each chain is up to 64 calendar reads: off the async threads.
     let answered = tokio::task::spawn_blocking(move || {
         let now = crate::service::now();
-        payloads.iter().map(|p| crate::extender::answer(&handle, p, now)).collect::<Vec<_>>()
+        payloads
+            .iter()
+            .map(|p| crate::extender::answer(&handle, p, now))
+            .collect::<Vec<_>>()
     })
     .await;
     let Ok(payloads) = answered else {
-        let bytes = error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INTERNAL_ERROR, "extend task failed");
+        let bytes = error_pdu(
+            TAG_EXTENDER_RESPONSE,
+            STATUS_INTERNAL_ERROR,
+            "extend task failed",
+        );
         return pdu_response(bytes, StatusCode::INTERNAL_SERVER_ERROR);
     };
     let header = Header {
@@ -505,7 +647,10 @@ async fn extender_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Respon
     }
     match response.encode(&state.auth.key, HashAlgorithm::Sha256) {
         Ok(bytes) => pdu_response(bytes, StatusCode::OK),
-        Err(e) => pdu_response(error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
+        Err(e) => pdu_response(
+            error_pdu(TAG_EXTENDER_RESPONSE, STATUS_INTERNAL_ERROR, &e.to_string()),
+            StatusCode::INTERNAL_SERVER_ERROR,
+        ),
     }
 }
 
@@ -513,16 +658,37 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
     let error_pdu = |status, message: &str| error_pdu(TAG_AGGREGATOR_RESPONSE, status, message);
     let request = match AggregatorRequest::decode(&body) {
         Ok(r) => r,
-        Err(e) => return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &e.to_string()), StatusCode::BAD_REQUEST),
+        Err(e) => {
+            return pdu_response(
+                error_pdu(STATUS_INVALID_REQUEST, &e.to_string()),
+                StatusCode::BAD_REQUEST,
+            );
+        }
     };
-    let login_ok = request.header.as_ref().is_some_and(|h| h.login_id.as_bytes() == state.auth.login_id.as_bytes());
-    if !login_ok || request.check_mac(&state.auth.key, HashAlgorithm::Sha256).is_err() {
-        let bytes = error_pdu(STATUS_AUTHENTICATION_FAILURE, "unknown login id or wrong HMAC");
+    let login_ok = request
+        .header
+        .as_ref()
+        .is_some_and(|h| h.login_id.as_bytes() == state.auth.login_id.as_bytes());
+    if !login_ok
+        || request
+            .check_mac(&state.auth.key, HashAlgorithm::Sha256)
+            .is_err()
+    {
+        let bytes = error_pdu(
+            STATUS_AUTHENTICATION_FAILURE,
+            "unknown login id or wrong HMAC",
+        );
         return pdu_response(bytes, StatusCode::UNAUTHORIZED);
     }
     if request.payloads.len() > MAX_REQUESTS_PER_PDU {
-        let message = format!("{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}", request.payloads.len());
-        return pdu_response(error_pdu(STATUS_INVALID_REQUEST, &message), StatusCode::BAD_REQUEST);
+        let message = format!(
+            "{} requests in one PDU; at most {MAX_REQUESTS_PER_PDU}",
+            request.payloads.len()
+        );
+        return pdu_response(
+            error_pdu(STATUS_INVALID_REQUEST, &message),
+            StatusCode::BAD_REQUEST,
+        );
     }
     let answers = PduAnswers::new(&state, &request);
     // One submission for the whole PDU; a payload whose level does not fit a byte is refused
@@ -531,11 +697,21 @@ async fn aggregator_pdu(State(state): State<Arc<AppState>>, body: Bytes) -> Resp
         .payloads
         .iter()
         .zip(&answers.requests)
-        .filter_map(|(p, (_, level))| level.map(|level| Request { hash: InputHash::from(&p.hash), level, client_id: state.clients.pdu.clone() }))
+        .filter_map(|(p, (_, level))| {
+            level.map(|level| Request {
+                hash: InputHash::from(&p.hash),
+                level,
+                client_id: state.clients.pdu.clone(),
+            })
+        })
         .collect();
     let submitted = requests.len();
     // The response is written where the round is answered, in the order the PDUs came.
-    match state.backend.sign_all_with(requests, move |placed| answers.respond(placed)).await {
+    match state
+        .backend
+        .sign_all_with(requests, move |placed| answers.respond(placed))
+        .await
+    {
         Ok(response) => response,
         // Shutting down: every request is answered with the error, as a failed round's are.
         Err(e) => PduAnswers::new(&state, &request).respond(vec![Err(e); submitted]),
@@ -552,13 +728,26 @@ struct PduAnswers {
 
 impl PduAnswers {
     fn new(state: &Arc<AppState>, request: &AggregatorRequest) -> Self {
-        let requests = request.payloads.iter().map(|p| (p.request_id, p.level.map_or(Some(0), |l| u8::try_from(l).ok()))).collect();
+        let requests = request
+            .payloads
+            .iter()
+            .map(|p| {
+                (
+                    p.request_id,
+                    p.level.map_or(Some(0), |l| u8::try_from(l).ok()),
+                )
+            })
+            .collect();
         let header = Header {
             login_id: state.auth.login_id.as_str().into(),
             instance_id: request.header.as_ref().and_then(|h| h.instance_id),
             message_id: request.header.as_ref().and_then(|h| h.message_id),
         };
-        PduAnswers { state: Arc::clone(state), requests, header }
+        PduAnswers {
+            state: Arc::clone(state),
+            requests,
+            header,
+        }
     }
 
     /// The response PDU: each answer written straight into it, the request's own chain encoded,
@@ -570,28 +759,46 @@ impl PduAnswers {
         for (request_id, level) in self.requests {
             let answer = match level {
                 None => Err(Arc::new(Error::Request("input level above 255".to_owned()))),
-                Some(_) => placed.next().unwrap_or_else(|| Err(Arc::new(Error::Unreachable("a request without its answer")))),
+                Some(_) => placed.next().unwrap_or_else(|| {
+                    Err(Arc::new(Error::Unreachable("a request without its answer")))
+                }),
             };
             let written = match answer {
                 Ok((round, index)) => {
                     let mut failure = None;
-                    let encoded = AggregationResponse::encode_signed(request_id, &mut payloads, |e| {
-                        round.encode_signature(index, e).map_err(|error| {
-                            failure = Some(error);
-                            backbone_timestamping_verify::Error::Unreachable("a signed round could not write a signature")
-                        })
-                    });
+                    let encoded =
+                        AggregationResponse::encode_signed(request_id, &mut payloads, |e| {
+                            round.encode_signature(index, e).map_err(|error| {
+                                failure = Some(error);
+                                backbone_timestamping_verify::Error::Unreachable(
+                                    "a signed round could not write a signature",
+                                )
+                            })
+                        });
                     encoded.map_err(|e| failure.unwrap_or(Error::Ksi(e)))
                 }
-                Err(e) => refusal(request_id, &e).encode(&mut payloads).map_err(Error::Ksi),
+                Err(e) => refusal(request_id, &e)
+                    .encode(&mut payloads)
+                    .map_err(Error::Ksi),
             };
             if let Err(e) = written {
-                return pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR);
+                return pdu_response(
+                    error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()),
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                );
             }
         }
-        match pdu::seal::<AggregationResponse>(&self.header, &payloads.finish(), &self.state.auth.key, HashAlgorithm::Sha256) {
+        match pdu::seal::<AggregationResponse>(
+            &self.header,
+            &payloads.finish(),
+            &self.state.auth.key,
+            HashAlgorithm::Sha256,
+        ) {
             Ok(bytes) => pdu_response(bytes, StatusCode::OK),
-            Err(e) => pdu_response(error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()), StatusCode::INTERNAL_SERVER_ERROR),
+            Err(e) => pdu_response(
+                error_pdu(STATUS_INTERNAL_ERROR, &e.to_string()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
         }
     }
 }
@@ -615,7 +822,10 @@ fn status_of(error: &Error) -> u64 {
     match error {
         Error::Request(_) => STATUS_INVALID_PAYLOAD,
         Error::Pushback { .. } => STATUS_TOO_MANY_REQUESTS,
-        Error::Parent { source: ParentError::Timeout(_), .. } => STATUS_UPSTREAM_TIMEOUT,
+        Error::Parent {
+            source: ParentError::Timeout(_),
+            ..
+        } => STATUS_UPSTREAM_TIMEOUT,
         Error::Parent { .. } => STATUS_UPSTREAM_ERROR,
         _ => STATUS_INTERNAL_ERROR,
     }
@@ -642,13 +852,18 @@ fn error_response(error: &Error) -> Response {
         Error::Request(_) => StatusCode::BAD_REQUEST,
         Error::Pushback { .. } | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotInCalendar { .. } => StatusCode::NOT_FOUND,
-        Error::Parent { source: ParentError::Timeout(_), .. } => StatusCode::GATEWAY_TIMEOUT,
+        Error::Parent {
+            source: ParentError::Timeout(_),
+            ..
+        } => StatusCode::GATEWAY_TIMEOUT,
         Error::Parent { .. } => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = problem(status, error.to_string());
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
     }
     response
 }
@@ -658,7 +873,11 @@ fn problem(status: StatusCode, message: String) -> Response {
 }
 
 fn publication_json(p: &PublicationData) -> PublicationJson {
-    PublicationJson { time: p.time, hash: p.hash.to_hex(), publication_string: p.to_publication_string() }
+    PublicationJson {
+        time: p.time,
+        hash: p.hash.to_hex(),
+        publication_string: p.to_publication_string(),
+    }
 }
 
 /// Lower-case hex.

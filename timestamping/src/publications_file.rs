@@ -54,7 +54,12 @@ impl PublicationsFileSigner {
     /// A signer whose certificate MUST carry the e-mail address verifiers require; `path` is
     /// where each new file is written (none: only kept in memory).
     pub fn new(cms: CmsSigner, path: Option<PathBuf>, repository_uri: Option<String>) -> Self {
-        PublicationsFileSigner { cms, path, repository_uri, latest: RwLock::new(None) }
+        PublicationsFileSigner {
+            cms,
+            path,
+            repository_uri,
+            latest: RwLock::new(None),
+        }
     }
 
     /// Builds and signs the file for `certificates` and `publications` (oldest first) created
@@ -64,8 +69,19 @@ impl PublicationsFileSigner {
     ///
     /// [`Error::Hsm`] if signing fails, [`Error::Ksi`] if encoding fails, [`Error::File`] if
     /// writing fails (the previous file is then still in place and still served).
-    pub fn publish(&self, certificates: &[CertificateRecord], publications: &[PublicationData], created: u64) -> Result<Arc<Vec<u8>>, Error> {
-        let bytes = Arc::new(encode(&self.cms, certificates, publications, created, self.repository_uri.as_deref())?);
+    pub fn publish(
+        &self,
+        certificates: &[CertificateRecord],
+        publications: &[PublicationData],
+        created: u64,
+    ) -> Result<Arc<Vec<u8>>, Error> {
+        let bytes = Arc::new(encode(
+            &self.cms,
+            certificates,
+            publications,
+            created,
+            self.repository_uri.as_deref(),
+        )?);
         if let Some(path) = &self.path {
             write_atomically(path, &bytes)?;
         }
@@ -75,7 +91,10 @@ impl PublicationsFileSigner {
 
     /// The latest file written, if any.
     pub fn latest(&self) -> Option<Arc<Vec<u8>>> {
-        self.latest.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.latest
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Where the file is written.
@@ -116,8 +135,19 @@ pub fn encode(
     }
     let mut body = MAGIC.to_vec();
     body.extend_from_slice(&out.finish());
-    let options = cms::Options { include_certificates: true, signing_time: Some(created), signing_certificate_v2: false };
-    let signature = cms.sign(Content { content_type: cms::OID_DATA, bytes: &body, detached: true }, &options)?;
+    let options = cms::Options {
+        include_certificates: true,
+        signing_time: Some(created),
+        signing_certificate_v2: false,
+    };
+    let signature = cms.sign(
+        Content {
+            content_type: cms::OID_DATA,
+            bytes: &body,
+            detached: true,
+        },
+        &options,
+    )?;
     let mut tail = Encoder::new();
     tail.element(TAG_SIGNATURE, Flags::NONE, &signature)?;
     body.extend_from_slice(&tail.finish());
@@ -132,9 +162,15 @@ pub fn encode(
 /// [`Error::File`] naming the file that failed.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     fn file_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::File { path: path.to_owned(), source }
+        move |source| Error::File {
+            path: path.to_owned(),
+            source,
+        }
     }
-    let directory = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
@@ -143,7 +179,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     file.sync_all().map_err(file_error(&temporary))?;
     drop(file);
     std::fs::rename(&temporary, path).map_err(file_error(path))?;
-    File::open(directory).and_then(|d| d.sync_all()).map_err(file_error(directory))
+    File::open(directory)
+        .and_then(|d| d.sync_all())
+        .map_err(file_error(directory))
 }
 
 #[cfg(test)]
@@ -164,28 +202,65 @@ mod tests {
         let store = SoftwareKeyStore::open(dir.path().join("keys")).unwrap();
         store.generate("ca", KeyType::EcP256).unwrap();
         store.generate("pub", KeyType::EcP256).unwrap();
-        let (ca, key) = (store.signer("ca", None).unwrap(), store.signer("pub", None).unwrap());
+        let (ca, key) = (
+            store.signer("ca", None).unwrap(),
+            store.signer("pub", None).unwrap(),
+        );
         let not_before = SystemTime::now() - Duration::from_secs(60);
-        let validity = |n: u8| Validity { not_before, not_after: not_before + Duration::from_secs(86_400), serial: vec![n] };
-        let authority = CertificateAuthority::self_signed(ca.as_ref(), &Subject { common_name: "CA".into(), ..Subject::default() }, &validity(1)).unwrap();
-        let subject = Subject { common_name: "publications".into(), email: Some("publications@backbone.example".into()), ..Subject::default() };
-        let certificate = authority.issue(key.public_key(), &subject, Profile::MemberSigning, &validity(2)).unwrap();
+        let validity = |n: u8| Validity {
+            not_before,
+            not_after: not_before + Duration::from_secs(86_400),
+            serial: vec![n],
+        };
+        let authority = CertificateAuthority::self_signed(
+            ca.as_ref(),
+            &Subject {
+                common_name: "CA".into(),
+                ..Subject::default()
+            },
+            &validity(1),
+        )
+        .unwrap();
+        let subject = Subject {
+            common_name: "publications".into(),
+            email: Some("publications@backbone.example".into()),
+            ..Subject::default()
+        };
+        let certificate = authority
+            .issue(
+                key.public_key(),
+                &subject,
+                Profile::MemberSigning,
+                &validity(2),
+            )
+            .unwrap();
         let signer = PublicationsFileSigner::new(
             CmsSigner::new(key, &certificate, Vec::new()).unwrap(),
             Some(dir.path().join(FILE_NAME)),
             Some("https://timestamping.backbone.example/publications.bin".into()),
         );
-        let records = [CertificateRecord { id: vec![1, 2, 3, 4], certificate: certificate.clone() }];
+        let records = [CertificateRecord {
+            id: vec![1, 2, 3, 4],
+            certificate: certificate.clone(),
+        }];
         let hash = HashAlgorithm::Sha256.hash(&[b"root"]).unwrap();
-        let publications = [PublicationData::new(3600, hash.clone()), PublicationData::new(7200, hash)];
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let publications = [
+            PublicationData::new(3600, hash.clone()),
+            PublicationData::new(7200, hash),
+        ];
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let bytes = signer.publish(&records, &publications, now).unwrap();
         assert_eq!(std::fs::read(dir.path().join(FILE_NAME)).unwrap(), *bytes);
         assert_eq!(signer.latest().as_deref(), Some(&*bytes));
 
-        let anchors = TrustAnchors::from_pem(backbone_hsm::cert::pem("CERTIFICATE", authority.certificate_der()).as_bytes())
-            .unwrap()
-            .with_signer_email("publications@backbone.example");
+        let anchors = TrustAnchors::from_pem(
+            backbone_hsm::cert::pem("CERTIFICATE", authority.certificate_der()).as_bytes(),
+        )
+        .unwrap()
+        .with_signer_email("publications@backbone.example");
         let parsed = PublicationsFile::parse_unverified(&bytes).unwrap();
         assert_eq!(parsed.version, VERSION);
         assert_eq!(parsed.certificates, records);
@@ -193,7 +268,16 @@ mod tests {
         let at = i64::try_from(now).unwrap();
         parsed.clone().verify(&anchors, at).unwrap();
         // Another e-mail address is refused.
-        assert!(parsed.verify(&anchors.clone().with_signer_email("publications@guardtime.com"), at).is_err());
+        assert!(
+            parsed
+                .verify(
+                    &anchors
+                        .clone()
+                        .with_signer_email("publications@guardtime.com"),
+                    at
+                )
+                .is_err()
+        );
         // A flipped byte in the signed body: the digest no longer matches.
         let mut tampered = bytes.to_vec();
         tampered[20] ^= 1;

@@ -37,11 +37,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use backbone_timestamping_verify::chain;
 use backbone_timestamping_verify::imprint::{AlgorithmStatus, HashAlgorithm, Imprint};
+use backbone_timestamping_verify::signature::aggregation::{TAG_AGGREGATION_CHAIN, TAG_METADATA};
+use backbone_timestamping_verify::signature::records::TAG_PUBLICATION_RECORD;
 use backbone_timestamping_verify::signature::{
     AggregationChain, AggregationLink, Anchor, CalendarChain, Metadata, Sibling, Side, Signature,
 };
-use backbone_timestamping_verify::signature::records::TAG_PUBLICATION_RECORD;
-use backbone_timestamping_verify::signature::aggregation::{TAG_AGGREGATION_CHAIN, TAG_METADATA};
 use backbone_timestamping_verify::tlv::{Encoder, Flags, KsiString};
 use sha2::block_api::compress256;
 
@@ -154,7 +154,10 @@ pub struct SignedRound {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_input_level: DEFAULT_MAX_INPUT_LEVEL, max_requests: DEFAULT_MAX_ROUND_REQUESTS }
+        Limits {
+            max_input_level: DEFAULT_MAX_INPUT_LEVEL,
+            max_requests: DEFAULT_MAX_ROUND_REQUESTS,
+        }
     }
 }
 
@@ -252,7 +255,10 @@ impl Round {
     fn sized(limits: Limits, requests: usize, arrays: Arrays, recycler: Option<Recycler>) -> Self {
         let requests = requests.min(limits.max_requests);
         let depth = (usize::BITS - requests.leading_zeros()) as usize;
-        let Arrays { mut leaves, mut layers } = arrays;
+        let Arrays {
+            mut leaves,
+            mut layers,
+        } = arrays;
         layers.resize_with(depth.max(layers.len()), Layer::default);
         for (d, layer) in layers.iter_mut().enumerate() {
             layer.hashes.clear();
@@ -263,10 +269,20 @@ impl Round {
         }
         leaves.len = 0;
         leaves.imprints.clear();
-        leaves.imprints.reserve(requests.saturating_mul(1 + ALGORITHM.digest_len()));
+        leaves
+            .imprints
+            .reserve(requests.saturating_mul(1 + ALGORITHM.digest_len()));
         leaves.widths.clear();
         leaves.runs.clear();
-        Round { limits, leaves, clients: Clients::default(), layers, scratch: Vec::new(), pending: Vec::with_capacity(HASH_EVERY), recycler }
+        Round {
+            limits,
+            leaves,
+            clients: Clients::default(),
+            layers,
+            scratch: Vec::new(),
+            pending: Vec::with_capacity(HASH_EVERY),
+            recycler,
+        }
     }
 
     /// Requests accepted so far.
@@ -294,7 +310,9 @@ impl Round {
         }
         let algorithm = request.hash.algorithm();
         if algorithm.status_at(i64::try_from(at).unwrap_or(i64::MAX)) != AlgorithmStatus::Normal {
-            return Err(Error::Request(format!("hash function {algorithm} is deprecated")));
+            return Err(Error::Request(format!(
+                "hash function {algorithm} is deprecated"
+            )));
         }
         Ok(())
     }
@@ -310,18 +328,31 @@ impl Round {
         Round::check(&self.limits, request, at)?;
         let index = self.len();
         if index >= self.limits.max_requests {
-            return Err(Error::Pushback { round: at, pending: index });
+            return Err(Error::Pushback {
+                round: at,
+                pending: index,
+            });
         }
         let Some(level) = request.level.checked_add(1) else {
             return Err(Error::Unreachable("input level 255 passed the check"));
         };
         let client = self.clients.intern(&request.client_id)?;
-        if self.leaves.runs.last().is_none_or(|(_, last)| *last != client) {
+        if self
+            .leaves
+            .runs
+            .last()
+            .is_none_or(|(_, last)| *last != client)
+        {
             self.leaves.runs.push((index, client));
         }
         let start = self.leaves.imprints.len();
         self.leaves.push(index, request.hash.as_bytes());
-        self.pending.push(PendingLeaf { start, width: request.hash.as_bytes().len(), client, level });
+        self.pending.push(PendingLeaf {
+            start,
+            width: request.hash.as_bytes().len(),
+            client,
+            level,
+        });
         if self.pending.len() >= HASH_EVERY {
             self.hash_pending()?;
         }
@@ -334,7 +365,14 @@ impl Round {
     /// entries are still in the cache, rather than leaf by leaf as each request comes (the
     /// bookkeeping between one leaf's hashes cost about a third of the round's time).
     fn hash_pending(&mut self) -> Result<(), Error> {
-        let Round { leaves, clients, layers, pending, scratch, .. } = self;
+        let Round {
+            leaves,
+            clients,
+            layers,
+            pending,
+            scratch,
+            ..
+        } = self;
         if pending.is_empty() {
             return Ok(());
         }
@@ -345,12 +383,23 @@ impl Round {
             return Err(Error::Unreachable("round without its bottom layer"));
         };
         for leaf in pending.drain(..) {
-            let Some(imprint) = leaf.start.checked_add(leaf.width).and_then(|end| leaves.imprints.get(leaf.start..end)) else {
-                return Err(Error::Unreachable("pending request past the round's imprints"));
+            let Some(imprint) = leaf
+                .start
+                .checked_add(leaf.width)
+                .and_then(|end| leaves.imprints.get(leaf.start..end))
+            else {
+                return Err(Error::Unreachable(
+                    "pending request past the round's imprints",
+                ));
             };
             let client = usize::try_from(leaf.client).ok();
-            let template = client.and_then(|c| clients.blocks.get(c)).copied().flatten();
-            let quick = template.zip(<&[u8; 33]>::try_from(imprint).ok()).and_then(|(t, imprint)| t.leaf(imprint, leaf.level));
+            let template = client
+                .and_then(|c| clients.blocks.get(c))
+                .copied()
+                .flatten();
+            let quick = template
+                .zip(<&[u8; 33]>::try_from(imprint).ok())
+                .and_then(|(t, imprint)| t.leaf(imprint, leaf.level));
             let digest = match quick {
                 Some(digest) => digest,
                 None => {
@@ -390,8 +439,12 @@ impl Round {
                 return Err(Error::Unreachable("round layer without the layer above"));
             };
             let span = 2 * done..2 * complete;
-            let (Some(hashes), Some(levels)) = (below.hashes.get(span.clone()), below.levels.get(span)) else {
-                return Err(Error::Unreachable("round layer with hashes and levels of different lengths"));
+            let (Some(hashes), Some(levels)) =
+                (below.hashes.get(span.clone()), below.levels.get(span))
+            else {
+                return Err(Error::Unreachable(
+                    "round layer with hashes and levels of different lengths",
+                ));
             };
             for (pair, pair_levels) in hashes.chunks_exact(2).zip(levels.chunks_exact(2)) {
                 let ([left, right], [left_level, right_level]) = (pair, pair_levels) else {
@@ -414,7 +467,13 @@ impl Round {
     /// [`Error::Unreachable`] if a level passes 255 (the limits keep it far below).
     pub fn close(mut self, time: u64) -> Result<ClosedRound, Error> {
         self.hash_pending()?;
-        let Round { leaves, clients, mut layers, recycler, .. } = self;
+        let Round {
+            leaves,
+            clients,
+            mut layers,
+            recycler,
+            ..
+        } = self;
         let mut depth = 0;
         while let Some(n) = layers.get(depth).map(|l| l.hashes.len()).filter(|n| *n > 1) {
             if layers.len() == depth + 1 {
@@ -435,7 +494,13 @@ impl Round {
         // are the smallest; a recycled round allocates them again.)
         let root = layers.get(depth).is_some_and(|l| !l.hashes.is_empty());
         layers.truncate(if root { depth + 1 } else { 0 });
-        Ok(ClosedRound { time, leaves, clients: clients.metadata, layers, recycler })
+        Ok(ClosedRound {
+            time,
+            leaves,
+            clients: clients.metadata,
+            layers,
+            recycler,
+        })
     }
 }
 
@@ -445,7 +510,10 @@ impl Clients {
     /// The index of `client_id`'s metadata, encoding it on its first request in the round.
     fn intern(&mut self, client_id: &ClientId) -> Result<u32, Error> {
         if let Some(last) = self.last
-            && usize::try_from(last).ok().and_then(|l| self.ids.get(l)).is_some_and(|id| same(id.as_bytes(), client_id.as_bytes()))
+            && usize::try_from(last)
+                .ok()
+                .and_then(|l| self.ids.get(l))
+                .is_some_and(|id| same(id.as_bytes(), client_id.as_bytes()))
         {
             return Ok(last);
         }
@@ -455,7 +523,8 @@ impl Clients {
                 let Ok(index) = u32::try_from(self.metadata.len()) else {
                     return Err(Error::Unreachable("more than 2^32 clients in a round"));
                 };
-                let metadata = Metadata::new(KsiString(client_id.as_bytes().to_vec()), None, None, None)?;
+                let metadata =
+                    Metadata::new(KsiString(client_id.as_bytes().to_vec()), None, None, None)?;
                 self.blocks.push(LeafBlock::new(metadata.raw()));
                 self.metadata.push(metadata);
                 self.ids.push(client_id.clone());
@@ -487,7 +556,9 @@ impl LeafBlock {
         let mut block = [0u8; 64];
         block.get_mut(33..level_at)?.copy_from_slice(metadata);
         *block.get_mut(len)? = 0x80;
-        block.get_mut(56..)?.copy_from_slice(&(len as u64 * 8).to_be_bytes());
+        block
+            .get_mut(56..)?
+            .copy_from_slice(&(len as u64 * 8).to_be_bytes());
         Some(LeafBlock { block, level_at })
     }
 
@@ -507,8 +578,13 @@ impl LeafBlock {
 impl Leaves {
     /// Appends request `index`'s imprint.
     fn push(&mut self, index: usize, imprint: &[u8]) {
-        if self.widths.last().is_none_or(|(.., width)| *width != imprint.len()) {
-            self.widths.push((index, self.imprints.len(), imprint.len()));
+        if self
+            .widths
+            .last()
+            .is_none_or(|(.., width)| *width != imprint.len())
+        {
+            self.widths
+                .push((index, self.imprints.len(), imprint.len()));
         }
         // A SHA-256 imprint is copied as a fixed 33 bytes, not through a call to `memcpy`.
         match <&[u8; 33]>::try_from(imprint) {
@@ -523,11 +599,17 @@ impl Leaves {
         if index >= self.len {
             return None;
         }
-        let width = self.widths.partition_point(|(first, ..)| *first <= index).checked_sub(1)?;
+        let width = self
+            .widths
+            .partition_point(|(first, ..)| *first <= index)
+            .checked_sub(1)?;
         let (first, start, width) = self.widths.get(width)?;
         let start = start.checked_add(index.checked_sub(*first)?.checked_mul(*width)?)?;
         let hash = self.imprints.get(start..start.checked_add(*width)?)?;
-        let run = self.runs.partition_point(|(first, _)| *first <= index).checked_sub(1)?;
+        let run = self
+            .runs
+            .partition_point(|(first, _)| *first <= index)
+            .checked_sub(1)?;
         let (_, client) = self.runs.get(run)?;
         Some((hash, *client))
     }
@@ -542,12 +624,18 @@ impl Layer {
         if self.hashes.len() % 2 == 1 {
             return match (self.hashes.last(), self.levels.last()) {
                 (Some(carried), Some(level)) => Ok((*carried, *level)),
-                _ => Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
+                _ => Err(Error::Unreachable(
+                    "round layer with hashes and levels of different lengths",
+                )),
             };
         }
         match (self.hashes.as_slice(), self.levels.as_slice()) {
-            ([.., left, right], [.., left_level, right_level]) => parent(left, right, *left_level, *right_level),
-            _ => Err(Error::Unreachable("round layer with hashes and levels of different lengths")),
+            ([.., left, right], [.., left_level, right_level]) => {
+                parent(left, right, *left_level, *right_level)
+            }
+            _ => Err(Error::Unreachable(
+                "round layer with hashes and levels of different lengths",
+            )),
         }
     }
 }
@@ -593,17 +681,33 @@ impl ClosedRound {
         });
         let mut position = index;
         for pair in self.layers.windows(2) {
-            let [below, above] = pair else { return Err(Error::Unreachable("layer window")) };
+            let [below, above] = pair else {
+                return Err(Error::Unreachable("layer window"));
+            };
             let sibling = below.hashes.get(position ^ 1);
             if let Some(sibling) = sibling {
-                let level = below.levels.get(position).ok_or_else(|| Error::Unreachable("node without a level"))?;
-                let parent = above.levels.get(position / 2).ok_or_else(|| Error::Unreachable("node without a parent"))?;
+                let level = below
+                    .levels
+                    .get(position)
+                    .ok_or_else(|| Error::Unreachable("node without a level"))?;
+                let parent = above
+                    .levels
+                    .get(position / 2)
+                    .ok_or_else(|| Error::Unreachable("node without a parent"))?;
                 let correction = parent.checked_sub(*level).and_then(|d| d.checked_sub(1));
-                let correction = correction.ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
+                let correction = correction
+                    .ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
                 links.push(AggregationLink {
-                    side: if position % 2 == 0 { Side::Left } else { Side::Right },
+                    side: if position % 2 == 0 {
+                        Side::Left
+                    } else {
+                        Side::Right
+                    },
                     level_correction: u64::from(correction),
-                    sibling: Sibling::Hash(Imprint::new(ALGORITHM, sibling).map_err(|_| Error::Unreachable("digest length"))?),
+                    sibling: Sibling::Hash(
+                        Imprint::new(ALGORITHM, sibling)
+                            .map_err(|_| Error::Unreachable("digest length"))?,
+                    ),
                     unknown: Vec::new(),
                 });
             }
@@ -613,12 +717,14 @@ impl ClosedRound {
             aggregation_time: self.time,
             chain_index: Vec::new(),
             input_data: None,
-            input_hash: Imprint::from_bytes(hash).map_err(|_| Error::Unreachable("round imprint that does not read back"))?,
+            input_hash: Imprint::from_bytes(hash)
+                .map_err(|_| Error::Unreachable("round imprint that does not read back"))?,
             algorithm: ALGORITHM,
             links,
             unknown: Vec::new(),
         };
-        let shape = chain::aggregation_shape(&chain).ok_or_else(|| Error::Unreachable("round tree deeper than 63 links"))?;
+        let shape = chain::aggregation_shape(&chain)
+            .ok_or_else(|| Error::Unreachable("round tree deeper than 63 links"))?;
         chain.chain_index = vec![shape];
         Ok(chain)
     }
@@ -640,18 +746,29 @@ impl ClosedRound {
     /// # Errors
     ///
     /// As [`ClosedRound::chain`].
-    pub fn encode_chain(&self, index: usize, time: u64, prefix: &[u64], out: &mut Encoder) -> Result<(), Error> {
+    pub fn encode_chain(
+        &self,
+        index: usize,
+        time: u64,
+        prefix: &[u64],
+        out: &mut Encoder,
+    ) -> Result<(), Error> {
         let (hash, level, metadata) = self.leaf(index)?;
         let links = self.links(index)?;
         // The chain index bit of each link, the first (metadata, on the left) lowest.
         if links.len() + 1 > 63 {
             return Err(Error::Unreachable("round tree deeper than 63 links"));
         }
-        let shape = links.iter().rev().fold(1u64, |acc, (side, ..)| (acc << 1) | u64::from(*side == Side::Left));
+        let shape = links.iter().rev().fold(1u64, |acc, (side, ..)| {
+            (acc << 1) | u64::from(*side == Side::Left)
+        });
         let shape = (shape << 1) | 1;
         out.nested(TAG_AGGREGATION_CHAIN, Flags::NONE, |e| {
             e.u64(TAG_TIME, time)?;
-            prefix.iter().chain([&shape]).try_for_each(|i| e.u64(TAG_INDEX, *i))?;
+            prefix
+                .iter()
+                .chain([&shape])
+                .try_for_each(|i| e.u64(TAG_INDEX, *i))?;
             e.element(TAG_INPUT_HASH, Flags::NONE, hash)?;
             e.u64(TAG_ALGORITHM, u64::from(ALGORITHM.id()))?;
             e.nested(Side::Left.tag(), Flags::NONE, |e| {
@@ -679,13 +796,23 @@ impl ClosedRound {
     /// Request `index`'s hash, its level (its leaf's, less one) and its client's metadata.
     fn leaf(&self, index: usize) -> Result<(&[u8], u8, &Metadata), Error> {
         let Some((hash, client)) = self.leaves.get(index) else {
-            return Err(Error::Unreachable("chain asked for a request not in the round"));
+            return Err(Error::Unreachable(
+                "chain asked for a request not in the round",
+            ));
         };
-        let level = self.layers.first().and_then(|l| l.levels.get(index)).and_then(|l| l.checked_sub(1));
-        let metadata = usize::try_from(client).ok().and_then(|c| self.clients.get(c));
+        let level = self
+            .layers
+            .first()
+            .and_then(|l| l.levels.get(index))
+            .and_then(|l| l.checked_sub(1));
+        let metadata = usize::try_from(client)
+            .ok()
+            .and_then(|c| self.clients.get(c));
         match (level, metadata) {
             (Some(level), Some(metadata)) => Ok((hash, level, metadata)),
-            _ => Err(Error::Unreachable("request without its leaf or its client's metadata")),
+            _ => Err(Error::Unreachable(
+                "request without its leaf or its client's metadata",
+            )),
         }
     }
 
@@ -694,13 +821,30 @@ impl ClosedRound {
         let mut links = Vec::with_capacity(self.layers.len());
         let mut position = index;
         for pair in self.layers.windows(2) {
-            let [below, above] = pair else { return Err(Error::Unreachable("layer window")) };
+            let [below, above] = pair else {
+                return Err(Error::Unreachable("layer window"));
+            };
             if let Some(sibling) = below.hashes.get(position ^ 1) {
-                let level = below.levels.get(position).ok_or_else(|| Error::Unreachable("node without a level"))?;
-                let parent = above.levels.get(position / 2).ok_or_else(|| Error::Unreachable("node without a parent"))?;
+                let level = below
+                    .levels
+                    .get(position)
+                    .ok_or_else(|| Error::Unreachable("node without a level"))?;
+                let parent = above
+                    .levels
+                    .get(position / 2)
+                    .ok_or_else(|| Error::Unreachable("node without a parent"))?;
                 let correction = parent.checked_sub(*level).and_then(|d| d.checked_sub(1));
-                let correction = correction.ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
-                links.push((if position % 2 == 0 { Side::Left } else { Side::Right }, correction, sibling));
+                let correction = correction
+                    .ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
+                links.push((
+                    if position % 2 == 0 {
+                        Side::Left
+                    } else {
+                        Side::Right
+                    },
+                    correction,
+                    sibling,
+                ));
             }
             position /= 2;
         }
@@ -711,7 +855,10 @@ impl ClosedRound {
 impl Drop for ClosedRound {
     fn drop(&mut self) {
         if let Some(recycler) = self.recycler.take() {
-            recycler.put(Arrays { leaves: std::mem::take(&mut self.leaves), layers: std::mem::take(&mut self.layers) });
+            recycler.put(Arrays {
+                leaves: std::mem::take(&mut self.leaves),
+                layers: std::mem::take(&mut self.layers),
+            });
         }
     }
 }
@@ -733,7 +880,9 @@ impl Recycler {
     /// `requests` needs (then they are freed).
     fn take(&self, requests: usize) -> Arrays {
         let spare = self.lock().take().unwrap_or_default();
-        if spare.leaves.imprints.capacity() / 4 > requests.saturating_mul(1 + ALGORITHM.digest_len()) {
+        if spare.leaves.imprints.capacity() / 4
+            > requests.saturating_mul(1 + ALGORITHM.digest_len())
+        {
             return Arrays::default();
         }
         spare
@@ -742,7 +891,10 @@ impl Recycler {
     /// Keeps `arrays` unless the arrays kept already are larger.
     fn put(&self, arrays: Arrays) {
         let mut spare = self.lock();
-        if spare.as_ref().is_none_or(|kept| kept.bytes() < arrays.bytes()) {
+        if spare
+            .as_ref()
+            .is_none_or(|kept| kept.bytes() < arrays.bytes())
+        {
             *spare = Some(arrays);
         }
     }
@@ -754,7 +906,11 @@ impl Recycler {
 
 impl Arrays {
     fn bytes(&self) -> usize {
-        let layers: usize = self.layers.iter().map(|l| l.hashes.capacity() * 32 + l.levels.capacity()).sum();
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| l.hashes.capacity() * 32 + l.levels.capacity())
+            .sum();
         layers + self.leaves.imprints.capacity()
     }
 }
@@ -771,9 +927,20 @@ impl SignedRound {
     /// A round whose root was aggregated by a parent: `above` are the parent's chains from this
     /// round's root up (lowest first, already continuing at this round's root level),
     /// `calendar` the parent's calendar chain and record, `time` the parent's aggregation time.
-    pub fn under_parent(round: ClosedRound, time: u64, above: Vec<AggregationChain>, calendar: (CalendarChain, Anchor)) -> Self {
+    pub fn under_parent(
+        round: ClosedRound,
+        time: u64,
+        above: Vec<AggregationChain>,
+        calendar: (CalendarChain, Anchor),
+    ) -> Self {
         let shared = encode_shared(&above, &calendar).ok();
-        SignedRound { round, time, above, calendar, shared }
+        SignedRound {
+            round,
+            time,
+            above,
+            calendar,
+            shared,
+        }
     }
 
     /// The closed round.
@@ -805,16 +972,26 @@ impl SignedRound {
     ///
     /// As [`SignedRound::signature`].
     pub fn encode_signature(&self, index: usize, out: &mut Encoder) -> Result<(), Error> {
-        let shared = self.shared.as_deref().ok_or_else(|| Error::Unreachable("the round's calendar chain and record did not encode"))?;
-        let prefix = self.above.first().map(|c| c.chain_index.as_slice()).unwrap_or_default();
+        let shared = self.shared.as_deref().ok_or_else(|| {
+            Error::Unreachable("the round's calendar chain and record did not encode")
+        })?;
+        let prefix = self
+            .above
+            .first()
+            .map(|c| c.chain_index.as_slice())
+            .unwrap_or_default();
         // A signature lists its chains longest chain index first (a stable sort). The own chain
         // extends the lowest chain above, so the order is already that one unless a parent
         // sent its chains out of order; then the signature is built and sorted as usual.
-        let lengths = std::iter::once(prefix.len() + 1).chain(self.above.iter().map(|c| c.chain_index.len()));
+        let lengths =
+            std::iter::once(prefix.len() + 1).chain(self.above.iter().map(|c| c.chain_index.len()));
         let sorted = lengths.clone().zip(lengths.skip(1)).all(|(a, b)| a >= b);
         if !sorted {
             let signature = self.signature(index)?;
-            signature.aggregation_chains().iter().try_for_each(|c| c.encode(out))?;
+            signature
+                .aggregation_chains()
+                .iter()
+                .try_for_each(|c| c.encode(out))?;
             out.raw(&encode_shared(&[], &self.calendar)?);
             return Ok(());
         }
@@ -838,7 +1015,10 @@ impl SignedRound {
 }
 
 /// The chains above a round, its calendar chain and its record, as a signature encodes them.
-fn encode_shared(above: &[AggregationChain], (chain, anchor): &(CalendarChain, Anchor)) -> Result<Vec<u8>, Error> {
+fn encode_shared(
+    above: &[AggregationChain],
+    (chain, anchor): &(CalendarChain, Anchor),
+) -> Result<Vec<u8>, Error> {
     let mut out = Encoder::new();
     above.iter().try_for_each(|c| c.encode(&mut out))?;
     chain.encode(&mut out)?;
@@ -860,10 +1040,17 @@ const TAG_LEVEL_CORRECTION: u16 = 0x01;
 const TAG_SIBLING_HASH: u16 = 0x02;
 
 /// SHA-256's initial hash value (FIPS 180-4 §5.3.3).
-const SHA256_IV: [u32; 8] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19];
+const SHA256_IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
 
 /// The parent of two nodes: its hash and its level, one above the higher child's.
-fn parent(left: &[u8; 32], right: &[u8; 32], left_level: u8, right_level: u8) -> Result<([u8; 32], u8), Error> {
+fn parent(
+    left: &[u8; 32],
+    right: &[u8; 32],
+    left_level: u8,
+    right_level: u8,
+) -> Result<([u8; 32], u8), Error> {
     let Some(level) = left_level.max(right_level).checked_add(1) else {
         return Err(Error::Unreachable("round level above 255"));
     };
@@ -938,7 +1125,11 @@ mod tests {
     use super::*;
 
     fn request(i: u32, level: u8) -> Request {
-        Request { hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(), level, client_id: "anon".into() }
+        Request {
+            hash: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap().into(),
+            level,
+            client_id: "anon".into(),
+        }
     }
 
     #[test]
@@ -953,7 +1144,10 @@ mod tests {
             for (i, chain_) in closed.chains().unwrap().iter().enumerate() {
                 let (out, _) = chain::aggregate(chain_, &chain_.input_hash, 0).unwrap();
                 assert_eq!(out, root, "n {n} request {i}");
-                assert_eq!(chain_.chain_index, vec![chain::aggregation_shape(chain_).unwrap()]);
+                assert_eq!(
+                    chain_.chain_index,
+                    vec![chain::aggregation_shape(chain_).unwrap()]
+                );
             }
         }
     }
@@ -967,7 +1161,12 @@ mod tests {
         let k = 1usize << (usize::BITS - 1 - (nodes.len() - 1).leading_zeros());
         let ((left, l), (right, r)) = (recursive(&nodes[..k]), recursive(&nodes[k..]));
         let level = l.max(r) + 1;
-        (ALGORITHM.hash(&[left.as_bytes(), right.as_bytes(), &[level]]).unwrap(), level)
+        (
+            ALGORITHM
+                .hash(&[left.as_bytes(), right.as_bytes(), &[level]])
+                .unwrap(),
+            level,
+        )
     }
 
     #[test]
@@ -977,18 +1176,33 @@ mod tests {
             let mut nodes = Vec::new();
             for i in 0..n {
                 let mut r = request(i, (i * 7 % 5) as u8);
-                r.client_id = if i % 4 == 0 { "hospital".into() } else { "anon".into() };
-                let metadata = Metadata::new(KsiString::from(r.client_id.as_str()), None, None, None).unwrap();
-                let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
+                r.client_id = if i % 4 == 0 {
+                    "hospital".into()
+                } else {
+                    "anon".into()
+                };
+                let metadata =
+                    Metadata::new(KsiString::from(r.client_id.as_str()), None, None, None).unwrap();
+                let leaf = ALGORITHM
+                    .hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]])
+                    .unwrap();
                 nodes.push((leaf, r.level + 1));
                 round.push(&r, 0).unwrap();
             }
             let closed = round.close(7).unwrap();
             let (root, level) = recursive(&nodes);
-            assert_eq!((closed.root().unwrap(), closed.root_level().unwrap()), (root.clone(), level), "n {n}");
+            assert_eq!(
+                (closed.root().unwrap(), closed.root_level().unwrap()),
+                (root.clone(), level),
+                "n {n}"
+            );
             for i in [0, n as usize / 2, n as usize - 1] {
                 let c = closed.chain(i).unwrap();
-                assert_eq!(chain::aggregate(&c, &c.input_hash, 0).unwrap(), (root.clone(), level), "n {n} request {i}");
+                assert_eq!(
+                    chain::aggregate(&c, &c.input_hash, 0).unwrap(),
+                    (root.clone(), level),
+                    "n {n} request {i}"
+                );
             }
         }
     }
@@ -1003,7 +1217,9 @@ mod tests {
                 match (pair, levels) {
                     ([left, right], [l, r]) => {
                         let level = l.max(r) + 1;
-                        let digest = ALGORITHM.hash(&[&[1], left, &[1], right, &[level]]).unwrap();
+                        let digest = ALGORITHM
+                            .hash(&[&[1], left, &[1], right, &[level]])
+                            .unwrap();
                         above.hashes.push(digest.digest().try_into().unwrap());
                         above.levels.push(level);
                     }
@@ -1021,14 +1237,24 @@ mod tests {
 
     #[test]
     fn tree_hashed_while_filling_is_the_layered_tree() {
-        for (n, capacity) in [1u32, 2, 3, 4, 5, 7, 8, 9, 255, 256, 257, 1000, 1023, 1025, 4097].into_iter().zip([0, 1, 2, 9, 5, 3, 8, 10, 4096].into_iter().cycle()) {
+        for (n, capacity) in [
+            1u32, 2, 3, 4, 5, 7, 8, 9, 255, 256, 257, 1000, 1023, 1025, 4097,
+        ]
+        .into_iter()
+        .zip([0, 1, 2, 9, 5, 3, 8, 10, 4096].into_iter().cycle())
+        {
             let mut round = Round::with_capacity(Limits::default(), capacity);
             let mut bottom = Layer::default();
             for i in 0..n {
                 let mut r = request(i, (i * 5 % 7) as u8);
-                r.client_id = ["anon", "hospital", "a client id too long for one block"][(i / 3 % 3) as usize].into();
-                let metadata = Metadata::new(KsiString::from(r.client_id.as_str()), None, None, None).unwrap();
-                let leaf = ALGORITHM.hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]]).unwrap();
+                r.client_id = ["anon", "hospital", "a client id too long for one block"]
+                    [(i / 3 % 3) as usize]
+                    .into();
+                let metadata =
+                    Metadata::new(KsiString::from(r.client_id.as_str()), None, None, None).unwrap();
+                let leaf = ALGORITHM
+                    .hash(&[r.hash.as_bytes(), metadata.raw(), &[r.level + 1]])
+                    .unwrap();
                 bottom.hashes.push(leaf.digest().try_into().unwrap());
                 bottom.levels.push(r.level + 1);
                 round.push(&r, 0).unwrap();
@@ -1037,12 +1263,24 @@ mod tests {
             let expected = layered(bottom);
             assert_eq!(closed.layers.len(), expected.len(), "n {n}");
             for (depth, (got, want)) in closed.layers.iter().zip(&expected).enumerate() {
-                assert_eq!((&got.hashes, &got.levels), (&want.hashes, &want.levels), "n {n} layer {depth}");
+                assert_eq!(
+                    (&got.hashes, &got.levels),
+                    (&want.hashes, &want.levels),
+                    "n {n} layer {depth}"
+                );
             }
             for i in 0..n as usize {
                 let c = closed.chain(i).unwrap();
-                assert_eq!(c.links.first().unwrap().level_correction, u64::from(i as u32 * 5 % 7), "n {n} request {i}");
-                assert_eq!(chain::aggregate(&c, &c.input_hash, 0).unwrap().0, closed.root().unwrap(), "n {n} request {i}");
+                assert_eq!(
+                    c.links.first().unwrap().level_correction,
+                    u64::from(i as u32 * 5 % 7),
+                    "n {n} request {i}"
+                );
+                assert_eq!(
+                    chain::aggregate(&c, &c.input_hash, 0).unwrap().0,
+                    closed.root().unwrap(),
+                    "n {n} request {i}"
+                );
             }
         }
     }
@@ -1052,37 +1290,66 @@ mod tests {
         let recycler = Recycler::new();
         let mut previous = 0;
         let mut last_imprints = None;
-        for (round_no, n) in [1000u32, 1000, 7, 4097, 1, 0, 513, 513].into_iter().enumerate() {
+        for (round_no, n) in [1000u32, 1000, 7, 4097, 1, 0, 513, 513]
+            .into_iter()
+            .enumerate()
+        {
             let mut recycled = Round::recycled(Limits::default(), previous, &recycler);
             let mut fresh = Round::new(Limits::default());
             for i in 0..n {
                 let mut r = request(i * 7 + round_no as u32, (i % 3) as u8);
-                r.client_id = ["anon", "a client id too long for one block"][(i / 5 % 2) as usize].into();
+                r.client_id =
+                    ["anon", "a client id too long for one block"][(i / 5 % 2) as usize].into();
                 recycled.push(&r, 0).unwrap();
                 fresh.push(&r, 0).unwrap();
             }
             let (recycled, fresh) = (recycled.close(9).unwrap(), fresh.close(9).unwrap());
-            assert_eq!((recycled.root(), recycled.root_level(), recycled.len()), (fresh.root(), fresh.root_level(), fresh.len()), "round {round_no}");
-            assert_eq!(recycled.layers.len(), fresh.layers.len(), "round {round_no}");
+            assert_eq!(
+                (recycled.root(), recycled.root_level(), recycled.len()),
+                (fresh.root(), fresh.root_level(), fresh.len()),
+                "round {round_no}"
+            );
+            assert_eq!(
+                recycled.layers.len(),
+                fresh.layers.len(),
+                "round {round_no}"
+            );
             for (got, want) in recycled.layers.iter().zip(&fresh.layers) {
-                assert_eq!((&got.hashes, &got.levels), (&want.hashes, &want.levels), "round {round_no}");
+                assert_eq!(
+                    (&got.hashes, &got.levels),
+                    (&want.hashes, &want.levels),
+                    "round {round_no}"
+                );
             }
             for i in 0..n as usize {
-                assert_eq!(recycled.chain(i).unwrap(), fresh.chain(i).unwrap(), "round {round_no} request {i}");
+                assert_eq!(
+                    recycled.chain(i).unwrap(),
+                    fresh.chain(i).unwrap(),
+                    "round {round_no} request {i}"
+                );
             }
             // A round the size of the one before fills the same memory.
             let imprints = recycled.leaves.imprints.as_ptr();
             if round_no == 1 || round_no == 7 {
-                assert_eq!(Some(imprints), last_imprints, "round {round_no} did not reuse the arrays");
+                assert_eq!(
+                    Some(imprints),
+                    last_imprints,
+                    "round {round_no} did not reuse the arrays"
+                );
             }
             last_imprints = Some(imprints);
             previous = n as usize;
             drop(recycled);
-            assert!(recycler.spare_bytes() >= n as usize * 33, "round {round_no}");
+            assert!(
+                recycler.spare_bytes() >= n as usize * 33,
+                "round {round_no}"
+            );
         }
         // Arrays more than four times what the next round needs are let go.
         let big = recycler.spare_bytes();
-        let small = Round::recycled(Limits::default(), 10, &recycler).close(9).unwrap();
+        let small = Round::recycled(Limits::default(), 10, &recycler)
+            .close(9)
+            .unwrap();
         assert!(recycler.spare_bytes() == 0 && big > 0);
         drop(small);
         assert!(recycler.spare_bytes() < big);
@@ -1093,17 +1360,33 @@ mod tests {
         for len in 0..200usize {
             let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
             let mut buffer = data.clone();
-            assert_eq!(Imprint::new(ALGORITHM, &sha256(&mut buffer)).unwrap(), ALGORITHM.hash(&[&data]).unwrap(), "{len} bytes");
+            assert_eq!(
+                Imprint::new(ALGORITHM, &sha256(&mut buffer)).unwrap(),
+                ALGORITHM.hash(&[&data]).unwrap(),
+                "{len} bytes"
+            );
         }
         for metadata_len in 0..40usize {
             let metadata: Vec<u8> = (0..metadata_len).map(|i| i as u8).collect();
             let imprint = ALGORITHM.hash(&[b"x"]).unwrap();
-            let expected = ALGORITHM.hash(&[imprint.as_bytes(), &metadata, &[3]]).unwrap();
+            let expected = ALGORITHM
+                .hash(&[imprint.as_bytes(), &metadata, &[3]])
+                .unwrap();
             let template = LeafBlock::new(&metadata);
-            assert_eq!(template.is_some(), 33 + metadata_len + 1 <= 55, "{metadata_len}-byte metadata");
+            assert_eq!(
+                template.is_some(),
+                33 + metadata_len + 1 <= 55,
+                "{metadata_len}-byte metadata"
+            );
             if let Some(template) = template {
-                let leaf = template.leaf(imprint.as_bytes().try_into().unwrap(), 3).unwrap();
-                assert_eq!(Imprint::new(ALGORITHM, &leaf).unwrap(), expected, "{metadata_len}-byte metadata");
+                let leaf = template
+                    .leaf(imprint.as_bytes().try_into().unwrap(), 3)
+                    .unwrap();
+                assert_eq!(
+                    Imprint::new(ALGORITHM, &leaf).unwrap(),
+                    expected,
+                    "{metadata_len}-byte metadata"
+                );
             }
             match one_block(imprint.as_bytes(), &metadata, 3) {
                 Some(digest) => assert_eq!(Imprint::new(ALGORITHM, &digest).unwrap(), expected),
@@ -1112,15 +1395,29 @@ mod tests {
         }
         let (left, right) = ([7u8; 32], [9u8; 32]);
         let expected = ALGORITHM.hash(&[&[1], &left, &[1], &right, &[5]]).unwrap();
-        assert_eq!(Imprint::new(ALGORITHM, &node(&left, &right, 5)).unwrap(), expected);
+        assert_eq!(
+            Imprint::new(ALGORITHM, &node(&left, &right, 5)).unwrap(),
+            expected
+        );
     }
 
     /// A calendar chain and record for tests: their content is not checked here, only encoded.
     fn calendar_part(time: u64, root: &Imprint) -> (CalendarChain, Anchor) {
         use backbone_timestamping_verify::publication::PublicationData;
-        use backbone_timestamping_verify::signature::{CalendarAuthRecord, CalendarLink, SignatureData};
-        let links = (0..31u32).map(|i| CalendarLink { side: if i % 3 == 0 { Side::Left } else { Side::Right }, sibling: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap() });
-        let chain = CalendarChain { publication_time: time, aggregation_time: None, input_hash: root.clone(), links: links.collect(), unknown: Vec::new() };
+        use backbone_timestamping_verify::signature::{
+            CalendarAuthRecord, CalendarLink, SignatureData,
+        };
+        let links = (0..31u32).map(|i| CalendarLink {
+            side: if i % 3 == 0 { Side::Left } else { Side::Right },
+            sibling: ALGORITHM.hash(&[&i.to_be_bytes()]).unwrap(),
+        });
+        let chain = CalendarChain {
+            publication_time: time,
+            aggregation_time: None,
+            input_hash: root.clone(),
+            links: links.collect(),
+            unknown: Vec::new(),
+        };
         let signature = SignatureData {
             signature_type: "1.2.840.10045.4.3.2".into(),
             signature_value: vec![0x30; 71],
@@ -1128,7 +1425,11 @@ mod tests {
             certificate_repository_uri: None,
             unknown: Vec::new(),
         };
-        let record = CalendarAuthRecord::new(PublicationData::new(time, ALGORITHM.hash(&[b"calendar root"]).unwrap()), signature).unwrap();
+        let record = CalendarAuthRecord::new(
+            PublicationData::new(time, ALGORITHM.hash(&[b"calendar root"]).unwrap()),
+            signature,
+        )
+        .unwrap();
         (chain, Anchor::CalendarAuth(record))
     }
 
@@ -1139,8 +1440,16 @@ mod tests {
         for c in signature.aggregation_chains() {
             c.encode(&mut out).unwrap();
         }
-        signature.calendar_chain().unwrap().encode(&mut out).unwrap();
-        signature.calendar_auth_record().unwrap().encode(&mut out).unwrap();
+        signature
+            .calendar_chain()
+            .unwrap()
+            .encode(&mut out)
+            .unwrap();
+        signature
+            .calendar_auth_record()
+            .unwrap()
+            .encode(&mut out)
+            .unwrap();
         out.finish()
     }
 
@@ -1158,7 +1467,11 @@ mod tests {
         for i in [0, 1, 17, 36] {
             let mut out = Encoder::new();
             signed.encode_signature(i, &mut out).unwrap();
-            assert_eq!(out.finish(), parts_of(&signed.signature(i).unwrap()), "request {i}");
+            assert_eq!(
+                out.finish(),
+                parts_of(&signed.signature(i).unwrap()),
+                "request {i}"
+            );
         }
 
         // Under two parents: their chains lowest first, as a parent answers, and out of order.
@@ -1168,35 +1481,68 @@ mod tests {
             input_data: None,
             input_hash: hash.clone(),
             algorithm: ALGORITHM,
-            links: vec![AggregationLink { side: Side::Left, level_correction: level, sibling: Sibling::Hash(hash.clone()), unknown: Vec::new() }],
+            links: vec![AggregationLink {
+                side: Side::Left,
+                level_correction: level,
+                sibling: Sibling::Hash(hash.clone()),
+                unknown: Vec::new(),
+            }],
             unknown: Vec::new(),
         };
-        let above = vec![parent(vec![3, 5, 2], &root, u64::from(level)), parent(vec![3, 5], &root, 0), parent(vec![3], &root, 0)];
+        let above = vec![
+            parent(vec![3, 5, 2], &root, u64::from(level)),
+            parent(vec![3, 5], &root, 0),
+            parent(vec![3], &root, 0),
+        ];
         for above in [above.clone(), above.into_iter().rev().collect()] {
             let mut round = Round::new(Limits::default());
             for i in 0..5 {
                 round.push(&request(i, 0), time).unwrap();
             }
-            let signed = SignedRound::under_parent(round.close(time).unwrap(), time + 1, above, calendar_part(time + 1, &root));
+            let signed = SignedRound::under_parent(
+                round.close(time).unwrap(),
+                time + 1,
+                above,
+                calendar_part(time + 1, &root),
+            );
             for i in 0..5 {
                 let mut out = Encoder::new();
                 signed.encode_signature(i, &mut out).unwrap();
-                assert_eq!(out.finish(), parts_of(&signed.signature(i).unwrap()), "request {i}");
+                assert_eq!(
+                    out.finish(),
+                    parts_of(&signed.signature(i).unwrap()),
+                    "request {i}"
+                );
             }
         }
     }
 
     #[test]
     fn limits_are_enforced() {
-        let limits = Limits { max_input_level: 2, max_requests: 1 };
+        let limits = Limits {
+            max_input_level: 2,
+            max_requests: 1,
+        };
         let mut round = Round::new(limits);
-        assert!(matches!(round.push(&request(0, 3), 0), Err(Error::Request(_))));
+        assert!(matches!(
+            round.push(&request(0, 3), 0),
+            Err(Error::Request(_))
+        ));
         round.push(&request(0, 2), 0).unwrap();
-        assert!(matches!(round.push(&request(1, 0), 0), Err(Error::Pushback { .. })));
-        let sha1 = Request { hash: HashAlgorithm::Sha1.hash(&[b"x"]).unwrap().into(), level: 0, client_id: "a".into() };
+        assert!(matches!(
+            round.push(&request(1, 0), 0),
+            Err(Error::Pushback { .. })
+        ));
+        let sha1 = Request {
+            hash: HashAlgorithm::Sha1.hash(&[b"x"]).unwrap().into(),
+            level: 0,
+            client_id: "a".into(),
+        };
         assert!(Round::check(&limits, &sha1, 1_764_115_200).is_err());
         assert!(Round::new(limits).close(5).unwrap().root().is_none());
-        let empty = Round::with_capacity(Limits::default(), 1000).close(5).unwrap();
+        let empty = Round::with_capacity(Limits::default(), 1000)
+            .close(5)
+            .unwrap();
         assert!(empty.root().is_none() && empty.root_level().is_none() && empty.layers.is_empty());
     }
 }

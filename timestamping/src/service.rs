@@ -60,7 +60,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { round: DEFAULT_ROUND, limits: Limits::default(), publication_interval: DEFAULT_PUBLICATION_INTERVAL }
+        Config {
+            round: DEFAULT_ROUND,
+            limits: Limits::default(),
+            publication_interval: DEFAULT_PUBLICATION_INTERVAL,
+        }
     }
 }
 
@@ -113,13 +117,17 @@ pub(crate) struct Waiting {
 
 impl std::fmt::Debug for Submission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Submission").field("requests", &self.requests.len()).finish_non_exhaustive()
+        f.debug_struct("Submission")
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for Waiting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Waiting").field("positions", &self.positions).finish_non_exhaustive()
+        f.debug_struct("Waiting")
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,7 +136,11 @@ impl std::fmt::Debug for Waiting {
 /// # Errors
 ///
 /// [`Error::Config`] for a round shorter than a second or a zero publication interval.
-pub fn spawn(calendar: Calendar<Box<dyn CalendarStore>>, signer: CalendarSigner, config: Config) -> Result<Running, Error> {
+pub fn spawn(
+    calendar: Calendar<Box<dyn CalendarStore>>,
+    signer: CalendarSigner,
+    config: Config,
+) -> Result<Running, Error> {
     start(calendar, signer, config, None)
 }
 
@@ -145,7 +157,11 @@ pub fn spawn_publishing(
     publications_file: PublicationsFileSigner,
 ) -> Result<Running, Error> {
     let publications = calendar.publications()?;
-    publications_file.publish(std::slice::from_ref(signer.certificate()), &publications, now())?;
+    publications_file.publish(
+        std::slice::from_ref(signer.certificate()),
+        &publications,
+        now(),
+    )?;
     start(calendar, signer, config, Some(publications_file))
 }
 
@@ -170,10 +186,19 @@ fn start(
         });
     }
     let (submit, receive) = mpsc::channel(DEFAULT_QUEUE);
-    let shared = Arc::new(Shared { calendar: Mutex::new(calendar), signer, config, publications_file });
+    let shared = Arc::new(Shared {
+        calendar: Mutex::new(calendar),
+        signer,
+        config,
+        publications_file,
+    });
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(drive(Arc::clone(&shared), receive, stopped));
-    Ok(Running { handle: Handle { submit, shared }, stop, task })
+    Ok(Running {
+        handle: Handle { submit, shared },
+        stop,
+        task,
+    })
 }
 
 // === impl Handle ===
@@ -211,7 +236,11 @@ impl Handle {
     /// # Errors
     ///
     /// [`Error::ShuttingDown`] if the service stopped before answering; `respond` did not run.
-    pub async fn sign_all_with<T, F>(&self, requests: Vec<Request>, respond: F) -> Result<T, Arc<Error>>
+    pub async fn sign_all_with<T, F>(
+        &self,
+        requests: Vec<Request>,
+        respond: F,
+    ) -> Result<T, Arc<Error>>
     where
         T: Send + 'static,
         F: FnOnce(Vec<Placed>) -> T + Send + 'static,
@@ -220,7 +249,9 @@ impl Handle {
     }
 
     /// The certificate of the calendar signing key, with its id.
-    pub fn certificate(&self) -> &backbone_timestamping_verify::publications_file::CertificateRecord {
+    pub fn certificate(
+        &self,
+    ) -> &backbone_timestamping_verify::publications_file::CertificateRecord {
         self.shared.signer.certificate()
     }
 
@@ -235,7 +266,10 @@ impl Handle {
 
     /// The latest signed publications file, when the service keeps one ([`spawn_publishing`]).
     pub fn publications_file(&self) -> Option<Arc<Vec<u8>>> {
-        self.shared.publications_file.as_ref().and_then(PublicationsFileSigner::latest)
+        self.shared
+            .publications_file
+            .as_ref()
+            .and_then(PublicationsFileSigner::latest)
     }
 
     /// The last second in the calendar.
@@ -248,9 +282,15 @@ impl Handle {
     /// # Errors
     ///
     /// [`Error::NotInCalendar`], [`Error::Store`].
-    pub fn extend(&self, time: u64, publication_time: Option<u64>) -> Result<backbone_timestamping_verify::signature::CalendarChain, Error> {
+    pub fn extend(
+        &self,
+        time: u64,
+        publication_time: Option<u64>,
+    ) -> Result<backbone_timestamping_verify::signature::CalendarChain, Error> {
         let calendar = self.calendar();
-        let to = publication_time.or(calendar.head()).ok_or(Error::NotInCalendar { time, size: 0 })?;
+        let to = publication_time
+            .or(calendar.head())
+            .ok_or(Error::NotInCalendar { time, size: 0 })?;
         calendar.chain(time, to)
     }
 
@@ -260,7 +300,10 @@ impl Handle {
     }
 
     fn calendar(&self) -> std::sync::MutexGuard<'_, Calendar<Box<dyn CalendarStore>>> {
-        self.shared.calendar.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .calendar
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -277,7 +320,11 @@ impl Running {
     }
 }
 
-async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut stopped: oneshot::Receiver<()>) {
+async fn drive(
+    shared: Arc<Shared>,
+    mut receive: mpsc::Receiver<Submission>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     let mut ticker = tokio::time::interval(shared.config.round);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Each round fills the arrays of the round before last, answered by then.
@@ -336,7 +383,10 @@ async fn drive(shared: Arc<Shared>, mut receive: mpsc::Receiver<Submission>, mut
 /// a round without requests.
 fn close(shared: &Shared, round: Round, time: u64) -> Result<Option<Arc<SignedRound>>, Error> {
     let interval = shared.config.publication_interval;
-    let mut calendar = shared.calendar.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut calendar = shared
+        .calendar
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
     let due = time - time % interval;
     let last_published = calendar.publications()?.last().map(|p| p.time);
     let publish = due > 0 && last_published.is_none_or(|p| due > p);
@@ -353,10 +403,19 @@ fn close(shared: &Shared, round: Round, time: u64) -> Result<Option<Arc<SignedRo
             let calendar_root = calendar.append(time, Some(root))?;
             let committed = started.elapsed();
             let chain = calendar.chain(time, time)?;
-            let record = shared.signer.sign(PublicationData::new(time, calendar_root))?;
+            let record = shared
+                .signer
+                .sign(PublicationData::new(time, calendar_root))?;
             let signed = SignedRound::in_calendar(closed, (chain, Anchor::CalendarAuth(record)));
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-            tracing::debug!(time, requests, tree_ms = ms(tree), committed_ms = ms(committed), signed_ms = ms(started.elapsed()), "round closed");
+            tracing::debug!(
+                time,
+                requests,
+                tree_ms = ms(tree),
+                committed_ms = ms(committed),
+                signed_ms = ms(started.elapsed()),
+                "round closed"
+            );
             Some(Arc::new(signed))
         }
         None => None,
@@ -374,20 +433,37 @@ fn close(shared: &Shared, round: Round, time: u64) -> Result<Option<Arc<SignedRo
 /// Rewrites the publications file after a publication. A failure is logged, not returned: the
 /// publication is committed, the previous file stays in place, and the next one includes it.
 fn write_publications_file(shared: &Shared, publications: &[PublicationData]) {
-    let Some(file) = &shared.publications_file else { return };
-    match file.publish(std::slice::from_ref(shared.signer.certificate()), publications, now()) {
-        Ok(bytes) => tracing::info!(publications = publications.len(), bytes = bytes.len(), path = ?file.path(), "publications file signed and written"),
-        Err(e) => tracing::error!(error = %e, path = ?file.path(), "cannot write the publications file; the previous one stays"),
+    let Some(file) = &shared.publications_file else {
+        return;
+    };
+    match file.publish(
+        std::slice::from_ref(shared.signer.certificate()),
+        publications,
+        now(),
+    ) {
+        Ok(bytes) => {
+            tracing::info!(publications = publications.len(), bytes = bytes.len(), path = ?file.path(), "publications file signed and written")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, path = ?file.path(), "cannot write the publications file; the previous one stays")
+        }
     }
 }
 
 /// Queues `requests` as one submission and waits for their answers.
-pub(crate) async fn submit(queue: &mpsc::Sender<Submission>, requests: Vec<Request>) -> Result<Vec<Placed>, Arc<Error>> {
+pub(crate) async fn submit(
+    queue: &mpsc::Sender<Submission>,
+    requests: Vec<Request>,
+) -> Result<Vec<Placed>, Arc<Error>> {
     submit_with(queue, requests, |placed| placed).await
 }
 
 /// Queues `requests` as one submission and waits for `respond`'s result over their answers.
-pub(crate) async fn submit_with<T, F>(queue: &mpsc::Sender<Submission>, requests: Vec<Request>, respond: F) -> Result<T, Arc<Error>>
+pub(crate) async fn submit_with<T, F>(
+    queue: &mpsc::Sender<Submission>,
+    requests: Vec<Request>,
+    respond: F,
+) -> Result<T, Arc<Error>>
 where
     T: Send + 'static,
     F: FnOnce(Vec<Placed>) -> T + Send + 'static,
@@ -396,14 +472,21 @@ where
     let reply: Reply = Box::new(move |placed| {
         let _ = sender.send(respond(placed));
     });
-    queue.send(Submission { requests, reply }).await.map_err(|_| Arc::new(Error::ShuttingDown))?;
+    queue
+        .send(Submission { requests, reply })
+        .await
+        .map_err(|_| Arc::new(Error::ShuttingDown))?;
     answer.await.map_err(|_| Arc::new(Error::ShuttingDown))
 }
 
 /// Queues one request and waits for its round and position.
 pub(crate) async fn submit_one(queue: &mpsc::Sender<Submission>, request: Request) -> Placed {
     let placed = submit(queue, vec![request]).await?;
-    placed.into_iter().next().unwrap_or_else(|| Err(Arc::new(Error::Unreachable("a submission answered without its request"))))
+    placed.into_iter().next().unwrap_or_else(|| {
+        Err(Arc::new(Error::Unreachable(
+            "a submission answered without its request",
+        )))
+    })
 }
 
 /// Pushes a submission's requests into the open round. Unless the round refused all of them,
@@ -411,11 +494,20 @@ pub(crate) async fn submit_one(queue: &mpsc::Sender<Submission>, request: Reques
 pub(crate) fn accept(round: &mut Round, submission: Submission, waiting: &mut Vec<Waiting>) {
     let Submission { requests, reply } = submission;
     let at = now();
-    let positions: Vec<_> = requests.iter().map(|r| round.push(r, at).map_err(Arc::new)).collect();
+    let positions: Vec<_> = requests
+        .iter()
+        .map(|r| round.push(r, at).map_err(Arc::new))
+        .collect();
     if positions.iter().any(Result::is_ok) {
         waiting.push(Waiting { reply, positions });
     } else {
-        reply(positions.into_iter().filter_map(Result::err).map(Err).collect());
+        reply(
+            positions
+                .into_iter()
+                .filter_map(Result::err)
+                .map(Err)
+                .collect(),
+        );
     }
 }
 
@@ -425,7 +517,9 @@ pub(crate) fn answer(waiting: Vec<Waiting>, outcome: Result<Option<Arc<SignedRou
     let placed: Result<Arc<SignedRound>, Arc<Error>> = match outcome {
         Ok(Some(round)) => Ok(round),
         // An empty round has no one waiting; should one be, it is not left hanging.
-        Ok(None) => Err(Arc::new(Error::Unreachable("a request waited on a round without requests"))),
+        Ok(None) => Err(Arc::new(Error::Unreachable(
+            "a request waited on a round without requests",
+        ))),
         Err(e) => {
             tracing::error!(error = %e, "round failed; its requests are answered with the error");
             Err(Arc::new(e))
@@ -453,5 +547,7 @@ pub fn now() -> u64 {
 
 /// Seconds since 1970 and the milliseconds into the second, by the system clock.
 pub fn now_millis() -> (u64, u32) {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or((0, 0), |d| (d.as_secs(), d.subsec_millis()))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or((0, 0), |d| (d.as_secs(), d.subsec_millis()))
 }

@@ -61,7 +61,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { policy: ObjectIdentifier::from_slice(&[1, 2, 3, 4, 1]), accuracy_millis: DEFAULT_ACCURACY_MILLIS }
+        Config {
+            policy: ObjectIdentifier::from_slice(&[1, 2, 3, 4, 1]),
+            accuracy_millis: DEFAULT_ACCURACY_MILLIS,
+        }
     }
 }
 
@@ -106,13 +109,18 @@ impl Authority {
     /// [`Error::Config`] for an accuracy of zero or a certificate without the usage.
     pub fn new(cms: CmsSigner, config: Config, serials: Serials) -> Result<Self, Error> {
         if config.accuracy_millis == 0 {
-            return Err(Error::Config { key: "tsa accuracy", value: "0".to_owned(), reason: "must be at least 1 ms".to_owned() });
+            return Err(Error::Config {
+                key: "tsa accuracy",
+                value: "0".to_owned(),
+                reason: "must be at least 1 ms".to_owned(),
+            });
         }
-        let (_, certificate) = x509_parser::parse_x509_certificate(cms.certificate()).map_err(|e| Error::Config {
-            key: "tsa certificate",
-            value: cms.signer().label().to_owned(),
-            reason: format!("does not parse: {e}"),
-        })?;
+        let (_, certificate) =
+            x509_parser::parse_x509_certificate(cms.certificate()).map_err(|e| Error::Config {
+                key: "tsa certificate",
+                value: cms.signer().label().to_owned(),
+                reason: format!("does not parse: {e}"),
+            })?;
         let time_stamping = certificate
             .extended_key_usage()
             .ok()
@@ -126,8 +134,14 @@ impl Authority {
             });
         }
         let subject = certificate.subject().as_raw().to_vec();
-        let name = yasna::construct_der(|w| w.write_tagged(Tag::context(4), |w| w.write_der(&subject)));
-        Ok(Authority { cms, config, serials, name })
+        let name =
+            yasna::construct_der(|w| w.write_tagged(Tag::context(4), |w| w.write_der(&subject)));
+        Ok(Authority {
+            cms,
+            config,
+            serials,
+            name,
+        })
     }
 
     /// The TSA's settings.
@@ -157,7 +171,10 @@ impl Authority {
         };
         self.issue(&request, secs, millis).map_err(|e| {
             tracing::error!(error = %e, "cannot issue a time-stamp token");
-            rejection(FailureInfo::SystemFailure, "the time-stamp token cannot be signed")
+            rejection(
+                FailureInfo::SystemFailure,
+                "the time-stamp token cannot be signed",
+            )
         })
     }
 
@@ -174,13 +191,26 @@ impl Authority {
             signing_time: Some(secs),
             signing_certificate_v2: true,
         };
-        let der = self.cms.sign(Content { content_type: cms::OID_TST_INFO, bytes: &tst_info, detached: false }, &options)?;
+        let der = self.cms.sign(
+            Content {
+                content_type: cms::OID_TST_INFO,
+                bytes: &tst_info,
+                detached: false,
+            },
+            &options,
+        )?;
         Ok(Token { serial, der })
     }
 
     /// `TSTInfo ::= SEQUENCE { version 1, policy, messageImprint, serialNumber, genTime,
     /// accuracy, nonce?, tsa [0] }` (ordering is the DEFAULT false, so left out).
-    fn tst_info(&self, request: &TimeStampReq, serial: Serial, secs: u64, millis: u32) -> Result<Vec<u8>, Error> {
+    fn tst_info(
+        &self,
+        request: &TimeStampReq,
+        serial: Serial,
+        secs: u64,
+        millis: u32,
+    ) -> Result<Vec<u8>, Error> {
         let gen_time = cms::generalized_time_der(secs, millis)?;
         let accuracy = self.config.accuracy_millis;
         Ok(yasna::construct_der(|w| {
@@ -195,13 +225,16 @@ impl Authority {
                         w.next().write_u32(accuracy / 1000);
                     }
                     if accuracy % 1000 != 0 {
-                        w.next().write_tagged_implicit(Tag::context(0), |w| w.write_u32(accuracy % 1000));
+                        w.next().write_tagged_implicit(Tag::context(0), |w| {
+                            w.write_u32(accuracy % 1000)
+                        });
                     }
                 });
                 if let Some(nonce) = &request.nonce_der {
                     w.next().write_der(nonce);
                 }
-                w.next().write_tagged(Tag::context(0), |w| w.write_der(&self.name));
+                w.next()
+                    .write_tagged(Tag::context(0), |w| w.write_der(&self.name));
             });
         }))
     }
@@ -214,7 +247,10 @@ impl Serials {
     /// earlier run used for an answered token: `max(now, calendar head + 1)` is, since a token
     /// is answered only after a calendar leaf at or after its issue time.
     pub fn new(epoch: u64) -> Self {
-        Serials { epoch, counter: AtomicU64::new(0) }
+        Serials {
+            epoch,
+            counter: AtomicU64::new(0),
+        }
     }
 
     fn next(&self) -> Serial {
@@ -229,7 +265,10 @@ impl Serial {
     /// Parses hex (as `openssl ts -reply -text` prints it, `0x` prefix optional).
     pub fn from_hex(text: &str) -> Option<Self> {
         let text = text.trim();
-        let text = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
+        let text = text
+            .strip_prefix("0x")
+            .or_else(|| text.strip_prefix("0X"))
+            .unwrap_or(text);
         if text.is_empty() || text.len() > 32 {
             return None;
         }
@@ -247,7 +286,8 @@ impl std::fmt::Display for Serial {
 pub fn granted(token: &[u8]) -> Vec<u8> {
     yasna::construct_der(|w| {
         w.write_sequence(|w| {
-            w.next().write_sequence(|w| w.next().write_u8(STATUS_GRANTED));
+            w.next()
+                .write_sequence(|w| w.next().write_u8(STATUS_GRANTED));
             w.next().write_der(token);
         });
     })
@@ -264,7 +304,8 @@ pub fn rejection(fail: FailureInfo, text: &str) -> Vec<u8> {
         w.write_sequence(|w| {
             w.next().write_sequence(|w| {
                 w.next().write_u8(STATUS_REJECTION);
-                w.next().write_sequence(|w| w.next().write_utf8_string(text));
+                w.next()
+                    .write_sequence(|w| w.next().write_utf8_string(text));
                 w.next().write_bitvec_bytes(&bits, bit + 1);
             });
         });
@@ -278,7 +319,10 @@ pub fn rejection(fail: FailureInfo, text: &str) -> Vec<u8> {
 /// [`RequestError::Malformed`] when the bytes are neither, or the reply carries no token.
 pub fn token_of_reply(bytes: &[u8]) -> Result<Vec<u8>, RequestError> {
     if bytes.len() > MAX_REPLY {
-        return Err(RequestError::TooLarge { len: bytes.len(), max: MAX_REPLY });
+        return Err(RequestError::TooLarge {
+            len: bytes.len(),
+            max: MAX_REPLY,
+        });
     }
     if serial_of_token(bytes).is_ok() {
         return Ok(bytes.to_vec());
@@ -291,7 +335,9 @@ pub fn token_of_reply(bytes: &[u8]) -> Result<Vec<u8>, RequestError> {
         })
     })
     .map_err(malformed)?;
-    token.ok_or_else(|| RequestError::Malformed("the reply carries no token (not granted)".to_owned()))
+    token.ok_or_else(|| {
+        RequestError::Malformed("the reply carries no token (not granted)".to_owned())
+    })
 }
 
 /// The serial number in a token's TSTInfo. Reads the structure only: it checks no signature.
@@ -338,7 +384,10 @@ pub fn serial_of_token(token: &[u8]) -> Result<Serial, RequestError> {
             let bytes = bytes.strip_prefix(&[0]).unwrap_or(&bytes);
             let mut value: u128 = 0;
             if bytes.len() > 16 {
-                return Err(RequestError::Malformed(format!("serial number of {} bytes", bytes.len())));
+                return Err(RequestError::Malformed(format!(
+                    "serial number of {} bytes",
+                    bytes.len()
+                )));
             }
             for b in bytes {
                 value = (value << 8) | u128::from(*b);
@@ -356,7 +405,10 @@ pub fn token_hash(token: &[u8]) -> [u8; 32] {
 
 /// Skips the remaining elements of a sequence.
 fn rest(r: &mut yasna::BERReaderSeq<'_, '_>) -> Result<(), ASN1Error> {
-    while r.read_optional(|r: BERReader<'_, '_>| r.read_der())?.is_some() {}
+    while r
+        .read_optional(|r: BERReader<'_, '_>| r.read_der())?
+        .is_some()
+    {}
     Ok(())
 }
 

@@ -1,6 +1,11 @@
 //! The blocking client against servers that answer the way HTTP allows: a chunked answer, an
 //! answer larger than the cap, a server that never answers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -27,7 +32,9 @@ fn answer_once(answer: Vec<u8>) -> SocketAddr {
 #[test]
 fn a_chunked_answer_is_read() {
     let json = br#"[{"time":1796656692,"root":"00","publication_string":"AAAAAA"}]"#;
-    let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut answer =
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
     for chunk in json.chunks(7) {
         answer.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
         answer.extend(chunk);
@@ -41,9 +48,13 @@ fn a_chunked_answer_is_read() {
 
 #[test]
 fn an_error_status_carries_the_services_message() {
-    let addr = answer_once(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nno leader".to_vec());
+    let addr = answer_once(
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 9\r\n\r\nno leader".to_vec(),
+    );
     match client::call(addr, "GET", "/publications", &[]) {
-        Err(ClientError::Status { status: 503, body, .. }) => assert_eq!(body, "no leader"),
+        Err(ClientError::Status {
+            status: 503, body, ..
+        }) => assert_eq!(body, "no leader"),
         other => panic!("{other:?}"),
     }
 }
@@ -55,12 +66,18 @@ fn an_answer_over_the_cap_is_cut_at_the_cap() {
     answer.resize(answer.len() + usize::try_from(length).unwrap(), b'x');
     let addr = answer_once(answer);
     let result = client::call(addr, "GET", "/publications.bin", &[]);
-    assert!(result.map_or(true, |body| body.len() as u64 <= client::MAX_RESPONSE), "read past the cap");
+    assert!(
+        result.map_or(true, |body| body.len() as u64 <= client::MAX_RESPONSE),
+        "read past the cap"
+    );
 }
 
 #[test]
 fn a_dead_service_fails_with_the_address() {
-    let addr = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let started = Instant::now();
     let error = client::sign(addr, &[1; 33], 0).unwrap_err();
     assert!(error.to_string().contains(&addr.to_string()), "{error}");

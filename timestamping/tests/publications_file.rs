@@ -14,11 +14,11 @@ use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_timestamping::authority::{CalendarSigner, issue_certificate, issue_certificates};
 use backbone_timestamping::calendar::rocks::RocksStore;
 use backbone_timestamping::calendar::{Calendar, CalendarStore};
+use backbone_timestamping::client;
 use backbone_timestamping::cms::CmsSigner;
 use backbone_timestamping::http::{self, PduAuth};
 use backbone_timestamping::publications_file::{FILE_NAME, PublicationsFileSigner};
 use backbone_timestamping::service::{self, Config};
-use backbone_timestamping::client;
 use backbone_timestamping_verify::publications_file::{PublicationsFile, TrustAnchors};
 
 const EMAIL: &str = "publications@backbone.example";
@@ -32,8 +32,18 @@ async fn served_and_written_file_verifies_with_the_parser_and_openssl() {
     }
     let signer = |label: &str| -> Arc<dyn Signer> { keys.signer(label, None).unwrap() };
     let not_before = SystemTime::now() - Duration::from_secs(3600);
-    let (ca_der, calendar_der) = issue_certificates(signer("ca").as_ref(), signer("calendar").as_ref(), not_before, 365).unwrap();
-    let subject = Subject { common_name: "Backbone publications".into(), email: Some(EMAIL.into()), ..Subject::default() };
+    let (ca_der, calendar_der) = issue_certificates(
+        signer("ca").as_ref(),
+        signer("calendar").as_ref(),
+        not_before,
+        365,
+    )
+    .unwrap();
+    let subject = Subject {
+        common_name: "Backbone publications".into(),
+        email: Some(EMAIL.into()),
+        ..Subject::default()
+    };
     let publications_der = issue_certificate(
         signer("ca").as_ref(),
         &ca_der,
@@ -51,24 +61,49 @@ async fn served_and_written_file_verifies_with_the_parser_and_openssl() {
         Some(path.clone()),
         None,
     );
-    let store: Box<dyn CalendarStore> = Box::new(RocksStore::open(dir.path().join("calendar")).unwrap());
-    let config = Config { publication_interval: 2, ..Config::default() };
+    let store: Box<dyn CalendarStore> =
+        Box::new(RocksStore::open(dir.path().join("calendar")).unwrap());
+    let config = Config {
+        publication_interval: 2,
+        ..Config::default()
+    };
     let calendar_signer = CalendarSigner::new(signer("calendar"), &calendar_der).unwrap();
-    let running = service::spawn_publishing(Calendar::open(store).unwrap(), calendar_signer, config, file_signer).unwrap();
-    let app = http::router(running.handle.clone(), PduAuth { login_id: "anon".into(), key: b"k".to_vec() });
+    let running = service::spawn_publishing(
+        Calendar::open(store).unwrap(),
+        calendar_signer,
+        config,
+        file_signer,
+    )
+    .unwrap();
+    let app = http::router(
+        running.handle.clone(),
+        PduAuth {
+            login_id: "anon".into(),
+            key: b"k".to_vec(),
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     // The file exists from the start (no publication yet), then gains publications.
     assert!(path.exists());
-    let imprint = backbone_timestamping_verify::imprint::HashAlgorithm::Sha256.hash(&[b"x"]).unwrap();
+    let imprint = backbone_timestamping_verify::imprint::HashAlgorithm::Sha256
+        .hash(&[b"x"])
+        .unwrap();
     let bytes = imprint.as_bytes().to_vec();
-    tokio::task::spawn_blocking(move || client::sign(addr, &bytes, 0)).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || client::sign(addr, &bytes, 0))
+        .await
+        .unwrap()
+        .unwrap();
     let served = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
             let served = fetch(addr).await;
-            if !PublicationsFile::parse_unverified(&served).unwrap().publications.is_empty() {
+            if !PublicationsFile::parse_unverified(&served)
+                .unwrap()
+                .publications
+                .is_empty()
+            {
                 return served;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -81,30 +116,49 @@ async fn served_and_written_file_verifies_with_the_parser_and_openssl() {
     assert_eq!(std::fs::read(&path).unwrap(), served);
 
     let ca_pem = pem("CERTIFICATE", &ca_der);
-    let anchors = TrustAnchors::from_pem(ca_pem.as_bytes()).unwrap().with_signer_email(EMAIL);
+    let anchors = TrustAnchors::from_pem(ca_pem.as_bytes())
+        .unwrap()
+        .with_signer_email(EMAIL);
     let now = i64::try_from(service::now()).unwrap();
     let parsed = PublicationsFile::parse_unverified(&served).unwrap();
     assert_eq!(parsed.certificates.len(), 1);
     assert_eq!(parsed.certificates[0].certificate, calendar_der);
-    assert!(parsed.publications.iter().all(|p| p.publication.time % 2 == 0));
+    assert!(
+        parsed
+            .publications
+            .iter()
+            .all(|p| p.publication.time % 2 == 0)
+    );
     parsed.verify(&anchors, now).unwrap();
 
     // The openssl command, given only the CA: the signature is over every byte before the
     // signature element (its TLV16 header is four bytes; the value is the DER PKCS#7).
     let (body, signature) = split(&served);
     let ca_path = write(dir.path(), "ca.pem", ca_pem.as_bytes());
-    assert!(openssl_verify(dir.path(), &ca_path, &body, &signature), "openssl cms -verify refused the file");
+    assert!(
+        openssl_verify(dir.path(), &ca_path, &body, &signature),
+        "openssl cms -verify refused the file"
+    );
     let mut flipped = body.clone();
     flipped[30] ^= 0x01;
-    assert!(!openssl_verify(dir.path(), &ca_path, &flipped, &signature), "openssl accepted a flipped byte");
+    assert!(
+        !openssl_verify(dir.path(), &ca_path, &flipped, &signature),
+        "openssl accepted a flipped byte"
+    );
     let mut tampered = served.clone();
     tampered[30] ^= 0x01;
     let refused = PublicationsFile::parse_unverified(&tampered).map(|f| f.verify(&anchors, now));
-    assert!(!matches!(refused, Ok(Ok(_))), "the parser accepted a flipped byte");
+    assert!(
+        !matches!(refused, Ok(Ok(_))),
+        "the parser accepted a flipped byte"
+    );
 }
 
 async fn fetch(addr: SocketAddr) -> Vec<u8> {
-    tokio::task::spawn_blocking(move || client::call(addr, "GET", "/publications.bin", &[])).await.unwrap().unwrap()
+    tokio::task::spawn_blocking(move || client::call(addr, "GET", "/publications.bin", &[]))
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// The signed body and the PKCS#7 DER of a file whose last element is the 0x704 signature.
@@ -130,7 +184,15 @@ fn openssl_verify(dir: &Path, ca: &Path, body: &[u8], signature: &[u8]) -> bool 
     let content = write(dir, "body.bin", body);
     let signature = write(dir, "signature.p7s", signature);
     let output = Command::new("openssl")
-        .args(["cms", "-verify", "-binary", "-inform", "DER", "-out", "/dev/null"])
+        .args([
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-out",
+            "/dev/null",
+        ])
         .arg("-in")
         .arg(&signature)
         .arg("-content")
@@ -139,6 +201,9 @@ fn openssl_verify(dir: &Path, ca: &Path, body: &[u8], signature: &[u8]) -> bool 
         .arg(ca)
         .output()
         .unwrap();
-    eprintln!("openssl cms -verify: {}", String::from_utf8_lossy(&output.stderr));
+    eprintln!(
+        "openssl cms -verify: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output.status.success()
 }

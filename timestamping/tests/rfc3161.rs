@@ -41,19 +41,55 @@ async fn start() -> Fixture {
     let ca: Arc<dyn Signer> = keys.signer("ca", None).unwrap();
     let key: Arc<dyn Signer> = keys.signer("timestamping", None).unwrap();
     let not_before = SystemTime::now() - Duration::from_secs(3600);
-    let (ca_der, calendar_der) = issue_certificates(ca.as_ref(), key.as_ref(), not_before, 365).unwrap();
-    let subject = Subject { common_name: "Backbone TSA".into(), organization: Some("Backbone".into()), ..Subject::default() };
-    let tsa_der = issue_certificate(ca.as_ref(), &ca_der, key.public_key(), &subject, Profile::TimeStamping, not_before, 365, 4).unwrap();
+    let (ca_der, calendar_der) =
+        issue_certificates(ca.as_ref(), key.as_ref(), not_before, 365).unwrap();
+    let subject = Subject {
+        common_name: "Backbone TSA".into(),
+        organization: Some("Backbone".into()),
+        ..Subject::default()
+    };
+    let tsa_der = issue_certificate(
+        ca.as_ref(),
+        &ca_der,
+        key.public_key(),
+        &subject,
+        Profile::TimeStamping,
+        not_before,
+        365,
+        4,
+    )
+    .unwrap();
     std::fs::write(dir.path().join("ca.pem"), pem("CERTIFICATE", &ca_der)).unwrap();
     std::fs::write(dir.path().join("tsa.pem"), pem("CERTIFICATE", &tsa_der)).unwrap();
 
-    let store: Box<dyn CalendarStore> = Box::new(RocksStore::open(dir.path().join("calendar")).unwrap());
+    let store: Box<dyn CalendarStore> =
+        Box::new(RocksStore::open(dir.path().join("calendar")).unwrap());
     let calendar = Calendar::open(store).unwrap();
     let epoch = calendar.head().map_or(0, |h| h + 1).max(service::now());
-    let running = service::spawn(calendar, CalendarSigner::new(Arc::clone(&key), &calendar_der).unwrap(), Config::default()).unwrap();
-    let authority = Authority::new(CmsSigner::new(key, &tsa_der, Vec::new()).unwrap(), tsa::Config::default(), Serials::new(epoch)).unwrap();
-    let front = TsaFront { authority, store: Box::new(RocksTokenStore::open(dir.path().join("tsa")).unwrap()) };
-    let app = http::router_with_tsa(running.handle.clone(), PduAuth { login_id: "anon".into(), key: b"k".to_vec() }, Some(Arc::new(front)));
+    let running = service::spawn(
+        calendar,
+        CalendarSigner::new(Arc::clone(&key), &calendar_der).unwrap(),
+        Config::default(),
+    )
+    .unwrap();
+    let authority = Authority::new(
+        CmsSigner::new(key, &tsa_der, Vec::new()).unwrap(),
+        tsa::Config::default(),
+        Serials::new(epoch),
+    )
+    .unwrap();
+    let front = TsaFront {
+        authority,
+        store: Box::new(RocksTokenStore::open(dir.path().join("tsa")).unwrap()),
+    };
+    let app = http::router_with_tsa(
+        running.handle.clone(),
+        PduAuth {
+            login_id: "anon".into(),
+            key: b"k".to_vec(),
+        },
+        Some(Arc::new(front)),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -61,17 +97,36 @@ async fn start() -> Fixture {
 }
 
 fn openssl(dir: &Path, args: &[&str]) -> Output {
-    let output = Command::new("openssl").current_dir(dir).args(args).output().unwrap();
-    eprintln!("openssl {}: {}{}", args.join(" "), String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "openssl {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
-async fn post(addr: SocketAddr, content_type: &'static str, body: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-    tokio::task::spawn_blocking(move || client::call_with_type(addr, "POST", "/tsa", content_type, &body)).await.unwrap()
+async fn post(
+    addr: SocketAddr,
+    content_type: &'static str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, ClientError> {
+    tokio::task::spawn_blocking(move || {
+        client::call_with_type(addr, "POST", "/tsa", content_type, &body)
+    })
+    .await
+    .unwrap()
 }
 
 async fn get(addr: SocketAddr, path: String) -> Result<Vec<u8>, ClientError> {
-    tokio::task::spawn_blocking(move || client::call(addr, "GET", &path, &[])).await.unwrap()
+    tokio::task::spawn_blocking(move || client::call(addr, "GET", &path, &[]))
+        .await
+        .unwrap()
 }
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
@@ -88,10 +143,17 @@ fn status(reply: &[u8]) -> (u8, Option<usize>) {
                 let status = r.next().read_u8()?;
                 r.read_optional(|r| r.read_sequence(|r| r.next().read_utf8string()))?;
                 let bits = r.read_optional(|r| r.read_bitvec_bytes())?;
-                Ok((status, bits.map(|(bytes, len)| {
-                    assert_eq!(bytes.iter().map(|b| b.count_ones()).sum::<u32>(), 1, "one failure bit");
-                    len - 1
-                })))
+                Ok((
+                    status,
+                    bits.map(|(bytes, len)| {
+                        assert_eq!(
+                            bytes.iter().map(|b| b.count_ones()).sum::<u32>(),
+                            1,
+                            "one failure bit"
+                        );
+                        len - 1
+                    }),
+                ))
             })?;
             r.read_optional(|r| r.read_der())?;
             Ok(status)
@@ -104,48 +166,197 @@ fn status(reply: &[u8]) -> (u8, Option<usize>) {
 async fn openssl_ts_round_trip_tampering_and_rejections() {
     let fixture = start().await;
     let (addr, dir) = (fixture.addr, fixture.dir.path().to_owned());
-    write(&dir, "document.txt", b"e-prescription 2026-11-26 for patient 4711");
+    write(
+        &dir,
+        "document.txt",
+        b"e-prescription 2026-11-26 for patient 4711",
+    );
 
     // A request with certReq: the token carries the TSA certificate; the CA alone verifies it.
-    assert!(openssl(&dir, &["ts", "-query", "-data", "document.txt", "-sha256", "-cert", "-out", "req.tsq"]).status.success());
-    let reply = post(addr, TIMESTAMP_QUERY, std::fs::read(dir.join("req.tsq")).unwrap()).await.unwrap();
+    assert!(
+        openssl(
+            &dir,
+            &[
+                "ts",
+                "-query",
+                "-data",
+                "document.txt",
+                "-sha256",
+                "-cert",
+                "-out",
+                "req.tsq"
+            ]
+        )
+        .status
+        .success()
+    );
+    let reply = post(
+        addr,
+        TIMESTAMP_QUERY,
+        std::fs::read(dir.join("req.tsq")).unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(status(&reply), (0, None));
     write(&dir, "reply.tsr", &reply);
-    let verify = ["ts", "-verify", "-in", "reply.tsr", "-queryfile", "req.tsq", "-CAfile", "ca.pem"];
-    assert!(openssl(&dir, &verify).status.success(), "openssl ts -verify refused the reply");
-    let text = String::from_utf8(openssl(&dir, &["ts", "-reply", "-in", "reply.tsr", "-text"]).stdout).unwrap();
+    let verify = [
+        "ts",
+        "-verify",
+        "-in",
+        "reply.tsr",
+        "-queryfile",
+        "req.tsq",
+        "-CAfile",
+        "ca.pem",
+    ];
+    assert!(
+        openssl(&dir, &verify).status.success(),
+        "openssl ts -verify refused the reply"
+    );
+    let text =
+        String::from_utf8(openssl(&dir, &["ts", "-reply", "-in", "reply.tsr", "-text"]).stdout)
+            .unwrap();
     // OpenSSL names 1.2.3.4.1 after its example configuration when it has one.
-    assert!(text.contains("Policy OID: 1.2.3.4.1") || text.contains("Policy OID: tsa_policy1"), "{text}");
+    assert!(
+        text.contains("Policy OID: 1.2.3.4.1") || text.contains("Policy OID: tsa_policy1"),
+        "{text}"
+    );
     assert!(text.contains("Accuracy: 0x01 seconds"), "{text}");
-    assert!(text.contains("TSA: DirName:/O=Backbone/CN=Backbone TSA"), "{text}");
+    assert!(
+        text.contains("TSA: DirName:/O=Backbone/CN=Backbone TSA"),
+        "{text}"
+    );
 
     // Without certReq, the verifier is given the TSA certificate.
-    assert!(openssl(&dir, &["ts", "-query", "-data", "document.txt", "-sha512", "-out", "bare.tsq"]).status.success());
-    let bare = post(addr, TIMESTAMP_QUERY, std::fs::read(dir.join("bare.tsq")).unwrap()).await.unwrap();
+    assert!(
+        openssl(
+            &dir,
+            &[
+                "ts",
+                "-query",
+                "-data",
+                "document.txt",
+                "-sha512",
+                "-out",
+                "bare.tsq"
+            ]
+        )
+        .status
+        .success()
+    );
+    let bare = post(
+        addr,
+        TIMESTAMP_QUERY,
+        std::fs::read(dir.join("bare.tsq")).unwrap(),
+    )
+    .await
+    .unwrap();
     write(&dir, "bare.tsr", &bare);
-    assert!(openssl(&dir, &["ts", "-verify", "-in", "bare.tsr", "-queryfile", "bare.tsq", "-CAfile", "ca.pem"]).status.code() != Some(0));
-    let with_tsa = ["ts", "-verify", "-in", "bare.tsr", "-queryfile", "bare.tsq", "-CAfile", "ca.pem", "-untrusted", "tsa.pem"];
+    assert!(
+        openssl(
+            &dir,
+            &[
+                "ts",
+                "-verify",
+                "-in",
+                "bare.tsr",
+                "-queryfile",
+                "bare.tsq",
+                "-CAfile",
+                "ca.pem"
+            ]
+        )
+        .status
+        .code()
+            != Some(0)
+    );
+    let with_tsa = [
+        "ts",
+        "-verify",
+        "-in",
+        "bare.tsr",
+        "-queryfile",
+        "bare.tsq",
+        "-CAfile",
+        "ca.pem",
+        "-untrusted",
+        "tsa.pem",
+    ];
     assert!(openssl(&dir, &with_tsa).status.success());
 
     // Tampering: the signature's last byte, a digit of genTime, the echoed nonce.
     let token = tsa::token_of_reply(&reply).unwrap();
-    let request = tsa::request::parse(&std::fs::read(dir.join("req.tsq")).unwrap(), &tsa::Config::default().policy).unwrap();
+    let request = tsa::request::parse(
+        &std::fs::read(dir.join("req.tsq")).unwrap(),
+        &tsa::Config::default().policy,
+    )
+    .unwrap();
     let nonce = find(&reply, &request.nonce_der.unwrap()).expect("the nonce is echoed");
     // GeneralizedTime "YYYYMMDDHHMMSS[.f[f[f]]]Z": DER drops the fraction's trailing zeros, so 15 to
     // 19 bytes long, starting with the century.
-    let gen_time = (15u8..=19).find_map(|len| find(&reply, &[0x18, len, b'2', b'0'])).expect("genTime");
+    let gen_time = (15u8..=19)
+        .find_map(|len| find(&reply, &[0x18, len, b'2', b'0']))
+        .expect("genTime");
     for offset in [reply.len() - 1, gen_time + 2 + 4, nonce + 5] {
         let mut tampered = reply.clone();
         tampered[offset] ^= 0x01;
         write(&dir, "tampered.tsr", &tampered);
-        let refused = openssl(&dir, &["ts", "-verify", "-in", "tampered.tsr", "-queryfile", "req.tsq", "-CAfile", "ca.pem"]);
-        assert!(!refused.status.success(), "openssl accepted a reply with byte {offset} flipped");
+        let refused = openssl(
+            &dir,
+            &[
+                "ts",
+                "-verify",
+                "-in",
+                "tampered.tsr",
+                "-queryfile",
+                "req.tsq",
+                "-CAfile",
+                "ca.pem",
+            ],
+        );
+        assert!(
+            !refused.status.success(),
+            "openssl accepted a reply with byte {offset} flipped"
+        );
     }
     // A reply to another request does not verify against this one.
-    assert!(!openssl(&dir, &["ts", "-verify", "-in", "bare.tsr", "-queryfile", "req.tsq", "-CAfile", "ca.pem", "-untrusted", "tsa.pem"]).status.success());
+    assert!(
+        !openssl(
+            &dir,
+            &[
+                "ts",
+                "-verify",
+                "-in",
+                "bare.tsr",
+                "-queryfile",
+                "req.tsq",
+                "-CAfile",
+                "ca.pem",
+                "-untrusted",
+                "tsa.pem"
+            ]
+        )
+        .status
+        .success()
+    );
 
     // Rejections, each with its failure bit; the service answers every one.
-    assert!(openssl(&dir, &["ts", "-query", "-data", "document.txt", "-sha1", "-out", "sha1.tsq"]).status.success());
+    assert!(
+        openssl(
+            &dir,
+            &[
+                "ts",
+                "-query",
+                "-data",
+                "document.txt",
+                "-sha1",
+                "-out",
+                "sha1.tsq"
+            ]
+        )
+        .status
+        .success()
+    );
     let mut version_two = std::fs::read(dir.join("req.tsq")).unwrap();
     assert_eq!(&version_two[2..5], &[0x02, 0x01, 0x01]);
     version_two[4] = 2;
@@ -156,7 +367,11 @@ async fn openssl_ts_round_trip_tampering_and_rejections() {
         ("version 2", version_two, 2),
         ("garbage", b"this is not DER".to_vec(), 5),
         ("empty", Vec::new(), 5),
-        ("truncated", std::fs::read(dir.join("req.tsq")).unwrap()[..20].to_vec(), 5),
+        (
+            "truncated",
+            std::fs::read(dir.join("req.tsq")).unwrap()[..20].to_vec(),
+            5,
+        ),
         ("oversized", vec![0x30; 5000], 5),
         ("another policy", other_policy, 15),
         ("extension", with_extension, 16),
@@ -165,29 +380,76 @@ async fn openssl_ts_round_trip_tampering_and_rejections() {
         let reply = post(addr, TIMESTAMP_QUERY, body).await.unwrap();
         assert_eq!(status(&reply), (2, Some(bit)), "{what}");
         write(&dir, "rejected.tsr", &reply);
-        let text = String::from_utf8(openssl(&dir, &["ts", "-reply", "-in", "rejected.tsr", "-text"]).stdout).unwrap();
+        let text = String::from_utf8(
+            openssl(&dir, &["ts", "-reply", "-in", "rejected.tsr", "-text"]).stdout,
+        )
+        .unwrap();
         assert!(text.contains("Status: Rejected"), "{what}: {text}");
     }
     // Another media type is refused before parsing.
-    let wrong_type = post(addr, "application/json", std::fs::read(dir.join("req.tsq")).unwrap()).await;
-    assert!(matches!(wrong_type, Err(ClientError::Status { status: 415, .. })), "{wrong_type:?}");
+    let wrong_type = post(
+        addr,
+        "application/json",
+        std::fs::read(dir.join("req.tsq")).unwrap(),
+    )
+    .await;
+    assert!(
+        matches!(wrong_type, Err(ClientError::Status { status: 415, .. })),
+        "{wrong_type:?}"
+    );
 
     // Still serving: a fresh request is granted and verifies.
-    let again = post(addr, TIMESTAMP_QUERY, std::fs::read(dir.join("req.tsq")).unwrap()).await.unwrap();
+    let again = post(
+        addr,
+        TIMESTAMP_QUERY,
+        std::fs::read(dir.join("req.tsq")).unwrap(),
+    )
+    .await
+    .unwrap();
     write(&dir, "again.tsr", &again);
-    assert!(openssl(&dir, &["ts", "-verify", "-in", "again.tsr", "-queryfile", "req.tsq", "-CAfile", "ca.pem"]).status.success());
-    let serials = [tsa::serial_of_token(&token).unwrap(), tsa::serial_of_token(&tsa::token_of_reply(&again).unwrap()).unwrap()];
+    assert!(
+        openssl(
+            &dir,
+            &[
+                "ts",
+                "-verify",
+                "-in",
+                "again.tsr",
+                "-queryfile",
+                "req.tsq",
+                "-CAfile",
+                "ca.pem"
+            ]
+        )
+        .status
+        .success()
+    );
+    let serials = [
+        tsa::serial_of_token(&token).unwrap(),
+        tsa::serial_of_token(&tsa::token_of_reply(&again).unwrap()).unwrap(),
+    ];
     assert_ne!(serials[0], serials[1]);
 
     // The token's keyless signature, served by serial, covers SHA-256 of the token.
-    let ksig = get(addr, format!("/tsa/{}.ksig", serials[0])).await.unwrap();
+    let ksig = get(addr, format!("/tsa/{}.ksig", serials[0]))
+        .await
+        .unwrap();
     let signature = Signature::decode(&ksig).unwrap();
     let token_hash = HashAlgorithm::Sha256.hash(&[&token]).unwrap();
-    let context = Context { document_hash: Some(&token_hash), ..Context::default() };
+    let context = Context {
+        document_hash: Some(&token_hash),
+        ..Context::default()
+    };
     let verdict = verify::verify(&signature, Policy::Internal, &context);
     assert_eq!(verdict.outcome, Outcome::Ok, "{verdict}");
-    assert!(matches!(get(addr, "/tsa/1234.ksig".into()).await, Err(ClientError::Status { status: 404, .. })));
-    assert!(matches!(get(addr, "/tsa/zz.ksig".into()).await, Err(ClientError::Status { status: 404, .. })));
+    assert!(matches!(
+        get(addr, "/tsa/1234.ksig".into()).await,
+        Err(ClientError::Status { status: 404, .. })
+    ));
+    assert!(matches!(
+        get(addr, "/tsa/zz.ksig".into()).await,
+        Err(ClientError::Status { status: 404, .. })
+    ));
     let served = get(addr, "/tsa/certificate.pem".into()).await.unwrap();
     assert_eq!(served, std::fs::read(dir.join("tsa.pem")).unwrap());
     fixture.running.shutdown().await;
@@ -200,7 +462,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn imprint(w: &mut yasna::DERWriterSeq<'_>) {
     w.next().write_u8(1);
     w.next().write_sequence(|w| {
-        w.next().write_sequence(|w| w.next().write_oid(&ObjectIdentifier::from_slice(&[2, 16, 840, 1, 101, 3, 4, 2, 1])));
+        w.next().write_sequence(|w| {
+            w.next().write_oid(&ObjectIdentifier::from_slice(&[
+                2, 16, 840, 1, 101, 3, 4, 2, 1,
+            ]))
+        });
         w.next().write_bytes(&[1; 32]);
     });
 }
@@ -212,7 +478,8 @@ fn request_with_extension() -> Vec<u8> {
             w.next().write_tagged_implicit(yasna::Tag::context(0), |w| {
                 w.write_sequence(|w| {
                     w.next().write_sequence(|w| {
-                        w.next().write_oid(&ObjectIdentifier::from_slice(&[1, 2, 3, 9]));
+                        w.next()
+                            .write_oid(&ObjectIdentifier::from_slice(&[1, 2, 3, 9]));
                         w.next().write_bytes(b"x");
                     });
                 });

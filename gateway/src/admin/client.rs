@@ -51,11 +51,23 @@ impl AdminClient {
     /// # Errors
     ///
     /// [`ClientError::Failed`] when the key cannot be used for TLS.
-    pub fn new(address: SocketAddr, key: Arc<dyn Signer>, certificate: Vec<u8>, gateway_certificate: Vec<u8>) -> Result<Self, ClientError> {
-        let mut config = tls::client_config(key, vec![certificate], Arc::new(PinSet::new([gateway_certificate])))
-            .map_err(|e| ClientError::Failed(format!("TLS: {e}")))?;
+    pub fn new(
+        address: SocketAddr,
+        key: Arc<dyn Signer>,
+        certificate: Vec<u8>,
+        gateway_certificate: Vec<u8>,
+    ) -> Result<Self, ClientError> {
+        let mut config = tls::client_config(
+            key,
+            vec![certificate],
+            Arc::new(PinSet::new([gateway_certificate])),
+        )
+        .map_err(|e| ClientError::Failed(format!("TLS: {e}")))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(AdminClient { address, connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+        Ok(AdminClient {
+            address,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
     }
 
     /// Every grant.
@@ -96,25 +108,55 @@ impl AdminClient {
         self.call(Method::GET, STATUS_PATH, Vec::new()).await
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, self.send(method, path, body))
             .await
-            .map_err(|_| ClientError::Failed(format!("no answer from {} within {REQUEST_TIMEOUT:?}", self.address)))??;
+            .map_err(|_| {
+                ClientError::Failed(format!(
+                    "no answer from {} within {REQUEST_TIMEOUT:?}",
+                    self.address
+                ))
+            })??;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Failed(format!("unexpected answer: {e}")));
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Failed(format!("unexpected answer: {e}")));
         }
         match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(error) => Err(ClientError::Refused { status: status.as_u16(), error }),
-            Err(_) => Err(ClientError::Failed(format!("the gateway answered {status}"))),
+            Ok(error) => Err(ClientError::Refused {
+                status: status.as_u16(),
+                error,
+            }),
+            Err(_) => Err(ClientError::Failed(format!(
+                "the gateway answered {status}"
+            ))),
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Result<(StatusCode, Bytes), ClientError> {
-        let failed = |what: &str, e: &dyn std::fmt::Display| ClientError::Failed(format!("{what}: {e}"));
-        let tcp = tokio::net::TcpStream::connect(self.address).await.map_err(|e| failed(&format!("connect to {}", self.address), &e))?;
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let failed =
+            |what: &str, e: &dyn std::fmt::Display| ClientError::Failed(format!("{what}: {e}"));
+        let tcp = tokio::net::TcpStream::connect(self.address)
+            .await
+            .map_err(|e| failed(&format!("connect to {}", self.address), &e))?;
         // The pin identifies the gateway; the name is only carried in the handshake.
-        let stream = self.connector.connect(ServerName::IpAddress(self.address.ip().into()), tcp).await.map_err(|e| failed("TLS handshake with the gateway", &e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed("HTTP handshake", &e))?;
+        let stream = self
+            .connector
+            .connect(ServerName::IpAddress(self.address.ip().into()), tcp)
+            .await
+            .map_err(|e| failed("TLS handshake with the gateway", &e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed("HTTP handshake", &e))?;
         let driver = tokio::spawn(connection);
         let request = Request::builder()
             .method(method)
@@ -123,9 +165,16 @@ impl AdminClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| failed("request", &e))?;
-        let response = sender.send_request(request).await.map_err(|e| failed("request", &e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| failed("request", &e))?;
         let status = response.status();
-        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_LEN).collect().await.map_err(|e| failed("answer", &*e))?.to_bytes();
+        let bytes = Limited::new(response.into_body(), MAX_RESPONSE_LEN)
+            .collect()
+            .await
+            .map_err(|e| failed("answer", &*e))?
+            .to_bytes();
         driver.abort();
         Ok((status, bytes))
     }

@@ -53,7 +53,8 @@ pub const MAX_CERTIFICATES: usize = 1 << 16;
 pub const MAX_GATEWAY_LEN: usize = record::MAX_TEXT_LEN;
 
 /// Longest encoded record: six texts and three blobs at their limits, and the fixed fields.
-pub const MAX_RECORD_LEN: usize = 6 * (record::MAX_TEXT_LEN + 5) + 3 * (record::MAX_BLOB_LEN + 4) + 256;
+pub const MAX_RECORD_LEN: usize =
+    6 * (record::MAX_TEXT_LEN + 5) + 3 * (record::MAX_BLOB_LEN + 4) + 256;
 
 /// Longest encoded batch: its fixed fields and the longest KSI signature.
 pub const MAX_BATCH_LEN: usize = super::batch::MAX_KSI_SIGNATURE_LEN + 64;
@@ -202,7 +203,12 @@ impl Archive {
         let mut out = Vec::with_capacity(HEADER_LEN + self.gateway.len() + 64);
         out.extend_from_slice(MAGIC);
         out.push(VERSION);
-        put_bytes(&mut out, "gateway", self.gateway.as_bytes(), MAX_GATEWAY_LEN)?;
+        put_bytes(
+            &mut out,
+            "gateway",
+            self.gateway.as_bytes(),
+            MAX_GATEWAY_LEN,
+        )?;
         for value in [self.from_ms, self.to_ms, self.first_seq, self.end_seq] {
             out.extend_from_slice(&value.to_be_bytes());
         }
@@ -220,10 +226,18 @@ impl Archive {
         put_count(&mut out, self.records.len());
         for audit in &self.records {
             put_bytes(&mut out, "record", &audit.encoded, MAX_RECORD_LEN)?;
-            let proof = audit.proof.as_ref().map(RecordProof::encode).unwrap_or_default();
+            let proof = audit
+                .proof
+                .as_ref()
+                .map(RecordProof::encode)
+                .unwrap_or_default();
             put_bytes(&mut out, "proof", &proof, MAX_PROOF_LEN)?;
             if out.len() as u64 > MAX_ARCHIVE_LEN - 32 {
-                return Err(ArchiveError::TooLarge { what: "archive", len: out.len() as u64, max: MAX_ARCHIVE_LEN });
+                return Err(ArchiveError::TooLarge {
+                    what: "archive",
+                    len: out.len() as u64,
+                    max: MAX_ARCHIVE_LEN,
+                });
             }
         }
         let digest: Hash = Sha256::digest(&out).into();
@@ -254,24 +268,42 @@ impl Archive {
     /// [`ArchiveError`] naming the part that does not decode or is over its limit.
     pub fn decode_unverified(bytes: &[u8]) -> Result<Unverified, ArchiveError> {
         if bytes.len() as u64 > MAX_ARCHIVE_LEN {
-            return Err(ArchiveError::TooLarge { what: "archive", len: bytes.len() as u64, max: MAX_ARCHIVE_LEN });
+            return Err(ArchiveError::TooLarge {
+                what: "archive",
+                len: bytes.len() as u64,
+                max: MAX_ARCHIVE_LEN,
+            });
         }
         let Some((content, digest)) = bytes.split_last_chunk::<32>() else {
-            return Err(ArchiveError::NotArchive(format!("{} bytes is shorter than a digest", bytes.len())));
+            return Err(ArchiveError::NotArchive(format!(
+                "{} bytes is shorter than a digest",
+                bytes.len()
+            )));
         };
         let mut r = Reader { bytes: content };
-        let magic = r.take("magic", MAGIC.len()).map_err(|_| ArchiveError::NotArchive("too short".into()))?;
+        let magic = r
+            .take("magic", MAGIC.len())
+            .map_err(|_| ArchiveError::NotArchive("too short".into()))?;
         if magic != MAGIC {
             return Err(ArchiveError::NotArchive("wrong magic".into()));
         }
-        let version = r.u8("version").map_err(|_| ArchiveError::NotArchive("too short".into()))?;
+        let version = r
+            .u8("version")
+            .map_err(|_| ArchiveError::NotArchive("too short".into()))?;
         if version != VERSION {
             return Err(ArchiveError::NotArchive(format!("version {version:#04x}")));
         }
-        let header = |e| ArchiveError::Decode { what: "header".into(), source: e };
+        let header = |e| ArchiveError::Decode {
+            what: "header".into(),
+            source: e,
+        };
         let gateway = r.blob_max("gateway", MAX_GATEWAY_LEN).map_err(header)?;
-        let gateway = String::from_utf8(gateway)
-            .map_err(|_| header(DecodeError::Invalid { field: "gateway", reason: "not UTF-8".into() }))?;
+        let gateway = String::from_utf8(gateway).map_err(|_| {
+            header(DecodeError::Invalid {
+                field: "gateway",
+                reason: "not UTF-8".into(),
+            })
+        })?;
         let from_ms = r.u64("from_ms").map_err(header)?;
         let to_ms = r.u64("to_ms").map_err(header)?;
         let first_seq = r.u64("first_seq").map_err(header)?;
@@ -285,7 +317,10 @@ impl Archive {
         let n = count(&mut r, "certificates", MAX_CERTIFICATES, 4)?;
         let mut certificates = Vec::with_capacity(n);
         for i in 0..n {
-            certificates.push(r.blob_max("certificate", record::MAX_BLOB_LEN).map_err(at("certificate", i))?);
+            certificates.push(
+                r.blob_max("certificate", record::MAX_BLOB_LEN)
+                    .map_err(at("certificate", i))?,
+            );
         }
         let n = count(&mut r, "batches", MAX_BATCHES, 4)?;
         let mut batches = Vec::with_capacity(n);
@@ -296,12 +331,21 @@ impl Archive {
         let n = count(&mut r, "records", MAX_RECORDS, 8)?;
         let mut records = Vec::with_capacity(n);
         for i in 0..n {
-            let encoded = r.blob_max("record", MAX_RECORD_LEN).map_err(at("record", i))?;
-            let proof = r.blob_max("proof", MAX_PROOF_LEN).map_err(at("record", i))?;
+            let encoded = r
+                .blob_max("record", MAX_RECORD_LEN)
+                .map_err(at("record", i))?;
+            let proof = r
+                .blob_max("proof", MAX_PROOF_LEN)
+                .map_err(at("record", i))?;
             let proof = if proof.is_empty() {
                 None
             } else {
-                Some(RecordProof::decode(&proof).map_err(|source| ArchiveError::Decode { what: format!("record {i} proof"), source })?)
+                Some(
+                    RecordProof::decode(&proof).map_err(|source| ArchiveError::Decode {
+                        what: format!("record {i} proof"),
+                        source,
+                    })?,
+                )
             };
             records.push(AuditRecord { encoded, proof });
         }
@@ -322,12 +366,18 @@ impl Archive {
             records,
         };
         let computed: Hash = Sha256::digest(content).into();
-        Ok(Unverified { archive, digest_matches: &computed == digest })
+        Ok(Unverified {
+            archive,
+            digest_matches: &computed == digest,
+        })
     }
 
     /// Where the next archive continues from.
     pub fn continuation(&self) -> Continuation {
-        Continuation { end_seq: self.end_seq, last_hash: self.last_hash }
+        Continuation {
+            end_seq: self.end_seq,
+            last_hash: self.last_hash,
+        }
     }
 }
 
@@ -342,7 +392,12 @@ impl Archive {
 /// # Errors
 ///
 /// [`ExportError`].
-pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at_ms: u64) -> Result<Export, ExportError> {
+pub fn export(
+    log: &MessageLog,
+    gateway: &str,
+    selection: Selection,
+    exported_at_ms: u64,
+) -> Result<Export, ExportError> {
     /// Records read from the store at a time.
     const CHUNK: u64 = 4096;
     let total = log.status().records;
@@ -354,9 +409,15 @@ pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at
         None => GENESIS,
         Some(before) => {
             let bundle = log.export(before, start)?;
-            let encoded = bundle.records.first().map(|r| r.encoded.as_slice()).ok_or_else(|| {
-                ExportError::DoesNotContinue(format!("record {before} is not in the log, which holds {total} records"))
-            })?;
+            let encoded = bundle
+                .records
+                .first()
+                .map(|r| r.encoded.as_slice())
+                .ok_or_else(|| {
+                    ExportError::DoesNotContinue(format!(
+                        "record {before} is not in the log, which holds {total} records"
+                    ))
+                })?;
             record::record_hash(encoded)
         }
     };
@@ -390,7 +451,10 @@ pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at
             break;
         }
         for audit in chunk.records {
-            let record = Record::decode(&audit.encoded).map_err(|e| LogError::Corrupt { seq, reason: e.to_string() })?;
+            let record = Record::decode(&audit.encoded).map_err(|e| LogError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            })?;
             if record.logged_at_ms >= selection.to_ms {
                 break 'scan;
             }
@@ -399,10 +463,17 @@ pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at
                 break 'scan;
             };
             if batches.insert(proof.batch) {
-                let batch = chunk.batches.iter().find(|b| b.first_seq == proof.batch).ok_or_else(|| LogError::Corrupt {
-                    seq,
-                    reason: format!("its proof names batch {}, which is not stored", proof.batch),
-                })?;
+                let batch = chunk
+                    .batches
+                    .iter()
+                    .find(|b| b.first_seq == proof.batch)
+                    .ok_or_else(|| LogError::Corrupt {
+                        seq,
+                        reason: format!(
+                            "its proof names batch {}, which is not stored",
+                            proof.batch
+                        ),
+                    })?;
                 size += batch.ksi_signature.len() as u64 + 68;
                 archive.batches.push(batch.clone());
             }
@@ -413,10 +484,16 @@ pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at
             }
             size += audit.encoded.len() as u64 + 8 + 32 * proof.path.len() as u64 + 26;
             if archive.records.len() >= MAX_RECORDS || size > MAX_ARCHIVE_LEN {
-                return Err(ExportError::TooLarge { what: "records or bytes", max: MAX_RECORDS as u64 });
+                return Err(ExportError::TooLarge {
+                    what: "records or bytes",
+                    max: MAX_RECORDS as u64,
+                });
             }
             if archive.certificates.len() > MAX_CERTIFICATES {
-                return Err(ExportError::TooLarge { what: "signing certificates", max: MAX_CERTIFICATES as u64 });
+                return Err(ExportError::TooLarge {
+                    what: "signing certificates",
+                    max: MAX_CERTIFICATES as u64,
+                });
             }
             archive.last_hash = record::record_hash(&audit.encoded);
             archive.records.push(audit);
@@ -424,12 +501,20 @@ pub fn export(log: &MessageLog, gateway: &str, selection: Selection, exported_at
             archive.end_seq = seq;
         }
     }
-    Ok(Export { archive, unstamped_from })
+    Ok(Export {
+        archive,
+        unstamped_from,
+    })
 }
 
 /// The first record from `start` logged at or after `time_ms`, in sequence order; `total` when
 /// there is none.
-fn first_at_or_after(log: &MessageLog, start: u64, total: u64, time_ms: u64) -> Result<u64, LogError> {
+fn first_at_or_after(
+    log: &MessageLog,
+    start: u64,
+    total: u64,
+    time_ms: u64,
+) -> Result<u64, LogError> {
     const CHUNK: u64 = 4096;
     let mut seq = start;
     while seq < total {
@@ -438,7 +523,10 @@ fn first_at_or_after(log: &MessageLog, start: u64, total: u64, time_ms: u64) -> 
             break;
         }
         for audit in &chunk.records {
-            let record = Record::decode(&audit.encoded).map_err(|e| LogError::Corrupt { seq, reason: e.to_string() })?;
+            let record = Record::decode(&audit.encoded).map_err(|e| LogError::Corrupt {
+                seq,
+                reason: e.to_string(),
+            })?;
             if record.logged_at_ms >= time_ms {
                 return Ok(record.seq);
             }
@@ -450,7 +538,11 @@ fn first_at_or_after(log: &MessageLog, start: u64, total: u64, time_ms: u64) -> 
 
 fn check_count(what: &'static str, len: usize, max: usize) -> Result<(), ArchiveError> {
     if len > max {
-        return Err(ArchiveError::TooLarge { what, len: len as u64, max: max as u64 });
+        return Err(ArchiveError::TooLarge {
+            what,
+            len: len as u64,
+            max: max as u64,
+        });
     }
     Ok(())
 }
@@ -460,9 +552,18 @@ fn put_count(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes());
 }
 
-fn put_bytes(out: &mut Vec<u8>, what: &'static str, bytes: &[u8], max: usize) -> Result<(), ArchiveError> {
+fn put_bytes(
+    out: &mut Vec<u8>,
+    what: &'static str,
+    bytes: &[u8],
+    max: usize,
+) -> Result<(), ArchiveError> {
     if bytes.len() > max {
-        return Err(ArchiveError::TooLarge { what, len: bytes.len() as u64, max: max as u64 });
+        return Err(ArchiveError::TooLarge {
+            what,
+            len: bytes.len() as u64,
+            max: max as u64,
+        });
     }
     put_count(out, bytes.len());
     out.extend_from_slice(bytes);
@@ -471,24 +572,43 @@ fn put_bytes(out: &mut Vec<u8>, what: &'static str, bytes: &[u8], max: usize) ->
 
 /// Reads an entry count, refusing one over `max` or more than the bytes left could hold at
 /// `min_entry` bytes each.
-fn count(r: &mut Reader<'_>, what: &'static str, max: usize, min_entry: usize) -> Result<usize, ArchiveError> {
-    let n = u32::from_be_bytes(r.array(what).map_err(|source| ArchiveError::Decode { what: format!("{what} count"), source })?);
+fn count(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    max: usize,
+    min_entry: usize,
+) -> Result<usize, ArchiveError> {
+    let n = u32::from_be_bytes(r.array(what).map_err(|source| ArchiveError::Decode {
+        what: format!("{what} count"),
+        source,
+    })?);
     let n = usize::try_from(n).unwrap_or(usize::MAX);
     if n > max {
-        return Err(ArchiveError::TooLarge { what, len: n as u64, max: max as u64 });
+        return Err(ArchiveError::TooLarge {
+            what,
+            len: n as u64,
+            max: max as u64,
+        });
     }
     let fits = r.bytes.len() / min_entry;
     if n > fits {
         return Err(ArchiveError::Decode {
             what: format!("{what} count"),
-            source: DecodeError::Truncated { field: what, needed: n.saturating_mul(min_entry), left: r.bytes.len() },
+            source: DecodeError::Truncated {
+                field: what,
+                needed: n.saturating_mul(min_entry),
+                left: r.bytes.len(),
+            },
         });
     }
     Ok(n)
 }
 
 fn at(what: &'static str, index: usize) -> impl Fn(DecodeError) -> ArchiveError {
-    move |source| ArchiveError::Decode { what: format!("{what} {index}"), source }
+    move |source| ArchiveError::Decode {
+        what: format!("{what} {index}"),
+        source,
+    }
 }
 
 #[cfg(test)]

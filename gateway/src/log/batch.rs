@@ -90,7 +90,10 @@ impl Batch {
         let first_seq = r.u64("batch first_seq")?;
         let count = r.u64("batch count")?;
         if count == 0 {
-            return Err(DecodeError::Invalid { field: "batch count", reason: "zero".into() });
+            return Err(DecodeError::Invalid {
+                field: "batch count",
+                reason: "zero".into(),
+            });
         }
         let root = r.hash("batch root")?;
         let stamped_at_ms = r.u64("batch stamped_at_ms")?;
@@ -98,7 +101,13 @@ impl Batch {
         if !r.bytes.is_empty() {
             return Err(DecodeError::Trailing(r.bytes.len()));
         }
-        Ok(Batch { first_seq, count, root, stamped_at_ms, ksi_signature })
+        Ok(Batch {
+            first_seq,
+            count,
+            root,
+            stamped_at_ms,
+            ksi_signature,
+        })
     }
 }
 
@@ -108,7 +117,12 @@ impl RecordProof {
     /// Recomputes the batch root from the record's hash; `None` when the path does not fit the
     /// index and size.
     pub fn root(&self, record_hash: &Hash) -> Option<Hash> {
-        merkle::root_from_path(&merkle::leaf_hash(record_hash), self.leaf_index, self.batch_count, &self.path)
+        merkle::root_from_path(
+            &merkle::leaf_hash(record_hash),
+            self.leaf_index,
+            self.batch_count,
+            &self.path,
+        )
     }
 
     /// The stored encoding.
@@ -139,7 +153,10 @@ impl RecordProof {
         let batch_count = r.u64("proof batch_count")?;
         let n = usize::from(r.u8("proof path length")?);
         if n > MAX_PATH_LEN {
-            return Err(DecodeError::Invalid { field: "proof path length", reason: format!("{n} > {MAX_PATH_LEN}") });
+            return Err(DecodeError::Invalid {
+                field: "proof path length",
+                reason: format!("{n} > {MAX_PATH_LEN}"),
+            });
         }
         let mut path = Vec::with_capacity(n);
         for _ in 0..n {
@@ -148,7 +165,12 @@ impl RecordProof {
         if !r.bytes.is_empty() {
             return Err(DecodeError::Trailing(r.bytes.len()));
         }
-        Ok(RecordProof { batch, leaf_index, batch_count, path })
+        Ok(RecordProof {
+            batch,
+            leaf_index,
+            batch_count,
+            path,
+        })
     }
 }
 
@@ -185,7 +207,10 @@ pub fn build(first_seq: u64, hashes: &[Hash]) -> (Hash, Vec<RecordProof>) {
 fn check_version(r: &mut Reader<'_>, field: &'static str) -> Result<(), DecodeError> {
     match r.u8(field)? {
         VERSION => Ok(()),
-        other => Err(DecodeError::Invalid { field, reason: format!("{other:#04x}, expected {VERSION:#04x}") }),
+        other => Err(DecodeError::Invalid {
+            field,
+            reason: format!("{other:#04x}, expected {VERSION:#04x}"),
+        }),
     }
 }
 
@@ -210,7 +235,13 @@ mod tests {
 
     #[test]
     fn batch_round_trip_and_truncations() {
-        let batch = Batch { first_seq: 5, count: 3, root: [9; 32], stamped_at_ms: 77, ksi_signature: vec![1; 40] };
+        let batch = Batch {
+            first_seq: 5,
+            count: 3,
+            root: [9; 32],
+            stamped_at_ms: 77,
+            ksi_signature: vec![1; 40],
+        };
         let bytes = batch.encode();
         assert_eq!(Batch::decode(&bytes).unwrap(), batch);
         for cut in 0..bytes.len() {

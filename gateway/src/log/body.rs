@@ -34,7 +34,10 @@ impl BodyKey {
     /// Loads a 32-byte data key; `None` for another length.
     pub fn new(key: &[u8]) -> Option<Self> {
         let key = UnboundKey::new(&AES_256_GCM, key).ok()?;
-        Some(BodyKey { key: LessSafeKey::new(key), rng: SystemRandom::new() })
+        Some(BodyKey {
+            key: LessSafeKey::new(key),
+            rng: SystemRandom::new(),
+        })
     }
 
     /// Encrypts `body` for record `seq`; `None` only if the system's random source fails.
@@ -46,8 +49,14 @@ impl BodyKey {
         sealed.extend_from_slice(body);
         let (_, in_out) = sealed.split_at_mut(NONCE_LEN);
         let aad = seq.to_be_bytes();
-        let tag =
-            self.key.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&aad), in_out).ok()?;
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                in_out,
+            )
+            .ok()?;
         sealed.extend_from_slice(tag.as_ref());
         Some(sealed)
     }
@@ -58,7 +67,9 @@ impl BodyKey {
     ///
     /// [`OpenError`] when the bytes are short, changed, or sealed for another record or key.
     pub fn open(&self, seq: u64, sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let Some((nonce, rest)) = sealed.split_first_chunk::<NONCE_LEN>() else { return Err(OpenError) };
+        let Some((nonce, rest)) = sealed.split_first_chunk::<NONCE_LEN>() else {
+            return Err(OpenError);
+        };
         if rest.len() < TAG_LEN {
             return Err(OpenError);
         }
@@ -66,7 +77,11 @@ impl BodyKey {
         let aad = seq.to_be_bytes();
         let plain = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(&aad), &mut buffer)
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(&aad),
+                &mut buffer,
+            )
             .map_err(|_| OpenError)?;
         let len = plain.len();
         buffer.truncate(len);
@@ -89,7 +104,11 @@ mod tests {
         let key = BodyKey::new(&[3; DATA_KEY_LEN]).unwrap();
         let sealed = key.seal(9, b"patient record").unwrap();
         assert_eq!(key.open(9, &sealed).unwrap(), b"patient record");
-        assert_ne!(key.seal(9, b"patient record").unwrap(), sealed, "fresh nonce");
+        assert_ne!(
+            key.seal(9, b"patient record").unwrap(),
+            sealed,
+            "fresh nonce"
+        );
         assert_eq!(key.open(10, &sealed), Err(OpenError), "another record");
         let other = BodyKey::new(&[4; DATA_KEY_LEN]).unwrap();
         assert_eq!(other.open(9, &sealed), Err(OpenError), "another key");

@@ -41,7 +41,12 @@ pub(crate) struct Prepared {
 }
 
 /// The commit thread's loop: runs until every sender is dropped.
-pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, queue: Receiver<Pending>) {
+pub(crate) fn run(
+    shared: Arc<Shared>,
+    mut next_seq: u64,
+    mut last_hash: Hash,
+    queue: Receiver<Pending>,
+) {
     // Certificates written since the thread started: each is written with the first record that
     // names it (again after a restart, which rewrites the same value), never looked up.
     let mut stored = HashSet::new();
@@ -57,19 +62,29 @@ pub(crate) fn run(shared: Arc<Shared>, mut next_seq: u64, mut last_hash: Hash, q
             Ok((next, hash, seqs, hashes)) => {
                 // The hashes first: the stamper takes records up to `committed` and finds
                 // theirs here (or reads them back).
-                shared.recent.lock().unwrap_or_else(PoisonError::into_inner).push(next_seq, &hashes);
+                shared
+                    .recent
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(next_seq, &hashes);
                 next_seq = next;
                 last_hash = hash;
                 shared.committed(next_seq);
                 for (pending, seqs) in group.into_iter().zip(seqs) {
-                    shared.metrics.append_duration.observe(pending.queued.elapsed().as_secs_f64());
+                    shared
+                        .metrics
+                        .append_duration
+                        .observe(pending.queued.elapsed().as_secs_f64());
                     let _ = pending.reply.send(Ok(seqs));
                 }
             }
             Err(reason) => {
                 tracing::error!(dir = %shared.store.dir().display(), %reason, records = count, "message log write failed");
                 for pending in group {
-                    let error = LogError::Storage { dir: shared.store.dir().to_owned(), reason: reason.clone() };
+                    let error = LogError::Storage {
+                        dir: shared.store.dir().to_owned(),
+                        reason: reason.clone(),
+                    };
                     let _ = pending.reply.send(Err(error));
                 }
             }
@@ -93,12 +108,22 @@ fn write_group(
     for pending in group {
         let mut mine = Vec::with_capacity(pending.records.len());
         for prepared in std::mem::take(&mut pending.records) {
-            let body = shared.key.seal(seq, &prepared.new.body).ok_or("the system random source failed")?;
+            let body = shared
+                .key
+                .seal(seq, &prepared.new.body)
+                .ok_or("the system random source failed")?;
             let certificate = (!stored.contains(&prepared.certificate_sha256)
                 && new_certificates.insert(prepared.certificate_sha256))
-            .then(|| (prepared.certificate_sha256, prepared.new.signer_certificate.clone()));
+            .then(|| {
+                (
+                    prepared.certificate_sha256,
+                    prepared.new.signer_certificate.clone(),
+                )
+            });
             let record = into_record(seq, prev_hash, prepared);
-            let bytes = record.encode().map_err(|(what, len, max)| format!("{what} is {len} bytes, over {max}"))?;
+            let bytes = record
+                .encode()
+                .map_err(|(what, len, max)| format!("{what} is {len} bytes, over {max}"))?;
             prev_hash = super::record::record_hash(&bytes);
             hashes.push(prev_hash);
             let subject = match record.kind {
@@ -118,12 +143,17 @@ fn write_group(
             encoded: bytes,
             sealed_body: body,
             subject: subject.as_deref(),
-            certificate: certificate.as_ref().map(|(hash, der)| (hash, der.as_slice())),
+            certificate: certificate
+                .as_ref()
+                .map(|(hash, der)| (hash, der.as_slice())),
         })
         .collect();
     shared.store.append(&rows).map_err(|e| e.to_string())?;
     stored.extend(new_certificates);
-    shared.metrics.commit_batch_records.observe(rows.len() as f64);
+    shared
+        .metrics
+        .commit_batch_records
+        .observe(rows.len() as f64);
     shared.metrics.records_appended.inc_by(rows.len() as u64);
     Ok((seq, prev_hash, seqs, hashes))
 }
@@ -153,5 +183,7 @@ fn into_record(seq: u64, prev_hash: Hash, prepared: Prepared) -> Record {
 
 /// Milliseconds since the Unix epoch, for records that carry no time of their own.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

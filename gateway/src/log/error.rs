@@ -90,5 +90,7 @@ pub enum LogError {
 }
 
 fn elapsed_secs(since: SystemTime) -> u64 {
-    SystemTime::now().duration_since(since).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(since)
+        .map_or(0, |d| d.as_secs())
 }

@@ -1,6 +1,8 @@
 //! Prometheus metric families of the message log, all prefixed `backbone_gateway_log_`.
 
-use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// The metric families of one message log.
 #[derive(Clone, Debug)]
@@ -49,8 +51,10 @@ impl LogMetrics {
     }
 
     fn new() -> Result<Self, prometheus::Error> {
-        let records_appended =
-            IntCounter::new("backbone_gateway_log_records_appended_total", "Message log records made durable")?;
+        let records_appended = IntCounter::new(
+            "backbone_gateway_log_records_appended_total",
+            "Message log records made durable",
+        )?;
         // A synced write costs about 0.2 ms on an SSD; a group commit under load waits a few; a
         // struggling disk takes hundreds.
         let append_duration = Histogram::with_opts(
@@ -58,7 +62,9 @@ impl LogMetrics {
                 "backbone_gateway_log_append_duration_seconds",
                 "Time from a message log append to its durable acknowledgement",
             )
-            .buckets(vec![100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 100e-3, 0.5, 2.0]),
+            .buckets(vec![
+                100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 100e-3, 0.5, 2.0,
+            ]),
         )?;
         // Powers of four up to the largest group a commit takes.
         let commit_batch_records = Histogram::with_opts(
@@ -81,7 +87,10 @@ impl LogMetrics {
             "1 while new exchanges are refused because timestamping has failed for too long",
         )?;
         let stamps = IntCounterVec::new(
-            Opts::new("backbone_gateway_log_stamps_total", "Message log batch timestamping attempts"),
+            Opts::new(
+                "backbone_gateway_log_stamps_total",
+                "Message log batch timestamping attempts",
+            ),
             &["result"],
         )?;
         Ok(LogMetrics {

@@ -171,14 +171,19 @@ impl Record {
             SignerCertificate::Der(der) => der.as_slice(),
             SignerCertificate::Sha256(_) => &[],
         };
-        let blobs = [("descriptor", &self.descriptor[..]), ("signature", &self.signature[..]), ("signer_certificate", der)];
+        let blobs = [
+            ("descriptor", &self.descriptor[..]),
+            ("signature", &self.signature[..]),
+            ("signer_certificate", der),
+        ];
         for (what, blob) in blobs {
             if blob.len() > MAX_BLOB_LEN {
                 return Err((what, blob.len(), MAX_BLOB_LEN));
             }
         }
-        let mut out =
-            Vec::with_capacity(160 + self.descriptor.len() + self.signature.len() + der.len() + self.message_id.len());
+        let mut out = Vec::with_capacity(
+            160 + self.descriptor.len() + self.signature.len() + der.len() + self.message_id.len(),
+        );
         out.extend_from_slice(MAGIC);
         out.push(match self.signer_certificate {
             SignerCertificate::Sha256(_) => VERSION,
@@ -225,7 +230,10 @@ impl Record {
         }
         let version = r.u8("version")?;
         if version != VERSION && version != VERSION_1 {
-            return Err(invalid("version", format!("{version:#04x}, expected {VERSION:#04x} or {VERSION_1:#04x}")));
+            return Err(invalid(
+                "version",
+                format!("{version:#04x}, expected {VERSION:#04x} or {VERSION_1:#04x}"),
+            ));
         }
         let seq = r.u64("seq")?;
         let prev_hash = r.hash("prev_hash")?;
@@ -323,7 +331,10 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
-    DecodeError::Invalid { field, reason: reason.into() }
+    DecodeError::Invalid {
+        field,
+        reason: reason.into(),
+    }
 }
 
 /// A cursor over untrusted bytes: every read checks the bytes left.
@@ -334,7 +345,11 @@ pub(crate) struct Reader<'a> {
 impl<'a> Reader<'a> {
     pub(crate) fn take(&mut self, field: &'static str, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.bytes.len() < n {
-            return Err(DecodeError::Truncated { field, needed: n, left: self.bytes.len() });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: n,
+                left: self.bytes.len(),
+            });
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -353,19 +368,34 @@ impl<'a> Reader<'a> {
         self.array(field)
     }
 
-    pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
+    pub(crate) fn array<const N: usize>(
+        &mut self,
+        field: &'static str,
+    ) -> Result<[u8; N], DecodeError> {
         let Some((head, rest)) = self.bytes.split_first_chunk::<N>() else {
-            return Err(DecodeError::Truncated { field, needed: N, left: self.bytes.len() });
+            return Err(DecodeError::Truncated {
+                field,
+                needed: N,
+                left: self.bytes.len(),
+            });
         };
         self.bytes = rest;
         Ok(*head)
     }
 
-    pub(crate) fn blob_max(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
+    pub(crate) fn blob_max(
+        &mut self,
+        field: &'static str,
+        max: usize,
+    ) -> Result<Vec<u8>, DecodeError> {
         let len = u32::from_be_bytes(self.array(field)?);
-        let len = usize::try_from(len).map_err(|_| invalid(field, "length does not fit in memory"))?;
+        let len =
+            usize::try_from(len).map_err(|_| invalid(field, "length does not fit in memory"))?;
         if len > max {
-            return Err(invalid(field, format!("{len} bytes, over the limit of {max}")));
+            return Err(invalid(
+                field,
+                format!("{len} bytes, over the limit of {max}"),
+            ));
         }
         Ok(self.take(field, len)?.to_vec())
     }
@@ -437,15 +467,27 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(Record::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
-        assert_eq!(record.signer_certificate.sha256(), <[u8; 32]>::from(Sha256::digest([0x30, 0x82, 0x01])));
+        assert_eq!(
+            record.signer_certificate.sha256(),
+            <[u8; 32]>::from(Sha256::digest([0x30, 0x82, 0x01]))
+        );
         // The same record by reference is another record, with another hash.
-        let by_hash = Record { signer_certificate: SignerCertificate::Sha256(record.signer_certificate.sha256()), ..record };
+        let by_hash = Record {
+            signer_certificate: SignerCertificate::Sha256(record.signer_certificate.sha256()),
+            ..record
+        };
         let v2 = by_hash.encode().unwrap();
         assert_eq!(v2[4], VERSION);
         assert_ne!(record_hash(&v2), record_hash(&bytes));
         let mut unknown = v2.clone();
         unknown[4] = 0x03;
-        assert!(matches!(Record::decode(&unknown), Err(DecodeError::Invalid { field: "version", .. })));
+        assert!(matches!(
+            Record::decode(&unknown),
+            Err(DecodeError::Invalid {
+                field: "version",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -80,7 +80,9 @@ impl Stamper {
 impl Shared {
     /// Stamps every unstamped record, in batches of at most [`MAX_BATCH_RECORDS`].
     pub(crate) async fn stamp_all(self: &Arc<Self>) -> Result<Vec<Batch>, LogError> {
-        let Some(addr) = self.config.timestamping else { return Ok(Vec::new()) };
+        let Some(addr) = self.config.timestamping else {
+            return Ok(Vec::new());
+        };
         let _one = self.stamp_run.lock().await;
         let mut batches = Vec::new();
         loop {
@@ -101,7 +103,11 @@ impl Shared {
                     self.stamped_through.store(through, Ordering::Release);
                     self.metrics.stamps.with_label_values(&["ok"]).inc();
                     self.stamp_succeeded(through);
-                    tracing::debug!(first = batch.first_seq, count = batch.count, "stamped message log batch");
+                    tracing::debug!(
+                        first = batch.first_seq,
+                        count = batch.count,
+                        "stamped message log batch"
+                    );
                     batches.push(batch);
                 }
                 Err(error) => {
@@ -116,36 +122,64 @@ impl Shared {
     /// Builds, signs and stores one batch (blocking: maybe RocksDB reads, the HTTP call, a synced
     /// write).
     fn stamp_batch(&self, addr: SocketAddr, first_seq: u64, count: u64) -> Result<Batch, LogError> {
-        let hashes = match self.recent.lock().unwrap_or_else(PoisonError::into_inner).get(first_seq, count) {
+        let hashes = match self
+            .recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(first_seq, count)
+        {
             Some(hashes) => hashes,
             None => self.store.record_hashes(first_seq, count)?,
         };
         let root = batch::root(&hashes);
         let imprint = batch::imprint(&root);
         let ksi_signature =
-            client::sign(addr, &imprint, 0).map_err(|e| LogError::Timestamping { addr, reason: e.to_string() })?;
-        check_signature(&ksi_signature, &root).map_err(|reason| LogError::Timestamping { addr, reason })?;
-        let batch = Batch { first_seq, count, root, stamped_at_ms: now_ms(), ksi_signature };
+            client::sign(addr, &imprint, 0).map_err(|e| LogError::Timestamping {
+                addr,
+                reason: e.to_string(),
+            })?;
+        check_signature(&ksi_signature, &root)
+            .map_err(|reason| LogError::Timestamping { addr, reason })?;
+        let batch = Batch {
+            first_seq,
+            count,
+            root,
+            stamped_at_ms: now_ms(),
+            ksi_signature,
+        };
         self.store.put_batch(&batch, &hashes)?;
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).forget_below(first_seq + count);
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .forget_below(first_seq + count);
         Ok(batch)
     }
 
     fn stamp_succeeded(&self, through: u64) {
         // When the next unstamped record began to wait (read before taking the lock).
-        let next_wait = (self.committed.load(Ordering::Acquire) > through).then(|| self.logged_at_or_now(through));
+        let next_wait = (self.committed.load(Ordering::Acquire) > through)
+            .then(|| self.logged_at_or_now(through));
         let mut state = self.stamping.lock().unwrap_or_else(PoisonError::into_inner);
         // Read under the lock: the commit thread publishes `committed` before it takes the lock
         // to start the clock of a first unstamped record, so neither update is lost.
-        let unstamped = self.committed.load(Ordering::Acquire).saturating_sub(through);
-        self.metrics.unstamped_records.set(i64::try_from(unstamped).unwrap_or(i64::MAX));
+        let unstamped = self
+            .committed
+            .load(Ordering::Acquire)
+            .saturating_sub(through);
+        self.metrics
+            .unstamped_records
+            .set(i64::try_from(unstamped).unwrap_or(i64::MAX));
         if state.failing_since.is_some() {
             tracing::info!(dir = %self.config.dir.display(), "message log timestamping recovered");
         }
         state.failing_since = None;
         state.last_error = None;
         state.last_success = Some(SystemTime::now());
-        state.oldest_unstamped = if unstamped == 0 { None } else { Some(next_wait.unwrap_or_else(SystemTime::now)) };
+        state.oldest_unstamped = if unstamped == 0 {
+            None
+        } else {
+            Some(next_wait.unwrap_or_else(SystemTime::now))
+        };
     }
 
     fn stamp_failed(&self, error: &LogError) {
@@ -155,21 +189,34 @@ impl Shared {
     }
 
     fn logged_at_or_now(&self, seq: u64) -> SystemTime {
-        let logged = self.store.record(seq).ok().flatten().and_then(|bytes| Record::decode(&bytes).ok());
+        let logged = self
+            .store
+            .record(seq)
+            .ok()
+            .flatten()
+            .and_then(|bytes| Record::decode(&bytes).ok());
         logged
-            .and_then(|r| SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(r.logged_at_ms)))
+            .and_then(|r| {
+                SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(r.logged_at_ms))
+            })
             .unwrap_or_else(SystemTime::now)
     }
 }
 
 /// Checks that a KSI signature is internally consistent and covers `root`.
 pub(crate) fn check_signature(bytes: &[u8], root: &record::Hash) -> Result<(), String> {
-    let signature = Signature::decode(bytes).map_err(|e| format!("KSI signature does not decode: {e}"))?;
+    let signature =
+        Signature::decode(bytes).map_err(|e| format!("KSI signature does not decode: {e}"))?;
     let hash = Imprint::new(HashAlgorithm::Sha256, root).map_err(|e| format!("imprint: {e}"))?;
-    let context = Context { document_hash: Some(&hash), ..Context::default() };
+    let context = Context {
+        document_hash: Some(&hash),
+        ..Context::default()
+    };
     let verdict = verify::verify(&signature, Policy::Internal, &context);
     if verdict.outcome != Outcome::Ok {
-        return Err(format!("KSI signature does not verify for the batch root: {verdict}"));
+        return Err(format!(
+            "KSI signature does not verify for the batch root: {verdict}"
+        ));
     }
     Ok(())
 }
@@ -190,7 +237,10 @@ impl RecentHashes {
 
     /// Empty, to be continued at `next_seq` (records before it are read from the store).
     pub(crate) fn starting_at(next_seq: u64) -> Self {
-        RecentHashes { first_seq: next_seq, hashes: std::collections::VecDeque::new() }
+        RecentHashes {
+            first_seq: next_seq,
+            hashes: std::collections::VecDeque::new(),
+        }
     }
 
     /// Adds the hashes of the committed records `first_seq ..`.
@@ -212,7 +262,9 @@ impl RecentHashes {
 
     /// Drops the hashes of records below `seq` (stamped).
     fn forget_below(&mut self, seq: u64) {
-        let drop = seq.saturating_sub(self.first_seq).min(self.hashes.len() as u64);
+        let drop = seq
+            .saturating_sub(self.first_seq)
+            .min(self.hashes.len() as u64);
         self.hashes.drain(..drop as usize);
         self.first_seq += drop;
     }
@@ -226,7 +278,11 @@ mod tests {
     fn recent_hashes_serve_only_a_run_they_hold_whole() {
         let hash = |i: u64| [i as u8; 32];
         let mut recent = RecentHashes::starting_at(10);
-        assert_eq!(recent.get(0, 1), None, "records from before the start are read from the store");
+        assert_eq!(
+            recent.get(0, 1),
+            None,
+            "records from before the start are read from the store"
+        );
         recent.push(10, &[hash(10), hash(11), hash(12)]);
         assert_eq!(recent.get(10, 3), Some(vec![hash(10), hash(11), hash(12)]));
         assert_eq!(recent.get(11, 2), Some(vec![hash(11), hash(12)]));
@@ -248,7 +304,11 @@ mod tests {
         assert!(recent.get(0, 1).is_some());
         let seq = RecentHashes::CAPACITY as u64;
         recent.push(seq, &[[2; 32]]);
-        assert_eq!(recent.get(0, 1), None, "the oldest run is dropped, to be read from the store");
+        assert_eq!(
+            recent.get(0, 1),
+            None,
+            "the oldest run is dropped, to be read from the store"
+        );
         assert_eq!(recent.get(seq, 1), Some(vec![[2; 32]]));
     }
 }

@@ -26,7 +26,10 @@
 
 use std::path::{Path, PathBuf};
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
 
 use super::LogError;
 use backbone_hsm::batch::merkle;
@@ -51,8 +54,16 @@ pub const CF_CERTIFICATES: &str = "certificates";
 /// Column family of the log's own settings.
 pub const CF_META: &str = "meta";
 /// Every column family, for tools that open the directory themselves.
-pub const COLUMN_FAMILIES: [&str; 8] =
-    [CF_RECORDS, CF_BODIES, CF_SUBJECTS, CF_PROOFS, CF_BATCHES, CF_BATCH_HASHES, CF_CERTIFICATES, CF_META];
+pub const COLUMN_FAMILIES: [&str; 8] = [
+    CF_RECORDS,
+    CF_BODIES,
+    CF_SUBJECTS,
+    CF_PROOFS,
+    CF_BATCHES,
+    CF_BATCH_HASHES,
+    CF_CERTIFICATES,
+    CF_META,
+];
 
 const KEY_DATA_KEY: &[u8] = b"data_key";
 const KEY_STAMPED_THROUGH: &[u8] = b"stamped_through";
@@ -115,12 +126,16 @@ impl Store {
                 // then writes its table as it is (compressing it took the flush thread's time
                 // when the exchanges need the cores), and the compaction that merges it down
                 // has nothing to decompress. Level 0 holds a few memtables' worth.
-                family.set_compression_per_level(&[DBCompressionType::None, DBCompressionType::Lz4]);
+                family
+                    .set_compression_per_level(&[DBCompressionType::None, DBCompressionType::Lz4]);
             }
             ColumnFamilyDescriptor::new(name, family)
         });
         let db = DB::open_cf_descriptors(&options, dir, families).map_err(|e| storage(dir, e))?;
-        Ok(Store { db, dir: dir.to_owned() })
+        Ok(Store {
+            db,
+            dir: dir.to_owned(),
+        })
     }
 
     pub(crate) fn dir(&self) -> &Path {
@@ -130,18 +145,25 @@ impl Store {
     /// The next sequence number and the last record's hash ([`record::GENESIS`] when empty).
     pub(crate) fn head(&self) -> Result<(u64, Hash), LogError> {
         let mut last = self.db.iterator_cf(self.cf(CF_RECORDS)?, IteratorMode::End);
-        let Some(item) = last.next() else { return Ok((0, record::GENESIS)) };
+        let Some(item) = last.next() else {
+            return Ok((0, record::GENESIS));
+        };
         let (key, value) = item.map_err(|e| self.storage(e))?;
         let seq = seq_key(&key).ok_or_else(|| self.corrupt(0, "record key is not 8 bytes"))?;
         let decoded = Record::decode(&value).map_err(|e| self.corrupt(seq, e))?;
         if decoded.seq != seq {
-            return Err(self.corrupt(seq, format!("stored under key {seq} but holds seq {}", decoded.seq)));
+            return Err(self.corrupt(
+                seq,
+                format!("stored under key {seq} but holds seq {}", decoded.seq),
+            ));
         }
         Ok((seq.saturating_add(1), record::record_hash(&value)))
     }
 
     pub(crate) fn data_key(&self) -> Result<Option<Vec<u8>>, LogError> {
-        self.db.get_cf(self.cf(CF_META)?, KEY_DATA_KEY).map_err(|e| self.storage(e))
+        self.db
+            .get_cf(self.cf(CF_META)?, KEY_DATA_KEY)
+            .map_err(|e| self.storage(e))
     }
 
     pub(crate) fn put_data_key(&self, wrapped: &[u8]) -> Result<(), LogError> {
@@ -152,7 +174,11 @@ impl Store {
 
     /// Writes `rows` in one synced write.
     pub(crate) fn append(&self, rows: &[Row<'_>]) -> Result<(), LogError> {
-        let (records, bodies, subjects) = (self.cf(CF_RECORDS)?, self.cf(CF_BODIES)?, self.cf(CF_SUBJECTS)?);
+        let (records, bodies, subjects) = (
+            self.cf(CF_RECORDS)?,
+            self.cf(CF_BODIES)?,
+            self.cf(CF_SUBJECTS)?,
+        );
         let certificates = self.cf(CF_CERTIFICATES)?;
         let mut batch = WriteBatch::default();
         for row in rows {
@@ -170,16 +196,22 @@ impl Store {
     }
 
     pub(crate) fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
-        self.db.get_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))
+        self.db
+            .get_cf(self.cf(CF_RECORDS)?, seq.to_be_bytes())
+            .map_err(|e| self.storage(e))
     }
 
     /// The DER of the signer certificate whose SHA-256 is `hash`.
     pub(crate) fn certificate(&self, hash: &Hash) -> Result<Option<Vec<u8>>, LogError> {
-        self.db.get_cf(self.cf(CF_CERTIFICATES)?, hash).map_err(|e| self.storage(e))
+        self.db
+            .get_cf(self.cf(CF_CERTIFICATES)?, hash)
+            .map_err(|e| self.storage(e))
     }
 
     pub(crate) fn body(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {
-        self.db.get_cf(self.cf(CF_BODIES)?, seq.to_be_bytes()).map_err(|e| self.storage(e))
+        self.db
+            .get_cf(self.cf(CF_BODIES)?, seq.to_be_bytes())
+            .map_err(|e| self.storage(e))
     }
 
     /// The encoded records `from .. to`, in order.
@@ -189,7 +221,8 @@ impl Store {
         let mut out = Vec::new();
         for item in self.db.iterator_cf(self.cf(CF_RECORDS)?, mode) {
             let (key, value) = item.map_err(|e| self.storage(e))?;
-            let seq = seq_key(&key).ok_or_else(|| self.corrupt(from, "record key is not 8 bytes"))?;
+            let seq =
+                seq_key(&key).ok_or_else(|| self.corrupt(from, "record key is not 8 bytes"))?;
             if seq >= to {
                 break;
             }
@@ -200,23 +233,44 @@ impl Store {
 
     /// The record's proof and its batch, once stamped; `cache` keeps the last batch's tree, so
     /// that consecutive records of one batch build it once.
-    pub(crate) fn stamp(&self, seq: u64, cache: &mut ProofCache) -> Result<Option<(Batch, RecordProof)>, LogError> {
+    pub(crate) fn stamp(
+        &self,
+        seq: u64,
+        cache: &mut ProofCache,
+    ) -> Result<Option<(Batch, RecordProof)>, LogError> {
         if let Some((batch, tree)) = &cache.last
             && batch.covers(seq)
         {
             return Ok(Some((batch.clone(), proof_from(batch, tree, seq))));
         }
-        if let Some(bytes) = self.db.get_cf(self.cf(CF_PROOFS)?, seq.to_be_bytes()).map_err(|e| self.storage(e))? {
-            let proof = RecordProof::decode(&bytes).map_err(|e| self.corrupt(seq, format!("proof: {e}")))?;
-            let batch = self.batch(proof.batch)?.ok_or_else(|| self.corrupt(seq, "proof names a missing batch"))?;
+        if let Some(bytes) = self
+            .db
+            .get_cf(self.cf(CF_PROOFS)?, seq.to_be_bytes())
+            .map_err(|e| self.storage(e))?
+        {
+            let proof = RecordProof::decode(&bytes)
+                .map_err(|e| self.corrupt(seq, format!("proof: {e}")))?;
+            let batch = self
+                .batch(proof.batch)?
+                .ok_or_else(|| self.corrupt(seq, "proof names a missing batch"))?;
             return Ok(Some((batch, proof)));
         }
-        let Some(batch) = self.batches(seq, seq.saturating_add(1))?.into_iter().find(|b| b.covers(seq)) else {
+        let Some(batch) = self
+            .batches(seq, seq.saturating_add(1))?
+            .into_iter()
+            .find(|b| b.covers(seq))
+        else {
             return Ok(None);
         };
         let key = batch.first_seq.to_be_bytes();
-        let hashes = match self.db.get_cf(self.cf(CF_BATCH_HASHES)?, key).map_err(|e| self.storage(e))? {
-            Some(bytes) => decode_hashes(&bytes).ok_or_else(|| self.corrupt(seq, format!("batch {} record hashes", batch.first_seq)))?,
+        let hashes = match self
+            .db
+            .get_cf(self.cf(CF_BATCH_HASHES)?, key)
+            .map_err(|e| self.storage(e))?
+        {
+            Some(bytes) => decode_hashes(&bytes).ok_or_else(|| {
+                self.corrupt(seq, format!("batch {} record hashes", batch.first_seq))
+            })?,
             // Lost with the memtable in a crash (see `put_batch`): the records hold them.
             None => {
                 let hashes = self.record_hashes(batch.first_seq, batch.count)?;
@@ -225,11 +279,25 @@ impl Store {
             }
         };
         if hashes.len() as u64 != batch.count {
-            return Err(self.corrupt(seq, format!("batch {} holds {} record hashes for {} records", batch.first_seq, hashes.len(), batch.count)));
+            return Err(self.corrupt(
+                seq,
+                format!(
+                    "batch {} holds {} record hashes for {} records",
+                    batch.first_seq,
+                    hashes.len(),
+                    batch.count
+                ),
+            ));
         }
         let tree = merkle::Tree::new(hashes.iter().map(|h| merkle::leaf_hash(h)).collect());
         if tree.root() != batch.root {
-            return Err(self.corrupt(seq, format!("batch {}: its record hashes do not lead to its root", batch.first_seq)));
+            return Err(self.corrupt(
+                seq,
+                format!(
+                    "batch {}: its record hashes do not lead to its root",
+                    batch.first_seq
+                ),
+            ));
         }
         let proof = proof_from(&batch, &tree, seq);
         cache.last = Some((batch.clone(), tree));
@@ -238,10 +306,16 @@ impl Store {
 
     pub(crate) fn batch(&self, first_seq: u64) -> Result<Option<Batch>, LogError> {
         let key = first_seq.to_be_bytes();
-        let Some(bytes) = self.db.get_cf(self.cf(CF_BATCHES)?, key).map_err(|e| self.storage(e))? else {
+        let Some(bytes) = self
+            .db
+            .get_cf(self.cf(CF_BATCHES)?, key)
+            .map_err(|e| self.storage(e))?
+        else {
             return Ok(None);
         };
-        Batch::decode(&bytes).map(Some).map_err(|e| self.corrupt(first_seq, format!("batch: {e}")))
+        Batch::decode(&bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(first_seq, format!("batch: {e}")))
     }
 
     /// The batches that cover any record in `from .. to`, in order.
@@ -249,17 +323,29 @@ impl Store {
         let mut out = Vec::new();
         // The batch covering `from` starts at or before it: step back to the last one that does.
         let start = from.to_be_bytes();
-        let back = self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::From(&start, Direction::Reverse));
-        let forward = self.db.iterator_cf(self.cf(CF_BATCHES)?, IteratorMode::From(&start, Direction::Forward));
+        let back = self.db.iterator_cf(
+            self.cf(CF_BATCHES)?,
+            IteratorMode::From(&start, Direction::Reverse),
+        );
+        let forward = self.db.iterator_cf(
+            self.cf(CF_BATCHES)?,
+            IteratorMode::From(&start, Direction::Forward),
+        );
         for item in back.take(1).chain(forward) {
             let (key, value) = item.map_err(|e| self.storage(e))?;
-            let first = seq_key(&key).ok_or_else(|| self.corrupt(from, "batch key is not 8 bytes"))?;
+            let first =
+                seq_key(&key).ok_or_else(|| self.corrupt(from, "batch key is not 8 bytes"))?;
             if first >= to {
                 break;
             }
-            let batch = Batch::decode(&value).map_err(|e| self.corrupt(first, format!("batch: {e}")))?;
+            let batch =
+                Batch::decode(&value).map_err(|e| self.corrupt(first, format!("batch: {e}")))?;
             let end = batch.first_seq.saturating_add(batch.count);
-            if end > from && out.last().is_none_or(|b: &Batch| b.first_seq != batch.first_seq) {
+            if end > from
+                && out
+                    .last()
+                    .is_none_or(|b: &Batch| b.first_seq != batch.first_seq)
+            {
                 out.push(batch);
             }
         }
@@ -267,9 +353,15 @@ impl Store {
     }
 
     pub(crate) fn stamped_through(&self) -> Result<u64, LogError> {
-        match self.db.get_cf(self.cf(CF_META)?, KEY_STAMPED_THROUGH).map_err(|e| self.storage(e))? {
+        match self
+            .db
+            .get_cf(self.cf(CF_META)?, KEY_STAMPED_THROUGH)
+            .map_err(|e| self.storage(e))?
+        {
             None => Ok(0),
-            Some(bytes) => seq_key(&bytes).ok_or_else(|| self.corrupt(0, "stamped_through is not 8 bytes")),
+            Some(bytes) => {
+                seq_key(&bytes).ok_or_else(|| self.corrupt(0, "stamped_through is not 8 bytes"))
+            }
         }
     }
 
@@ -286,21 +378,40 @@ impl Store {
     pub(crate) fn put_batch(&self, batch: &Batch, record_hashes: &[Hash]) -> Result<(), LogError> {
         self.put_batch_hashes(batch.first_seq, record_hashes)?;
         let mut write = WriteBatch::default();
-        write.put_cf(self.cf(CF_BATCHES)?, batch.first_seq.to_be_bytes(), batch.encode());
+        write.put_cf(
+            self.cf(CF_BATCHES)?,
+            batch.first_seq.to_be_bytes(),
+            batch.encode(),
+        );
         let through = batch.first_seq.saturating_add(batch.count);
-        write.put_cf(self.cf(CF_META)?, KEY_STAMPED_THROUGH, through.to_be_bytes());
+        write.put_cf(
+            self.cf(CF_META)?,
+            KEY_STAMPED_THROUGH,
+            through.to_be_bytes(),
+        );
         self.write(write)
     }
 
     /// Sequence numbers of request records about `subject`, newest first, after skipping
     /// `offset`, at most `limit`.
-    pub(crate) fn by_subject(&self, subject: &str, offset: usize, limit: usize) -> Result<Vec<u64>, LogError> {
+    pub(crate) fn by_subject(
+        &self,
+        subject: &str,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<u64>, LogError> {
         let prefix = subject_prefix(subject);
         let mode = IteratorMode::From(&prefix, Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_SUBJECTS)?, mode).skip(offset) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_SUBJECTS)?, mode)
+            .skip(offset)
+        {
             let (key, _) = item.map_err(|e| self.storage(e))?;
-            let Some(inverted) = key.strip_prefix(prefix.as_slice()) else { break };
+            let Some(inverted) = key.strip_prefix(prefix.as_slice()) else {
+                break;
+            };
             let inverted = seq_key(inverted).ok_or_else(|| self.corrupt(0, "subject index key"))?;
             if out.len() >= limit {
                 break;
@@ -314,7 +425,14 @@ impl Store {
         let mut options = WriteOptions::default();
         options.disable_wal(true);
         let cf = self.cf(CF_BATCH_HASHES)?;
-        self.db.put_cf_opt(cf, first_seq.to_be_bytes(), record_hashes.as_flattened(), &options).map_err(|e| self.storage(e))
+        self.db
+            .put_cf_opt(
+                cf,
+                first_seq.to_be_bytes(),
+                record_hashes.as_flattened(),
+                &options,
+            )
+            .map_err(|e| self.storage(e))
     }
 
     /// The hashes of records `first_seq .. first_seq + count`, read back from the records.
@@ -336,7 +454,9 @@ impl Store {
     fn write(&self, batch: WriteBatch) -> Result<(), LogError> {
         let mut options = WriteOptions::default();
         options.set_sync(true);
-        self.db.write_opt(batch, &options).map_err(|e| self.storage(e))
+        self.db
+            .write_opt(batch, &options)
+            .map_err(|e| self.storage(e))
     }
 
     fn cf(&self, name: &'static str) -> Result<&ColumnFamily, LogError> {
@@ -351,12 +471,18 @@ impl Store {
     }
 
     fn corrupt(&self, seq: u64, reason: impl ToString) -> LogError {
-        LogError::Corrupt { seq, reason: reason.to_string() }
+        LogError::Corrupt {
+            seq,
+            reason: reason.to_string(),
+        }
     }
 }
 
 fn storage(dir: &Path, error: rocksdb::Error) -> LogError {
-    LogError::Storage { dir: dir.to_owned(), reason: error.into_string() }
+    LogError::Storage {
+        dir: dir.to_owned(),
+        reason: error.into_string(),
+    }
 }
 
 /// The last batch whose tree [`Store::stamp`] built.
@@ -368,8 +494,16 @@ pub(crate) struct ProofCache {
 /// `seq`'s proof in `batch`, whose tree is `tree` (`batch` covers `seq`).
 fn proof_from(batch: &Batch, tree: &merkle::Tree, seq: u64) -> RecordProof {
     let leaf_index = seq - batch.first_seq;
-    let path = usize::try_from(leaf_index).ok().and_then(|i| tree.audit_path(i)).unwrap_or_default();
-    RecordProof { batch: batch.first_seq, leaf_index, batch_count: batch.count, path }
+    let path = usize::try_from(leaf_index)
+        .ok()
+        .and_then(|i| tree.audit_path(i))
+        .unwrap_or_default();
+    RecordProof {
+        batch: batch.first_seq,
+        leaf_index,
+        batch_count: batch.count,
+        path,
+    }
 }
 
 fn decode_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {

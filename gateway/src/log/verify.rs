@@ -123,8 +123,14 @@ pub enum VerifyError {
 pub fn verify(bundle: &Bundle, expected_prev: Option<Hash>) -> Result<Report, VerifyError> {
     let batches: HashMap<u64, &Batch> = bundle.batches.iter().map(|b| (b.first_seq, b)).collect();
     let mut checked_batches: HashSet<u64> = HashSet::new();
-    let mut report =
-        Report { first_seq: None, records: 0, stamped: 0, unstamped: Vec::new(), batches: 0, last_hash: None };
+    let mut report = Report {
+        first_seq: None,
+        records: 0,
+        stamped: 0,
+        unstamped: Vec::new(),
+        batches: 0,
+        last_hash: None,
+    };
     let mut previous: Option<(u64, Hash)> = None;
     for (position, audit) in bundle.records.iter().enumerate() {
         let record = Record::decode(&audit.encoded).map_err(|source| VerifyError::Malformed {
@@ -147,20 +153,29 @@ pub fn verify(bundle: &Bundle, expected_prev: Option<Hash>) -> Result<Report, Ve
         if let Some(expected) = link
             && record.prev_hash != expected
         {
-            return Err(VerifyError::BrokenLink { seq, expected: hex(&expected), found: hex(&record.prev_hash) });
+            return Err(VerifyError::BrokenLink {
+                seq,
+                expected: hex(&expected),
+                found: hex(&record.prev_hash),
+            });
         }
         let hash = record::record_hash(&audit.encoded);
         match &audit.proof {
             None => report.unstamped.push(seq),
             Some(proof) => {
-                let batch = *batches.get(&proof.batch).ok_or(VerifyError::MissingBatch { seq, batch: proof.batch })?;
+                let batch = *batches.get(&proof.batch).ok_or(VerifyError::MissingBatch {
+                    seq,
+                    batch: proof.batch,
+                })?;
                 check_proof(seq, &hash, proof, batch)?;
                 if checked_batches.insert(batch.first_seq) {
                     let end = batch.first_seq.saturating_add(batch.count);
-                    check_signature(&batch.ksi_signature, &batch.root).map_err(|reason| VerifyError::BadTimestamp {
-                        batch: batch.first_seq,
-                        end,
-                        reason,
+                    check_signature(&batch.ksi_signature, &batch.root).map_err(|reason| {
+                        VerifyError::BadTimestamp {
+                            batch: batch.first_seq,
+                            end,
+                            reason,
+                        }
                     })?;
                     report.batches += 1;
                 }
@@ -175,8 +190,17 @@ pub fn verify(bundle: &Bundle, expected_prev: Option<Hash>) -> Result<Report, Ve
     Ok(report)
 }
 
-fn check_proof(seq: u64, hash: &Hash, proof: &RecordProof, batch: &Batch) -> Result<(), VerifyError> {
-    let bad = |reason| VerifyError::BadProof { seq, batch: batch.first_seq, reason };
+fn check_proof(
+    seq: u64,
+    hash: &Hash,
+    proof: &RecordProof,
+    batch: &Batch,
+) -> Result<(), VerifyError> {
+    let bad = |reason| VerifyError::BadProof {
+        seq,
+        batch: batch.first_seq,
+        reason,
+    };
     if !batch.covers(seq) {
         return Err(bad("the batch does not cover this record"));
     }
@@ -185,7 +209,9 @@ fn check_proof(seq: u64, hash: &Hash, proof: &RecordProof, batch: &Batch) -> Res
     }
     match proof.root(hash) {
         Some(root) if root == batch.root => Ok(()),
-        Some(_) => Err(bad("the recomputed root differs (the record or its proof was changed)")),
+        Some(_) => Err(bad(
+            "the recomputed root differs (the record or its proof was changed)",
+        )),
         None => Err(bad("the audit path has the wrong length")),
     }
 }

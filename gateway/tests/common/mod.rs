@@ -3,7 +3,13 @@
 //! SoftHSM2 token, its own gateway and message log, and a real HTTP service behind the hospital's
 //! gateway. Everything talks over real sockets on 127.0.0.1, gateways over pinned TLS 1.3.
 // Test fixture: failing loudly is the point.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 #[path = "../../../hsm/tests/common/softhsm.rs"]
 pub mod softhsm;
@@ -74,7 +80,11 @@ pub struct Backbone {
 /// A free TCP port on 127.0.0.1 (the configuration must name each gateway's address before
 /// the gateway starts).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Starts the timestamping service with software keys (its keys are not under test here).
@@ -84,13 +94,28 @@ pub async fn timestamping(dir: &std::path::Path) -> (SocketAddr, ts_service::Run
     keys.generate("timestamping", KeyType::EcP256).unwrap();
     let ca = keys.signer("timestamping-ca", None).unwrap();
     let key = keys.signer("timestamping", None).unwrap();
-    let (_, certificate) = issue_certificates(ca.as_ref(), key.as_ref(), SystemTime::now() - Duration::from_secs(3600), 365).unwrap();
+    let (_, certificate) = issue_certificates(
+        ca.as_ref(),
+        key.as_ref(),
+        SystemTime::now() - Duration::from_secs(3600),
+        365,
+    )
+    .unwrap();
     let signer = CalendarSigner::new(key, &certificate).unwrap();
     let store: Box<dyn CalendarStore> = Box::new(RocksStore::open(dir.join("calendar")).unwrap());
     let calendar = Calendar::open(store).unwrap();
-    let config = ts_service::Config { publication_interval: 3600, ..ts_service::Config::default() };
+    let config = ts_service::Config {
+        publication_interval: 3600,
+        ..ts_service::Config::default()
+    };
     let running = ts_service::spawn(calendar, signer, config).unwrap();
-    let app = ts_http::router(running.handle.clone(), PduAuth { login_id: "anon".into(), key: b"k".to_vec() });
+    let app = ts_http::router(
+        running.handle.clone(),
+        PduAuth {
+            login_id: "anon".into(),
+            key: b"k".to_vec(),
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -102,8 +127,18 @@ pub async fn timestamping(dir: &std::path::Path) -> (SocketAddr, ts_service::Run
 pub async fn echo_service() -> SocketAddr {
     use axum::body::Bytes;
     use axum::http::{HeaderMap, Method, Uri};
-    async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> ([(String, String); 2], String) {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    async fn echo(
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> ([(String, String); 2], String) {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let seen = serde_json::json!({
             "method": method.as_str(),
             "path": uri.path(),
@@ -116,8 +151,21 @@ pub async fn echo_service() -> SocketAddr {
             "traceparent": header("traceparent"),
             "body": String::from_utf8_lossy(&body),
         });
-        let status = if uri.path().ends_with("/missing") { "404" } else { "200" };
-        ([("content-type".to_owned(), "application/fhir+json".to_owned()), ("x-echo-status".to_owned(), status.to_owned())], seen.to_string())
+        let status = if uri.path().ends_with("/missing") {
+            "404"
+        } else {
+            "200"
+        };
+        (
+            [
+                (
+                    "content-type".to_owned(),
+                    "application/fhir+json".to_owned(),
+                ),
+                ("x-echo-status".to_owned(), status.to_owned()),
+            ],
+            seen.to_string(),
+        )
     }
     let app = axum::Router::new().fallback(echo);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -128,7 +176,8 @@ pub async fn echo_service() -> SocketAddr {
 
 fn agency_keys(name: &str) -> Arc<dyn KeyStore> {
     let token = softhsm::token(name);
-    let keys = backbone_hsm::config::open(&Config::Pkcs11(token.config.clone()), Some(token.pin())).unwrap();
+    let keys = backbone_hsm::config::open(&Config::Pkcs11(token.config.clone()), Some(token.pin()))
+        .unwrap();
     keys.generate("gateway-tls", KeyType::EcP256).unwrap();
     keys.generate("member-signing", KeyType::EcP256).unwrap();
     keys.generate_wrapping_key("log-data-key").unwrap();
@@ -149,19 +198,59 @@ impl Backbone {
         let instance = InstanceId::new("EE").unwrap();
         let now = SystemTime::now();
         let registry = Arc::new(
-            Registry::create(Arc::new(MemoryStore::new()), instance.clone(), registry_keys.signer("ca", None).unwrap(), conf_signer.clone(), "init", now)
-                .unwrap(),
+            Registry::create(
+                Arc::new(MemoryStore::new()),
+                instance.clone(),
+                registry_keys.signer("ca", None).unwrap(),
+                conf_signer.clone(),
+                "init",
+                now,
+            )
+            .unwrap(),
         );
-        let anchor = Anchor::new(instance, conf_signer.algorithm(), conf_signer.public_key().clone(), vec!["http://127.0.0.1:1/globalconf".into()]).unwrap();
+        let anchor = Anchor::new(
+            instance,
+            conf_signer.algorithm(),
+            conf_signer.public_key().clone(),
+            vec!["http://127.0.0.1:1/globalconf".into()],
+        )
+        .unwrap();
 
-        registry.add_member_class("init", now, "GOV".parse().unwrap(), "government agencies").unwrap();
-        registry.add_member_class("init", now, "COM".parse().unwrap(), "companies").unwrap();
-        registry.add_member("init", now, HOSPITAL.parse().unwrap(), "North Estonia Medical Centre").unwrap();
-        registry.add_member("init", now, PHARMACY.parse().unwrap(), "Town Pharmacy").unwrap();
-        registry.add_subsystem("init", now, EHR.parse().unwrap()).unwrap();
-        registry.add_subsystem("init", now, DISPENSING.parse().unwrap()).unwrap();
-        registry.add_service("init", now, PATIENTS.parse().unwrap(), "patient records", true).unwrap();
-        registry.add_service("init", now, PING.parse().unwrap(), "liveness", false).unwrap();
+        registry
+            .add_member_class("init", now, "GOV".parse().unwrap(), "government agencies")
+            .unwrap();
+        registry
+            .add_member_class("init", now, "COM".parse().unwrap(), "companies")
+            .unwrap();
+        registry
+            .add_member(
+                "init",
+                now,
+                HOSPITAL.parse().unwrap(),
+                "North Estonia Medical Centre",
+            )
+            .unwrap();
+        registry
+            .add_member("init", now, PHARMACY.parse().unwrap(), "Town Pharmacy")
+            .unwrap();
+        registry
+            .add_subsystem("init", now, EHR.parse().unwrap())
+            .unwrap();
+        registry
+            .add_subsystem("init", now, DISPENSING.parse().unwrap())
+            .unwrap();
+        registry
+            .add_service(
+                "init",
+                now,
+                PATIENTS.parse().unwrap(),
+                "patient records",
+                true,
+            )
+            .unwrap();
+        registry
+            .add_service("init", now, PING.parse().unwrap(), "liveness", false)
+            .unwrap();
 
         let mut agencies = Vec::new();
         for (member, name) in [(HOSPITAL, "hospital"), (PHARMACY, "pharmacy")] {
@@ -170,12 +259,37 @@ impl Backbone {
             let signing_key = keys.signer("member-signing", None).unwrap();
             let peer_port = free_port();
             let gateway_id = format!("{member}/gw1");
-            registry.add_gateway("init", now, gateway_id.parse().unwrap(), &format!("127.0.0.1:{peer_port}")).unwrap();
-            let subject = Subject { common_name: gateway_id.clone(), ..Subject::default() };
-            registry.issue_tls_certificate("init", now, &gateway_id.parse().unwrap(), csr_pem(tls.as_ref(), &subject).unwrap().as_bytes()).unwrap();
-            let subject = Subject { common_name: member.into(), ..Subject::default() };
             registry
-                .issue_signing_certificate("init", now, &member.parse().unwrap(), csr_pem(signing_key.as_ref(), &subject).unwrap().as_bytes())
+                .add_gateway(
+                    "init",
+                    now,
+                    gateway_id.parse().unwrap(),
+                    &format!("127.0.0.1:{peer_port}"),
+                )
+                .unwrap();
+            let subject = Subject {
+                common_name: gateway_id.clone(),
+                ..Subject::default()
+            };
+            registry
+                .issue_tls_certificate(
+                    "init",
+                    now,
+                    &gateway_id.parse().unwrap(),
+                    csr_pem(tls.as_ref(), &subject).unwrap().as_bytes(),
+                )
+                .unwrap();
+            let subject = Subject {
+                common_name: member.into(),
+                ..Subject::default()
+            };
+            registry
+                .issue_signing_certificate(
+                    "init",
+                    now,
+                    &member.parse().unwrap(),
+                    csr_pem(signing_key.as_ref(), &subject).unwrap().as_bytes(),
+                )
                 .unwrap();
             let signing = Arc::new(BatchSigner::new(signing_key, BatchConfig::default()).unwrap());
             let agency_dir = dir.path().join(name);
@@ -190,11 +304,30 @@ impl Backbone {
             };
             let log = Arc::new(MessageLog::open(log_config, wrapper).unwrap());
             log.spawn_stamper();
-            agencies.push(Agency { gateway_id, keys, tls, signing, conf, log, gateway: None, peer_port, dir: agency_dir });
+            agencies.push(Agency {
+                gateway_id,
+                keys,
+                tls,
+                signing,
+                conf,
+                log,
+                gateway: None,
+                peer_port,
+                dir: agency_dir,
+            });
         }
         let pharmacy = agencies.pop().unwrap();
         let hospital = agencies.pop().unwrap();
-        let backbone = Backbone { registry, anchor, hospital, pharmacy, timestamping, service, _ts: ts, dir };
+        let backbone = Backbone {
+            registry,
+            anchor,
+            hospital,
+            pharmacy,
+            timestamping,
+            service,
+            _ts: ts,
+            dir,
+        };
         backbone.publish(validity);
         backbone
     }
@@ -219,7 +352,13 @@ impl Backbone {
     pub async fn start_gateways_tuned(&mut self, tune: impl Fn(&str, &mut GatewayConfig)) {
         let service = self.service;
         for (agency, services) in [
-            (&mut self.hospital, BTreeMap::from([(PATIENTS.to_owned(), format!("http://{service}/fhir")), (PING.to_owned(), format!("http://{service}/ping"))])),
+            (
+                &mut self.hospital,
+                BTreeMap::from([
+                    (PATIENTS.to_owned(), format!("http://{service}/fhir")),
+                    (PING.to_owned(), format!("http://{service}/ping")),
+                ]),
+            ),
             (&mut self.pharmacy, BTreeMap::new()),
         ] {
             let mut config = GatewayConfig::new(
@@ -230,22 +369,55 @@ impl Backbone {
             );
             config.services = services;
             config.timeout = Duration::from_secs(10);
-            tune(if agency.dir.ends_with("hospital") { "hospital" } else { "pharmacy" }, &mut config);
+            tune(
+                if agency.dir.ends_with("hospital") {
+                    "hospital"
+                } else {
+                    "pharmacy"
+                },
+                &mut config,
+            );
             let trust = Trust::new(Arc::clone(&agency.conf), agency.gateway_id.parse().unwrap());
-            let keys = GatewayKeys { tls: Arc::clone(&agency.tls), signing: Arc::clone(&agency.signing) };
-            let running = RunningGateway::start(config, trust, keys, Arc::clone(&agency.log), prometheus::Registry::new()).await.unwrap();
+            let keys = GatewayKeys {
+                tls: Arc::clone(&agency.tls),
+                signing: Arc::clone(&agency.signing),
+            };
+            let running = RunningGateway::start(
+                config,
+                trust,
+                keys,
+                Arc::clone(&agency.log),
+                prometheus::Registry::new(),
+            )
+            .await
+            .unwrap();
             agency.gateway = Some(running);
         }
     }
 
     /// Grants `client` `method path` on `service` at the hospital.
     pub fn grant(&self, service: &str, client: &str, method: &str, path: &str) {
-        let grant = Grant::new(service.parse().unwrap(), Grantee::Client(client.parse().unwrap()), method, path).unwrap();
-        self.hospital.gateway.as_ref().unwrap().rights().grant(grant).unwrap();
+        let grant = Grant::new(
+            service.parse().unwrap(),
+            Grantee::Client(client.parse().unwrap()),
+            method,
+            path,
+        )
+        .unwrap();
+        self.hospital
+            .gateway
+            .as_ref()
+            .unwrap()
+            .rights()
+            .grant(grant)
+            .unwrap();
     }
 
     /// The pharmacy gateway's client interface.
     pub fn pharmacy_url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.pharmacy.gateway.as_ref().unwrap().client_addr())
+        format!(
+            "http://{}{path}",
+            self.pharmacy.gateway.as_ref().unwrap().client_addr()
+        )
     }
 }

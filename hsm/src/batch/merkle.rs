@@ -14,12 +14,21 @@ pub const MAX_PATH_LEN: usize = 64;
 
 /// The hash of a leaf: `SHA-256(0x00 || input)`.
 pub fn leaf_hash(input: &[u8]) -> Hash {
-    Sha256::new().chain_update([0x00]).chain_update(input).finalize().into()
+    Sha256::new()
+        .chain_update([0x00])
+        .chain_update(input)
+        .finalize()
+        .into()
 }
 
 /// The hash of an interior node: `SHA-256(0x01 || left || right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
-    Sha256::new().chain_update([0x01]).chain_update(left).chain_update(right).finalize().into()
+    Sha256::new()
+        .chain_update([0x01])
+        .chain_update(left)
+        .chain_update(right)
+        .finalize()
+        .into()
 }
 
 /// A complete tree over a list of leaf hashes, kept level by level so that audit paths are copies.
@@ -41,7 +50,10 @@ impl Tree {
         let mut levels = vec![leaves];
         while let Some(level) = levels.last().filter(|level| level.len() > 1) {
             let (pairs, odd) = level.as_chunks::<2>();
-            let up = pairs.iter().map(|[left, right]| node_hash(left, right)).chain(odd.first().copied());
+            let up = pairs
+                .iter()
+                .map(|[left, right]| node_hash(left, right))
+                .chain(odd.first().copied());
             levels.push(up.collect());
         }
         Tree { levels }

@@ -85,7 +85,15 @@ impl BatchSignature {
         path: Vec<Hash>,
         signature: Vec<u8>,
     ) -> Self {
-        BatchSignature { algorithm, leaf_index, tree_size, mask, root, path, signature }
+        BatchSignature {
+            algorithm,
+            leaf_index,
+            tree_size,
+            mask,
+            root,
+            path,
+            signature,
+        }
     }
 
     /// Checks that `message` is in the batch and that `key` signed the batch root.
@@ -119,7 +127,8 @@ impl BatchSignature {
             return Err(self.bad("the key type does not match the algorithm"));
         }
         let tbs = to_be_signed(self.tree_size, &self.root);
-        key.verify(self.algorithm, &tbs, &self.signature).map_err(|_| self.bad(ROOT_SIGNATURE_MISMATCH))
+        key.verify(self.algorithm, &tbs, &self.signature)
+            .map_err(|_| self.bad(ROOT_SIGNATURE_MISMATCH))
     }
 
     /// The algorithm of the root signature.
@@ -159,7 +168,8 @@ impl BatchSignature {
 
     /// The version 1 encoding.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FIXED_LEN + self.path.len() * 32 + 2 + self.signature.len());
+        let mut out =
+            Vec::with_capacity(FIXED_LEN + self.path.len() * 32 + 2 + self.signature.len());
         out.push(FORMAT_VERSION);
         out.push(self.algorithm.code());
         out.extend_from_slice(&self.leaf_index.to_be_bytes());
@@ -188,7 +198,10 @@ impl BatchSignature {
         let mut r = Reader(bytes);
         let version = r.u8("version")?;
         if version != FORMAT_VERSION {
-            return Err(Error::decode(WHAT, format!("version {version} is not supported (only {FORMAT_VERSION})")));
+            return Err(Error::decode(
+                WHAT,
+                format!("version {version} is not supported (only {FORMAT_VERSION})"),
+            ));
         }
         let code = r.u8("algorithm")?;
         let algorithm = SignatureAlgorithm::from_code(code)
@@ -199,12 +212,17 @@ impl BatchSignature {
         let root = r.hash("root")?;
         let path_len = usize::from(r.u8("path length")?);
         let expected = merkle::path_len(leaf_index, tree_size).ok_or_else(|| {
-            Error::decode(WHAT, format!("leaf index {leaf_index} is not below the tree size {tree_size}"))
+            Error::decode(
+                WHAT,
+                format!("leaf index {leaf_index} is not below the tree size {tree_size}"),
+            )
         })?;
         if path_len != expected {
             return Err(Error::decode(
                 WHAT,
-                format!("path of {path_len} hashes, but leaf {leaf_index} of {tree_size} needs {expected}"),
+                format!(
+                    "path of {path_len} hashes, but leaf {leaf_index} of {tree_size} needs {expected}"
+                ),
             ));
         }
         // `expected` is at most MAX_PATH_LEN, and `take` checks the bytes are there before the
@@ -222,11 +240,22 @@ impl BatchSignature {
         if !r.0.is_empty() {
             return Err(Error::decode(WHAT, format!("{} trailing bytes", r.0.len())));
         }
-        Ok(BatchSignature { algorithm, leaf_index, tree_size, mask, root, path, signature })
+        Ok(BatchSignature {
+            algorithm,
+            leaf_index,
+            tree_size,
+            mask,
+            root,
+            path,
+            signature,
+        })
     }
 
     fn bad(&self, reason: &'static str) -> Error {
-        Error::BadSignature { algorithm: self.algorithm.to_string(), reason }
+        Error::BadSignature {
+            algorithm: self.algorithm.to_string(),
+            reason,
+        }
     }
 }
 
@@ -238,7 +267,10 @@ impl<'a> Reader<'a> {
         let Some((taken, rest)) = self.0.split_at_checked(len) else {
             return Err(Error::decode(
                 WHAT,
-                format!("truncated in the {field}: {len} bytes needed, {} left", self.0.len()),
+                format!(
+                    "truncated in the {field}: {len} bytes needed, {} left",
+                    self.0.len()
+                ),
             ));
         };
         self.0 = rest;
@@ -247,7 +279,9 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self, field: &str) -> Result<[u8; N], Error> {
         let bytes = self.take(N, field)?;
-        bytes.try_into().map_err(|_| Error::Unreachable("take returned a slice of another length"))
+        bytes
+            .try_into()
+            .map_err(|_| Error::Unreachable("take returned a slice of another length"))
     }
 
     fn u8(&mut self, field: &str) -> Result<u8, Error> {
@@ -273,7 +307,15 @@ mod tests {
 
     fn sample() -> BatchSignature {
         let path = vec![[7; 32]; merkle::path_len(5, 13).unwrap()];
-        BatchSignature::new(SignatureAlgorithm::Ed25519, 5, 13, [1; 32], [2; 32], path, vec![9; 64])
+        BatchSignature::new(
+            SignatureAlgorithm::Ed25519,
+            5,
+            13,
+            [1; 32],
+            [2; 32],
+            path,
+            vec![9; 64],
+        )
     }
 
     #[test]
@@ -288,11 +330,20 @@ mod tests {
     fn every_truncation_and_extension_is_refused() {
         let bytes = sample().to_bytes();
         for len in 0..bytes.len() {
-            assert!(matches!(BatchSignature::from_bytes(&bytes[..len]), Err(Error::Decode { .. })), "{len}");
+            assert!(
+                matches!(
+                    BatchSignature::from_bytes(&bytes[..len]),
+                    Err(Error::Decode { .. })
+                ),
+                "{len}"
+            );
         }
         let mut long = bytes.clone();
         long.push(0);
-        assert!(matches!(BatchSignature::from_bytes(&long), Err(Error::Decode { .. })));
+        assert!(matches!(
+            BatchSignature::from_bytes(&long),
+            Err(Error::Decode { .. })
+        ));
     }
 
     #[test]
@@ -307,11 +358,20 @@ mod tests {
         assert!(with(1, &[0]).is_err(), "algorithm");
         assert!(with(2, &13u64.to_be_bytes()).is_err(), "index = size");
         assert!(with(10, &0u64.to_be_bytes()).is_err(), "size 0");
-        assert!(with(10, &1000u64.to_be_bytes()).is_err(), "path too short for the size");
+        assert!(
+            with(10, &1000u64.to_be_bytes()).is_err(),
+            "path too short for the size"
+        );
         assert!(with(82, &[5]).is_err(), "path length");
         let sig_len_at = FIXED_LEN + 4 * 32;
-        assert!(with(sig_len_at, &0u16.to_be_bytes()).is_err(), "empty signature");
-        assert!(with(sig_len_at, &u16::MAX.to_be_bytes()).is_err(), "huge signature");
+        assert!(
+            with(sig_len_at, &0u16.to_be_bytes()).is_err(),
+            "empty signature"
+        );
+        assert!(
+            with(sig_len_at, &u16::MAX.to_be_bytes()).is_err(),
+            "huge signature"
+        );
     }
 
     /// What the fuzz target checks, on mutations of a valid encoding: no panic, and whatever

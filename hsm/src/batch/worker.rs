@@ -99,7 +99,11 @@ impl Worker {
             Ok(Job::Sign(request)) => batch.push(request),
             Ok(Job::Stop) | Err(_) => return (batch, true),
         }
-        let linger = if busy { self.max_linger } else { Duration::ZERO };
+        let linger = if busy {
+            self.max_linger
+        } else {
+            Duration::ZERO
+        };
         let deadline = Instant::now() + linger;
         loop {
             while batch.len() < self.max_batch {
@@ -146,20 +150,42 @@ impl Worker {
         let mut seed_block = [0; 64];
         let (context, seed) = seed_block.split_at_mut(32);
         context.copy_from_slice(MASK_CONTEXT);
-        self.rng.fill(seed).map_err(|e| Error::crypto("batch mask seed", e))?;
+        self.rng
+            .fill(seed)
+            .map_err(|e| Error::crypto("batch mask seed", e))?;
         let seeded = Sha256::new().chain_update(seed_block);
-        let masks: Vec<Hash> =
-            (0..batch.len() as u64).map(|i| seeded.clone().chain_update(i.to_be_bytes()).finalize().into()).collect();
-        let leaves = masks.iter().zip(batch).map(|(mask, request)| signature::message_leaf(mask, &request.digest));
+        let masks: Vec<Hash> = (0..batch.len() as u64)
+            .map(|i| {
+                seeded
+                    .clone()
+                    .chain_update(i.to_be_bytes())
+                    .finalize()
+                    .into()
+            })
+            .collect();
+        let leaves = masks
+            .iter()
+            .zip(batch)
+            .map(|(mask, request)| signature::message_leaf(mask, &request.digest));
         let tree = Tree::new(leaves.collect());
-        let signature = self.signer.sign(&signature::to_be_signed(batch.len() as u64, &tree.root()))?;
+        let signature = self
+            .signer
+            .sign(&signature::to_be_signed(batch.len() as u64, &tree.root()))?;
         if signature.is_empty() || signature.len() > MAX_SIGNATURE_LEN {
             return Err(Error::decode(
                 "batch root signature from the key store",
-                format!("{} bytes (expected 1 to {MAX_SIGNATURE_LEN})", signature.len()),
+                format!(
+                    "{} bytes (expected 1 to {MAX_SIGNATURE_LEN})",
+                    signature.len()
+                ),
             ));
         }
-        Ok(SignedBatch { algorithm: self.signer.algorithm(), tree, masks, signature })
+        Ok(SignedBatch {
+            algorithm: self.signer.algorithm(),
+            tree,
+            masks,
+            signature,
+        })
     }
 }
 
@@ -168,7 +194,9 @@ impl Worker {
 impl SignedBatch {
     /// The proof of leaf `index`.
     pub(super) fn proof(&self, index: usize) -> Result<BatchSignature, Error> {
-        let (Some(path), Some(mask)) = (self.tree.audit_path(index), self.masks.get(index).copied()) else {
+        let (Some(path), Some(mask)) =
+            (self.tree.audit_path(index), self.masks.get(index).copied())
+        else {
             return Err(Error::Unreachable("batch leaf index out of range"));
         };
         let size = self.tree.size() as u64;
@@ -189,40 +217,105 @@ impl SignedBatch {
 /// cloned; its copy keeps the kind and the message.)
 pub(super) fn duplicate(error: &Error) -> Error {
     match error {
-        Error::WrongPin { token } => Error::WrongPin { token: token.clone() },
-        Error::TokenLocked { token } => Error::TokenLocked { token: token.clone() },
-        Error::NoSuchToken { label, module, present } => {
-            Error::NoSuchToken { label: label.clone(), module: module.clone(), present: present.clone() }
-        }
-        Error::NoSuchKey { label, kind, store } => {
-            Error::NoSuchKey { label: label.clone(), kind, store: store.clone() }
-        }
-        Error::KeyExists { label, store } => Error::KeyExists { label: label.clone(), store: store.clone() },
-        Error::MechanismNotSupported { token, mechanism, algorithm } => Error::MechanismNotSupported {
+        Error::WrongPin { token } => Error::WrongPin {
+            token: token.clone(),
+        },
+        Error::TokenLocked { token } => Error::TokenLocked {
+            token: token.clone(),
+        },
+        Error::NoSuchToken {
+            label,
+            module,
+            present,
+        } => Error::NoSuchToken {
+            label: label.clone(),
+            module: module.clone(),
+            present: present.clone(),
+        },
+        Error::NoSuchKey { label, kind, store } => Error::NoSuchKey {
+            label: label.clone(),
+            kind,
+            store: store.clone(),
+        },
+        Error::KeyExists { label, store } => Error::KeyExists {
+            label: label.clone(),
+            store: store.clone(),
+        },
+        Error::MechanismNotSupported {
+            token,
+            mechanism,
+            algorithm,
+        } => Error::MechanismNotSupported {
             token: token.clone(),
             mechanism: mechanism.clone(),
             algorithm: algorithm.clone(),
         },
-        Error::AlgorithmMismatch { label, key_type, algorithm } => {
-            Error::AlgorithmMismatch { label: label.clone(), key_type: key_type.clone(), algorithm: algorithm.clone() }
-        }
-        Error::Pin { source_name, reason } => Error::Pin { source_name: source_name.clone(), reason: reason.clone() },
-        Error::Config { key, value, reason } => Error::Config { key, value: value.clone(), reason: reason.clone() },
-        Error::Module { module, reason } => Error::Module { module: module.clone(), reason: reason.clone() },
-        Error::Pkcs11 { token, operation, reason } => {
-            Error::Pkcs11 { token: token.clone(), operation, reason: reason.clone() }
-        }
-        Error::TokenUnavailable { token, attempts, reason } => {
-            Error::TokenUnavailable { token: token.clone(), attempts: *attempts, reason: reason.clone() }
-        }
-        Error::KeyFile { path, source } => {
-            Error::KeyFile { path: path.clone(), source: std::io::Error::new(source.kind(), source.to_string()) }
-        }
-        Error::Crypto { operation, reason } => Error::Crypto { operation, reason: reason.clone() },
-        Error::BatchSignerStopped { label } => Error::BatchSignerStopped { label: label.clone() },
-        Error::Decode { what, reason } => Error::Decode { what, reason: reason.clone() },
-        Error::BadSignature { algorithm, reason } => Error::BadSignature { algorithm: algorithm.clone(), reason },
-        Error::Unwrap { label, store } => Error::Unwrap { label: label.clone(), store: store.clone() },
+        Error::AlgorithmMismatch {
+            label,
+            key_type,
+            algorithm,
+        } => Error::AlgorithmMismatch {
+            label: label.clone(),
+            key_type: key_type.clone(),
+            algorithm: algorithm.clone(),
+        },
+        Error::Pin {
+            source_name,
+            reason,
+        } => Error::Pin {
+            source_name: source_name.clone(),
+            reason: reason.clone(),
+        },
+        Error::Config { key, value, reason } => Error::Config {
+            key,
+            value: value.clone(),
+            reason: reason.clone(),
+        },
+        Error::Module { module, reason } => Error::Module {
+            module: module.clone(),
+            reason: reason.clone(),
+        },
+        Error::Pkcs11 {
+            token,
+            operation,
+            reason,
+        } => Error::Pkcs11 {
+            token: token.clone(),
+            operation,
+            reason: reason.clone(),
+        },
+        Error::TokenUnavailable {
+            token,
+            attempts,
+            reason,
+        } => Error::TokenUnavailable {
+            token: token.clone(),
+            attempts: *attempts,
+            reason: reason.clone(),
+        },
+        Error::KeyFile { path, source } => Error::KeyFile {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+        Error::Crypto { operation, reason } => Error::Crypto {
+            operation,
+            reason: reason.clone(),
+        },
+        Error::BatchSignerStopped { label } => Error::BatchSignerStopped {
+            label: label.clone(),
+        },
+        Error::Decode { what, reason } => Error::Decode {
+            what,
+            reason: reason.clone(),
+        },
+        Error::BadSignature { algorithm, reason } => Error::BadSignature {
+            algorithm: algorithm.clone(),
+            reason,
+        },
+        Error::Unwrap { label, store } => Error::Unwrap {
+            label: label.clone(),
+            store: store.clone(),
+        },
         Error::Unreachable(what) => Error::Unreachable(what),
     }
 }

@@ -67,21 +67,35 @@ pub(crate) fn generation_mechanism(key_type: KeyType) -> MechanismType {
 /// Private objects are invisible, not refused, when the login was lost: a private key that is not
 /// found on a session that is no longer logged in is reported as `CKR_USER_NOT_LOGGED_IN`, so that
 /// the caller logs in again rather than report the key missing.
-pub(crate) fn find(session: &Session, label: &str, half: Half) -> cryptoki::error::Result<Option<ObjectHandle>> {
-    let template =
-        [Attribute::Token(true), Attribute::Class(half.class()), Attribute::Label(label.as_bytes().to_vec())];
+pub(crate) fn find(
+    session: &Session,
+    label: &str,
+    half: Half,
+) -> cryptoki::error::Result<Option<ObjectHandle>> {
+    let template = [
+        Attribute::Token(true),
+        Attribute::Class(half.class()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
     let found = session.find_objects(&template)?.into_iter().next();
     if found.is_none() && half != Half::Public {
         let state = session.get_session_info()?.session_state();
         if !matches!(state, SessionState::RoUser | SessionState::RwUser) {
-            return Err(cryptoki::error::Error::Pkcs11(RvError::UserNotLoggedIn, Function::FindObjects));
+            return Err(cryptoki::error::Error::Pkcs11(
+                RvError::UserNotLoggedIn,
+                Function::FindObjects,
+            ));
         }
     }
     Ok(found)
 }
 
 /// Generates a key pair of `key_type` on the token; returns the public key's handle.
-pub(crate) fn generate(session: &Session, label: &str, key_type: KeyType) -> cryptoki::error::Result<ObjectHandle> {
+pub(crate) fn generate(
+    session: &Session,
+    label: &str,
+    key_type: KeyType,
+) -> cryptoki::error::Result<ObjectHandle> {
     let id = session.generate_random_vec(KEY_ID_LEN)?;
     let label = label.as_bytes().to_vec();
     let mut public = vec![
@@ -101,7 +115,11 @@ pub(crate) fn generate(session: &Session, label: &str, key_type: KeyType) -> cry
             Mechanism::EccEdwardsKeyPairGen
         }
         KeyType::Rsa2048 | KeyType::Rsa3072 => {
-            let bits: u64 = if key_type == KeyType::Rsa2048 { 2048 } else { 3072 };
+            let bits: u64 = if key_type == KeyType::Rsa2048 {
+                2048
+            } else {
+                3072
+            };
             public.push(Attribute::ModulusBits(bits.into()));
             public.push(Attribute::PublicExponent(RSA_EXPONENT.to_vec()));
             Mechanism::RsaPkcsKeyPairGen
@@ -122,7 +140,10 @@ pub(crate) fn generate(session: &Session, label: &str, key_type: KeyType) -> cry
 }
 
 /// Generates an AES-256 secret key for wrapping on the token; returns its handle.
-pub(crate) fn generate_wrapping_key(session: &Session, label: &str) -> cryptoki::error::Result<ObjectHandle> {
+pub(crate) fn generate_wrapping_key(
+    session: &Session,
+    label: &str,
+) -> cryptoki::error::Result<ObjectHandle> {
     let id = session.generate_random_vec(KEY_ID_LEN)?;
     let len = u64::try_from(crate::wrap::WRAPPING_KEY_LEN).unwrap_or(32);
     // Like a private key: kept on the token, sensitive, never extractable, and usable only to
@@ -162,10 +183,13 @@ impl From<cryptoki::error::Error> for ExportError {
 /// Reads the public key object `handle` into a [`PublicKey`]. The key type comes from
 /// `CKA_KEY_TYPE` and, for EC keys, `CKA_EC_PARAMS`; the size of RSA keys from the modulus.
 pub(crate) fn export(session: &Session, handle: ObjectHandle) -> Result<PublicKey, ExportError> {
-    let key_type = session.get_attributes(handle, &[AttributeType::KeyType])?.into_iter().find_map(|a| match a {
-        Attribute::KeyType(t) => Some(t),
-        _ => None,
-    });
+    let key_type = session
+        .get_attributes(handle, &[AttributeType::KeyType])?
+        .into_iter()
+        .find_map(|a| match a {
+            Attribute::KeyType(t) => Some(t),
+            _ => None,
+        });
     let decode = |reason: String| ExportError::Decode(Error::decode("public key on token", reason));
     match key_type {
         Some(t) if t == CkKeyType::EC => {
@@ -184,8 +208,10 @@ pub(crate) fn export(session: &Session, handle: ObjectHandle) -> Result<PublicKe
             PublicKey::from_ed25519(unwrap_ec_point(&point, 32)).map_err(ExportError::Decode)
         }
         Some(t) if t == CkKeyType::RSA => {
-            let attributes =
-                session.get_attributes(handle, &[AttributeType::Modulus, AttributeType::PublicExponent])?;
+            let attributes = session.get_attributes(
+                handle,
+                &[AttributeType::Modulus, AttributeType::PublicExponent],
+            )?;
             let (mut modulus, mut exponent) = (None, None);
             for attribute in attributes {
                 match attribute {
@@ -195,7 +221,9 @@ pub(crate) fn export(session: &Session, handle: ObjectHandle) -> Result<PublicKe
                 }
             }
             let (Some(modulus), Some(exponent)) = (modulus, exponent) else {
-                return Err(decode("RSA key without CKA_MODULUS or CKA_PUBLIC_EXPONENT".to_owned()));
+                return Err(decode(
+                    "RSA key without CKA_MODULUS or CKA_PUBLIC_EXPONENT".to_owned(),
+                ));
             };
             PublicKey::from_rsa_components(&modulus, &exponent).map_err(ExportError::Decode)
         }
@@ -204,8 +232,12 @@ pub(crate) fn export(session: &Session, handle: ObjectHandle) -> Result<PublicKe
     }
 }
 
-fn ec_attributes(session: &Session, handle: ObjectHandle) -> Result<(Vec<u8>, Vec<u8>), ExportError> {
-    let attributes = session.get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])?;
+fn ec_attributes(
+    session: &Session,
+    handle: ObjectHandle,
+) -> Result<(Vec<u8>, Vec<u8>), ExportError> {
+    let attributes =
+        session.get_attributes(handle, &[AttributeType::EcParams, AttributeType::EcPoint])?;
     let (mut params, mut point) = (None, None);
     for attribute in attributes {
         match attribute {
@@ -249,14 +281,20 @@ mod tests {
     fn ec_points_are_unwrapped_once() {
         let point: Vec<u8> = std::iter::once(4).chain([7; 64]).collect();
         assert_eq!(unwrap_ec_point(&point, 65), &point[..]);
-        let wrapped: Vec<u8> = [0x04, 65].into_iter().chain(point.iter().copied()).collect();
+        let wrapped: Vec<u8> = [0x04, 65]
+            .into_iter()
+            .chain(point.iter().copied())
+            .collect();
         assert_eq!(unwrap_ec_point(&wrapped, 65), &point[..]);
         let ed = [9; 32];
         let wrapped: Vec<u8> = [0x04, 32].into_iter().chain(ed).collect();
         assert_eq!(unwrap_ec_point(&wrapped, 32), &ed[..]);
         assert_eq!(unwrap_ec_point(&ed, 32), &ed[..]);
         // A wrong length is left as is, for the point parser to refuse.
-        assert_eq!(unwrap_ec_point(&[0x04, 40, 1, 2], 32), &[0x04, 40, 1, 2][..]);
+        assert_eq!(
+            unwrap_ec_point(&[0x04, 40, 1, 2], 32),
+            &[0x04, 40, 1, 2][..]
+        );
         let long: Vec<u8> = [0x04, 0x81, 0x85].into_iter().chain([1; 0x85]).collect();
         assert_eq!(unwrap_ec_point(&long, 65).len(), 0x85);
     }

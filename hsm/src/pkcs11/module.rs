@@ -50,16 +50,25 @@ impl Module {
     pub(crate) fn get(path: &Path) -> Result<Arc<Module>, Error> {
         // Two spellings of one path must not load the library twice.
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-        let mut modules = MODULES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut modules = MODULES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(module) = modules.get(&key) {
             return Ok(Arc::clone(module));
         }
-        let module_error = |reason: String| Error::Module { module: path.to_owned(), reason };
+        let module_error = |reason: String| Error::Module {
+            module: path.to_owned(),
+            reason,
+        };
         let context = Pkcs11::new(&key).map_err(|e| module_error(e.to_string()))?;
         initialize(&context).map_err(|e| module_error(format!("C_Initialize: {e}")))?;
         tracing::info!(module = %key.display(), "loaded PKCS#11 module");
-        let module =
-            Arc::new(Module { path: path.to_owned(), context, calls: RwLock::new(()), epoch: AtomicU64::new(0) });
+        let module = Arc::new(Module {
+            path: path.to_owned(),
+            context,
+            calls: RwLock::new(()),
+            epoch: AtomicU64::new(0),
+        });
         modules.insert(key, Arc::clone(&module));
         Ok(module)
     }
@@ -76,14 +85,23 @@ impl Module {
 
     /// Takes the guard that keeps the library initialised during a call.
     pub(crate) fn calls(&self) -> Calls<'_> {
-        let guard = self.calls.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        Calls { _guard: guard, epoch: self.epoch.load(Ordering::Acquire) }
+        let guard = self
+            .calls
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Calls {
+            _guard: guard,
+            epoch: self.epoch.load(Ordering::Acquire),
+        }
     }
 
     /// Initialises the library again if somebody finalised it (`CKR_CRYPTOKI_NOT_INITIALIZED`).
     /// The caller MUST NOT hold a [`Calls`] guard.
     pub(crate) fn ensure_initialized(&self) -> Result<(), CkError> {
-        let _guard = self.calls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .calls
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match self.context.initialize(init_args()) {
             Ok(()) => {
                 self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -98,7 +116,10 @@ impl Module {
     /// Finalises and initialises the library, once no call is in flight. Every session in the
     /// process is lost. The caller MUST NOT hold a [`Calls`] guard.
     pub(crate) fn reinitialize(&self) -> Result<(), CkError> {
-        let _guard = self.calls.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _guard = self
+            .calls
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         match self.context.clone().finalize() {
             Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
             Err(e) => return Err(e),

@@ -98,7 +98,12 @@ impl Token {
             pin,
             sessions,
             reconnect_attempts,
-            state: Mutex::new(PoolState { generation: 0, slot: None, module_epoch: 0, idle: Vec::new() }),
+            state: Mutex::new(PoolState {
+                generation: 0,
+                slot: None,
+                module_epoch: 0,
+                idle: Vec::new(),
+            }),
             generation: AtomicU64::new(0),
             returned: Condvar::new(),
             metrics: OnceLock::new(),
@@ -114,7 +119,10 @@ impl Token {
 
     /// Runs `op` on a logged-in session. When `op` fails because the session or login is lost,
     /// re-opens the pool and runs `op` again, up to `reconnect_attempts` times.
-    pub(crate) fn run<T>(&self, mut op: impl FnMut(&Session, &Lease) -> Result<T, Failure>) -> Result<T, Error> {
+    pub(crate) fn run<T>(
+        &self,
+        mut op: impl FnMut(&Session, &Lease) -> Result<T, Failure>,
+    ) -> Result<T, Error> {
         let mut attempts = 0;
         loop {
             let outcome = self.checkout().and_then(|lease| self.call(lease, &mut op));
@@ -124,7 +132,11 @@ impl Token {
                 Err(Failure::Lost { generation, error }) => (generation, error),
             };
             if attempts >= self.reconnect_attempts {
-                return Err(Error::TokenUnavailable { token: self.label.clone(), attempts, reason: error.to_string() });
+                return Err(Error::TokenUnavailable {
+                    token: self.label.clone(),
+                    attempts,
+                    reason: error.to_string(),
+                });
             }
             attempts += 1;
             if attempts > 1 {
@@ -152,10 +164,20 @@ impl Token {
         let mapped = rv::to_error(error, &self.label, operation);
         let lost = rv::is_lost(error)
             || self.generation.load(Ordering::Acquire) != lease.generation
-            || session
-                .get_session_info()
-                .map_or(true, |info| !matches!(info.session_state(), SessionState::RoUser | SessionState::RwUser));
-        if lost { Failure::Lost { generation: lease.generation, error: mapped } } else { Failure::Fatal(mapped) }
+            || session.get_session_info().map_or(true, |info| {
+                !matches!(
+                    info.session_state(),
+                    SessionState::RoUser | SessionState::RwUser
+                )
+            });
+        if lost {
+            Failure::Lost {
+                generation: lease.generation,
+                error: mapped,
+            }
+        } else {
+            Failure::Fatal(mapped)
+        }
     }
 
     fn checkout(&self) -> Result<Lease, Failure> {
@@ -167,16 +189,31 @@ impl Token {
                     operation: "reconnect",
                     reason: "the token was not found again after it was lost".to_owned(),
                 };
-                return Err(Failure::Lost { generation: state.generation, error });
+                return Err(Failure::Lost {
+                    generation: state.generation,
+                    error,
+                });
             };
             if let Some(session) = state.idle.pop() {
-                return Ok(Lease { session, generation: state.generation, slot, module_epoch: state.module_epoch });
+                return Ok(Lease {
+                    session,
+                    generation: state.generation,
+                    slot,
+                    module_epoch: state.module_epoch,
+                });
             }
-            state = self.returned.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+            state = self
+                .returned
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 
-    fn call<T>(&self, lease: Lease, op: &mut impl FnMut(&Session, &Lease) -> Result<T, Failure>) -> Result<T, Failure> {
+    fn call<T>(
+        &self,
+        lease: Lease,
+        op: &mut impl FnMut(&Session, &Lease) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         let calls = self.module.calls();
         let result = if calls.epoch == lease.module_epoch {
             op(&lease.session, &lease)
@@ -188,7 +225,10 @@ impl Token {
                 operation: "use session",
                 reason: "the PKCS#11 module was finalised and initialised again".to_owned(),
             };
-            Err(Failure::Lost { generation: lease.generation, error })
+            Err(Failure::Lost {
+                generation: lease.generation,
+                error,
+            })
         };
         drop(calls);
         match &result {
@@ -231,7 +271,10 @@ impl Token {
             "PKCS#11 sessions lost; re-opening them and logging in again",
         );
         if let Some(metrics) = self.metrics.get() {
-            metrics.reconnects.with_label_values(&[self.label.as_str()]).inc();
+            metrics
+                .reconnects
+                .with_label_values(&[self.label.as_str()])
+                .inc();
         }
         for session in stale {
             self.dispose(session, stale_epoch);
@@ -242,9 +285,10 @@ impl Token {
         self.returned.notify_all();
         match result {
             // A token that is missing may come back (a restarting HSM): try again.
-            Err(Failure::Fatal(error @ Error::NoSuchToken { .. })) => {
-                Err(Failure::Lost { generation: seen + 1, error })
-            }
+            Err(Failure::Fatal(error @ Error::NoSuchToken { .. })) => Err(Failure::Lost {
+                generation: seen + 1,
+                error,
+            }),
             other => other,
         }
     }
@@ -254,11 +298,20 @@ impl Token {
         let generation = state.generation;
         let lost_or_fatal = |error: CkError, operation: &'static str| {
             let mapped = rv::to_error(&error, &self.label, operation);
-            if rv::is_lost(&error) { Failure::Lost { generation, error: mapped } } else { Failure::Fatal(mapped) }
+            if rv::is_lost(&error) {
+                Failure::Lost {
+                    generation,
+                    error: mapped,
+                }
+            } else {
+                Failure::Fatal(mapped)
+            }
         };
         let slot = match find_slot(&self.module, &self.label) {
             Err(FindError::Cryptoki(CkError::Pkcs11(RvError::CryptokiNotInitialized, _))) => {
-                self.module.ensure_initialized().map_err(|e| lost_or_fatal(e, "initialize module"))?;
+                self.module
+                    .ensure_initialized()
+                    .map_err(|e| lost_or_fatal(e, "initialize module"))?;
                 find_slot(&self.module, &self.label)
             }
             other => other,
@@ -270,8 +323,11 @@ impl Token {
         let calls = self.module.calls();
         let mut sessions = Vec::with_capacity(self.sessions);
         for _ in 0..self.sessions {
-            let session =
-                self.module.context().open_rw_session_no_drop(slot).map_err(|e| lost_or_fatal(e, "open session"))?;
+            let session = self
+                .module
+                .context()
+                .open_rw_session_no_drop(slot)
+                .map_err(|e| lost_or_fatal(e, "open session"))?;
             if sessions.is_empty() {
                 // The login holds for every session of this process on the token.
                 if let Err(e) = login(&session, &self.pin) {
@@ -302,7 +358,9 @@ impl Token {
     }
 
     fn lock_state(&self) -> MutexGuard<'_, PoolState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Closes every pooled session; called when the store and its signers are gone.
@@ -346,7 +404,10 @@ pub(crate) fn find_slot(module: &Module, label: &str) -> Result<Slot, FindError>
     let _calls = module.calls();
     let context = module.context();
     let mut present = Vec::new();
-    for slot in context.get_slots_with_token().map_err(FindError::Cryptoki)? {
+    for slot in context
+        .get_slots_with_token()
+        .map_err(FindError::Cryptoki)?
+    {
         let info = match context.get_token_info(slot) {
             Ok(info) => info,
             // The token went away between the two calls.
@@ -361,7 +422,11 @@ pub(crate) fn find_slot(module: &Module, label: &str) -> Result<Slot, FindError>
         }
         present.push(info.label().to_owned());
     }
-    Err(FindError::Missing(Error::NoSuchToken { label: label.to_owned(), module: module.path().to_owned(), present }))
+    Err(FindError::Missing(Error::NoSuchToken {
+        label: label.to_owned(),
+        module: module.path().to_owned(),
+        present,
+    }))
 }
 
 /// Logs in as the user; a login that another store of this process already made counts.

@@ -8,7 +8,9 @@ use crate::Error;
 /// Whether a failure means the session, the login or the library state is gone, so that
 /// re-opening the sessions and logging in again may cure it.
 pub(crate) fn is_lost(error: &CkError) -> bool {
-    let CkError::Pkcs11(rv, _) = error else { return false };
+    let CkError::Pkcs11(rv, _) = error else {
+        return false;
+    };
     matches!(
         rv,
         RvError::SessionHandleInvalid
@@ -32,7 +34,11 @@ pub(crate) fn to_error(error: &CkError, token: &str, operation: &'static str) ->
     match error {
         CkError::Pkcs11(RvError::PinIncorrect, _) => Error::WrongPin { token },
         CkError::Pkcs11(RvError::PinLocked, _) => Error::TokenLocked { token },
-        other => Error::Pkcs11 { token, operation, reason: describe(other) },
+        other => Error::Pkcs11 {
+            token,
+            operation,
+            reason: describe(other),
+        },
     }
 }
 
@@ -80,13 +86,21 @@ mod tests {
         assert!(
             matches!(to_error(&rv(RvError::PinLocked), "t", "log in"), Error::TokenLocked { token } if token == "t")
         );
-        let Error::Pkcs11 { token, operation, reason } = to_error(&rv(RvError::DataLenRange), "t", "sign") else {
+        let Error::Pkcs11 {
+            token,
+            operation,
+            reason,
+        } = to_error(&rv(RvError::DataLenRange), "t", "sign")
+        else {
             panic!("expected Error::Pkcs11");
         };
         assert_eq!((token.as_str(), operation), ("t", "sign"));
         assert_eq!(reason, "CKR_DATA_LEN_RANGE from C_Sign");
         let message = to_error(&rv(RvError::MechanismInvalid), "gw-signing", "sign").to_string();
-        assert!(message.contains("gw-signing") && message.contains("CKR_MECHANISM_INVALID"), "{message}");
+        assert!(
+            message.contains("gw-signing") && message.contains("CKR_MECHANISM_INVALID"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -103,7 +117,12 @@ mod tests {
         ] {
             assert!(is_lost(&rv(lost)), "{lost:?}");
         }
-        for kept in [RvError::PinIncorrect, RvError::PinLocked, RvError::DataLenRange, RvError::MechanismInvalid] {
+        for kept in [
+            RvError::PinIncorrect,
+            RvError::PinLocked,
+            RvError::DataLenRange,
+            RvError::MechanismInvalid,
+        ] {
             assert!(!is_lost(&rv(kept)), "{kept:?}");
         }
         assert!(!is_lost(&CkError::NotSupported));
@@ -112,7 +131,10 @@ mod tests {
     #[test]
     fn ckr_names() {
         assert_eq!(ckr_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
-        assert_eq!(ckr_name(RvError::CryptokiAlreadyInitialized), "CKR_CRYPTOKI_ALREADY_INITIALIZED");
+        assert_eq!(
+            ckr_name(RvError::CryptokiAlreadyInitialized),
+            "CKR_CRYPTOKI_ALREADY_INITIALIZED"
+        );
         assert_eq!(ckr_name(RvError::UserNotLoggedIn), "CKR_USER_NOT_LOGGED_IN");
     }
 }

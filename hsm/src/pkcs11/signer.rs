@@ -17,8 +17,10 @@ use crate::public_key::ecdsa_raw_to_der;
 use crate::{Error, PublicKey, SignatureAlgorithm, Signer};
 
 /// DER `DigestInfo` header for SHA-256 (RFC 8017 §9.2, note 1); the 32-byte digest follows it.
-const SHA256_DIGEST_INFO: [u8; 19] =
-    [0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20];
+const SHA256_DIGEST_INFO: [u8; 19] = [
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
 
 /// Signs with one private key on a PKCS#11 token, borrowing a session from the store's pool for
 /// each signature.
@@ -63,16 +65,31 @@ struct SignerMetrics {
 // === impl Pkcs11Signer ===
 
 impl Pkcs11Signer {
-    pub(crate) fn new(token: Arc<Token>, label: &str, algorithm: SignatureAlgorithm, public_key: PublicKey) -> Self {
+    pub(crate) fn new(
+        token: Arc<Token>,
+        label: &str,
+        algorithm: SignatureAlgorithm,
+        public_key: PublicKey,
+    ) -> Self {
         let metrics = token.metrics.get().map(|m| {
-            let counter = |result| m.signatures.with_label_values(&["pkcs11", algorithm.name(), result]);
+            let counter = |result| {
+                m.signatures
+                    .with_label_values(&["pkcs11", algorithm.name(), result])
+            };
             SignerMetrics {
                 ok: counter("ok"),
                 error: counter("error"),
                 duration: m.sign_duration.with_label_values(&["pkcs11"]),
             }
         });
-        Pkcs11Signer { token, label: label.to_owned(), algorithm, public_key, key: Mutex::new(None), metrics }
+        Pkcs11Signer {
+            token,
+            label: label.to_owned(),
+            algorithm,
+            public_key,
+            key: Mutex::new(None),
+            metrics,
+        }
     }
 
     /// The mechanism the token signs with for `algorithm`.
@@ -85,7 +102,12 @@ impl Pkcs11Signer {
         }
     }
 
-    fn sign_once(&self, session: &Session, lease: &Lease, message: &[u8]) -> Result<Vec<u8>, Failure> {
+    fn sign_once(
+        &self,
+        session: &Session,
+        lease: &Lease,
+        message: &[u8],
+    ) -> Result<Vec<u8>, Failure> {
         let key = self.key_handle(session, lease)?;
         let signed = match self.algorithm {
             SignatureAlgorithm::EcdsaP256Sha256 => {
@@ -106,9 +128,14 @@ impl Pkcs11Signer {
             }
             SignatureAlgorithm::RsaPssSha256 => {
                 let digest = Sha256::digest(message);
-                let params =
-                    PkcsPssParams { hash_alg: MechanismType::SHA256, mgf: PkcsMgfType::MGF1_SHA256, s_len: 32.into() };
-                session.sign(&Mechanism::RsaPkcsPss(params), key, &digest).map(Ok)
+                let params = PkcsPssParams {
+                    hash_alg: MechanismType::SHA256,
+                    mgf: PkcsMgfType::MGF1_SHA256,
+                    s_len: 32.into(),
+                };
+                session
+                    .sign(&Mechanism::RsaPkcsPss(params), key, &digest)
+                    .map(Ok)
             }
         };
         signed.map_err(|e| self.token.failure(&e, "sign", session, lease))?
@@ -117,7 +144,10 @@ impl Pkcs11Signer {
     /// The private key's handle in `lease`'s generation: cached, or found by label and copied
     /// into a session object.
     fn key_handle(&self, session: &Session, lease: &Lease) -> Result<ObjectHandle, Failure> {
-        let mut cached = self.key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self
+            .key
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(key) = *cached
             && key.generation == lease.generation
         {
@@ -133,7 +163,11 @@ impl Pkcs11Signer {
             })
         })?;
         let key = match session.copy_object(original, &[Attribute::Token(false)]) {
-            Ok(handle) => CachedKey { generation: lease.generation, handle, copy: true },
+            Ok(handle) => CachedKey {
+                generation: lease.generation,
+                handle,
+                copy: true,
+            },
             Err(e) => {
                 tracing::info!(
                     token = %self.token.label,
@@ -141,7 +175,11 @@ impl Pkcs11Signer {
                     reason = %super::rv::describe(&e),
                     "the token keeps no session copy of the key; signing with the token object",
                 );
-                CachedKey { generation: lease.generation, handle: original, copy: false }
+                CachedKey {
+                    generation: lease.generation,
+                    handle: original,
+                    copy: false,
+                }
             }
         };
         *cached = Some(key);
@@ -153,8 +191,17 @@ impl Drop for Pkcs11Signer {
     /// Destroys the session copy of the key, if it is of the pool's current generation (older
     /// copies went with their sessions).
     fn drop(&mut self) {
-        let cached = self.key.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
-        let Some(CachedKey { generation, handle, copy: true }) = cached else {
+        let cached = self
+            .key
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        let Some(CachedKey {
+            generation,
+            handle,
+            copy: true,
+        }) = cached
+        else {
             return;
         };
         let destroyed = self.token.run(|session, lease| {
@@ -186,10 +233,14 @@ impl Signer for Pkcs11Signer {
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Error> {
         let Some(metrics) = &self.metrics else {
-            return self.token.run(|session, lease| self.sign_once(session, lease, message));
+            return self
+                .token
+                .run(|session, lease| self.sign_once(session, lease, message));
         };
         let start = Instant::now();
-        let result = self.token.run(|session, lease| self.sign_once(session, lease, message));
+        let result = self
+            .token
+            .run(|session, lease| self.sign_once(session, lease, message));
         metrics.duration.observe(start.elapsed().as_secs_f64());
         match &result {
             Ok(_) => metrics.ok.inc(),

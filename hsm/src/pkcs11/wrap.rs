@@ -30,7 +30,12 @@ pub struct Pkcs11Wrapper {
 
 impl Pkcs11Wrapper {
     pub(crate) fn new(token: Arc<Token>, label: &str) -> Self {
-        Pkcs11Wrapper { token, label: label.to_owned(), key: Mutex::new(None), rng: SystemRandom::new() }
+        Pkcs11Wrapper {
+            token,
+            label: label.to_owned(),
+            key: Mutex::new(None),
+            rng: SystemRandom::new(),
+        }
     }
 
     fn store(&self) -> String {
@@ -39,7 +44,10 @@ impl Pkcs11Wrapper {
 
     /// The secret key's handle in `lease`'s generation: cached, or found by label.
     fn key_handle(&self, session: &Session, lease: &Lease) -> Result<ObjectHandle, Failure> {
-        let mut cached = self.key.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cached = self
+            .key
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some((generation, handle)) = *cached
             && generation == lease.generation
         {
@@ -72,7 +80,9 @@ impl Wrapper for Pkcs11Wrapper {
     fn wrap(&self, key: &[u8]) -> Result<Vec<u8>, Error> {
         wrap::check_key(key)?;
         let mut iv = [0; IV_LEN];
-        self.rng.fill(&mut iv).map_err(|e| Error::crypto("wrap", e))?;
+        self.rng
+            .fill(&mut iv)
+            .map_err(|e| Error::crypto("wrap", e))?;
         let sealed = self.token.run(|session, lease| {
             let handle = self.key_handle(session, lease)?;
             // The token may write into the IV buffer; it gets a copy.
@@ -81,7 +91,10 @@ impl Wrapper for Pkcs11Wrapper {
                 .map_err(|e| Failure::Fatal(Error::crypto("wrap", e)))?;
             session
                 .encrypt(&Mechanism::AesGcm(params), handle, key)
-                .map_err(|e| self.token.failure(&e, "wrap (CKM_AES_GCM encrypt)", session, lease))
+                .map_err(|e| {
+                    self.token
+                        .failure(&e, "wrap (CKM_AES_GCM encrypt)", session, lease)
+                })
         })?;
         Ok(wrap::assemble(&iv, &sealed))
     }

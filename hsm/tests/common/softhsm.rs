@@ -57,10 +57,19 @@ pub fn token(name: &str) -> TestToken {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut label = format!("{LABEL_PREFIX}{}-{n}-{name}", std::process::id());
     label.truncate(MAX_TOKEN_LABEL_LEN);
-    pkcs11::init_token(Path::new(MODULE), &label, &Pin::new(SO_PIN), &Pin::new(USER_PIN))
-        .unwrap_or_else(|e| panic!("cannot create SoftHSM2 token {label}: {e}"));
-    let config =
-        Pkcs11Config { module: PathBuf::from(MODULE), token_label: label.clone(), sessions: 2, reconnect_attempts: 3 };
+    pkcs11::init_token(
+        Path::new(MODULE),
+        &label,
+        &Pin::new(SO_PIN),
+        &Pin::new(USER_PIN),
+    )
+    .unwrap_or_else(|e| panic!("cannot create SoftHSM2 token {label}: {e}"));
+    let config = Pkcs11Config {
+        module: PathBuf::from(MODULE),
+        token_label: label.clone(),
+        sessions: 2,
+        reconnect_attempts: 3,
+    };
     TestToken { label, config }
 }
 
@@ -82,16 +91,20 @@ pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
 fn prepare_config() {
     static PREPARED: Once = Once::new();
     PREPARED.call_once(|| {
-        let conf = PathBuf::from(
-            std::env::var_os("SOFTHSM2_CONF")
-                .expect("SOFTHSM2_CONF is not set: run through cargo (see .cargo/config.toml) or ops/test.sh"),
-        );
-        let dir = conf.parent().expect("SOFTHSM2_CONF has a parent directory").to_owned();
+        let conf = PathBuf::from(std::env::var_os("SOFTHSM2_CONF").expect(
+            "SOFTHSM2_CONF is not set: run through cargo (see .cargo/config.toml) or ops/test.sh",
+        ));
+        let dir = conf
+            .parent()
+            .expect("SOFTHSM2_CONF has a parent directory")
+            .to_owned();
         let tokens = dir.join("tokens");
         std::fs::create_dir_all(&tokens).unwrap();
         if !conf.exists() {
-            let content =
-                format!("directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n", tokens.display());
+            let content = format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            );
             // Another test process may be writing it too: write aside, then rename.
             let aside = dir.join(format!(".softhsm2.conf.{}", std::process::id()));
             std::fs::write(&aside, content).unwrap();
@@ -104,16 +117,25 @@ fn prepare_config() {
 /// Removes test tokens (label prefix [`LABEL_PREFIX`]) untouched for [`PRUNE_AFTER`]. Runs before
 /// the module is initialised in this process.
 fn prune_old_tokens(tokens: &Path) {
-    let Ok(entries) = std::fs::read_dir(tokens) else { return };
+    let Ok(entries) = std::fs::read_dir(tokens) else {
+        return;
+    };
     let now = SystemTime::now();
     for entry in entries.flatten() {
         let object = entry.path().join("token.object");
-        let Ok(modified) = object.metadata().and_then(|m| m.modified()) else { continue };
+        let Ok(modified) = object.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
         if now.duration_since(modified).unwrap_or_default() < PRUNE_AFTER {
             continue;
         }
-        let Ok(bytes) = std::fs::read(&object) else { continue };
-        if bytes.windows(LABEL_PREFIX.len()).any(|w| w == LABEL_PREFIX.as_bytes()) {
+        let Ok(bytes) = std::fs::read(&object) else {
+            continue;
+        };
+        if bytes
+            .windows(LABEL_PREFIX.len())
+            .any(|w| w == LABEL_PREFIX.as_bytes())
+        {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -103,15 +103,27 @@ pub struct ExchangeBenchArgs {
 /// A part of the backbone that cannot start, a phase with no successful exchange, or message
 /// logs that do not hold, stamp and verify every exchange.
 pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
-    let backend = args.hsm.unwrap_or(if std::path::Path::new(backbone::SOFTHSM_MODULE).exists() { KeyBackend::Softhsm } else { KeyBackend::Software });
+    let backend = args
+        .hsm
+        .unwrap_or(if std::path::Path::new(backbone::SOFTHSM_MODULE).exists() {
+            KeyBackend::Softhsm
+        } else {
+            KeyBackend::Software
+        });
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         builder.worker_threads(threads.max(1));
     }
-    let runtime = builder.enable_all().build().map_err(|e| Error::Check(format!("cannot start the runtime: {e}")))?;
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Check(format!("cannot start the runtime: {e}")))?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
     let report = runtime.block_on(async {
-        let body_bytes = usize::try_from(args.body_bytes).map_err(|_| Error::Usage("--body-bytes is too large".into()))?;
+        let body_bytes = usize::try_from(args.body_bytes)
+            .map_err(|_| Error::Usage("--body-bytes is too large".into()))?;
         let echo = proxy::echo(Bytes::from(vec![b'x'; body_bytes])).await?;
         let backbone = Backbone::start(setup(args, backend), echo.addr).await?;
         let measured = measure(args, body_bytes, &echo, &backbone).await;
@@ -127,7 +139,11 @@ pub fn run(args: &ExchangeBenchArgs) -> Result<(), Error> {
         Ok::<_, Error>(Report::new(args, backend, threads, measured, logs?))
     })?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Check(format!("report: {e}")))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report)
+                .map_err(|e| Error::Check(format!("report: {e}")))?
+        );
     } else {
         print!("{}", report.table());
     }
@@ -141,7 +157,12 @@ fn write_timeline(path: &std::path::Path, measured: &Measured) -> Result<(), Err
     for (began, latency) in &measured.timeline {
         let _ = writeln!(csv, "{},{}", began.as_micros(), latency.as_micros());
     }
-    std::fs::write(path, csv).map_err(|e| Error::Check(format!("cannot write the timeline to {}: {e}", path.display())))
+    std::fs::write(path, csv).map_err(|e| {
+        Error::Check(format!(
+            "cannot write the timeline to {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// The gateways' setup the flags ask for.
@@ -153,8 +174,15 @@ fn setup(args: &ExchangeBenchArgs, keys: KeyBackend) -> backbone::Setup {
     if let Some(linger) = args.signer_linger_us {
         signing.max_linger = Duration::from_micros(linger);
     }
-    let batch_interval = args.batch_interval_ms.map_or(backbone_gateway::log::DEFAULT_BATCH_INTERVAL, Duration::from_millis);
-    backbone::Setup { keys, signing, batch_interval }
+    let batch_interval = args.batch_interval_ms.map_or(
+        backbone_gateway::log::DEFAULT_BATCH_INTERVAL,
+        Duration::from_millis,
+    );
+    backbone::Setup {
+        keys,
+        signing,
+        batch_interval,
+    }
 }
 
 /// What the five phases measured.
@@ -216,25 +244,59 @@ struct Steal {
     top_windows_at_half: Vec<Option<f64>>,
 }
 
-async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Server, backbone: &Backbone) -> Result<Phases, Error> {
+async fn measure(
+    args: &ExchangeBenchArgs,
+    body_bytes: usize,
+    echo: &proxy::Server,
+    backbone: &Backbone,
+) -> Result<Phases, Error> {
     let body = Bytes::from(vec![b'{'; body_bytes]);
-    let direct = Arc::new(Target { addr: echo.addr, path: "/ping/bench".into(), headers: Vec::new(), body: body.clone(), answer_len: body_bytes });
+    let direct = Arc::new(Target {
+        addr: echo.addr,
+        path: "/ping/bench".into(),
+        headers: Vec::new(),
+        body: body.clone(),
+        answer_len: body_bytes,
+    });
     let (first, _second) = proxy::chain(
         echo.addr,
-        (Arc::clone(&backbone.hospital.tls), backbone.hospital.tls_certificate.clone()),
-        (Arc::clone(&backbone.pharmacy.tls), backbone.pharmacy.tls_certificate.clone()),
+        (
+            Arc::clone(&backbone.hospital.tls),
+            backbone.hospital.tls_certificate.clone(),
+        ),
+        (
+            Arc::clone(&backbone.pharmacy.tls),
+            backbone.pharmacy.tls_certificate.clone(),
+        ),
     )
     .await?;
-    let chain = Arc::new(Target { addr: first.addr, path: "/ping/bench".into(), headers: Vec::new(), body: body.clone(), answer_len: body_bytes });
+    let chain = Arc::new(Target {
+        addr: first.addr,
+        path: "/ping/bench".into(),
+        headers: Vec::new(),
+        body: body.clone(),
+        answer_len: body_bytes,
+    });
     let gateways = Arc::new(gateway_target(args.health, backbone, body, body_bytes)?);
 
     let full = Duration::from_secs(args.seconds);
-    let warm_up = Load { connections: args.connections, duration: full.min(Duration::from_secs(1)) / 2 + Duration::from_millis(250), rate: None };
-    let closed = Load { connections: args.connections, duration: full, rate: None };
+    let warm_up = Load {
+        connections: args.connections,
+        duration: full.min(Duration::from_secs(1)) / 2 + Duration::from_millis(250),
+        rate: None,
+    };
+    let closed = Load {
+        connections: args.connections,
+        duration: full,
+        rate: None,
+    };
     let mut gateway_exchanges = 0;
 
     let direct_max = phase("direct", &direct, warm_up, closed).await?;
-    let registries = [("pharmacy", &backbone.pharmacy.metrics), ("hospital", &backbone.hospital.metrics)];
+    let registries = [
+        ("pharmacy", &backbone.pharmacy.metrics),
+        ("hospital", &backbone.hospital.metrics),
+    ];
     warm("proxy chain", &chain, warm_up).await?;
     let chain_before = timings::Snapshot::take(&[]);
     let chain_max = load::drive(&chain, closed).await;
@@ -248,21 +310,39 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
     let gateways_cpu_us = before.cpu_seconds(&after) * 1e6 / (gateways_max.ok.max(1) as f64);
 
     let half_rate = gateways_max.rate() / 2.0;
-    let open = Load { connections: args.connections, duration: full, rate: Some(half_rate) };
+    let open = Load {
+        connections: args.connections,
+        duration: full,
+        rate: Some(half_rate),
+    };
     let direct_half_before = timings::Snapshot::take(&[]);
     let direct_at_half = load::drive(&direct, open).await;
     let direct_half_after = timings::Snapshot::take(&[]);
-    let direct_at_half_cpu_us = direct_half_before.cpu_seconds(&direct_half_after) * 1e6 / (direct_at_half.ok.max(1) as f64);
+    let direct_at_half_cpu_us = direct_half_before.cpu_seconds(&direct_half_after) * 1e6
+        / (direct_at_half.ok.max(1) as f64);
     let half_before = timings::Snapshot::take(&registries);
     // Logged with its wall-clock time, to line the report's windows up with other logs (the
     // message logs' RocksDB LOG files, for one).
-    tracing::info!(rate = half_rate, "half-rate phase through the gateways begins");
-    let agencies = registries.iter().map(|(agency, registry)| ((*agency).to_owned(), (*registry).clone())).collect();
-    let sampler = tokio::spawn(timings::sample_windows(agencies, TAIL_WINDOW, full + TAIL_WINDOW));
+    tracing::info!(
+        rate = half_rate,
+        "half-rate phase through the gateways begins"
+    );
+    let agencies = registries
+        .iter()
+        .map(|(agency, registry)| ((*agency).to_owned(), (*registry).clone()))
+        .collect();
+    let sampler = tokio::spawn(timings::sample_windows(
+        agencies,
+        TAIL_WINDOW,
+        full + TAIL_WINDOW,
+    ));
     let gateways_at_half = load::drive(&gateways, open).await;
     let half_after = timings::Snapshot::take(&registries);
     let samples_at_half = sampler.await.unwrap_or_default();
-    let windows_at_half = samples_at_half.windows(2).map(|w| w[0].steal(&w[1])).collect();
+    let windows_at_half = samples_at_half
+        .windows(2)
+        .map(|w| w[0].steal(&w[1]))
+        .collect();
     let steal = Steal {
         chain: chain_before.steal(&chain_after),
         gateways: before.steal(&after),
@@ -271,7 +351,8 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
         top_windows_at_half: Vec::new(),
     };
     gateway_exchanges += gateways_at_half.ok;
-    let gateways_at_half_cpu_us = half_before.cpu_seconds(&half_after) * 1e6 / (gateways_at_half.ok.max(1) as f64);
+    let gateways_at_half_cpu_us =
+        half_before.cpu_seconds(&half_after) * 1e6 / (gateways_at_half.ok.max(1) as f64);
     Ok(Phases {
         direct: direct_max,
         chain: chain_max,
@@ -294,7 +375,12 @@ async fn measure(args: &ExchangeBenchArgs, body_bytes: usize, echo: &proxy::Serv
 }
 
 /// A warm-up, then the measured run.
-async fn phase(name: &str, target: &Arc<Target>, warm_up: Load, run: Load) -> Result<Measured, Error> {
+async fn phase(
+    name: &str,
+    target: &Arc<Target>,
+    warm_up: Load,
+    run: Load,
+) -> Result<Measured, Error> {
     warm(name, target, warm_up).await?;
     Ok(load::drive(target, run).await)
 }
@@ -304,14 +390,25 @@ async fn warm(name: &str, target: &Arc<Target>, warm_up: Load) -> Result<u64, Er
     let warmed = load::drive(target, warm_up).await;
     if warmed.ok == 0 {
         let why = warmed.first_error.unwrap_or_else(|| "no answer".into());
-        return Err(Error::Check(format!("{name}: no exchange succeeded in the warm-up: {why}")));
+        return Err(Error::Check(format!(
+            "{name}: no exchange succeeded in the warm-up: {why}"
+        )));
     }
     Ok(warmed.ok)
 }
 
 /// The r1 request to the pharmacy's gateway.
-fn gateway_target(health: bool, backbone: &Backbone, body: Bytes, answer_len: usize) -> Result<Target, Error> {
-    let service = if health { backbone::PATIENTS } else { backbone::PING };
+fn gateway_target(
+    health: bool,
+    backbone: &Backbone,
+    body: Bytes,
+    answer_len: usize,
+) -> Result<Target, Error> {
+    let service = if health {
+        backbone::PATIENTS
+    } else {
+        backbone::PING
+    };
     let path = format!("/r1/{service}/bench");
     let mut headers = vec![("x-road-client", backbone::CLIENT)];
     if health {
@@ -320,9 +417,21 @@ fn gateway_target(health: bool, backbone: &Backbone, body: Bytes, answer_len: us
     }
     let headers = headers
         .into_iter()
-        .map(|(name, value)| Ok((HeaderName::from_static(name), HeaderValue::from_str(value).map_err(|_| Error::Unreachable("header values are ASCII"))?)))
+        .map(|(name, value)| {
+            Ok((
+                HeaderName::from_static(name),
+                HeaderValue::from_str(value)
+                    .map_err(|_| Error::Unreachable("header values are ASCII"))?,
+            ))
+        })
         .collect::<Result<Vec<_>, Error>>()?;
-    Ok(Target { addr: backbone.pharmacy.gateway.client_addr(), path, headers, body, answer_len })
+    Ok(Target {
+        addr: backbone.pharmacy.gateway.client_addr(),
+        path,
+        headers,
+        body,
+        answer_len,
+    })
 }
 
 /// What one side's message log holds after the run; it verified offline, or the run failed.
@@ -339,14 +448,22 @@ struct LogCheck {
 /// Stamps what is left in both logs and verifies them offline, in chunks.
 async fn check_logs(backbone: &Backbone, exchanges: u64) -> Result<Vec<LogCheck>, Error> {
     let mut checks = Vec::new();
-    for (side, log) in [("pharmacy (client side)", &backbone.pharmacy.log), ("hospital (provider side)", &backbone.hospital.log)] {
+    for (side, log) in [
+        ("pharmacy (client side)", &backbone.pharmacy.log),
+        ("hospital (provider side)", &backbone.hospital.log),
+    ] {
         checks.push(check_log(side, log, exchanges).await?);
     }
     Ok(checks)
 }
 
-async fn check_log(side: &'static str, log: &MessageLog, exchanges: u64) -> Result<LogCheck, Error> {
-    let failed = |e: backbone_gateway::log::LogError| Error::Check(format!("{side} message log: {e}"));
+async fn check_log(
+    side: &'static str,
+    log: &MessageLog,
+    exchanges: u64,
+) -> Result<LogCheck, Error> {
+    let failed =
+        |e: backbone_gateway::log::LogError| Error::Check(format!("{side} message log: {e}"));
     // The stamper may be stamping meanwhile; a few rounds at most.
     for _ in 0..5 {
         if log.status().unstamped == 0 {
@@ -363,13 +480,21 @@ async fn check_log(side: &'static str, log: &MessageLog, exchanges: u64) -> Resu
         let to = status.records.min(from + VERIFY_CHUNK);
         let bundle = log.export(from, to).map_err(failed)?;
         batches.extend(bundle.batches.iter().map(|b| b.first_seq));
-        let report = verify::verify(&bundle, previous).map_err(|e| Error::Check(format!("{side} message log does not verify: {e}")))?;
+        let report = verify::verify(&bundle, previous)
+            .map_err(|e| Error::Check(format!("{side} message log does not verify: {e}")))?;
         stamped += report.stamped;
         previous = report.last_hash;
         from = to;
     }
     let batches = batches.len() as u64;
-    Ok(LogCheck { side, records: status.records, exchanges, unstamped: status.unstamped, stamped, batches })
+    Ok(LogCheck {
+        side,
+        records: status.records,
+        exchanges,
+        unstamped: status.unstamped,
+        stamped,
+        batches,
+    })
 }
 
 /// One row of the report.
@@ -434,7 +559,13 @@ struct Report {
 // === impl Report ===
 
 impl Report {
-    fn new(args: &ExchangeBenchArgs, hsm: KeyBackend, threads: usize, phases: Phases, logs: Vec<LogCheck>) -> Report {
+    fn new(
+        args: &ExchangeBenchArgs,
+        hsm: KeyBackend,
+        threads: usize,
+        phases: Phases,
+        logs: Vec<LogCheck>,
+    ) -> Report {
         let setup = setup(args, hsm);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let row = |phase, offered, m: &Measured| Row {
@@ -450,28 +581,47 @@ impl Report {
             max_ms: ms(m.max()),
         };
         let share = phases.gateways.rate() / phases.chain.rate().max(f64::EPSILON);
-        let added_p50_ms = ms(phases.gateways_at_half.quantile(0.50)) - ms(phases.direct_at_half.quantile(0.50));
-        let added_p99_ms = ms(phases.gateways_at_half.quantile(0.99)) - ms(phases.direct_at_half.quantile(0.99));
+        let added_p50_ms =
+            ms(phases.gateways_at_half.quantile(0.50)) - ms(phases.direct_at_half.quantile(0.50));
+        let added_p99_ms =
+            ms(phases.gateways_at_half.quantile(0.99)) - ms(phases.direct_at_half.quantile(0.99));
         let half = Some(phases.half_rate);
         let tail = phases.gateways_at_half.tail(0.99, TAIL_WINDOW);
         let mut steal = phases.steal;
         let window_us = TAIL_WINDOW.as_micros().max(1);
-        let top_windows: Vec<Option<usize>> = tail.top.iter().map(|(_, at)| usize::try_from(at.as_micros() / window_us).ok()).collect();
-        steal.top_windows_at_half =
-            top_windows.iter().map(|w| w.and_then(|w| steal.windows_at_half.get(w).copied().flatten())).collect();
+        let top_windows: Vec<Option<usize>> = tail
+            .top
+            .iter()
+            .map(|(_, at)| usize::try_from(at.as_micros() / window_us).ok())
+            .collect();
+        steal.top_windows_at_half = top_windows
+            .iter()
+            .map(|w| w.and_then(|w| steal.windows_at_half.get(w).copied().flatten()))
+            .collect();
         let samples = &phases.samples_at_half;
-        let window_sampling_ms = samples.iter().map(|s| s.took().as_secs_f64() * 1000.0).sum();
+        let window_sampling_ms = samples
+            .iter()
+            .map(|s| s.took().as_secs_f64() * 1000.0)
+            .sum();
         let slow_windows = top_windows
             .iter()
             .filter_map(|w| {
                 let w = (*w)?;
                 let (start, end) = (samples.get(w)?, samples.get(w + 1)?);
-                Some(WindowDetail { at_s: w as f64 * TAIL_WINDOW.as_secs_f64(), timings: start.timings(end), threads: start.threads(end) })
+                Some(WindowDetail {
+                    at_s: w as f64 * TAIL_WINDOW.as_secs_f64(),
+                    timings: start.timings(end),
+                    threads: start.threads(end),
+                })
             })
             .collect();
         Report {
             hsm,
-            service: if args.health { backbone::PATIENTS } else { backbone::PING },
+            service: if args.health {
+                backbone::PATIENTS
+            } else {
+                backbone::PING
+            },
             health_headers: args.health,
             connections: args.connections,
             seconds: args.seconds,
@@ -495,7 +645,8 @@ impl Report {
             stalls_at_half: phases.gateways_at_half.stalls(STALL),
             rate_target_met: phases.gateways.rate() >= TARGET_RATE,
             share_target_met: share >= TARGET_SHARE,
-            latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS && phases.gateways_at_half.errors == 0,
+            latency_target_met: added_p99_ms <= TARGET_ADDED_P99_MS
+                && phases.gateways_at_half.errors == 0,
             logs,
             gateway_timings: phases.timings,
             gateway_threads: phases.threads,
@@ -521,7 +672,11 @@ impl Report {
                 KeyBackend::Software => "software",
             },
             self.service,
-            if self.health_headers { " with data subject and purpose of use" } else { " (no health data)" },
+            if self.health_headers {
+                " with data subject and purpose of use"
+            } else {
+                " (no health data)"
+            },
             self.connections,
             self.seconds,
             self.body_bytes,
@@ -532,19 +687,40 @@ impl Report {
         );
         out.push_str(&format!(
             "{:<30} {:>9} {:>11} {:>9} {:>7} {:>8} {:>8} {:>8} {:>8}\n",
-            "phase", "offered/s", "exchanges/s", "ok", "errors", "p50 ms", "p90 ms", "p99 ms", "max ms"
+            "phase",
+            "offered/s",
+            "exchanges/s",
+            "ok",
+            "errors",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms"
         ));
         for row in &self.phases {
-            let offered = row.offered_per_second.map_or_else(|| "max".to_owned(), |r| format!("{r:.0}"));
+            let offered = row
+                .offered_per_second
+                .map_or_else(|| "max".to_owned(), |r| format!("{r:.0}"));
             out.push_str(&format!(
                 "{:<30} {:>9} {:>11.0} {:>9} {:>7} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
-                row.phase, offered, row.exchanges_per_second, row.ok, row.errors, row.p50_ms, row.p90_ms, row.p99_ms, row.max_ms
+                row.phase,
+                offered,
+                row.exchanges_per_second,
+                row.ok,
+                row.errors,
+                row.p50_ms,
+                row.p90_ms,
+                row.p99_ms,
+                row.max_ms
             ));
             if let Some(error) = &row.first_error {
                 out.push_str(&format!("    first error: {error}\n"));
             }
         }
-        out.push_str(&format!("(c)/(b): {:.1} %\n", self.gateways_to_proxy_chain * 100.0));
+        out.push_str(&format!(
+            "(c)/(b): {:.1} %\n",
+            self.gateways_to_proxy_chain * 100.0
+        ));
         out.push_str(&format!(
             "added by the gateways at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms\n",
             self.half_rate, self.added_p50_ms, self.added_p99_ms
@@ -558,27 +734,67 @@ impl Report {
             tail.windows,
             tail.window.as_millis(),
         ));
-        let pct = |share: Option<f64>| share.map_or_else(|| "?".to_owned(), |s| format!("{:.0} %", s * 100.0));
+        let pct = |share: Option<f64>| {
+            share.map_or_else(|| "?".to_owned(), |s| format!("{:.0} %", s * 100.0))
+        };
         let top: Vec<String> = tail
             .top
             .iter()
-            .zip(self.steal.top_windows_at_half.iter().copied().chain(std::iter::repeat(None)))
-            .map(|((n, at), steal)| format!("{n} at {:.1} s (steal {})", at.as_secs_f64(), pct(steal)))
+            .zip(
+                self.steal
+                    .top_windows_at_half
+                    .iter()
+                    .copied()
+                    .chain(std::iter::repeat(None)),
+            )
+            .map(|((n, at), steal)| {
+                format!("{n} at {:.1} s (steal {})", at.as_secs_f64(), pct(steal))
+            })
             .collect();
-        out.push_str(&format!("  windows with the most, busiest first: {}\n", top.join(", ")));
+        out.push_str(&format!(
+            "  windows with the most, busiest first: {}\n",
+            top.join(", ")
+        ));
         for window in &self.slow_windows {
             let means: Vec<String> = window
                 .timings
                 .iter()
-                .map(|t| format!("{} {} {:.1}{}{}", t.agency, t.short, t.mean, if t.unit.is_empty() { "" } else { " " }, t.unit))
+                .map(|t| {
+                    format!(
+                        "{} {} {:.1}{}{}",
+                        t.agency,
+                        t.short,
+                        t.mean,
+                        if t.unit.is_empty() { "" } else { " " },
+                        t.unit
+                    )
+                })
                 .collect();
-            let threads: Vec<String> =
-                window.threads.iter().filter(|t| t.cores >= 0.05).map(|t| format!("{} {:.2}", t.name, t.cores)).collect();
-            out.push_str(&format!("    at {:.1} s, means: {}; CPU (cores): {}\n", window.at_s, means.join(", "), threads.join(", ")));
+            let threads: Vec<String> = window
+                .threads
+                .iter()
+                .filter(|t| t.cores >= 0.05)
+                .map(|t| format!("{} {:.2}", t.name, t.cores))
+                .collect();
+            out.push_str(&format!(
+                "    at {:.1} s, means: {}; CPU (cores): {}\n",
+                window.at_s,
+                means.join(", "),
+                threads.join(", ")
+            ));
         }
         let stalls = &self.stalls_at_half;
-        let longest: Vec<String> =
-            stalls.longest.iter().map(|(at, length)| format!("{:.1} ms at {:.3} s", length.as_secs_f64() * 1000.0, at.as_secs_f64())).collect();
+        let longest: Vec<String> = stalls
+            .longest
+            .iter()
+            .map(|(at, length)| {
+                format!(
+                    "{:.1} ms at {:.3} s",
+                    length.as_secs_f64() * 1000.0,
+                    at.as_secs_f64()
+                )
+            })
+            .collect();
         out.push_str(&format!(
             "  moments at half rate when no exchange completed for {} ms or more while some waited: {}{}{}\n",
             stalls.from.as_millis(),
@@ -610,14 +826,19 @@ impl Report {
                 log.batches,
             ));
         }
-        out.push_str("where the time of (c) at the maximum rate goes, from the gateways' own metrics:\n");
+        out.push_str(
+            "where the time of (c) at the maximum rate goes, from the gateways' own metrics:\n",
+        );
         timing_lines(&mut out, &self.gateway_timings);
         thread_line(&mut out, &self.gateway_threads);
         out.push_str(&format!(
             "  CPU per exchange, whole process (load generator and echo included): (b) {:.0} us, (c) {:.0} us\n",
             self.chain_cpu_us, self.gateways_cpu_us
         ));
-        out.push_str(&format!("and at half the rate ({:.0}/s):\n", self.half_rate));
+        out.push_str(&format!(
+            "and at half the rate ({:.0}/s):\n",
+            self.half_rate
+        ));
         timing_lines(&mut out, &self.gateway_timings_at_half);
         thread_line(&mut out, &self.gateway_threads_at_half);
         out.push_str(&format!(
@@ -640,10 +861,15 @@ impl Report {
     /// Fails when a phase had no success or the logs do not hold every exchange, stamped.
     fn check(&self) -> Result<(), Error> {
         if let Some(row) = self.phases.iter().find(|r| r.ok == 0) {
-            return Err(Error::Check(format!("phase {} had no successful exchange: {}", row.phase, row.first_error.as_deref().unwrap_or("no answer"))));
+            return Err(Error::Check(format!(
+                "phase {} had no successful exchange: {}",
+                row.phase,
+                row.first_error.as_deref().unwrap_or("no answer")
+            )));
         }
         for log in &self.logs {
-            if log.records != 2 * log.exchanges || log.unstamped != 0 || log.stamped != log.records {
+            if log.records != 2 * log.exchanges || log.unstamped != 0 || log.stamped != log.records
+            {
                 return Err(Error::Check(format!(
                     "{} message log: {} records for {} exchanges, {} unstamped, {} stamped",
                     log.side, log.records, log.exchanges, log.unstamped, log.stamped
@@ -668,7 +894,10 @@ fn thread_line(out: &mut String, threads: &[timings::ThreadTime]) {
 /// One line per histogram: count, mean, and the bucket bound that holds the 99th percentile.
 fn timing_lines(out: &mut String, timings: &[timings::Timing]) {
     for t in timings {
-        let p99 = t.p99_at_most.map_or_else(|| "over the last bucket".to_owned(), |v| format!("p99 <= {v}"));
+        let p99 = t.p99_at_most.map_or_else(
+            || "over the last bucket".to_owned(),
+            |v| format!("p99 <= {v}"),
+        );
         out.push_str(&format!(
             "  {:<9} {:<72} {:>9} x mean {:>8.3} {:<2} {:<14} ({})\n",
             t.agency, t.metric, t.count, t.mean, t.unit, p99, t.meaning

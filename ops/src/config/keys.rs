@@ -162,14 +162,21 @@ pub fn by_env(name: &str) -> Option<&'static Key> {
 
 /// The environment variable name for a dotted path, by the rule in the module docs.
 pub fn env_name(path: &str) -> String {
-    format!("{ENV_PREFIX}{}", path.to_ascii_uppercase().replace('.', ENV_SEPARATOR))
+    format!(
+        "{ENV_PREFIX}{}",
+        path.to_ascii_uppercase().replace('.', ENV_SEPARATOR)
+    )
 }
 
 /// The dotted path for a `BACKBONE_SECTION__KEY` environment variable name, if it has that shape.
 pub fn path_of_env(name: &str) -> Option<String> {
     let rest = name.strip_prefix(ENV_PREFIX)?;
     let (section, key) = rest.split_once(ENV_SEPARATOR)?;
-    Some(format!("{}.{}", section.to_ascii_lowercase(), key.to_ascii_lowercase()))
+    Some(format!(
+        "{}.{}",
+        section.to_ascii_lowercase(),
+        key.to_ascii_lowercase()
+    ))
 }
 
 #[cfg(test)]
@@ -191,14 +198,22 @@ mod tests {
         let readme = include_str!("../../README.md");
         for key in ALL {
             let row = format!("| `{}` | `{}` |", key.path, key.env);
-            assert!(readme.contains(&row), "README.md has no row for {}", key.path);
+            assert!(
+                readme.contains(&row),
+                "README.md has no row for {}",
+                key.path
+            );
         }
     }
 
     #[test]
     fn paths_are_unique() {
         for (i, key) in ALL.iter().enumerate() {
-            assert!(ALL.iter().skip(i + 1).all(|other| other.path != key.path), "{}", key.path);
+            assert!(
+                ALL.iter().skip(i + 1).all(|other| other.path != key.path),
+                "{}",
+                key.path
+            );
         }
     }
 }

@@ -28,19 +28,29 @@ impl PinSource {
     /// [`Error::Pin`] when the file cannot be read or is too long, the variable is not set, or the
     /// PIN is empty. The message names the source, never the PIN.
     pub fn read(&self, env: &Env) -> Result<Pin, Error> {
-        let fail = |reason: String| Error::Pin { source_name: self.to_string(), reason };
+        let fail = |reason: String| Error::Pin {
+            source_name: self.to_string(),
+            reason,
+        };
         let secret = match self {
             PinSource::File(path) => {
                 let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
                 warn_if_readable_by_others(&file, path);
                 let mut secret = String::new();
-                file.take(MAX_PIN_FILE_LEN + 1).read_to_string(&mut secret).map_err(|e| fail(e.to_string()))?;
+                file.take(MAX_PIN_FILE_LEN + 1)
+                    .read_to_string(&mut secret)
+                    .map_err(|e| fail(e.to_string()))?;
                 if secret.len() as u64 > MAX_PIN_FILE_LEN {
-                    return Err(fail(format!("the file is longer than {MAX_PIN_FILE_LEN} bytes")));
+                    return Err(fail(format!(
+                        "the file is longer than {MAX_PIN_FILE_LEN} bytes"
+                    )));
                 }
                 secret
             }
-            PinSource::Env(name) => env.get(name).ok_or_else(|| fail("the variable is not set".to_owned()))?.to_owned(),
+            PinSource::Env(name) => env
+                .get(name)
+                .ok_or_else(|| fail("the variable is not set".to_owned()))?
+                .to_owned(),
         };
         let pin = Pin::new(secret);
         if pin.expose().is_empty() {

@@ -43,16 +43,116 @@ pub struct Condition {
 
 /// The clinical pictures the demo draws from.
 pub const CONDITIONS: [Condition; 10] = [
-    Condition { icd10: "I10", diagnosis: "Essential (primary) hypertension", atc: "C09AA05", medicine: "Ramipril 5 mg tablet", dosage: "1 tablet once daily", loinc: "8480-6", observation: "Systolic blood pressure", unit: "mm[Hg]", range_tenths: (1350, 1750) },
-    Condition { icd10: "E11.9", diagnosis: "Type 2 diabetes mellitus without complications", atc: "A10BA02", medicine: "Metformin 500 mg tablet", dosage: "1 tablet twice daily with meals", loinc: "4548-4", observation: "Hemoglobin A1c/Hemoglobin.total in Blood", unit: "%", range_tenths: (62, 95) },
-    Condition { icd10: "J45.9", diagnosis: "Asthma, unspecified", atc: "R03AC02", medicine: "Salbutamol 100 micrograms/dose inhaler", dosage: "1-2 puffs when needed", loinc: "20150-9", observation: "FEV1", unit: "L", range_tenths: (15, 38) },
-    Condition { icd10: "E78.0", diagnosis: "Pure hypercholesterolaemia", atc: "C10AA05", medicine: "Atorvastatin 20 mg tablet", dosage: "1 tablet once daily in the evening", loinc: "14647-2", observation: "Cholesterol [Moles/volume] in Serum or Plasma", unit: "mmol/L", range_tenths: (55, 85) },
-    Condition { icd10: "J02.9", diagnosis: "Acute pharyngitis, unspecified", atc: "J01CE02", medicine: "Phenoxymethylpenicillin 1 MIU tablet", dosage: "1 tablet three times daily for 10 days", loinc: "8310-5", observation: "Body temperature", unit: "Cel", range_tenths: (375, 392) },
-    Condition { icd10: "M54.5", diagnosis: "Low back pain", atc: "M01AE01", medicine: "Ibuprofen 400 mg tablet", dosage: "1 tablet up to three times daily with food", loinc: "72514-3", observation: "Pain severity - 0-10 verbal numeric rating [Score] - Reported", unit: "{score}", range_tenths: (40, 80) },
-    Condition { icd10: "F32.1", diagnosis: "Moderate depressive episode", atc: "N06AB10", medicine: "Escitalopram 10 mg tablet", dosage: "1 tablet once daily", loinc: "44261-6", observation: "Patient Health Questionnaire 9 item (PHQ-9) total score", unit: "{score}", range_tenths: (100, 190) },
-    Condition { icd10: "E03.9", diagnosis: "Hypothyroidism, unspecified", atc: "H03AA01", medicine: "Levothyroxine 50 micrograms tablet", dosage: "1 tablet once daily before breakfast", loinc: "3016-3", observation: "Thyrotropin [Units/volume] in Serum or Plasma", unit: "m[IU]/L", range_tenths: (52, 120) },
-    Condition { icd10: "N39.0", diagnosis: "Urinary tract infection, site not specified", atc: "J01XE01", medicine: "Nitrofurantoin 100 mg capsule", dosage: "1 capsule twice daily for 5 days", loinc: "5821-4", observation: "Leukocytes [#/area] in Urine sediment by Microscopy high power field", unit: "/[HPF]", range_tenths: (100, 500) },
-    Condition { icd10: "I48.9", diagnosis: "Atrial fibrillation and atrial flutter, unspecified", atc: "B01AF01", medicine: "Rivaroxaban 20 mg tablet", dosage: "1 tablet once daily with the evening meal", loinc: "8867-4", observation: "Heart rate", unit: "/min", range_tenths: (880, 1350) },
+    Condition {
+        icd10: "I10",
+        diagnosis: "Essential (primary) hypertension",
+        atc: "C09AA05",
+        medicine: "Ramipril 5 mg tablet",
+        dosage: "1 tablet once daily",
+        loinc: "8480-6",
+        observation: "Systolic blood pressure",
+        unit: "mm[Hg]",
+        range_tenths: (1350, 1750),
+    },
+    Condition {
+        icd10: "E11.9",
+        diagnosis: "Type 2 diabetes mellitus without complications",
+        atc: "A10BA02",
+        medicine: "Metformin 500 mg tablet",
+        dosage: "1 tablet twice daily with meals",
+        loinc: "4548-4",
+        observation: "Hemoglobin A1c/Hemoglobin.total in Blood",
+        unit: "%",
+        range_tenths: (62, 95),
+    },
+    Condition {
+        icd10: "J45.9",
+        diagnosis: "Asthma, unspecified",
+        atc: "R03AC02",
+        medicine: "Salbutamol 100 micrograms/dose inhaler",
+        dosage: "1-2 puffs when needed",
+        loinc: "20150-9",
+        observation: "FEV1",
+        unit: "L",
+        range_tenths: (15, 38),
+    },
+    Condition {
+        icd10: "E78.0",
+        diagnosis: "Pure hypercholesterolaemia",
+        atc: "C10AA05",
+        medicine: "Atorvastatin 20 mg tablet",
+        dosage: "1 tablet once daily in the evening",
+        loinc: "14647-2",
+        observation: "Cholesterol [Moles/volume] in Serum or Plasma",
+        unit: "mmol/L",
+        range_tenths: (55, 85),
+    },
+    Condition {
+        icd10: "J02.9",
+        diagnosis: "Acute pharyngitis, unspecified",
+        atc: "J01CE02",
+        medicine: "Phenoxymethylpenicillin 1 MIU tablet",
+        dosage: "1 tablet three times daily for 10 days",
+        loinc: "8310-5",
+        observation: "Body temperature",
+        unit: "Cel",
+        range_tenths: (375, 392),
+    },
+    Condition {
+        icd10: "M54.5",
+        diagnosis: "Low back pain",
+        atc: "M01AE01",
+        medicine: "Ibuprofen 400 mg tablet",
+        dosage: "1 tablet up to three times daily with food",
+        loinc: "72514-3",
+        observation: "Pain severity - 0-10 verbal numeric rating [Score] - Reported",
+        unit: "{score}",
+        range_tenths: (40, 80),
+    },
+    Condition {
+        icd10: "F32.1",
+        diagnosis: "Moderate depressive episode",
+        atc: "N06AB10",
+        medicine: "Escitalopram 10 mg tablet",
+        dosage: "1 tablet once daily",
+        loinc: "44261-6",
+        observation: "Patient Health Questionnaire 9 item (PHQ-9) total score",
+        unit: "{score}",
+        range_tenths: (100, 190),
+    },
+    Condition {
+        icd10: "E03.9",
+        diagnosis: "Hypothyroidism, unspecified",
+        atc: "H03AA01",
+        medicine: "Levothyroxine 50 micrograms tablet",
+        dosage: "1 tablet once daily before breakfast",
+        loinc: "3016-3",
+        observation: "Thyrotropin [Units/volume] in Serum or Plasma",
+        unit: "m[IU]/L",
+        range_tenths: (52, 120),
+    },
+    Condition {
+        icd10: "N39.0",
+        diagnosis: "Urinary tract infection, site not specified",
+        atc: "J01XE01",
+        medicine: "Nitrofurantoin 100 mg capsule",
+        dosage: "1 capsule twice daily for 5 days",
+        loinc: "5821-4",
+        observation: "Leukocytes [#/area] in Urine sediment by Microscopy high power field",
+        unit: "/[HPF]",
+        range_tenths: (100, 500),
+    },
+    Condition {
+        icd10: "I48.9",
+        diagnosis: "Atrial fibrillation and atrial flutter, unspecified",
+        atc: "B01AF01",
+        medicine: "Rivaroxaban 20 mg tablet",
+        dosage: "1 tablet once daily with the evening meal",
+        loinc: "8867-4",
+        observation: "Heart rate",
+        unit: "/min",
+        range_tenths: (880, 1350),
+    },
 ];
 
 const MALE_NAMES: [&str; 20] = [
@@ -60,13 +160,13 @@ const MALE_NAMES: [&str; 20] = [
     "Indrek", "Tarmo", "Kristjan", "Rasmus", "Markus", "Martin", "Siim", "Karl", "Oskar", "Sander",
 ];
 const FEMALE_NAMES: [&str; 20] = [
-    "Mari", "Anne", "Tiina", "Kadri", "Kersti", "Ene", "Maire", "Liis", "Triin", "Kati",
-    "Pille", "Eha", "Sirje", "Helen", "Laura", "Anna", "Maria", "Sofia", "Emma", "Mia",
+    "Mari", "Anne", "Tiina", "Kadri", "Kersti", "Ene", "Maire", "Liis", "Triin", "Kati", "Pille",
+    "Eha", "Sirje", "Helen", "Laura", "Anna", "Maria", "Sofia", "Emma", "Mia",
 ];
 const SURNAMES: [&str; 30] = [
-    "Tamm", "Saar", "Sepp", "Mägi", "Kask", "Kukk", "Rebane", "Ilves", "Pärn", "Koppel",
-    "Oja", "Lepik", "Kuusk", "Karu", "Luik", "Lill", "Vaher", "Kallas", "Raud", "Põder",
-    "Kivi", "Lõhmus", "Järv", "Kull", "Mets", "Teder", "Ots", "Uibo", "Laur", "Jõgi",
+    "Tamm", "Saar", "Sepp", "Mägi", "Kask", "Kukk", "Rebane", "Ilves", "Pärn", "Koppel", "Oja",
+    "Lepik", "Kuusk", "Karu", "Luik", "Lill", "Vaher", "Kallas", "Raud", "Põder", "Kivi", "Lõhmus",
+    "Järv", "Kull", "Mets", "Teder", "Ots", "Uibo", "Laur", "Jõgi",
 ];
 
 /// A synthetic person.
@@ -155,8 +255,16 @@ fn citizen(rng: &mut SplitMix64) -> Result<Citizen, InvalidCode> {
     let serial = rng.below(1000) as u32;
     let code = personal_code(female, year, month, day, serial);
     let subject = format!("EE{code}");
-    subject.parse::<DataSubject>().map_err(|why| InvalidCode { masked: format!("EE{}xxxx", code.get(..7).unwrap_or_default()), why })?;
-    let given = if female { rng.pick(&FEMALE_NAMES) } else { rng.pick(&MALE_NAMES) }.unwrap_or("Mari");
+    subject.parse::<DataSubject>().map_err(|why| InvalidCode {
+        masked: format!("EE{}xxxx", code.get(..7).unwrap_or_default()),
+        why,
+    })?;
+    let given = if female {
+        rng.pick(&FEMALE_NAMES)
+    } else {
+        rng.pick(&MALE_NAMES)
+    }
+    .unwrap_or("Mari");
     let family = rng.pick(&SURNAMES).unwrap_or("Tamm");
     // Most people see their doctor for something: 0 (one in five), 1 or 2 conditions.
     let count = match rng.below(5) {
@@ -173,7 +281,12 @@ fn citizen(rng: &mut SplitMix64) -> Result<Citizen, InvalidCode> {
     }
     let values_tenths = conditions
         .iter()
-        .map(|&c| CONDITIONS.get(c).map_or(0, |cond| cond.range_tenths.0 + rng.below(u64::from(cond.range_tenths.1 - cond.range_tenths.0 + 1)) as u32))
+        .map(|&c| {
+            CONDITIONS.get(c).map_or(0, |cond| {
+                cond.range_tenths.0
+                    + rng.below(u64::from(cond.range_tenths.1 - cond.range_tenths.0 + 1)) as u32
+            })
+        })
         .collect();
     Ok(Citizen {
         subject,
@@ -191,9 +304,14 @@ fn citizen(rng: &mut SplitMix64) -> Result<Citizen, InvalidCode> {
 pub fn personal_code(female: bool, year: u32, month: u32, day: u32, serial: u32) -> String {
     let century = if year < 2000 { 3 } else { 5 };
     let first = century + u32::from(female);
-    let body = format!("{first}{:02}{month:02}{day:02}{:03}", year % 100, serial % 1000);
+    let body = format!(
+        "{first}{:02}{month:02}{day:02}{:03}",
+        year % 100,
+        serial % 1000
+    );
     let digits: Vec<u32> = body.chars().filter_map(|c| c.to_digit(10)).collect();
-    let weighted = |weights: [u32; 10]| digits.iter().zip(weights).map(|(d, w)| d * w).sum::<u32>() % 11;
+    let weighted =
+        |weights: [u32; 10]| digits.iter().zip(weights).map(|(d, w)| d * w).sum::<u32>() % 11;
     let mut check = weighted([1, 2, 3, 4, 5, 6, 7, 8, 9, 1]);
     if check == 10 {
         check = weighted([3, 4, 5, 6, 7, 8, 9, 1, 2, 3]);
@@ -205,7 +323,12 @@ pub fn personal_code(female: bool, year: u32, month: u32, day: u32, serial: u32)
 }
 
 fn days_in_month(year: u32, month: u32) -> u32 {
-    match (i32::try_from(year), u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok())) {
+    match (
+        i32::try_from(year),
+        u8::try_from(month)
+            .ok()
+            .and_then(|m| time::Month::try_from(m).ok()),
+    ) {
         (Ok(year), Some(month)) => u32::from(month.length(year)),
         _ => 28,
     }
@@ -219,7 +342,10 @@ impl Citizen {
 
     /// The person's conditions with their observed values.
     pub fn picture(&self) -> impl Iterator<Item = (&'static Condition, u32)> + '_ {
-        self.conditions.iter().zip(&self.values_tenths).filter_map(|(&c, &v)| CONDITIONS.get(c).map(|cond| (cond, v)))
+        self.conditions
+            .iter()
+            .zip(&self.values_tenths)
+            .filter_map(|(&c, &v)| CONDITIONS.get(c).map(|cond| (cond, v)))
     }
 }
 
@@ -235,7 +361,11 @@ mod tests {
         for person in &a {
             person.subject.parse::<DataSubject>().unwrap();
             let first = person.code().chars().next().unwrap();
-            assert_eq!(person.gender == "female", matches!(first, '4' | '6'), "{person:?}");
+            assert_eq!(
+                person.gender == "female",
+                matches!(first, '4' | '6'),
+                "{person:?}"
+            );
             assert_eq!(&person.birth_date[2..4], &person.code()[1..3]);
         }
         assert!(a.iter().filter(|p| !p.conditions.is_empty()).count() > 600);

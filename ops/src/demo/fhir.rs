@@ -28,7 +28,14 @@ use tokio::task::JoinHandle;
 use super::data::{Citizen, Condition};
 
 /// The resource types the demo services know.
-pub const RESOURCE_TYPES: [&str; 6] = ["Patient", "Observation", "MedicationRequest", "MedicationDispense", "DocumentReference", "Claim"];
+pub const RESOURCE_TYPES: [&str; 6] = [
+    "Patient",
+    "Observation",
+    "MedicationRequest",
+    "MedicationDispense",
+    "DocumentReference",
+    "Claim",
+];
 
 /// The identifier system of Estonian personal codes.
 pub const PERSONAL_CODE_SYSTEM: &str = "https://www.ria.ee/isikukood";
@@ -64,7 +71,11 @@ pub struct FhirService {
 impl Records {
     /// Stores `resource`, giving it the next id of its type (`{prefix}-{n}`), and returns it.
     pub fn add(&mut self, prefix: &str, mut resource: Value) -> Value {
-        let kind = resource.get("resourceType").and_then(Value::as_str).unwrap_or("Unknown").to_owned();
+        let kind = resource
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("Unknown")
+            .to_owned();
         if resource.get("id").is_none() {
             let n = self.next.entry(kind.clone()).or_insert(0);
             *n += 1;
@@ -76,7 +87,12 @@ impl Records {
 
     /// Resources of `kind` about `subject` (`EE…`).
     pub fn about(&self, kind: &str, subject: &str) -> Vec<Value> {
-        self.by_type.get(kind).map_or_else(Vec::new, |all| all.iter().filter(|r| subject_of(r).as_deref() == Some(subject)).cloned().collect())
+        self.by_type.get(kind).map_or_else(Vec::new, |all| {
+            all.iter()
+                .filter(|r| subject_of(r).as_deref() == Some(subject))
+                .cloned()
+                .collect()
+        })
     }
 
     /// How many resources it holds.
@@ -90,7 +106,10 @@ impl Records {
     }
 
     fn by_id(&self, kind: &str, id: &str) -> Option<&Value> {
-        self.by_type.get(kind)?.iter().find(|r| r.get("id").and_then(Value::as_str) == Some(id))
+        self.by_type
+            .get(kind)?
+            .iter()
+            .find(|r| r.get("id").and_then(Value::as_str) == Some(id))
     }
 }
 
@@ -106,17 +125,31 @@ impl FhirService {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let records = Arc::new(Mutex::new(records));
-        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&records));
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&records));
         let (stop, mut stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
             let until = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(e) = backbone_server::serve_router(listener, app, backbone_server::Limits::default(), until).await {
+            if let Err(e) = backbone_server::serve_router(
+                listener,
+                app,
+                backbone_server::Limits::default(),
+                until,
+            )
+            .await
+            {
                 tracing::error!(error = %e, "demo FHIR service stopped");
             }
         });
-        Ok(FhirService { addr, records, stop, task })
+        Ok(FhirService {
+            addr,
+            records,
+            stop,
+            task,
+        })
     }
 
     /// The base URL the gateway forwards to.
@@ -131,71 +164,135 @@ impl FhirService {
     }
 }
 
-async fn handle(State(records): State<Arc<Mutex<Records>>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
-    let declared = headers.get("x-backbone-data-subject").and_then(|v| v.to_str().ok()).map(str::to_owned);
+async fn handle(
+    State(records): State<Arc<Mutex<Records>>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let declared = headers
+        .get("x-backbone-data-subject")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let Some(rest) = uri.path().strip_prefix("/fhir/") else {
-        return outcome(StatusCode::NOT_FOUND, "not-found", "this service serves /fhir/{type}");
+        return outcome(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            "this service serves /fhir/{type}",
+        );
     };
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     let mut records = records.lock().unwrap_or_else(PoisonError::into_inner);
     match (method, segments.as_slice()) {
         (Method::GET, ["metadata"]) => fhir(StatusCode::OK, &capability()),
         (Method::GET, [kind]) if RESOURCE_TYPES.contains(kind) => {
-            let patient = query_param(uri.query(), "patient").or_else(|| query_param(uri.query(), "subject"));
+            let patient =
+                query_param(uri.query(), "patient").or_else(|| query_param(uri.query(), "subject"));
             let Some(patient) = patient else {
-                return outcome(StatusCode::BAD_REQUEST, "required", "search by ?patient=EE… (a personal code)");
+                return outcome(
+                    StatusCode::BAD_REQUEST,
+                    "required",
+                    "search by ?patient=EE… (a personal code)",
+                );
             };
             let patient = patient.trim_start_matches("Patient/").to_owned();
             if declared.as_deref().is_some_and(|d| d != patient) {
-                return outcome(StatusCode::FORBIDDEN, "forbidden", "the search names another person than the declared data subject");
+                return outcome(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the search names another person than the declared data subject",
+                );
             }
             let found = records.about(kind, &patient);
             fhir(StatusCode::OK, &bundle(&found))
         }
-        (Method::GET, [kind, id]) if RESOURCE_TYPES.contains(kind) => match records.by_id(kind, id) {
-            Some(resource) if declared.is_none() || subject_of(resource) == declared => fhir(StatusCode::OK, resource),
-            Some(_) => outcome(StatusCode::FORBIDDEN, "forbidden", "the resource is about another person than the declared data subject"),
+        (Method::GET, [kind, id]) if RESOURCE_TYPES.contains(kind) => match records.by_id(kind, id)
+        {
+            Some(resource) if declared.is_none() || subject_of(resource) == declared => {
+                fhir(StatusCode::OK, resource)
+            }
+            Some(_) => outcome(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the resource is about another person than the declared data subject",
+            ),
             None => outcome(StatusCode::NOT_FOUND, "not-found", "no such resource"),
         },
         (Method::POST, [kind]) if RESOURCE_TYPES.contains(kind) => {
             if body.len() > MAX_RESOURCE_LEN {
-                return outcome(StatusCode::PAYLOAD_TOO_LARGE, "too-costly", "the resource is too large");
+                return outcome(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-costly",
+                    "the resource is too large",
+                );
             }
             let Ok(resource) = serde_json::from_slice::<Value>(&body) else {
                 return outcome(StatusCode::BAD_REQUEST, "structure", "the body is not JSON");
             };
             if resource.get("resourceType").and_then(Value::as_str) != Some(kind) {
-                return outcome(StatusCode::BAD_REQUEST, "structure", "resourceType does not match the URL");
+                return outcome(
+                    StatusCode::BAD_REQUEST,
+                    "structure",
+                    "resourceType does not match the URL",
+                );
             }
             if declared.is_some() && subject_of(&resource) != declared {
-                return outcome(StatusCode::FORBIDDEN, "forbidden", "the resource is about another person than the declared data subject");
+                return outcome(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "the resource is about another person than the declared data subject",
+                );
             }
             let stored = records.add(&kind.to_ascii_lowercase(), resource);
             fhir(StatusCode::CREATED, &stored)
         }
-        _ => outcome(StatusCode::NOT_FOUND, "not-supported", "unknown resource type or interaction"),
+        _ => outcome(
+            StatusCode::NOT_FOUND,
+            "not-supported",
+            "unknown resource type or interaction",
+        ),
     }
 }
 
 /// The person a resource is about: `EE…`.
 pub fn subject_of(resource: &Value) -> Option<String> {
     if resource.get("resourceType").and_then(Value::as_str) == Some("Patient") {
-        return resource.get("id").and_then(Value::as_str).map(str::to_owned);
+        return resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
     }
-    let reference = resource.get("subject").or_else(|| resource.get("patient"))?.get("reference")?.as_str()?;
+    let reference = resource
+        .get("subject")
+        .or_else(|| resource.get("patient"))?
+        .get("reference")?
+        .as_str()?;
     reference.strip_prefix("Patient/").map(str::to_owned)
 }
 
 fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_owned())
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
 }
 
 fn fhir(status: StatusCode, value: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, FHIR_JSON)], value.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, FHIR_JSON)],
+        value.to_string(),
+    )
+        .into_response()
 }
 
 fn outcome(status: StatusCode, code: &str, text: &str) -> Response {
-    fhir(status, &json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}))
+    fhir(
+        status,
+        &json!({"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": code, "diagnostics": text}]}),
+    )
 }
 
 fn bundle(entries: &[Value]) -> Value {
@@ -249,7 +346,13 @@ pub fn patient(citizen: &Citizen) -> Value {
 }
 
 /// An Observation of `condition`'s LOINC code with a value in tenths.
-pub fn observation(citizen: &Citizen, condition: &Condition, value_tenths: u32, date: &str, performer: Value) -> Value {
+pub fn observation(
+    citizen: &Citizen,
+    condition: &Condition,
+    value_tenths: u32,
+    date: &str,
+    performer: Value,
+) -> Value {
     json!({
         "resourceType": "Observation",
         "status": "final",
@@ -263,7 +366,12 @@ pub fn observation(citizen: &Citizen, condition: &Condition, value_tenths: u32, 
 }
 
 /// A MedicationRequest (an e-prescription) for `condition`.
-pub fn medication_request(citizen: &Citizen, condition: &Condition, date: &str, requester: Value) -> Value {
+pub fn medication_request(
+    citizen: &Citizen,
+    condition: &Condition,
+    date: &str,
+    requester: Value,
+) -> Value {
     json!({
         "resourceType": "MedicationRequest",
         "status": "active",
@@ -279,7 +387,13 @@ pub fn medication_request(citizen: &Citizen, condition: &Condition, date: &str, 
 }
 
 /// A MedicationDispense of a prescription.
-pub fn medication_dispense(citizen: &Citizen, condition: &Condition, prescription: &str, date: &str, performer: Value) -> Value {
+pub fn medication_dispense(
+    citizen: &Citizen,
+    condition: &Condition,
+    prescription: &str,
+    date: &str,
+    performer: Value,
+) -> Value {
     json!({
         "resourceType": "MedicationDispense",
         "status": "completed",
@@ -308,7 +422,15 @@ pub fn referral(citizen: &Citizen, condition: &Condition, date: &str, author: Va
 }
 
 /// A pharmacy Claim for reimbursement of a dispensing.
-pub fn claim(citizen: &Citizen, condition: &Condition, dispense: &str, date: &str, amount_cents: u32, provider: Value, insurer: Value) -> Value {
+pub fn claim(
+    citizen: &Citizen,
+    condition: &Condition,
+    dispense: &str,
+    date: &str,
+    amount_cents: u32,
+    provider: Value,
+    insurer: Value,
+) -> Value {
     json!({
         "resourceType": "Claim",
         "status": "active",
@@ -333,7 +455,12 @@ pub fn org(member: &str, name: &str) -> Value {
 /// The records an agency starts with: every person's Patient for the hospital, the family
 /// doctor and the insurer; the family doctor's observations and long-term prescriptions; the
 /// hospital's observations for people with two conditions.
-pub fn preload(role: super::network::Role, people: &[Citizen], member: &str, name: &str) -> Records {
+pub fn preload(
+    role: super::network::Role,
+    people: &[Citizen],
+    member: &str,
+    name: &str,
+) -> Records {
     use super::network::Role;
     let mut records = Records::default();
     let prefix = match role {
@@ -350,12 +477,30 @@ pub fn preload(role: super::network::Role, people: &[Citizen], member: &str, nam
         match role {
             Role::FamilyDoctor => {
                 for (condition, value) in citizen.picture() {
-                    records.add(prefix, observation(citizen, condition, value, "2026-01-15", organization(member, name)));
+                    records.add(
+                        prefix,
+                        observation(
+                            citizen,
+                            condition,
+                            value,
+                            "2026-01-15",
+                            organization(member, name),
+                        ),
+                    );
                 }
             }
             Role::Hospital if citizen.conditions.len() > 1 => {
                 for (condition, value) in citizen.picture() {
-                    records.add(prefix, observation(citizen, condition, value, "2025-11-03", organization(member, name)));
+                    records.add(
+                        prefix,
+                        observation(
+                            citizen,
+                            condition,
+                            value,
+                            "2025-11-03",
+                            organization(member, name),
+                        ),
+                    );
                 }
             }
             _ => {}

@@ -53,7 +53,11 @@ pub struct Keys {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Kind {
     Software,
-    Softhsm { user_pin: String, so_pin: String, id: String },
+    Softhsm {
+        user_pin: String,
+        so_pin: String,
+        id: String,
+    },
 }
 
 impl Keys {
@@ -63,7 +67,9 @@ impl Keys {
     ///
     /// [`Error::Usage`] when SoftHSM2 is asked for (or was used before) but is not usable.
     pub fn choose(choice: KeyChoice, dir: &Path, env: &Env) -> Result<Keys, Error> {
-        let recorded = std::fs::read_to_string(dir.join(CHOICE_FILE)).ok().map(|s| s.trim().to_owned());
+        let recorded = std::fs::read_to_string(dir.join(CHOICE_FILE))
+            .ok()
+            .map(|s| s.trim().to_owned());
         let module = Path::new(SOFTHSM2_MODULE).exists();
         let conf = env.get("SOFTHSM2_CONF").map(str::to_owned);
         let softhsm_ready = module && conf.as_deref().is_some_and(|c| Path::new(c).exists());
@@ -85,12 +91,21 @@ impl Keys {
             let reason = match (choice, recorded.as_deref(), module, conf.is_some()) {
                 (KeyChoice::Software, _, _, _) => "asked for with --keys software".to_owned(),
                 (_, Some(_), _, _) => format!("as in the first run on {}", dir.display()),
-                (_, _, false, _) => format!("SoftHSM2 is not installed ({SOFTHSM2_MODULE} is missing)"),
-                (_, _, true, false) => "SoftHSM2 is installed but SOFTHSM2_CONF is not set (ops/demo.sh sets it)".to_owned(),
+                (_, _, false, _) => {
+                    format!("SoftHSM2 is not installed ({SOFTHSM2_MODULE} is missing)")
+                }
+                (_, _, true, false) => {
+                    "SoftHSM2 is installed but SOFTHSM2_CONF is not set (ops/demo.sh sets it)"
+                        .to_owned()
+                }
                 (_, _, true, true) => "SOFTHSM2_CONF names a file that does not exist".to_owned(),
             };
             record(dir, "software")?;
-            return Ok(Keys { kind: Kind::Software, dir: dir.to_owned(), reason });
+            return Ok(Keys {
+                kind: Kind::Software,
+                dir: dir.to_owned(),
+                reason,
+            });
         }
         if !softhsm_ready {
             return Err(Error::Usage(format!(
@@ -102,7 +117,15 @@ impl Keys {
         let id = secret_file(&dir.join(TOKEN_ID_FILE), 4)?;
         record(dir, "softhsm2")?;
         let reason = format!("SOFTHSM2_CONF={}", conf.unwrap_or_default());
-        Ok(Keys { kind: Kind::Softhsm { user_pin, so_pin, id }, dir: dir.to_owned(), reason })
+        Ok(Keys {
+            kind: Kind::Softhsm {
+                user_pin,
+                so_pin,
+                id,
+            },
+            dir: dir.to_owned(),
+            reason,
+        })
     }
 
     /// Whether the keys are in SoftHSM2 tokens.
@@ -119,24 +142,39 @@ impl Keys {
         let config = self.config(component);
         let pin = match &self.kind {
             Kind::Software => None,
-            Kind::Softhsm { user_pin, so_pin, .. } => {
+            Kind::Softhsm {
+                user_pin, so_pin, ..
+            } => {
                 let label = self.token_label(component);
-                match backbone_hsm::pkcs11::init_token(Path::new(SOFTHSM2_MODULE), &label, &Pin::new(so_pin.as_str()), &Pin::new(user_pin.as_str())) {
+                match backbone_hsm::pkcs11::init_token(
+                    Path::new(SOFTHSM2_MODULE),
+                    &label,
+                    &Pin::new(so_pin.as_str()),
+                    &Pin::new(user_pin.as_str()),
+                ) {
                     Ok(()) => tracing::info!(token = %label, "initialised a SoftHSM2 token"),
                     // Made by an earlier run.
                     Err(backbone_hsm::Error::Config { .. }) => {}
-                    Err(e) => return Err(Error::hsm(format!("cannot initialise SoftHSM2 token {label}"))(e)),
+                    Err(e) => {
+                        return Err(Error::hsm(format!(
+                            "cannot initialise SoftHSM2 token {label}"
+                        ))(e));
+                    }
                 }
                 Some(Pin::new(user_pin.as_str()))
             }
         };
-        backbone_hsm::config::open(&config, pin).map_err(Error::hsm(format!("cannot open the key store of {component}")))
+        backbone_hsm::config::open(&config, pin).map_err(Error::hsm(format!(
+            "cannot open the key store of {component}"
+        )))
     }
 
     /// The key store configuration of `component`, for `backbone … --config` files.
     pub fn config(&self, component: &str) -> StoreConfig {
         match &self.kind {
-            Kind::Software => StoreConfig::Software { key_dir: self.dir.join("keys").join(component) },
+            Kind::Software => StoreConfig::Software {
+                key_dir: self.dir.join("keys").join(component),
+            },
             Kind::Softhsm { .. } => StoreConfig::Pkcs11(Pkcs11Config {
                 module: PathBuf::from(SOFTHSM2_MODULE),
                 token_label: self.token_label(component),
@@ -149,8 +187,16 @@ impl Keys {
     /// One line for the operator.
     pub fn describe(&self) -> String {
         match self.kind {
-            Kind::Software => format!("software keys in {} ({})", self.dir.join("keys").display(), self.reason),
-            Kind::Softhsm { .. } => format!("SoftHSM2 tokens {}* ({})", self.token_label(""), self.reason),
+            Kind::Software => format!(
+                "software keys in {} ({})",
+                self.dir.join("keys").display(),
+                self.reason
+            ),
+            Kind::Softhsm { .. } => format!(
+                "SoftHSM2 tokens {}* ({})",
+                self.token_label(""),
+                self.reason
+            ),
         }
     }
 
@@ -186,8 +232,11 @@ fn secret_file(path: &Path, len: usize) -> Result<String, Error> {
     }
     use ring::rand::SecureRandom as _;
     let mut bytes = vec![0u8; len];
-    ring::rand::SystemRandom::new().fill(&mut bytes).map_err(|_| Error::Check("no system randomness for the demo tokens".into()))?;
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::Check("no system randomness for the demo tokens".into()))?;
     let pin: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    backbone_hsm::private::write(path, format!("{pin}\n").as_bytes()).map_err(Error::io("write", path))?;
+    backbone_hsm::private::write(path, format!("{pin}\n").as_bytes())
+        .map_err(Error::io("write", path))?;
     Ok(pin)
 }

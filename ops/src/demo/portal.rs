@@ -86,8 +86,13 @@ impl DemoPortal {
         let provider_url = format!("http://localhost:{provider_port}");
         let redirect_uri = format!("{url}/oidc/callback");
         let secret = backbone_portal::session::random_token();
-        let registered = RegisteredClient { id: CLIENT_ID.into(), secret: secret.clone(), redirect_uris: vec![redirect_uri.clone()] };
-        let mut provider = Provider::new(&provider_url, vec![registered]).map_err(|e| Error::Check(format!("test OpenID provider: {e}")))?;
+        let registered = RegisteredClient {
+            id: CLIENT_ID.into(),
+            secret: secret.clone(),
+            redirect_uris: vec![redirect_uri.clone()],
+        };
+        let mut provider = Provider::new(&provider_url, vec![registered])
+            .map_err(|e| Error::Check(format!("test OpenID provider: {e}")))?;
         if !settings.persons.is_empty() {
             provider = provider.with_persons(settings.persons);
         }
@@ -99,13 +104,24 @@ impl DemoPortal {
                 limit: history::DEFAULT_LIMIT,
                 timeout: FIND_USAGE_TIMEOUT,
             },
-            oidc: OidcConfig { issuer: provider_url.clone(), client_id: CLIENT_ID.into(), client_secret: secret, redirect_uri, ca_file: DEFAULT_CA_FILE.into() },
+            oidc: OidcConfig {
+                issuer: provider_url.clone(),
+                client_id: CLIENT_ID.into(),
+                client_secret: secret,
+                redirect_uri,
+                ca_file: DEFAULT_CA_FILE.into(),
+            },
             data_dir: settings.dir.to_path_buf(),
             idle_timeout: server::DEFAULT_IDLE_TIMEOUT,
             history_cache: server::DEFAULT_HISTORY_CACHE,
         };
-        let trust = Trust { certificates: vec![settings.certificate], publications: None };
-        let portal = Arc::new(Portal::new(config, conf, trust).map_err(|e| Error::Check(format!("citizen portal in {}: {e}", settings.dir.display())))?);
+        let trust = Trust {
+            certificates: vec![settings.certificate],
+            publications: None,
+        };
+        let portal = Arc::new(Portal::new(config, conf, trust).map_err(|e| {
+            Error::Check(format!("citizen portal in {}: {e}", settings.dir.display()))
+        })?);
 
         let (stop, stopped) = watch::channel(false);
         let until = |mut stopped: watch::Receiver<bool>| async move {
@@ -114,7 +130,14 @@ impl DemoPortal {
         let app = provider::router(Arc::new(provider));
         let provider_stopped = until(stopped.clone());
         let provider_task = tokio::spawn(async move {
-            if let Err(e) = backbone_server::serve_router(provider_listener, app, backbone_server::Limits::default(), provider_stopped).await {
+            if let Err(e) = backbone_server::serve_router(
+                provider_listener,
+                app,
+                backbone_server::Limits::default(),
+                provider_stopped,
+            )
+            .await
+            {
                 tracing::error!(error = %e, "test OpenID provider stopped");
             }
         });
@@ -124,7 +147,13 @@ impl DemoPortal {
             }
         });
         tracing::info!(%url, provider = %provider_url, client = %settings.client, gateway = %settings.gateway, "citizen portal started");
-        Ok(DemoPortal { url, provider_url, persons, stop, tasks: vec![portal_task, provider_task] })
+        Ok(DemoPortal {
+            url,
+            provider_url,
+            persons,
+            stop,
+            tasks: vec![portal_task, provider_task],
+        })
     }
 
     /// Stops the portal and the provider, waiting [`SHUTDOWN_PATIENCE`] at most for open
@@ -155,13 +184,18 @@ pub fn test_person(citizen: &Citizen) -> TestPerson {
 pub fn persons(first: Option<&Citizen>) -> Vec<TestPerson> {
     let mut persons: Vec<TestPerson> = first.map(test_person).into_iter().collect();
     let code = persons.first().map(|p| p.code.clone());
-    persons.extend(provider::TEST_PERSONS.into_iter().filter(|p| code.as_ref() != Some(&p.code)));
+    persons.extend(
+        provider::TEST_PERSONS
+            .into_iter()
+            .filter(|p| code.as_ref() != Some(&p.code)),
+    );
     persons
 }
 
 async fn bind(port: u16) -> Result<(tokio::net::TcpListener, u16), Error> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let refused = |e: std::io::Error| Error::Check(format!("citizen portal: cannot listen on {addr}: {e}"));
+    let refused =
+        |e: std::io::Error| Error::Check(format!("citizen portal: cannot listen on {addr}: {e}"));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(refused)?;
     let port = listener.local_addr().map_err(refused)?.port();
     Ok((listener, port))

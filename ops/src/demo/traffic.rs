@@ -72,13 +72,24 @@ impl Traffic {
     /// A service is missing (a bug) or the HTTP client cannot be built.
     pub fn new(network: &Network) -> Result<Traffic, Error> {
         let records = |role| {
-            network.node(role).and_then(|n| n.service.as_ref()).map(|s| Arc::clone(&s.records)).ok_or(Error::Unreachable("a demo service is missing"))
+            network
+                .node(role)
+                .and_then(|n| n.service.as_ref())
+                .map(|s| Arc::clone(&s.records))
+                .ok_or(Error::Unreachable("a demo service is missing"))
         };
         Ok(Traffic {
-            gateways: network.nodes.iter().map(|n| (n.agency.role, n.gateway.client_addr())).collect(),
+            gateways: network
+                .nodes
+                .iter()
+                .map(|n| (n.agency.role, n.gateway.client_addr()))
+                .collect(),
             family_doctor: records(Role::FamilyDoctor)?,
             pharmacy: records(Role::Pharmacy)?,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| Error::Check(e.to_string()))?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| Error::Check(e.to_string()))?,
             done: Arc::default(),
             failed: Arc::default(),
             exchanges: Arc::default(),
@@ -87,7 +98,10 @@ impl Traffic {
 
     /// Every exchange made so far.
     pub fn exchanges(&self) -> Vec<Exchange> {
-        self.exchanges.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs the scenario for each of `people`, [`CONCURRENCY`] at a time, the emergency access
@@ -99,7 +113,9 @@ impl Traffic {
         let limit = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
         let mut tasks = tokio::task::JoinSet::new();
         for citizen in people {
-            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
+            let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
+                break;
+            };
             let traffic = self.clone();
             let today = today.to_owned();
             tasks.spawn(async move {
@@ -112,7 +128,9 @@ impl Traffic {
 
     /// One person's referral, prescription, dispensing and claim.
     async fn scenario(&self, citizen: &Citizen, today: &str) {
-        let Some((condition, _)) = citizen.picture().next() else { return };
+        let Some((condition, _)) = citizen.picture().next() else {
+            return;
+        };
         let gp = Agency::of(Role::FamilyDoctor);
         let pharmacy = Agency::of(Role::Pharmacy);
         let hospital = Agency::of(Role::Hospital);
@@ -121,26 +139,108 @@ impl Traffic {
         let pharmacy_org = fhir::org(pharmacy.member, pharmacy.name);
 
         let referral = fhir::referral(citizen, condition, today, gp_org.clone());
-        self.call("referral", gp, hospital, "POST", "/DocumentReference", citizen, "TREAT", None, Some(&referral)).await;
+        self.call(
+            "referral",
+            gp,
+            hospital,
+            "POST",
+            "/DocumentReference",
+            citizen,
+            "TREAT",
+            None,
+            Some(&referral),
+        )
+        .await;
 
-        let prescription = self.family_doctor.lock().unwrap_or_else(PoisonError::into_inner).add("gp", fhir::medication_request(citizen, condition, today, gp_org));
-        self.call("e-prescription", gp, pharmacy, "POST", "/MedicationRequest", citizen, "TREAT", None, Some(&prescription)).await;
+        let prescription = self
+            .family_doctor
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(
+                "gp",
+                fhir::medication_request(citizen, condition, today, gp_org),
+            );
+        self.call(
+            "e-prescription",
+            gp,
+            pharmacy,
+            "POST",
+            "/MedicationRequest",
+            citizen,
+            "TREAT",
+            None,
+            Some(&prescription),
+        )
+        .await;
 
         let query = format!("/MedicationRequest?patient={}", citizen.subject);
-        let found = self.call("dispensing", pharmacy, gp, "GET", &query, citizen, "TREAT", None, None).await;
+        let found = self
+            .call(
+                "dispensing",
+                pharmacy,
+                gp,
+                "GET",
+                &query,
+                citizen,
+                "TREAT",
+                None,
+                None,
+            )
+            .await;
         let prescription_id = found
             .as_ref()
-            .and_then(|bundle| bundle.get("entry")?.as_array()?.last()?.get("resource")?.get("id")?.as_str().map(str::to_owned))
+            .and_then(|bundle| {
+                bundle
+                    .get("entry")?
+                    .as_array()?
+                    .last()?
+                    .get("resource")?
+                    .get("id")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
             .unwrap_or_default();
-        let dispense = self.pharmacy.lock().unwrap_or_else(PoisonError::into_inner).add(
-            "rx",
-            fhir::medication_dispense(citizen, condition, &format!("MedicationRequest/{prescription_id}"), today, pharmacy_org.clone()),
-        );
-        let dispense_id = dispense.get("id").and_then(Value::as_str).unwrap_or_default();
+        let dispense = self
+            .pharmacy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(
+                "rx",
+                fhir::medication_dispense(
+                    citizen,
+                    condition,
+                    &format!("MedicationRequest/{prescription_id}"),
+                    today,
+                    pharmacy_org.clone(),
+                ),
+            );
+        let dispense_id = dispense
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         // A plausible price from the ATC code, 2–40 euros.
         let cents = 200 + condition.atc.bytes().map(u32::from).sum::<u32>() * 7 % 3800;
-        let claim = fhir::claim(citizen, condition, &format!("MedicationDispense/{dispense_id}"), today, cents, pharmacy_org, fhir::org(insurer.member, insurer.name));
-        self.call("reimbursement", pharmacy, insurer, "POST", "/Claim", citizen, "HPAYMT", None, Some(&claim)).await;
+        let claim = fhir::claim(
+            citizen,
+            condition,
+            &format!("MedicationDispense/{dispense_id}"),
+            today,
+            cents,
+            pharmacy_org,
+            fhir::org(insurer.member, insurer.name),
+        );
+        self.call(
+            "reimbursement",
+            pharmacy,
+            insurer,
+            "POST",
+            "/Claim",
+            citizen,
+            "HPAYMT",
+            None,
+            Some(&claim),
+        )
+        .await;
     }
 
     /// The hospital's emergency access to the family doctor's observations.
@@ -149,7 +249,18 @@ impl Traffic {
         let doctor = format!("EE{}", personal_code(true, 1978, 4, 12, 28));
         let query = format!("/Observation?patient={}", citizen.subject);
         let (hospital, gp) = (Agency::of(Role::Hospital), Agency::of(Role::FamilyDoctor));
-        self.call("emergency access", hospital, gp, "GET", &query, citizen, "ETREAT", Some(&doctor), None).await;
+        self.call(
+            "emergency access",
+            hospital,
+            gp,
+            "GET",
+            &query,
+            citizen,
+            "ETREAT",
+            Some(&doctor),
+            None,
+        )
+        .await;
     }
 
     /// One exchange through `from`'s gateway; the JSON answer when it succeeded.
@@ -166,7 +277,11 @@ impl Traffic {
         user: Option<&str>,
         body: Option<&Value>,
     ) -> Option<Value> {
-        let gateway = self.gateways.iter().find(|(role, _)| *role == from.role).map(|(_, addr)| *addr)?;
+        let gateway = self
+            .gateways
+            .iter()
+            .find(|(role, _)| *role == from.role)
+            .map(|(_, addr)| *addr)?;
         let service = to.fhir_service();
         let url = format!("http://{gateway}/r1/{service}{path}");
         let mut request = match method {
@@ -181,13 +296,24 @@ impl Traffic {
             request = request.header("X-Road-UserId", user);
         }
         if let Some(body) = body {
-            request = request.header("Content-Type", fhir::FHIR_JSON).body(body.to_string());
+            request = request
+                .header("Content-Type", fhir::FHIR_JSON)
+                .body(body.to_string());
         }
         let (status, message_id, answer) = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let id = response.headers().get("x-road-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-                let answer = response.bytes().await.ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+                let id = response
+                    .headers()
+                    .get("x-road-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let answer = response
+                    .bytes()
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
                 (status, id, answer)
             }
             Err(e) => {
@@ -202,18 +328,21 @@ impl Traffic {
             tracing::warn!(step, status, client = %from.client(), %service, "exchange refused");
         }
         let path_only = path.split('?').next().unwrap_or(path);
-        self.exchanges.lock().unwrap_or_else(PoisonError::into_inner).push(Exchange {
-            step,
-            client: from.client(),
-            client_agency: from.slug,
-            provider_agency: to.slug,
-            service,
-            request: format!("{method} {path_only}"),
-            data_subject: citizen.subject.clone(),
-            purpose_of_use: purpose,
-            message_id,
-            status,
-        });
+        self.exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Exchange {
+                step,
+                client: from.client(),
+                client_agency: from.slug,
+                provider_agency: to.slug,
+                service,
+                request: format!("{method} {path_only}"),
+                data_subject: citizen.subject.clone(),
+                purpose_of_use: purpose,
+                message_id,
+                status,
+            });
         if ok { answer } else { None }
     }
 }

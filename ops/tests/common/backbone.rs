@@ -18,8 +18,16 @@ pub const PERSON: &str = "EE38001085718";
 
 /// `backbone ARGS` in `dir`, which must succeed; its standard output.
 pub fn ok(dir: &Path, args: &[&str]) -> String {
-    let Output { status, stdout, stderr } = command(dir).args(args).output().unwrap();
-    assert!(status.success(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command(dir).args(args).output().unwrap();
+    assert!(
+        status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&stderr)
+    );
     String::from_utf8(stdout).unwrap()
 }
 
@@ -40,42 +48,91 @@ pub struct Agency {
 
 impl Agency {
     fn new(dir: &Path, name: &str, id: &'static str) -> Agency {
-        Agency { id, data: dir.join(name), keys: dir.join(format!("{name}-keys")), client_port: free_port(), peer_port: free_port() }
+        Agency {
+            id,
+            data: dir.join(name),
+            keys: dir.join(format!("{name}-keys")),
+            client_port: free_port(),
+            peer_port: free_port(),
+        }
     }
 
     /// `backbone gateway --data-dir DATA ARGS` with this agency's keys, which must succeed.
     pub fn run(&self, dir: &Path, args: &[&str]) -> String {
-        let Output { status, stdout, stderr } =
-            command(dir).env("BACKBONE_HSM__KEY_DIR", &self.keys).args(["gateway", "--data-dir"]).arg(&self.data).args(args).output().unwrap();
-        assert!(status.success(), "{args:?}: {}", String::from_utf8_lossy(&stderr));
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = command(dir)
+            .env("BACKBONE_HSM__KEY_DIR", &self.keys)
+            .args(["gateway", "--data-dir"])
+            .arg(&self.data)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&stderr)
+        );
         String::from_utf8(stdout).unwrap()
     }
 
     /// Starts `backbone gateway serve` stamping every `batch_interval_ms`; the process and its
     /// admin API's address.
-    pub fn serve(&self, dir: &Path, timestamping: &str, services: &[String], batch_interval_ms: u32) -> (Killed, String) {
+    pub fn serve(
+        &self,
+        dir: &Path,
+        timestamping: &str,
+        services: &[String],
+        batch_interval_ms: u32,
+    ) -> (Killed, String) {
         let mut cmd = command(dir);
         cmd.env("BACKBONE_HSM__KEY_DIR", &self.keys)
             .args(["gateway", "--data-dir"])
             .arg(&self.data)
-            .args(["serve", "--id", self.id, "--anchor", "reg/anchor.json", "--timestamping", timestamping])
+            .args([
+                "serve",
+                "--id",
+                self.id,
+                "--anchor",
+                "reg/anchor.json",
+                "--timestamping",
+                timestamping,
+            ])
             .args(["--batch-interval-ms", &batch_interval_ms.to_string()])
-            .args(["--client-listen", &format!("127.0.0.1:{}", self.client_port), "--peer-listen", &format!("127.0.0.1:{}", self.peer_port)])
+            .args([
+                "--client-listen",
+                &format!("127.0.0.1:{}", self.client_port),
+                "--peer-listen",
+                &format!("127.0.0.1:{}", self.peer_port),
+            ])
             .args(["--admin-listen", "127.0.0.1:0"]);
         for service in services {
             cmd.args(["--service", service]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut line = |expected: &str| {
-            let line = lines.next().unwrap_or_else(|| panic!("the gateway stopped before printing {expected:?}")).unwrap();
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the gateway stopped before printing {expected:?}"))
+                .unwrap();
             assert!(line.starts_with(expected), "{line}");
             line
         };
         line("client interface on");
         line("peer interface on");
         let third = line("admin API on");
-        let admin = third.strip_prefix("admin API on ").and_then(|rest| rest.split(' ').next()).expect(&third).to_owned();
+        let admin = third
+            .strip_prefix("admin API on ")
+            .and_then(|rest| rest.split(' ').next())
+            .expect(&third)
+            .to_owned();
         // Keep reading what it prints, so that its later lines never meet a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
         (Killed(child), admin)
@@ -96,38 +153,122 @@ pub struct Network {
 /// starts the registry serving the configuration and waits for it.
 pub fn start(dir: &Path) -> Network {
     let mut timestamping = Killed(
-        command(dir).args(["timestamping", "serve", "--listen", "127.0.0.1:0", "--data-dir", "ts"]).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap(),
+        command(dir)
+            .args([
+                "timestamping",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                "ts",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
     );
     let mut line = String::new();
-    BufReader::new(timestamping.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let ts_addr = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    BufReader::new(timestamping.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ts_addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
 
     let hospital = Agency::new(dir, "hospital", HOSPITAL_GW);
     let pharmacy = Agency::new(dir, "pharmacy", PHARMACY_GW);
     let conf_port = free_port();
-    ok(dir, &["registry", "--data-dir", "reg", "init", "--instance", "EE", "--url", &format!("http://127.0.0.1:{conf_port}/globalconf")]);
+    ok(
+        dir,
+        &[
+            "registry",
+            "--data-dir",
+            "reg",
+            "init",
+            "--instance",
+            "EE",
+            "--url",
+            &format!("http://127.0.0.1:{conf_port}/globalconf"),
+        ],
+    );
     for args in [
         &["add-member-class", "GOV", "government agencies"][..],
         &["add-member-class", "COM", "companies"],
-        &["add-member", "EE/GOV/70000001", "North Estonia Medical Centre"],
+        &[
+            "add-member",
+            "EE/GOV/70000001",
+            "North Estonia Medical Centre",
+        ],
         &["add-member", "EE/COM/10000001", "Town Pharmacy"],
         &["add-subsystem", "EE/GOV/70000001/ehr"],
         &["add-subsystem", DISPENSING],
-        &["add-service", PATIENTS, "patient records", "--personal-health-data"],
+        &[
+            "add-service",
+            PATIENTS,
+            "patient records",
+            "--personal-health-data",
+        ],
     ] {
-        ok(dir, &[&["registry", "--data-dir", "reg"][..], args].concat());
+        ok(
+            dir,
+            &[&["registry", "--data-dir", "reg"][..], args].concat(),
+        );
     }
     for agency in [&hospital, &pharmacy] {
-        ok(dir, &["registry", "--data-dir", "reg", "add-gateway", agency.id, &format!("127.0.0.1:{}", agency.peer_port)]);
+        ok(
+            dir,
+            &[
+                "registry",
+                "--data-dir",
+                "reg",
+                "add-gateway",
+                agency.id,
+                &format!("127.0.0.1:{}", agency.peer_port),
+            ],
+        );
         agency.run(dir, &["init", "--id", agency.id]);
-        ok(dir, &["registry", "--data-dir", "reg", "issue-tls-cert", agency.id, agency.data.join("tls-csr.pem").to_str().unwrap()]);
+        ok(
+            dir,
+            &[
+                "registry",
+                "--data-dir",
+                "reg",
+                "issue-tls-cert",
+                agency.id,
+                agency.data.join("tls-csr.pem").to_str().unwrap(),
+            ],
+        );
         let member = agency.id.rsplit_once('/').unwrap().0;
-        ok(dir, &["registry", "--data-dir", "reg", "issue-signing-cert", member, agency.data.join("signing-csr.pem").to_str().unwrap()]);
+        ok(
+            dir,
+            &[
+                "registry",
+                "--data-dir",
+                "reg",
+                "issue-signing-cert",
+                member,
+                agency.data.join("signing-csr.pem").to_str().unwrap(),
+            ],
+        );
     }
     let registry = Killed(
         command(dir)
-            .args(["registry", "--data-dir", "reg", "serve", "--regenerate-every", "1"])
-            .args(["--listen", &format!("127.0.0.1:{conf_port}"), "--admin-listen", &format!("127.0.0.1:{}", free_port())])
+            .args([
+                "registry",
+                "--data-dir",
+                "reg",
+                "serve",
+                "--regenerate-every",
+                "1",
+            ])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{conf_port}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -138,14 +279,22 @@ pub fn start(dir: &Path) -> Network {
         assert!(Instant::now() < deadline, "the registry did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Network { timestamping: ts_addr, hospital, pharmacy, _timestamping: timestamping, _registry: registry }
+    Network {
+        timestamping: ts_addr,
+        hospital,
+        pharmacy,
+        _timestamping: timestamping,
+        _registry: registry,
+    }
 }
 
 /// One exchange through the pharmacy's gateway about [`PERSON`]; the status, or `None` when the
 /// connection failed.
 pub fn exchange(client_port: u16, message_id: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", client_port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
     let request = format!(
         "GET /r1/{PATIENTS}/Patient/4711 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Road-Client: {DISPENSING}\r\nX-Road-Id: {message_id}\r\n\
          X-Backbone-Data-Subject: {PERSON}\r\nX-Backbone-Purpose-Of-Use: TREAT\r\n\r\n"
@@ -163,7 +312,10 @@ pub fn wait_for_exchange(client_port: u16) {
     let mut attempt = 0;
     while exchange(client_port, &format!("warm-up-{attempt}")) != Some(200) {
         attempt += 1;
-        assert!(Instant::now() < deadline, "no exchange succeeded within 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "no exchange succeeded within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

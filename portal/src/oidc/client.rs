@@ -97,10 +97,18 @@ impl OidcClient {
     /// [`Error::Config`] for an issuer that is neither `https` nor plain HTTP to a loopback
     /// host (key `portal.oidc.issuer`), or a CA file that cannot be used.
     pub fn new(config: OidcConfig, timeout: Duration) -> Result<OidcClient, Error> {
-        transport::check_url(&config.issuer).map_err(|e| Error::Config { key: "portal.oidc.issuer", reason: e.to_string() })?;
+        transport::check_url(&config.issuer).map_err(|e| Error::Config {
+            key: "portal.oidc.issuer",
+            reason: e.to_string(),
+        })?;
         let ca_file = transport::is_https(&config.issuer).then_some(config.ca_file.as_path());
         let http = Transport::new(ca_file, timeout)?;
-        Ok(OidcClient { config, http, metadata: RwLock::new(None), keys: RwLock::new(JwkSet::default()) })
+        Ok(OidcClient {
+            config,
+            http,
+            metadata: RwLock::new(None),
+            keys: RwLock::new(JwkSet::default()),
+        })
     }
 
     /// The configuration.
@@ -115,7 +123,11 @@ impl OidcClient {
     /// [`Error::Oidc`] when the discovery document cannot be had.
     pub async fn begin(&self, lang: Lang) -> Result<(PendingLogin, String), Error> {
         let metadata = self.metadata().await?;
-        let login = PendingLogin { state: random_token(), nonce: random_token(), verifier: format!("{}{}", random_token(), random_token()) };
+        let login = PendingLogin {
+            state: random_token(),
+            nonce: random_token(),
+            verifier: format!("{}{}", random_token(), random_token()),
+        };
         let challenge = b64(&Sha256::digest(login.verifier.as_bytes()));
         let query = serde_urlencoded::to_string([
             ("response_type", "code"),
@@ -129,8 +141,15 @@ impl OidcClient {
             ("ui_locales", lang.code()),
         ])
         .map_err(|_| Error::Unreachable("authorization query does not encode"))?;
-        let separator = if metadata.authorization_endpoint.contains('?') { '&' } else { '?' };
-        Ok((login, format!("{}{separator}{query}", metadata.authorization_endpoint)))
+        let separator = if metadata.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        Ok((
+            login,
+            format!("{}{separator}{query}", metadata.authorization_endpoint),
+        ))
     }
 
     /// Completes a sign-in: checks `state`, exchanges `code`, checks the ID token.
@@ -139,9 +158,17 @@ impl OidcClient {
     ///
     /// [`Error::IdToken`] when a check fails, [`Error::Oidc`] when the provider cannot be
     /// reached or answers something else than a token.
-    pub async fn finish(&self, login: &PendingLogin, state: &str, code: &str, now_secs: u64) -> Result<Person, Error> {
+    pub async fn finish(
+        &self,
+        login: &PendingLogin,
+        state: &str,
+        code: &str,
+        now_secs: u64,
+    ) -> Result<Person, Error> {
         if !constant_time_eq(login.state.as_bytes(), state.as_bytes()) {
-            return Err(Error::IdToken("state does not match the sign-in started here".into()));
+            return Err(Error::IdToken(
+                "state does not match the sign-in started here".into(),
+            ));
         }
         let metadata = self.metadata().await?;
         let form = serde_urlencoded::to_string([
@@ -157,14 +184,34 @@ impl OidcClient {
             crate::html::query_value(&self.config.client_secret)
         ));
         let url = &metadata.token_endpoint;
-        let response = self.http.post_form(url, &[(http::header::AUTHORIZATION, format!("Basic {basic}"))], form).await?;
+        let response = self
+            .http
+            .post_form(
+                url,
+                &[(http::header::AUTHORIZATION, format!("Basic {basic}"))],
+                form,
+            )
+            .await?;
         let Reply { status, body, .. } = not_redirected(url, response)?;
-        let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.oidc(format!("token endpoint answered {status} that is not JSON: {e}")))?;
+        let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            self.oidc(format!(
+                "token endpoint answered {status} that is not JSON: {e}"
+            ))
+        })?;
         let Some(id_token) = answer["id_token"].as_str().filter(|_| status.is_success()) else {
-            return Err(self.oidc(format!("token endpoint answered {status}: {}", answer["error"].as_str().unwrap_or("no id_token"))));
+            return Err(self.oidc(format!(
+                "token endpoint answered {status}: {}",
+                answer["error"].as_str().unwrap_or("no id_token")
+            )));
         };
         let claims = self.verify_signature(id_token).await?;
-        check_claims(&claims, &metadata.issuer, &self.config.client_id, &login.nonce, now_secs)
+        check_claims(
+            &claims,
+            &metadata.issuer,
+            &self.config.client_id,
+            &login.nonce,
+            now_secs,
+        )
     }
 
     async fn verify_signature(&self, token: &str) -> Result<serde_json::Value, Error> {
@@ -183,14 +230,21 @@ impl OidcClient {
         if let Some(metadata) = self.metadata.read().await.clone() {
             return Ok(metadata);
         }
-        let url = format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.config.issuer.trim_end_matches('/')
+        );
         let metadata: Metadata = self.json(&url).await?;
         if metadata.issuer.trim_end_matches('/') != self.config.issuer.trim_end_matches('/') {
             return Err(self.oidc(format!("discovery names issuer {:?}", metadata.issuer)));
         }
         // The browser is sent to the first, the portal calls the others: all must be https, or
         // plain HTTP on this host.
-        for endpoint in [&metadata.authorization_endpoint, &metadata.token_endpoint, &metadata.jwks_uri] {
+        for endpoint in [
+            &metadata.authorization_endpoint,
+            &metadata.token_endpoint,
+            &metadata.jwks_uri,
+        ] {
             transport::check_url(endpoint)?;
         }
         *self.metadata.write().await = Some(metadata.clone());
@@ -206,7 +260,10 @@ impl OidcClient {
     }
 
     fn oidc(&self, reason: String) -> Error {
-        Error::Oidc { issuer: self.config.issuer.clone(), reason }
+        Error::Oidc {
+            issuer: self.config.issuer.clone(),
+            reason,
+        }
     }
 }
 
@@ -216,8 +273,18 @@ fn not_redirected(url: &str, reply: Reply) -> Result<Reply, Error> {
     if !reply.status.is_redirection() {
         return Ok(reply);
     }
-    let location = reply.headers.get(http::header::LOCATION).map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned()).unwrap_or_default();
-    Err(Error::Provider { url: url.to_owned(), source: TransportError::Redirected { status: reply.status, location } })
+    let location = reply
+        .headers
+        .get(http::header::LOCATION)
+        .map(|l| String::from_utf8_lossy(l.as_bytes()).into_owned())
+        .unwrap_or_default();
+    Err(Error::Provider {
+        url: url.to_owned(),
+        source: TransportError::Redirected {
+            status: reply.status,
+            location,
+        },
+    })
 }
 
 /// The checks on a signed ID token's claims (OpenID Connect Core §3.1.3.7).
@@ -225,14 +292,23 @@ fn not_redirected(url: &str, reply: Reply) -> Result<Reply, Error> {
 /// # Errors
 ///
 /// [`Error::IdToken`] naming the claim that failed.
-pub fn check_claims(claims: &serde_json::Value, issuer: &str, client_id: &str, nonce: &str, now_secs: u64) -> Result<Person, Error> {
+pub fn check_claims(
+    claims: &serde_json::Value,
+    issuer: &str,
+    client_id: &str,
+    nonce: &str,
+    now_secs: u64,
+) -> Result<Person, Error> {
     let refuse = |what: &str| Err(Error::IdToken(what.to_owned()));
-    if claims["iss"].as_str().map(|i| i.trim_end_matches('/')) != Some(issuer.trim_end_matches('/')) {
+    if claims["iss"].as_str().map(|i| i.trim_end_matches('/')) != Some(issuer.trim_end_matches('/'))
+    {
         return refuse("iss is not the configured provider");
     }
     let audience_ok = match &claims["aud"] {
         serde_json::Value::String(aud) => aud == client_id,
-        serde_json::Value::Array(auds) => auds.iter().any(|a| a == client_id) && (auds.len() == 1 || claims["azp"] == client_id),
+        serde_json::Value::Array(auds) => {
+            auds.iter().any(|a| a == client_id) && (auds.len() == 1 || claims["azp"] == client_id)
+        }
         _ => false,
     };
     if !audience_ok {
@@ -243,23 +319,45 @@ pub fn check_claims(claims: &serde_json::Value, issuer: &str, client_id: &str, n
         Some(exp) if exp + skew > now_secs => {}
         _ => return refuse("the token has expired or has no exp"),
     }
-    if claims["iat"].as_u64().is_none_or(|iat| iat > now_secs + skew) || claims["nbf"].as_u64().is_some_and(|nbf| nbf > now_secs + skew) {
+    if claims["iat"]
+        .as_u64()
+        .is_none_or(|iat| iat > now_secs + skew)
+        || claims["nbf"]
+            .as_u64()
+            .is_some_and(|nbf| nbf > now_secs + skew)
+    {
         return refuse("the token is not valid yet");
     }
-    if !claims["nonce"].as_str().is_some_and(|n| constant_time_eq(n.as_bytes(), nonce.as_bytes())) {
+    if !claims["nonce"]
+        .as_str()
+        .is_some_and(|n| constant_time_eq(n.as_bytes(), nonce.as_bytes()))
+    {
         return refuse("nonce does not match the sign-in started here");
     }
     let subject = claims["sub"].as_str().unwrap_or_default();
-    if !subject.starts_with("EE") || subject.parse::<backbone_gateway::r1::DataSubject>().is_err() {
+    if !subject.starts_with("EE")
+        || subject
+            .parse::<backbone_gateway::r1::DataSubject>()
+            .is_err()
+    {
         return refuse("sub is not EE and an Estonian personal code");
     }
     let name = |claim: &str| {
-        claims["profile_attributes"][claim].as_str().or_else(|| claims[claim].as_str()).map(str::trim).filter(|n| !n.is_empty() && n.chars().count() <= 200).map(str::to_owned)
+        claims["profile_attributes"][claim]
+            .as_str()
+            .or_else(|| claims[claim].as_str())
+            .map(str::trim)
+            .filter(|n| !n.is_empty() && n.chars().count() <= 200)
+            .map(str::to_owned)
     };
     let (Some(given_name), Some(family_name)) = (name("given_name"), name("family_name")) else {
         return refuse("the name claims are missing");
     };
-    Ok(Person { subject: subject.to_owned(), given_name, family_name })
+    Ok(Person {
+        subject: subject.to_owned(),
+        given_name,
+        family_name,
+    })
 }
 
 #[cfg(test)]
@@ -274,7 +372,14 @@ mod tests {
     #[test]
     fn good_claims_give_the_person() {
         let person = check_claims(&claims(), "http://op/", "portal", "n", 950).unwrap();
-        assert_eq!(person, Person { subject: "EE38001085718".into(), given_name: "Jaan".into(), family_name: "Tamm".into() });
+        assert_eq!(
+            person,
+            Person {
+                subject: "EE38001085718".into(),
+                given_name: "Jaan".into(),
+                family_name: "Tamm".into()
+            }
+        );
     }
 
     #[test]
@@ -288,12 +393,18 @@ mod tests {
             ("nonce", "m".into()),
             ("sub", "EE38001085719".into()),
             ("sub", "LV38001085718".into()),
-            ("profile_attributes", serde_json::json!({"given_name": "Jaan"})),
+            (
+                "profile_attributes",
+                serde_json::json!({"given_name": "Jaan"}),
+            ),
         ];
         for (claim, value) in cases {
             let mut c = claims();
             c[claim] = value.clone();
-            assert!(check_claims(&c, "http://op", "portal", "n", 950).is_err(), "{claim} = {value}");
+            assert!(
+                check_claims(&c, "http://op", "portal", "n", 950).is_err(),
+                "{claim} = {value}"
+            );
         }
         let mut c = claims();
         c.as_object_mut().unwrap().remove("exp");

@@ -54,10 +54,30 @@ pub struct TestPerson {
 
 /// The test persons, each with a valid personal code.
 pub const TEST_PERSONS: [TestPerson; 4] = [
-    TestPerson { code: Cow::Borrowed("38001085718"), given_name: Cow::Borrowed("Jaan"), family_name: Cow::Borrowed("Tamm"), date_of_birth: Cow::Borrowed("1980-01-08") },
-    TestPerson { code: Cow::Borrowed("49002124277"), given_name: Cow::Borrowed("Mari-Liis"), family_name: Cow::Borrowed("Männik"), date_of_birth: Cow::Borrowed("1990-02-12") },
-    TestPerson { code: Cow::Borrowed("60703150006"), given_name: Cow::Borrowed("Õie"), family_name: Cow::Borrowed("Kask"), date_of_birth: Cow::Borrowed("2007-03-15") },
-    TestPerson { code: Cow::Borrowed("35106070018"), given_name: Cow::Borrowed("Ülo"), family_name: Cow::Borrowed("Saar"), date_of_birth: Cow::Borrowed("1951-06-07") },
+    TestPerson {
+        code: Cow::Borrowed("38001085718"),
+        given_name: Cow::Borrowed("Jaan"),
+        family_name: Cow::Borrowed("Tamm"),
+        date_of_birth: Cow::Borrowed("1980-01-08"),
+    },
+    TestPerson {
+        code: Cow::Borrowed("49002124277"),
+        given_name: Cow::Borrowed("Mari-Liis"),
+        family_name: Cow::Borrowed("Männik"),
+        date_of_birth: Cow::Borrowed("1990-02-12"),
+    },
+    TestPerson {
+        code: Cow::Borrowed("60703150006"),
+        given_name: Cow::Borrowed("Õie"),
+        family_name: Cow::Borrowed("Kask"),
+        date_of_birth: Cow::Borrowed("2007-03-15"),
+    },
+    TestPerson {
+        code: Cow::Borrowed("35106070018"),
+        given_name: Cow::Borrowed("Ülo"),
+        family_name: Cow::Borrowed("Saar"),
+        date_of_birth: Cow::Borrowed("1951-06-07"),
+    },
 ];
 
 /// A client registered with the provider.
@@ -160,7 +180,9 @@ impl Provider {
 
     /// The public keys.
     pub fn jwks(&self) -> JwkSet {
-        JwkSet { keys: vec![self.key.jwk()] }
+        JwkSet {
+            keys: vec![self.key.jwk()],
+        }
     }
 
     fn client(&self, id: &str) -> Option<&RegisteredClient> {
@@ -176,7 +198,15 @@ pub fn router(provider: Arc<Provider>) -> Router {
         .route("/authorize", get(authorize).post(pick))
         .route("/token", axum::routing::post(token))
         .route("/jwks", get(jwks))
-        .route("/provider.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], crate::pages::STYLESHEET) }))
+        .route(
+            "/provider.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    crate::pages::STYLESHEET,
+                )
+            }),
+        )
         .with_state(provider)
 }
 
@@ -204,38 +234,81 @@ async fn jwks(State(provider): State<Arc<Provider>>) -> Response {
 }
 
 async fn authorize(State(provider): State<Arc<Provider>>, RawQuery(query): RawQuery) -> Response {
-    let request: AuthRequest = match serde_urlencoded::from_str(query.as_deref().unwrap_or_default()) {
-        Ok(r) => r,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, &format!("the authorization request does not decode: {e}")),
+    let request: AuthRequest =
+        match serde_urlencoded::from_str(query.as_deref().unwrap_or_default()) {
+            Ok(r) => r,
+            Err(e) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the authorization request does not decode: {e}"),
+                );
+            }
+        };
+    let client = request
+        .client_id
+        .as_deref()
+        .and_then(|id| provider.client(id));
+    let Some(client) = client else {
+        return problem(StatusCode::BAD_REQUEST, "unknown client_id");
     };
-    let client = request.client_id.as_deref().and_then(|id| provider.client(id));
-    let Some(client) = client else { return problem(StatusCode::BAD_REQUEST, "unknown client_id") };
-    let Some(redirect) = request.redirect_uri.clone().filter(|uri| client.redirect_uris.contains(uri)) else {
-        return problem(StatusCode::BAD_REQUEST, "redirect_uri is not registered for this client");
+    let Some(redirect) = request
+        .redirect_uri
+        .clone()
+        .filter(|uri| client.redirect_uris.contains(uri))
+    else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "redirect_uri is not registered for this client",
+        );
     };
     let refusal = if request.response_type.as_deref() != Some("code") {
         Some("unsupported_response_type")
-    } else if !request.scope.as_deref().unwrap_or_default().split(' ').any(|s| s == "openid") {
+    } else if !request
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split(' ')
+        .any(|s| s == "openid")
+    {
         Some("invalid_scope")
     } else if request.state.as_deref().is_none_or(str::is_empty)
         || request.nonce.as_deref().is_none_or(str::is_empty)
         || request.code_challenge_method.as_deref() != Some("S256")
-        || request.code_challenge.as_deref().is_none_or(|c| !(43..=128).contains(&c.len()))
+        || request
+            .code_challenge
+            .as_deref()
+            .is_none_or(|c| !(43..=128).contains(&c.len()))
     {
         Some("invalid_request")
     } else {
         None
     };
     if let Some(error) = refusal {
-        return redirect_to(&redirect, &[("error", error), ("state", request.state.as_deref().unwrap_or_default())]);
+        return redirect_to(
+            &redirect,
+            &[
+                ("error", error),
+                ("state", request.state.as_deref().unwrap_or_default()),
+            ],
+        );
     }
-    let lang = request.ui_locales.as_deref().and_then(|l| l.split(' ').find_map(Lang::parse)).unwrap_or(Lang::Et);
+    let lang = request
+        .ui_locales
+        .as_deref()
+        .and_then(|l| l.split(' ').find_map(Lang::parse))
+        .unwrap_or(Lang::Et);
     let id = random_token();
     {
-        let mut requests = provider.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut requests = provider
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         requests.retain(|_, (at, _)| at.elapsed() < REQUEST_LIFETIME);
         if requests.len() >= MAX_PENDING {
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "too many sign-ins in progress; try again in a minute");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ins in progress; try again in a minute",
+            );
         }
         requests.insert(id.clone(), (Instant::now(), request));
     }
@@ -252,14 +325,26 @@ async fn authorize(State(provider): State<Arc<Provider>>, RawQuery(query): RawQu
 }
 
 async fn pick(State(provider): State<Arc<Provider>>, body: Bytes) -> Response {
-    let Ok(pick) = serde_urlencoded::from_bytes::<Pick>(&body) else { return problem(StatusCode::BAD_REQUEST, "the form does not decode") };
-    let request = provider.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&pick.request);
+    let Ok(pick) = serde_urlencoded::from_bytes::<Pick>(&body) else {
+        return problem(StatusCode::BAD_REQUEST, "the form does not decode");
+    };
+    let request = provider
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(&pick.request);
     let Some((_, request)) = request.filter(|(at, _)| at.elapsed() < REQUEST_LIFETIME) else {
-        return problem(StatusCode::BAD_REQUEST, "this sign-in has expired; start again from the portal");
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "this sign-in has expired; start again from the portal",
+        );
     };
     let redirect = request.redirect_uri.clone().unwrap_or_default();
     let state = request.state.clone().unwrap_or_default();
-    let person = pick.person.as_deref().and_then(|code| provider.persons.iter().find(|p| p.code == code));
+    let person = pick
+        .person
+        .as_deref()
+        .and_then(|code| provider.persons.iter().find(|p| p.code == code));
     let Some(person) = person.filter(|_| pick.cancel.is_none()) else {
         return redirect_to(&redirect, &[("error", "access_denied"), ("state", &state)]);
     };
@@ -272,10 +357,16 @@ async fn pick(State(provider): State<Arc<Provider>>, body: Bytes) -> Response {
         person: person.clone(),
     };
     {
-        let mut codes = provider.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut codes = provider
+            .codes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         codes.retain(|_, (at, _)| at.elapsed() < CODE_LIFETIME);
         if codes.len() >= MAX_PENDING {
-            return problem(StatusCode::SERVICE_UNAVAILABLE, "too many sign-ins in progress; try again in a minute");
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many sign-ins in progress; try again in a minute",
+            );
         }
         codes.insert(code.clone(), (Instant::now(), grant));
     }
@@ -283,19 +374,33 @@ async fn pick(State(provider): State<Arc<Provider>>, body: Bytes) -> Response {
 }
 
 async fn token(State(provider): State<Arc<Provider>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Ok(form) = serde_urlencoded::from_bytes::<TokenRequest>(&body) else { return token_error(StatusCode::BAD_REQUEST, "invalid_request") };
+    let Ok(form) = serde_urlencoded::from_bytes::<TokenRequest>(&body) else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_request");
+    };
     if form.grant_type.as_deref() != Some("authorization_code") {
         return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
     }
     let (client_id, secret) = match basic_credentials(&headers) {
         Some(pair) => pair,
-        None => (form.client_id.clone().unwrap_or_default(), form.client_secret.clone().unwrap_or_default()),
+        None => (
+            form.client_id.clone().unwrap_or_default(),
+            form.client_secret.clone().unwrap_or_default(),
+        ),
     };
-    let Some(client) = provider.client(&client_id).filter(|c| constant_time_eq(c.secret.as_bytes(), secret.as_bytes())) else {
+    let Some(client) = provider
+        .client(&client_id)
+        .filter(|c| constant_time_eq(c.secret.as_bytes(), secret.as_bytes()))
+    else {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
-    let grant = provider.codes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(form.code.as_deref().unwrap_or_default());
-    let Some((_, grant)) = grant.filter(|(at, _)| at.elapsed() < CODE_LIFETIME) else { return token_error(StatusCode::BAD_REQUEST, "invalid_grant") };
+    let grant = provider
+        .codes
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .remove(form.code.as_deref().unwrap_or_default());
+    let Some((_, grant)) = grant.filter(|(at, _)| at.elapsed() < CODE_LIFETIME) else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
     let verifier = form.code_verifier.unwrap_or_default();
     let challenge = b64(&Sha256::digest(verifier.as_bytes()));
     if grant.client_id != client.id
@@ -305,7 +410,10 @@ async fn token(State(provider): State<Arc<Provider>>, headers: HeaderMap, body: 
     {
         return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
     }
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let person = &grant.person;
     let claims = serde_json::json!({
         "iss": provider.issuer,
@@ -322,7 +430,9 @@ async fn token(State(provider): State<Arc<Provider>>, headers: HeaderMap, body: 
         "family_name": person.family_name,
         "profile_attributes": {"given_name": person.given_name, "family_name": person.family_name, "date_of_birth": person.date_of_birth},
     });
-    let Ok(id_token) = provider.key.sign(&claims) else { return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error") };
+    let Ok(id_token) = provider.key.sign(&claims) else {
+        return token_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error");
+    };
     (
         [(header::CACHE_CONTROL, "no-store")],
         axum::Json(serde_json::json!({"access_token": random_token(), "token_type": "Bearer", "expires_in": ID_TOKEN_LIFETIME.as_secs(), "id_token": id_token})),
@@ -333,14 +443,29 @@ async fn token(State(provider): State<Arc<Provider>>, headers: HeaderMap, body: 
 fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?).ok()?;
+    let decoded = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()?,
+    )
+    .ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let decode = |s: &str| serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}")).ok()?.pop().map(|(_, v)| v);
+    let decode = |s: &str| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+            .ok()?
+            .pop()
+            .map(|(_, v)| v)
+    };
     Some((decode(id)?, decode(secret)?))
 }
 
 fn token_error(status: StatusCode, error: &str) -> Response {
-    (status, [(header::CACHE_CONTROL, "no-store")], axum::Json(serde_json::json!({"error": error}))).into_response()
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(serde_json::json!({"error": error})),
+    )
+        .into_response()
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {
@@ -348,18 +473,38 @@ fn problem(status: StatusCode, message: &str) -> Response {
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error</title><link rel=\"stylesheet\" href=\"/provider.css\"></head><body><main><h1>Sign-in error</h1><p>{}</p></main></body></html>",
         escape(message)
     );
-    (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8"), (header::CONTENT_SECURITY_POLICY, "default-src 'none'; style-src 'self'")], page).into_response()
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'self'",
+            ),
+        ],
+        page,
+    )
+        .into_response()
 }
 
 fn redirect_to(uri: &str, params: &[(&str, &str)]) -> Response {
     let query = serde_urlencoded::to_string(params).unwrap_or_default();
     let separator = if uri.contains('?') { '&' } else { '?' };
-    (StatusCode::SEE_OTHER, [(header::LOCATION, format!("{uri}{separator}{query}")), (header::CACHE_CONTROL, "no-store".to_owned())]).into_response()
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, format!("{uri}{separator}{query}")),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
 }
 
 /// `scheme://host[:port]` of a URL, for the form-action directive.
 fn origin(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "'none'".into() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "'none'".into();
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     if authority.is_empty() || authority.contains([' ', ';', '\'', ',']) {
         return "'none'".into();
@@ -427,8 +572,14 @@ mod tests {
 
     #[test]
     fn origins_are_scheme_and_authority_or_nothing() {
-        assert_eq!(origin("http://127.0.0.1:8080/oidc/callback?x=1"), "http://127.0.0.1:8080");
-        assert_eq!(origin("https://portal.example/cb"), "https://portal.example");
+        assert_eq!(
+            origin("http://127.0.0.1:8080/oidc/callback?x=1"),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(
+            origin("https://portal.example/cb"),
+            "https://portal.example"
+        );
         assert_eq!(origin("javascript:alert(1)"), "'none'");
         assert_eq!(origin("http://a; script-src *"), "'none'");
     }
@@ -436,7 +587,8 @@ mod tests {
     #[test]
     fn test_persons_have_valid_personal_codes() {
         for person in TEST_PERSONS {
-            let subject: Result<backbone_gateway::r1::DataSubject, _> = format!("EE{}", person.code).parse();
+            let subject: Result<backbone_gateway::r1::DataSubject, _> =
+                format!("EE{}", person.code).parse();
             assert!(subject.is_ok(), "{}", person.code);
         }
     }

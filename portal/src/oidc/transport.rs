@@ -136,43 +136,78 @@ impl Transport {
     /// # Errors
     ///
     /// [`Error::Provider`] naming the URL and the [`TransportError`].
-    pub async fn post_form(&self, url: &str, headers: &[(header::HeaderName, String)], form: String) -> Result<Reply, Error> {
+    pub async fn post_form(
+        &self,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        form: String,
+    ) -> Result<Reply, Error> {
         self.send(Method::POST, url, headers, Some(form)).await
     }
 
-    async fn send(&self, method: Method, url: &str, headers: &[(header::HeaderName, String)], form: Option<String>) -> Result<Reply, Error> {
-        let failed = |source| Error::Provider { url: url.to_owned(), source };
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        form: Option<String>,
+    ) -> Result<Reply, Error> {
+        let failed = |source| Error::Provider {
+            url: url.to_owned(),
+            source,
+        };
         let target = Target::parse(url).map_err(failed)?;
         let mut request = Request::builder()
             .method(method)
             .uri(target.path.clone())
             .header(header::HOST, target.authority.clone())
-            .header(header::USER_AGENT, concat!("backbone-portal/", env!("CARGO_PKG_VERSION")))
+            .header(
+                header::USER_AGENT,
+                concat!("backbone-portal/", env!("CARGO_PKG_VERSION")),
+            )
             .header(header::ACCEPT, "application/json")
             .header(header::CONNECTION, "close");
         if form.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
         }
         for (name, value) in headers {
-            let value = HeaderValue::from_str(value).map_err(|_| Error::Unreachable("a request header to the provider does not encode"))?;
+            let value = HeaderValue::from_str(value).map_err(|_| {
+                Error::Unreachable("a request header to the provider does not encode")
+            })?;
             request = request.header(name, value);
         }
         // The path and host come from a parsed URL, the headers were checked above.
-        let request = request.body(Full::new(Bytes::from(form.unwrap_or_default()))).map_err(|_| Error::Unreachable("a request to the provider does not build"))?;
+        let request = request
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
+            .map_err(|_| Error::Unreachable("a request to the provider does not build"))?;
         match tokio::time::timeout(self.timeout, self.exchange(&target, request)).await {
             Ok(reply) => reply.map_err(failed),
             Err(_) => Err(failed(TransportError::Timeout(self.timeout))),
         }
     }
 
-    async fn exchange(&self, target: &Target, request: Request<Full<Bytes>>) -> Result<Reply, TransportError> {
-        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await.map_err(TransportError::Connect)?;
+    async fn exchange(
+        &self,
+        target: &Target,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Reply, TransportError> {
+        let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+            .await
+            .map_err(TransportError::Connect)?;
         if !target.tls {
             return exchange(tcp, request).await;
         }
-        let Some((config, ca_file)) = &self.tls else { return Err(TransportError::NoTrustRoots) };
+        let Some((config, ca_file)) = &self.tls else {
+            return Err(TransportError::NoTrustRoots);
+        };
         let name = ServerName::try_from(target.host.clone()).map_err(|_| TransportError::BadUrl)?;
-        let stream = tokio_rustls::TlsConnector::from(Arc::clone(config)).connect(name, tcp).await.map_err(|source| TransportError::Tls { source, ca_file: ca_file.clone() })?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::clone(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|source| TransportError::Tls {
+                source,
+                ca_file: ca_file.clone(),
+            })?;
         exchange(stream, request).await
     }
 }
@@ -184,30 +219,43 @@ impl Transport {
 /// [`Error::Provider`] naming the URL: [`TransportError::BadUrl`] or
 /// [`TransportError::PlainHttp`].
 pub fn check_url(url: &str) -> Result<(), Error> {
-    Target::parse(url).map(|_| ()).map_err(|source| Error::Provider { url: url.to_owned(), source })
+    Target::parse(url)
+        .map(|_| ())
+        .map_err(|source| Error::Provider {
+            url: url.to_owned(),
+            source,
+        })
 }
 
 /// Whether `url` is an `https` URL (else it is plain HTTP, or not a URL at all).
 pub fn is_https(url: &str) -> bool {
-    url.parse::<Uri>().is_ok_and(|uri| uri.scheme_str() == Some("https"))
+    url.parse::<Uri>()
+        .is_ok_and(|uri| uri.scheme_str() == Some("https"))
 }
 
 /// The client configuration: TLS 1.3 and 1.2 with the ring provider, the chain checked by webpki
 /// against the roots in `ca_file`, HTTP/1.1 offered by ALPN.
 fn client_config(ca_file: &Path) -> Result<rustls::ClientConfig, Error> {
-    let refuse = |reason: String| Error::Config { key: "portal.oidc.ca_file", reason: format!("{}: {reason}", ca_file.display()) };
+    let refuse = |reason: String| Error::Config {
+        key: "portal.oidc.ca_file",
+        reason: format!("{}: {reason}", ca_file.display()),
+    };
     let pem = std::fs::read(ca_file).map_err(|e| refuse(e.to_string()))?;
-    let certificates: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>().map_err(|e| refuse(format!("not a PEM certificate bundle: {e}")))?;
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| refuse(format!("not a PEM certificate bundle: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
     let (added, _unusable) = roots.add_parsable_certificates(certificates);
     if added == 0 {
         return Err(refuse("holds no usable CA certificate".into()));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-        .build()
-        .map_err(|e| refuse(format!("certificate verifier: {e}")))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .build()
+    .map_err(|e| refuse(format!("certificate verifier: {e}")))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| refuse(format!("TLS versions: {e}")))?
@@ -222,21 +270,35 @@ async fn exchange<S>(stream: S, request: Request<Full<Bytes>>) -> Result<Reply, 
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        hyper::client::conn::http1::Builder::new().max_buf_size(MAX_HEAD).handshake(TokioIo::new(stream)).await.map_err(TransportError::Http)?;
+    let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(TransportError::Http)?;
     let driver = AbortOnDrop(tokio::spawn(connection));
-    let response = sender.send_request(request).await.map_err(TransportError::Http)?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(TransportError::Http)?;
     let (head, body) = response.into_parts();
     let body = match Limited::new(body, MAX_RESPONSE).collect().await {
         Ok(collected) => collected.to_bytes().to_vec(),
         // Limited fails with the connection's own error or with LengthLimitError.
         Err(e) => match e.downcast::<hyper::Error>() {
             Ok(e) => return Err(TransportError::Http(*e)),
-            Err(_) => return Err(TransportError::TooLarge { limit: MAX_RESPONSE }),
+            Err(_) => {
+                return Err(TransportError::TooLarge {
+                    limit: MAX_RESPONSE,
+                });
+            }
         },
     };
     drop(driver);
-    Ok(Reply { status: head.status, headers: head.headers, body })
+    Ok(Reply {
+        status: head.status,
+        headers: head.headers,
+        body,
+    })
 }
 
 /// Stops the connection task when the exchange ends, however it ends.
@@ -272,7 +334,11 @@ impl Target {
         if authority.as_str().contains('@') {
             return Err(TransportError::BadUrl);
         }
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         if host.is_empty() {
             return Err(TransportError::BadUrl);
         }
@@ -280,13 +346,22 @@ impl Target {
             return Err(TransportError::PlainHttp);
         }
         let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let path = uri.path_and_query().map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
-        Ok(Target { tls, host, port, authority: authority.as_str().to_owned(), path })
+        let path = uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+        Ok(Target {
+            tls,
+            host,
+            port,
+            authority: authority.as_str().to_owned(),
+            path,
+        })
     }
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -295,23 +370,69 @@ mod tests {
 
     #[test]
     fn plain_http_only_to_loopback() {
-        for url in ["http://127.0.0.1:8490/x", "http://localhost:1", "http://[::1]:80/", "http://127.1.2.3", "https://tara.ria.ee/oidc"] {
+        for url in [
+            "http://127.0.0.1:8490/x",
+            "http://localhost:1",
+            "http://[::1]:80/",
+            "http://127.1.2.3",
+            "https://tara.ria.ee/oidc",
+        ] {
             assert!(check_url(url).is_ok(), "{url}");
         }
-        for url in ["http://tara.ria.ee", "http://10.0.0.1:80/", "http://localhost.example", "http://[::2]/"] {
-            assert!(matches!(check_url(url), Err(Error::Provider { source: TransportError::PlainHttp, .. })), "{url}");
+        for url in [
+            "http://tara.ria.ee",
+            "http://10.0.0.1:80/",
+            "http://localhost.example",
+            "http://[::2]/",
+        ] {
+            assert!(
+                matches!(
+                    check_url(url),
+                    Err(Error::Provider {
+                        source: TransportError::PlainHttp,
+                        ..
+                    })
+                ),
+                "{url}"
+            );
         }
         for url in ["ftp://x", "/relative", "https://user@host/", "", "https://"] {
-            assert!(matches!(check_url(url), Err(Error::Provider { source: TransportError::BadUrl, .. })), "{url}");
+            assert!(
+                matches!(
+                    check_url(url),
+                    Err(Error::Provider {
+                        source: TransportError::BadUrl,
+                        ..
+                    })
+                ),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn targets_have_host_port_and_path() {
         let target = Target::parse("https://tara.ria.ee/oidc/token?x=1").unwrap();
-        assert_eq!((target.tls, target.host.as_str(), target.port, target.path.as_str()), (true, "tara.ria.ee", 443, "/oidc/token?x=1"));
+        assert_eq!(
+            (
+                target.tls,
+                target.host.as_str(),
+                target.port,
+                target.path.as_str()
+            ),
+            (true, "tara.ria.ee", 443, "/oidc/token?x=1")
+        );
         let target = Target::parse("http://[::1]:8490").unwrap();
-        assert_eq!((target.tls, target.host.as_str(), target.port, target.path.as_str(), target.authority.as_str()), (false, "::1", 8490, "/", "[::1]:8490"));
+        assert_eq!(
+            (
+                target.tls,
+                target.host.as_str(),
+                target.port,
+                target.path.as_str(),
+                target.authority.as_str()
+            ),
+            (false, "::1", 8490, "/", "[::1]:8490")
+        );
     }
 
     #[test]
@@ -319,9 +440,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "no certificates here\n").unwrap();
-        let error = Transport::new(Some(&empty), Duration::from_secs(1)).unwrap_err().to_string();
-        assert!(error.contains("portal.oidc.ca_file") && error.contains("no usable CA certificate"), "{error}");
-        let error = Transport::new(Some(&dir.path().join("missing.pem")), Duration::from_secs(1)).unwrap_err().to_string();
+        let error = Transport::new(Some(&empty), Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("portal.oidc.ca_file") && error.contains("no usable CA certificate"),
+            "{error}"
+        );
+        let error = Transport::new(
+            Some(&dir.path().join("missing.pem")),
+            Duration::from_secs(1),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(error.contains("missing.pem"), "{error}");
     }
 }

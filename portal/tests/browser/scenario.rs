@@ -17,8 +17,14 @@ use crate::common::{self, Backbone, PERSON, PHARMACIST};
 use crate::webdriver::{Driver, Session};
 
 fn axe_source() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/axe-core/axe.min.js");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; ops/test.sh installs it (npm install in portal/tests/browser)", path.display()))
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser/node_modules/axe-core/axe.min.js");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; ops/test.sh installs it (npm install in portal/tests/browser)",
+            path.display()
+        )
+    })
 }
 
 /// `$CARGO_TARGET_DIR/portal-screenshots`.
@@ -31,8 +37,14 @@ fn screenshots() -> PathBuf {
 
 async fn check_page(session: &Session, axe: &str, name: &str) {
     let violations = session.axe(axe).await;
-    assert!(violations.is_empty(), "{name}: accessibility violations: {}", serde_json::to_string_pretty(&violations).unwrap());
-    session.screenshot(&screenshots().join(format!("{name}.png"))).await;
+    assert!(
+        violations.is_empty(),
+        "{name}: accessibility violations: {}",
+        serde_json::to_string_pretty(&violations).unwrap()
+    );
+    session
+        .screenshot(&screenshots().join(format!("{name}.png")))
+        .await;
 }
 
 async fn wait_for_url(session: &Session, part: &str) -> String {
@@ -48,7 +60,11 @@ async fn wait_for_url(session: &Session, part: &str) -> String {
 
 async fn downloaded(dir: &Path, extension: &str) -> PathBuf {
     for _ in 0..100 {
-        let found = std::fs::read_dir(dir).unwrap().filter_map(Result::ok).map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == extension));
+        let found = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == extension));
         if let Some(path) = found {
             return path;
         }
@@ -67,7 +83,9 @@ async fn a_citizen_signs_in_filters_opens_verifies_reports_and_signs_out_in_a_br
     backbone.access(PERSON, "TREAT", None).await;
     backbone.stamp().await;
     let data = tempfile::tempdir().unwrap();
-    let portal = backbone.portal(data.path().join("portal"), Duration::from_secs(600)).await;
+    let portal = backbone
+        .portal(data.path().join("portal"), Duration::from_secs(600))
+        .await;
     let downloads = data.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
 
@@ -108,10 +126,24 @@ async fn a_citizen_signs_in_filters_opens_verifies_reports_and_signs_out_in_a_br
             wait_for_url(s, "/entries/").await;
             assert!(s.text("#integrity-status").await.contains("Kontrollitud"));
             check_page(s, &axe, "05-entry").await;
-            let imprint = s.text("pre").await.split("--hash ").nth(1).unwrap().split(' ').next().unwrap().to_owned();
+            let imprint = s
+                .text("pre")
+                .await
+                .split("--hash ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_owned();
             s.click("#proof-0").await;
             let proof = downloaded(&downloads, "ksig").await;
-            let certificate = reqwest::get(format!("{url}/calendar-certificate.der")).await.unwrap().bytes().await.unwrap();
+            let certificate = reqwest::get(format!("{url}/calendar-certificate.der"))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
             std::fs::write(work.join("calendar.der"), &certificate).unwrap();
             let output = std::process::Command::new(common::backbone_binary())
                 .args(["ksi", "verify"])
@@ -120,13 +152,19 @@ async fn a_citizen_signs_in_filters_opens_verifies_reports_and_signs_out_in_a_br
                 .arg(work.join("calendar.der"))
                 .output()
                 .unwrap();
-            assert!(output.status.success(), "backbone ksi verify: {}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "backbone ksi verify: {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
 
             // Report it.
             s.click("#report").await;
             wait_for_url(s, "/report").await;
             check_page(s, &axe, "06-report").await;
-            s.type_into("#reason", "Ma ei ole sel päeval apteegis käinud.").await;
+            s.type_into("#reason", "Ma ei ole sel päeval apteegis käinud.")
+                .await;
             s.click("#send-report").await;
             wait_for_url(s, "/reports?sent=").await;
             assert!(s.text("#report-id").await.starts_with("R-"));
@@ -146,7 +184,10 @@ async fn a_citizen_signs_in_filters_opens_verifies_reports_and_signs_out_in_a_br
             assert!(s.source().await.contains("You have signed out."));
             check_page(s, &axe, "09-signed-out").await;
             s.goto(&format!("{url}/history")).await;
-            assert!(!s.url().await.contains("/history"), "signed out: the history is gone");
+            assert!(
+                !s.url().await.contains("/history"),
+                "signed out: the history is gone"
+            );
         })
     };
     let outcome = scenario.await;

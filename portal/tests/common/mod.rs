@@ -5,7 +5,13 @@
 //! log; gateways talk over pinned TLS 1.3 on 127.0.0.1. The test OpenID provider and the portal
 //! run on their own ports.
 // Test fixture: failing loudly is the point.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,7 +90,11 @@ pub struct RunningPortal {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn timestamping(dir: &std::path::Path) -> (SocketAddr, ts_service::Running) {
@@ -93,13 +103,28 @@ async fn timestamping(dir: &std::path::Path) -> (SocketAddr, ts_service::Running
     keys.generate("timestamping", KeyType::EcP256).unwrap();
     let ca = keys.signer("timestamping-ca", None).unwrap();
     let key = keys.signer("timestamping", None).unwrap();
-    let (_, certificate) = issue_certificates(ca.as_ref(), key.as_ref(), SystemTime::now() - Duration::from_secs(3600), 365).unwrap();
+    let (_, certificate) = issue_certificates(
+        ca.as_ref(),
+        key.as_ref(),
+        SystemTime::now() - Duration::from_secs(3600),
+        365,
+    )
+    .unwrap();
     let signer = CalendarSigner::new(key, &certificate).unwrap();
     let store: Box<dyn CalendarStore> = Box::new(RocksStore::open(dir.join("calendar")).unwrap());
     let calendar = Calendar::open(store).unwrap();
-    let config = ts_service::Config { publication_interval: 3600, ..ts_service::Config::default() };
+    let config = ts_service::Config {
+        publication_interval: 3600,
+        ..ts_service::Config::default()
+    };
     let running = ts_service::spawn(calendar, signer, config).unwrap();
-    let app = ts_http::router(running.handle.clone(), PduAuth { login_id: "anon".into(), key: b"k".to_vec() });
+    let app = ts_http::router(
+        running.handle.clone(),
+        PduAuth {
+            login_id: "anon".into(),
+            key: b"k".to_vec(),
+        },
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -108,7 +133,12 @@ async fn timestamping(dir: &std::path::Path) -> (SocketAddr, ts_service::Running
 
 /// The hospital's patient service: a small FHIR-ish JSON answer.
 async fn patient_service() -> SocketAddr {
-    let app = axum::Router::new().fallback(|| async { ([("content-type", "application/fhir+json")], "{\"resourceType\":\"Patient\"}") });
+    let app = axum::Router::new().fallback(|| async {
+        (
+            [("content-type", "application/fhir+json")],
+            "{\"resourceType\":\"Patient\"}",
+        )
+    });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -129,29 +159,68 @@ impl Backbone {
         let instance = InstanceId::new("EE").unwrap();
         let now = SystemTime::now();
         let registry = Arc::new(
-            Registry::create(Arc::new(MemoryStore::new()), instance.clone(), registry_keys.signer("ca", None).unwrap(), conf_signer.clone(), "init", now).unwrap(),
+            Registry::create(
+                Arc::new(MemoryStore::new()),
+                instance.clone(),
+                registry_keys.signer("ca", None).unwrap(),
+                conf_signer.clone(),
+                "init",
+                now,
+            )
+            .unwrap(),
         );
-        let anchor = Anchor::new(instance, conf_signer.algorithm(), conf_signer.public_key().clone(), vec!["http://127.0.0.1:1/globalconf".into()]).unwrap();
-        registry.add_member_class("init", now, "GOV".parse().unwrap(), "government agencies").unwrap();
-        registry.add_member_class("init", now, "COM".parse().unwrap(), "companies").unwrap();
+        let anchor = Anchor::new(
+            instance,
+            conf_signer.algorithm(),
+            conf_signer.public_key().clone(),
+            vec!["http://127.0.0.1:1/globalconf".into()],
+        )
+        .unwrap();
+        registry
+            .add_member_class("init", now, "GOV".parse().unwrap(), "government agencies")
+            .unwrap();
+        registry
+            .add_member_class("init", now, "COM".parse().unwrap(), "companies")
+            .unwrap();
         for (member, name, subsystem) in [
             (HOSPITAL, "North Estonia Medical Centre", EHR),
             (PHARMACY, "Town Pharmacy", DISPENSING),
             (PORTAL_MEMBER, "Health Data Portal", PORTAL),
             (FUND, "Health Insurance Fund", CLAIMS),
         ] {
-            registry.add_member("init", now, member.parse().unwrap(), name).unwrap();
-            registry.add_subsystem("init", now, subsystem.parse().unwrap()).unwrap();
+            registry
+                .add_member("init", now, member.parse().unwrap(), name)
+                .unwrap();
+            registry
+                .add_subsystem("init", now, subsystem.parse().unwrap())
+                .unwrap();
         }
-        registry.add_service("init", now, PATIENTS.parse().unwrap(), "patient records", true).unwrap();
+        registry
+            .add_service(
+                "init",
+                now,
+                PATIENTS.parse().unwrap(),
+                "patient records",
+                true,
+            )
+            .unwrap();
         for subsystem in [EHR, DISPENSING, CLAIMS] {
-            registry.add_service("init", now, format!("{subsystem}/findUsage").parse().unwrap(), "who used a person's data", true).unwrap();
+            registry
+                .add_service(
+                    "init",
+                    now,
+                    format!("{subsystem}/findUsage").parse().unwrap(),
+                    "who used a person's data",
+                    true,
+                )
+                .unwrap();
         }
 
         let mut agencies = Vec::new();
         for member in [HOSPITAL, PHARMACY, PORTAL_MEMBER, FUND] {
             let agency_dir = dir.path().join(member.replace('/', "-"));
-            let keys: Arc<dyn KeyStore> = Arc::new(SoftwareKeyStore::open(agency_dir.join("keys")).unwrap());
+            let keys: Arc<dyn KeyStore> =
+                Arc::new(SoftwareKeyStore::open(agency_dir.join("keys")).unwrap());
             keys.generate("gateway-tls", KeyType::EcP256).unwrap();
             keys.generate("member-signing", KeyType::EcP256).unwrap();
             keys.generate_wrapping_key("log-data-key").unwrap();
@@ -159,11 +228,38 @@ impl Backbone {
             let signing_key = keys.signer("member-signing", None).unwrap();
             let peer_port = free_port();
             let gateway_id = format!("{member}/gw1");
-            registry.add_gateway("init", now, gateway_id.parse().unwrap(), &format!("127.0.0.1:{peer_port}")).unwrap();
-            let subject = Subject { common_name: gateway_id.clone(), ..Subject::default() };
-            registry.issue_tls_certificate("init", now, &gateway_id.parse().unwrap(), csr_pem(tls.as_ref(), &subject).unwrap().as_bytes()).unwrap();
-            let subject = Subject { common_name: member.into(), ..Subject::default() };
-            registry.issue_signing_certificate("init", now, &member.parse().unwrap(), csr_pem(signing_key.as_ref(), &subject).unwrap().as_bytes()).unwrap();
+            registry
+                .add_gateway(
+                    "init",
+                    now,
+                    gateway_id.parse().unwrap(),
+                    &format!("127.0.0.1:{peer_port}"),
+                )
+                .unwrap();
+            let subject = Subject {
+                common_name: gateway_id.clone(),
+                ..Subject::default()
+            };
+            registry
+                .issue_tls_certificate(
+                    "init",
+                    now,
+                    &gateway_id.parse().unwrap(),
+                    csr_pem(tls.as_ref(), &subject).unwrap().as_bytes(),
+                )
+                .unwrap();
+            let subject = Subject {
+                common_name: member.into(),
+                ..Subject::default()
+            };
+            registry
+                .issue_signing_certificate(
+                    "init",
+                    now,
+                    &member.parse().unwrap(),
+                    csr_pem(signing_key.as_ref(), &subject).unwrap().as_bytes(),
+                )
+                .unwrap();
             let signing = Arc::new(BatchSigner::new(signing_key, BatchConfig::default()).unwrap());
             let conf = Arc::new(ConfClient::new(anchor.clone(), ClientConfig::default()));
             let log_config = LogConfig {
@@ -172,15 +268,36 @@ impl Backbone {
                 max_timestamping_failure: Duration::from_secs(60),
                 timestamping: Some(ts_addr),
             };
-            let log = Arc::new(MessageLog::open(log_config, keys.wrapper("log-data-key").unwrap()).unwrap());
+            let log = Arc::new(
+                MessageLog::open(log_config, keys.wrapper("log-data-key").unwrap()).unwrap(),
+            );
             log.spawn_stamper();
-            agencies.push(Agency { member, gateway_id, tls, signing, conf, log, gateway: None, peer_port, dir: agency_dir });
+            agencies.push(Agency {
+                member,
+                gateway_id,
+                tls,
+                signing,
+                conf,
+                log,
+                gateway: None,
+                peer_port,
+                dir: agency_dir,
+            });
         }
-        let signed = registry.generate(SystemTime::now(), Duration::from_secs(3600)).unwrap().encode();
+        let signed = registry
+            .generate(SystemTime::now(), Duration::from_secs(3600))
+            .unwrap()
+            .encode();
         for agency in &agencies {
             agency.conf.accept(&signed, SystemTime::now()).unwrap();
         }
-        let mut backbone = Backbone { registry, agencies, ts, service, dir };
+        let mut backbone = Backbone {
+            registry,
+            agencies,
+            ts,
+            service,
+            dir,
+        };
         for i in 0..3 {
             backbone.start_gateway(i).await;
         }
@@ -193,15 +310,33 @@ impl Backbone {
     async fn start_gateway(&mut self, i: usize) {
         let service = self.service;
         let agency = &mut self.agencies[i];
-        let mut config =
-            GatewayConfig::new(agency.gateway_id.parse().unwrap(), "127.0.0.1:0".parse().unwrap(), format!("127.0.0.1:{}", agency.peer_port).parse().unwrap(), agency.dir.join("access-rights.json"));
+        let mut config = GatewayConfig::new(
+            agency.gateway_id.parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            format!("127.0.0.1:{}", agency.peer_port).parse().unwrap(),
+            agency.dir.join("access-rights.json"),
+        );
         if agency.member == HOSPITAL {
-            config.services = BTreeMap::from([(PATIENTS.to_owned(), format!("http://{service}/fhir"))]);
+            config.services =
+                BTreeMap::from([(PATIENTS.to_owned(), format!("http://{service}/fhir"))]);
         }
         config.timeout = Duration::from_secs(10);
         let trust = Trust::new(Arc::clone(&agency.conf), agency.gateway_id.parse().unwrap());
-        let keys = GatewayKeys { tls: Arc::clone(&agency.tls), signing: Arc::clone(&agency.signing) };
-        agency.gateway = Some(RunningGateway::start(config, trust, keys, Arc::clone(&agency.log), prometheus::Registry::new()).await.unwrap());
+        let keys = GatewayKeys {
+            tls: Arc::clone(&agency.tls),
+            signing: Arc::clone(&agency.signing),
+        };
+        agency.gateway = Some(
+            RunningGateway::start(
+                config,
+                trust,
+                keys,
+                Arc::clone(&agency.log),
+                prometheus::Registry::new(),
+            )
+            .await
+            .unwrap(),
+        );
     }
 
     pub fn agency(&self, member: &str) -> &Agency {
@@ -209,14 +344,37 @@ impl Backbone {
     }
 
     fn grant(&self, at: &str, service: &str, client: &str, path: &str) {
-        let grant = Grant::new(service.parse().unwrap(), Grantee::Client(client.parse().unwrap()), "GET", path).unwrap();
-        self.agency(at).gateway.as_ref().unwrap().rights().grant(grant).unwrap();
+        let grant = Grant::new(
+            service.parse().unwrap(),
+            Grantee::Client(client.parse().unwrap()),
+            "GET",
+            path,
+        )
+        .unwrap();
+        self.agency(at)
+            .gateway
+            .as_ref()
+            .unwrap()
+            .rights()
+            .grant(grant)
+            .unwrap();
     }
 
     /// The pharmacy reads `person`'s record for `purpose`, as `user` if given.
     pub async fn access(&self, person: &str, purpose: &str, user: Option<&str>) {
-        let url = format!("http://{}/r1/{PATIENTS}/Patient/1", self.agency(PHARMACY).gateway.as_ref().unwrap().client_addr());
-        let mut request = reqwest::Client::new().get(url).header("X-Road-Client", DISPENSING).header("X-Backbone-Data-Subject", person).header("X-Backbone-Purpose-Of-Use", purpose);
+        let url = format!(
+            "http://{}/r1/{PATIENTS}/Patient/1",
+            self.agency(PHARMACY)
+                .gateway
+                .as_ref()
+                .unwrap()
+                .client_addr()
+        );
+        let mut request = reqwest::Client::new()
+            .get(url)
+            .header("X-Road-Client", DISPENSING)
+            .header("X-Backbone-Data-Subject", person)
+            .header("X-Backbone-Purpose-Of-Use", purpose);
         if let Some(user) = user {
             request = request.header("X-Road-UserId", user);
         }
@@ -236,7 +394,14 @@ impl Backbone {
     pub async fn portal(&self, data_dir: PathBuf, idle: Duration) -> RunningPortal {
         let agency = self.agency(PORTAL_MEMBER);
         let gateway = format!("http://{}", agency.gateway.as_ref().unwrap().client_addr());
-        start_portal(Arc::clone(&agency.conf), gateway, data_dir, idle, vec![self.ts.handle.certificate().clone()]).await
+        start_portal(
+            Arc::clone(&agency.conf),
+            gateway,
+            data_dir,
+            idle,
+            vec![self.ts.handle.certificate().clone()],
+        )
+        .await
     }
 }
 
@@ -251,25 +416,58 @@ pub async fn start_portal(
     let portal_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let provider_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // "localhost": browsers keep Secure cookies for it over plain HTTP.
-    let url = format!("http://localhost:{}", portal_listener.local_addr().unwrap().port());
-    let provider_url = format!("http://localhost:{}", provider_listener.local_addr().unwrap().port());
+    let url = format!(
+        "http://localhost:{}",
+        portal_listener.local_addr().unwrap().port()
+    );
+    let provider_url = format!(
+        "http://localhost:{}",
+        provider_listener.local_addr().unwrap().port()
+    );
     let redirect_uri = format!("{url}/oidc/callback");
-    let client = RegisteredClient { id: "portal".into(), secret: "portal-secret".into(), redirect_uris: vec![redirect_uri.clone()] };
+    let client = RegisteredClient {
+        id: "portal".into(),
+        secret: "portal-secret".into(),
+        redirect_uris: vec![redirect_uri.clone()],
+    };
     let provider = Arc::new(Provider::new(&provider_url, vec![client]).unwrap());
     let app = provider::router(provider);
     tokio::spawn(async move { axum::serve(provider_listener, app).await });
     let config = PortalConfig {
-        backbone: BackboneConfig { gateway, client: PORTAL.into(), limit: 500, timeout: Duration::from_secs(5) },
-        oidc: OidcConfig { issuer: provider_url.clone(), client_id: "portal".into(), client_secret: "portal-secret".into(), redirect_uri, ca_file: DEFAULT_CA_FILE.into() },
+        backbone: BackboneConfig {
+            gateway,
+            client: PORTAL.into(),
+            limit: 500,
+            timeout: Duration::from_secs(5),
+        },
+        oidc: OidcConfig {
+            issuer: provider_url.clone(),
+            client_id: "portal".into(),
+            client_secret: "portal-secret".into(),
+            redirect_uri,
+            ca_file: DEFAULT_CA_FILE.into(),
+        },
         data_dir: data_dir.clone(),
         idle_timeout: idle,
         history_cache: Duration::from_secs(2),
     };
-    let trust = backbone_portal::proof::Trust { certificates, publications: None };
+    let trust = backbone_portal::proof::Trust {
+        certificates,
+        publications: None,
+    };
     let portal = Arc::new(Portal::new(config, conf, trust).unwrap());
     // Served as `backbone portal serve` serves it: the shared accept loop and its limits.
-    tokio::spawn(server::serve(portal_listener, Arc::clone(&portal), std::future::pending()));
-    RunningPortal { url, provider_url, portal, data_dir }
+    tokio::spawn(server::serve(
+        portal_listener,
+        Arc::clone(&portal),
+        std::future::pending(),
+    ));
+    RunningPortal {
+        url,
+        provider_url,
+        portal,
+        data_dir,
+    }
 }
 
 /// A plain HTTP client that keeps the portal's cookies and follows no redirect by itself.
@@ -294,19 +492,37 @@ impl Page {
     /// The value of the first `name="…" value="…"` hidden input.
     pub fn hidden(&self, name: &str) -> String {
         let marker = format!("name=\"{name}\" value=\"");
-        let start = self.body.find(&marker).unwrap_or_else(|| panic!("no {name} in {}", self.body)) + marker.len();
+        let start = self
+            .body
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no {name} in {}", self.body))
+            + marker.len();
         self.body[start..].split('"').next().unwrap().to_owned()
     }
 }
 
 impl Browser {
     pub fn new() -> Browser {
-        Browser { http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(), cookies: BTreeMap::new() }
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: BTreeMap::new(),
+        }
     }
 
     async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
-        let cookie: Vec<String> = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let request = if cookie.is_empty() { request } else { request.header("cookie", cookie.join("; ")) };
+        let cookie: Vec<String> = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let request = if cookie.is_empty() {
+            request
+        } else {
+            request.header("cookie", cookie.join("; "))
+        };
         let response = request.send().await.unwrap();
         for set in response.headers().get_all("set-cookie") {
             let set = set.to_str().unwrap();
@@ -321,7 +537,12 @@ impl Browser {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap().to_vec();
-        Page { status, headers, body: String::from_utf8_lossy(&bytes).into_owned(), bytes }
+        Page {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            bytes,
+        }
     }
 
     pub async fn get(&mut self, url: &str) -> Page {
@@ -330,7 +551,11 @@ impl Browser {
     }
 
     pub async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
-        let request = self.http.post(url).header("content-type", "application/x-www-form-urlencoded").body(serde_urlencoded::to_string(form).unwrap());
+        let request = self
+            .http
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap());
         self.send(request).await
     }
 
@@ -341,10 +566,20 @@ impl Browser {
         let picker = self.get(&login.location()).await;
         assert_eq!(picker.status, 200, "{}", picker.body);
         let request = picker.hidden("request");
-        let back = self.post(&format!("{}/authorize", portal.provider_url), &[("request", &request), ("person", person_code)]).await;
+        let back = self
+            .post(
+                &format!("{}/authorize", portal.provider_url),
+                &[("request", &request), ("person", person_code)],
+            )
+            .await;
         assert_eq!(back.status, 303, "{}", back.body);
         let callback = self.get(&back.location()).await;
-        assert_eq!((callback.status, callback.location().as_str()), (303, "/history"), "{}", callback.body);
+        assert_eq!(
+            (callback.status, callback.location().as_str()),
+            (303, "/history"),
+            "{}",
+            callback.body
+        );
         self.get(&format!("{}/history", portal.url)).await
     }
 }
@@ -353,6 +588,10 @@ impl Browser {
 pub fn backbone_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let binary = exe.parent().unwrap().parent().unwrap().join("backbone");
-    assert!(binary.exists(), "{} is missing: build with `cargo build --workspace --all-targets`", binary.display());
+    assert!(
+        binary.exists(),
+        "{} is missing: build with `cargo build --workspace --all-targets`",
+        binary.display()
+    );
     binary
 }

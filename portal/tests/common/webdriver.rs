@@ -1,7 +1,13 @@
 //! A minimal W3C WebDriver client over HTTP (enough to drive chromium through chromedriver):
 //! sessions, navigation, elements, scripts, and Chrome DevTools commands for full-page
 //! screenshots and downloads.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -35,7 +41,10 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("chromedriver is missing: ops/test.sh installs chromium and chromium-driver");
-        let driver = Driver { child, url: format!("http://127.0.0.1:{port}") };
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         for _ in 0..100 {
             if let Ok(response) = reqwest::get(format!("{}/status", driver.url)).await
                 && response.status().is_success()
@@ -59,16 +68,40 @@ impl Driver {
             },
         }}});
         let answer = send_json(http.post(format!("{}/session", self.url)), &capabilities).await;
-        let id = answer["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {answer}")).to_owned();
-        let session = Session { http, base: format!("{}/session/{id}", self.url) };
-        session.post("/timeouts", json!({"script": 30_000, "pageLoad": 30_000, "implicit": 0})).await;
-        session.cdp("Page.setDownloadBehavior", json!({"behavior": "allow", "downloadPath": downloads.display().to_string()})).await;
+        let id = answer["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {answer}"))
+            .to_owned();
+        let session = Session {
+            http,
+            base: format!("{}/session/{id}", self.url),
+        };
+        session
+            .post(
+                "/timeouts",
+                json!({"script": 30_000, "pageLoad": 30_000, "implicit": 0}),
+            )
+            .await;
+        session
+            .cdp(
+                "Page.setDownloadBehavior",
+                json!({"behavior": "allow", "downloadPath": downloads.display().to_string()}),
+            )
+            .await;
         session
     }
 }
 
 async fn send_json(request: reqwest::RequestBuilder, body: &Value) -> Value {
-    let bytes = request.header("content-type", "application/json").body(body.to_string()).send().await.unwrap().bytes().await.unwrap();
+    let bytes = request
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -88,7 +121,15 @@ impl Session {
     }
 
     async fn get(&self, path: &str) -> Value {
-        let bytes = self.http.get(format!("{}{path}", self.base)).send().await.unwrap().bytes().await.unwrap();
+        let bytes = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
         let answer: Value = serde_json::from_slice(&bytes).unwrap();
         answer["value"].clone()
     }
@@ -116,60 +157,88 @@ impl Session {
 
     /// The element `css` selects (the first).
     pub async fn find(&self, css: &str) -> String {
-        let value = self.post("/element", json!({"using": "css selector", "value": css})).await;
-        value[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}")).to_owned()
+        let value = self
+            .post("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        value[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}"))
+            .to_owned()
     }
 
     pub async fn count(&self, css: &str) -> usize {
-        self.post("/elements", json!({"using": "css selector", "value": css})).await.as_array().unwrap().len()
+        self.post("/elements", json!({"using": "css selector", "value": css}))
+            .await
+            .as_array()
+            .unwrap()
+            .len()
     }
 
     pub async fn click(&self, css: &str) {
         let element = self.find(css).await;
-        self.post(&format!("/element/{element}/click"), json!({})).await;
+        self.post(&format!("/element/{element}/click"), json!({}))
+            .await;
     }
 
     pub async fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css).await;
-        self.post(&format!("/element/{element}/value"), json!({"text": text})).await;
+        self.post(&format!("/element/{element}/value"), json!({"text": text}))
+            .await;
     }
 
     pub async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
-        self.get(&format!("/element/{element}/text")).await.as_str().unwrap().to_owned()
+        self.get(&format!("/element/{element}/text"))
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     pub async fn attribute(&self, css: &str, name: &str) -> String {
         let element = self.find(css).await;
-        self.get(&format!("/element/{element}/attribute/{name}")).await.as_str().unwrap_or_default().to_owned()
+        self.get(&format!("/element/{element}/attribute/{name}"))
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub async fn execute(&self, script: &str) -> Value {
-        self.post("/execute/sync", json!({"script": script, "args": []})).await
+        self.post("/execute/sync", json!({"script": script, "args": []}))
+            .await
     }
 
     pub async fn execute_async(&self, script: &str) -> Value {
-        self.post("/execute/async", json!({"script": script, "args": []})).await
+        self.post("/execute/async", json!({"script": script, "args": []}))
+            .await
     }
 
     /// A Chrome DevTools Protocol command.
     pub async fn cdp(&self, cmd: &str, params: Value) -> Value {
-        self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params})).await
+        self.post("/goog/cdp/execute", json!({"cmd": cmd, "params": params}))
+            .await
     }
 
     /// A PNG of the whole page.
     pub async fn screenshot(&self, path: &Path) {
         let metrics = self.cdp("Page.getLayoutMetrics", json!({})).await;
         let size = &metrics["cssContentSize"];
-        let (width, height) = (size["width"].as_f64().unwrap_or(1280.0), size["height"].as_f64().unwrap_or(900.0));
+        let (width, height) = (
+            size["width"].as_f64().unwrap_or(1280.0),
+            size["height"].as_f64().unwrap_or(900.0),
+        );
         let shot = self.cdp("Page.captureScreenshot", json!({"format": "png", "captureBeyondViewport": true, "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}})).await;
-        let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
         std::fs::write(path, png).unwrap();
     }
 
     /// Runs axe-core (injected from `axe_source`) at WCAG 2.1 A and AA; the violations.
     pub async fn axe(&self, axe_source: &str) -> Vec<Value> {
-        self.execute(&format!("{axe_source}\n;return typeof axe;")).await;
+        self.execute(&format!("{axe_source}\n;return typeof axe;"))
+            .await;
         let script = "const done = arguments[arguments.length - 1];\
             axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})\
             .then(r => done(JSON.stringify(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => n.target.join(' ') + ' :: ' + n.failureSummary)})))))\

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, AUDIT_PATH, CONF_PREVIEW_PATH, OPERATIONS_PATH};
+use super::{AUDIT_PATH, ApiError, CONF_PREVIEW_PATH, OPERATIONS_PATH};
 use crate::operation::{Operation, Outcome};
 use crate::store::AuditEntry;
 use crate::{Error, GlobalConf};
@@ -52,7 +52,9 @@ pub enum ClientError {
 
 impl std::fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminClient").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("AdminClient")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,12 +65,24 @@ impl AdminClient {
     /// # Errors
     ///
     /// A key TLS 1.3 cannot use.
-    pub fn new(address: SocketAddr, signer: Arc<dyn Signer>, certificate: Vec<u8>, server_certificate: Vec<u8>) -> Result<Self, Error> {
-        let config = tls::client_config(signer, vec![certificate], Arc::new(PinSet::new([server_certificate])))
-            .map_err(|e| Error::Refused(format!("admin client TLS: {e}")))?;
+    pub fn new(
+        address: SocketAddr,
+        signer: Arc<dyn Signer>,
+        certificate: Vec<u8>,
+        server_certificate: Vec<u8>,
+    ) -> Result<Self, Error> {
+        let config = tls::client_config(
+            signer,
+            vec![certificate],
+            Arc::new(PinSet::new([server_certificate])),
+        )
+        .map_err(|e| Error::Refused(format!("admin client TLS: {e}")))?;
         let mut config = config;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(AdminClient { address, connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+        Ok(AdminClient {
+            address,
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
     }
 
     /// Applies an operation.
@@ -87,7 +101,12 @@ impl AdminClient {
     ///
     /// As [`AdminClient::apply`].
     pub async fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, ClientError> {
-        self.call(Method::GET, &format!("{AUDIT_PATH}?from={from}&limit={limit}"), Vec::new()).await
+        self.call(
+            Method::GET,
+            &format!("{AUDIT_PATH}?from={from}&limit={limit}"),
+            Vec::new(),
+        )
+        .await
     }
 
     /// The configuration as the registry would publish it now.
@@ -99,31 +118,60 @@ impl AdminClient {
         self.call(Method::GET, CONF_PREVIEW_PATH, Vec::new()).await
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let (status, bytes) = tokio::time::timeout(REQUEST_TIMEOUT, self.send(method, path, body))
             .await
-            .map_err(|_| ClientError::Failed(format!("no answer from {} within {REQUEST_TIMEOUT:?}", self.address)))??;
+            .map_err(|_| {
+                ClientError::Failed(format!(
+                    "no answer from {} within {REQUEST_TIMEOUT:?}",
+                    self.address
+                ))
+            })??;
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Failed(format!("unexpected answer: {e}")));
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Failed(format!("unexpected answer: {e}")));
         }
         match serde_json::from_slice::<ApiError>(&bytes) {
-            Ok(error) if status.is_client_error() => Err(ClientError::Refused { status: status.as_u16(), error }),
-            Ok(error) => Err(ClientError::Failed(format!("registry error {status}: {}", error.message))),
+            Ok(error) if status.is_client_error() => Err(ClientError::Refused {
+                status: status.as_u16(),
+                error,
+            }),
+            Ok(error) => Err(ClientError::Failed(format!(
+                "registry error {status}: {}",
+                error.message
+            ))),
             Err(_) => Err(ClientError::Failed(format!("registry answered {status}"))),
         }
     }
 
-    async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> Result<(StatusCode, Bytes), ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
         let failed = |what: &str| {
             let what = what.to_owned();
             move |e: &dyn std::fmt::Display| ClientError::Failed(format!("{what}: {e}"))
         };
-        let tcp = tokio::net::TcpStream::connect(self.address).await.map_err(|e| failed(&format!("connect to {}", self.address))(&e))?;
+        let tcp = tokio::net::TcpStream::connect(self.address)
+            .await
+            .map_err(|e| failed(&format!("connect to {}", self.address))(&e))?;
         // The pin identifies the server; the name is only carried in the handshake.
         let name = ServerName::IpAddress(self.address.ip().into());
-        let stream = self.connector.connect(name, tcp).await.map_err(|e| failed("TLS handshake with the registry")(&e))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| failed("HTTP handshake")(&e))?;
+        let stream = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| failed("TLS handshake with the registry")(&e))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| failed("HTTP handshake")(&e))?;
         let driver = tokio::spawn(connection);
         let request = Request::builder()
             .method(method)
@@ -132,7 +180,10 @@ impl AdminClient {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| failed("request")(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| failed("request")(&e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| failed("request")(&e))?;
         let status = response.status();
         let bytes = Limited::new(response.into_body(), MAX_RESPONSE_LEN)
             .collect()

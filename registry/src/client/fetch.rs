@@ -51,10 +51,17 @@ impl Default for FetchConfig {
 ///
 /// [`Error::Fetch`] naming every URL and why it failed (unreachable, HTTP status, too large, or
 /// refused by verification: a bad signature or a rollback counts as a failed URL).
-pub async fn refresh_once(client: &ConfClient, http: &reqwest::Client, now: SystemTime) -> Result<Accepted, Error> {
+pub async fn refresh_once(
+    client: &ConfClient,
+    http: &reqwest::Client,
+    now: SystemTime,
+) -> Result<Accepted, Error> {
     let mut failures = Vec::new();
     for url in &client.anchor().urls {
-        match download(http, url).await.and_then(|bytes| client.accept(&bytes, now)) {
+        match download(http, url)
+            .await
+            .and_then(|bytes| client.accept(&bytes, now))
+        {
             Ok(accepted) => return Ok(accepted),
             Err(e) => failures.push(format!("{url}: {e}")),
         }
@@ -65,7 +72,12 @@ pub async fn refresh_once(client: &ConfClient, http: &reqwest::Client, now: Syst
 /// Refreshes until `stop` turns true: every `refresh_every` after a success, with exponential
 /// back-off (doubling from `backoff_min` to `backoff_max`) after a failed round. `clock` gives
 /// the time each answer is checked against.
-pub async fn run(client: Arc<ConfClient>, config: FetchConfig, clock: fn() -> SystemTime, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    client: Arc<ConfClient>,
+    config: FetchConfig,
+    clock: fn() -> SystemTime,
+    mut stop: watch::Receiver<bool>,
+) {
     let http = match reqwest::Client::builder().timeout(config.timeout).build() {
         Ok(http) => http,
         Err(e) => {
@@ -97,14 +109,24 @@ pub async fn run(client: Arc<ConfClient>, config: FetchConfig, clock: fn() -> Sy
 
 async fn download(http: &reqwest::Client, url: &str) -> Result<Vec<u8>, Error> {
     let limit = MAX_CONF_LEN + 1024;
-    let mut response = http.get(url).send().await.map_err(|e| Error::Fetch(e.to_string()))?;
+    let mut response = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| Error::Fetch(e.to_string()))?;
     if !response.status().is_success() {
         return Err(Error::Fetch(format!("HTTP status {}", response.status())));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| Error::Fetch(e.to_string()))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Error::Fetch(e.to_string()))?
+    {
         if body.len().saturating_add(chunk.len()) > limit {
-            return Err(Error::Fetch(format!("response is over the limit of {limit} bytes")));
+            return Err(Error::Fetch(format!(
+                "response is over the limit of {limit} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }

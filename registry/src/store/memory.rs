@@ -26,7 +26,9 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StoreError> {
-        self.inner.lock().map_err(|_| StoreError("memory store lock poisoned".into()))
+        self.inner
+            .lock()
+            .map_err(|_| StoreError("memory store lock poisoned".into()))
     }
 }
 
@@ -53,10 +55,22 @@ impl Store for MemoryStore {
 
     fn list(&self, table: Table) -> Result<Vec<Vec<u8>>, StoreError> {
         let inner = self.lock()?;
-        Ok(inner.records.range((table, String::new())..).take_while(|((t, _), _)| *t == table).map(|(_, v)| v.clone()).collect())
+        Ok(inner
+            .records
+            .range((table, String::new())..)
+            .take_while(|((t, _), _)| *t == table)
+            .map(|(_, v)| v.clone())
+            .collect())
     }
 
     fn audit(&self, from: u64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        Ok(self.lock()?.audit.iter().filter(|e| e.seq >= from).take(limit).cloned().collect())
+        Ok(self
+            .lock()?
+            .audit
+            .iter()
+            .filter(|e| e.seq >= from)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 }

@@ -9,7 +9,9 @@ use backbone_hsm::{KeyType, Signer};
 use backbone_registry::GlobalConf;
 use backbone_registry::conf::{FORMAT, unix_seconds};
 use backbone_registry::id::{InstanceId, MemberClass};
-use backbone_registry::model::{Certificate, Gateway, Member, MemberClassEntry, Service, Subsystem};
+use backbone_registry::model::{
+    Certificate, Gateway, Member, MemberClassEntry, Service, Subsystem,
+};
 
 /// A fresh EC P-256 software signer.
 pub fn signer(label: &str) -> SoftwareSigner {
@@ -23,19 +25,47 @@ pub fn now() -> SystemTime {
 
 /// A CA certificate for `ca`.
 pub fn ca_certificate(ca: &dyn Signer) -> Vec<u8> {
-    let subject = Subject { common_name: "EE registry CA".into(), ..Subject::default() };
-    let validity = Validity { not_before: now() - Duration::from_secs(3600), not_after: now() + Duration::from_secs(365 * 86400), serial: vec![1] };
-    CertificateAuthority::self_signed(ca, &subject, &validity).unwrap().certificate_der().to_vec()
+    let subject = Subject {
+        common_name: "EE registry CA".into(),
+        ..Subject::default()
+    };
+    let validity = Validity {
+        not_before: now() - Duration::from_secs(3600),
+        not_after: now() + Duration::from_secs(365 * 86400),
+        serial: vec![1],
+    };
+    CertificateAuthority::self_signed(ca, &subject, &validity)
+        .unwrap()
+        .certificate_der()
+        .to_vec()
 }
 
 /// A TLS authentication certificate issued by `ca` from a real CSR.
 pub fn tls_certificate(ca: &dyn Signer, ca_cert: &[u8], serial: u8) -> Vec<u8> {
     let gateway_key = signer("gw");
-    let csr = cert::csr_der(&gateway_key, &Subject { common_name: "gw1".into(), ..Subject::default() }).unwrap();
+    let csr = cert::csr_der(
+        &gateway_key,
+        &Subject {
+            common_name: "gw1".into(),
+            ..Subject::default()
+        },
+    )
+    .unwrap();
     let verified = cert::verify_csr(&csr).unwrap();
     let authority = CertificateAuthority::from_certificate(ca, ca_cert).unwrap();
-    let validity = Validity { not_before: now() - Duration::from_secs(60), not_after: now() + Duration::from_secs(86400), serial: vec![serial] };
-    authority.issue(&verified.public_key, &verified.subject, Profile::TlsAuth, &validity).unwrap()
+    let validity = Validity {
+        not_before: now() - Duration::from_secs(60),
+        not_after: now() + Duration::from_secs(86400),
+        serial: vec![serial],
+    };
+    authority
+        .issue(
+            &verified.public_key,
+            &verified.subject,
+            Profile::TlsAuth,
+            &validity,
+        )
+        .unwrap()
 }
 
 /// A small configuration of instance EE: one class, one member, a subsystem, a gateway with a
@@ -54,8 +84,14 @@ pub fn sample_conf(ca: &dyn Signer, version: u64) -> GlobalConf {
         generated_at: unix_seconds(now()),
         global_groups: vec![],
         instance: InstanceId::new("EE").unwrap(),
-        member_classes: vec![MemberClassEntry { code: MemberClass::new("GOV").unwrap(), description: "government".into() }],
-        members: vec![Member { id: "EE/GOV/70000001".parse().unwrap(), name: "Põhja hospital \"PERH\"".into() }],
+        member_classes: vec![MemberClassEntry {
+            code: MemberClass::new("GOV").unwrap(),
+            description: "government".into(),
+        }],
+        members: vec![Member {
+            id: "EE/GOV/70000001".parse().unwrap(),
+            name: "Põhja hospital \"PERH\"".into(),
+        }],
         revoked: vec![],
         services: vec![Service {
             description: "patient summary".into(),
@@ -63,7 +99,9 @@ pub fn sample_conf(ca: &dyn Signer, version: u64) -> GlobalConf {
             personal_health_data: true,
         }],
         signing_certificates: vec![],
-        subsystems: vec![Subsystem { id: "EE/GOV/70000001/ehr".parse().unwrap() }],
+        subsystems: vec![Subsystem {
+            id: "EE/GOV/70000001/ehr".parse().unwrap(),
+        }],
         timestamping_services: vec![],
         version,
     };

@@ -48,11 +48,17 @@ impl RocksStore {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = DB::open_cf_descriptors(&options, &path, families)?;
-        Ok(RocksStore { db, path, append: Mutex::new(()) })
+        Ok(RocksStore {
+            db,
+            path,
+            append: Mutex::new(()),
+        })
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or(StoreError::Corrupt { what: "column family" })
+        self.db.cf_handle(name).ok_or(StoreError::Corrupt {
+            what: "column family",
+        })
     }
 
     fn get_imprint(&self, cf: &'static str, key: &[u8]) -> Result<Option<Imprint>, StoreError> {
@@ -77,14 +83,25 @@ impl CalendarStore for RocksStore {
         let _serial = self.append.lock().unwrap_or_else(PoisonError::into_inner);
         let size = self.size()?;
         if commit.time < size {
-            return Err(StoreError::Rewrite { time: commit.time, size });
+            return Err(StoreError::Rewrite {
+                time: commit.time,
+                size,
+            });
         }
         let nodes = self.cf(CF_NODES)?;
         let mut batch = WriteBatch::default();
         for node in &commit.nodes {
-            batch.put_cf(nodes, node_key(node.level, node.index), node.hash.as_bytes());
+            batch.put_cf(
+                nodes,
+                node_key(node.level, node.index),
+                node.hash.as_bytes(),
+            );
         }
-        batch.put_cf(self.cf(CF_META)?, KEY_SIZE, commit.time.saturating_add(1).to_be_bytes());
+        batch.put_cf(
+            self.cf(CF_META)?,
+            KEY_SIZE,
+            commit.time.saturating_add(1).to_be_bytes(),
+        );
         let mut options = WriteOptions::default();
         options.set_sync(true);
         self.db.write_opt(batch, &options)?;
@@ -102,8 +119,10 @@ impl CalendarStore for RocksStore {
     fn size(&self) -> Result<u64, StoreError> {
         match self.db.get_cf(self.cf(CF_META)?, KEY_SIZE)? {
             Some(bytes) => {
-                let bytes: [u8; 8] =
-                    bytes.as_slice().try_into().map_err(|_| StoreError::Corrupt { what: "size" })?;
+                let bytes: [u8; 8] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt { what: "size" })?;
                 Ok(u64::from_be_bytes(bytes))
             }
             None => Ok(0),
@@ -114,7 +133,11 @@ impl CalendarStore for RocksStore {
         let _serial = self.append.lock().unwrap_or_else(PoisonError::into_inner);
         let key = time.to_be_bytes();
         if let Some(existing) = self.get_imprint(CF_PUBLICATIONS, &key)? {
-            return if existing == *hash { Ok(()) } else { Err(StoreError::PublicationConflict { time }) };
+            return if existing == *hash {
+                Ok(())
+            } else {
+                Err(StoreError::PublicationConflict { time })
+            };
         }
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_PUBLICATIONS)?, key, hash.as_bytes());
@@ -126,10 +149,17 @@ impl CalendarStore for RocksStore {
 
     fn publications(&self) -> Result<Vec<(u64, Imprint)>, StoreError> {
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_PUBLICATIONS)?, IteratorMode::Start) {
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_PUBLICATIONS)?, IteratorMode::Start)
+        {
             let (key, value) = item?;
-            let key: [u8; 8] = (*key).try_into().map_err(|_| StoreError::Corrupt { what: "publication time" })?;
-            let hash = Imprint::from_bytes(&value).map_err(|_| StoreError::Corrupt { what: "publication" })?;
+            let key: [u8; 8] = (*key).try_into().map_err(|_| StoreError::Corrupt {
+                what: "publication time",
+            })?;
+            let hash = Imprint::from_bytes(&value).map_err(|_| StoreError::Corrupt {
+                what: "publication",
+            })?;
             out.push((u64::from_be_bytes(key), hash));
         }
         Ok(out)

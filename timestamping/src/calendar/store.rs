@@ -103,10 +103,16 @@ impl CalendarStore for MemoryStore {
     fn append_leaf(&self, commit: &LeafCommit) -> Result<(), StoreError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if commit.time < state.size {
-            return Err(StoreError::Rewrite { time: commit.time, size: state.size });
+            return Err(StoreError::Rewrite {
+                time: commit.time,
+                size: state.size,
+            });
         }
         for node in &commit.nodes {
-            state.nodes.entry((node.level, node.index)).or_insert_with(|| node.hash.clone());
+            state
+                .nodes
+                .entry((node.level, node.index))
+                .or_insert_with(|| node.hash.clone());
         }
         state.size = commit.time.saturating_add(1);
         Ok(())
@@ -122,7 +128,11 @@ impl CalendarStore for MemoryStore {
     }
 
     fn size(&self) -> Result<u64, StoreError> {
-        Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner).size)
+        Ok(self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .size)
     }
 
     fn put_publication(&self, time: u64, hash: &Imprint) -> Result<(), StoreError> {
@@ -139,7 +149,11 @@ impl CalendarStore for MemoryStore {
 
     fn publications(&self) -> Result<Vec<(u64, Imprint)>, StoreError> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(state.publications.iter().map(|(t, h)| (*t, h.clone())).collect())
+        Ok(state
+            .publications
+            .iter()
+            .map(|(t, h)| (*t, h.clone()))
+            .collect())
     }
 
     fn location(&self) -> std::path::PathBuf {

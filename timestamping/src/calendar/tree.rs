@@ -147,18 +147,29 @@ impl Frontier {
         empty: &EmptyRoots,
     ) -> Result<Vec<Node>, Error> {
         if until < self.size || until == u64::MAX {
-            return Err(Error::History { time: until, size: self.size });
+            return Err(Error::History {
+                time: until,
+                size: self.size,
+            });
         }
         let mut kept = Vec::new();
         while self.size < until {
-            let aligned = if self.size == 0 { 63 } else { self.size.trailing_zeros() };
+            let aligned = if self.size == 0 {
+                63
+            } else {
+                self.size.trailing_zeros()
+            };
             let fits = 63 - (until - self.size).leading_zeros();
             let level = u8::try_from(aligned.min(fits)).map_err(|_| Error::Unreachable("level"))?;
             self.push(level, empty.at(level).clone(), false, &mut kept)?;
         }
         match leaf {
             Some(hash) => {
-                kept.push(Node { level: 0, index: until, hash: hash.clone() });
+                kept.push(Node {
+                    level: 0,
+                    index: until,
+                    hash: hash.clone(),
+                });
                 self.push(0, hash.clone(), true, &mut kept)?;
             }
             None => self.push(0, empty.leaf().clone(), false, &mut kept)?,
@@ -183,21 +194,38 @@ impl Frontier {
         Ok(Some(acc))
     }
 
-    fn push(&mut self, level: u8, hash: Imprint, full: bool, kept: &mut Vec<Node>) -> Result<(), Error> {
-        let width = 1u64.checked_shl(u32::from(level)).ok_or(Error::Unreachable("level above 63"))?;
-        self.size = self.size.checked_add(width).ok_or(Error::Unreachable("calendar past u64"))?;
+    fn push(
+        &mut self,
+        level: u8,
+        hash: Imprint,
+        full: bool,
+        kept: &mut Vec<Node>,
+    ) -> Result<(), Error> {
+        let width = 1u64
+            .checked_shl(u32::from(level))
+            .ok_or(Error::Unreachable("level above 63"))?;
+        self.size = self
+            .size
+            .checked_add(width)
+            .ok_or(Error::Unreachable("calendar past u64"))?;
         let (mut level, mut hash, mut full) = (level, hash, full);
         while let Some((top_level, _, _)) = self.entries.last()
             && *top_level == level
         {
-            let (_, left, left_full) =
-                self.entries.pop().ok_or(Error::Unreachable("frontier entry vanished"))?;
+            let (_, left, left_full) = self
+                .entries
+                .pop()
+                .ok_or(Error::Unreachable("frontier entry vanished"))?;
             hash = node_hash(&left, &hash)?;
             full |= left_full;
             level += 1;
             if full {
                 let index = (self.size - 1) >> level;
-                kept.push(Node { level, index, hash: hash.clone() });
+                kept.push(Node {
+                    level,
+                    index,
+                    hash: hash.clone(),
+                });
             }
         }
         self.entries.push((level, hash, full));
@@ -260,11 +288,17 @@ fn walk(
     if time < lo + k {
         walk(time, lo, k, node, links)?;
         let sibling = range_root(lo + k, n - k, node)?;
-        links.push(CalendarLink { side: Side::Left, sibling });
+        links.push(CalendarLink {
+            side: Side::Left,
+            sibling,
+        });
     } else {
         walk(time, lo + k, n - k, node, links)?;
         let level = level_of(k)?;
-        links.push(CalendarLink { side: Side::Right, sibling: node(level, lo >> level)? });
+        links.push(CalendarLink {
+            side: Side::Right,
+            sibling: node(level, lo >> level)?,
+        });
     }
     Ok(())
 }
@@ -308,7 +342,11 @@ mod tests {
             }
             leaves.push(leaf(t));
             kept.extend(frontier.append(t, Some(&leaf(t)), &empty).unwrap());
-            assert_eq!(frontier.root().unwrap().unwrap(), naive_root(&leaves), "after {t}");
+            assert_eq!(
+                frontier.root().unwrap().unwrap(),
+                naive_root(&leaves),
+                "after {t}"
+            );
         }
         // Every kept node is the naive root of its range, and rebuilding from them agrees.
         for node in &kept {
@@ -317,7 +355,10 @@ mod tests {
             assert_eq!(node.hash, naive_root(&leaves[lo..hi]));
         }
         let lookup = |level: u8, index: u64| {
-            Ok(kept.iter().find(|n| n.level == level && n.index == index).map(|n| n.hash.clone()))
+            Ok(kept
+                .iter()
+                .find(|n| n.level == level && n.index == index)
+                .map(|n| n.hash.clone()))
         };
         let rebuilt = Frontier::rebuild(frontier.size(), &empty, lookup).unwrap();
         assert_eq!(rebuilt, frontier);
@@ -326,7 +367,15 @@ mod tests {
     #[test]
     fn paths_hash_to_the_root_and_encode_the_time() {
         let empty = EmptyRoots::new().unwrap();
-        let leaves: Vec<Imprint> = (0..37).map(|i| if i % 3 == 0 { leaf(i) } else { empty.leaf().clone() }).collect();
+        let leaves: Vec<Imprint> = (0..37)
+            .map(|i| {
+                if i % 3 == 0 {
+                    leaf(i)
+                } else {
+                    empty.leaf().clone()
+                }
+            })
+            .collect();
         for n in 1..=leaves.len() as u64 {
             let root = naive_root(&leaves[..n as usize]);
             for t in 0..n {
@@ -343,8 +392,17 @@ mod tests {
                     unknown: vec![],
                 };
                 if !links.is_empty() {
-                    assert_eq!(backbone_timestamping_verify::chain::calendar_root(&chain).unwrap(), root);
-                    assert_eq!(backbone_timestamping_verify::chain::calendar_aggregation_time(n - 1, &links), Some(t));
+                    assert_eq!(
+                        backbone_timestamping_verify::chain::calendar_root(&chain).unwrap(),
+                        root
+                    );
+                    assert_eq!(
+                        backbone_timestamping_verify::chain::calendar_aggregation_time(
+                            n - 1,
+                            &links
+                        ),
+                        Some(t)
+                    );
                 }
             }
         }
@@ -354,7 +412,9 @@ mod tests {
     fn crossing_1970_to_now_is_cheap() {
         let empty = EmptyRoots::new().unwrap();
         let mut frontier = Frontier::default();
-        let kept = frontier.append(1_764_000_000, Some(&leaf(1)), &empty).unwrap();
+        let kept = frontier
+            .append(1_764_000_000, Some(&leaf(1)), &empty)
+            .unwrap();
         assert_eq!(frontier.size(), 1_764_000_001);
         assert_eq!(kept.len(), 1, "only the leaf holds a round");
         assert!(frontier.append(1_764_000_000, None, &empty).is_err());

@@ -42,7 +42,10 @@ impl ClientId {
             Repr::Inline { len, bytes } => {
                 // Built only from a `&str` of exactly `len` bytes, so this cannot fail; an empty
                 // id is the harmless answer if it ever did.
-                bytes.get(..usize::from(*len)).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or_default()
+                bytes
+                    .get(..usize::from(*len))
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                    .unwrap_or_default()
             }
             Repr::Shared(id) => id,
         }
@@ -97,7 +100,13 @@ mod tests {
 
     #[test]
     fn short_ids_are_inline_long_ones_shared_and_both_keep_their_text() {
-        for (id, inline) in [("", true), ("anon", true), ("a".repeat(MAX_INLINE).as_str(), true), ("é".repeat(8).as_str(), false), ("a client id too long for one block", false)] {
+        for (id, inline) in [
+            ("", true),
+            ("anon", true),
+            ("a".repeat(MAX_INLINE).as_str(), true),
+            ("é".repeat(8).as_str(), false),
+            ("a client id too long for one block", false),
+        ] {
             let client = ClientId::from(id);
             assert_eq!(matches!(client.0, Repr::Inline { .. }), inline, "{id}");
             assert_eq!((client.as_str(), client.as_bytes()), (id, id.as_bytes()));

@@ -36,14 +36,20 @@ impl InputHash {
     ///
     /// [`DecodeError::ImprintLength`] if the digest length is not the algorithm's.
     pub fn new(algorithm: HashAlgorithm, digest: &[u8]) -> Result<InputHash, DecodeError> {
-        let mismatch = || DecodeError::ImprintLength { algorithm, len: digest.len(), expected: algorithm.digest_len() };
+        let mismatch = || DecodeError::ImprintLength {
+            algorithm,
+            len: digest.len(),
+            expected: algorithm.digest_len(),
+        };
         if digest.len() != algorithm.digest_len() {
             return Err(mismatch());
         }
         let mut bytes = [0u8; MAX_LEN];
         let (id, rest) = bytes.split_first_mut().ok_or_else(mismatch)?;
         *id = algorithm.id();
-        rest.get_mut(..digest.len()).ok_or_else(mismatch)?.copy_from_slice(digest);
+        rest.get_mut(..digest.len())
+            .ok_or_else(mismatch)?
+            .copy_from_slice(digest);
         Ok(InputHash { algorithm, bytes })
     }
 
@@ -53,8 +59,11 @@ impl InputHash {
     ///
     /// As [`Imprint::from_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> Result<InputHash, DecodeError> {
-        let (id, digest) = bytes.split_first().ok_or(DecodeError::Truncated { needed: 1, left: 0 })?;
-        let algorithm = HashAlgorithm::from_id(*id).ok_or(DecodeError::UnknownAlgorithm { id: *id })?;
+        let (id, digest) = bytes
+            .split_first()
+            .ok_or(DecodeError::Truncated { needed: 1, left: 0 })?;
+        let algorithm =
+            HashAlgorithm::from_id(*id).ok_or(DecodeError::UnknownAlgorithm { id: *id })?;
         InputHash::new(algorithm, digest)
     }
 
@@ -66,7 +75,9 @@ impl InputHash {
     /// The imprint bytes: algorithm id, then digest.
     pub fn as_bytes(&self) -> &[u8] {
         // `new` checked that the digest fits; the whole buffer is the harmless answer if not.
-        self.bytes.get(..1 + self.algorithm.digest_len()).unwrap_or(&self.bytes)
+        self.bytes
+            .get(..1 + self.algorithm.digest_len())
+            .unwrap_or(&self.bytes)
     }
 
     /// The digest, without the algorithm byte.
@@ -87,7 +98,10 @@ impl InputHash {
 impl From<&Imprint> for InputHash {
     fn from(imprint: &Imprint) -> Self {
         // An `Imprint` always holds its algorithm's digest length, at most 64 bytes.
-        InputHash::new(imprint.algorithm(), imprint.digest()).unwrap_or(InputHash { algorithm: imprint.algorithm(), bytes: [0; MAX_LEN] })
+        InputHash::new(imprint.algorithm(), imprint.digest()).unwrap_or(InputHash {
+            algorithm: imprint.algorithm(),
+            bytes: [0; MAX_LEN],
+        })
     }
 }
 
@@ -100,7 +114,9 @@ impl From<Imprint> for InputHash {
 impl fmt::Debug for InputHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "InputHash({}:", self.algorithm)?;
-        self.as_bytes().iter().try_for_each(|b| write!(f, "{b:02x}"))?;
+        self.as_bytes()
+            .iter()
+            .try_for_each(|b| write!(f, "{b:02x}"))?;
         f.write_str(")")
     }
 }
@@ -112,10 +128,15 @@ mod tests {
     #[test]
     fn every_algorithm_fits_and_reads_back() {
         for algorithm in HashAlgorithm::ALL {
-            let digest: Vec<u8> = (0..algorithm.digest_len()).map(|i| i as u8 ^ 0xa5).collect();
+            let digest: Vec<u8> = (0..algorithm.digest_len())
+                .map(|i| i as u8 ^ 0xa5)
+                .collect();
             let imprint = Imprint::new(algorithm, &digest).unwrap();
             let hash = InputHash::from(&imprint);
-            assert_eq!((hash.algorithm(), hash.as_bytes(), hash.digest()), (algorithm, imprint.as_bytes(), imprint.digest()));
+            assert_eq!(
+                (hash.algorithm(), hash.as_bytes(), hash.digest()),
+                (algorithm, imprint.as_bytes(), imprint.digest())
+            );
             assert_eq!(hash.to_imprint().unwrap(), imprint);
             assert_eq!(InputHash::from_bytes(imprint.as_bytes()).unwrap(), hash);
         }

@@ -115,9 +115,9 @@ impl RequestError {
     /// The failure bit a rejection carries.
     pub fn fail_info(&self) -> FailureInfo {
         match self {
-            RequestError::TooLarge { .. } | RequestError::Malformed(_) | RequestError::DigestLength { .. } => {
-                FailureInfo::BadDataFormat
-            }
+            RequestError::TooLarge { .. }
+            | RequestError::Malformed(_)
+            | RequestError::DigestLength { .. } => FailureInfo::BadDataFormat,
             RequestError::Version(_) => FailureInfo::BadRequest,
             RequestError::UnknownHash(_) | RequestError::HashParameters => FailureInfo::BadAlg,
             RequestError::Policy(_) => FailureInfo::UnacceptedPolicy,
@@ -155,18 +155,30 @@ impl HashAlgorithm {
 /// [`RequestError`], whose [`RequestError::fail_info`] is the rejection's failure bit.
 pub fn parse(bytes: &[u8], policy: &ObjectIdentifier) -> Result<TimeStampReq, RequestError> {
     if bytes.len() > MAX_REQUEST {
-        return Err(RequestError::TooLarge { len: bytes.len(), max: MAX_REQUEST });
+        return Err(RequestError::TooLarge {
+            len: bytes.len(),
+            max: MAX_REQUEST,
+        });
     }
-    let raw = yasna::parse_der(bytes, decode).map_err(|e| RequestError::Malformed(e.to_string()))?;
+    let raw =
+        yasna::parse_der(bytes, decode).map_err(|e| RequestError::Malformed(e.to_string()))?;
     if raw.version != [1] {
         return Err(RequestError::Version(version_text(&raw.version)));
     }
-    let hash_algorithm = HashAlgorithm::from_oid(&raw.hash_oid).ok_or_else(|| RequestError::UnknownHash(raw.hash_oid.to_string()))?;
-    if raw.hash_parameters.as_ref().is_some_and(|p| p.as_slice() != [0x05, 0x00]) {
+    let hash_algorithm = HashAlgorithm::from_oid(&raw.hash_oid)
+        .ok_or_else(|| RequestError::UnknownHash(raw.hash_oid.to_string()))?;
+    if raw
+        .hash_parameters
+        .as_ref()
+        .is_some_and(|p| p.as_slice() != [0x05, 0x00])
+    {
         return Err(RequestError::HashParameters);
     }
     if raw.digest.len() != hash_algorithm.len() {
-        return Err(RequestError::DigestLength { expected: hash_algorithm.len(), got: raw.digest.len() });
+        return Err(RequestError::DigestLength {
+            expected: hash_algorithm.len(),
+            got: raw.digest.len(),
+        });
     }
     if let Some(requested) = &raw.policy {
         if requested != policy {
@@ -221,7 +233,17 @@ fn decode(reader: BERReader<'_, '_>) -> Result<Raw, ASN1Error> {
         }
         let cert_req = r.read_optional(|r| r.read_bool())?.unwrap_or(false);
         let extensions = r.read_optional(|r| tagged(r, Tag::context(0)))?.is_some();
-        Ok(Raw { version, message_imprint_der, hash_oid, hash_parameters, digest, policy, nonce_der, cert_req, extensions })
+        Ok(Raw {
+            version,
+            message_imprint_der,
+            hash_oid,
+            hash_parameters,
+            digest,
+            policy,
+            nonce_der,
+            cert_req,
+            extensions,
+        })
     })
 }
 
@@ -237,7 +259,11 @@ fn tagged(reader: BERReader<'_, '_>, tag: Tag) -> Result<Vec<u8>, ASN1Error> {
 /// A version INTEGER for an error message: its value when it fits, else its size.
 fn version_text(bytes: &[u8]) -> String {
     if bytes.len() <= 8 {
-        let mut value: i64 = if bytes.first().is_some_and(|b| b & 0x80 != 0) { -1 } else { 0 };
+        let mut value: i64 = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            -1
+        } else {
+            0
+        };
         for b in bytes {
             value = (value << 8) | i64::from(*b);
         }
@@ -258,7 +284,13 @@ mod tests {
     }
 
     /// A request built field by field.
-    fn request(version: i64, hash: &[u64], parameters: Option<&[u8]>, digest_len: usize, tail: impl FnOnce(&mut yasna::DERWriterSeq<'_>)) -> Vec<u8> {
+    fn request(
+        version: i64,
+        hash: &[u64],
+        parameters: Option<&[u8]>,
+        digest_len: usize,
+        tail: impl FnOnce(&mut yasna::DERWriterSeq<'_>),
+    ) -> Vec<u8> {
         yasna::construct_der(|w| {
             w.write_sequence(|w| {
                 w.next().write_i64(version);
@@ -294,14 +326,34 @@ mod tests {
     #[test]
     fn each_refusal_has_its_failure_bit() {
         let cases: Vec<(Vec<u8>, FailureInfo)> = vec![
-            (request(2, SHA256, None, 32, |_| ()), FailureInfo::BadRequest),
-            (request(1, &[1, 3, 14, 3, 2, 26], None, 20, |_| ()), FailureInfo::BadAlg),
-            (request(1, SHA256, Some(&[4, 0]), 32, |_| ()), FailureInfo::BadAlg),
-            (request(1, SHA256, None, 31, |_| ()), FailureInfo::BadDataFormat),
-            (request(1, SHA256, None, 32, |w| w.next().write_oid(&ObjectIdentifier::from_slice(&[1, 2, 3]))), FailureInfo::UnacceptedPolicy),
+            (
+                request(2, SHA256, None, 32, |_| ()),
+                FailureInfo::BadRequest,
+            ),
+            (
+                request(1, &[1, 3, 14, 3, 2, 26], None, 20, |_| ()),
+                FailureInfo::BadAlg,
+            ),
+            (
+                request(1, SHA256, Some(&[4, 0]), 32, |_| ()),
+                FailureInfo::BadAlg,
+            ),
+            (
+                request(1, SHA256, None, 31, |_| ()),
+                FailureInfo::BadDataFormat,
+            ),
             (
                 request(1, SHA256, None, 32, |w| {
-                    w.next().write_tagged_implicit(Tag::context(0), |w| w.write_sequence(|w| w.next().write_null()))
+                    w.next()
+                        .write_oid(&ObjectIdentifier::from_slice(&[1, 2, 3]))
+                }),
+                FailureInfo::UnacceptedPolicy,
+            ),
+            (
+                request(1, SHA256, None, 32, |w| {
+                    w.next().write_tagged_implicit(Tag::context(0), |w| {
+                        w.write_sequence(|w| w.next().write_null())
+                    })
                 }),
                 FailureInfo::UnacceptedExtension,
             ),
@@ -309,8 +361,17 @@ mod tests {
             (Vec::new(), FailureInfo::BadDataFormat),
             (vec![0x30; MAX_REQUEST + 1], FailureInfo::BadDataFormat),
             // Fields out of order, and a trailing element.
-            (request(1, SHA256, None, 32, |w| { w.next().write_bool(true); w.next().write_u64(7); }), FailureInfo::BadDataFormat),
-            (request(1, SHA256, None, 32, |w| w.next().write_null()), FailureInfo::BadDataFormat),
+            (
+                request(1, SHA256, None, 32, |w| {
+                    w.next().write_bool(true);
+                    w.next().write_u64(7);
+                }),
+                FailureInfo::BadDataFormat,
+            ),
+            (
+                request(1, SHA256, None, 32, |w| w.next().write_null()),
+                FailureInfo::BadDataFormat,
+            ),
         ];
         for (bytes, expected) in cases {
             let error = parse(&bytes, &policy()).unwrap_err();
@@ -318,7 +379,10 @@ mod tests {
         }
         let mut trailing = request(1, SHA256, None, 32, |_| ());
         trailing.push(0);
-        assert_eq!(parse(&trailing, &policy()).unwrap_err().fail_info(), FailureInfo::BadDataFormat);
+        assert_eq!(
+            parse(&trailing, &policy()).unwrap_err().fail_info(),
+            FailureInfo::BadDataFormat
+        );
     }
 
     #[test]

@@ -56,16 +56,26 @@ pub struct RocksTokenStore {
 
 impl TokenStore for MemoryTokenStore {
     fn put(&self, serial: Serial, signature: &[u8]) -> Result<(), StoreError> {
-        let mut signatures = self.signatures.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut signatures = self
+            .signatures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if signatures.contains_key(&serial) {
-            return Err(StoreError::Corrupt { what: "token serial stored twice" });
+            return Err(StoreError::Corrupt {
+                what: "token serial stored twice",
+            });
         }
         signatures.insert(serial, signature.to_vec());
         Ok(())
     }
 
     fn get(&self, serial: Serial) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.signatures.lock().unwrap_or_else(PoisonError::into_inner).get(&serial).cloned())
+        Ok(self
+            .signatures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&serial)
+            .cloned())
     }
 
     fn location(&self) -> PathBuf {
@@ -85,7 +95,10 @@ impl RocksTokenStore {
         let path = path.as_ref().to_owned();
         let mut options = Options::default();
         options.create_if_missing(true);
-        Ok(RocksTokenStore { db: DB::open(&options, &path)?, path })
+        Ok(RocksTokenStore {
+            db: DB::open(&options, &path)?,
+            path,
+        })
     }
 }
 
@@ -94,7 +107,9 @@ impl TokenStore for RocksTokenStore {
         let key = serial.0.to_be_bytes();
         // Serials are unique, so no two writers race on one key; the check guards against bugs.
         if self.db.get_pinned(key)?.is_some() {
-            return Err(StoreError::Corrupt { what: "token serial stored twice" });
+            return Err(StoreError::Corrupt {
+                what: "token serial stored twice",
+            });
         }
         let mut sync = WriteOptions::default();
         sync.set_sync(true);

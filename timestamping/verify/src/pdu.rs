@@ -717,8 +717,15 @@ mod tests {
                 let mut signer = Signer::new(MessageDigest::sha256(), &pkey).unwrap();
                 signer.update(&data[..len]).unwrap();
                 let expected = signer.sign_to_vec().unwrap();
-                assert_eq!(hmac_sha256(&key, &data[..len]), expected, "key {key_len}, data {len}");
-                assert_eq!(hmac(HashAlgorithm::Sha256, &key, &data[..len]).unwrap(), expected);
+                assert_eq!(
+                    hmac_sha256(&key, &data[..len]),
+                    expected,
+                    "key {key_len}, data {len}"
+                );
+                assert_eq!(
+                    hmac(HashAlgorithm::Sha256, &key, &data[..len]).unwrap(),
+                    expected
+                );
             }
         }
     }

@@ -382,7 +382,9 @@ impl Encoder {
 
     /// An empty encoder with room for `capacity` bytes.
     pub fn with_capacity(capacity: usize) -> Self {
-        Encoder { buf: Vec::with_capacity(capacity) }
+        Encoder {
+            buf: Vec::with_capacity(capacity),
+        }
     }
 
     /// The bytes written so far.
@@ -424,7 +426,8 @@ impl Encoder {
             let header = header(tag, flags, len)?;
             if header.len > provisional {
                 let at = start + provisional;
-                self.buf.splice(at..at, std::iter::repeat_n(0, header.len - provisional));
+                self.buf
+                    .splice(at..at, std::iter::repeat_n(0, header.len - provisional));
             }
             let slot = self.buf.get_mut(start..start + header.len);
             let slot = slot.ok_or(Error::Unreachable("TLV header slot past the buffer"))?;
@@ -519,9 +522,15 @@ fn header(tag: u16, flags: Flags, len: usize) -> Result<ElementHeader, Error> {
     let [tag_high, tag_low] = tag.to_be_bytes();
     let [len_high, len_low] = len16.to_be_bytes();
     Ok(if tag <= TLV8_MAX_TAG && len <= TLV8_MAX_LEN {
-        ElementHeader { bytes: [first | tag_low, len_low, 0, 0], len: 2 }
+        ElementHeader {
+            bytes: [first | tag_low, len_low, 0, 0],
+            len: 2,
+        }
     } else {
-        ElementHeader { bytes: [first | FLAG_TLV16 | tag_high, tag_low, len_high, len_low], len: 4 }
+        ElementHeader {
+            bytes: [first | FLAG_TLV16 | tag_high, tag_low, len_high, len_low],
+            len: 4,
+        }
     })
 }
 
@@ -588,7 +597,10 @@ mod tests {
     /// length around the TLV8 limit, for short and long tags, and nothing stays on error.
     #[test]
     fn nested_in_place_is_element() {
-        let flags = Flags { non_critical: true, forward: false };
+        let flags = Flags {
+            non_critical: true,
+            forward: false,
+        };
         for tag in [0x02u16, 0x1f, 0x20, 0x801] {
             for len in [0usize, 1, 254, 255, 256, 257, 1000, 65_535] {
                 let value: Vec<u8> = (0..len).map(|i| i as u8).collect();
@@ -603,13 +615,30 @@ mod tests {
                         Ok(())
                     })
                     .unwrap();
-                assert_eq!(in_place.finish(), whole.finish(), "tag {tag:#x}, {len} bytes");
+                assert_eq!(
+                    in_place.finish(),
+                    whole.finish(),
+                    "tag {tag:#x}, {len} bytes"
+                );
             }
         }
         let mut e = Encoder::new();
         e.raw(b"kept");
-        assert!(e.nested(0x02, Flags::NONE, |e| e.element(0x03, Flags::NONE, &[0; 65_536])).is_err());
-        assert!(e.nested(0x02, Flags::NONE, |e| { e.raw(&[0; 65_536]); Ok(()) }).is_err());
+        assert!(
+            e.nested(0x02, Flags::NONE, |e| e.element(
+                0x03,
+                Flags::NONE,
+                &[0; 65_536]
+            ))
+            .is_err()
+        );
+        assert!(
+            e.nested(0x02, Flags::NONE, |e| {
+                e.raw(&[0; 65_536]);
+                Ok(())
+            })
+            .is_err()
+        );
         assert_eq!(e.finish(), b"kept");
     }
 

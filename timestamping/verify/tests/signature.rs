@@ -15,7 +15,8 @@ use backbone_timestamping_verify::verify::{self, Context, Outcome, Policy};
 /// The conformance pack in this crate's `testdata/`. The manifest directory is read when the test runs,
 /// not when it is compiled, so that a build cache shared between checkouts finds the right pack.
 fn pack() -> PathBuf {
-    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     manifest.join("testdata/ksi-test-pack")
 }
 

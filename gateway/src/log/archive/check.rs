@@ -93,11 +93,23 @@ pub struct Report {
 }
 
 /// Verifies `unverified`, calling `progress(records done, records in total)` after each record.
-pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn FnMut(u64, u64)) -> Report {
+pub fn check(
+    unverified: &Unverified,
+    options: &Options<'_>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Report {
     let archive = &unverified.archive;
-    let mut run = Run { report: Report { records: archive.records.len() as u64, ..Report::default() } };
+    let mut run = Run {
+        report: Report {
+            records: archive.records.len() as u64,
+            ..Report::default()
+        },
+    };
     if !unverified.digest_matches {
-        run.fail(Location::Archive, "the archive's SHA-256 does not match its content: it was changed after export");
+        run.fail(
+            Location::Archive,
+            "the archive's SHA-256 does not match its content: it was changed after export",
+        );
     }
     if let Some(previous) = options.previous {
         run.check_previous(archive, previous);
@@ -105,30 +117,61 @@ pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn 
     let batches = run.check_batches(archive, options);
     // Records name their signer certificate by SHA-256 (version 1 records carry the DER, which
     // must be among the archive's certificates too).
-    let certificates: HashMap<Hash, &[u8]> =
-        archive.certificates.iter().map(|der| (record::certificate_hash(der), der.as_slice())).collect();
+    let certificates: HashMap<Hash, &[u8]> = archive
+        .certificates
+        .iter()
+        .map(|der| (record::certificate_hash(der), der.as_slice()))
+        .collect();
     let mut signers = Signers::default();
     let mut requests: HashMap<(String, String), Digest512> = HashMap::new();
     let mut expected = archive.first_seq;
     let mut link = archive.prev_hash;
     if archive.first_seq == 0 && archive.prev_hash != GENESIS {
-        run.fail(Location::Archive, "the archive starts at record 0 but its prev_hash is not 32 zero bytes");
+        run.fail(
+            Location::Archive,
+            "the archive starts at record 0 but its prev_hash is not 32 zero bytes",
+        );
     }
     let total = archive.records.len() as u64;
     for (done, audit) in (1..).zip(&archive.records) {
         let hash = record::record_hash(&audit.encoded);
         match Record::decode(&audit.encoded) {
-            Err(e) => run.fail(Location::Record { seq: expected, message_id: None }, format!("does not decode: {e}")),
+            Err(e) => run.fail(
+                Location::Record {
+                    seq: expected,
+                    message_id: None,
+                },
+                format!("does not decode: {e}"),
+            ),
             Ok(record) => {
-                let at = Location::Record { seq: record.seq, message_id: Some(record.message_id.clone()) };
+                let at = Location::Record {
+                    seq: record.seq,
+                    message_id: Some(record.message_id.clone()),
+                };
                 if record.seq > expected {
                     let reason = match record.seq - expected {
-                        1 => format!("is missing (the archive goes on with record {})", record.seq),
-                        n => format!("is missing, and the {} records after it (the archive goes on with record {})", n - 1, record.seq),
+                        1 => format!(
+                            "is missing (the archive goes on with record {})",
+                            record.seq
+                        ),
+                        n => format!(
+                            "is missing, and the {} records after it (the archive goes on with record {})",
+                            n - 1,
+                            record.seq
+                        ),
                     };
-                    run.fail(Location::Record { seq: expected, message_id: None }, reason);
+                    run.fail(
+                        Location::Record {
+                            seq: expected,
+                            message_id: None,
+                        },
+                        reason,
+                    );
                 } else if record.seq < expected {
-                    run.fail(at.clone(), format!("out of order or repeated (record {expected} was expected here)"));
+                    run.fail(
+                        at.clone(),
+                        format!("out of order or repeated (record {expected} was expected here)"),
+                    );
                 }
                 if record.prev_hash != link {
                     run.fail(at.clone(), format!(
@@ -138,9 +181,14 @@ pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn 
                     ));
                 }
                 run.check_proof(&at, &record, &hash, audit.proof.as_ref(), &batches);
-                let certificate = certificates.get(&record.signer_certificate.sha256()).copied();
+                let certificate = certificates
+                    .get(&record.signer_certificate.sha256())
+                    .copied();
                 if certificate.is_none() {
-                    run.fail(at.clone(), "its signer certificate is not among the archive's certificates");
+                    run.fail(
+                        at.clone(),
+                        "its signer certificate is not among the archive's certificates",
+                    );
                 }
                 run.check_descriptor(&at, &record, certificate, &mut signers, &mut requests);
                 expected = record.seq.saturating_add(1);
@@ -150,15 +198,30 @@ pub fn check(unverified: &Unverified, options: &Options<'_>, progress: &mut dyn 
         progress(done, total);
     }
     if expected < archive.end_seq {
-        run.fail(Location::Record { seq: expected, message_id: None }, format!(
-            "records {expected}..{} are missing at the end of the archive",
-            archive.end_seq
-        ));
+        run.fail(
+            Location::Record {
+                seq: expected,
+                message_id: None,
+            },
+            format!(
+                "records {expected}..{} are missing at the end of the archive",
+                archive.end_seq
+            ),
+        );
     } else if expected > archive.end_seq {
-        run.fail(Location::Archive, format!("the header says the records end before {}, but they go on to {expected}", archive.end_seq));
+        run.fail(
+            Location::Archive,
+            format!(
+                "the header says the records end before {}, but they go on to {expected}",
+                archive.end_seq
+            ),
+        );
     }
     if link != archive.last_hash {
-        run.fail(Location::Archive, "the header's last_hash is not the hash of the last record");
+        run.fail(
+            Location::Archive,
+            "the header's last_hash is not the hash of the last record",
+        );
     }
     run.report
 }
@@ -169,10 +232,21 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.location {
             Location::Archive => write!(f, "archive: {}", self.reason),
-            Location::Record { seq, message_id: Some(id) } => write!(f, "record {seq} (message id {id}): {}", self.reason),
-            Location::Record { seq, message_id: None } => write!(f, "record {seq}: {}", self.reason),
+            Location::Record {
+                seq,
+                message_id: Some(id),
+            } => write!(f, "record {seq} (message id {id}): {}", self.reason),
+            Location::Record {
+                seq,
+                message_id: None,
+            } => write!(f, "record {seq}: {}", self.reason),
             Location::Batch { first_seq, count } => {
-                write!(f, "batch {first_seq} (records {first_seq}..{}): {}", first_seq.saturating_add(*count), self.reason)
+                write!(
+                    f,
+                    "batch {first_seq} (records {first_seq}..{}): {}",
+                    first_seq.saturating_add(*count),
+                    self.reason
+                )
             }
         }
     }
@@ -213,21 +287,36 @@ struct Signer {
 impl Run {
     fn fail(&mut self, location: Location, reason: impl Into<String>) {
         if self.report.failures.len() < MAX_REPORTED_FAILURES {
-            self.report.failures.push(Failure { location, reason: reason.into() });
+            self.report.failures.push(Failure {
+                location,
+                reason: reason.into(),
+            });
         } else {
             self.report.failures_omitted += 1;
         }
     }
 
     fn check_previous(&mut self, archive: &Archive, previous: &Archive) {
-        let at = Location::Record { seq: archive.first_seq, message_id: None };
+        let at = Location::Record {
+            seq: archive.first_seq,
+            message_id: None,
+        };
         if previous.gateway != archive.gateway {
-            self.fail(Location::Archive, format!("the previous archive is of gateway {}, this one of {}", previous.gateway, archive.gateway));
+            self.fail(
+                Location::Archive,
+                format!(
+                    "the previous archive is of gateway {}, this one of {}",
+                    previous.gateway, archive.gateway
+                ),
+            );
         } else if previous.end_seq != archive.first_seq {
-            self.fail(at, format!(
-                "the previous archive ends before record {}, this one starts at record {}",
-                previous.end_seq, archive.first_seq
-            ));
+            self.fail(
+                at,
+                format!(
+                    "the previous archive ends before record {}, this one starts at record {}",
+                    previous.end_seq, archive.first_seq
+                ),
+            );
         } else if previous.last_hash != archive.prev_hash {
             self.fail(at, format!(
                 "does not link to the previous archive: it follows a record with hash {}, the previous archive's last record has hash {}",
@@ -243,7 +332,10 @@ impl Run {
     fn check_batches<'a>(&mut self, archive: &'a Archive, options: &Options<'_>) -> Batches<'a> {
         let mut batches = HashMap::new();
         for batch in &archive.batches {
-            let at = Location::Batch { first_seq: batch.first_seq, count: batch.count };
+            let at = Location::Batch {
+                first_seq: batch.first_seq,
+                count: batch.count,
+            };
             if batches.contains_key(&batch.first_seq) {
                 self.fail(at, "the archive holds this batch twice");
                 continue;
@@ -263,13 +355,29 @@ impl Run {
         batches
     }
 
-    fn check_proof(&mut self, at: &Location, record: &Record, hash: &Hash, proof: Option<&RecordProof>, batches: &Batches<'_>) {
+    fn check_proof(
+        &mut self,
+        at: &Location,
+        record: &Record,
+        hash: &Hash,
+        proof: Option<&RecordProof>,
+        batches: &Batches<'_>,
+    ) {
         let Some(proof) = proof else {
-            self.fail(at.clone(), "has no timestamp proof (it was not stamped when exported)");
+            self.fail(
+                at.clone(),
+                "has no timestamp proof (it was not stamped when exported)",
+            );
             return;
         };
         let Some((batch, _)) = batches.get(&proof.batch) else {
-            self.fail(at.clone(), format!("its proof names batch {}, which is not in the archive", proof.batch));
+            self.fail(
+                at.clone(),
+                format!(
+                    "its proof names batch {}, which is not in the archive",
+                    proof.batch
+                ),
+            );
             return;
         };
         let seq = record.seq;
@@ -287,7 +395,13 @@ impl Run {
                 None => "the audit path has the wrong length",
             }
         };
-        self.fail(at.clone(), format!("proof does not lead to the root of batch {}: {reason}", batch.first_seq));
+        self.fail(
+            at.clone(),
+            format!(
+                "proof does not lead to the root of batch {}: {reason}",
+                batch.first_seq
+            ),
+        );
     }
 
     /// The descriptor matches the record, is signed by the member the record names, and a
@@ -303,7 +417,12 @@ impl Run {
         let key = (record.client.clone(), record.message_id.clone());
         let (signing_member, mismatch) = match record.kind {
             Kind::Request => match RequestDescriptor::decode(&record.descriptor) {
-                Err(e) => return self.fail(at.clone(), format!("request descriptor does not decode: {e}")),
+                Err(e) => {
+                    return self.fail(
+                        at.clone(),
+                        format!("request descriptor does not decode: {e}"),
+                    );
+                }
                 Ok(d) => {
                     let mismatch = request_mismatch(record, &d);
                     if let Ok(hash) = d.request_hash() {
@@ -312,24 +431,36 @@ impl Run {
                     (member_of(&record.client), mismatch)
                 }
             },
-            Kind::Response => match ResponseDescriptor::decode(&record.descriptor) {
-                Err(e) => return self.fail(at.clone(), format!("response descriptor does not decode: {e}")),
-                Ok(d) => {
-                    match requests.get(&key) {
+            Kind::Response => {
+                match ResponseDescriptor::decode(&record.descriptor) {
+                    Err(e) => {
+                        return self.fail(
+                            at.clone(),
+                            format!("response descriptor does not decode: {e}"),
+                        );
+                    }
+                    Ok(d) => {
+                        match requests.get(&key) {
                         Some(hash) if *hash == d.request_hash => self.report.responses_bound += 1,
                         Some(_) => self.fail(at.clone(), "the response's request hash is not the hash of its request's record"),
                         None => self.report.responses_unpaired += 1,
                     }
-                    let mismatch = (d.message_id != record.message_id).then_some("message id");
-                    (member_of(&record.service), mismatch)
+                        let mismatch = (d.message_id != record.message_id).then_some("message id");
+                        (member_of(&record.service), mismatch)
+                    }
                 }
-            },
+            }
         };
         if let Some(field) = mismatch {
-            self.fail(at.clone(), format!("the record's {field} is not the signed descriptor's"));
+            self.fail(
+                at.clone(),
+                format!("the record's {field} is not the signed descriptor's"),
+            );
         }
         // A certificate missing from the archive was reported above.
-        let Some(certificate) = certificate else { return };
+        let Some(certificate) = certificate else {
+            return;
+        };
         match signers.check(record, certificate, signing_member) {
             Ok(()) => self.report.signatures_verified += 1,
             Err(reason) => self.fail(at.clone(), format!("descriptor signature: {reason}")),
@@ -351,24 +482,35 @@ impl Signers {
             .as_ref()
             .map_err(Clone::clone)?;
         if signer.member != member {
-            return Err(format!("signed with the certificate of member {}, not of {member}", signer.member));
+            return Err(format!(
+                "signed with the certificate of member {}, not of {member}",
+                signer.member
+            ));
         }
         let logged = i64::try_from(record.logged_at_ms / 1000).unwrap_or(i64::MAX);
         if logged < signer.not_before || logged > signer.not_after {
-            return Err(format!("the signer certificate was not valid when the record was logged ({} ms since the Unix epoch)",
+            return Err(format!(
+                "the signer certificate was not valid when the record was logged ({} ms since the Unix epoch)",
                 record.logged_at_ms
             ));
         }
         let signature = BatchSignature::from_bytes(&record.signature).map_err(|e| e.to_string())?;
-        signature.verify_chain(&record.descriptor).map_err(|e| e.to_string())?;
+        signature
+            .verify_chain(&record.descriptor)
+            .map_err(|e| e.to_string())?;
         let mut root_id = Sha256::new();
-        root_id.update(backbone_hsm::batch::to_be_signed(signature.tree_size(), signature.root()));
+        root_id.update(backbone_hsm::batch::to_be_signed(
+            signature.tree_size(),
+            signature.root(),
+        ));
         root_id.update([signature.algorithm().code()]);
         root_id.update(signature.signature());
         root_id.update(certificate_sha256);
         let root_id: Hash = root_id.finalize().into();
         if !self.verified_roots.contains(&root_id) {
-            signature.verify_root(&signer.key).map_err(|e| e.to_string())?;
+            signature
+                .verify_root(&signer.key)
+                .map_err(|e| e.to_string())?;
             self.verified_roots.insert(root_id);
         }
         Ok(())
@@ -383,18 +525,31 @@ impl Signer {
     /// issues them.
     fn parse(der: &[u8]) -> Result<Signer, String> {
         use x509_parser::oid_registry::OID_X509_SERIALNUMBER;
-        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| format!("the signer certificate does not parse: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("the signer certificate does not parse: {e}"))?;
         let subject = cert.subject();
-        let text = |attr: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| attr.and_then(|a| a.as_str().ok()).map(str::to_owned);
+        let text = |attr: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {
+            attr.and_then(|a| a.as_str().ok()).map(str::to_owned)
+        };
         let code = text(subject.iter_common_name().next());
         let class = text(subject.iter_by_oid(&OID_X509_SERIALNUMBER).next());
         let member = match (class, code) {
             (Some(class), Some(code)) => format!("{class}/{code}"),
-            _ => return Err(format!("the signer certificate ({subject}) does not name a member")),
+            _ => {
+                return Err(format!(
+                    "the signer certificate ({subject}) does not name a member"
+                ));
+            }
         };
-        let key = PublicKey::from_spki_der(cert.public_key().raw).map_err(|e| format!("the signer certificate's key: {e}"))?;
+        let key = PublicKey::from_spki_der(cert.public_key().raw)
+            .map_err(|e| format!("the signer certificate's key: {e}"))?;
         let validity = cert.validity();
-        Ok(Signer { key, member, not_before: validity.not_before.timestamp(), not_after: validity.not_after.timestamp() })
+        Ok(Signer {
+            key,
+            member,
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
     }
 }
 
@@ -428,12 +583,19 @@ fn member_of(id: &str) -> &str {
 
 /// The batch's KSI signature under the caller's policy, with the batch root as document hash.
 fn ksi_check(batch: &Batch, options: &Options<'_>) -> Result<(), String> {
-    let signature = Signature::decode(&batch.ksi_signature).map_err(|e| format!("KSI signature does not decode: {e}"))?;
-    let hash = Imprint::new(HashAlgorithm::Sha256, &batch.root).map_err(|e| format!("imprint: {e}"))?;
-    let context = Context { document_hash: Some(&hash), ..options.ksi_context };
+    let signature = Signature::decode(&batch.ksi_signature)
+        .map_err(|e| format!("KSI signature does not decode: {e}"))?;
+    let hash =
+        Imprint::new(HashAlgorithm::Sha256, &batch.root).map_err(|e| format!("imprint: {e}"))?;
+    let context = Context {
+        document_hash: Some(&hash),
+        ..options.ksi_context
+    };
     let verdict = verify::verify(&signature, options.ksi_policy, &context);
     if verdict.outcome != Outcome::Ok {
-        return Err(format!("KSI signature does not verify for the batch root: {verdict}"));
+        return Err(format!(
+            "KSI signature does not verify for the batch root: {verdict}"
+        ));
     }
     Ok(())
 }
@@ -456,9 +618,21 @@ mod tests {
 
     #[test]
     fn failures_name_their_place() {
-        let record = Failure { location: Location::Record { seq: 7, message_id: Some("m-1".into()) }, reason: "why".into() };
+        let record = Failure {
+            location: Location::Record {
+                seq: 7,
+                message_id: Some("m-1".into()),
+            },
+            reason: "why".into(),
+        };
         assert_eq!(record.to_string(), "record 7 (message id m-1): why");
-        let batch = Failure { location: Location::Batch { first_seq: 10, count: 5 }, reason: "bad".into() };
+        let batch = Failure {
+            location: Location::Batch {
+                first_seq: 10,
+                count: 5,
+            },
+            reason: "bad".into(),
+        };
         assert_eq!(batch.to_string(), "batch 10 (records 10..15): bad");
     }
 }

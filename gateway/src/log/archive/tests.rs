@@ -1,7 +1,12 @@
 use super::*;
 
 fn sample() -> Archive {
-    let proof = RecordProof { batch: 10, leaf_index: 1, batch_count: 3, path: vec![[4; 32], [5; 32]] };
+    let proof = RecordProof {
+        batch: 10,
+        leaf_index: 1,
+        batch_count: 3,
+        path: vec![[4; 32], [5; 32]],
+    };
     Archive {
         gateway: "EE/GOV/70000001/gw1".into(),
         from_ms: 1_764_000_000_000,
@@ -12,10 +17,22 @@ fn sample() -> Archive {
         last_hash: [2; 32],
         exported_at_ms: 1_764_000_100_000,
         certificates: vec![vec![0x30, 0x82, 0, 1], vec![0x30, 0x03]],
-        batches: vec![Batch { first_seq: 10, count: 3, root: [9; 32], stamped_at_ms: 5, ksi_signature: vec![7; 50] }],
+        batches: vec![Batch {
+            first_seq: 10,
+            count: 3,
+            root: [9; 32],
+            stamped_at_ms: 5,
+            ksi_signature: vec![7; 50],
+        }],
         records: vec![
-            AuditRecord { encoded: b"BBLR-one".to_vec(), proof: Some(proof) },
-            AuditRecord { encoded: b"BBLR-two".to_vec(), proof: None },
+            AuditRecord {
+                encoded: b"BBLR-one".to_vec(),
+                proof: Some(proof),
+            },
+            AuditRecord {
+                encoded: b"BBLR-two".to_vec(),
+                proof: None,
+            },
         ],
     }
 }
@@ -60,18 +77,36 @@ fn counts_are_checked_before_allocating() {
         b[at..at + 4].copy_from_slice(&count.to_be_bytes());
         assert!(Archive::decode_unverified(&b).is_err(), "{tag}");
     }
-    assert!(matches!(Archive::decode_unverified(b"BBAX"), Err(ArchiveError::NotArchive(_))));
+    assert!(matches!(
+        Archive::decode_unverified(b"BBAX"),
+        Err(ArchiveError::NotArchive(_))
+    ));
     let mut version = bytes.clone();
     version[4] = 2;
-    assert!(matches!(Archive::decode_unverified(&version), Err(ArchiveError::NotArchive(_))));
+    assert!(matches!(
+        Archive::decode_unverified(&version),
+        Err(ArchiveError::NotArchive(_))
+    ));
 }
 
 #[test]
 fn limits_are_enforced_when_encoding() {
     let mut archive = sample();
     archive.gateway = "g".repeat(MAX_GATEWAY_LEN + 1);
-    assert!(matches!(archive.encode(), Err(ArchiveError::TooLarge { what: "gateway", .. })));
+    assert!(matches!(
+        archive.encode(),
+        Err(ArchiveError::TooLarge {
+            what: "gateway",
+            ..
+        })
+    ));
     let mut archive = sample();
     archive.certificates = vec![vec![0; record::MAX_BLOB_LEN + 1]];
-    assert!(matches!(archive.encode(), Err(ArchiveError::TooLarge { what: "certificate", .. })));
+    assert!(matches!(
+        archive.encode(),
+        Err(ArchiveError::TooLarge {
+            what: "certificate",
+            ..
+        })
+    ));
 }

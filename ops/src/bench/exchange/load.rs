@@ -126,7 +126,9 @@ impl Measured {
     pub fn tail(&self, q: f64, window: Duration) -> Tail {
         let from = self.quantile(q);
         let width = window.as_micros().max(1);
-        let windows = usize::try_from(self.elapsed.as_micros() / width).unwrap_or(usize::MAX).saturating_add(1);
+        let windows = usize::try_from(self.elapsed.as_micros() / width)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
         let mut counts = std::collections::BTreeMap::<u128, usize>::new();
         for (began, latency) in &self.timeline {
             if *latency >= from && from > Duration::ZERO {
@@ -138,14 +140,25 @@ impl Measured {
         // Most first; of equal counts, the earlier window first.
         top.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         top.truncate(5);
-        Tail { from, slow: counts.values().sum(), windows, window, windows_with_slow: counts.len(), top }
+        Tail {
+            from,
+            slow: counts.values().sum(),
+            windows,
+            window,
+            windows_with_slow: counts.len(),
+            top,
+        }
     }
 
     /// The pauses of at least `from` between one completion and the next, while an exchange
     /// that began before the pause was still waiting (a gap between two bursts of an idle
     /// schedule is not a stall).
     pub fn stalls(&self, from: Duration) -> Stalls {
-        let mut spans: Vec<(Duration, Duration)> = self.timeline.iter().map(|(began, latency)| (*began, began.saturating_add(*latency))).collect();
+        let mut spans: Vec<(Duration, Duration)> = self
+            .timeline
+            .iter()
+            .map(|(began, latency)| (*began, began.saturating_add(*latency)))
+            .collect();
         spans.sort_unstable_by_key(|(_, ended)| *ended);
         // The earliest start among the exchanges from each one on (in the order they ended): an
         // exchange in flight across a pause began before it.
@@ -159,7 +172,11 @@ impl Measured {
             .collect();
         earliest_from.reverse();
         let mut pauses = Vec::new();
-        for (((_, ended), (_, next)), earliest_later) in spans.iter().zip(spans.iter().skip(1)).zip(earliest_from.iter().skip(1)) {
+        for (((_, ended), (_, next)), earliest_later) in spans
+            .iter()
+            .zip(spans.iter().skip(1))
+            .zip(earliest_from.iter().skip(1))
+        {
             let pause = next.saturating_sub(*ended);
             if pause >= from && earliest_later <= ended {
                 pauses.push((*ended, pause));
@@ -168,7 +185,11 @@ impl Measured {
         let count = pauses.len();
         pauses.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         pauses.truncate(5);
-        Stalls { from, count, longest: pauses }
+        Stalls {
+            from,
+            count,
+            longest: pauses,
+        }
     }
 
     fn merge(&mut self, other: Measured) {
@@ -218,7 +239,12 @@ pub async fn drive(target: &Arc<Target>, load: Load) -> Measured {
 }
 
 /// One connection's requests until `deadline`; reconnects once after an error.
-async fn connection(target: Arc<Target>, start: Instant, deadline: Instant, schedule: Option<(Instant, Duration)>) -> Measured {
+async fn connection(
+    target: Arc<Target>,
+    start: Instant,
+    deadline: Instant,
+    schedule: Option<(Instant, Duration)>,
+) -> Measured {
     let mut measured = Measured::default();
     let mut sender = None;
     let mut slot = schedule.map(|(first, _)| first);
@@ -261,7 +287,9 @@ async fn connection(target: Arc<Target>, start: Instant, deadline: Instant, sche
                 let latency = began.elapsed();
                 measured.ok += 1;
                 measured.latencies.push(latency);
-                measured.timeline.push((began.saturating_duration_since(start), latency));
+                measured
+                    .timeline
+                    .push((began.saturating_duration_since(start), latency));
             }
             Err(why) => {
                 measured.fail(why);
@@ -273,9 +301,13 @@ async fn connection(target: Arc<Target>, start: Instant, deadline: Instant, sche
 }
 
 async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("{addr}: {e}"))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{addr}: {e}"))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -292,17 +324,35 @@ async fn exchange(sender: &mut SendRequest<Full<Bytes>>, target: &Target) -> Res
     for (name, value) in &target.headers {
         request = request.header(name, value);
     }
-    let request = request.body(Full::new(target.body.clone())).map_err(|e| format!("request: {e}"))?;
-    sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-    let response = sender.send_request(request).await.map_err(|e| format!("request: {e}"))?;
+    let request = request
+        .body(Full::new(target.body.clone()))
+        .map_err(|e| format!("request: {e}"))?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request: {e}"))?;
     let status = response.status();
-    let body = response.into_body().collect().await.map_err(|e| format!("answer body: {e}"))?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("answer body: {e}"))?
+        .to_bytes();
     if status != StatusCode::OK {
-        let start = String::from_utf8_lossy(body.get(..body.len().min(300)).unwrap_or_default()).into_owned();
+        let start = String::from_utf8_lossy(body.get(..body.len().min(300)).unwrap_or_default())
+            .into_owned();
         return Err(format!("HTTP {status}: {start}"));
     }
     if body.len() != target.answer_len {
-        return Err(format!("answer of {} bytes, expected {}", body.len(), target.answer_len));
+        return Err(format!(
+            "answer of {} bytes, expected {}",
+            body.len(),
+            target.answer_len
+        ));
     }
     Ok(())
 }
@@ -314,23 +364,38 @@ mod tests {
     #[test]
     fn the_tail_names_the_windows_where_the_slowest_began_busiest_first() {
         let ms = Duration::from_millis;
-        let mut measured = Measured { elapsed: ms(1_000), ..Measured::default() };
+        let mut measured = Measured {
+            elapsed: ms(1_000),
+            ..Measured::default()
+        };
         // 100 fast exchanges spread over the second; slow ones: three in the window at 0.5 s,
         // one at 0.2 s, one at 0.8 s.
         measured.timeline = (0..100).map(|i| (ms(i * 10), ms(1))).collect();
-        measured.timeline.extend([(ms(510), ms(50)), (ms(520), ms(60)), (ms(590), ms(70)), (ms(200), ms(40)), (ms(800), ms(45))]);
+        measured.timeline.extend([
+            (ms(510), ms(50)),
+            (ms(520), ms(60)),
+            (ms(590), ms(70)),
+            (ms(200), ms(40)),
+            (ms(800), ms(45)),
+        ]);
         measured.latencies = measured.timeline.iter().map(|(_, l)| *l).collect();
         measured.latencies.sort_unstable();
         let tail = measured.tail(0.96, ms(100));
         assert_eq!(tail.from, ms(40));
-        assert_eq!((tail.slow, tail.windows, tail.windows_with_slow), (5, 11, 3));
+        assert_eq!(
+            (tail.slow, tail.windows, tail.windows_with_slow),
+            (5, 11, 3)
+        );
         assert_eq!(tail.top, vec![(3, ms(500)), (1, ms(200)), (1, ms(800))]);
     }
 
     #[test]
     fn stalls_are_pauses_in_completions_while_exchanges_wait() {
         let ms = Duration::from_millis;
-        let mut measured = Measured { elapsed: ms(1_000), ..Measured::default() };
+        let mut measured = Measured {
+            elapsed: ms(1_000),
+            ..Measured::default()
+        };
         // One exchange every 2 ms, each taking 2 ms; those that began at 300-328 ms all wait
         // until 330 ms (a 30-ms stall after the completion at 300 ms); from 600 to 700 ms nothing
         // is sent at all (a pause, not a stall).
@@ -338,12 +403,20 @@ mod tests {
             .filter(|i| !(300..350).contains(i))
             .map(|i| {
                 let began = ms(i * 2);
-                let latency = if (150..165).contains(&i) { ms(330) - began } else { ms(2) };
+                let latency = if (150..165).contains(&i) {
+                    ms(330) - began
+                } else {
+                    ms(2)
+                };
                 (began, latency)
             })
             .collect();
         let stalls = measured.stalls(ms(5));
-        assert_eq!((stalls.count, stalls.longest.clone()), (1, vec![(ms(300), ms(30))]), "{stalls:?}");
+        assert_eq!(
+            (stalls.count, stalls.longest.clone()),
+            (1, vec![(ms(300), ms(30))]),
+            "{stalls:?}"
+        );
         assert_eq!(measured.stalls(ms(31)).count, 0);
     }
 }

@@ -65,7 +65,10 @@ pub async fn echo(answer: Bytes) -> Result<Server, Error> {
         async move {
             let _ = request.into_body().collect().await;
             let mut response = Response::new(Full::new(answer));
-            response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
             response
         }
     }));
@@ -78,14 +81,29 @@ pub async fn echo(answer: Bytes) -> Result<Server, Error> {
 /// # Errors
 ///
 /// When a listener, the TLS configuration or a connection between the proxies fails.
-pub async fn chain(echo: SocketAddr, server: (Arc<dyn Signer>, Vec<u8>), client: (Arc<dyn Signer>, Vec<u8>)) -> Result<(Server, Server), Error> {
+pub async fn chain(
+    echo: SocketAddr,
+    server: (Arc<dyn Signer>, Vec<u8>),
+    client: (Arc<dyn Signer>, Vec<u8>),
+) -> Result<(Server, Server), Error> {
     let tls_failed = |e: tls::TlsError| Error::Check(format!("proxy TLS: {e}"));
-    let mut server_config = tls::server_config(server.0, vec![server.1.clone()], Arc::new(PinSet::new([client.1.clone()]))).map_err(tls_failed)?;
+    let mut server_config = tls::server_config(
+        server.0,
+        vec![server.1.clone()],
+        Arc::new(PinSet::new([client.1.clone()])),
+    )
+    .map_err(tls_failed)?;
     server_config.alpn_protocols = vec![b"h2".to_vec()];
-    let mut client_config = tls::client_config(client.0, vec![client.1], Arc::new(PinSet::new([server.1]))).map_err(tls_failed)?;
+    let mut client_config =
+        tls::client_config(client.0, vec![client.1], Arc::new(PinSet::new([server.1])))
+            .map_err(tls_failed)?;
     client_config.alpn_protocols = vec![b"h2".to_vec()];
 
-    let second = second_proxy(echo, tokio_rustls::TlsAcceptor::from(Arc::new(server_config))).await?;
+    let second = second_proxy(
+        echo,
+        tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+    )
+    .await?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
     let mut senders = Vec::with_capacity(CONNECTIONS);
     for _ in 0..CONNECTIONS {
@@ -104,19 +122,30 @@ pub async fn chain(echo: SocketAddr, server: (Arc<dyn Signer>, Vec<u8>), client:
                 return status(StatusCode::BAD_GATEWAY);
             };
             let (parts, body) = request.into_parts();
-            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_REQUEST) };
-            let uri = format!("https://{upstream}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                return status(StatusCode::BAD_REQUEST);
+            };
+            let uri = format!(
+                "https://{upstream}{}",
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            );
             let mut forward = Request::builder().method(parts.method).uri(uri);
             for (name, value) in &parts.headers {
                 if name != hyper::header::HOST && name != hyper::header::CONNECTION {
                     forward = forward.header(name, value);
                 }
             }
-            let Ok(forward) = forward.body(Full::new(body)) else { return status(StatusCode::BAD_REQUEST) };
+            let Ok(forward) = forward.body(Full::new(body)) else {
+                return status(StatusCode::BAD_REQUEST);
+            };
             let mut sender = sender.clone();
-            let Ok(answer) = sender.send_request(forward).await else { return status(StatusCode::BAD_GATEWAY) };
+            let Ok(answer) = sender.send_request(forward).await else {
+                return status(StatusCode::BAD_GATEWAY);
+            };
             let (parts, body) = answer.into_parts();
-            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_GATEWAY) };
+            let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+                return status(StatusCode::BAD_GATEWAY);
+            };
             Response::from_parts(parts, Full::new(body))
         }
     }));
@@ -125,10 +154,15 @@ pub async fn chain(echo: SocketAddr, server: (Arc<dyn Signer>, Vec<u8>), client:
 
 /// Proxy 2: HTTP/2 over TLS in, HTTP/1.1 to `echo` out through pooled hyper connections (the
 /// client the gateways call their local services with).
-async fn second_proxy(echo: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> Result<Server, Error> {
+async fn second_proxy(
+    echo: SocketAddr,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> Result<Server, Error> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let http: LocalClient = Client::builder(TokioExecutor::new()).pool_max_idle_per_host(64).build(connector);
+    let http: LocalClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(64)
+        .build(connector);
     let listener = listen().await?;
     let addr = local(&listener)?;
     let task = tokio::spawn(async move {
@@ -142,43 +176,70 @@ async fn second_proxy(echo: SocketAddr, acceptor: tokio_rustls::TlsAcceptor) -> 
             let acceptor = acceptor.clone();
             let http = http.clone();
             tokio::spawn(async move {
-                let Ok(stream) = acceptor.accept(tcp).await else { return };
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let http = http.clone();
                     async move { Ok::<_, Infallible>(forward_to_service(&http, echo, request).await) }
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
     Ok(Server { addr, task })
 }
 
-async fn forward_to_service(http: &LocalClient, echo: SocketAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn forward_to_service(
+    http: &LocalClient,
+    echo: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_REQUEST) };
-    let url = format!("http://{echo}{}", parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let url = format!(
+        "http://{echo}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
     let mut forward = Request::builder().method(parts.method).uri(url);
     for (name, value) in &parts.headers {
         forward = forward.header(name, value);
     }
-    let Ok(forward) = forward.body(Full::new(body)) else { return status(StatusCode::BAD_REQUEST) };
-    let Ok(answer) = http.request(forward).await else { return status(StatusCode::BAD_GATEWAY) };
+    let Ok(forward) = forward.body(Full::new(body)) else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let Ok(answer) = http.request(forward).await else {
+        return status(StatusCode::BAD_GATEWAY);
+    };
     let (parts, body) = answer.into_parts();
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else { return status(StatusCode::BAD_GATEWAY) };
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return status(StatusCode::BAD_GATEWAY);
+    };
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = parts.status;
     if let Some(kind) = parts.headers.get(hyper::header::CONTENT_TYPE) {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, kind.clone());
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, kind.clone());
     }
     response
 }
 
-async fn connect_h2(connector: &tokio_rustls::TlsConnector, addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Error> {
+async fn connect_h2(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+) -> Result<SendRequest<Full<Bytes>>, Error> {
     let failed = |e: std::io::Error| Error::Check(format!("proxy 1 to proxy 2 at {addr}: {e}"));
     let tcp = tokio::net::TcpStream::connect(addr).await.map_err(failed)?;
     let _ = tcp.set_nodelay(true);
-    let stream = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await.map_err(failed)?;
+    let stream = connector
+        .connect(ServerName::IpAddress(addr.ip().into()), tcp)
+        .await
+        .map_err(failed)?;
     // The window sizes the gateways use between them.
     let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(1 << 20)
@@ -210,7 +271,9 @@ where
                 let answer = handle(request);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }
@@ -222,9 +285,13 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
 }
 
 async fn listen() -> Result<TcpListener, Error> {
-    TcpListener::bind("127.0.0.1:0").await.map_err(|e| Error::Check(format!("cannot listen on 127.0.0.1: {e}")))
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::Check(format!("cannot listen on 127.0.0.1: {e}")))
 }
 
 fn local(listener: &TcpListener) -> Result<SocketAddr, Error> {
-    listener.local_addr().map_err(|e| Error::Check(format!("cannot listen on 127.0.0.1: {e}")))
+    listener
+        .local_addr()
+        .map_err(|e| Error::Check(format!("cannot listen on 127.0.0.1: {e}")))
 }

@@ -65,7 +65,9 @@ pub(super) fn key_based(signature: &Signature, context: &Context<'_>) -> Step {
         )
     })?;
     let id = &record.signature.certificate_id;
-    let from_file = context.publications_file.and_then(|file| file.certificate(id));
+    let from_file = context
+        .publications_file
+        .and_then(|file| file.certificate(id));
     let given = context.trusted_certificates.iter().find(|c| c.id == *id);
     let certificate = match (from_file.or(given), context.publications_file) {
         (Some(certificate), _) => certificate,
