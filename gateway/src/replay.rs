@@ -19,15 +19,11 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 /// How many independently locked parts the ids are spread over.
 ///
 /// A hash set that outgrows its table moves every entry to a table twice the size while its lock
-/// is held. In one set, a provider gateway holding about 57,000 ids stopped every exchange for
-/// 13–19 ms while the set rehashed them (seen in `backbone bench exchange`: the longest pause of
-/// the half-rate phase came exactly when the count of admitted requests passed 57,344, a table's
-/// 7/8), and the pause doubles with every doubling: `cargo bench -p backbone-gateway --bench
-/// replay` measures 26–29 ms for one set growing to 120,000 ids and 630–660 ms growing to 3
-/// million (two windows at 5,000 requests a second). Spread over 256 sets, each rehash moves a
-/// 256th of the ids and holds up only the requests that fall in that part: the longest admit was
-/// 0.16–0.28 ms and 3.0–3.3 ms. The parts' locks also keep concurrent requests from waiting on
-/// each other.
+/// is held, so one set would stop every exchange for a time that doubles with the set (a window
+/// at thousands of requests a second holds millions of ids). Spread over 256 sets, each rehash
+/// moves a 256th of the ids and holds up only the requests that fall in that part; the parts'
+/// locks also keep concurrent requests from waiting on each other. `cargo bench -p
+/// backbone-gateway --bench replay` measures the longest admit beside one set.
 const SHARDS: usize = 256;
 
 /// Why a request counts as a replay.

@@ -75,13 +75,11 @@ pub const SIGNER_LINGER: Duration = Duration::from_micros(500);
 
 /// How a gateway's batch signer should gather messages: one worker, so that under load the
 /// queue grows while the token signs and batches grow with it; and, under load only (after a
-/// batch of more than one message), a linger of [`SIGNER_LINGER`]. Measured with `backbone bench
-/// exchange` (BENCHMARKS.md): two workers made batches of two messages on average and a higher
-/// tail latency; without a linger batches held about 3 messages, with 1 ms about 11, which cut
-/// the CPU each exchange costs (token signatures here, ECDSA verifications at the peer) by
-/// about a seventh. 500 µs makes batches of 6-8 and takes about a millisecond off the latency
-/// each exchange waits for its two signatures, for a rate about a tenth lower at saturation.
-/// A lone request at low load is signed at once.
+/// batch of more than one message), a linger of [`SIGNER_LINGER`]. A longer linger makes larger
+/// batches — fewer token signatures here and fewer signature checks at the peer, so less CPU an
+/// exchange — and makes each exchange wait longer for its two signatures; the trade-off is
+/// measured by `backbone bench exchange` (BENCHMARKS.md). A lone request at low load is signed
+/// at once.
 pub fn signer_config() -> backbone_hsm::batch::BatchConfig {
     backbone_hsm::batch::BatchConfig {
         workers: 1,

@@ -126,9 +126,8 @@ pub struct EncodeError {
 
 /// SHA-512 of `bytes`.
 ///
-/// Computed with ring (OpenSSL's assembly): each exchange hashes every body on both gateways,
-/// and in profiles of `backbone bench exchange` the `sha2` crate's SHA-512 was the largest hash
-/// cost of an exchange.
+/// Computed with ring (OpenSSL's assembly, faster than the `sha2` crate's): each exchange hashes
+/// every body on both gateways.
 pub fn sha512(bytes: &[u8]) -> Digest512 {
     let digest = ring::digest::digest(&ring::digest::SHA512, bytes);
     let mut out = [0; DIGEST_LEN];

@@ -371,8 +371,8 @@ impl Store {
     /// The record hashes go in first, without the write-ahead log. They are what the batch's
     /// records already hold (each one's `record_hash`), kept so that a proof is built without
     /// reading the whole batch back, and they are large: 32 bytes a record, a few hundred
-    /// kilobytes a batch on a busy gateway. Written and synced through the WAL, they held up the
-    /// appends' synced writes queued behind them for 3-5 ms at every stamp. They reach disk with
+    /// kilobytes a batch on a busy gateway: written and synced through the WAL, they would hold up
+    /// the appends' synced writes queued behind them at every stamp. They reach disk with
     /// their memtable's flush (or when the log closes); hashes a crash loses are recomputed from
     /// the records the first time a proof needs them (`stamp`).
     pub(crate) fn put_batch(&self, batch: &Batch, record_hashes: &[Hash]) -> Result<(), LogError> {
