@@ -15,6 +15,8 @@ npm install --prefix portal/tests/browser --no-audit --no-fund --loglevel=error
 backbone_fresh_softhsm
 
 start=$(date +%s)
+# Style gate: the formatting rustfmt.toml describes (rustfmt comes with the toolchain; a second).
+cargo fmt --all -- --check
 cargo build --workspace --all-targets --locked
 cargo test --workspace --all-targets --locked --no-fail-fast
 cargo test --workspace --doc --locked
