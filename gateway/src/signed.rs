@@ -27,8 +27,11 @@ pub const REQUEST_MAGIC: [u8; 4] = *b"BBRQ";
 pub const RESPONSE_MAGIC: [u8; 4] = *b"BBRS";
 /// The encoding version.
 pub const VERSION: u8 = 1;
-/// Longest text field, in bytes.
-pub const MAX_FIELD_LEN: usize = 8 * 1024;
+/// Longest text field, in bytes: the message log's limit for its text fields
+/// ([`crate::log::record::MAX_TEXT_LEN`]), so that whatever a gateway signs or accepts it can
+/// also log — a request with a longer field is refused before anyone acts on it, never acted on
+/// and then left unlogged.
+pub const MAX_FIELD_LEN: usize = crate::log::record::MAX_TEXT_LEN;
 /// Most headers carried.
 pub const MAX_HEADERS: usize = 128;
 /// Longest encoded descriptor.
@@ -530,6 +533,13 @@ mod tests {
             .map(|n| (format!("x-h{n}"), "v".into()))
             .collect();
         assert_eq!(many.encode().unwrap_err().field, "headers");
+        // What the log cannot hold, a gateway neither signs nor accepts.
+        let mut user = request();
+        user.user_id = Some("u".repeat(crate::log::record::MAX_TEXT_LEN + 1));
+        assert_eq!(user.encode().unwrap_err().field, "user id");
+        let mut at_limit = request();
+        at_limit.user_id = Some("u".repeat(crate::log::record::MAX_TEXT_LEN));
+        assert!(RequestDescriptor::decode(&at_limit.encode().unwrap()).is_ok());
         let mut upper = request();
         upper.headers = vec![("Accept".into(), "x".into())];
         assert!(matches!(
