@@ -505,11 +505,9 @@ async fn call_service(
         .map_err(|e| Error::Service(format!("the service could not be called: {e}")))?;
     let timeout = inner.config.timeout;
     let answered = tokio::time::timeout(timeout, async {
-        let response = inner
-            .http
-            .request(call)
-            .await
-            .map_err(|e| Error::Service(format!("the service could not be called: {e}")))?;
+        let response = inner.http.request(call).await.map_err(|e| {
+            Error::Service(format!("the service could not be called: {}", causes(&e)))
+        })?;
         let status = response.status().as_u16();
         let headers = crate::client::descriptor_headers(response.headers());
         let body = read_limited(response.into_body(), inner.config.max_body)
@@ -569,4 +567,16 @@ fn answer_meta(
 
 fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {
     serde_json::to_vec(value).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// An error and its causes, `: `-separated (hyper's client error says only "Connect").
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -54,8 +54,12 @@ pub struct GatewayConfig {
     /// Where other gateways connect (TLS 1.3, pinned).
     pub peer_listen: SocketAddr,
     /// The local services this gateway provides: service id (`INSTANCE/CLASS/MEMBER/SUBSYSTEM/CODE`)
-    /// → base URL (`http://host:port/prefix`).
+    /// → base URL (`http://host:port/prefix` or `https://host:port/prefix`).
     pub services: BTreeMap<String, String>,
+    /// The CA certificates (PEM) that `https://` local services' certificates must chain to
+    /// (PR-REST 4.7). The gateway connects with TLS 1.3 and presents its own TLS certificate
+    /// when a service asks for a client certificate. Needed only for `https://` services.
+    pub service_ca: Option<PathBuf>,
     /// The access rights file.
     pub rights_path: PathBuf,
     /// Largest request or response body.
@@ -151,8 +155,8 @@ pub(crate) struct Inner {
     pub(crate) peers: Peers,
     pub(crate) replay: ReplayGuard,
     pub(crate) services: BTreeMap<String, String>,
-    /// Pooled HTTP/1.1 connections to the local services.
-    pub(crate) http: LocalClient<HttpConnector, Full<Bytes>>,
+    /// Pooled HTTP/1.1 connections to the local services, over TLS for `https://` ones.
+    pub(crate) http: LocalClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
     pub(crate) metrics: GatewayMetrics,
     pub(crate) registry: Registry,
     pub(crate) verifier: crate::verifier::Verifier,
@@ -186,6 +190,7 @@ impl GatewayConfig {
             client_listen,
             peer_listen,
             services: BTreeMap::new(),
+            service_ca: None,
             rights_path,
             max_body: DEFAULT_MAX_BODY,
             timeout: DEFAULT_TIMEOUT,
@@ -221,10 +226,16 @@ impl RunningGateway {
                         service: service.clone(),
                         why: e.to_string(),
                     })?;
-            if !url.starts_with("http://") {
+            if !url.starts_with("http://") && !url.starts_with("https://") {
                 return Err(StartError::Service {
                     service: service.clone(),
-                    why: format!("{url:?} is not an http:// URL"),
+                    why: format!("{url:?} is not an http:// or https:// URL"),
+                });
+            }
+            if url.starts_with("https://") && config.service_ca.is_none() {
+                return Err(StartError::Service {
+                    service: service.clone(),
+                    why: "an https:// service needs the CA file its certificate chains to (service_ca)".to_owned(),
                 });
             }
             services.insert(id.to_string(), url.trim_end_matches('/').to_owned());
@@ -232,7 +243,15 @@ impl RunningGateway {
         let metrics = GatewayMetrics::register(&metrics_registry)?;
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
+        // The TLS layer above it takes https:// URLs.
+        connector.enforce_http(false);
         connector.set_connect_timeout(Some(config.timeout));
+        let tls = local_tls_config(&config, &trust, &keys)?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let http = LocalClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .build(connector);
@@ -477,6 +496,46 @@ async fn reload_rights(rights: Arc<RightsStore>, mut stopped: watch::Receiver<bo
             }
         }
     }
+}
+
+/// The TLS client configuration for `https://` local services: the operator's CA file as roots,
+/// the gateway's TLS key and registered certificate as its client certificate. Without a CA file
+/// the roots are empty, and only `http://` services are configured (checked above).
+fn local_tls_config(
+    config: &GatewayConfig,
+    trust: &Trust,
+    keys: &GatewayKeys,
+) -> Result<rustls::ClientConfig, StartError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(path) = &config.service_ca {
+        use rustls_pki_types::pem::PemObject as _;
+        let certificates = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| StartError::Tls(format!("service_ca {}: {e}", path.display())))?;
+        for certificate in certificates {
+            let certificate = certificate
+                .map_err(|e| StartError::Tls(format!("service_ca {}: {e}", path.display())))?;
+            roots
+                .add(certificate)
+                .map_err(|e| StartError::Tls(format!("service_ca {}: {e}", path.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(StartError::Tls(format!(
+                "service_ca {}: no certificate",
+                path.display()
+            )));
+        }
+    }
+    let own = trust
+        .current()
+        .ok()
+        .and_then(|conf| {
+            conf.gateway(trust.own())
+                .and_then(|g| g.tls_certificate.as_ref().map(|c| c.der().to_vec()))
+        })
+        .map(|der| vec![der])
+        .unwrap_or_default();
+    backbone_hsm::tls::ca_client_config(Arc::clone(&keys.tls), own, roots)
+        .map_err(|e| StartError::Tls(e.to_string()))
 }
 
 /// A plain response.

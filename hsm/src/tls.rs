@@ -132,6 +132,28 @@ pub fn client_config(
     Ok(config)
 }
 
+/// A client configuration for a server that has a certificate from a CA rather than one pinned in
+/// the global configuration (a gateway's local service): TLS 1.3 only, the server verified
+/// against `roots` (its name included), and `certificate_chain` with its key in the store
+/// presented when the server asks for a client certificate.
+///
+/// # Errors
+///
+/// [`TlsError::UnsupportedAlgorithm`] for a key TLS 1.3 cannot use; [`TlsError::Rustls`] for
+/// roots rustls cannot use.
+pub fn ca_client_config(
+    signer: Arc<dyn Signer>,
+    certificate_chain: Vec<Vec<u8>>,
+    roots: rustls::RootCertStore,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let key = certified_key(signer, certificate_chain)?;
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    Ok(config)
+}
+
 /// The rustls certified key for a store key and its certificate chain.
 ///
 /// # Errors

@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// EE/GOV/70000001/ehr/patients=http://127.0.0.1:9000/fhir. Repeat for each.
     #[arg(long = "service", value_name = "ID=URL")]
     pub services: Vec<String>,
+    /// The CA certificates (PEM file) that `https://` local services' certificates must chain
+    /// to; the gateway connects with TLS 1.3 and presents its own TLS certificate when asked.
+    /// Default: none (only http:// services).
+    #[arg(long, value_name = "PEM")]
+    pub service_ca: Option<PathBuf>,
     /// The timestamping service's address (HOST:PORT). Default: the first approved timestamping
     /// service of the global configuration.
     #[arg(long, value_name = "HOST:PORT")]
@@ -495,6 +500,7 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
             .services
             .insert(service_id.to_owned(), url.to_owned());
     }
+    config.service_ca.clone_from(&args.service_ca);
     config.max_body = args.max_body;
     config.timeout = Duration::from_secs(args.timeout);
     let tls = keys
