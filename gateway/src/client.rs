@@ -43,27 +43,43 @@ pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Res
     let started = Instant::now();
     let mut labels = Labels::default();
     let result = exchange(&inner, request, &mut labels).await;
+    finish(&inner, Side::Client, started, &labels, result)
+}
+
+/// Records an exchange's latency and outcome in the metrics and turns an error into its fault
+/// response: the one ending both sides share.
+pub(crate) fn finish(
+    inner: &Inner,
+    side: Side,
+    started: Instant,
+    labels: &Labels,
+    result: Result<Response<Full<Bytes>>, Error>,
+) -> Response<Full<Bytes>> {
+    let side_label = match side {
+        Side::Client => "client",
+        Side::Provider => "provider",
+    };
     inner
         .metrics
         .latency
-        .with_label_values(&["client"])
+        .with_label_values(&[side_label])
         .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(response) => {
             inner
                 .metrics
                 .exchanges
-                .with_label_values(&["client", labels.service(), "ok"])
+                .with_label_values(&[side_label, labels.service(), "ok"])
                 .inc();
             response
         }
         Err(error) => {
-            let fault = error.fault(Side::Client, &labels.message_id);
+            let fault = error.fault(side, &labels.message_id);
             tracing::info!(kind = %fault.kind(), message = %fault.message, id = %fault.detail, "exchange refused");
             inner
                 .metrics
                 .exchanges
-                .with_label_values(&["client", labels.service(), &fault.kind()])
+                .with_label_values(&[side_label, labels.service(), &fault.kind()])
                 .inc();
             fault_response(&fault)
         }

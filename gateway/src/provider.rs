@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::log::{Kind, NewRecord, Side};
 use crate::meta::{self, Meta};
 use crate::r1::{self, PurposeOfUse};
-use crate::service::{Inner, fault_response, now_ms};
+use crate::service::{Inner, now_ms};
 use crate::signed::{RequestDescriptor, ResponseDescriptor, sha512};
 use crate::wire;
 
@@ -45,31 +45,7 @@ pub(crate) async fn handle(
     let started = Instant::now();
     let mut labels = Labels::default();
     let result = exchange(&inner, certificate, request, &mut labels).await;
-    inner
-        .metrics
-        .latency
-        .with_label_values(&["provider"])
-        .observe(started.elapsed().as_secs_f64());
-    match result {
-        Ok(response) => {
-            inner
-                .metrics
-                .exchanges
-                .with_label_values(&["provider", labels.service(), "ok"])
-                .inc();
-            response
-        }
-        Err(error) => {
-            let fault = error.fault(Side::Provider, &labels.message_id);
-            tracing::info!(kind = %fault.kind(), message = %fault.message, id = %fault.detail, "exchange refused");
-            inner
-                .metrics
-                .exchanges
-                .with_label_values(&["provider", labels.service(), &fault.kind()])
-                .inc();
-            fault_response(&fault)
-        }
-    }
+    crate::client::finish(&inner, Side::Provider, started, &labels, result)
 }
 
 /// The steps of an exchange on the provider side. Everything the peer sent is untrusted input,
