@@ -394,6 +394,7 @@ fn call_error(error: ClientError, timeout: Duration) -> ParentError {
         {
             ParentError::Timeout(timeout)
         }
+        ClientError::Http { source, .. } if source.is_timeout() => ParentError::Timeout(timeout),
         _ => ParentError::Call(error),
     }
 }

@@ -1,7 +1,8 @@
 //! A small blocking client for the JSON API and the aggregator and extender PDUs, for the CLI, a
 //! child aggregator, a gateway's message log and tests: HTTP through reqwest's blocking client
-//! (pooled connections, chunked answers), bodies capped at [`MAX_RESPONSE`]. Call it from a
-//! thread that may block (`spawn_blocking` inside a runtime).
+//! (chunked answers), a new connection for each call (a call a second at most, and a service
+//! that went away is found at once rather than through a stale pooled connection), bodies capped
+//! at [`MAX_RESPONSE`]. Call it from a thread that may block (`spawn_blocking` inside a runtime).
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -325,7 +326,7 @@ fn exchange(
     Ok((status, answer))
 }
 
-/// The one client every call shares (its pool keeps connections to the services called).
+/// The one client every call shares (its runtime thread), without idle connections.
 fn shared() -> Result<&'static reqwest::blocking::Client, reqwest::Error> {
     static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
     if let Some(client) = CLIENT.get() {
@@ -335,6 +336,7 @@ fn shared() -> Result<&'static reqwest::blocking::Client, reqwest::Error> {
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(DEFAULT_TIMEOUT)
         .no_proxy()
+        .pool_max_idle_per_host(0)
         .build()?;
     Ok(CLIENT.get_or_init(|| client))
 }
