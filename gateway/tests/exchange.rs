@@ -874,3 +874,105 @@ async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_me
         .collect();
     assert_eq!(codes, ["patients"], "ping is not granted");
 }
+
+/// A dishonest member: its gateway signs with its registered key, so every signature checks,
+/// but the signed request breaks the path rule or carries headers only gateways set. Each is
+/// refused by the provider gateway, the service is never called and nothing is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dishonest_peers_signed_request_is_held_to_the_path_and_header_rules() {
+    let mut backbone = Backbone::start(Duration::from_secs(600)).await;
+    backbone.start_gateways().await;
+    backbone.grant(PATIENTS, DISPENSING, "GET", "/Patient/*");
+    backbone.grant(PATIENTS, DISPENSING, "GET", "/allowed/**");
+    let conf = backbone.pharmacy.conf.current(SystemTime::now()).unwrap();
+    let own_certificate = conf
+        .gateways
+        .iter()
+        .find(|g| g.id.to_string() == backbone.pharmacy.gateway_id)
+        .unwrap()
+        .tls_certificate
+        .clone()
+        .unwrap();
+    let peers = Peers::new(Arc::clone(&backbone.pharmacy.tls));
+    let logged_before = backbone.hospital.log.status().records;
+
+    let mut attacks: Vec<(&str, RequestDescriptor)> = Vec::new();
+    // Glued onto the base path's last segment: /fhir + -admin/... = /fhir-admin/...
+    let mut glued = descriptor("dishonest-glued", b"");
+    glued.path = "-admin/Patient/4711".to_owned();
+    attacks.push(("glued", glued));
+    for (n, path) in [
+        "/allowed/..%2Fsecret",
+        "/allowed/%2e%2E%5Csecret",
+        "/Patient/./4711",
+        "/Patient//4711",
+        "/Patient/%50atient",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut tricked = descriptor(&format!("dishonest-path-{n}"), b"");
+        tricked.path = path.to_owned();
+        attacks.push(("path", tricked));
+    }
+    // Headers the provider gateway sets itself: another client, another person, a forged hash.
+    for (n, (name, value)) in [
+        ("x-road-client", "EE/GOV/70000001/ehr"),
+        ("x-backbone-data-subject", OTHER_PERSON),
+        ("x-road-request-hash", "forged"),
+        ("host", "fhir-admin.internal"),
+        ("transfer-encoding", "chunked"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut injected = descriptor(&format!("dishonest-header-{n}"), b"");
+        injected.headers = vec![(name.to_owned(), value.to_owned())];
+        attacks.push(("header", injected));
+    }
+    for (what, attack) in attacks {
+        let encoded = attack.encode().unwrap();
+        let signature = backbone
+            .pharmacy
+            .signing
+            .sign(&encoded)
+            .await
+            .unwrap()
+            .to_bytes();
+        let envelope = wire::encode(&encoded, &signature, b"").unwrap();
+        let (status, body) =
+            send_envelope(&backbone, &peers, own_certificate.der(), envelope).await;
+        assert_eq!(
+            (status, body["type"].as_str().unwrap_or_default()),
+            (500, "Server.ServerProxy.BadRequest"),
+            "{what} {:?} {:?}: {body}",
+            attack.path,
+            attack.headers
+        );
+    }
+    assert_eq!(
+        backbone.hospital.log.status().records,
+        logged_before,
+        "a refused request was logged"
+    );
+
+    // The same peer, by the rules: served (the normal form of an encoded slash passes).
+    let mut honest = descriptor("honest-1", b"");
+    honest.path = "/allowed/c%2Fd".to_owned();
+    let encoded = honest.encode().unwrap();
+    let signature = backbone
+        .pharmacy
+        .signing
+        .sign(&encoded)
+        .await
+        .unwrap()
+        .to_bytes();
+    let (status, body) = send_envelope(
+        &backbone,
+        &peers,
+        own_certificate.der(),
+        wire::encode(&encoded, &signature, b"").unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
