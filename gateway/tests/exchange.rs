@@ -376,27 +376,11 @@ async fn replays_tampering_and_foreign_certificates_are_refused_by_the_provider_
     let mut backbone = Backbone::start(Duration::from_secs(600)).await;
     backbone.start_gateways().await;
     backbone.grant(PATIENTS, DISPENSING, "GET", "/Patient/*");
-    let conf = backbone.pharmacy.conf.current(SystemTime::now()).unwrap();
-    let own_certificate = conf
-        .gateways
-        .iter()
-        .find(|g| g.id.to_string() == backbone.pharmacy.gateway_id)
-        .unwrap()
-        .tls_certificate
-        .clone()
-        .unwrap();
+    let own_certificate = pharmacy_tls_certificate(&backbone);
     let peers = Peers::new(Arc::clone(&backbone.pharmacy.tls));
 
     // A correctly signed request is served once; the same bytes again are a replay.
-    let encoded = descriptor("replay-1", b"").encode().unwrap();
-    let signature = backbone
-        .pharmacy
-        .signing
-        .sign(&encoded)
-        .await
-        .unwrap()
-        .to_bytes();
-    let envelope = wire::encode(&encoded, &signature, b"").unwrap();
+    let envelope = signed_by_the_pharmacy(&backbone, &descriptor("replay-1", b"")).await;
     let (status, body) =
         send_envelope(&backbone, &peers, own_certificate.der(), envelope.clone()).await;
     assert_eq!(status, 200, "{body}");
@@ -511,6 +495,7 @@ async fn replays_tampering_and_foreign_certificates_are_refused_by_the_provider_
     .certificate_der()
     .to_vec();
     let stranger_peers = Peers::new(stranger_key);
+    let conf = backbone.pharmacy.conf.current(SystemTime::now()).unwrap();
     let hospital = conf
         .gateways
         .iter()
@@ -884,15 +869,7 @@ async fn a_dishonest_peers_signed_request_is_held_to_the_path_and_header_rules()
     backbone.start_gateways().await;
     backbone.grant(PATIENTS, DISPENSING, "GET", "/Patient/*");
     backbone.grant(PATIENTS, DISPENSING, "GET", "/allowed/**");
-    let conf = backbone.pharmacy.conf.current(SystemTime::now()).unwrap();
-    let own_certificate = conf
-        .gateways
-        .iter()
-        .find(|g| g.id.to_string() == backbone.pharmacy.gateway_id)
-        .unwrap()
-        .tls_certificate
-        .clone()
-        .unwrap();
+    let own_certificate = pharmacy_tls_certificate(&backbone);
     let peers = Peers::new(Arc::clone(&backbone.pharmacy.tls));
     let logged_before = backbone.hospital.log.status().records;
 
@@ -931,15 +908,7 @@ async fn a_dishonest_peers_signed_request_is_held_to_the_path_and_header_rules()
         attacks.push(("header", injected));
     }
     for (what, attack) in attacks {
-        let encoded = attack.encode().unwrap();
-        let signature = backbone
-            .pharmacy
-            .signing
-            .sign(&encoded)
-            .await
-            .unwrap()
-            .to_bytes();
-        let envelope = wire::encode(&encoded, &signature, b"").unwrap();
+        let envelope = signed_by_the_pharmacy(&backbone, &attack).await;
         let (status, body) =
             send_envelope(&backbone, &peers, own_certificate.der(), envelope).await;
         assert_eq!(
@@ -959,7 +928,14 @@ async fn a_dishonest_peers_signed_request_is_held_to_the_path_and_header_rules()
     // The same peer, by the rules: served (the normal form of an encoded slash passes).
     let mut honest = descriptor("honest-1", b"");
     honest.path = "/allowed/c%2Fd".to_owned();
-    let encoded = honest.encode().unwrap();
+    let envelope = signed_by_the_pharmacy(&backbone, &honest).await;
+    let (status, body) = send_envelope(&backbone, &peers, own_certificate.der(), envelope).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// The envelope of `descriptor`, without a body, signed with the pharmacy's registered key.
+async fn signed_by_the_pharmacy(backbone: &Backbone, descriptor: &RequestDescriptor) -> Vec<u8> {
+    let encoded = descriptor.encode().unwrap();
     let signature = backbone
         .pharmacy
         .signing
@@ -967,12 +943,17 @@ async fn a_dishonest_peers_signed_request_is_held_to_the_path_and_header_rules()
         .await
         .unwrap()
         .to_bytes();
-    let (status, body) = send_envelope(
-        &backbone,
-        &peers,
-        own_certificate.der(),
-        wire::encode(&encoded, &signature, b"").unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    wire::encode(&encoded, &signature, b"").unwrap()
+}
+
+/// The pharmacy gateway's TLS certificate as the global configuration registers it.
+fn pharmacy_tls_certificate(backbone: &Backbone) -> backbone_registry::model::Certificate {
+    let conf = backbone.pharmacy.conf.current(SystemTime::now()).unwrap();
+    conf.gateways
+        .iter()
+        .find(|g| g.id.to_string() == backbone.pharmacy.gateway_id)
+        .unwrap()
+        .tls_certificate
+        .clone()
+        .unwrap()
 }

@@ -82,25 +82,6 @@ async fn https_service(
     addr
 }
 
-async fn ping(client: SocketAddr) -> (u16, String, String) {
-    let response = reqwest::Client::new()
-        .get(format!("http://{client}/r1/{PING}/x"))
-        .header("X-Road-Client", DISPENSING)
-        .send()
-        .await
-        .unwrap();
-    let kind = response
-        .headers()
-        .get("x-road-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (
-        response.status().as_u16(),
-        kind,
-        response.text().await.unwrap(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_https_service_is_verified_and_sees_the_gateways_certificate() {
     let mut backbone = Backbone::start(Duration::from_secs(600)).await;
@@ -139,7 +120,7 @@ async fn an_https_service_is_verified_and_sees_the_gateways_certificate() {
     backbone.start_gateways_tuned(tuned(other_file)).await;
     backbone.grant(PING, DISPENSING, "*", "/**");
     let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    let (status, kind, _) = ping(client).await;
+    let (status, kind, _) = common::ping(client, 0).await;
     assert_eq!(
         (status, kind.as_str()),
         (500, "Server.ServerProxy.ServiceFailed")
@@ -157,7 +138,7 @@ async fn an_https_service_is_verified_and_sees_the_gateways_certificate() {
     backbone.start_gateways_tuned(tuned(ca_file)).await;
     backbone.grant(PING, DISPENSING, "*", "/**");
     let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    let (status, kind, body) = ping(client).await;
+    let (status, kind, body) = common::ping(client, 0).await;
     assert_eq!(
         (status, kind.as_str(), body.as_str()),
         (200, "", "pong over https")

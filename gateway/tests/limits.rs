@@ -45,19 +45,8 @@ async fn backbone() -> Backbone {
 
 /// One exchange through the pharmacy's gateway to the hospital's: status and error type.
 async fn ping(client: SocketAddr, body: usize) -> (u16, String) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{client}/r1/{PING}/x"))
-        .header("X-Road-Client", DISPENSING)
-        .body("a".repeat(body))
-        .send()
-        .await
-        .unwrap();
-    let kind = response
-        .headers()
-        .get("x-road-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (response.status().as_u16(), kind)
+    let (status, kind, _) = common::ping(client, body).await;
+    (status, kind)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -421,3 +421,25 @@ impl Backbone {
         )
     }
 }
+
+/// One exchange through the gateway whose client port is `client` to [`PING`] at the hospital,
+/// as the pharmacy's [`DISPENSING`], with a body of `body` bytes: status, error type, body.
+pub async fn ping(client: SocketAddr, body: usize) -> (u16, String, String) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{client}/r1/{PING}/x"))
+        .header("X-Road-Client", DISPENSING)
+        .body("a".repeat(body))
+        .send()
+        .await
+        .unwrap();
+    let kind = response
+        .headers()
+        .get("x-road-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (
+        response.status().as_u16(),
+        kind,
+        response.text().await.unwrap(),
+    )
+}
