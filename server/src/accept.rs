@@ -162,33 +162,6 @@ impl Server {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
-
-    /// A future that resolves when the server has stopped (after [`Server::shutdown`] or if the
-    /// accept loop ends), for servers run until they stop.
-    pub fn stopped(self) -> impl Future<Output = ()> {
-        let Server { stop, task, .. } = self;
-        async move {
-            let _ = task.await;
-            drop(stop);
-        }
-    }
-
-    /// A handle that stops the server when [`StopHandle::stop`] is called, and the server's own
-    /// future; for callers that keep the handle elsewhere.
-    pub fn into_parts(self) -> (StopHandle, tokio::task::JoinHandle<()>) {
-        (StopHandle(self.stop), self.task)
-    }
-}
-
-/// Stops a server split with [`Server::into_parts`].
-#[derive(Debug)]
-pub struct StopHandle(watch::Sender<bool>);
-
-impl StopHandle {
-    /// Stops accepting and drains, as [`Server::shutdown`] does.
-    pub fn stop(&self) {
-        let _ = self.0.send(true);
-    }
 }
 
 // === impl Accept ===

@@ -14,9 +14,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::limits::Limits;
 
-/// Adds, outermost first: the request timeout (503 when a request, its wait for a permit
-/// included, takes longer than `limits.request_timeout`), then the body limit (413 when a
-/// `Content-Length` or the bytes read exceed `limits.max_body`).
+/// Adds, outermost first: the request timeout (503 when the handling of a request, once it holds
+/// an in-flight permit, takes longer than `limits.request_timeout`), then the body limit (413
+/// when a `Content-Length` or the bytes read exceed `limits.max_body`).
 pub fn push_route_layers<S>(router: Router<S>, limits: &Limits) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,

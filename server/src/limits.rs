@@ -17,9 +17,10 @@ pub const DEFAULT_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// stores' files and outgoing connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 
-/// Requests handled at once, over all connections; over it, requests wait (and an axum router's
-/// request timeout, which counts the wait, answers 503). Two cores handle about this many
-/// exchanges in a few milliseconds.
+/// Requests handled at once, over all connections; over it, requests wait for a permit. The wait
+/// is bounded by the requests holding the permits: an axum router's request timeout ends each of
+/// them, the gateway bounds each call it makes. Two cores handle about this many exchanges in a
+/// few milliseconds.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// Most bytes of a request head (request line and headers). X-Road's headers and a few cookies

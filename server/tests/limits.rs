@@ -131,16 +131,7 @@ async fn connections_over_the_limit_wait_while_the_server_keeps_serving() {
     // Three idle connections and one keep-alive client take the four slots.
     let mut held = probe::hold_connections(addr, 3).await.unwrap();
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        probe::read_status(&mut client, Duration::from_secs(5))
-            .await
-            .unwrap(),
-        Some(200)
-    );
+    assert_eq!(get_on(&mut client, "/").await, Some(200));
     // A fifth connection is not served while they hold them ...
     let waiting = tokio::spawn(probe::get_status(addr, "/", Duration::from_secs(4)));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -149,16 +140,7 @@ async fn connections_over_the_limit_wait_while_the_server_keeps_serving() {
         "a connection over the limit was served"
     );
     // ... while the connections already in keep being served ...
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        probe::read_status(&mut client, Duration::from_secs(5))
-            .await
-            .unwrap(),
-        Some(200)
-    );
+    assert_eq!(get_on(&mut client, "/").await, Some(200));
     // ... and it is served as soon as one slot is free.
     drop(held.pop());
     assert_eq!(waiting.await.unwrap().unwrap(), Some(200));
@@ -215,16 +197,7 @@ async fn shutdown_closes_idle_connections_and_returns() {
     .await;
     let addr = server.local_addr();
     let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(
-        probe::read_status(&mut client, Duration::from_secs(5))
-            .await
-            .unwrap(),
-        Some(200)
-    );
+    assert_eq!(get_on(&mut client, "/").await, Some(200));
     tokio::time::timeout(Duration::from_secs(5), server.shutdown())
         .await
         .expect("shutdown waited for an idle connection");
@@ -232,4 +205,73 @@ async fn shutdown_closes_idle_connections_and_returns() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still accepting after shutdown"
     );
+}
+
+/// Sends `GET path` on an open keep-alive connection and returns the status.
+async fn get_on(client: &mut tokio::net::TcpStream, path: &str) -> Option<u16> {
+    client
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    probe::read_status(client, Duration::from_secs(5))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_limit_wait_for_a_permit() {
+    let server = spawn(
+        Limits {
+            max_in_flight: 1,
+            ..limits()
+        },
+        Transport::Plain,
+    )
+    .await;
+    let addr = server.local_addr();
+    // A slow request holds the one permit until its request timeout (1.5 s) ends it.
+    let slow = tokio::spawn(probe::get_status(addr, "/slow", Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(get_on(&mut client, "/").await, Some(200));
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "served without waiting for the permit"
+    );
+    assert_eq!(slow.await.unwrap().unwrap(), Some(503));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_is_refused() {
+    let server = spawn(
+        Limits {
+            max_header_bytes: 16 * 1024,
+            ..limits()
+        },
+        Transport::Plain,
+    )
+    .await;
+    let mut client = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    assert_eq!(
+        probe::read_status(&mut client, Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(431)
+    );
+    assert_eq!(
+        probe::get_status(server.local_addr(), "/", Duration::from_secs(5))
+            .await
+            .unwrap(),
+        Some(200)
+    );
+    server.shutdown().await;
 }
