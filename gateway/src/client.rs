@@ -2,7 +2,7 @@
 //! signed exchange goes to the provider's gateway, the checked and logged response goes back.
 //!
 //! ```text
-//!  parse r1 ─▶ configuration current? ─▶ client served here and registered? ─▶ service known?
+//!  parse r1 ─▶ caller is the client it names? ─▶ configuration current? ─▶ client served here and registered? ─▶ service known?
 //!   ─▶ health context (if the service carries health data) ─▶ log accepting? ─▶ read body (limit)
 //!   ─▶ sign request descriptor (batch signer) ─▶ peer gateway (HTTP/2, pinned TLS)
 //!   ─▶ response: a fault is passed on; an envelope is checked (message id, request hash, body
@@ -29,20 +29,25 @@ use crate::meta::{self, Meta};
 use crate::r1::{self, ClientHeaders, Target};
 use crate::service::{Inner, fault_response, json, now_ms, text};
 use crate::signed::{RequestDescriptor, ResponseDescriptor, sha512};
+use crate::systems::Caller;
 use crate::wire;
 
 /// Room for the envelope's descriptor and signature beside the body limit.
 const ENVELOPE_OVERHEAD: usize = crate::signed::MAX_DESCRIPTOR_LEN + wire::MAX_SIGNATURE_LEN + 16;
 
 /// Answers one request on the client port.
-pub(crate) async fn handle(inner: Arc<Inner>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+pub(crate) async fn handle(
+    inner: Arc<Inner>,
+    caller: &Caller,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     if request.method() == Method::GET && !path.starts_with("/r1/") {
         return operations(&inner, path);
     }
     let started = Instant::now();
     let mut labels = Labels::default();
-    let result = exchange(&inner, request, &mut labels).await;
+    let result = exchange(&inner, caller, request, &mut labels).await;
     finish(&inner, Side::Client, started, &labels, result)
 }
 
@@ -150,11 +155,12 @@ impl Labels {
 /// gateway's, as [`Error::fault`] decides.
 async fn exchange(
     inner: &Inner,
+    caller: &Caller,
     request: Request<Incoming>,
     labels: &mut Labels,
 ) -> Result<Response<Full<Bytes>>, Error> {
     let (parts, body) = request.into_parts();
-    let accepted = accept(inner, &parts, labels)?;
+    let accepted = accept(inner, caller, &parts, labels)?;
     let body = read_body(inner, body).await?;
     let signed = sign_request(inner, &accepted, &parts, body).await?;
     let answer = send(inner, &accepted, &signed).await?;
@@ -177,6 +183,7 @@ struct Accepted {
 
 fn accept(
     inner: &Inner,
+    caller: &Caller,
     parts: &http::request::Parts,
     labels: &mut Labels,
 ) -> Result<Accepted, Error> {
@@ -184,6 +191,13 @@ fn accept(
     let headers = r1::parse_headers(&parts.headers)?;
     let message_id = headers.id.clone().unwrap_or_else(r1::new_message_id);
     labels.message_id.clone_from(&message_id);
+    // Who is asking comes first: nothing else is done for a caller that is not the client it
+    // names (X-Road's information system authentication, PR-REST 4.7).
+    inner
+        .systems
+        .snapshot()
+        .authenticate(&headers.client, caller)
+        .map_err(Error::ClientAuthentication)?;
     let target = r1::parse_target(target_text)?;
 
     let conf = inner

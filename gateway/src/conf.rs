@@ -97,6 +97,32 @@ pub fn groups_of(conf: &GlobalConf, client: &ClientId) -> Vec<GroupId> {
         .collect()
 }
 
+/// Pins the TLS certificate registered for one gateway in the current configuration: what an
+/// information system that reads the global configuration (the portal) accepts from its
+/// gateway's client port, so that a renewed certificate is accepted once it is published.
+#[derive(Clone, Debug)]
+pub struct RegisteredGateway {
+    client: Arc<ConfClient>,
+    id: GatewayId,
+}
+
+impl RegisteredGateway {
+    /// Gateway `id`'s certificate in `client`'s current configuration.
+    pub fn new(client: Arc<ConfClient>, id: GatewayId) -> Self {
+        RegisteredGateway { client, id }
+    }
+}
+
+impl Pins for RegisteredGateway {
+    fn is_pinned(&self, certificate: &[u8]) -> bool {
+        self.client.current(SystemTime::now()).is_ok_and(|conf| {
+            conf.gateway(&self.id)
+                .and_then(|g| g.tls_certificate.as_ref())
+                .is_some_and(|c| c.der() == certificate)
+        })
+    }
+}
+
 // === impl RegisteredGateways ===
 
 impl RegisteredGateways {

@@ -31,6 +31,10 @@ pub enum Error {
     /// envelope or descriptor, unreadable body).
     #[error("{0}")]
     BadRequest(String),
+    /// The connection is not authenticated for the client the request names (its connection
+    /// type, its client certificate).
+    #[error("{0}")]
+    ClientAuthentication(String),
     /// The client is not a registered member or subsystem served by the gateway it called.
     #[error("client {0} is not a registered member or subsystem served by this gateway")]
     UnknownClient(String),
@@ -157,7 +161,9 @@ impl Error {
             Error::HealthContext(_) => Code::MissingHealthContext,
             Error::AccessDenied { .. } => Code::AccessDenied,
             Error::Signature(_) => Code::InvalidSignatureValue,
-            Error::PeerIdentity(_) => Code::SslAuthenticationFailed,
+            Error::PeerIdentity(_) | Error::ClientAuthentication(_) => {
+                Code::SslAuthenticationFailed
+            }
             Error::Replay(_) => Code::Replay,
             Error::OutdatedConf(_) => Code::OutdatedGlobalConf,
             Error::NotAccepting(_) => Code::TimestampingFailed,
@@ -176,6 +182,7 @@ impl Error {
             Error::Request(_)
             | Error::TooLarge { .. }
             | Error::BadRequest(_)
+            | Error::ClientAuthentication(_)
             | Error::UnknownClient(_)
             | Error::UnknownService { .. }
             | Error::HealthContext(_) => true,

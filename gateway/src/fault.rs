@@ -40,7 +40,8 @@ pub enum Code {
     UnknownService,
     /// No access right for this client, service, method and path.
     AccessDenied,
-    /// The peer's TLS certificate is not the one registered for it.
+    /// The peer's TLS certificate is not the one registered for it; on the client port, the
+    /// connection is not authenticated for the client the request names (`Client.*`).
     SslAuthenticationFailed,
     /// The global configuration has expired: the gateway fails closed.
     OutdatedGlobalConf,

@@ -17,13 +17,16 @@
 //! [`replay`] (the replay window), [`verifier`] (peer signatures, each batch root verified once), [`meta`] and [`usage`] (the services the gateway answers
 //! itself: `listClients`, `listMethods`, `allowedMethods`, `findUsage`), [`log`] (the message
 //! log: hash-linked, encrypted, batch-timestamped, indexed by data subject), [`admin`] (the
-//! HTTPS admin API for access rights and status).
+//! HTTPS admin API for access rights, information systems and status), [`systems`] (how each
+//! information system must connect to the client port, and its registered certificates),
+//! [`store`] (the small JSON documents both are kept in).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod access;
 pub mod admin;
 pub mod conf;
+pub mod connect;
 pub mod error;
 pub mod fault;
 pub mod log;
@@ -34,6 +37,8 @@ pub mod replay;
 pub mod rights;
 pub mod service;
 pub mod signed;
+pub mod store;
+pub mod systems;
 pub mod usage;
 pub mod verifier;
 pub mod wire;

@@ -1,5 +1,6 @@
-//! The running gateway: the client interface (X-Road REST r1, plain HTTP on a local address for
-//! the agency's information systems), the peer interface (HTTP/2 over mutually authenticated
+//! The running gateway: the client interface (X-Road REST r1 over HTTPS for the agency's
+//! information systems, each authenticated as [`crate::systems`] says; optionally plain HTTP on a
+//! loopback address for those allowed it), the peer interface (HTTP/2 over mutually authenticated
 //! TLS 1.3 for other gateways), and what both share.
 //!
 //! ```text
@@ -8,6 +9,12 @@
 //!                                    │  Peers (HTTP/2, pinned)                 │  local services (HTTP)
 //!                                    └──────────── Trust (global conf) · MessageLog · BatchSigner ───┘
 //! ```
+//!
+//! The client port's server certificate is the gateway's TLS certificate as registered in the
+//! global configuration, on the gateway's TLS key in the key store: an information system pins
+//! that certificate (`DATA_DIR/tls-cert.pem`, or the gateway's entry in the global
+//! configuration); it changes when the gateway's TLS key is renewed and the registry issues the
+//! new certificate, and the gateway serves it from its next start.
 //!
 //! Operations endpoints on the client port: `GET /live`, `GET /ready` (503 with the reason when
 //! the configuration has expired or timestamping has failed too long), `GET /metrics`.
@@ -38,6 +45,10 @@ use crate::log::MessageLog;
 use crate::peers::Peers;
 use crate::replay::ReplayGuard;
 use crate::rights::RightsStore;
+use crate::systems::{Caller, SystemsStore};
+
+/// The information systems file's name, beside the access rights file unless configured.
+pub const SYSTEMS_FILE: &str = "information-systems.json";
 
 /// The default body limit, each way: 10 MiB, X-Road's default for REST bodies is similar.
 pub const DEFAULT_MAX_BODY: usize = 10 << 20;
@@ -49,8 +60,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct GatewayConfig {
     /// This gateway's id in the global configuration.
     pub id: GatewayId,
-    /// Where the information systems connect (plain HTTP; bind it to a local address).
+    /// Where the information systems connect: HTTPS (TLS 1.3) with the gateway's TLS key and
+    /// registered certificate.
     pub client_listen: SocketAddr,
+    /// Where information systems allowed plain HTTP (connection type `http`) connect, if
+    /// anywhere: a loopback address only, else the gateway refuses to start.
+    pub client_plain_listen: Option<SocketAddr>,
     /// Where other gateways connect (TLS 1.3, pinned).
     pub peer_listen: SocketAddr,
     /// The local services this gateway provides: service id (`INSTANCE/CLASS/MEMBER/SUBSYSTEM/CODE`)
@@ -62,6 +77,9 @@ pub struct GatewayConfig {
     pub service_ca: Option<PathBuf>,
     /// The access rights file.
     pub rights_path: PathBuf,
+    /// The information systems file: connection types and client certificates
+    /// ([`crate::systems`]).
+    pub systems_path: PathBuf,
     /// Largest request or response body.
     pub max_body: usize,
     /// How long a peer or a local service has to answer.
@@ -114,9 +132,12 @@ pub enum StartError {
         /// The error.
         source: std::io::Error,
     },
-    /// The access rights cannot be read.
+    /// The access rights or the information systems cannot be read.
     #[error(transparent)]
-    Rights(#[from] crate::rights::RightsError),
+    Store(#[from] crate::store::StoreError),
+    /// The plain client listener is asked for on an address that is not loopback.
+    #[error("plain HTTP for information systems is served only on a loopback address, not {0}")]
+    PlainNotLoopback(SocketAddr),
     /// A configured local service is not a service id or not an `http://` URL.
     #[error("local service {service:?}: {why}")]
     Service {
@@ -138,6 +159,7 @@ pub enum StartError {
 pub struct RunningGateway {
     inner: Arc<Inner>,
     client_addr: SocketAddr,
+    client_plain_addr: Option<SocketAddr>,
     peer_addr: SocketAddr,
     servers: Vec<backbone_server::Server>,
     stop: watch::Sender<bool>,
@@ -152,6 +174,7 @@ pub(crate) struct Inner {
     pub(crate) keys: GatewayKeys,
     pub(crate) log: Arc<MessageLog>,
     pub(crate) rights: Arc<RightsStore>,
+    pub(crate) systems: Arc<SystemsStore>,
     pub(crate) peers: Peers,
     pub(crate) replay: ReplayGuard,
     pub(crate) services: BTreeMap<String, String>,
@@ -188,9 +211,11 @@ impl GatewayConfig {
         GatewayConfig {
             id,
             client_listen,
+            client_plain_listen: None,
             peer_listen,
             services: BTreeMap::new(),
             service_ca: None,
+            systems_path: rights_path.with_file_name(SYSTEMS_FILE),
             rights_path,
             max_body: DEFAULT_MAX_BODY,
             timeout: DEFAULT_TIMEOUT,
@@ -217,6 +242,12 @@ impl RunningGateway {
         metrics_registry: Registry,
     ) -> Result<Self, StartError> {
         let rights = Arc::new(RightsStore::open(&config.rights_path)?);
+        let systems = Arc::new(SystemsStore::open(&config.systems_path)?);
+        if let Some(plain) = config.client_plain_listen
+            && !plain.ip().is_loopback()
+        {
+            return Err(StartError::PlainNotLoopback(plain));
+        }
         let mut services = BTreeMap::new();
         for (service, url) in &config.services {
             let id: backbone_registry::id::ServiceId =
@@ -287,6 +318,7 @@ impl RunningGateway {
             keys,
             log,
             rights,
+            systems,
             services,
             http,
             metrics,
@@ -298,21 +330,57 @@ impl RunningGateway {
         let tls = inner.peer_tls_config(pins)?;
         let limits = inner.config.limits.clone();
         let listen = |addr: SocketAddr| move |source| StartError::Listen { addr, source };
+        let client_tls = inner.client_tls_config()?;
+        let client_service = |inner: &Arc<Inner>, caller: Caller| {
+            let (inner, caller) = (Arc::clone(inner), Arc::new(caller));
+            tower::service_fn(move |request: Request<Incoming>| {
+                let (inner, caller) = (Arc::clone(&inner), Arc::clone(&caller));
+                async move { Ok::<_, Infallible>(crate::client::handle(inner, &caller, request).await) }
+            })
+        };
         let clients = {
             let inner = Arc::clone(&inner);
-            let service = tower::service_fn(move |request: Request<Incoming>| {
-                let inner = Arc::clone(&inner);
-                async move { Ok::<_, Infallible>(crate::client::handle(inner, request).await) }
-            });
             Server::spawn(
                 client_listener,
-                Transport::Plain,
+                Transport::Tls(client_tls),
                 Protocol::Http1,
                 limits.clone(),
-                move |_| Some(service.clone()),
+                move |connection| {
+                    let caller = Caller {
+                        remote: connection.remote,
+                        tls: true,
+                        certificate: connection.peer_certificate().map(|c| Arc::new(c.to_vec())),
+                    };
+                    Some(client_service(&inner, caller))
+                },
             )
             .map_err(listen(client_addr))?
         };
+        let mut servers = vec![clients];
+        let mut client_plain_addr = None;
+        if let Some(plain) = inner.config.client_plain_listen {
+            let listener = TcpListener::bind(plain).await.map_err(listen(plain))?;
+            let addr = listener.local_addr().map_err(listen(plain))?;
+            let inner = Arc::clone(&inner);
+            servers.push(
+                Server::spawn(
+                    listener,
+                    Transport::Plain,
+                    Protocol::Http1,
+                    limits.clone(),
+                    move |connection| {
+                        let caller = Caller {
+                            remote: connection.remote,
+                            tls: false,
+                            certificate: None,
+                        };
+                        Some(client_service(&inner, caller))
+                    },
+                )
+                .map_err(listen(addr))?,
+            );
+            client_plain_addr = Some(addr);
+        }
         let peers = {
             let inner = Arc::clone(&inner);
             Server::spawn(
@@ -337,16 +405,19 @@ impl RunningGateway {
             )
             .map_err(listen(peer_addr))?
         };
-        let tasks = vec![tokio::spawn(reload_rights(
+        let tasks = vec![tokio::spawn(reload_stores(
             Arc::clone(&inner.rights),
+            Arc::clone(&inner.systems),
             stopped,
         ))];
-        tracing::info!(gateway = %inner.config.id, %client_addr, %peer_addr, "gateway serving");
+        servers.push(peers);
+        tracing::info!(gateway = %inner.config.id, %client_addr, ?client_plain_addr, %peer_addr, "gateway serving");
         Ok(RunningGateway {
             inner,
             client_addr,
+            client_plain_addr,
             peer_addr,
-            servers: vec![clients, peers],
+            servers,
             stop,
             tasks,
         })
@@ -357,9 +428,19 @@ impl RunningGateway {
         self.inner.trust.own()
     }
 
-    /// Where information systems connect.
+    /// Where information systems connect (HTTPS).
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where information systems allowed plain HTTP connect, if configured.
+    pub fn client_plain_addr(&self) -> Option<SocketAddr> {
+        self.client_plain_addr
+    }
+
+    /// The stored information systems (for the admin API and tests).
+    pub fn systems(&self) -> &Arc<SystemsStore> {
+        &self.inner.systems
     }
 
     /// Where peers connect.
@@ -388,6 +469,17 @@ impl RunningGateway {
 // === impl Inner ===
 
 impl Inner {
+    /// The client port's TLS: the gateway's TLS key and registered certificate; a client may
+    /// present any certificate or none, and each request is judged by [`crate::systems`].
+    fn client_tls_config(&self) -> Result<Arc<rustls::ServerConfig>, StartError> {
+        let own = self.own_tls_certificate().map_err(StartError::Tls)?;
+        let mut config =
+            backbone_hsm::tls::server_config_any_client(Arc::clone(&self.keys.tls), vec![own])
+                .map_err(|e| StartError::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
     fn peer_tls_config(
         &self,
         pins: Arc<RegisteredGateways>,
@@ -482,17 +574,26 @@ pub(crate) fn now_ms() -> u64 {
 /// How often the access rights file is checked for changes made by `backbone gateway grant`.
 pub const RIGHTS_RELOAD_EVERY: Duration = Duration::from_secs(1);
 
-async fn reload_rights(rights: Arc<RightsStore>, mut stopped: watch::Receiver<bool>) {
+async fn reload_stores(
+    rights: Arc<RightsStore>,
+    systems: Arc<SystemsStore>,
+    mut stopped: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = stopped.changed() => return,
             () = tokio::time::sleep(RIGHTS_RELOAD_EVERY) => {}
         }
-        match rights.reload_if_changed() {
-            Ok(true) => tracing::info!("access rights reloaded"),
-            Ok(false) => {}
-            Err(error) => {
-                tracing::error!(%error, "access rights file changed but cannot be read; the rights in force stay")
+        for (what, result) in [
+            ("access rights", rights.reload_if_changed()),
+            ("information systems", systems.reload_if_changed()),
+        ] {
+            match result {
+                Ok(true) => tracing::info!("{what} reloaded"),
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, "{what} file changed but cannot be read; what is in force stays")
+                }
             }
         }
     }

@@ -37,19 +37,17 @@ fn self_signed(key: &dyn Signer, name: &str, serial: u8) -> Vec<u8> {
 }
 
 async fn ping(backbone: &Backbone) -> String {
-    let response = reqwest::Client::new()
-        .get(backbone.pharmacy_url(&format!("/r1/{PING}")))
+    let answer = backbone
+        .pharmacy_client()
+        .get(format!("/r1/{PING}"))
         .header("X-Road-Client", DISPENSING)
         .send()
         .await
         .unwrap();
-    if response.status().is_success() {
+    if answer.status.is_success() {
         "ok".into()
     } else {
-        response.headers()["x-road-error"]
-            .to_str()
-            .unwrap()
-            .to_owned()
+        answer.fault_type().unwrap().to_owned()
     }
 }
 

@@ -13,6 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::log::Kind;
 use backbone_gateway::peers::Peers;
 use backbone_gateway::signed::{RequestDescriptor, ResponseDescriptor, sha512};
@@ -26,12 +27,21 @@ async fn call(
     path: &str,
     headers: &[(&str, &str)],
     body: Option<&str>,
-) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
-    let http = reqwest::Client::new();
+) -> (u16, http::HeaderMap, serde_json::Value) {
+    call_as(&backbone.pharmacy_client(), path, headers, body).await
+}
+
+/// [`call`] through `client`.
+async fn call_as(
+    client: &GatewayClient,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> (u16, http::HeaderMap, serde_json::Value) {
     let mut request = if body.is_some() {
-        http.post(backbone.pharmacy_url(path))
+        client.post(path)
     } else {
-        http.get(backbone.pharmacy_url(path))
+        client.get(path)
     };
     for (name, value) in headers {
         request = request.header(*name, *value);
@@ -39,17 +49,13 @@ async fn call(
     if let Some(body) = body {
         request = request.body(body.to_owned());
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap();
-    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&bytes).into_owned())
-    });
-    (status, headers, json)
+    let answer = request.send().await.unwrap();
+    let json = serde_json::from_slice(&answer.body)
+        .unwrap_or_else(|_| serde_json::Value::String(answer.text()));
+    (answer.status.as_u16(), answer.headers, json)
 }
 
-fn error_type(headers: &reqwest::header::HeaderMap, body: &serde_json::Value) -> String {
+fn error_type(headers: &http::HeaderMap, body: &serde_json::Value) -> String {
     let header = headers
         .get("x-road-error")
         .map(|v| v.to_str().unwrap().to_owned())
@@ -211,7 +217,8 @@ async fn bad_requests_and_missing_rights_are_refused_with_their_error_types_and_
             ],
             "Client.InvalidClientIdentifier",
         ),
-        // A client this gateway does not serve.
+        // A client this gateway does not serve: the connection is authenticated only for
+        // DISPENSING, so nothing else is looked at (tests/clients.rs tries the rest).
         (
             format!("/r1/{PATIENTS}/Patient/1"),
             vec![
@@ -219,7 +226,7 @@ async fn bad_requests_and_missing_rights_are_refused_with_their_error_types_and_
                 ("X-Backbone-Data-Subject", PERSON),
                 ("X-Backbone-Purpose-Of-Use", "TREAT"),
             ],
-            "Client.UnknownMember",
+            "Client.SslAuthenticationFailed",
         ),
         // An unknown service.
         (
@@ -599,8 +606,9 @@ async fn an_expired_configuration_or_a_revoked_certificate_stops_every_exchange(
     let mut backbone = Backbone::start(Duration::from_secs(2)).await;
     backbone.start_gateways().await;
     backbone.grant(PING, DISPENSING, "*", "/**");
-    let ready = reqwest::get(backbone.pharmacy_url("/ready")).await.unwrap();
-    assert_eq!(ready.status().as_u16(), 200);
+    let client = backbone.pharmacy_client();
+    let ready = client.get("/ready").send().await.unwrap();
+    assert_eq!(ready.status.as_u16(), 200);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let (status, headers, body) = call(
         &backbone,
@@ -613,9 +621,9 @@ async fn an_expired_configuration_or_a_revoked_certificate_stops_every_exchange(
         (status, error_type(&headers, &body).as_str()),
         (500, "Server.ClientProxy.OutdatedGlobalConf")
     );
-    let ready = reqwest::get(backbone.pharmacy_url("/ready")).await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503);
-    assert!(ready.text().await.unwrap().contains("global configuration"));
+    let ready = client.get("/ready").send().await.unwrap();
+    assert_eq!(ready.status.as_u16(), 503);
+    assert!(ready.text().contains("global configuration"));
     assert_eq!(backbone.pharmacy.log.status().records, 0);
 }
 

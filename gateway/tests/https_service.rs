@@ -119,8 +119,7 @@ async fn an_https_service_is_verified_and_sees_the_gateways_certificate() {
     };
     backbone.start_gateways_tuned(tuned(other_file)).await;
     backbone.grant(PING, DISPENSING, "*", "/**");
-    let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    let (status, kind, _) = common::ping(client, 0).await;
+    let (status, kind, _) = common::ping(&backbone.pharmacy_client(), 0).await;
     assert_eq!(
         (status, kind.as_str()),
         (500, "Server.ServerProxy.ServiceFailed")
@@ -137,8 +136,7 @@ async fn an_https_service_is_verified_and_sees_the_gateways_certificate() {
     // The operator's CA: verified, and the gateway's own certificate let it in.
     backbone.start_gateways_tuned(tuned(ca_file)).await;
     backbone.grant(PING, DISPENSING, "*", "/**");
-    let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    let (status, kind, body) = common::ping(client, 0).await;
+    let (status, kind, body) = common::ping(&backbone.pharmacy_client(), 0).await;
     assert_eq!(
         (status, kind.as_str(), body.as_str()),
         (200, "", "pong over https")

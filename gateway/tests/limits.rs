@@ -1,5 +1,5 @@
 //! The gateway's two ports under abuse, over real sockets: a slow-loris information system, a
-//! stalled TLS handshake on the peer port, oversized bodies on both, and connection floods — each
+//! stalled TLS handshake on either port, oversized bodies on both, and connection floods — each
 //! bounded by `backbone_server`'s accept loop or the gateway's own body limit, while legitimate
 //! exchanges keep being served.
 #![allow(
@@ -11,9 +11,9 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use backbone_gateway::connect::GatewayClient;
 use backbone_server::{Limits, probe};
 use common::{Backbone, DISPENSING, PING};
 
@@ -31,6 +31,8 @@ async fn backbone() -> Backbone {
     backbone
         .start_gateways_tuned(|agency, config| {
             config.limits = limits();
+            // Plain HTTP for information systems allowed it, so that a slow loris can try it.
+            config.client_plain_listen = Some("127.0.0.1:0".parse().unwrap());
             // The provider takes less than the client sends, so that its own limit is tried.
             config.max_body = if agency == "hospital" {
                 1024
@@ -44,7 +46,7 @@ async fn backbone() -> Backbone {
 }
 
 /// One exchange through the pharmacy's gateway to the hospital's: status and error type.
-async fn ping(client: SocketAddr, body: usize) -> (u16, String) {
+async fn ping(client: &GatewayClient, body: usize) -> (u16, String) {
     let (status, kind, _) = common::ping(client, body).await;
     (status, kind)
 }
@@ -52,10 +54,14 @@ async fn ping(client: SocketAddr, body: usize) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_client_port_drops_slow_loris_refuses_large_bodies_and_makes_floods_wait() {
     let backbone = backbone().await;
-    let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    probe::check_slow_loris(client, "/live", &limits())
+    let gateway = backbone.pharmacy.gateway.as_ref().unwrap();
+    let addr = gateway.client_addr();
+    // HTTPS: a handshake that stalls is dropped; plain HTTP: a request head that trickles in.
+    probe::check_handshake(addr, &limits()).await.unwrap();
+    probe::check_slow_loris(gateway.client_plain_addr().unwrap(), "/live", &limits())
         .await
         .unwrap();
+    let client = &backbone.pharmacy_client();
     // Over the pharmacy's limit (64 KiB): the protocol's own fault, before the body is read, and
     // read anyway so that the client, still writing it, gets the answer.
     assert_eq!(
@@ -66,8 +72,9 @@ async fn the_client_port_drops_slow_loris_refuses_large_bodies_and_makes_floods_
         ping(client, 1 << 20).await,
         (413, "Client.RequestTooLarge".to_owned())
     );
-    probe::check_flood(client, &limits(), || async move {
-        ping(client, 10).await == (200, String::new())
+    let waiting = client.clone();
+    probe::check_flood(addr, &limits(), || async move {
+        ping(&waiting, 10).await == (200, String::new())
     })
     .await
     .unwrap();
@@ -81,12 +88,13 @@ async fn the_client_port_drops_slow_loris_refuses_large_bodies_and_makes_floods_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_peer_port_makes_floods_wait_drops_stalled_handshakes_and_refuses_large_bodies() {
     let backbone = backbone().await;
-    let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
+    let client = &backbone.pharmacy_client();
     let peer = backbone.hospital.gateway.as_ref().unwrap().peer_addr();
     // Before any exchange, every slot of the hospital's peer port held: the pharmacy's first
     // connection waits, and its exchange completes once the slots are released.
+    let waiting = client.clone();
     probe::check_flood(peer, &limits(), || async move {
-        ping(client, 10).await == (200, String::new())
+        ping(&waiting, 10).await == (200, String::new())
     })
     .await
     .unwrap();
@@ -106,28 +114,18 @@ async fn the_peer_port_makes_floods_wait_drops_stalled_handshakes_and_refuses_la
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn made_up_services_share_one_metric_label() {
     let backbone = backbone().await;
-    let client = backbone.pharmacy.gateway.as_ref().unwrap().client_addr();
-    let http = reqwest::Client::new();
+    let client = &backbone.pharmacy_client();
     for n in 0..50 {
-        let response = http
-            .get(format!(
-                "http://{client}/r1/EE/GOV/70000001/ehr/made-up-{n}"
-            ))
+        let answer = client
+            .get(format!("/r1/EE/GOV/70000001/ehr/made-up-{n}"))
             .header("X-Road-Client", DISPENSING)
             .send()
             .await
             .unwrap();
-        assert_eq!(response.headers()["x-road-error"], "Client.UnknownService");
+        assert_eq!(answer.fault_type(), Some("Client.UnknownService"));
     }
     assert_eq!(ping(client, 10).await, (200, String::new()));
-    let metrics = http
-        .get(format!("http://{client}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = client.get("/metrics").send().await.unwrap().text();
     assert!(
         !metrics.contains("made-up"),
         "a caller's made-up service became a label"

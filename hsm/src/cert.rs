@@ -81,6 +81,41 @@ pub struct Validity {
     pub serial: Vec<u8>,
 }
 
+/// A self-signed certificate (DER) for the key behind `signer`, named `common_name`, valid from
+/// five minutes ago for `valid_for`, with a random serial: what an administrator or an
+/// information system presents to a gateway that registers certificates by their exact bytes.
+pub fn self_signed_certificate(
+    signer: &dyn Signer,
+    common_name: &str,
+    valid_for: std::time::Duration,
+) -> Result<Vec<u8>, Error> {
+    use ring::rand::SecureRandom as _;
+    let mut serial = vec![0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut serial)
+        .map_err(|_| Error::crypto("a certificate serial", "no randomness"))?;
+    if let Some(first) = serial.first_mut() {
+        // Positive and of full length (RFC 5280 4.1.2.2).
+        *first &= 0x7f;
+        *first |= 0x01;
+    }
+    let now = SystemTime::now();
+    let validity = Validity {
+        not_before: now - std::time::Duration::from_secs(300),
+        not_after: now + valid_for,
+        serial,
+    };
+    let subject = Subject {
+        common_name: common_name.to_owned(),
+        ..Subject::default()
+    };
+    Ok(
+        CertificateAuthority::self_signed(signer, &subject, &validity)?
+            .certificate_der()
+            .to_vec(),
+    )
+}
+
 /// Creates a DER PKCS#10 request for the key behind `signer`.
 pub fn csr_der(signer: &dyn Signer, subject: &Subject) -> Result<Vec<u8>, Error> {
     let mut params = CertificateParams::default();

@@ -38,6 +38,11 @@ pub trait Pins: Send + Sync + fmt::Debug {
     fn is_pinned(&self, certificate: &[u8]) -> bool;
 }
 
+/// Every certificate: what [`server_config_any_client`] admits at the TLS layer, leaving the
+/// decision to the application.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AnyCertificate;
+
 /// A fixed set of certificates, e.g. the one registry admin certificate a CLI trusts.
 #[derive(Clone, Debug, Default)]
 pub struct PinSet(Vec<Vec<u8>>);
@@ -56,10 +61,12 @@ struct StoreTlsSigner {
 }
 
 /// Accepts a client only with a pinned, currently valid certificate and a valid handshake
-/// signature; clients without a certificate are refused.
+/// signature; clients without a certificate are refused unless the verifier was made
+/// [`PinnedClientVerifier::optional`].
 #[derive(Debug)]
 pub struct PinnedClientVerifier {
     pins: Arc<dyn Pins>,
+    mandatory: bool,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -101,6 +108,30 @@ pub fn server_config(
     let provider = provider();
     let key = certified_key(signer, certificate_chain)?;
     let verifier = Arc::new(PinnedClientVerifier::new(clients, &provider));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
+    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A server configuration like [`server_config`], but a client may present no certificate or
+/// any currently valid certificate (with a valid handshake signature, which proves it holds the
+/// key): for a listener that decides per request which certificate speaks for whom, as the
+/// gateway's client port does for information systems.
+///
+/// # Errors
+///
+/// [`TlsError::UnsupportedAlgorithm`] for a key TLS 1.3 cannot use.
+pub fn server_config_any_client(
+    signer: Arc<dyn Signer>,
+    certificate_chain: Vec<Vec<u8>>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = provider();
+    let key = certified_key(signer, certificate_chain)?;
+    let verifier =
+        Arc::new(PinnedClientVerifier::new(Arc::new(AnyCertificate), &provider).optional());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -226,6 +257,12 @@ impl Pins for PinSet {
     }
 }
 
+impl Pins for AnyCertificate {
+    fn is_pinned(&self, _certificate: &[u8]) -> bool {
+        true
+    }
+}
+
 // === impl StoreSigningKey ===
 
 impl StoreSigningKey {
@@ -300,14 +337,26 @@ impl PinnedClientVerifier {
     pub fn new(pins: Arc<dyn Pins>, provider: &CryptoProvider) -> Self {
         PinnedClientVerifier {
             pins,
+            mandatory: true,
             algorithms: provider.signature_verification_algorithms,
         }
+    }
+
+    /// The same verifier, also admitting clients that present no certificate: the application
+    /// decides per request what an unauthenticated or a certificate-bearing client may do.
+    pub fn optional(mut self) -> Self {
+        self.mandatory = false;
+        self
     }
 }
 
 impl ClientCertVerifier for PinnedClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
         &[]
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
     }
 
     fn verify_client_cert(

@@ -22,12 +22,14 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
+use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::log::{LogConfig, MessageLog};
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::{BatchConfig, BatchSigner};
 use backbone_hsm::cert::{Subject, csr_pem};
 use backbone_hsm::config::Config;
 use backbone_hsm::software::SoftwareKeyStore;
+use backbone_hsm::tls::PinSet;
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::Registry;
 use backbone_registry::anchor::Anchor;
@@ -63,6 +65,15 @@ pub struct Agency {
     pub gateway: Option<RunningGateway>,
     pub peer_port: u16,
     pub dir: PathBuf,
+    /// The agency's information system ([`DISPENSING`] at the pharmacy, [`EHR`] at the
+    /// hospital): its key in the agency's token and its self-signed certificate, registered on
+    /// the agency's gateway when it starts.
+    pub system: String,
+    pub system_key: Arc<dyn Signer>,
+    pub system_cert: Vec<u8>,
+    /// The gateway's TLS certificate as registered when it started: what its information
+    /// systems pin.
+    pub gateway_cert: Vec<u8>,
 }
 
 /// The whole fixture.
@@ -181,6 +192,8 @@ fn agency_keys(name: &str) -> Arc<dyn KeyStore> {
     keys.generate("gateway-tls", KeyType::EcP256).unwrap();
     keys.generate("member-signing", KeyType::EcP256).unwrap();
     keys.generate_wrapping_key("log-data-key").unwrap();
+    keys.generate("information-system", KeyType::EcP256)
+        .unwrap();
     keys
 }
 
@@ -253,8 +266,18 @@ impl Backbone {
             .unwrap();
 
         let mut agencies = Vec::new();
-        for (member, name) in [(HOSPITAL, "hospital"), (PHARMACY, "pharmacy")] {
+        for (member, name, system) in [
+            (HOSPITAL, "hospital", EHR),
+            (PHARMACY, "pharmacy", DISPENSING),
+        ] {
             let keys = agency_keys(name);
+            let system_key = keys.signer("information-system", None).unwrap();
+            let system_cert = backbone_hsm::cert::self_signed_certificate(
+                system_key.as_ref(),
+                system,
+                Duration::from_secs(86_400),
+            )
+            .unwrap();
             let tls = keys.signer("gateway-tls", None).unwrap();
             let signing_key = keys.signer("member-signing", None).unwrap();
             let peer_port = free_port();
@@ -314,6 +337,10 @@ impl Backbone {
                 gateway: None,
                 peer_port,
                 dir: agency_dir,
+                system: system.to_owned(),
+                system_key,
+                system_cert,
+                gateway_cert: Vec::new(),
             });
         }
         let pharmacy = agencies.pop().unwrap();
@@ -391,7 +418,12 @@ impl Backbone {
             )
             .await
             .unwrap();
+            running
+                .systems()
+                .add_certificate(&agency.system.parse().unwrap(), &agency.system_cert)
+                .unwrap();
             agency.gateway = Some(running);
+            agency.gateway_cert = agency.tls_certificate();
         }
     }
 
@@ -413,33 +445,53 @@ impl Backbone {
             .unwrap();
     }
 
-    /// The pharmacy gateway's client interface.
-    pub fn pharmacy_url(&self, path: &str) -> String {
-        format!(
-            "http://{}{path}",
-            self.pharmacy.gateway.as_ref().unwrap().client_addr()
-        )
+    /// The pharmacy's information system ([`DISPENSING`]) on its gateway's client port: HTTPS,
+    /// its registered certificate, the gateway's registered TLS certificate pinned.
+    pub fn pharmacy_client(&self) -> GatewayClient {
+        self.pharmacy.client()
+    }
+
+    /// The hospital's information system ([`EHR`]) on its gateway's client port.
+    pub fn hospital_client(&self) -> GatewayClient {
+        self.hospital.client()
     }
 }
 
-/// One exchange through the gateway whose client port is `client` to [`PING`] at the hospital,
-/// as the pharmacy's [`DISPENSING`], with a body of `body` bytes: status, error type, body.
-pub async fn ping(client: SocketAddr, body: usize) -> (u16, String, String) {
-    let response = reqwest::Client::new()
-        .post(format!("http://{client}/r1/{PING}/x"))
+impl Agency {
+    /// This agency's information system on its gateway's client port, pinning the gateway's
+    /// TLS certificate as registered now (as an information system pins `tls-cert.pem`).
+    pub fn client(&self) -> GatewayClient {
+        let gateway = self.gateway.as_ref().unwrap();
+        GatewayClient::https(
+            &gateway.client_addr().to_string(),
+            Arc::clone(&self.system_key),
+            self.system_cert.clone(),
+            Arc::new(PinSet::new([self.gateway_cert.clone()])),
+        )
+        .unwrap()
+    }
+
+    /// The gateway's TLS certificate in the current configuration.
+    pub fn tls_certificate(&self) -> Vec<u8> {
+        let conf = self.conf.current(SystemTime::now()).unwrap();
+        let gateway = conf.gateway(&self.gateway_id.parse().unwrap()).unwrap();
+        gateway.tls_certificate.as_ref().unwrap().der().to_vec()
+    }
+}
+
+/// One exchange through `client` to [`PING`] at the hospital, as the pharmacy's [`DISPENSING`],
+/// with a body of `body` bytes: status, error type, body.
+pub async fn ping(client: &GatewayClient, body: usize) -> (u16, String, String) {
+    let answer = client
+        .post(format!("/r1/{PING}/x"))
         .header("X-Road-Client", DISPENSING)
         .body("a".repeat(body))
         .send()
         .await
         .unwrap();
-    let kind = response
-        .headers()
-        .get("x-road-error")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
     (
-        response.status().as_u16(),
-        kind,
-        response.text().await.unwrap(),
+        answer.status.as_u16(),
+        answer.fault_type().unwrap_or_default().to_owned(),
+        answer.text(),
     )
 }
