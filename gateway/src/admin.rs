@@ -6,6 +6,10 @@
 //!  GET  /admin/v1/rights          every grant
 //!  POST /admin/v1/rights/grant    {"service","grantee":{"client"|"group":…},"method","path"} → {"changed":bool}
 //!  POST /admin/v1/rights/revoke   the same                                                    → {"changed":bool}
+//!  GET  /admin/v1/clients                       information systems: connection type, certificates
+//!  POST /admin/v1/clients/certificates/add       {"client","certificate":PEM}        → {"changed":bool}
+//!  POST /admin/v1/clients/certificates/remove    {"client","sha256"}                 → {"changed":bool}
+//!  POST /admin/v1/clients/connection             {"client","connection":"https"|"https-no-auth"|"http"} → {"changed":bool}
 //!  GET  /admin/v1/status          configuration version, message-log state
 //! ```
 //!
@@ -34,6 +38,7 @@ use tokio::net::TcpListener;
 use crate::access::{Grant, Grantee};
 use crate::log::MessageLog;
 use crate::rights::RightsStore;
+use crate::systems::{Connection, SystemsError, SystemsStore};
 
 /// The rights listing.
 pub const RIGHTS_PATH: &str = "/admin/v1/rights";
@@ -41,6 +46,14 @@ pub const RIGHTS_PATH: &str = "/admin/v1/rights";
 pub const GRANT_PATH: &str = "/admin/v1/rights/grant";
 /// Where revocations are posted.
 pub const REVOKE_PATH: &str = "/admin/v1/rights/revoke";
+/// The information systems listing.
+pub const CLIENTS_PATH: &str = "/admin/v1/clients";
+/// Where a client certificate is registered.
+pub const ADD_CERTIFICATE_PATH: &str = "/admin/v1/clients/certificates/add";
+/// Where a client certificate is removed.
+pub const REMOVE_CERTIFICATE_PATH: &str = "/admin/v1/clients/certificates/remove";
+/// Where a client's connection type is set.
+pub const CONNECTION_PATH: &str = "/admin/v1/clients/connection";
 /// The status.
 pub const STATUS_PATH: &str = "/admin/v1/status";
 /// Largest request body.
@@ -94,6 +107,7 @@ pub struct AdminServer {
 
 struct State {
     rights: Arc<RightsStore>,
+    systems: Arc<SystemsStore>,
     log: Arc<MessageLog>,
     conf: Arc<backbone_registry::client::ConfClient>,
 }
@@ -154,7 +168,8 @@ pub fn certificate_der(bytes: &[u8]) -> Option<Vec<u8>> {
 
 impl AdminServer {
     /// Starts the admin API on `listener`, identified by `key` and its `certificate` (the
-    /// gateway's TLS key and registered certificate), admitting `admins`.
+    /// gateway's TLS key and registered certificate), admitting `admins`, over `gateway`'s
+    /// stores.
     ///
     /// # Errors
     ///
@@ -164,14 +179,19 @@ impl AdminServer {
         key: Arc<dyn Signer>,
         certificate: Vec<u8>,
         admins: Admins,
-        rights: Arc<RightsStore>,
+        gateway: &crate::service::RunningGateway,
         log: Arc<MessageLog>,
         conf: Arc<backbone_registry::client::ConfClient>,
     ) -> Result<AdminServer, String> {
         let local_addr = listener.local_addr().map_err(|e| e.to_string())?;
         let config = tls::server_config(key, vec![certificate], Arc::new(admins.clone()))
             .map_err(|e| e.to_string())?;
-        let state = Arc::new(State { rights, log, conf });
+        let state = Arc::new(State {
+            rights: Arc::clone(gateway.rights()),
+            systems: Arc::clone(gateway.systems()),
+            log,
+            conf,
+        });
         let server = Server::spawn(listener, Transport::Tls(Arc::new(config)), Protocol::Http1, Limits::default(), move |connection| {
             // The verifier admitted only an administrator's certificate; look up whose it is
             // again (the file may have gone since).
@@ -247,7 +267,107 @@ async fn handle(state: &State, actor: &str, request: Request<Incoming>) -> Respo
                 ),
             }
         }
+        (Method::GET, CLIENTS_PATH) => json(StatusCode::OK, &state.systems.snapshot().list()),
+        (Method::POST, ADD_CERTIFICATE_PATH | REMOVE_CERTIFICATE_PATH | CONNECTION_PATH) => {
+            let bytes = match read_body(request.into_body()).await {
+                Ok(bytes) => bytes,
+                Err(response) => return response,
+            };
+            match change_clients(&state.systems, &path, &bytes) {
+                Ok((changed, what)) => {
+                    tracing::info!(admin = %actor, changed, "{what}");
+                    json(StatusCode::OK, &Changed { changed })
+                }
+                Err(response) => response,
+            }
+        }
         _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin API path"),
+    }
+}
+
+/// The body of a change to the information systems.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientChange {
+    client: String,
+    #[serde(default)]
+    certificate: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
+    #[serde(default)]
+    connection: Option<String>,
+}
+
+/// Applies a change posted to `path`: whether it changed anything, and what it was (for the
+/// log), or the error answer.
+fn change_clients(
+    systems: &SystemsStore,
+    path: &str,
+    bytes: &[u8],
+) -> Result<(bool, String), Response<Full<Bytes>>> {
+    let bad = |message: String| error(StatusCode::BAD_REQUEST, "bad_request", &message);
+    let body: ClientChange =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a client change: {e}")))?;
+    let client: backbone_registry::id::ClientId = body
+        .client
+        .parse()
+        .map_err(|e: backbone_registry::Error| bad(e.to_string()))?;
+    let result = match path {
+        ADD_CERTIFICATE_PATH => {
+            let pem = body
+                .certificate
+                .ok_or_else(|| bad("certificate (PEM) is missing".into()))?;
+            let der = certificate_der(pem.as_bytes())
+                .ok_or_else(|| bad("certificate is not a PEM certificate".into()))?;
+            let fingerprint = crate::systems::info(&der).sha256;
+            systems.add_certificate(&client, &der).map(|c| {
+                (
+                    c,
+                    format!("client certificate {fingerprint} added for {client}"),
+                )
+            })
+        }
+        REMOVE_CERTIFICATE_PATH => {
+            let sha256 = body.sha256.ok_or_else(|| bad("sha256 is missing".into()))?;
+            systems.remove_certificate(&client, &sha256).map(|c| {
+                (
+                    c,
+                    format!("client certificate {sha256} removed for {client}"),
+                )
+            })
+        }
+        _ => {
+            let connection: Connection = body
+                .connection
+                .ok_or_else(|| bad("connection is missing".into()))?
+                .parse()
+                .map_err(bad)?;
+            systems.set_connection(&client, connection).map(|c| {
+                (
+                    c,
+                    format!("connection type of {client} set to {connection}"),
+                )
+            })
+        }
+    };
+    result.map_err(|e| match e {
+        SystemsError::Invalid(message) => bad(message),
+        SystemsError::Store(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            &e.to_string(),
+        ),
+    })
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(body, MAX_REQUEST_LEN).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(_) => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            &format!("requests are at most {MAX_REQUEST_LEN} bytes"),
+        )),
     }
 }
 
@@ -270,16 +390,7 @@ enum GranteeBody {
 }
 
 async fn read_grant(body: Incoming) -> Result<Grant, Response<Full<Bytes>>> {
-    let bytes = match Limited::new(body, MAX_REQUEST_LEN).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                &format!("requests are at most {MAX_REQUEST_LEN} bytes"),
-            ));
-        }
-    };
+    let bytes = read_body(body).await?;
     let bad = |message: String| error(StatusCode::BAD_REQUEST, "bad_request", &message);
     let body: GrantBody =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a grant: {e}")))?;

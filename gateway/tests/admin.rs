@@ -1,5 +1,5 @@
-//! The gateway's HTTPS admin API: an administrator grants and revokes access rights that take
-//! effect at once; anyone else is refused at the handshake; bad grants get their error code.
+//! The gateway's HTTPS admin API: an administrator grants and revokes access rights and
+//! registers and removes information systems' certificates, each taking effect at once; anyone else is refused at the handshake; bad grants get their error code.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::admin::client::{AdminClient, ClientError};
 use backbone_gateway::admin::{AdminServer, Admins};
+use backbone_gateway::systems::Connection;
 use backbone_hsm::cert::{CertificateAuthority, Subject, Validity};
 use backbone_hsm::{KeyType, Signer};
 use common::{Backbone, DISPENSING, PING};
@@ -90,7 +91,7 @@ async fn an_administrator_grants_and_revokes_and_strangers_are_refused() {
         Arc::clone(&hospital.tls),
         own_cert.clone(),
         Admins::new(&admins),
-        Arc::clone(gateway.rights()),
+        gateway,
         Arc::clone(&hospital.log),
         Arc::clone(&hospital.conf),
     )
@@ -134,6 +135,55 @@ async fn an_administrator_grants_and_revokes_and_strangers_are_refused() {
         ..grant.clone()
     };
     match mari.grant(&bad).await {
+        Err(ClientError::Refused { status: 400, error }) => assert_eq!(error.code, "bad_request"),
+        other => panic!("{other:?}"),
+    }
+
+    // Information systems: the hospital's EHR system is listed with its certificate; removed,
+    // it is refused at once; https-no-auth lets it in without one; registered again, in again.
+    let ehr = backbone.hospital.system.clone();
+    let listed = mari.clients().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].client.as_str(), listed[0].connection),
+        (ehr.as_str(), Connection::Https)
+    );
+    let fingerprint = listed[0].certificates[0].sha256.clone();
+    let ehr_ping = async || {
+        let answer = backbone
+            .hospital_client()
+            .get(format!("/r1/{PING}"))
+            .header("X-Road-Client", ehr.as_str())
+            .send()
+            .await
+            .unwrap();
+        answer.fault_type().unwrap_or("ok").to_owned()
+    };
+    assert_eq!(ehr_ping().await, "Server.ServerProxy.AccessDenied");
+    assert!(
+        mari.remove_client_certificate(&ehr, &fingerprint)
+            .await
+            .unwrap()
+    );
+    assert_eq!(ehr_ping().await, "Client.SslAuthenticationFailed");
+    assert!(
+        mari.set_connection(&ehr, Connection::HttpsNoAuth)
+            .await
+            .unwrap()
+    );
+    assert_eq!(ehr_ping().await, "Server.ServerProxy.AccessDenied");
+    assert!(mari.set_connection(&ehr, Connection::Https).await.unwrap());
+    assert_eq!(ehr_ping().await, "Client.SslAuthenticationFailed");
+    assert!(
+        mari.add_client_certificate(&ehr, &backbone.hospital.system_cert)
+            .await
+            .unwrap()
+    );
+    assert_eq!(ehr_ping().await, "Server.ServerProxy.AccessDenied");
+    match mari
+        .add_client_certificate(&ehr, b"not a certificate")
+        .await
+    {
         Err(ClientError::Refused { status: 400, error }) => assert_eq!(error.code, "bad_request"),
         other => panic!("{other:?}"),
     }

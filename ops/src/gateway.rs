@@ -7,6 +7,9 @@
 //!         key store ─▶ TLS key · batch signer · log data key ─▶ MessageLog (DATA_DIR/log, stamped)
 //!         ─▶ client interface (--client-listen) · peer interface (--peer-listen)
 //!  grant/revoke/rights: DATA_DIR/access-rights.json, picked up by a running gateway within a second
+//!  add-client-cert/remove-client-cert/set-connection/clients: DATA_DIR/information-systems.json,
+//!         picked up the same way (or, with --admin, through a running gateway's admin API)
+//!  system-cert: an information system's key in the key store and its self-signed certificate
 //! ```
 
 use std::net::SocketAddr;
@@ -20,9 +23,10 @@ use backbone_gateway::admin::{AdminServer, Admins, certificate_der};
 use backbone_gateway::conf::Trust;
 use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::rights::RightsStore;
-use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
+use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway, SYSTEMS_FILE};
+use backbone_gateway::systems::{Connection, Listed, SystemsError, SystemsStore};
 use backbone_hsm::batch::BatchSigner;
-use backbone_hsm::cert::{CertificateAuthority, Subject, Validity, csr_pem};
+use backbone_hsm::cert::{Subject, csr_pem};
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::anchor::Anchor;
 use backbone_registry::client::fetch::{self, FetchConfig};
@@ -48,6 +52,9 @@ pub const ADMINS_DIR: &str = "admins";
 /// The admin API's certificate (the gateway's TLS certificate), written at start for
 /// administrators to pin.
 pub const ADMIN_CERT_FILE: &str = "admin-api-cert.pem";
+/// The gateway's TLS certificate, written at start for information systems to pin: the client
+/// port's server certificate.
+pub const TLS_CERT_FILE: &str = "tls-cert.pem";
 
 /// `backbone gateway ...`
 #[derive(Debug, Args)]
@@ -64,8 +71,8 @@ pub struct GatewayArgs {
     /// File holding the token's user PIN. Default: the configured hsm.pin_file or hsm.pin_env.
     #[arg(long, global = true, value_name = "FILE")]
     pub pin_file: Option<PathBuf>,
-    /// Send grant, revoke or rights to the admin API of a running gateway at HOST:PORT instead
-    /// of editing its rights file. Needs --admin-key, --admin-cert and --gateway-cert.
+    /// Send grant, revoke, rights or the information-system verbs to the admin API of a running
+    /// gateway at HOST:PORT instead of editing its files. Needs --admin-key, --admin-cert and --gateway-cert.
     #[arg(long, global = true, value_name = "HOST:PORT", requires_all = ["admin_key", "admin_cert", "gateway_cert"])]
     pub admin: Option<SocketAddr>,
     /// Label of the administrator's key in the key store.
@@ -121,6 +128,45 @@ pub enum GatewayCommand {
         /// Their certificate (PEM), from `admin-cert`.
         cert: PathBuf,
     },
+    /// Make an information system's key in the key store (if missing) and a self-signed TLS
+    /// client certificate for it, to be registered with `add-client-cert`.
+    SystemCert {
+        /// The system's name in the certificate, e.g. its client id.
+        #[arg(long)]
+        name: String,
+        /// Label of the system's key in the key store.
+        #[arg(long, default_value = "information-system")]
+        key: String,
+        /// Where to write the certificate (PEM).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Register CERT as a TLS client certificate of CLIENT (member or subsystem) on the client
+    /// port: a connection presenting it may name CLIENT as X-Road-Client.
+    AddClientCert {
+        /// The client, INSTANCE/CLASS/MEMBER[/SUBSYSTEM].
+        client: String,
+        /// The information system's certificate (PEM or DER).
+        cert: PathBuf,
+    },
+    /// Remove CLIENT's certificate whose SHA-256 (as `clients` lists it) is SHA256.
+    RemoveClientCert {
+        /// The client.
+        client: String,
+        /// The certificate's SHA-256, hex.
+        sha256: String,
+    },
+    /// Set how CLIENT must connect: https (a registered client certificate; the default),
+    /// https-no-auth (TLS, no certificate), or http (plain HTTP too, on --client-plain-listen,
+    /// which is loopback only).
+    SetConnection {
+        /// The client.
+        client: String,
+        /// https, https-no-auth or http.
+        connection: String,
+    },
+    /// List the clients with settings: connection type and certificates.
+    Clients,
 }
 
 /// Flags of `backbone gateway serve`.
@@ -132,9 +178,14 @@ pub struct ServeArgs {
     /// The configuration anchor file from the registry.
     #[arg(long, value_name = "FILE")]
     pub anchor: PathBuf,
-    /// Where information systems connect (plain HTTP: keep it on a local or private address).
+    /// Where information systems connect: HTTPS with the gateway's TLS certificate
+    /// (DATA_DIR/tls-cert.pem), each system authenticated as its connection type says.
     #[arg(long, default_value = "127.0.0.1:8280")]
     pub client_listen: SocketAddr,
+    /// Where information systems allowed plain HTTP (`set-connection CLIENT http`) connect; a
+    /// loopback address only. Default: no plain listener.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub client_plain_listen: Option<SocketAddr>,
     /// Where other gateways connect (TLS 1.3, pinned); the address registered for this gateway.
     #[arg(long, default_value = "127.0.0.1:8243")]
     pub peer_listen: SocketAddr,
@@ -198,6 +249,11 @@ impl GatewayCommand {
             GatewayCommand::Rights => "gateway rights",
             GatewayCommand::AdminCert { .. } => "gateway admin-cert",
             GatewayCommand::AddAdmin { .. } => "gateway add-admin",
+            GatewayCommand::SystemCert { .. } => "gateway system-cert",
+            GatewayCommand::AddClientCert { .. } => "gateway add-client-cert",
+            GatewayCommand::RemoveClientCert { .. } => "gateway remove-client-cert",
+            GatewayCommand::SetConnection { .. } => "gateway set-connection",
+            GatewayCommand::Clients => "gateway clients",
         }
     }
 }
@@ -270,9 +326,93 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
                 &pin_source(args.pin_file.as_deref(), settings),
                 env,
             )?;
-            admin_cert(keys.as_ref(), name, key, out)
+            make_certificate(keys.as_ref(), name, key, out)
         }
         GatewayCommand::AddAdmin { name, cert } => add_admin(&args.data_dir, name, cert),
+        GatewayCommand::SystemCert { name, key, out } => {
+            let keys = open_store(
+                &settings.hsm.store,
+                &pin_source(args.pin_file.as_deref(), settings),
+                env,
+            )?;
+            make_certificate(keys.as_ref(), name, key, out)
+        }
+        GatewayCommand::AddClientCert { client, cert } => {
+            let changed = systems(&args.data_dir)?
+                .add_certificate(&parse_client(client)?, &read_certificate(cert)?)
+                .map_err(systems_failed)?;
+            println!(
+                "{}",
+                if changed {
+                    "added"
+                } else {
+                    "already registered"
+                }
+            );
+            Ok(())
+        }
+        GatewayCommand::RemoveClientCert { client, sha256 } => {
+            let changed = systems(&args.data_dir)?
+                .remove_certificate(&parse_client(client)?, sha256)
+                .map_err(systems_failed)?;
+            println!(
+                "{}",
+                if changed {
+                    "removed"
+                } else {
+                    "no such certificate"
+                }
+            );
+            Ok(())
+        }
+        GatewayCommand::SetConnection { client, connection } => {
+            let connection: Connection = connection.parse().map_err(Error::Usage)?;
+            let changed = systems(&args.data_dir)?
+                .set_connection(&parse_client(client)?, connection)
+                .map_err(systems_failed)?;
+            println!("{}", if changed { "set" } else { "unchanged" });
+            Ok(())
+        }
+        GatewayCommand::Clients => {
+            print_clients(&systems(&args.data_dir)?.snapshot().list());
+            Ok(())
+        }
+    }
+}
+
+fn systems(data_dir: &Path) -> Result<SystemsStore, Error> {
+    backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
+    SystemsStore::open(data_dir.join(SYSTEMS_FILE)).map_err(|e| Error::Check(e.to_string()))
+}
+
+fn systems_failed(error: SystemsError) -> Error {
+    match error {
+        SystemsError::Invalid(message) => Error::Usage(message),
+        SystemsError::Store(e) => Error::Check(e.to_string()),
+    }
+}
+
+fn parse_client(client: &str) -> Result<backbone_registry::id::ClientId, Error> {
+    client
+        .parse()
+        .map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))
+}
+
+fn read_certificate(path: &Path) -> Result<Vec<u8>, Error> {
+    let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
+    certificate_der(&bytes)
+        .ok_or_else(|| Error::Usage(format!("{}: not a certificate", path.display())))
+}
+
+fn print_clients(listed: &[Listed]) {
+    for client in listed {
+        println!("{}\t{}", client.client, client.connection);
+        for certificate in &client.certificates {
+            println!(
+                "  {}\t{}\tuntil {}",
+                certificate.sha256, certificate.subject, certificate.not_after
+            );
+        }
     }
 }
 
@@ -289,13 +429,13 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
         "cannot open key '{label}' in {}",
         keys.describe()
     )))?;
-    let read_cert = |path: &Path| -> Result<Vec<u8>, Error> {
-        let bytes = std::fs::read(path).map_err(Error::io("read", path))?;
-        certificate_der(&bytes)
-            .ok_or_else(|| Error::Usage(format!("{}: not a certificate", path.display())))
-    };
-    let client = AdminClient::new(address, key, read_cert(cert)?, read_cert(gateway_cert)?)
-        .map_err(|e| Error::Check(e.to_string()))?;
+    let client = AdminClient::new(
+        address,
+        key,
+        read_certificate(cert)?,
+        read_certificate(gateway_cert)?,
+    )
+    .map_err(|e| Error::Check(e.to_string()))?;
     let runtime = tokio::runtime::Runtime::new()
         .map_err(Error::io("start the runtime for", "gateway admin"))?;
     let failed = |e: ClientError| match e {
@@ -327,9 +467,52 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
                     );
                 }
             }
+            GatewayCommand::AddClientCert { client: id, cert } => {
+                parse_client(id)?;
+                let changed = client
+                    .add_client_certificate(id, &read_certificate(cert)?)
+                    .await
+                    .map_err(failed)?;
+                println!(
+                    "{}",
+                    if changed {
+                        "added"
+                    } else {
+                        "already registered"
+                    }
+                );
+            }
+            GatewayCommand::RemoveClientCert { client: id, sha256 } => {
+                parse_client(id)?;
+                let changed = client
+                    .remove_client_certificate(id, sha256)
+                    .await
+                    .map_err(failed)?;
+                println!(
+                    "{}",
+                    if changed {
+                        "removed"
+                    } else {
+                        "no such certificate"
+                    }
+                );
+            }
+            GatewayCommand::SetConnection {
+                client: id,
+                connection,
+            } => {
+                parse_client(id)?;
+                let connection: Connection = connection.parse().map_err(Error::Usage)?;
+                let changed = client
+                    .set_connection(id, connection)
+                    .await
+                    .map_err(failed)?;
+                println!("{}", if changed { "set" } else { "unchanged" });
+            }
+            GatewayCommand::Clients => print_clients(&client.clients().await.map_err(failed)?),
             _ => {
                 return Err(Error::Usage(
-                    "only grant, revoke and rights go to the admin API".into(),
+                    "only grant, revoke, rights and the client verbs go to the admin API".into(),
                 ));
             }
         }
@@ -337,42 +520,22 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
     })
 }
 
-fn admin_cert(keys: &dyn KeyStore, name: &str, label: &str, out: &Path) -> Result<(), Error> {
+fn make_certificate(keys: &dyn KeyStore, name: &str, label: &str, out: &Path) -> Result<(), Error> {
     let key = key_or_generate(keys, label)?;
-    let now = SystemTime::now();
-    let validity = Validity {
-        not_before: now - Duration::from_secs(300),
-        not_after: now + Duration::from_secs(2 * 365 * 86_400),
-        serial: random_serial(),
-    };
-    let subject = Subject {
-        common_name: name.to_owned(),
-        ..Subject::default()
-    };
-    let cert = CertificateAuthority::self_signed(key.as_ref(), &subject, &validity)
-        .map_err(Error::hsm("cannot make the certificate".to_owned()))?;
-    std::fs::write(
-        out,
-        backbone_hsm::cert::pem("CERTIFICATE", cert.certificate_der()),
+    let der = backbone_hsm::cert::self_signed_certificate(
+        key.as_ref(),
+        name,
+        Duration::from_secs(2 * 365 * 86_400),
     )
-    .map_err(Error::io("write", out))?;
+    .map_err(Error::hsm("cannot make the certificate".to_owned()))?;
+    std::fs::write(out, backbone_hsm::cert::pem("CERTIFICATE", &der))
+        .map_err(Error::io("write", out))?;
     println!(
         "wrote {} (key '{label}' in {})",
         out.display(),
         keys.describe()
     );
     Ok(())
-}
-
-fn random_serial() -> Vec<u8> {
-    use ring::rand::SecureRandom as _;
-    let mut serial = vec![0u8; 16];
-    let _ = ring::rand::SystemRandom::new().fill(&mut serial);
-    if let Some(first) = serial.first_mut() {
-        *first &= 0x7f;
-        *first |= 0x01;
-    }
-    serial
 }
 
 fn add_admin(data_dir: &Path, name: &str, cert: &Path) -> Result<(), Error> {
@@ -387,9 +550,7 @@ fn add_admin(data_dir: &Path, name: &str, cert: &Path) -> Result<(), Error> {
             "administrator name {name:?}: 1–64 letters, digits, '.', '-' or '_', not starting with '.'"
         )));
     }
-    let bytes = std::fs::read(cert).map_err(Error::io("read", cert))?;
-    let der = certificate_der(&bytes)
-        .ok_or_else(|| Error::Usage(format!("{}: not a certificate", cert.display())))?;
+    let der = read_certificate(cert)?;
     let dir = data_dir.join(ADMINS_DIR);
     backbone_hsm::private::create_dir(&dir).map_err(Error::io("create", &dir))?;
     let path = dir.join(format!("{name}.pem"));
@@ -500,6 +661,7 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
             .services
             .insert(service_id.to_owned(), url.to_owned());
     }
+    config.client_plain_listen = args.client_plain_listen;
     config.service_ca.clone_from(&args.service_ca);
     config.max_body = args.max_body;
     config.timeout = Duration::from_secs(args.timeout);
@@ -563,16 +725,22 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
             .map(|c| c.der().to_vec())
             .ok_or_else(|| Error::Check("this gateway has no TLS certificate in the global configuration".into()))?;
         let cert_path = data_dir.join(ADMIN_CERT_FILE);
-        std::fs::write(&cert_path, backbone_hsm::cert::pem("CERTIFICATE", &own_cert)).map_err(Error::io("write", &cert_path))?;
+        let own_pem = backbone_hsm::cert::pem("CERTIFICATE", &own_cert);
+        std::fs::write(&cert_path, &own_pem).map_err(Error::io("write", &cert_path))?;
+        let tls_cert_path = data_dir.join(TLS_CERT_FILE);
+        std::fs::write(&tls_cert_path, &own_pem).map_err(Error::io("write", &tls_cert_path))?;
         let admin_listener = tokio::net::TcpListener::bind(args.admin_listen).await.map_err(|source| Error::Admin { addr: args.admin_listen, source })?;
-        let admin = AdminServer::spawn(admin_listener, admin_key, own_cert, Admins::new(data_dir.join(ADMINS_DIR)), Arc::clone(gateway.rights()), Arc::clone(&log), Arc::clone(&conf))
+        let admin = AdminServer::spawn(admin_listener, admin_key, own_cert, Admins::new(data_dir.join(ADMINS_DIR)), &gateway, Arc::clone(&log), Arc::clone(&conf))
             .map_err(Error::Check)?;
         // A closed standard output (a supervisor that stopped reading) must not stop the gateway.
         let say = |line: String| {
             use std::io::Write as _;
             let _ = writeln!(std::io::stdout(), "{line}");
         };
-        say(format!("client interface on http://{}", gateway.client_addr()));
+        say(format!("client interface on https://{} (certificate {})", gateway.client_addr(), tls_cert_path.display()));
+        if let Some(plain) = gateway.client_plain_addr() {
+            say(format!("plain client interface on http://{plain}"));
+        }
         say(format!("peer interface on {}", gateway.peer_addr()));
         say(format!("admin API on {} (certificate {})", admin.local_addr(), cert_path.display()));
         crate::registry::shutdown_signal().await;

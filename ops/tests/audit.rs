@@ -192,24 +192,19 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
         )
         .0;
     let mut pharmacy_gw = pharmacy.serve(dir, ts_addr, &[], 200).0;
-    wait_for_exchange(pharmacy.client_port);
+    let system = pharmacy.system(dir, DISPENSING);
+    wait_for_exchange(&system);
 
     // Two stretches of exchanges, each stamped in its own batches, with a time between them
     // (a stamp waits for the timestamping service's one-second round).
     for n in 0..4 {
-        assert_eq!(
-            exchange(pharmacy.client_port, &format!("first-{n}")),
-            Some(200)
-        );
+        assert_eq!(exchange(&system, &format!("first-{n}")), Some(200));
     }
     std::thread::sleep(Duration::from_millis(1500));
     let between = now_ms();
     std::thread::sleep(Duration::from_millis(100));
     for n in 0..6 {
-        assert_eq!(
-            exchange(pharmacy.client_port, &format!("second-{n}")),
-            Some(200)
-        );
+        assert_eq!(exchange(&system, &format!("second-{n}")), Some(200));
         if n == 2 {
             std::thread::sleep(Duration::from_millis(1500));
         }

@@ -163,7 +163,8 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
     );
     let (mut pharmacy_gw, _) = pharmacy.serve(dir, ts_addr, &[], 300);
     // The first exchange may race the pharmacy's first configuration download.
-    wait_for_exchange(pharmacy.client_port);
+    let system = pharmacy.system(dir, DISPENSING);
+    wait_for_exchange(&system);
 
     // Load: six clients, each exchange with its own message id; remember what was acknowledged.
     let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
@@ -176,11 +177,11 @@ fn no_acknowledged_exchange_is_lost_when_either_gateway_is_killed_under_load() {
                 Arc::clone(&stop),
                 Arc::clone(&counter),
             );
-            let port = pharmacy.client_port;
+            let system = system.clone();
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let id = format!("load-{}", counter.fetch_add(1, Ordering::Relaxed));
-                    if exchange(port, &id) == Some(200) {
+                    if exchange(&system, &id) == Some(200) {
                         acknowledged.lock().unwrap().insert(id);
                     }
                 }

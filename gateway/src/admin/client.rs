@@ -14,8 +14,12 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 
-use super::{ApiError, Changed, GRANT_PATH, REVOKE_PATH, RIGHTS_PATH, STATUS_PATH, Status};
+use super::{
+    ADD_CERTIFICATE_PATH, ApiError, CLIENTS_PATH, CONNECTION_PATH, Changed, GRANT_PATH,
+    REMOVE_CERTIFICATE_PATH, REVOKE_PATH, RIGHTS_PATH, STATUS_PATH, Status,
+};
 use crate::access::{Grant, Grantee};
+use crate::systems::{Connection, Listed};
 
 /// Largest answer read.
 pub const MAX_RESPONSE_LEN: usize = 64 << 20;
@@ -96,6 +100,64 @@ impl AdminClient {
     /// [`ClientError`].
     pub async fn revoke(&self, grant: &Grant) -> Result<bool, ClientError> {
         let changed: Changed = self.call(Method::POST, REVOKE_PATH, body(grant)?).await?;
+        Ok(changed.changed)
+    }
+
+    /// The information systems with settings.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    pub async fn clients(&self) -> Result<Vec<Listed>, ClientError> {
+        self.call(Method::GET, CLIENTS_PATH, Vec::new()).await
+    }
+
+    /// Registers `certificate` (DER) for `client`; whether it changed anything.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    pub async fn add_client_certificate(
+        &self,
+        client: &str,
+        certificate: &[u8],
+    ) -> Result<bool, ClientError> {
+        let pem = backbone_hsm::cert::pem("CERTIFICATE", certificate);
+        let body = json_body(&serde_json::json!({ "client": client, "certificate": pem }))?;
+        let changed: Changed = self.call(Method::POST, ADD_CERTIFICATE_PATH, body).await?;
+        Ok(changed.changed)
+    }
+
+    /// Removes `client`'s certificate whose SHA-256 is `sha256`; whether it changed anything.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    pub async fn remove_client_certificate(
+        &self,
+        client: &str,
+        sha256: &str,
+    ) -> Result<bool, ClientError> {
+        let body = json_body(&serde_json::json!({ "client": client, "sha256": sha256 }))?;
+        let changed: Changed = self
+            .call(Method::POST, REMOVE_CERTIFICATE_PATH, body)
+            .await?;
+        Ok(changed.changed)
+    }
+
+    /// Sets how `client` must connect; whether it changed anything.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`].
+    pub async fn set_connection(
+        &self,
+        client: &str,
+        connection: Connection,
+    ) -> Result<bool, ClientError> {
+        let body =
+            json_body(&serde_json::json!({ "client": client, "connection": connection.as_str() }))?;
+        let changed: Changed = self.call(Method::POST, CONNECTION_PATH, body).await?;
         Ok(changed.changed)
     }
 
@@ -186,5 +248,9 @@ fn body(grant: &Grant) -> Result<Vec<u8>, ClientError> {
         Grantee::Group(g) => serde_json::json!({ "group": g.to_string() }),
     };
     let value = serde_json::json!({ "service": grant.service.to_string(), "grantee": grantee, "method": grant.method, "path": grant.path });
-    serde_json::to_vec(&value).map_err(|e| ClientError::Failed(e.to_string()))
+    json_body(&value)
+}
+
+fn json_body(value: &serde_json::Value) -> Result<Vec<u8>, ClientError> {
+    serde_json::to_vec(value).map_err(|e| ClientError::Failed(e.to_string()))
 }

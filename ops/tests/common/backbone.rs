@@ -2,10 +2,11 @@
 //! set-up the gateway and audit process tests share.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Killed, command};
@@ -46,7 +47,38 @@ pub struct Agency {
     pub peer_port: u16,
 }
 
+/// Label of an information system's key in its agency's key directory.
+pub const SYSTEM_KEY: &str = "information-system";
+
 impl Agency {
+    /// This agency's information system: its key made and its certificate registered on the
+    /// gateway (`system-cert`, `add-client-cert`) at the first call.
+    pub fn system(&self, dir: &Path, client: &str) -> System {
+        let cert = self.data.join("system-cert.pem");
+        if !cert.exists() {
+            self.run(
+                dir,
+                &[
+                    "system-cert",
+                    "--name",
+                    client,
+                    "--key",
+                    SYSTEM_KEY,
+                    "--out",
+                    cert.to_str().unwrap(),
+                ],
+            );
+            let out = self.run(dir, &["add-client-cert", client, cert.to_str().unwrap()]);
+            assert_eq!(out.trim(), "added");
+        }
+        System {
+            port: self.client_port,
+            key_dir: self.keys.clone(),
+            cert,
+            gateway_cert: self.data.join("tls-cert.pem"),
+        }
+    }
+
     fn new(dir: &Path, name: &str, id: &'static str) -> Agency {
         Agency {
             id,
@@ -288,29 +320,57 @@ pub fn start(dir: &Path) -> Network {
     }
 }
 
-/// One exchange through the pharmacy's gateway about [`PERSON`]; the status, or `None` when the
-/// connection failed.
-pub fn exchange(client_port: u16, message_id: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", client_port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
+/// The pharmacy's information system ([`DISPENSING`]) as a separate party: its key in the
+/// pharmacy's key directory, its certificate registered on the gateway with
+/// `backbone gateway add-client-cert`, the gateway's `tls-cert.pem` pinned.
+#[derive(Clone, Debug)]
+pub struct System {
+    port: u16,
+    key_dir: PathBuf,
+    cert: PathBuf,
+    gateway_cert: PathBuf,
+}
+
+/// One exchange through the pharmacy's gateway about [`PERSON`], over HTTPS as `system`; the
+/// status, or `None` when the connection failed.
+pub fn exchange(system: &System, message_id: &str) -> Option<u16> {
+    let read = |path: &Path| backbone_gateway::admin::certificate_der(&std::fs::read(path).ok()?);
+    let keys = backbone_hsm::software::SoftwareKeyStore::open(&system.key_dir).ok()?;
+    let key = backbone_hsm::KeyStore::signer(&keys, SYSTEM_KEY, None).ok()?;
+    let client = backbone_gateway::connect::GatewayClient::https(
+        &format!("127.0.0.1:{}", system.port),
+        key,
+        read(&system.cert)?,
+        Arc::new(backbone_hsm::tls::PinSet::new([read(
+            &system.gateway_cert,
+        )?])),
+    )
+    .ok()?
+    .with_timeout(Duration::from_secs(20));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
         .ok()?;
-    let request = format!(
-        "GET /r1/{PATIENTS}/Patient/4711 HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Road-Client: {DISPENSING}\r\nX-Road-Id: {message_id}\r\n\
-         X-Backbone-Data-Subject: {PERSON}\r\nX-Backbone-Purpose-Of-Use: TREAT\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).ok()?;
-    std::str::from_utf8(response.get(9..12)?).ok()?.parse().ok()
+    let answer = runtime
+        .block_on(
+            client
+                .get(format!("/r1/{PATIENTS}/Patient/4711"))
+                .header("X-Road-Client", DISPENSING)
+                .header("X-Road-Id", message_id)
+                .header("X-Backbone-Data-Subject", PERSON)
+                .header("X-Backbone-Purpose-Of-Use", "TREAT")
+                .send(),
+        )
+        .ok()?;
+    Some(answer.status.as_u16())
 }
 
 /// Waits until an exchange succeeds (the pharmacy's gateway may not have its first
 /// configuration yet).
-pub fn wait_for_exchange(client_port: u16) {
+pub fn wait_for_exchange(system: &System) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut attempt = 0;
-    while exchange(client_port, &format!("warm-up-{attempt}")) != Some(200) {
+    while exchange(system, &format!("warm-up-{attempt}")) != Some(200) {
         attempt += 1;
         assert!(
             Instant::now() < deadline,
