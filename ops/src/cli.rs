@@ -184,7 +184,7 @@ pub fn run(cli: Cli, env: &Env) -> Result<(), Error> {
         Command::Ksi(args) => crate::ksi::run(args),
         Command::Registry(args) => crate::registry::run(args, &settings, env),
         Command::Gateway(args) => crate::gateway::run(args, &settings, env),
-        Command::Portal(args) => crate::portal::run(args),
+        Command::Portal(args) => crate::portal::run(args, &settings, env),
         Command::Audit(args) => crate::audit::run(args, &settings, env),
         Command::Bench(args) => crate::bench::run(&args),
     }

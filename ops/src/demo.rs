@@ -142,7 +142,7 @@ async fn demo(args: &DemoArgs, keys: &Keys) -> Result<(), Error> {
             |s| format!("FHIR {}", s.base_url()),
         );
         say(format!(
-            "  {:<22} {:<25} gateway http://{} (peer {}), {service}",
+            "  {:<22} {:<25} gateway https://{} (peer {}), {service}",
             node.agency.slug,
             node.agency.client(),
             node.gateway.client_addr(),
@@ -298,7 +298,7 @@ async fn summary(
         bundle.display()
     ));
     say(format!(
-        "portal: {} ({} behind its gateway http://{}; reports and view log in {})",
+        "portal: {} ({} behind its gateway https://{}; reports and view log in {})",
         network.portal.url,
         Agency::of(Role::Portal).client(),
         network
@@ -332,7 +332,7 @@ async fn summary(
     say("metrics (Prometheus; ops/prometheus.yml, ops/grafana/backbone.json):".to_owned());
     for node in &network.nodes {
         say(format!(
-            "  http://{}/metrics  ({})",
+            "  https://{}/metrics  ({})",
             node.gateway.client_addr(),
             node.agency.slug
         ));
@@ -425,10 +425,7 @@ async fn portal_view(
     let portal = network
         .node(Role::Portal)
         .ok_or(Error::Unreachable("no portal gateway"))?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| Error::Check(e.to_string()))?;
+    let http = portal.system.clone().with_timeout(Duration::from_secs(10));
     let count = |subject: String| {
         let http = http.clone();
         async move {
@@ -438,26 +435,22 @@ async fn portal_view(
                 .iter()
                 .filter(|n| n.agency.role != Role::Portal)
             {
-                let url = format!(
-                    "http://{}/r1/{}/{}?limit=500",
-                    portal.gateway.client_addr(),
+                let target = format!(
+                    "/r1/{}/{}?limit=500",
                     node.agency.client(),
                     backbone_gateway::meta::FIND_USAGE
                 );
                 let response = http
-                    .get(&url)
+                    .get(target)
                     .header("X-Road-Client", portal.agency.client())
-                    .header("X-Backbone-Data-Subject", &subject)
+                    .header("X-Backbone-Data-Subject", subject.as_str())
                     .header("X-Backbone-Purpose-Of-Use", "PATRQT")
-                    .header("X-Road-UserId", &subject)
+                    .header("X-Road-UserId", subject.as_str())
                     .send()
                     .await
                     .map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
-                let status = response.status();
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| Error::Check(format!("findUsage at {}: {e}", node.agency.slug)))?;
+                let status = response.status;
+                let body = response.body;
                 let answer: UsageAnswer = serde_json::from_slice(&body).map_err(|e| {
                     Error::Check(format!("findUsage at {} ({status}): {e}", node.agency.slug))
                 })?;

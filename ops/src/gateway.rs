@@ -25,9 +25,9 @@ use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::rights::RightsStore;
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway, SYSTEMS_FILE};
 use backbone_gateway::systems::{Connection, Listed, SystemsError, SystemsStore};
+use backbone_hsm::KeyStore;
 use backbone_hsm::batch::BatchSigner;
 use backbone_hsm::cert::{Subject, csr_pem};
-use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::anchor::Anchor;
 use backbone_registry::client::fetch::{self, FetchConfig};
 use backbone_registry::client::{ClientConfig, ConfClient};
@@ -35,7 +35,7 @@ use clap::{Args, Subcommand};
 
 use crate::Error;
 use crate::config::{Env, Settings};
-use crate::hsm::{open_store, pin_source};
+use crate::hsm::{key_or_generate, open_store, pin_source};
 
 /// Label of the gateway's TLS key in the key store.
 pub const TLS_KEY_LABEL: &str = "gateway-tls";
@@ -521,7 +521,7 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
 }
 
 fn make_certificate(keys: &dyn KeyStore, name: &str, label: &str, out: &Path) -> Result<(), Error> {
-    let key = key_or_generate(keys, label)?;
+    let (key, _) = key_or_generate(keys, label)?;
     let der = backbone_hsm::cert::self_signed_certificate(
         key.as_ref(),
         name,
@@ -583,27 +583,13 @@ fn parse_grant(args: &GrantArgs) -> Result<Grant, Error> {
     Grant::new(service, grantee, &args.method, &args.path).map_err(|e| usage(&e))
 }
 
-fn key_or_generate(keys: &dyn KeyStore, label: &str) -> Result<Arc<dyn Signer>, Error> {
-    if keys.public_key(label).is_err() {
-        keys.generate(label, KeyType::EcP256)
-            .map_err(Error::hsm(format!(
-                "cannot generate key '{label}' in {}",
-                keys.describe()
-            )))?;
-    }
-    keys.signer(label, None).map_err(Error::hsm(format!(
-        "cannot open key '{label}' in {}",
-        keys.describe()
-    )))
-}
-
 fn init(keys: &dyn KeyStore, data_dir: &Path, id: &str) -> Result<(), Error> {
     let gateway: backbone_registry::id::GatewayId = id
         .parse()
         .map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
     backbone_hsm::private::create_dir(data_dir).map_err(Error::io("create", data_dir))?;
-    let tls = key_or_generate(keys, TLS_KEY_LABEL)?;
-    let signing = key_or_generate(keys, SIGNING_KEY_LABEL)?;
+    let (tls, _) = key_or_generate(keys, TLS_KEY_LABEL)?;
+    let (signing, _) = key_or_generate(keys, SIGNING_KEY_LABEL)?;
     if keys.wrapper(LOG_KEY_LABEL).is_err() {
         keys.generate_wrapping_key(LOG_KEY_LABEL)
             .map_err(Error::hsm(format!(

@@ -106,6 +106,62 @@ pub fn pin_source(flag: Option<&Path>, settings: &Settings) -> PinSource {
     )
 }
 
+/// The key labelled `label` in `keys`, made (P-256) if it is missing; and whether it was made.
+///
+/// # Errors
+///
+/// [`Error::Hsm`] when the store cannot make or open it.
+pub fn key_or_generate(
+    keys: &dyn KeyStore,
+    label: &str,
+) -> Result<(Arc<dyn backbone_hsm::Signer>, bool), Error> {
+    let made = keys.public_key(label).is_err();
+    if made {
+        keys.generate(label, KeyType::EcP256)
+            .map_err(Error::hsm(format!(
+                "cannot generate key '{label}' in {}",
+                keys.describe()
+            )))?;
+    }
+    let signer = keys.signer(label, None).map_err(Error::hsm(format!(
+        "cannot open key '{label}' in {}",
+        keys.describe()
+    )))?;
+    Ok((signer, made))
+}
+
+/// An information system's TLS identity for its gateway's client port: the key labelled
+/// `label` (made if missing) and its self-signed certificate named `name` in `cert_file` (made,
+/// valid two years, when missing or when the key was just made). The certificate is what the
+/// gateway's operator registers (`backbone gateway add-client-cert`).
+///
+/// # Errors
+///
+/// [`Error::Hsm`] for the key, [`Error::Io`] for the file.
+pub fn system_identity(
+    keys: &dyn KeyStore,
+    label: &str,
+    name: &str,
+    cert_file: &Path,
+) -> Result<(Arc<dyn backbone_hsm::Signer>, Vec<u8>), Error> {
+    let (key, made) = key_or_generate(keys, label)?;
+    if !made
+        && let Ok(bytes) = std::fs::read(cert_file)
+        && let Some(der) = backbone_gateway::admin::certificate_der(&bytes)
+    {
+        return Ok((key, der));
+    }
+    let der = cert::self_signed_certificate(
+        key.as_ref(),
+        name,
+        std::time::Duration::from_secs(2 * 365 * 86_400),
+    )
+    .map_err(Error::hsm("cannot make the certificate".to_owned()))?;
+    std::fs::write(cert_file, cert::pem("CERTIFICATE", &der))
+        .map_err(Error::io("write", cert_file))?;
+    Ok((key, der))
+}
+
 fn keygen(store: &dyn KeyStore, label: &str, key_type: KeyType) -> Result<(), Error> {
     let public_key = store.generate(label, key_type).map_err(Error::hsm(format!(
         "cannot generate a {key_type} key '{label}' in {}",

@@ -4,6 +4,8 @@
 //!  anchor ─▶ ConfClient (DATA_DIR/globalconf.cache) ─▶ refreshed from the registry
 //!  browser ─▶ portal (--listen) ─ findUsage ─▶ its gateway (--gateway) ══▶ every agency
 //!            └─ sign-in ─▶ OpenID provider (--oidc-issuer, or --dev-oidc: the test provider)
+//!  key store ─▶ the portal's client key (--client-key) ─▶ DATA_DIR/client-cert.pem, registered
+//!               on its gateway: `backbone gateway add-client-cert CLIENT DATA_DIR/client-cert.pem`
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +25,11 @@ use backbone_registry::client::{ClientConfig, ConfClient};
 use clap::{Args, Subcommand};
 
 use crate::Error;
+use crate::config::{Env, Settings};
+use crate::hsm::{open_store, pin_source, system_identity};
+use backbone_gateway::conf::RegisteredGateway;
+use backbone_gateway::connect::GatewayClient;
+use backbone_registry::id::GatewayId;
 
 /// The cached global configuration in the data directory.
 pub const CONF_CACHE_FILE: &str = "globalconf.cache";
@@ -55,9 +62,22 @@ pub struct ServeArgs {
     /// The portal's subsystem, sent as X-Road-Client, e.g. EE/GOV/70000003/portal.
     #[arg(long, value_name = "ID")]
     pub client: String,
-    /// The client interface of the portal's own gateway, e.g. http://127.0.0.1:8280.
+    /// The client interface of the portal's own gateway: https://HOST:PORT (with --gateway-id),
+    /// or http://HOST:PORT for its plain loopback listener when the portal's subsystem is set to
+    /// `http` there.
     #[arg(long, value_name = "URL")]
     pub gateway: String,
+    /// The gateway's id, INSTANCE/CLASS/MEMBER/SERVERCODE: its TLS certificate as registered in
+    /// the global configuration is the only one accepted (renewals are followed).
+    #[arg(long, value_name = "ID")]
+    pub gateway_id: Option<String>,
+    /// Label of the portal's TLS client key in the key store (made if missing); its self-signed
+    /// certificate is DATA_DIR/client-cert.pem.
+    #[arg(long, value_name = "LABEL", default_value = "portal-client")]
+    pub client_key: String,
+    /// File holding the token's user PIN. Default: the configured hsm.pin_file or hsm.pin_env.
+    #[arg(long, value_name = "FILE")]
+    pub pin_file: Option<PathBuf>,
     /// Where browsers connect (plain HTTP: put a TLS-terminating proxy in front in production).
     #[arg(long, default_value = "127.0.0.1:8480")]
     pub listen: SocketAddr,
@@ -108,13 +128,56 @@ impl PortalCommand {
 /// # Errors
 ///
 /// Bad flags or files ([`Error::Usage`]), or a portal that cannot start.
-pub fn run(args: PortalArgs) -> Result<(), Error> {
+pub fn run(args: PortalArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
     match args.command {
-        PortalCommand::Serve(serve_args) => serve(&serve_args),
+        PortalCommand::Serve(serve_args) => serve(&serve_args, settings, env),
     }
 }
 
-fn serve(args: &ServeArgs) -> Result<(), Error> {
+/// The file the portal's client certificate is kept in, in its data directory.
+pub const CLIENT_CERT_FILE: &str = "client-cert.pem";
+
+/// How the portal connects to its gateway, from `--gateway`: HTTPS with its client certificate
+/// and the gateway's registered certificate pinned, or plain HTTP.
+fn gateway_client(
+    args: &ServeArgs,
+    settings: &Settings,
+    env: &Env,
+    conf: &Arc<ConfClient>,
+) -> Result<GatewayClient, Error> {
+    if let Some(address) = args.gateway.strip_prefix("http://") {
+        return GatewayClient::plain(address.trim_end_matches('/'))
+            .map_err(|e| Error::Check(format!("--gateway: {e}")));
+    }
+    let address = args
+        .gateway
+        .strip_prefix("https://")
+        .unwrap_or(&args.gateway)
+        .trim_end_matches('/');
+    let id: GatewayId = args
+        .gateway_id
+        .as_deref()
+        .ok_or_else(|| Error::Usage("--gateway https://… needs --gateway-id".into()))?
+        .parse()
+        .map_err(|e: backbone_registry::Error| Error::Usage(format!("--gateway-id: {e}")))?;
+    let keys = open_store(
+        &settings.hsm.store,
+        &pin_source(args.pin_file.as_deref(), settings),
+        env,
+    )?;
+    let cert_file = args.data_dir.join(CLIENT_CERT_FILE);
+    let (key, certificate) =
+        system_identity(keys.as_ref(), &args.client_key, &args.client, &cert_file)?;
+    GatewayClient::https(
+        address,
+        key,
+        certificate,
+        Arc::new(RegisteredGateway::new(Arc::clone(conf), id)),
+    )
+    .map_err(|e| Error::Check(format!("--client-key: {e}")))
+}
+
+fn serve(args: &ServeArgs, settings: &Settings, env: &Env) -> Result<(), Error> {
     // The provider settings are checked before anything is fetched or bound.
     if let Some(issuer) = &args.oidc_issuer {
         transport::check_url(issuer).map_err(|e| Error::Usage(format!("--oidc-issuer: {e}")))?;
@@ -208,19 +271,6 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
             )
         }
     };
-    let config = PortalConfig {
-        backbone: BackboneConfig {
-            gateway: args.gateway.clone(),
-            client: client.to_string(),
-            limit: history::DEFAULT_LIMIT,
-            timeout: Duration::from_secs(args.timeout.max(1)),
-        },
-        oidc,
-        data_dir: args.data_dir.clone(),
-        idle_timeout: Duration::from_secs(args.idle_minutes.max(1) * 60),
-        history_cache: server::DEFAULT_HISTORY_CACHE,
-    };
-
     let runtime = tokio::runtime::Runtime::new()
         .map_err(Error::io("start the runtime for", "portal serve"))?;
     runtime.block_on(async move {
@@ -235,6 +285,18 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
             }
             tracing::warn!(error = %e, "registry unreachable; serving from the cached configuration");
         }
+        let config = PortalConfig {
+            backbone: BackboneConfig {
+                gateway: gateway_client(args, settings, env, &conf)?,
+                client: client.to_string(),
+                limit: history::DEFAULT_LIMIT,
+                timeout: Duration::from_secs(args.timeout.max(1)),
+            },
+            oidc,
+            data_dir: args.data_dir.clone(),
+            idle_timeout: Duration::from_secs(args.idle_minutes.max(1) * 60),
+            history_cache: server::DEFAULT_HISTORY_CACHE,
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let refresher = tokio::spawn(fetch::run(Arc::clone(&conf), FetchConfig::default(), SystemTime::now, stopped));
         if let Some((listener, port, provider)) = dev_provider {
@@ -246,6 +308,9 @@ fn serve(args: &ServeArgs) -> Result<(), Error> {
         let portal = Arc::new(Portal::new(config, conf, trust).map_err(|e| Error::Check(e.to_string()))?);
         let listener = tokio::net::TcpListener::bind(args.listen).await.map_err(|e| Error::Check(format!("--listen {}: {e}", args.listen)))?;
         println!("citizen portal on {public_url} as {client}, through the gateway at {}", args.gateway);
+        if !args.gateway.starts_with("http://") {
+            println!("its client certificate: {} (register it on the gateway: backbone gateway add-client-cert {client} FILE)", args.data_dir.join(CLIENT_CERT_FILE).display());
+        }
         tracing::info!(listen = %args.listen, client = %client, gateway = %args.gateway, "portal started");
         let served = server::serve(listener, portal, crate::registry::shutdown_signal()).await.map_err(|e| Error::Check(e.to_string()));
         let _ = stop.send(true);

@@ -1,5 +1,6 @@
 //! `backbone bench exchange` as a real process, briefly: it must start the backbone, load each
-//! phase, find every exchange in both message logs, and report a positive rate for each phase.
+//! phase (the information system on HTTPS with its registered certificate, and once on the plain
+//! listener), find every exchange in both message logs, and report a positive rate for each.
 //! The benchmark itself is run by hand (BENCHMARKS.md), not here.
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
 #![allow(
@@ -27,6 +28,7 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
             "--connections",
             "2",
             "--json",
+            "--compare-plain-client",
             "--timeline",
         ])
         .arg(&timeline);
@@ -46,7 +48,14 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
     );
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let phases = report["phases"].as_array().unwrap();
-    assert_eq!(phases.len(), 5);
+    // Five phases, and phase (c) again with the information system on the plain listener.
+    assert_eq!(phases.len(), 6);
+    assert!(
+        phases[3]["phase"]
+            .as_str()
+            .unwrap()
+            .contains("plain client port")
+    );
     for phase in phases {
         assert!(
             phase["exchanges_per_second"].as_f64().unwrap() > 0.0,
@@ -66,10 +75,10 @@ fn bench_exchange_reports_a_rate_for_every_phase() {
         })
         .collect();
     assert_eq!(
-        phases[4]["phase"].as_str(),
+        phases[5]["phase"].as_str(),
         Some("(c) gateways, half of (c)")
     );
-    assert_eq!(rows.len() as u64, phases[4]["ok"].as_u64().unwrap());
+    assert_eq!(rows.len() as u64, phases[5]["ok"].as_u64().unwrap());
     assert!(
         rows.windows(2).all(|w| w[0].0 <= w[1].0),
         "in the order they began"

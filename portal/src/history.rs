@@ -16,13 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::meta::FIND_USAGE;
 use backbone_gateway::usage::{ProofJson, RecordRef, UsageAnswer};
 use backbone_registry::GlobalConf;
 use backbone_registry::client::ConfClient;
 use sha2::{Digest, Sha256};
-
-use crate::Error;
 
 /// Entries asked of each agency.
 pub const DEFAULT_LIMIT: usize = 500;
@@ -34,8 +33,9 @@ pub const MAX_ANSWER: usize = 8 << 20;
 /// How the portal reaches the agencies.
 #[derive(Clone, Debug)]
 pub struct BackboneConfig {
-    /// The portal's own gateway's client interface, e.g. `http://127.0.0.1:8081`.
-    pub gateway: String,
+    /// The portal's own gateway's client interface, as the portal's subsystem connects to it
+    /// (HTTPS with the portal's registered client certificate, normally).
+    pub gateway: GatewayClient,
     /// The portal's subsystem, sent as `X-Road-Client`.
     pub client: String,
     /// Entries asked of each agency.
@@ -108,27 +108,24 @@ pub struct History {
 pub struct Agencies {
     config: BackboneConfig,
     conf: Arc<ConfClient>,
-    http: reqwest::Client,
+    gateway: GatewayClient,
 }
 
 // === impl Agencies ===
 
 impl Agencies {
     /// Agencies found in `conf`, reached through the gateway in `config`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::Config`] when the HTTP client cannot be built.
-    pub fn new(config: BackboneConfig, conf: Arc<ConfClient>) -> Result<Agencies, Error> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| Error::Config {
-                key: "portal.gateway",
-                reason: format!("http client: {e}"),
-            })?;
-        Ok(Agencies { config, conf, http })
+    pub fn new(config: BackboneConfig, conf: Arc<ConfClient>) -> Agencies {
+        let gateway = config
+            .gateway
+            .clone()
+            .with_timeout(config.timeout)
+            .with_max_answer(MAX_ANSWER);
+        Agencies {
+            config,
+            conf,
+            gateway,
+        }
     }
 
     /// The portal's subsystem.
@@ -158,15 +155,11 @@ impl Agencies {
             .collect();
         let mut asks = tokio::task::JoinSet::new();
         for service in services {
-            let http = self.http.clone();
-            let url = format!(
-                "{}/r1/{service}?offset=0&limit={}",
-                self.config.gateway.trim_end_matches('/'),
-                self.config.limit
-            );
+            let gateway = self.gateway.clone();
+            let target = format!("/r1/{service}?offset=0&limit={}", self.config.limit);
             let (client, person) = (self.config.client.clone(), person.to_owned());
             asks.spawn(async move {
-                let answer = ask(&http, &url, &client, &person).await;
+                let answer = ask(&gateway, &target, &client, &person).await;
                 (service, answer)
             });
         }
@@ -195,13 +188,13 @@ impl Agencies {
 }
 
 async fn ask(
-    http: &reqwest::Client,
-    url: &str,
+    gateway: &GatewayClient,
+    target: &str,
     client: &str,
     person: &str,
 ) -> Result<UsageAnswer, String> {
-    let mut response = http
-        .get(url)
+    let answer = gateway
+        .get(target)
         .header("X-Road-Client", client)
         .header("X-Backbone-Data-Subject", person)
         .header("X-Backbone-Purpose-Of-Use", "PATRQT")
@@ -209,22 +202,14 @@ async fn ask(
         .send()
         .await
         .map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        let error = response
-            .headers()
-            .get("x-road-error")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        return Err(format!("answered {} {error}", response.status()));
+    if !answer.status.is_success() {
+        return Err(format!(
+            "answered {} {}",
+            answer.status,
+            answer.fault_type().unwrap_or_default()
+        ));
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
-        if body.len() + chunk.len() > MAX_ANSWER {
-            return Err(format!("answer longer than {MAX_ANSWER} bytes"));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = answer.body;
     let answer: UsageAnswer =
         serde_json::from_slice(&body).map_err(|e| format!("answer does not decode: {e}"))?;
     // An agency must answer about the person asked, and only about them.

@@ -84,7 +84,7 @@ impl Portal {
     /// [`Error::Config`] or [`Error::Storage`] when it cannot start.
     pub fn new(config: PortalConfig, conf: Arc<ConfClient>, trust: Trust) -> Result<Portal, Error> {
         let oidc = OidcClient::new(config.oidc.clone(), config.backbone.timeout)?;
-        let agencies = Agencies::new(config.backbone.clone(), conf)?;
+        let agencies = Agencies::new(config.backbone.clone(), conf);
         let reports = ReportStore::open(config.data_dir.join("reports"))?;
         let views = ViewLog::open(&config.data_dir)?;
         Ok(Portal {

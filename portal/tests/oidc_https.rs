@@ -188,7 +188,7 @@ async fn start_portal(
     let url = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let config = PortalConfig {
         backbone: BackboneConfig {
-            gateway: "http://127.0.0.1:1".into(),
+            gateway: backbone_gateway::connect::GatewayClient::plain("127.0.0.1:1").unwrap(),
             client: PORTAL.into(),
             limit: 500,
             timeout: TIMEOUT,

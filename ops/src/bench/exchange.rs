@@ -30,6 +30,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use self::backbone::{Backbone, KeyBackend};
 use self::load::{Load, Measured, Target};
 use crate::Error;
+use backbone_gateway::systems::Connection;
 
 mod backbone;
 mod load;
@@ -87,6 +88,11 @@ pub struct ExchangeBenchArgs {
     /// Tokio worker threads for everything. Default: one per core.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also measure phase (c) with the information system on the gateway's plain HTTP listener
+    /// (its connection type set to `http`) instead of HTTPS with its client certificate: what
+    /// TLS on the client port costs, in the same run.
+    #[arg(long)]
+    pub compare_plain_client: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -190,6 +196,8 @@ struct Phases {
     direct: Measured,
     chain: Measured,
     gateways: Measured,
+    /// Phase (c) with the information system on the plain listener, if asked for.
+    gateways_plain_client: Option<Measured>,
     half_rate: f64,
     direct_at_half: Measured,
     gateways_at_half: Measured,
@@ -257,6 +265,7 @@ async fn measure(
         headers: Vec::new(),
         body: body.clone(),
         answer_len: body_bytes,
+        tls: None,
     });
     let (first, _second) = proxy::chain(
         echo.addr,
@@ -276,8 +285,15 @@ async fn measure(
         headers: Vec::new(),
         body: body.clone(),
         answer_len: body_bytes,
+        tls: None,
     });
-    let gateways = Arc::new(gateway_target(args.health, backbone, body, body_bytes)?);
+    let gateways = Arc::new(gateway_target(
+        args.health,
+        backbone,
+        body.clone(),
+        body_bytes,
+        false,
+    )?);
 
     let full = Duration::from_secs(args.seconds);
     let warm_up = Load {
@@ -308,6 +324,34 @@ async fn measure(
     let after = timings::Snapshot::take(&registries);
     gateway_exchanges += gateways_max.ok;
     let gateways_cpu_us = before.cpu_seconds(&after) * 1e6 / (gateways_max.ok.max(1) as f64);
+
+    let gateways_plain_client = if args.compare_plain_client {
+        let plain = Arc::new(gateway_target(
+            args.health,
+            backbone,
+            body,
+            body_bytes,
+            true,
+        )?);
+        backbone
+            .pharmacy
+            .gateway
+            .systems()
+            .set_connection(&backbone::client_id()?, Connection::Http)
+            .map_err(|e| Error::Check(format!("information system: {e}")))?;
+        gateway_exchanges += warm("gateways, plain client port", &plain, warm_up).await?;
+        let measured = load::drive(&plain, closed).await;
+        gateway_exchanges += measured.ok;
+        backbone
+            .pharmacy
+            .gateway
+            .systems()
+            .set_connection(&backbone::client_id()?, Connection::Https)
+            .map_err(|e| Error::Check(format!("information system: {e}")))?;
+        Some(measured)
+    } else {
+        None
+    };
 
     let half_rate = gateways_max.rate() / 2.0;
     let open = Load {
@@ -357,6 +401,7 @@ async fn measure(
         direct: direct_max,
         chain: chain_max,
         gateways: gateways_max,
+        gateways_plain_client,
         half_rate,
         direct_at_half,
         gateways_at_half,
@@ -397,12 +442,14 @@ async fn warm(name: &str, target: &Arc<Target>, warm_up: Load) -> Result<u64, Er
     Ok(warmed.ok)
 }
 
-/// The r1 request to the pharmacy's gateway.
+/// The r1 request to the pharmacy's gateway: over HTTPS with the information system's
+/// certificate, or on the plain listener.
 fn gateway_target(
     health: bool,
     backbone: &Backbone,
     body: Bytes,
     answer_len: usize,
+    plain: bool,
 ) -> Result<Target, Error> {
     let service = if health {
         backbone::PATIENTS
@@ -425,12 +472,17 @@ fn gateway_target(
             ))
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    let gateway = &backbone.pharmacy.gateway;
     Ok(Target {
-        addr: backbone.pharmacy.gateway.client_addr(),
+        addr: match gateway.client_plain_addr() {
+            Some(plain_addr) if plain => plain_addr,
+            _ => gateway.client_addr(),
+        },
         path,
         headers,
         body,
         answer_len,
+        tls: (!plain).then(|| backbone.system_tls.clone()),
     })
 }
 
@@ -630,13 +682,24 @@ impl Report {
             signer_workers: setup.signing.workers,
             signer_linger_us: setup.signing.max_linger.as_micros(),
             batch_interval_ms: setup.batch_interval.as_millis(),
-            phases: vec![
-                row("(a) direct to the service", None, &phases.direct),
-                row("(b) proxy chain, 2 hops, TLS", None, &phases.chain),
-                row("(c) gateways A -> B", None, &phases.gateways),
-                row("(a) direct, half of (c)", half, &phases.direct_at_half),
-                row("(c) gateways, half of (c)", half, &phases.gateways_at_half),
-            ],
+            phases: [
+                Some(row("(a) direct to the service", None, &phases.direct)),
+                Some(row("(b) proxy chain, 2 hops, TLS", None, &phases.chain)),
+                Some(row("(c) gateways A -> B", None, &phases.gateways)),
+                phases
+                    .gateways_plain_client
+                    .as_ref()
+                    .map(|m| row("(c) same, plain client port", None, m)),
+                Some(row("(a) direct, half of (c)", half, &phases.direct_at_half)),
+                Some(row(
+                    "(c) gateways, half of (c)",
+                    half,
+                    &phases.gateways_at_half,
+                )),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             gateways_to_proxy_chain: share,
             half_rate: phases.half_rate,
             added_p50_ms,

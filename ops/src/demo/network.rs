@@ -23,10 +23,12 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
+use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::log::{LogConfig, LogMetrics, MessageLog};
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::BatchSigner;
 use backbone_hsm::cert::{Subject, csr_pem};
+use backbone_hsm::tls::PinSet;
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_registry::Registry;
 use backbone_registry::anchor::Anchor;
@@ -60,6 +62,8 @@ pub const INSTANCE: &str = "EE";
 const ACTOR: &str = "backbone-demo";
 /// The service code of every agency's FHIR service.
 pub const FHIR_SERVICE: &str = "fhir";
+/// Label of each agency's information-system key in its key store.
+pub const SYSTEM_KEY_LABEL: &str = "information-system";
 /// The calendar signing certificate, for `backbone ksi verify --cert`.
 pub const CALENDAR_CERT_FILE: &str = "calendar-cert.der";
 
@@ -195,6 +199,9 @@ pub struct Node {
     pub service: Option<FhirService>,
     /// Its global configuration, refreshed from the registry.
     pub conf: Arc<ConfClient>,
+    /// Its information system on the gateway's client port: HTTPS, the system's certificate
+    /// registered on the gateway, the gateway's registered TLS certificate pinned.
+    pub system: GatewayClient,
     signing: Arc<BatchSigner>,
 }
 
@@ -492,10 +499,37 @@ impl Network {
                 tls,
                 signing: Arc::clone(&signing),
             };
+            let gateway_cert = current
+                .gateway(&gateway_id)
+                .and_then(|g| g.tls_certificate.as_ref())
+                .map(|c| c.der().to_vec())
+                .ok_or_else(|| {
+                    Error::Check(format!("gateway {gateway_id} has no TLS certificate"))
+                })?;
             let trust = Trust::new(Arc::clone(&conf), gateway_id);
             let gateway = RunningGateway::start(config, trust, keys, Arc::clone(&log), metrics)
                 .await
                 .map_err(|e| Error::Check(format!("gateway of {}: {e}", agency.name)))?;
+            // The agency's information system, registered on its gateway as an operator
+            // would with `backbone gateway system-cert` and `add-client-cert`.
+            let client = agency.client();
+            let (system_key, system_cert) = crate::hsm::system_identity(
+                store.as_ref(),
+                SYSTEM_KEY_LABEL,
+                &client,
+                &agency_dir.join("system-cert.pem"),
+            )?;
+            gateway
+                .systems()
+                .add_certificate(&client.parse().map_err(|e| bug(e))?, &system_cert)
+                .map_err(|e| Error::Check(format!("information system of {}: {e}", agency.name)))?;
+            let system = GatewayClient::https(
+                &gateway.client_addr().to_string(),
+                system_key,
+                system_cert,
+                Arc::new(PinSet::new([gateway_cert])),
+            )
+            .map_err(|e| Error::Check(format!("information system of {}: {e}", agency.name)))?;
             nodes.push(Node {
                 agency,
                 dir: agency_dir,
@@ -503,6 +537,7 @@ impl Network {
                 log,
                 service,
                 conf,
+                system,
                 signing,
             });
         }
@@ -518,7 +553,7 @@ impl Network {
             provider_listen: port(41),
             dir: &portal_node.dir,
             client: portal_node.agency.client(),
-            gateway: portal_node.gateway.client_addr(),
+            gateway: portal_node.system.clone(),
             certificate: ts.handle.certificate().clone(),
             persons: settings.portal_persons.clone(),
         };

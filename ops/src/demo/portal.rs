@@ -18,6 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use backbone_gateway::connect::GatewayClient;
 use backbone_portal::history::{self, BackboneConfig};
 use backbone_portal::oidc::client::OidcConfig;
 use backbone_portal::oidc::provider::{self, Provider, RegisteredClient, TestPerson};
@@ -51,7 +52,7 @@ pub struct Settings<'a> {
     /// The portal's subsystem, sent as `X-Road-Client`.
     pub client: String,
     /// The client port of the portal member's gateway.
-    pub gateway: SocketAddr,
+    pub gateway: GatewayClient,
     /// The calendar signing certificate, for key-based proof checks.
     pub certificate: CertificateRecord,
     /// Whom the test provider offers; empty for its usual test persons.
@@ -99,7 +100,7 @@ impl DemoPortal {
         let persons = provider.persons().to_vec();
         let config = PortalConfig {
             backbone: BackboneConfig {
-                gateway: format!("http://{}", settings.gateway),
+                gateway: settings.gateway.clone(),
                 client: settings.client.clone(),
                 limit: history::DEFAULT_LIMIT,
                 timeout: FIND_USAGE_TIMEOUT,
@@ -146,7 +147,7 @@ impl DemoPortal {
                 tracing::error!(error = %e, "citizen portal stopped");
             }
         });
-        tracing::info!(%url, provider = %provider_url, client = %settings.client, gateway = %settings.gateway, "citizen portal started");
+        tracing::info!(%url, provider = %provider_url, client = %settings.client, gateway = %settings.gateway.base(), "citizen portal started");
         Ok(DemoPortal {
             url,
             provider_url,

@@ -9,7 +9,6 @@
 //! Health Insurance Fund, `POST Claim`, HPAYMT). Once per run, an emergency: the hospital reads
 //! the family doctor's observations (ETREAT) with the doctor named in `X-Road-UserId`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use super::data::{Citizen, personal_code};
 use super::fhir::{self, Records};
 use super::network::{Agency, Network, Role};
 use crate::Error;
+use backbone_gateway::connect::GatewayClient;
 
 /// Scenarios in flight at once.
 pub const CONCURRENCY: usize = 8;
@@ -53,10 +53,9 @@ pub struct Exchange {
 /// What the traffic needs from the network, cheap to clone into tasks.
 #[derive(Clone, Debug)]
 pub struct Traffic {
-    gateways: Vec<(Role, SocketAddr)>,
+    gateways: Vec<(Role, GatewayClient)>,
     family_doctor: Arc<Mutex<Records>>,
     pharmacy: Arc<Mutex<Records>>,
-    http: reqwest::Client,
     /// Exchanges made.
     pub done: Arc<AtomicU64>,
     /// Exchanges that failed.
@@ -82,14 +81,15 @@ impl Traffic {
             gateways: network
                 .nodes
                 .iter()
-                .map(|n| (n.agency.role, n.gateway.client_addr()))
+                .map(|n| {
+                    (
+                        n.agency.role,
+                        n.system.clone().with_timeout(Duration::from_secs(30)),
+                    )
+                })
                 .collect(),
             family_doctor: records(Role::FamilyDoctor)?,
             pharmacy: records(Role::Pharmacy)?,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| Error::Check(e.to_string()))?,
             done: Arc::default(),
             failed: Arc::default(),
             exchanges: Arc::default(),
@@ -281,15 +281,15 @@ impl Traffic {
             .gateways
             .iter()
             .find(|(role, _)| *role == from.role)
-            .map(|(_, addr)| *addr)?;
+            .map(|(_, client)| client)?;
         let service = to.fhir_service();
-        let url = format!("http://{gateway}/r1/{service}{path}");
+        let target = format!("/r1/{service}{path}");
         let mut request = match method {
-            "POST" => self.http.post(&url),
-            _ => self.http.get(&url),
+            "POST" => gateway.post(target),
+            _ => gateway.get(target),
         }
         .header("X-Road-Client", from.client())
-        .header("X-Backbone-Data-Subject", &citizen.subject)
+        .header("X-Backbone-Data-Subject", citizen.subject.as_str())
         .header("X-Backbone-Purpose-Of-Use", purpose)
         .header("Accept", fhir::FHIR_JSON);
         if let Some(user) = user {
@@ -301,20 +301,16 @@ impl Traffic {
                 .body(body.to_string());
         }
         let (status, message_id, answer) = match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let id = response
-                    .headers()
+            Ok(answer) => {
+                let status = answer.status.as_u16();
+                let id = answer
+                    .headers
                     .get("x-road-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let answer = response
-                    .bytes()
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-                (status, id, answer)
+                let body = serde_json::from_slice::<Value>(&answer.body).ok();
+                (status, id, body)
             }
             Err(e) => {
                 tracing::warn!(step, error = %e, "exchange failed");

@@ -21,11 +21,13 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::access::{Grant, Grantee};
 use backbone_gateway::conf::Trust;
+use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::log::{LogConfig, MessageLog};
 use backbone_gateway::service::{GatewayConfig, GatewayKeys, RunningGateway};
 use backbone_hsm::batch::{BatchConfig, BatchSigner};
 use backbone_hsm::cert::{Subject, csr_pem};
 use backbone_hsm::software::SoftwareKeyStore;
+use backbone_hsm::tls::PinSet;
 use backbone_hsm::{KeyStore, KeyType, Signer};
 use backbone_portal::history::BackboneConfig;
 use backbone_portal::oidc::client::OidcConfig;
@@ -339,6 +341,45 @@ impl Backbone {
         );
     }
 
+    /// `client`'s information system on `member`'s gateway: a key of its own, its self-signed
+    /// certificate registered on the gateway, the gateway's registered TLS certificate pinned.
+    pub fn system(&self, member: &str, client: &str) -> GatewayClient {
+        let agency = self.agency(member);
+        let gateway = agency.gateway.as_ref().unwrap();
+        let keys = SoftwareKeyStore::open(agency.dir.join("system-keys")).unwrap();
+        let label = client.replace('/', "-");
+        if keys.public_key(&label).is_err() {
+            keys.generate(&label, KeyType::EcP256).unwrap();
+        }
+        let key = keys.signer(&label, None).unwrap();
+        let cert = backbone_hsm::cert::self_signed_certificate(
+            key.as_ref(),
+            client,
+            Duration::from_secs(86_400),
+        )
+        .unwrap();
+        gateway
+            .systems()
+            .add_certificate(&client.parse().unwrap(), &cert)
+            .unwrap();
+        let conf = agency.conf.current(SystemTime::now()).unwrap();
+        let registered = conf
+            .gateway(&agency.gateway_id.parse().unwrap())
+            .unwrap()
+            .tls_certificate
+            .as_ref()
+            .unwrap()
+            .der()
+            .to_vec();
+        GatewayClient::https(
+            &gateway.client_addr().to_string(),
+            key,
+            cert,
+            Arc::new(PinSet::new([registered])),
+        )
+        .unwrap()
+    }
+
     pub fn agency(&self, member: &str) -> &Agency {
         self.agencies.iter().find(|a| a.member == member).unwrap()
     }
@@ -362,24 +403,17 @@ impl Backbone {
 
     /// The pharmacy reads `person`'s record for `purpose`, as `user` if given.
     pub async fn access(&self, person: &str, purpose: &str, user: Option<&str>) {
-        let url = format!(
-            "http://{}/r1/{PATIENTS}/Patient/1",
-            self.agency(PHARMACY)
-                .gateway
-                .as_ref()
-                .unwrap()
-                .client_addr()
-        );
-        let mut request = reqwest::Client::new()
-            .get(url)
+        let system = self.system(PHARMACY, DISPENSING);
+        let mut request = system
+            .get(format!("/r1/{PATIENTS}/Patient/1"))
             .header("X-Road-Client", DISPENSING)
             .header("X-Backbone-Data-Subject", person)
             .header("X-Backbone-Purpose-Of-Use", purpose);
         if let Some(user) = user {
             request = request.header("X-Road-UserId", user);
         }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status, 200, "{}", answer.text());
     }
 
     /// Stamps every running agency's log now.
@@ -393,7 +427,7 @@ impl Backbone {
     /// its data in `data_dir` and sessions ending after `idle`.
     pub async fn portal(&self, data_dir: PathBuf, idle: Duration) -> RunningPortal {
         let agency = self.agency(PORTAL_MEMBER);
-        let gateway = format!("http://{}", agency.gateway.as_ref().unwrap().client_addr());
+        let gateway = self.system(PORTAL_MEMBER, PORTAL);
         start_portal(
             Arc::clone(&agency.conf),
             gateway,
@@ -408,7 +442,7 @@ impl Backbone {
 /// Starts the test provider and a portal reading `conf` and calling through `gateway`.
 pub async fn start_portal(
     conf: Arc<ConfClient>,
-    gateway: String,
+    gateway: GatewayClient,
     data_dir: PathBuf,
     idle: Duration,
     certificates: Vec<backbone_timestamping_verify::publications_file::CertificateRecord>,

@@ -84,6 +84,15 @@ pub struct Setup {
     pub batch_interval: Duration,
 }
 
+/// [`CLIENT`] as a client id.
+///
+/// # Errors
+///
+/// Never for the constant; the type says it could.
+pub fn client_id() -> Result<backbone_registry::id::ClientId, Error> {
+    parse(CLIENT)
+}
+
 /// One agency's keys, log and gateway.
 pub struct Agency {
     /// Its gateway's TLS key.
@@ -104,6 +113,9 @@ pub struct Backbone {
     pub hospital: Agency,
     /// The caller's agency.
     pub pharmacy: Agency,
+    /// How the pharmacy's information system connects to its gateway's client port: TLS 1.3,
+    /// its certificate registered for [`CLIENT`], the gateway's certificate pinned.
+    pub system_tls: tokio_rustls::TlsConnector,
     timestamping: ts_service::Running,
     timestamping_server: tokio::task::JoinHandle<()>,
     tokens: Vec<String>,
@@ -219,9 +231,37 @@ impl Backbone {
                 .grant(grant)
                 .map_err(|e| Error::Check(format!("grant on {service}: {e}")))?;
         }
+        // The pharmacy's information system: a software key of its own (an information system's
+        // key is not the gateway's), its self-signed certificate registered for CLIENT.
+        let system_keys = SoftwareKeyStore::open(dir.join("system-keys"))
+            .map_err(Error::hsm("cannot open the information system's key store"))?;
+        let system_key = generated(&system_keys, "system")?;
+        let system_cert = backbone_hsm::cert::self_signed_certificate(
+            system_key.as_ref(),
+            CLIENT,
+            Duration::from_secs(86_400),
+        )
+        .map_err(Error::hsm(
+            "the information system's certificate".to_owned(),
+        ))?;
+        pharmacy
+            .gateway
+            .systems()
+            .add_certificate(&parse(CLIENT)?, &system_cert)
+            .map_err(|e| Error::Check(format!("information system: {e}")))?;
+        let mut system_tls = backbone_hsm::tls::client_config(
+            system_key,
+            vec![system_cert],
+            Arc::new(backbone_hsm::tls::PinSet::new([pharmacy
+                .tls_certificate
+                .clone()])),
+        )
+        .map_err(|e| Error::Check(format!("information system TLS: {e}")))?;
+        system_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Backbone {
             hospital,
             pharmacy,
+            system_tls: tokio_rustls::TlsConnector::from(Arc::new(system_tls)),
             timestamping,
             timestamping_server,
             tokens: std::mem::take(tokens),
@@ -368,6 +408,8 @@ impl PreparedAgency {
             self.dir.join("access-rights.json"),
         );
         config.services = services;
+        // For `--compare-plain-client`: the plain listener for information systems.
+        config.client_plain_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         let trust = Trust::new(Arc::clone(&self.conf), parse(&self.gateway_id)?);
         let keys = GatewayKeys {
             tls: Arc::clone(&self.tls),

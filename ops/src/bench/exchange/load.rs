@@ -25,7 +25,6 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 /// Where and what to send.
-#[derive(Debug)]
 pub struct Target {
     /// The server.
     pub addr: SocketAddr,
@@ -37,6 +36,18 @@ pub struct Target {
     pub body: Bytes,
     /// The answer's body length every success must have.
     pub answer_len: usize,
+    /// TLS to the server, if it speaks TLS.
+    pub tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("path", &self.path)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// How to load.
@@ -273,7 +284,7 @@ async fn connection(
             slot = Some(at + gap);
         }
         if sender.is_none() {
-            match connect(target.addr).await {
+            match connect(&target).await {
                 Ok(s) => sender = Some(s),
                 Err(why) => {
                     measured.fail(why);
@@ -300,11 +311,28 @@ async fn connection(
     measured
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+async fn connect(target: &Target) -> Result<SendRequest<Full<Bytes>>, String> {
+    let addr = target.addr;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &target.tls else {
+        return handshake(stream, addr).await;
+    };
+    // The pin identifies the server; the name is only carried in the handshake.
+    let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let stream = tls
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS with {addr}: {e}"))?;
+    handshake(stream, addr).await
+}
+
+async fn handshake<S>(stream: S, addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("{addr}: {e}"))?;
