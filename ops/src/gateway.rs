@@ -724,11 +724,11 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
             let _ = writeln!(std::io::stdout(), "{line}");
         };
         say(format!("client interface on https://{} (certificate {})", gateway.client_addr(), tls_cert_path.display()));
+        say(format!("peer interface on {}", gateway.peer_addr()));
+        say(format!("admin API on {} (certificate {})", admin.local_addr(), cert_path.display()));
         if let Some(plain) = gateway.client_plain_addr() {
             say(format!("plain client interface on http://{plain}"));
         }
-        say(format!("peer interface on {}", gateway.peer_addr()));
-        say(format!("admin API on {} (certificate {})", admin.local_addr(), cert_path.display()));
         crate::registry::shutdown_signal().await;
         admin.shutdown().await;
         gateway.shutdown().await;

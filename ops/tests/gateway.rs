@@ -13,8 +13,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +20,9 @@ use std::time::{Duration, Instant};
 use backbone_gateway::log::{Kind, LogConfig, MessageLog};
 use backbone_hsm::KeyStore;
 use backbone_hsm::software::SoftwareKeyStore;
-use common::backbone::{self, Agency, DISPENSING, PATIENTS, exchange, wait_for_exchange};
+use common::backbone::{
+    self, Agency, DISPENSING, PATIENTS, echo_service, exchange, wait_for_exchange,
+};
 
 /// Opens the log of a stopped gateway, as an auditor with the key store would.
 fn open_log(agency: &Agency) -> MessageLog {
@@ -48,58 +48,6 @@ fn logged_exchanges(agency: &Agency) -> BTreeSet<String> {
     }
     assert_eq!(requests, responses, "every logged request has its response");
     requests
-}
-
-/// The hospital's service: a FHIR-ish JSON answer to everything.
-fn echo_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    let mut length = 0usize;
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if header == "\r\n" {
-                            break;
-                        }
-                        if let Some(value) =
-                            header.to_ascii_lowercase().strip_prefix("content-length:")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let answer = b"{\"resourceType\":\"Patient\",\"id\":\"4711\"}";
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    if stream
-                        .write_all(head.as_bytes())
-                        .and_then(|()| stream.write_all(answer))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! set-up the gateway and audit process tests share.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::Arc;
@@ -119,6 +119,18 @@ impl Agency {
         services: &[String],
         batch_interval_ms: u32,
     ) -> (Killed, String) {
+        self.serve_with(dir, timestamping, services, batch_interval_ms, &[])
+    }
+
+    /// [`Agency::serve`] with more flags.
+    pub fn serve_with(
+        &self,
+        dir: &Path,
+        timestamping: &str,
+        services: &[String],
+        batch_interval_ms: u32,
+        extra: &[&str],
+    ) -> (Killed, String) {
         let mut cmd = command(dir);
         cmd.env("BACKBONE_HSM__KEY_DIR", &self.keys)
             .args(["gateway", "--data-dir"])
@@ -143,6 +155,7 @@ impl Agency {
         for service in services {
             cmd.args(["--service", service]);
         }
+        cmd.args(extra);
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -378,4 +391,56 @@ pub fn wait_for_exchange(system: &System) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The hospital's service: a FHIR-ish JSON answer to everything.
+pub fn echo_service() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    let mut length = 0usize;
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header == "\r\n" {
+                            break;
+                        }
+                        if let Some(value) =
+                            header.to_ascii_lowercase().strip_prefix("content-length:")
+                        {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer = b"{\"resourceType\":\"Patient\",\"id\":\"4711\"}";
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n",
+                        answer.len()
+                    );
+                    if stream
+                        .write_all(head.as_bytes())
+                        .and_then(|()| stream.write_all(answer))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
