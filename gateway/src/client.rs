@@ -2,11 +2,13 @@
 //! signed exchange goes to the provider's gateway, the checked and logged response goes back.
 //!
 //! ```text
-//!  parse r1 ─▶ caller is the client it names? ─▶ configuration current? ─▶ client served here and registered? ─▶ service known?
-//!   ─▶ health context (if the service carries health data) ─▶ log accepting? ─▶ read body (limit)
-//!   ─▶ sign request descriptor (batch signer) ─▶ peer gateway (HTTP/2, pinned TLS)
+//!  parse r1 ─▶ caller is the client it names? ─▶ configuration current? ─▶ client served here
+//!   and registered? ─▶ service known? ─▶ health context (if the service carries health data)
+//!   ─▶ log accepting? ─▶ read body (limit) ─▶ sign request descriptor (batch signer)
+//!   ─▶ request logged durably ─▶ peer gateway (HTTP/2, pinned TLS)
 //!   ─▶ response: a fault is passed on; an envelope is checked (message id, request hash, body
-//!      digest, provider member's signature) ─▶ request and response logged durably ─▶ answer
+//!      digest, provider member's signature) ─▶ response logged durably ─▶ answer; a fault after
+//!      the request was logged is logged as its outcome ([`crate::outcome`])
 //! ```
 
 use std::sync::Arc;
@@ -24,8 +26,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use crate::conf;
 use crate::error::{Error, REQUEST_BODY};
 use crate::fault::{Code, Fault, FaultBody, Origin, X_ROAD_ERROR};
-use crate::log::{Kind, NewRecord, Side};
+use crate::log::Side;
 use crate::meta::{self, Meta};
+use crate::outcome::{Exchange, Signed};
 use crate::r1::{self, ClientHeaders, Target};
 use crate::service::{Inner, fault_response, json, now_ms, text};
 use crate::signed::{RequestDescriptor, ResponseDescriptor, sha512};
@@ -163,10 +166,59 @@ async fn exchange(
     let accepted = accept(inner, caller, &parts, labels)?;
     let body = read_body(inner, body).await?;
     let signed = sign_request(inner, &accepted, &parts, body).await?;
-    let answer = send(inner, &accepted, &signed).await?;
-    let checked = check_response(inner, &accepted, &signed, &answer)?;
-    log_exchange(inner, &accepted, &signed, &checked).await?;
+    // Logged before it leaves: whatever the provider's gateway receives is in the log.
+    let logged = Exchange {
+        side: Side::Client,
+        request: &signed.descriptor,
+        emergency: accepted
+            .health
+            .as_ref()
+            .is_some_and(|(_, purpose)| purpose.is_emergency()),
+    };
+    let request_seq = logged
+        .log_request(
+            inner,
+            Signed {
+                descriptor: &signed.encoded,
+                signature: &signed.signature,
+                signer_certificate: own_signing_certificate(inner, &accepted.conf),
+                body: &signed.body,
+            },
+        )
+        .await?;
+    let checked = match send_and_check(inner, &accepted, &signed).await {
+        Ok(checked) => checked,
+        Err(error) => {
+            let fault = error.fault(Side::Client, &accepted.message_id);
+            logged
+                .log_fault(inner, &accepted.conf, request_seq, &fault)
+                .await;
+            return Err(error);
+        }
+    };
+    logged
+        .log_response(
+            inner,
+            request_seq,
+            Signed {
+                descriptor: &checked.descriptor_bytes,
+                signature: &checked.signature_bytes,
+                signer_certificate: checked.certificate.clone(),
+                body: &checked.body,
+            },
+        )
+        .await?;
     Ok(respond(&accepted, &signed, checked))
+}
+
+/// The provider gateway's answer, checked: the response, or the fault that ends the exchange.
+async fn send_and_check(
+    inner: &Inner,
+    accepted: &Accepted,
+    signed: &SignedRequest,
+) -> Result<CheckedResponse, Error> {
+    let answer = send(inner, accepted, signed).await?;
+    check_response(inner, accepted, signed, &answer)
 }
 
 /// A request this gateway accepts to send: well formed, from a client it serves, to a known
@@ -387,62 +439,6 @@ async fn send(inner: &Inner, accepted: &Accepted, signed: &SignedRequest) -> Res
         return Err(passed_on(parts.status, &body));
     }
     Ok(Answer { body })
-}
-
-async fn log_exchange(
-    inner: &Inner,
-    accepted: &Accepted,
-    signed: &SignedRequest,
-    checked: &CheckedResponse,
-) -> Result<(), Error> {
-    let now = now_ms();
-    let descriptor = &signed.descriptor;
-    let emergency = accepted
-        .health
-        .as_ref()
-        .is_some_and(|(_, p)| p.is_emergency());
-    let record = |kind: Kind,
-                  descriptor_bytes: Vec<u8>,
-                  signature: Vec<u8>,
-                  signer_certificate: Vec<u8>,
-                  body: Vec<u8>| NewRecord {
-        side: Side::Client,
-        kind,
-        message_id: accepted.message_id.clone(),
-        client: descriptor.client.clone(),
-        service: descriptor.service.clone(),
-        user_id: descriptor.user_id.clone(),
-        data_subject: descriptor.data_subject.clone(),
-        purpose_of_use: descriptor.purpose_of_use.clone(),
-        emergency,
-        descriptor: descriptor_bytes,
-        signature,
-        signer_certificate,
-        body,
-        logged_at_ms: now,
-    };
-    let records = vec![
-        record(
-            Kind::Request,
-            signed.encoded.clone(),
-            signed.signature.clone(),
-            own_signing_certificate(inner, &accepted.conf),
-            signed.body.to_vec(),
-        ),
-        record(
-            Kind::Response,
-            checked.descriptor_bytes.clone(),
-            checked.signature_bytes.clone(),
-            checked.certificate.clone(),
-            checked.body.to_vec(),
-        ),
-    ];
-    inner
-        .log
-        .append(records)
-        .await
-        .map_err(|e| Error::Log(e.to_string()))?;
-    Ok(())
 }
 
 /// The answer to the information system: the provider's status, headers and body, and the

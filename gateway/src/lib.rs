@@ -44,6 +44,7 @@ pub mod verifier;
 pub mod wire;
 
 mod client;
+mod outcome;
 mod provider;
 
 #[doc(hidden)]

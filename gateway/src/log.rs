@@ -124,6 +124,27 @@ pub struct NewRecord {
     pub body: Vec<u8>,
     /// When the gateway logged it, milliseconds since the Unix epoch.
     pub logged_at_ms: u64,
+    /// For the outcome record of an exchange (a response record: the answer, or the fault that
+    /// ended it), the sequence number of the request record it answers. Kept in the log's index,
+    /// not in the record.
+    pub answers: Option<u64>,
+}
+
+/// How a logged request ended, as its outcome record says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered by the service with this HTTP status (the service's own errors included).
+    Answered {
+        /// The service's status.
+        status: u16,
+    },
+    /// Ended by a fault, raised by a gateway: the X-Road error type.
+    Refused {
+        /// `Server.ServerProxy.ServiceFailed`, …
+        fault: String,
+    },
+    /// No outcome logged (yet): in flight, or the gateway stopped before it could log one.
+    Unanswered,
 }
 
 /// A record read back: decrypted, with its hash and, once stamped, its proof.
@@ -175,6 +196,8 @@ pub struct UsageEntry {
     pub record_hash: Hash,
     /// The timestamp proof, once stamped.
     pub stamp: Option<Stamp>,
+    /// How the request ended.
+    pub outcome: Outcome,
 }
 
 /// The log's state, for `/ready`, the admin API and the metrics.
@@ -492,6 +515,7 @@ impl MessageLog {
                 service: record.service,
                 purpose_of_use: record.purpose_of_use,
                 emergency: record.emergency,
+                outcome: shared.outcome_of(seq, &record.message_id)?,
                 message_id: record.message_id,
                 record_hash: record::record_hash(&bytes),
                 stamp: shared.stamp_of(seq, &mut proofs)?,
@@ -741,6 +765,48 @@ impl Shared {
                 Ok(der)
             }
         }
+    }
+
+    /// How request record `seq` ended: its linked outcome record; for a record logged before
+    /// outcomes were linked, the response record right after it (both were appended together).
+    fn outcome_of(&self, seq: u64, message_id: &str) -> Result<Outcome, LogError> {
+        let linked = self.store.outcome_of(seq)?;
+        let Some(outcome_seq) = linked.or_else(|| seq.checked_add(1)) else {
+            return Ok(Outcome::Unanswered);
+        };
+        let Some(bytes) = self.store.record(outcome_seq)? else {
+            return Ok(Outcome::Unanswered);
+        };
+        let record = Record::decode(&bytes).map_err(|e| corrupt(outcome_seq, e))?;
+        if record.kind != Kind::Response || record.message_id != message_id {
+            return match linked {
+                Some(_) => Err(corrupt(
+                    outcome_seq,
+                    "the outcome index names another record",
+                )),
+                None => Ok(Outcome::Unanswered),
+            };
+        }
+        let descriptor = match crate::signed::ResponseDescriptor::decode(&record.descriptor) {
+            Ok(descriptor) => descriptor,
+            Err(e) if linked.is_some() => return Err(corrupt(outcome_seq, e)),
+            // Not an outcome this code could have linked: nothing to say about it.
+            Err(_) => return Ok(Outcome::Unanswered),
+        };
+        Ok(
+            match descriptor
+                .headers
+                .iter()
+                .find(|(name, _)| name == crate::fault::X_ROAD_ERROR)
+            {
+                Some((_, fault)) => Outcome::Refused {
+                    fault: fault.clone(),
+                },
+                None => Outcome::Answered {
+                    status: descriptor.status,
+                },
+            },
+        )
     }
 
     fn stamp_of(&self, seq: u64, cache: &mut store::ProofCache) -> Result<Option<Stamp>, LogError> {

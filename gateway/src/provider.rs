@@ -6,11 +6,13 @@
 //!  configuration current? ─▶ peer certificate still registered? ─▶ envelope, descriptor, body
 //!  digest ─▶ client's member owns the peer gateway? ─▶ client member's signature ─▶ not a replay?
 //!  ─▶ service ours and served here? ─▶ health context ─▶ access right ─▶ log accepting?
-//!  ─▶ call the local service ─▶ sign the response descriptor (request hash bound in)
-//!  ─▶ request and response logged durably ─▶ answer the envelope
+//!  ─▶ request logged durably ─▶ call the local service ─▶ sign the response descriptor (request
+//!  hash bound in) ─▶ response logged durably ─▶ answer the envelope
 //! ```
 //!
-//! Every refusal answers the protocol's error (`Server.ServerProxy.*`) and logs nothing.
+//! Every refusal before the request is logged answers the protocol's error
+//! (`Server.ServerProxy.*`) and logs nothing; a fault after it (the service failing or late, the
+//! HSM) is logged as the request's outcome ([`crate::outcome`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,8 +29,9 @@ use hyper::{Method, Request, Response};
 use crate::client::{Labels, own_signing_certificate, read_limited};
 use crate::conf;
 use crate::error::Error;
-use crate::log::{Kind, NewRecord, Side};
+use crate::log::Side;
 use crate::meta::{self, Meta};
+use crate::outcome::{Exchange, Signed};
 use crate::r1::{self, PurposeOfUse};
 use crate::service::{Inner, now_ms};
 use crate::signed::{RequestDescriptor, ResponseDescriptor, sha512};
@@ -60,9 +63,43 @@ async fn exchange(
     let bytes = read_envelope(inner, request.into_body()).await?;
     let checked = check_request(inner, &conf, &peer, &bytes, labels)?;
     let authorized = authorize(inner, &conf, &checked, labels)?;
-    let (status, headers, body) = act(inner, &conf, &checked, &authorized).await?;
-    let signed = sign_response(inner, &checked, status, headers, &body).await?;
-    log_exchange(inner, &conf, &checked, &authorized, &signed, &body).await?;
+    // Logged before the service is called: whatever the service sees is in the log.
+    let logged = Exchange {
+        side: Side::Provider,
+        request: &checked.descriptor,
+        emergency: authorized.emergency,
+    };
+    let request_seq = logged
+        .log_request(
+            inner,
+            Signed {
+                descriptor: &checked.descriptor_bytes,
+                signature: &checked.signature,
+                signer_certificate: checked.client_certificate.clone(),
+                body: &checked.body,
+            },
+        )
+        .await?;
+    let (signed, body) = match answer(inner, &conf, &checked, &authorized).await {
+        Ok(answered) => answered,
+        Err(error) => {
+            let fault = error.fault(Side::Provider, &checked.descriptor.message_id);
+            logged.log_fault(inner, &conf, request_seq, &fault).await;
+            return Err(error);
+        }
+    };
+    logged
+        .log_response(
+            inner,
+            request_seq,
+            Signed {
+                descriptor: &signed.encoded,
+                signature: &signed.signature,
+                signer_certificate: own_signing_certificate(inner, &conf),
+                body: &body,
+            },
+        )
+        .await?;
     let envelope = wire::encode(&signed.encoded, &signed.signature, &body)
         .map_err(|e| Error::Internal(e.to_string()))?;
     let mut answer = Response::new(Full::new(Bytes::from(envelope)));
@@ -71,6 +108,18 @@ async fn exchange(
         HeaderValue::from_static(wire::CONTENT_TYPE),
     );
     Ok(answer)
+}
+
+/// The local service's (or a metaservice's) answer, signed and bound to the request.
+async fn answer(
+    inner: &Inner,
+    conf: &GlobalConf,
+    checked: &CheckedRequest,
+    authorized: &Authorized,
+) -> Result<(SignedResponse, Bytes), Error> {
+    let (status, headers, body) = act(inner, conf, checked, authorized).await?;
+    let signed = sign_response(inner, checked, status, headers, &body).await?;
+    Ok((signed, body))
 }
 
 /// The exchange path, a current configuration, and a peer whose TLS certificate is still
@@ -378,60 +427,6 @@ async fn sign_response(
         encoded,
         signature: signature.to_bytes(),
     })
-}
-
-async fn log_exchange(
-    inner: &Inner,
-    conf: &GlobalConf,
-    checked: &CheckedRequest,
-    authorized: &Authorized,
-    signed: &SignedResponse,
-    body: &Bytes,
-) -> Result<(), Error> {
-    let now = now_ms();
-    let descriptor = &checked.descriptor;
-    let record = |kind: Kind,
-                  descriptor_bytes: Vec<u8>,
-                  signature: Vec<u8>,
-                  signer_certificate: Vec<u8>,
-                  body: Vec<u8>| NewRecord {
-        side: Side::Provider,
-        kind,
-        message_id: descriptor.message_id.clone(),
-        client: descriptor.client.clone(),
-        service: descriptor.service.clone(),
-        user_id: descriptor.user_id.clone(),
-        data_subject: descriptor.data_subject.clone(),
-        purpose_of_use: descriptor.purpose_of_use.clone(),
-        emergency: authorized.emergency,
-        descriptor: descriptor_bytes,
-        signature,
-        signer_certificate,
-        body,
-        logged_at_ms: now,
-    };
-    let records = vec![
-        record(
-            Kind::Request,
-            checked.descriptor_bytes.to_vec(),
-            checked.signature.to_vec(),
-            checked.client_certificate.clone(),
-            checked.body.to_vec(),
-        ),
-        record(
-            Kind::Response,
-            signed.encoded.clone(),
-            signed.signature.clone(),
-            own_signing_certificate(inner, conf),
-            body.to_vec(),
-        ),
-    ];
-    inner
-        .log
-        .append(records)
-        .await
-        .map_err(|e| Error::Log(e.to_string()))?;
-    Ok(())
 }
 
 /// Calls the local service with the request as the information system sent it, plus the

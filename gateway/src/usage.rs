@@ -6,10 +6,16 @@
 //!   {"time":"2026-11-26T10:15:03.120Z","timeMs":1795688103120,"side":"provider",
 //!    "client":"EE/COM/10000001/dispensing","member":"EE/COM/10000001","userId":"EE47101010033",
 //!    "service":"EE/GOV/70000001/ehr/patients","purposeOfUse":"TREAT","emergency":false,
-//!    "messageId":"…","record":{"seq":41,"hash":"<hex SHA-256>"},
+//!    "messageId":"…","outcome":{"answered":200},"record":{"seq":41,"hash":"<hex SHA-256>"},
 //!    "proof":{"batch":40,"leafIndex":1,"batchCount":6,"path":["<hex>",…],"root":"<hex>",
 //!             "ksiSignature":"<base64>"}}]}
 //! ```
+//!
+//! Each entry is a request record, logged before the request was acted on; `outcome` is how it
+//! ended: `{"answered":STATUS}` (the service's answer, its own errors included),
+//! `{"refused":"Server.ServerProxy.ServiceFailed"}` (a gateway's fault), or `"unanswered"` (in
+//! flight, or the gateway stopped before it could log an outcome). A refused or unanswered
+//! request is not a completed access, though a service called may have read the data.
 //!
 //! `proof` is absent until the record's batch is stamped (within seconds). The proof checks
 //! offline: the record hash and the audit path give the root (RFC 6962 tree); the KSI signature
@@ -19,7 +25,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::log::{Side, UsageEntry};
+use crate::log::{Outcome, Side, UsageEntry};
 
 /// The rule both gateways apply to a `findUsage` request: it names the person it is for as both
 /// `X-Road-UserId` and data subject. This is the calling subsystem's claim (the citizen portal's,
@@ -77,10 +83,26 @@ pub struct UsageJson {
     pub emergency: bool,
     /// The X-Road message id.
     pub message_id: String,
+    /// How the request ended (absent in answers of gateways that logged no outcomes).
+    #[serde(default)]
+    pub outcome: OutcomeJson,
     /// The log record.
     pub record: RecordRef,
     /// The timestamp proof, once stamped.
     pub proof: Option<ProofJson>,
+}
+
+/// How a logged request ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OutcomeJson {
+    /// The service answered with this status.
+    Answered(u16),
+    /// A gateway's fault ended it: its X-Road type.
+    Refused(String),
+    /// No outcome logged.
+    #[default]
+    Unanswered,
 }
 
 /// A log record's place and hash.
@@ -143,6 +165,11 @@ fn entry_json(entry: &UsageEntry) -> UsageJson {
         purpose_of_use: entry.purpose_of_use.clone(),
         emergency: entry.emergency,
         message_id: entry.message_id.clone(),
+        outcome: match &entry.outcome {
+            Outcome::Answered { status } => OutcomeJson::Answered(*status),
+            Outcome::Refused { fault } => OutcomeJson::Refused(fault.clone()),
+            Outcome::Unanswered => OutcomeJson::Unanswered,
+        },
         record: RecordRef {
             seq: entry.seq,
             hash: hex(&entry.record_hash),

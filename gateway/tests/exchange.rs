@@ -15,8 +15,10 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::log::Kind;
+use backbone_gateway::log::Outcome;
 use backbone_gateway::peers::Peers;
 use backbone_gateway::signed::{RequestDescriptor, ResponseDescriptor, sha512};
+use backbone_gateway::usage::OutcomeJson;
 use backbone_gateway::wire;
 use common::{Backbone, DISPENSING, OTHER_PERSON, PATIENTS, PERSON, PING};
 use http_body_util::{BodyExt, Full};
@@ -302,9 +304,23 @@ async fn bad_requests_and_missing_rights_are_refused_with_their_error_types_and_
         (413, "Client.RequestTooLarge")
     );
 
-    for agency in [&backbone.hospital, &backbone.pharmacy] {
-        assert_eq!(agency.log.status().records, 0, "nothing refused is logged");
-    }
+    // Nothing the hospital refused is in its log. The pharmacy's gateway logged each request
+    // before it left, the two refused for want of an access right, each with the refusal as
+    // its outcome; everything refused before leaving is in neither log.
+    assert_eq!(
+        backbone.hospital.log.status().records,
+        0,
+        "nothing refused is logged"
+    );
+    assert_eq!(backbone.pharmacy.log.status().records, 4);
+    let usage = backbone.pharmacy.log.find_usage(PERSON, 0, 10).unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    assert_eq!(
+        usage[0].outcome,
+        Outcome::Refused {
+            fault: "Server.ServerProxy.AccessDenied".into()
+        }
+    );
     // And the gateways keep serving.
     let (status, _, body) = call(
         &backbone,
@@ -721,8 +737,21 @@ async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_me
     assert_eq!(status, 200, "{body}");
     let answer: UsageAnswer = serde_json::from_value(body).unwrap();
     assert_eq!(answer.data_subject, PERSON);
-    assert_eq!(answer.entries.len(), 2, "{answer:?}");
-    let (newest, oldest) = (&answer.entries[0], &answer.entries[1]);
+    // The look-up itself is logged before it is answered, so it is the newest entry, with no
+    // outcome yet (it is in flight); the two accesses were answered.
+    assert_eq!(answer.entries.len(), 3, "{answer:?}");
+    assert_eq!(
+        (
+            answer.entries[0].service.as_str(),
+            &answer.entries[0].outcome
+        ),
+        (find_usage, &OutcomeJson::Unanswered)
+    );
+    let (newest, oldest) = (&answer.entries[1], &answer.entries[2]);
+    assert_eq!(
+        (&newest.outcome, &oldest.outcome),
+        (&OutcomeJson::Answered(200), &OutcomeJson::Answered(200))
+    );
     assert!(newest.time_ms >= oldest.time_ms);
     assert!(newest.emergency && !oldest.emergency);
     assert_eq!(newest.purpose_of_use.as_deref(), Some("ETREAT"));
@@ -737,8 +766,10 @@ async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_me
     );
     assert_eq!(newest.side, "provider");
 
-    // Each entry's proof checks offline: record hash → audit path → batch root → KSI signature.
-    for entry in &answer.entries {
+    // Each stamped entry's proof checks offline: record hash → audit path → batch root → KSI
+    // signature (the look-up's own record is not stamped yet).
+    assert!(answer.entries[0].proof.is_none());
+    for entry in &answer.entries[1..] {
         let proof = entry.proof.as_ref().expect("stamped");
         let hex = |s: &str| {
             (0..s.len())
@@ -799,7 +830,8 @@ async fn find_usage_answers_one_persons_accesses_newest_first_with_proofs_and_me
     );
     let (_, _, body) = call(
         &backbone,
-        &format!("/r1/{find_usage}?offset=2&limit=1"),
+        // This look-up, the one before and the first are the three newest entries.
+        &format!("/r1/{find_usage}?offset=3&limit=1"),
         &asking,
         None,
     )

@@ -11,6 +11,9 @@
 
 mod common;
 
+use backbone_gateway::log::Kind;
+use backbone_gateway::signed::ResponseDescriptor;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -129,6 +132,26 @@ async fn an_https_service_is_verified_and_sees_the_gateways_certificate() {
         0,
         "a service the CA does not vouch for was called"
     );
+    // Both gateways logged the request before acting on it, and the fault as its one outcome:
+    // raised by the hospital's gateway, signed by each logging gateway's own member.
+    for agency in [&backbone.hospital, &backbone.pharmacy] {
+        assert_eq!(agency.log.status().records, 2);
+        let request = agency.log.record(0).unwrap().unwrap();
+        let outcome = agency.log.record(1).unwrap().unwrap();
+        assert_eq!(
+            (request.record.kind, outcome.record.kind),
+            (Kind::Request, Kind::Response)
+        );
+        let descriptor = ResponseDescriptor::decode(&outcome.record.descriptor).unwrap();
+        assert_eq!(
+            descriptor.headers,
+            vec![(
+                "x-road-error".to_owned(),
+                "Server.ServerProxy.ServiceFailed".to_owned()
+            )]
+        );
+        assert_eq!(descriptor.status, 500);
+    }
     for agency in [&mut backbone.hospital, &mut backbone.pharmacy] {
         agency.gateway.take().unwrap().shutdown().await;
     }

@@ -89,6 +89,7 @@ fn record(n: u64, kind: Kind, subject: Option<&str>) -> NewRecord {
         signer_certificate: vec![0x30; 400],
         body,
         logged_at_ms: 1_764_000_000_000 + n,
+        answers: None,
     }
 }
 

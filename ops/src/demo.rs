@@ -460,8 +460,18 @@ async fn portal_view(
                         node.agency.slug
                     )));
                 }
-                agencies += usize::from(!answer.entries.is_empty());
-                entries += answer.entries.len();
+                // Each look-up is logged before it is answered, so it is in its own answer:
+                // accesses are the rest.
+                let accesses = answer
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        !e.service
+                            .ends_with(&format!("/{}", backbone_gateway::meta::FIND_USAGE))
+                    })
+                    .count();
+                agencies += usize::from(accesses > 0);
+                entries += accesses;
             }
             Ok::<_, Error>((agencies, entries))
         }

@@ -31,7 +31,9 @@ fn open_log(agency: &Agency) -> MessageLog {
     MessageLog::open(LogConfig::new(agency.data.join("log"), None), wrapper).unwrap()
 }
 
-/// Message ids of the request records that have their response record.
+/// Message ids of the request records that have their outcome record. A request record
+/// without one is an exchange cut off by a SIGKILL: logged before it was acted on, its outcome
+/// never logged; never the other way round.
 fn logged_exchanges(agency: &Agency) -> BTreeSet<String> {
     let log = open_log(agency);
     let status = log.status();
@@ -46,8 +48,11 @@ fn logged_exchanges(agency: &Agency) -> BTreeSet<String> {
             Kind::Response => responses.insert(record.record.message_id.clone()),
         };
     }
-    assert_eq!(requests, responses, "every logged request has its response");
-    requests
+    assert!(
+        responses.is_subset(&requests),
+        "every logged outcome has its request"
+    );
+    responses
 }
 
 #[test]

@@ -116,7 +116,13 @@ pub fn fhir(entries: &[&Entry], subject: &str, now_ms: u64) -> serde_json::Value
                 "subtype": [{"system": "http://hl7.org/fhir/restful-interaction", "code": "read", "display": "read"}],
                 "action": "R",
                 "recorded": backbone_gateway::usage::rfc3339(entry.time_ms),
-                "outcome": "0",
+                // FHIR R4 AuditEventOutcome: 0 success, 4 minor failure (refused, nothing given
+                // out), 8 serious failure (cut off: how it ended is not known).
+                "outcome": match entry.outcome {
+                    backbone_gateway::usage::OutcomeJson::Answered(_) => "0",
+                    backbone_gateway::usage::OutcomeJson::Refused(_) => "4",
+                    backbone_gateway::usage::OutcomeJson::Unanswered => "8",
+                },
                 "agent": agents,
                 "source": {
                     "observer": {"display": entry.records.first().map(|r| r.agency_name.clone()).unwrap_or_default()},
@@ -194,6 +200,7 @@ mod tests {
             emergency: true,
             message_id: "=HYPERLINK(\"x\")".into(),
             own: false,
+            outcome: backbone_gateway::usage::OutcomeJson::Answered(200),
             records: vec![Logged {
                 agency: "EE/GOV/70000001".into(),
                 agency_name: "North Estonia Medical Centre".into(),

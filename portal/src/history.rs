@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use backbone_gateway::connect::GatewayClient;
 use backbone_gateway::meta::FIND_USAGE;
-use backbone_gateway::usage::{ProofJson, RecordRef, UsageAnswer};
+use backbone_gateway::usage::{OutcomeJson, ProofJson, RecordRef, UsageAnswer};
 use backbone_registry::GlobalConf;
 use backbone_registry::client::ConfClient;
 use sha2::{Digest, Sha256};
@@ -75,6 +75,10 @@ pub struct Entry {
     pub message_id: String,
     /// The portal's own question on the person's behalf.
     pub own: bool,
+    /// How the request ended, as the agencies' logs say: answered if either side logged an
+    /// answer (the provider's status first), else refused if either logged a fault, else
+    /// unanswered.
+    pub outcome: OutcomeJson,
     /// The log records that hold it, one per agency that logged it.
     pub records: Vec<Logged>,
 }
@@ -239,6 +243,11 @@ pub fn merge(
             };
             if let Some(entry) = merged.get_mut(&key) {
                 entry.time_ms = entry.time_ms.min(usage.time_ms);
+                entry.outcome = combine(
+                    std::mem::take(&mut entry.outcome),
+                    usage.outcome,
+                    usage.side == "provider",
+                );
                 entry.user_id = entry.user_id.take().or(usage.user_id);
                 if !entry
                     .records
@@ -277,6 +286,7 @@ pub fn merge(
                 purpose: usage.purpose_of_use,
                 emergency: usage.emergency,
                 message_id: usage.message_id,
+                outcome: usage.outcome,
                 records: vec![logged],
             };
             merged.insert(key, entry);
@@ -292,6 +302,21 @@ pub fn merge(
     }
     entries.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then_with(|| a.key.cmp(&b.key)));
     entries
+}
+
+/// One access's outcome from two logs: an answer wins (the provider's, when `theirs` is the
+/// provider's), then a refusal, then none.
+fn combine(ours: OutcomeJson, theirs: OutcomeJson, theirs_is_provider: bool) -> OutcomeJson {
+    match (ours, theirs) {
+        (OutcomeJson::Answered(_), answered @ OutcomeJson::Answered(_)) if theirs_is_provider => {
+            answered
+        }
+        (answered @ OutcomeJson::Answered(_), _) | (_, answered @ OutcomeJson::Answered(_)) => {
+            answered
+        }
+        (refused @ OutcomeJson::Refused(_), _) | (_, refused @ OutcomeJson::Refused(_)) => refused,
+        _ => OutcomeJson::Unanswered,
+    }
 }
 
 /// The URL key of an access.

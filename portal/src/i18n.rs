@@ -111,6 +111,8 @@ texts! {
     Details => "Üksikasjad", "Details";
     Open => "Ava kirje", "Open record";
     Emergency => "Erakorraline juurdepääs", "Emergency access";
+    Refused => "Keelduti, andmeid ei väljastatud", "Refused: no data was given out";
+    Unanswered => "Vastust pole logitud: päring katkes või on pooleli", "No answer logged: the request was cut off or is still under way";
     NoEntries => "Selliseid kirjeid ei leitud.", "No records found.";
     Unavailable => "Need asutused ei vasta praegu. Nende kirjeid praegu ei näidata:", "These institutions are not available right now, so their records are not shown:";
     NotAvailableNow => "ei ole praegu kättesaadav", "not available right now";

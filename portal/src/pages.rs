@@ -7,6 +7,7 @@ use crate::i18n::{self, FILTER_PURPOSES, Lang, T};
 use crate::local_time;
 use crate::proof::Integrity;
 use crate::reports::{Report, Status};
+use backbone_gateway::usage::OutcomeJson;
 
 /// The stylesheet, served at `/static/portal.css` (and by the development provider).
 pub const STYLESHEET: &str = include_str!("../static/portal.css");
@@ -214,6 +215,28 @@ fn emergency_badge(lang: Lang) -> String {
     )
 }
 
+/// The emergency badge, and a badge for a request that did not end in an answer.
+fn badges(lang: Lang, entry: &Entry) -> String {
+    let mut out = if entry.emergency {
+        emergency_badge(lang)
+    } else {
+        String::new()
+    };
+    match &entry.outcome {
+        OutcomeJson::Answered(_) => {}
+        OutcomeJson::Refused(fault) => out.push_str(&format!(
+            r#"<p class="badge outcome">{} <code>{}</code></p>"#,
+            lang.t(T::Refused),
+            escape(fault)
+        )),
+        OutcomeJson::Unanswered => out.push_str(&format!(
+            r#"<p class="badge outcome">{}</p>"#,
+            lang.t(T::Unanswered)
+        )),
+    }
+    out
+}
+
 fn time(lang: Lang, ms: u64) -> String {
     let ms = i64::try_from(ms).unwrap_or(0);
     format!(
@@ -232,11 +255,7 @@ fn entry_card(lang: Lang, entry: &Entry) -> String {
         key = escape(&entry.key),
         time = time(lang, entry.time_ms),
         accessor = escape(&accessor(lang, entry)),
-        badge = if entry.emergency {
-            emergency_badge(lang)
-        } else {
-            String::new()
-        },
+        badge = badges(lang, entry),
         who_label = lang.t(T::Who),
         who = who(lang, entry),
         data_label = lang.t(T::WhichData),
@@ -309,11 +328,7 @@ pub fn entry(lang: Lang, entry: &Entry, integrity: &[Integrity], key_based: bool
 </section>
 <p class="actions"><a class="button" href="/entries/{key}/report" id="report">{report}</a></p>"#,
         back = lang.t(T::BackToHistory),
-        badge = if entry.emergency {
-            emergency_badge(lang)
-        } else {
-            String::new()
-        },
+        badge = badges(lang, entry),
         when_label = lang.t(T::When),
         time = time(lang, entry.time_ms),
         by_label = lang.t(T::AccessedBy),

@@ -120,6 +120,7 @@ fn write_group(
                     prepared.new.signer_certificate.clone(),
                 )
             });
+            let answers = prepared.new.answers;
             let record = into_record(seq, prev_hash, prepared);
             let bytes = record
                 .encode()
@@ -130,7 +131,7 @@ fn write_group(
                 Kind::Request => record.data_subject,
                 Kind::Response => None,
             };
-            encoded.push((seq, bytes, body, subject, certificate));
+            encoded.push((seq, bytes, body, subject, certificate, answers));
             mine.push(seq);
             seq = seq.checked_add(1).ok_or("sequence numbers exhausted")?;
         }
@@ -138,11 +139,12 @@ fn write_group(
     }
     let rows: Vec<Row<'_>> = encoded
         .iter()
-        .map(|(seq, bytes, body, subject, certificate)| Row {
+        .map(|(seq, bytes, body, subject, certificate, answers)| Row {
             seq: *seq,
             encoded: bytes,
             sealed_body: body,
             subject: subject.as_deref(),
+            answers: *answers,
             certificate: certificate
                 .as_ref()
                 .map(|(hash, der)| (hash, der.as_slice())),

@@ -6,6 +6,8 @@
 //!  bodies         seq:u64                                  nonce ‖ AES-256-GCM ciphertext ‖ tag (body.rs)
 //!  subjects       len:u16 ‖ data subject ‖ !seq:u64        empty (request records only; !seq
 //!                                                          = u64::MAX - seq, so newest first)
+//!  outcomes       request seq:u64                          seq:u64 of the outcome record that
+//!                                                          answers that request record
 //!  proofs         seq:u64                                  record proof (batch.rs); written by
 //!                                                          earlier versions, read when present
 //!  batches        first_seq:u64                            batch with its KSI signature (batch.rs)
@@ -21,7 +23,7 @@
 //!
 //! Integers are big-endian, so keys sort by number. Every write but the batch hashes is one synced
 //! write batch: when a write returns, it is in the fsynced write-ahead log. Committed records are
-//! never overwritten: only the commit thread writes `records`, `bodies` and `subjects`, always at
+//! never overwritten: only the commit thread writes `records`, `bodies`, `subjects` and `outcomes`, always at
 //! new sequence numbers.
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ pub const CF_RECORDS: &str = "records";
 pub const CF_BODIES: &str = "bodies";
 /// Column family of the data-subject index.
 pub const CF_SUBJECTS: &str = "subjects";
+/// Column family linking a request record to its outcome record.
+pub const CF_OUTCOMES: &str = "outcomes";
 /// Column family of the records' proofs, one per record, as earlier versions wrote them.
 pub const CF_PROOFS: &str = "proofs";
 /// Column family of the timestamped batches.
@@ -54,10 +58,11 @@ pub const CF_CERTIFICATES: &str = "certificates";
 /// Column family of the log's own settings.
 pub const CF_META: &str = "meta";
 /// Every column family, for tools that open the directory themselves.
-pub const COLUMN_FAMILIES: [&str; 8] = [
+pub const COLUMN_FAMILIES: [&str; 9] = [
     CF_RECORDS,
     CF_BODIES,
     CF_SUBJECTS,
+    CF_OUTCOMES,
     CF_PROOFS,
     CF_BATCHES,
     CF_BATCH_HASHES,
@@ -81,6 +86,8 @@ pub(crate) struct Row<'a> {
     pub(crate) sealed_body: &'a [u8],
     /// Set for request records with a data subject.
     pub(crate) subject: Option<&'a str>,
+    /// For an outcome record, the request record it answers.
+    pub(crate) answers: Option<u64>,
     /// The signer certificate (SHA-256, DER), when this write must store it.
     pub(crate) certificate: Option<(&'a Hash, &'a [u8])>,
 }
@@ -180,8 +187,12 @@ impl Store {
             self.cf(CF_SUBJECTS)?,
         );
         let certificates = self.cf(CF_CERTIFICATES)?;
+        let outcomes = self.cf(CF_OUTCOMES)?;
         let mut batch = WriteBatch::default();
         for row in rows {
+            if let Some(request) = row.answers {
+                batch.put_cf(outcomes, request.to_be_bytes(), row.seq.to_be_bytes());
+            }
             if let Some((hash, der)) = row.certificate {
                 batch.put_cf(certificates, hash, der);
             }
@@ -193,6 +204,20 @@ impl Store {
             }
         }
         self.write(batch)
+    }
+
+    /// The outcome record of request record `request`, if one was logged with its link.
+    pub(crate) fn outcome_of(&self, request: u64) -> Result<Option<u64>, LogError> {
+        let Some(value) = self
+            .db
+            .get_cf(self.cf(CF_OUTCOMES)?, request.to_be_bytes())
+            .map_err(|e| self.storage(e))?
+        else {
+            return Ok(None);
+        };
+        seq_key(&value)
+            .map(Some)
+            .ok_or_else(|| self.corrupt(request, "outcome index value"))
     }
 
     pub(crate) fn record(&self, seq: u64) -> Result<Option<Vec<u8>>, LogError> {

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Archive, Unverified};
 use crate::log::batch::{Batch, RecordProof};
-use crate::log::record::{self, GENESIS, Hash, Kind, Record};
+use crate::log::record::{self, GENESIS, Hash, Kind, Record, Side};
 use crate::signed::{Digest512, RequestDescriptor, ResponseDescriptor};
 
 /// Failures kept in a report; more are counted in [`Report::failures_omitted`].
@@ -446,7 +446,20 @@ impl Run {
                         None => self.report.responses_unpaired += 1,
                     }
                         let mismatch = (d.message_id != record.message_id).then_some("message id");
-                        (member_of(&record.service), mismatch)
+                        // A fault that ended the exchange is noted by the gateway that logged
+                        // it, signed by its own member (`gateway::outcome`): on the client side,
+                        // the client's member; a response, and any provider-side outcome, by
+                        // the provider's.
+                        let fault = d
+                            .headers
+                            .iter()
+                            .any(|(name, _)| name == crate::fault::X_ROAD_ERROR);
+                        let signer = if fault && record.side == Side::Client {
+                            &record.client
+                        } else {
+                            &record.service
+                        };
+                        (member_of(signer), mismatch)
                     }
                 }
             }
