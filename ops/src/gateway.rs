@@ -629,6 +629,13 @@ fn serve(keys: Arc<dyn KeyStore>, data_dir: &Path, args: &ServeArgs) -> Result<(
         .id
         .parse()
         .map_err(|e: backbone_registry::Error| Error::Usage(e.to_string()))?;
+    if let Some(plain) = args.client_plain_listen
+        && !plain.ip().is_loopback()
+    {
+        return Err(Error::Usage(format!(
+            "--client-plain-listen {plain}: plain HTTP for information systems is served only on a loopback address"
+        )));
+    }
     let anchor_bytes = std::fs::read(&args.anchor).map_err(Error::io("read", &args.anchor))?;
     let anchor = Anchor::decode(&anchor_bytes)
         .map_err(|e| Error::Usage(format!("{}: {e}", args.anchor.display())))?;

@@ -5,7 +5,8 @@
 //! 4.7; X-Road's connection types): no certificate, a foreign certificate, the registered
 //! certificate naming another client, plain HTTP on the HTTPS port and on the plain listener —
 //! each refused with `Client.SslAuthenticationFailed` (or no HTTP answer), none of them logged on
-//! either side; `set-connection` and `remove-client-cert` take effect on the running gateway.
+//! either side; `set-connection` and `remove-client-cert` take effect on the running gateway; a
+//! plain listener off loopback refuses the start.
 // Helpers outside #[test] functions: a test fixture that fails loudly is the point.
 #![allow(
     clippy::unwrap_used,
@@ -224,4 +225,19 @@ fn only_a_registered_certificate_speaks_for_a_subsystem_through_real_processes()
     }
     assert_eq!(requests_logged(pharmacy), answered.get());
     assert_eq!(requests_logged(hospital), answered.get());
+
+    // A plain listener anywhere but on loopback is refused before the gateway starts.
+    let out = common::command(dir)
+        .env("BACKBONE_HSM__KEY_DIR", &pharmacy.keys)
+        .args(["gateway", "--data-dir"])
+        .arg(&pharmacy.data)
+        .args(["serve", "--id", pharmacy.id, "--anchor", "reg/anchor.json"])
+        .args(["--client-plain-listen", "192.0.2.1:8281"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only on a loopback address"),
+        "{out:?}"
+    );
 }
