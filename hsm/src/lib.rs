@@ -33,6 +33,9 @@ pub mod tls;
 // Files that hold keys or personal data.
 pub mod private;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 mod error;
 mod metrics;
 

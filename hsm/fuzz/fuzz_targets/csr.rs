@@ -2,9 +2,4 @@
 //! a panic.
 #![no_main]
 
-use backbone_hsm::cert::verify_csr;
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = verify_csr(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| backbone_hsm::fuzzing::csr(data));

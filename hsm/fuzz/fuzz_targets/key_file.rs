@@ -2,9 +2,4 @@
 //! never a panic.
 #![no_main]
 
-use backbone_hsm::software::SoftwareSigner;
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let _ = SoftwareSigner::from_pkcs8("fuzz", data, None);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| backbone_hsm::fuzzing::key_file(data));
