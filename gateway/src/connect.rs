@@ -240,7 +240,7 @@ impl Call<'_> {
                 .http
                 .request(request)
                 .await
-                .map_err(|e| ConnectError::Network(error_chain(&e)))?;
+                .map_err(|e| ConnectError::Network(crate::provider::causes(&e)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, client.max_answer)
                 .collect()
@@ -263,17 +263,6 @@ impl Call<'_> {
             .await
             .map_err(|_| ConnectError::Timeout(client.timeout))?
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 // === impl Answer ===

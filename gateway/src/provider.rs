@@ -541,7 +541,7 @@ fn to_json(value: &impl serde::Serialize) -> Result<Vec<u8>, Error> {
 }
 
 /// An error and its causes, `: `-separated (hyper's client error says only "Connect").
-fn causes(error: &dyn std::error::Error) -> String {
+pub(crate) fn causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

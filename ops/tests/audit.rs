@@ -12,15 +12,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backbone_gateway::log::archive::Archive;
 use backbone_gateway::log::record::Record;
-use common::backbone::{self, Agency, DISPENSING, PATIENTS, exchange, ok, wait_for_exchange};
+use common::backbone::{
+    self, Agency, DISPENSING, PATIENTS, echo_service, exchange, ok, wait_for_exchange,
+};
 use common::{Killed, command};
 
 /// The calendar's signing certificate, for the key-based KSI policy.
@@ -70,58 +70,6 @@ fn stop(gateway: &mut Killed) {
     }
 }
 
-/// The hospital's service: one FHIR-ish JSON answer per connection.
-fn patient_service() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut length = 0usize;
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if header == "\r\n" {
-                            break;
-                        }
-                        if let Some(value) =
-                            header.to_ascii_lowercase().strip_prefix("content-length:")
-                        {
-                            length = value.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; length];
-                    if reader.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let answer = b"{\"resourceType\":\"Patient\",\"id\":\"4711\"}";
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n",
-                        answer.len()
-                    );
-                    if stream
-                        .write_all(head.as_bytes())
-                        .and_then(|()| stream.write_all(answer))
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 /// `backbone audit verify ARGS --json`: exit code and the result object.
 fn verify(dir: &Path, args: &[&str]) -> (i32, serde_json::Value) {
     let Output {
@@ -169,7 +117,7 @@ fn archives_of_real_gateways_verify_chain_and_name_every_tampered_record() {
     let network = backbone::start(dir);
     let (hospital, pharmacy, ts_addr) =
         (&network.hospital, &network.pharmacy, &network.timestamping);
-    let service = patient_service();
+    let service = echo_service();
     hospital.run(
         dir,
         &[

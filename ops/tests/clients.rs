@@ -21,10 +21,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use backbone_gateway::log::{Kind, LogConfig, MessageLog};
-use backbone_hsm::KeyStore;
-use backbone_hsm::software::SoftwareKeyStore;
-use common::backbone::{self, Agency, DISPENSING, PATIENTS, PERSON, echo_service, free_port};
+use backbone_gateway::log::Kind;
+use common::backbone::{
+    self, Agency, DISPENSING, PATIENTS, PERSON, echo_service, free_port, open_log,
+};
 
 /// `openssl req -x509`: a P-256 key and a self-signed certificate, as an agency's system makes
 /// them; (key, certificate).
@@ -99,9 +99,7 @@ fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 /// Request records in a stopped gateway's log.
 fn requests_logged(agency: &Agency) -> usize {
-    let keys = SoftwareKeyStore::open(&agency.keys).unwrap();
-    let wrapper = keys.wrapper("gateway-log-key").unwrap();
-    let log = MessageLog::open(LogConfig::new(agency.data.join("log"), None), wrapper).unwrap();
+    let log = open_log(agency);
     (0..log.status().records)
         .filter(|&seq| log.record(seq).unwrap().unwrap().record.kind == Kind::Request)
         .count()

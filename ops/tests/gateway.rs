@@ -17,19 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use backbone_gateway::log::{Kind, LogConfig, MessageLog};
-use backbone_hsm::KeyStore;
-use backbone_hsm::software::SoftwareKeyStore;
+use backbone_gateway::log::Kind;
 use common::backbone::{
-    self, Agency, DISPENSING, PATIENTS, echo_service, exchange, wait_for_exchange,
+    self, Agency, DISPENSING, PATIENTS, echo_service, exchange, open_log, wait_for_exchange,
 };
-
-/// Opens the log of a stopped gateway, as an auditor with the key store would.
-fn open_log(agency: &Agency) -> MessageLog {
-    let keys = SoftwareKeyStore::open(&agency.keys).unwrap();
-    let wrapper = keys.wrapper("gateway-log-key").unwrap();
-    MessageLog::open(LogConfig::new(agency.data.join("log"), None), wrapper).unwrap()
-}
 
 /// Message ids of the request records that have their outcome record. A request record
 /// without one is an exchange cut off by a SIGKILL: logged before it was acted on, its outcome

@@ -444,3 +444,15 @@ pub fn echo_service() -> SocketAddr {
     });
     addr
 }
+
+/// Opens the message log of `agency`'s stopped gateway, as an auditor with its key store would.
+pub fn open_log(agency: &Agency) -> backbone_gateway::log::MessageLog {
+    use backbone_hsm::KeyStore as _;
+    let keys = backbone_hsm::software::SoftwareKeyStore::open(&agency.keys).unwrap();
+    let wrapper = keys.wrapper("gateway-log-key").unwrap();
+    backbone_gateway::log::MessageLog::open(
+        backbone_gateway::log::LogConfig::new(agency.data.join("log"), None),
+        wrapper,
+    )
+    .unwrap()
+}
