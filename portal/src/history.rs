@@ -434,6 +434,20 @@ mod tests {
     }
 
     #[test]
+    fn an_access_is_answered_if_either_log_says_so_and_the_providers_status_wins() {
+        use OutcomeJson::{Answered, Refused, Unanswered};
+        let refused = || Refused("Server.ServerProxy.AccessDenied".into());
+        // The client's log first, the provider's second, and the other way round.
+        assert_eq!(combine(Answered(502), Answered(200), true), Answered(200));
+        assert_eq!(combine(Answered(200), Answered(502), false), Answered(200));
+        assert_eq!(combine(Unanswered, Answered(404), true), Answered(404));
+        assert_eq!(combine(refused(), Answered(200), true), Answered(200));
+        assert_eq!(combine(Unanswered, refused(), false), refused());
+        assert_eq!(combine(refused(), Unanswered, true), refused());
+        assert_eq!(combine(Unanswered, Unanswered, true), Unanswered);
+    }
+
+    #[test]
     fn keys_are_stable_and_distinct() {
         assert_eq!(entry_key("a", "1"), entry_key("a", "1"));
         assert_ne!(entry_key("a", "1"), entry_key("b", "1"));

@@ -498,3 +498,50 @@ pub fn problem(lang: Lang, text: T) -> String {
         lang.t(T::PortalName)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(outcome: OutcomeJson) -> Entry {
+        Entry {
+            key: "0123456789abcdef0123456789abcdef".into(),
+            time_ms: 1_795_694_400_123,
+            client: "EE/COM/10000001/dispensing".into(),
+            member: "EE/COM/10000001".into(),
+            institution: "Town Pharmacy".into(),
+            user_id: None,
+            service: "EE/GOV/70000001/ehr/patients".into(),
+            service_code: "patients".into(),
+            description: None,
+            provider: "North Estonia Medical Centre".into(),
+            purpose: Some("TREAT".into()),
+            emergency: false,
+            message_id: "m-1".into(),
+            own: false,
+            outcome,
+            records: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_refused_or_unanswered_access_says_so_and_an_answered_one_says_nothing() {
+        let refused = badges(
+            Lang::En,
+            &entry(OutcomeJson::Refused(
+                "Server.ServerProxy.<AccessDenied>".into(),
+            )),
+        );
+        assert!(
+            refused.contains("Refused: no data was given out"),
+            "{refused}"
+        );
+        assert!(
+            refused.contains("Server.ServerProxy.&lt;AccessDenied&gt;"),
+            "the fault type is escaped: {refused}"
+        );
+        let unanswered = badges(Lang::Et, &entry(OutcomeJson::Unanswered));
+        assert!(unanswered.contains("Vastust pole logitud"), "{unanswered}");
+        assert_eq!(badges(Lang::En, &entry(OutcomeJson::Answered(200))), "");
+    }
+}
