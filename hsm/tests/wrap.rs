@@ -2,7 +2,7 @@
 //! store: round trips, tampering and wrong keys refused, keys that cannot be read out, and one
 //! wrapped format shared by both backends.
 // clippy.toml lets `#[test]` functions unwrap; the helpers below are test code too.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
 
 #[path = "common/softhsm.rs"]
 mod softhsm;

@@ -153,8 +153,7 @@ impl GlobalConf {
         self.members.sort_by(|a, b| a.id.cmp(&b.id));
         self.revoked.sort_by(|a, b| a.serial.cmp(&b.serial));
         self.services.sort_by(|a, b| a.id.cmp(&b.id));
-        self.signing_certificates
-            .sort_by(|a, b| signing_key(a).cmp(&signing_key(b)));
+        self.signing_certificates.sort_by_key(signing_key);
         self.subsystems.sort_by(|a, b| a.id.cmp(&b.id));
         self.timestamping_services
             .sort_by(|a, b| a.name.cmp(&b.name));

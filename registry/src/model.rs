@@ -209,7 +209,7 @@ impl Certificate {
             ));
         }
         match x509_parser::parse_x509_certificate(der) {
-            Ok((rest, _)) if rest.is_empty() => Ok(()),
+            Ok(([], _)) => Ok(()),
             Ok((rest, _)) => Err(Error::decode(
                 "certificate",
                 format!("{} trailing bytes", rest.len()),

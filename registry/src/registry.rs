@@ -25,6 +25,9 @@ use crate::model::{
 };
 use crate::store::{AuditEntry, Change, Store, Table};
 
+/// An issued certificate's row for the store: the table, the key and the encoded value.
+type Issued = (Table, String, Vec<u8>);
+
 /// How long the CA certificate is valid: long-lived roots are rotated by a new anchor, and twenty
 /// years outlasts any deployment's first key ceremony.
 pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 86_400);
@@ -707,7 +710,7 @@ impl Registry {
         subject: &Subject,
         profile: Profile,
         now: SystemTime,
-    ) -> Result<(Certificate, (Table, String, Vec<u8>)), Error> {
+    ) -> Result<(Certificate, Issued), Error> {
         let serial = self.counter(META_SERIAL)? + 1;
         let validity = Validity {
             not_before: now,

@@ -35,11 +35,10 @@ pub async fn slow_loris(
             }
             sent += 1;
         }
-        match tokio::time::timeout(every, stream.read(&mut buf)).await {
-            // Closed, or reset, by the server.
-            Ok(Ok(0) | Err(_)) => return Ok(Some(started.elapsed())),
-            // An answer (a 408, say): keep reading until it closes.
-            Ok(Ok(_)) | Err(_) => {}
+        // Closed, or reset, by the server; an answer (a 408, say) or nothing yet: keep reading
+        // until it closes.
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(every, stream.read(&mut buf)).await {
+            return Ok(Some(started.elapsed()));
         }
     }
     Ok(None)

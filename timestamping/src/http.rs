@@ -252,6 +252,9 @@ struct ClientIds {
 
 impl AppState {
     /// The calendar, or the 404 a child aggregator answers on calendar routes.
+    // The error is the answer itself, as axum handlers return it; it is built once, on a path
+    // that ends the request.
+    #[allow(clippy::result_large_err)]
     fn calendar(&self) -> Result<&Handle, Response> {
         self.backend
             .calendar()

@@ -47,6 +47,9 @@ use sha2::block_api::compress256;
 
 use crate::error::Error;
 
+/// One link of a chain above a leaf: the sibling's side, the level correction, the sibling.
+type Link<'a> = (Side, u8, &'a [u8; 32]);
+
 mod client_id;
 mod input_hash;
 
@@ -698,7 +701,7 @@ impl ClosedRound {
                 let correction = correction
                     .ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
                 links.push(AggregationLink {
-                    side: if position % 2 == 0 {
+                    side: if position.is_multiple_of(2) {
                         Side::Left
                     } else {
                         Side::Right
@@ -817,7 +820,7 @@ impl ClosedRound {
     }
 
     /// The links of request `index`'s chain above its leaf: side, level correction, sibling.
-    fn links(&self, index: usize) -> Result<Vec<(Side, u8, &[u8; 32])>, Error> {
+    fn links(&self, index: usize) -> Result<Vec<Link<'_>>, Error> {
         let mut links = Vec::with_capacity(self.layers.len());
         let mut position = index;
         for pair in self.layers.windows(2) {
@@ -837,7 +840,7 @@ impl ClosedRound {
                 let correction = correction
                     .ok_or_else(|| Error::Unreachable("parent level not above its child's"))?;
                 links.push((
-                    if position % 2 == 0 {
+                    if position.is_multiple_of(2) {
                         Side::Left
                     } else {
                         Side::Right

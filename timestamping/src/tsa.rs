@@ -224,7 +224,7 @@ impl Authority {
                     if accuracy >= 1000 {
                         w.next().write_u32(accuracy / 1000);
                     }
-                    if accuracy % 1000 != 0 {
+                    if !accuracy.is_multiple_of(1000) {
                         w.next().write_tagged_implicit(Tag::context(0), |w| {
                             w.write_u32(accuracy % 1000)
                         });

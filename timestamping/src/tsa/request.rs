@@ -130,6 +130,8 @@ impl RequestError {
 
 impl HashAlgorithm {
     /// The digest length in bytes.
+    // A digest length, never zero: an `is_empty` would always say false.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             HashAlgorithm::Sha256 => 32,
@@ -180,10 +182,10 @@ pub fn parse(bytes: &[u8], policy: &ObjectIdentifier) -> Result<TimeStampReq, Re
             got: raw.digest.len(),
         });
     }
-    if let Some(requested) = &raw.policy {
-        if requested != policy {
-            return Err(RequestError::Policy(requested.to_string()));
-        }
+    if let Some(requested) = &raw.policy
+        && requested != policy
+    {
+        return Err(RequestError::Policy(requested.to_string()));
     }
     if raw.extensions {
         return Err(RequestError::Extensions);
