@@ -37,6 +37,9 @@ use crate::service::{Inner, now_ms};
 use crate::signed::{RequestDescriptor, ResponseDescriptor, sha512};
 use crate::wire;
 
+/// An answer to pass back: the HTTP status, the end-to-end headers, the body.
+type ServiceAnswer = (u16, Vec<(String, String)>, Bytes);
+
 const ENVELOPE_OVERHEAD: usize = crate::signed::MAX_DESCRIPTOR_LEN + wire::MAX_SIGNATURE_LEN + 16;
 
 /// Answers one request on the peer port, from the peer that presented `certificate`.
@@ -372,7 +375,7 @@ async fn act(
     conf: &GlobalConf,
     checked: &CheckedRequest,
     authorized: &Authorized,
-) -> Result<(u16, Vec<(String, String)>, Bytes), Error> {
+) -> Result<ServiceAnswer, Error> {
     match &authorized.target {
         Answerer::Meta(meta) => answer_meta(
             inner,
@@ -436,7 +439,7 @@ async fn call_service(
     base: &str,
     descriptor: &RequestDescriptor,
     body: Bytes,
-) -> Result<(u16, Vec<(String, String)>, Bytes), Error> {
+) -> Result<ServiceAnswer, Error> {
     let mut url = format!("{base}{}", descriptor.path);
     if let Some(query) = &descriptor.query {
         url.push('?');
@@ -511,7 +514,7 @@ fn answer_meta(
     client: &ClientId,
     groups: &[GroupId],
     descriptor: &RequestDescriptor,
-) -> Result<(u16, Vec<(String, String)>, Bytes), Error> {
+) -> Result<ServiceAnswer, Error> {
     let json_headers = vec![("content-type".to_owned(), "application/json".to_owned())];
     let body = match meta {
         Meta::ListMethods => to_json(&meta::list_methods(conf, service.provider()))?,

@@ -500,14 +500,14 @@ pub fn new_message_id() -> String {
     let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(36);
     for (n, b) in bytes.iter().enumerate() {
         if matches!(n, 4 | 6 | 8 | 10) {
             id.push('-');
         }
-        id.push(char::from(HEX[usize::from(b >> 4)]));
-        id.push(char::from(HEX[usize::from(b & 0x0f)]));
+        for nibble in [b >> 4, b & 0x0f] {
+            id.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        }
     }
     id
 }

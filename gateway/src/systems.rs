@@ -278,7 +278,7 @@ impl SystemsStore {
             )));
         }
         match x509_parser::parse_x509_certificate(der) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             _ => {
                 return Err(SystemsError::Invalid(
                     "not an X.509 certificate (DER)".into(),

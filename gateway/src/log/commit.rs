@@ -23,6 +23,10 @@ use super::record::{Hash, Record, SignerCertificate};
 use super::store::Row;
 use super::{Kind, LogError, NewRecord, Shared};
 
+/// What a group's write leaves: the next sequence number, the last record's hash, each
+/// pending append's sequence numbers, and the new records' hashes.
+type Committed = (u64, Hash, Vec<Vec<u64>>, Vec<Hash>);
+
 /// Most records one synced write takes. A group this large writes a few megabytes.
 pub const MAX_GROUP_RECORDS: usize = 4096;
 
@@ -100,7 +104,7 @@ fn write_group(
     mut prev_hash: Hash,
     group: &mut [Pending],
     stored: &mut HashSet<Hash>,
-) -> Result<(u64, Hash, Vec<Vec<u64>>, Vec<Hash>), String> {
+) -> Result<Committed, String> {
     let mut encoded = Vec::new();
     let mut hashes = Vec::new();
     let mut new_certificates = HashSet::new();

@@ -141,7 +141,7 @@ pub fn verify(bundle: &Bundle, expected_prev: Option<Hash>) -> Result<Report, Ve
         let seq = record.seq;
         let link = match previous {
             Some((prev_seq, prev_hash)) => {
-                let expected = prev_seq.checked_add(1).unwrap_or(u64::MAX);
+                let expected = prev_seq.saturating_add(1);
                 if seq != expected {
                     return Err(VerifyError::OutOfSequence { seq, expected });
                 }
