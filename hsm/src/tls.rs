@@ -106,14 +106,8 @@ pub fn server_config(
     clients: Arc<dyn Pins>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
-    let key = certified_key(signer, certificate_chain)?;
-    let verifier = Arc::new(PinnedClientVerifier::new(clients, &provider));
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(config)
+    let verifier = PinnedClientVerifier::new(clients, &provider);
+    server_config_with(provider, signer, certificate_chain, verifier)
 }
 
 /// A server configuration like [`server_config`], but a client may present no certificate or
@@ -129,12 +123,21 @@ pub fn server_config_any_client(
     certificate_chain: Vec<Vec<u8>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
+    let verifier = PinnedClientVerifier::new(Arc::new(AnyCertificate), &provider).optional();
+    server_config_with(provider, signer, certificate_chain, verifier)
+}
+
+/// TLS 1.3 only, `certificate_chain` with its key in the store, clients checked by `verifier`.
+fn server_config_with(
+    provider: Arc<CryptoProvider>,
+    signer: Arc<dyn Signer>,
+    certificate_chain: Vec<Vec<u8>>,
+    verifier: PinnedClientVerifier,
+) -> Result<rustls::ServerConfig, TlsError> {
     let key = certified_key(signer, certificate_chain)?;
-    let verifier =
-        Arc::new(PinnedClientVerifier::new(Arc::new(AnyCertificate), &provider).optional());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(Arc::new(verifier))
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(key)));
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)

@@ -293,21 +293,14 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
             let changed = rights(&args.data_dir)?
                 .grant(parse_grant(grant)?)
                 .map_err(|e| Error::Check(e.to_string()))?;
-            println!(
-                "{}",
-                if changed {
-                    "granted"
-                } else {
-                    "already granted"
-                }
-            );
+            say_changed(changed, "granted", "already granted");
             Ok(())
         }
         GatewayCommand::Revoke(grant) => {
             let changed = rights(&args.data_dir)?
                 .revoke(&parse_grant(grant)?)
                 .map_err(|e| Error::Check(e.to_string()))?;
-            println!("{}", if changed { "revoked" } else { "no such grant" });
+            say_changed(changed, "revoked", "no such grant");
             Ok(())
         }
         GatewayCommand::Rights => {
@@ -341,28 +334,14 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
             let changed = systems(&args.data_dir)?
                 .add_certificate(&parse_client(client)?, &read_certificate(cert)?)
                 .map_err(systems_failed)?;
-            println!(
-                "{}",
-                if changed {
-                    "added"
-                } else {
-                    "already registered"
-                }
-            );
+            say_changed(changed, "added", "already registered");
             Ok(())
         }
         GatewayCommand::RemoveClientCert { client, sha256 } => {
             let changed = systems(&args.data_dir)?
                 .remove_certificate(&parse_client(client)?, sha256)
                 .map_err(systems_failed)?;
-            println!(
-                "{}",
-                if changed {
-                    "removed"
-                } else {
-                    "no such certificate"
-                }
-            );
+            say_changed(changed, "removed", "no such certificate");
             Ok(())
         }
         GatewayCommand::SetConnection { client, connection } => {
@@ -370,7 +349,7 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
             let changed = systems(&args.data_dir)?
                 .set_connection(&parse_client(client)?, connection)
                 .map_err(systems_failed)?;
-            println!("{}", if changed { "set" } else { "unchanged" });
+            say_changed(changed, "set", "unchanged");
             Ok(())
         }
         GatewayCommand::Clients => {
@@ -378,6 +357,11 @@ pub fn run(args: GatewayArgs, settings: &Settings, env: &Env) -> Result<(), Erro
             Ok(())
         }
     }
+}
+
+/// Says whether a change was made: `done` if so, `unchanged` if there was nothing to do.
+fn say_changed(changed: bool, done: &str, unchanged: &str) {
+    println!("{}", if changed { done } else { unchanged });
 }
 
 fn systems(data_dir: &Path) -> Result<SystemsStore, Error> {
@@ -446,18 +430,11 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
         match &args.command {
             GatewayCommand::Grant(grant) => {
                 let changed = client.grant(&parse_grant(grant)?).await.map_err(failed)?;
-                println!(
-                    "{}",
-                    if changed {
-                        "granted"
-                    } else {
-                        "already granted"
-                    }
-                );
+                say_changed(changed, "granted", "already granted");
             }
             GatewayCommand::Revoke(grant) => {
                 let changed = client.revoke(&parse_grant(grant)?).await.map_err(failed)?;
-                println!("{}", if changed { "revoked" } else { "no such grant" });
+                say_changed(changed, "revoked", "no such grant");
             }
             GatewayCommand::Rights => {
                 for grant in client.rights().await.map_err(failed)? {
@@ -473,14 +450,7 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
                     .add_client_certificate(id, &read_certificate(cert)?)
                     .await
                     .map_err(failed)?;
-                println!(
-                    "{}",
-                    if changed {
-                        "added"
-                    } else {
-                        "already registered"
-                    }
-                );
+                say_changed(changed, "added", "already registered");
             }
             GatewayCommand::RemoveClientCert { client: id, sha256 } => {
                 parse_client(id)?;
@@ -488,14 +458,7 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
                     .remove_client_certificate(id, sha256)
                     .await
                     .map_err(failed)?;
-                println!(
-                    "{}",
-                    if changed {
-                        "removed"
-                    } else {
-                        "no such certificate"
-                    }
-                );
+                say_changed(changed, "removed", "no such certificate");
             }
             GatewayCommand::SetConnection {
                 client: id,
@@ -507,7 +470,7 @@ fn remote(args: &GatewayArgs, keys: &dyn KeyStore, address: SocketAddr) -> Resul
                     .set_connection(id, connection)
                     .await
                     .map_err(failed)?;
-                println!("{}", if changed { "set" } else { "unchanged" });
+                say_changed(changed, "set", "unchanged");
             }
             GatewayCommand::Clients => print_clients(&client.clients().await.map_err(failed)?),
             _ => {
